@@ -1,0 +1,94 @@
+// Package chains is the SDK chain authors write against: the Task interface, the Context a task
+// runs with, and the canonical parameter encoding that gives every run its key.
+//
+// It owns no process, store or HTTP concern: the host (server) and the plugin runtime
+// (plugins/serve) build a Context and hand it to user code. Chain files live in
+// chains/<type>/<name>_chain.go; `make generate` turns their exported *Task types into routes.
+package chains
+
+//go:generate go run ../gen -root ..
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+)
+
+// Task is one unit of work. Its exported fields tagged `param:"name"` are its parameters; the
+// doc comment on the type is its help text.
+type Task interface {
+	Run(ctx *Context) error
+}
+
+// Requirer is implemented by tasks that depend on others. The outputs of the required tasks are
+// available through Context.Input in the same order.
+type Requirer interface {
+	Requires() []Task
+}
+
+// Context is what a running task sees: where to write its output, where to log, and the outputs
+// of the tasks it requires.
+type Context struct {
+	ctx    context.Context
+	out    io.Writer
+	logw   io.Writer
+	logger *slog.Logger
+	inputs []string
+}
+
+// ContextConfig is filled by the plugin runtime; chain authors never build one.
+type ContextConfig struct {
+	Context context.Context
+	Out     io.Writer // the task's output, committed only when Run returns nil
+	Log     io.Writer // the task's log
+	Inputs  []string  // local paths of the required tasks' outputs, in Requires order
+}
+
+// NewContext is called by the plugin runtime.
+func NewContext(cfg ContextConfig) *Context {
+	ctx := cfg.Context
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	return &Context{
+		ctx:    ctx,
+		out:    cfg.Out,
+		logw:   cfg.Log,
+		logger: slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		inputs: cfg.Inputs,
+	}
+}
+
+// Context is cancelled when the run is cancelled or times out: long tasks should watch it.
+func (c *Context) Context() context.Context { return c.ctx }
+
+// Out is the task's output. Nothing written here is visible to anyone until Run returns nil;
+// then it becomes the task's `out` in one atomic step.
+func (c *Context) Out() io.Writer { return c.out }
+
+// Log is the task's structured logger; its lines go to the task's `log`.
+func (c *Context) Log() *slog.Logger { return c.logger }
+
+// Stdout writes raw text into the task's `log` (use it where you would print).
+func (c *Context) Stdout() io.Writer { return c.logw }
+
+// NumInputs is the number of tasks this task requires.
+func (c *Context) NumInputs() int { return len(c.inputs) }
+
+// Input opens the output of the i-th required task (in Requires order).
+func (c *Context) Input(i int) (io.ReadCloser, error) {
+	if i < 0 || i >= len(c.inputs) {
+		return nil, fmt.Errorf("chains: Input(%d): task requires %d tasks", i, len(c.inputs))
+	}
+	return os.Open(c.inputs[i])
+}
+
+// ReadInput returns the whole output of the i-th required task.
+func (c *Context) ReadInput(i int) ([]byte, error) {
+	if i < 0 || i >= len(c.inputs) {
+		return nil, fmt.Errorf("chains: ReadInput(%d): task requires %d tasks", i, len(c.inputs))
+	}
+	return os.ReadFile(c.inputs[i])
+}

@@ -1,0 +1,124 @@
+package testchains
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"nectar/chains"
+)
+
+// FailTask always fails, with the message given.
+type FailTask struct {
+	Message string `param:"message" default:"failed on purpose"`
+}
+
+func (t FailTask) Run(ctx *chains.Context) error {
+	fmt.Fprintln(ctx.Out(), "partial output that must never be visible")
+	ctx.Log().Error("about to fail", "message", t.Message)
+	return errors.New(t.Message)
+}
+
+// PanicTask panics; the run fails with the panic and the stack is in the log.
+type PanicTask struct {
+	Message string `param:"message" default:"panicked on purpose"`
+}
+
+func (t PanicTask) Run(ctx *chains.Context) error {
+	fmt.Fprintln(ctx.Out(), "partial output that must never be visible")
+	panic(t.Message)
+}
+
+// ExitTask calls os.Exit in the middle of its run, killing its plugin process.
+type ExitTask struct {
+	Code int `param:"code" default:"3"`
+}
+
+func (t ExitTask) Run(ctx *chains.Context) error {
+	fmt.Fprintln(ctx.Out(), "partial output that must never be visible")
+	fmt.Fprintln(os.Stderr, "ExitTask: exiting with code", t.Code)
+	os.Exit(t.Code)
+	return nil
+}
+
+// SleepTask sleeps for duration (or until cancelled), then writes "slept <duration>".
+type SleepTask struct {
+	Duration time.Duration `param:"duration" default:"1s"`
+}
+
+func (t SleepTask) Run(ctx *chains.Context) error {
+	select {
+	case <-time.After(t.Duration):
+	case <-ctx.Context().Done():
+		return ctx.Context().Err()
+	}
+	_, err := fmt.Fprintf(ctx.Out(), "slept %s\n", t.Duration)
+	return err
+}
+
+// The five steps form one chain: StepFiveTask requires StepFourTask ... requires StepOneTask.
+// StepThreeTask fails while the file named by gate exists, so a POST of StepFiveTask fails at
+// step 3; remove the file and the same POST resumes at step 3, reusing steps 1 and 2.
+
+// StepOneTask is the first step: it writes "1".
+type StepOneTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t StepOneTask) Run(ctx *chains.Context) error { return step(ctx, "1") }
+
+// StepTwoTask appends "2".
+type StepTwoTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t StepTwoTask) Requires() []chains.Task { return []chains.Task{StepOneTask(t)} }
+func (t StepTwoTask) Run(ctx *chains.Context) error  { return step(ctx, "2") }
+
+// StepThreeTask appends "3", but fails while the file named by gate exists.
+type StepThreeTask struct {
+	// A file whose existence makes this step fail.
+	Gate string `param:"gate"`
+}
+
+func (t StepThreeTask) Requires() []chains.Task { return []chains.Task{StepTwoTask(t)} }
+func (t StepThreeTask) Run(ctx *chains.Context) error {
+	if t.Gate != "" {
+		if _, err := os.Stat(t.Gate); err == nil {
+			return fmt.Errorf("gate %s is closed (remove the file to let step 3 pass)", t.Gate)
+		}
+	}
+	return step(ctx, "3")
+}
+
+// StepFourTask appends "4".
+type StepFourTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t StepFourTask) Requires() []chains.Task { return []chains.Task{StepThreeTask(t)} }
+func (t StepFourTask) Run(ctx *chains.Context) error  { return step(ctx, "4") }
+
+// StepFiveTask appends "5": its out is "12345".
+type StepFiveTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t StepFiveTask) Requires() []chains.Task { return []chains.Task{StepFourTask(t)} }
+func (t StepFiveTask) Run(ctx *chains.Context) error  { return step(ctx, "5") }
+
+func step(ctx *chains.Context, n string) error {
+	var prev string
+	if ctx.NumInputs() > 0 {
+		b, err := ctx.ReadInput(0)
+		if err != nil {
+			return err
+		}
+		prev = strings.TrimSpace(string(b))
+	}
+	ctx.Log().Info("step", "n", n, "after", prev)
+	_, err := fmt.Fprintln(ctx.Out(), prev+n)
+	return err
+}

@@ -1,0 +1,38 @@
+// Package testchains holds the example chains used by the tests, the benchmarks and the README.
+package testchains
+
+import (
+	"bytes"
+	"fmt"
+
+	"nectar/chains"
+)
+
+// HelloTask greets someone: its out is "hello <name>\n".
+type HelloTask struct {
+	// Who to greet.
+	Name string `param:"name" default:"world"`
+}
+
+func (t HelloTask) Run(ctx *chains.Context) error {
+	ctx.Log().Info("greeting", "name", t.Name)
+	_, err := fmt.Fprintf(ctx.Out(), "hello %s\n", t.Name)
+	return err
+}
+
+// UpperTask shouts HelloTask's greeting.
+type UpperTask struct {
+	// Who to greet.
+	Name string `param:"name" default:"world"`
+}
+
+func (t UpperTask) Requires() []chains.Task { return []chains.Task{HelloTask{Name: t.Name}} }
+
+func (t UpperTask) Run(ctx *chains.Context) error {
+	in, err := ctx.ReadInput(0)
+	if err != nil {
+		return err
+	}
+	_, err = ctx.Out().Write(bytes.ToUpper(in))
+	return err
+}

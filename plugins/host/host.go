@@ -1,0 +1,170 @@
+// Package host starts chain-type plugin processes and hands back a plugins.Runner to drive them.
+// It owns process lifecycle only (start, kill, exit status); what runs when is the server's job.
+package host
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+
+	"nectar/plugins"
+)
+
+// ErrNoPlugin means no binary exists for the chain type (the catalog and the build disagree).
+var ErrNoPlugin = errors.New("plugin binary not found")
+
+// Launcher starts plugin binaries found in Dir (one per chain type, named after it).
+type Launcher struct {
+	dir       string
+	socketDir string
+	env       []string
+	logger    hclog.Logger
+}
+
+var typeName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+
+// NewLauncher checks dir and makes a private (0700) folder for the plugins' Unix sockets, so no
+// other user on the machine can connect to a plugin.
+func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
+		return nil, fmt.Errorf("plugin folder %s: %w (run `make build`)", abs, ErrNoPlugin)
+	}
+	sock, err := os.MkdirTemp("", "nectar-sock-")
+	if err != nil {
+		return nil, fmt.Errorf("plugin socket folder: %w", err)
+	}
+	return &Launcher{
+		dir:       abs,
+		socketDir: sock,
+		env:       pluginEnv(os.Environ()),
+		logger:    hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: slogWriter{logger}}),
+	}, nil
+}
+
+// pluginEnv passes the host environment minus Nectar's and the clouds' secrets: user code has
+// no business reading the API tokens, the signing key or the store's credentials.
+func pluginEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		k, _, _ := strings.Cut(kv, "=")
+		switch {
+		case strings.HasPrefix(k, "NECTAR_"), strings.HasPrefix(k, "AWS_"), strings.HasPrefix(k, "MINIO_"),
+			strings.HasPrefix(k, "PLUGIN_"):
+			continue
+		}
+		env = append(env, kv)
+	}
+	return env
+}
+
+// Close removes the socket folder.
+func (l *Launcher) Close() error { return os.RemoveAll(l.socketDir) }
+
+// BinaryPath is where the plugin for chainType must be.
+func (l *Launcher) BinaryPath(chainType string) (string, error) {
+	if !typeName.MatchString(chainType) {
+		return "", fmt.Errorf("chain type %q: %w", chainType, ErrNoPlugin)
+	}
+	p := filepath.Join(l.dir, chainType)
+	if _, err := os.Stat(p); err != nil {
+		return "", fmt.Errorf("%s: %w (run `make build`)", p, ErrNoPlugin)
+	}
+	return p, nil
+}
+
+// Process is one running plugin.
+type Process struct {
+	plugins.Runner
+	client *plugin.Client
+	pid    int
+	once   sync.Once
+}
+
+// Start launches the plugin for chainType. Everything it writes to its stdout and stderr, and the
+// stack of a crash (written straight to fd 2), goes to output.
+func (l *Launcher) Start(chainType string, output io.Writer) (*Process, error) {
+	bin, err := l.BinaryPath(chainType)
+	if err != nil {
+		return nil, err
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(append([]string{}, l.env...), plugin.EnvUnixSocketDir+"="+l.socketDir)
+	// Own process group so a kill takes the task's children too; SIGKILL if the host dies.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  plugins.Handshake,
+		Plugins:          plugins.PluginSet(nil),
+		Cmd:              cmd,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		SkipHostEnv:      true,
+		Stderr:           output,
+		SyncStdout:       output,
+		SyncStderr:       output,
+		Logger:           l.logger,
+		StartTimeout:     30 * time.Second,
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("starting plugin %s: %w", chainType, err)
+	}
+	raw, err := rpc.Dispense(plugins.PluginName)
+	if err != nil {
+		client.Kill()
+		return nil, fmt.Errorf("plugin %s: %w", chainType, err)
+	}
+	p := &Process{Runner: raw.(plugins.Runner), client: client}
+	if cmd.Process != nil {
+		p.pid = cmd.Process.Pid
+	}
+	return p, nil
+}
+
+// Pid is the plugin's process id (and process group id).
+func (p *Process) Pid() int { return p.pid }
+
+// Exited reports whether the process has ended (crashed, called os.Exit or was killed).
+func (p *Process) Exited() bool { return p.client.Exited() }
+
+// Kill stops the plugin: a graceful shutdown first (go-plugin waits briefly), then SIGKILL to
+// the whole process group so no grandchild outlives the run.
+func (p *Process) Kill() {
+	p.once.Do(func() {
+		p.client.Kill()
+		if p.pid > 0 {
+			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+		}
+	})
+}
+
+// KillNow SIGKILLs the process group at once (cancel, timeout), then reaps it.
+func (p *Process) KillNow() {
+	if p.pid > 0 {
+		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
+	}
+	p.Kill()
+}
+
+// slogWriter lets go-plugin's hclog logger write into the server's slog output.
+type slogWriter struct{ l *slog.Logger }
+
+func (w slogWriter) Write(b []byte) (int, error) {
+	w.l.Warn(strings.TrimSpace(string(b)), "source", "go-plugin")
+	return len(b), nil
+}

@@ -1,0 +1,170 @@
+// Package serve is the plugin side: it rebuilds task values from canonical parameters, expands
+// their Requires into a graph, and runs user code with a chains.Context. It owns user code and
+// nothing else: statuses, the store, timeouts and retries belong to the host.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"runtime/debug"
+
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc"
+
+	"nectar/chains"
+	"nectar/plugins"
+)
+
+// TaskDef is one task type, as generated into the plugin main.
+type TaskDef struct {
+	Chain  string
+	Name   string
+	Decode func(params []byte) (chains.Task, error)
+}
+
+// Registry is everything the generated main knows about its chain type.
+type Registry struct {
+	Type  string
+	Tasks []TaskDef
+	// Describe maps a task value (from Requires) back to its identity.
+	Describe func(chains.Task) (plugins.TaskRef, error)
+}
+
+// Main serves reg over go-plugin; generated plugin mains call it and nothing else.
+func Main(reg Registry) {
+	plugin.Serve(&plugin.ServeConfig{
+		HandshakeConfig: plugins.Handshake,
+		Plugins:         plugins.PluginSet(NewRunner(reg)),
+		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
+			opts = append(opts, grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
+			return grpc.NewServer(opts...)
+		},
+	})
+}
+
+// maxGraphNodes bounds a graph so a Requires that grows without end fails instead of eating RAM.
+const maxGraphNodes = 100_000
+
+type runner struct {
+	reg    Registry
+	byName map[string]TaskDef
+}
+
+// NewRunner returns the plugin-side Runner for reg (exported for in-process tests).
+func NewRunner(reg Registry) plugins.Runner {
+	r := &runner{reg: reg, byName: make(map[string]TaskDef, len(reg.Tasks))}
+	for _, t := range reg.Tasks {
+		r.byName[t.Chain+"/"+t.Name] = t
+	}
+	return r
+}
+
+func (r *runner) decode(ref plugins.TaskRef) (chains.Task, error) {
+	def, ok := r.byName[ref.Chain+"/"+ref.Task]
+	if !ok {
+		return nil, fmt.Errorf("plugin %s has no task %s/%s", r.reg.Type, ref.Chain, ref.Task)
+	}
+	return def.Decode(ref.Params)
+}
+
+func refID(ref plugins.TaskRef) string {
+	return ref.Chain + "/" + ref.Task + "/" + string(ref.Params)
+}
+
+func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plugins.GraphResponse, err error) {
+	defer func() {
+		if p := recover(); p != nil {
+			err = fmt.Errorf("panic in Requires: %v", p)
+		}
+	}()
+	root, err := r.decode(req.Root)
+	if err != nil {
+		return nil, err
+	}
+	g := &graphBuilder{r: r, index: map[string]int{}, state: map[int]int{}}
+	if _, err := g.visit(req.Root, root); err != nil {
+		return nil, err
+	}
+	return &plugins.GraphResponse{Nodes: g.nodes}, nil
+}
+
+type graphBuilder struct {
+	r     *runner
+	nodes []plugins.GraphNode
+	index map[string]int
+	state map[int]int // 1 while visiting (a cycle if seen again), 2 when done
+}
+
+func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
+	id := refID(ref)
+	if i, ok := g.index[id]; ok {
+		if g.state[i] == 1 {
+			return 0, fmt.Errorf("dependency cycle through %s/%s %s", ref.Chain, ref.Task, ref.Params)
+		}
+		return i, nil
+	}
+	if len(g.nodes) >= maxGraphNodes {
+		return 0, fmt.Errorf("task graph has more than %d tasks", maxGraphNodes)
+	}
+	i := len(g.nodes)
+	g.nodes = append(g.nodes, plugins.GraphNode{TaskRef: ref})
+	g.index[id] = i
+	g.state[i] = 1
+	if req, ok := t.(chains.Requirer); ok {
+		for _, dep := range req.Requires() {
+			if dep == nil {
+				return 0, fmt.Errorf("%s.Requires returned a nil task", ref.Task)
+			}
+			depRef, err := g.r.reg.Describe(dep)
+			if err != nil {
+				return 0, fmt.Errorf("%s.Requires: %w", ref.Task, err)
+			}
+			j, err := g.visit(depRef, dep)
+			if err != nil {
+				return 0, err
+			}
+			g.nodes[i].Requires = append(g.nodes[i].Requires, j)
+		}
+	}
+	g.state[i] = 2
+	return i, nil
+}
+
+func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plugins.RunTaskResponse, error) {
+	t, err := r.decode(req.Task)
+	if err != nil {
+		return nil, err
+	}
+	logf, err := os.OpenFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	defer logf.Close()
+	outf, err := os.OpenFile(req.OutPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, err
+	}
+	runErr, panicked := runUserCode(ctx, t, chains.ContextConfig{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs}, logf)
+	// Sync before answering: the host commits the file the moment we reply.
+	if err := errors.Join(outf.Sync(), outf.Close()); err != nil && runErr == nil {
+		runErr = fmt.Errorf("writing out: %w", err)
+	}
+	if runErr != nil {
+		fmt.Fprintf(logf, "task failed: %v\n", runErr)
+		return &plugins.RunTaskResponse{Error: runErr.Error(), Panic: panicked}, nil
+	}
+	return &plugins.RunTaskResponse{}, nil
+}
+
+// runUserCode turns a panic into an error, with the stack in the task's log.
+func runUserCode(ctx context.Context, t chains.Task, cfg chains.ContextConfig, logf *os.File) (err error, panicked bool) {
+	defer func() {
+		if p := recover(); p != nil {
+			fmt.Fprintf(logf, "panic: %v\n\n%s\n", p, debug.Stack())
+			err, panicked = fmt.Errorf("panic: %v", p), true
+		}
+	}()
+	return t.Run(chains.NewContext(cfg)), false
+}

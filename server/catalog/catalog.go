@@ -1,0 +1,110 @@
+// Package catalog is the list of tasks the generator found, with their parameter schemas and
+// their typed query parsers. catalog_gen.go is written by `make generate`; this file holds the
+// types and lookups, so the server needs no reflection and never imports user code.
+package catalog
+
+import (
+	"net/url"
+	"sort"
+)
+
+// Param describes one parameter, as shown by the catalog endpoints.
+type Param struct {
+	Name     string   `json:"name"`
+	Kind     string   `json:"type"`
+	Default  string   `json:"default,omitempty"`
+	Required bool     `json:"required"`
+	Enum     []string `json:"enum,omitempty"`
+	Doc      string   `json:"doc,omitempty"`
+}
+
+// Task is one route: POST /api/chains/<Type>/<Chain>/<Name>.
+type Task struct {
+	Type   string  `json:"type"`
+	Chain  string  `json:"chain"`
+	Name   string  `json:"task"`
+	Doc    string  `json:"doc,omitempty"`
+	Params []Param `json:"params"`
+	// Parse validates a query and returns the canonical parameter JSON (the run key's source).
+	Parse func(url.Values) ([]byte, error) `json:"-"`
+}
+
+// HasParam reports whether name is one of the task's parameters.
+func (t *Task) HasParam(name string) bool {
+	for i := range t.Params {
+		if t.Params[i].Name == name {
+			return true
+		}
+	}
+	return false
+}
+
+// ParamNames lists the parameter names, for error messages.
+func (t *Task) ParamNames() []string {
+	names := make([]string, len(t.Params))
+	for i, p := range t.Params {
+		names[i] = p.Name
+	}
+	return names
+}
+
+// Catalog indexes tasks by type, chain and name.
+type Catalog struct {
+	tasks  []*Task
+	byPath map[string]*Task
+}
+
+// Generated is the catalog of this build.
+func Generated() *Catalog { return New(generated) }
+
+// New indexes tasks (tests build small catalogs of their own).
+func New(tasks []*Task) *Catalog {
+	c := &Catalog{tasks: tasks, byPath: make(map[string]*Task, len(tasks))}
+	for _, t := range tasks {
+		c.byPath[t.Type+"/"+t.Chain+"/"+t.Name] = t
+	}
+	return c
+}
+
+// Tasks returns every task, sorted by type, chain and name.
+func (c *Catalog) Tasks() []*Task { return c.tasks }
+
+// Task finds one task.
+func (c *Catalog) Task(typ, chain, name string) (*Task, bool) {
+	t, ok := c.byPath[typ+"/"+chain+"/"+name]
+	return t, ok
+}
+
+// Types lists the chain types.
+func (c *Catalog) Types() []string {
+	return c.distinct(func(t *Task) (string, bool) { return t.Type, true })
+}
+
+// Chains lists the chains of one type.
+func (c *Catalog) Chains(typ string) []string {
+	return c.distinct(func(t *Task) (string, bool) { return t.Chain, t.Type == typ })
+}
+
+// ChainTasks lists the tasks of one chain.
+func (c *Catalog) ChainTasks(typ, chain string) []*Task {
+	var out []*Task
+	for _, t := range c.tasks {
+		if t.Type == typ && t.Chain == chain {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+func (c *Catalog) distinct(pick func(*Task) (string, bool)) []string {
+	seen := map[string]bool{}
+	out := []string{}
+	for _, t := range c.tasks {
+		if v, ok := pick(t); ok && !seen[v] {
+			seen[v] = true
+			out = append(out, v)
+		}
+	}
+	sort.Strings(out)
+	return out
+}

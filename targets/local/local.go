@@ -1,0 +1,206 @@
+// Package local is the default store: a folder on this machine (./local_targets). Objects are
+// files under the root at their key; writes go to <root>/.tmp first and are renamed into place,
+// so a reader never sees a partial object, even after a crash.
+package local
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"nectar/targets"
+)
+
+// URLSigner makes a download URL for key that the server will honour until expiry.
+type URLSigner func(key string, expiry time.Duration) string
+
+// Store is a folder.
+type Store struct {
+	root   string
+	tmp    string
+	signer URLSigner
+}
+
+// TmpDirName is the folder under the root that holds uncommitted files; it is not a key space.
+const TmpDirName = ".tmp"
+
+// New opens (creating if needed) the folder root. signer may be nil when no URLs are needed.
+func New(root string, signer URLSigner) (*Store, error) {
+	abs, err := filepath.Abs(root)
+	if err != nil {
+		return nil, fmt.Errorf("local target %s: %w", root, err)
+	}
+	tmp := filepath.Join(abs, TmpDirName)
+	if err := os.MkdirAll(tmp, 0o755); err != nil {
+		return nil, fmt.Errorf("local target %s: %w", abs, err)
+	}
+	return &Store{root: abs, tmp: tmp, signer: signer}, nil
+}
+
+func (s *Store) String() string { return "local folder " + s.root }
+
+// Root is the folder the store lives in.
+func (s *Store) Root() string { return s.root }
+
+// TempDir is where callers may stage files for CommitFile (same file system, so rename works).
+func (s *Store) TempDir() string { return s.tmp }
+
+func (s *Store) path(key string) (string, error) {
+	if err := targets.CheckKey(key); err != nil {
+		return "", err
+	}
+	if key == TmpDirName || strings.HasPrefix(key, TmpDirName+"/") {
+		return "", fmt.Errorf("%w: %q is reserved", targets.ErrBadKey, key)
+	}
+	return filepath.Join(s.root, filepath.FromSlash(key)), nil
+}
+
+// LocalPath is the file that holds key.
+func (s *Store) LocalPath(key string) (string, error) { return s.path(key) }
+
+func (s *Store) Put(_ context.Context, key string, r io.Reader) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.tmp, "put-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = s.rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// CommitFile moves a finished file (which must be under TempDir) to key in one rename.
+func (s *Store) CommitFile(_ context.Context, key, file string) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := s.rename(file, dst); err != nil {
+		return fmt.Errorf("commit %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *Store) rename(src, dst string) error {
+	err := os.Rename(src, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		err = os.Rename(src, dst)
+	}
+	return err
+}
+
+func (s *Store) Get(_ context.Context, key string) (io.ReadCloser, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, mapErr(key, err)
+	}
+	if fi, err := f.Stat(); err == nil && fi.IsDir() {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w", key, targets.ErrNotExist)
+	}
+	return f, nil
+}
+
+func (s *Store) Stat(_ context.Context, key string) (targets.Info, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return targets.Info{}, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return targets.Info{}, mapErr(key, err)
+	}
+	if fi.IsDir() {
+		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrNotExist)
+	}
+	return targets.Info{Size: fi.Size(), ModTime: fi.ModTime()}, nil
+}
+
+func (s *Store) Delete(_ context.Context, key string) error {
+	p, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("delete %s: %w", key, err)
+	}
+	return nil
+}
+
+func (s *Store) List(_ context.Context, prefix string) ([]string, error) {
+	var keys []string
+	err := filepath.WalkDir(s.root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil
+			}
+			return err
+		}
+		rel, _ := filepath.Rel(s.root, p)
+		rel = filepath.ToSlash(rel)
+		if d.IsDir() {
+			if rel == TmpDirName {
+				return filepath.SkipDir
+			}
+			// Skip folders that cannot hold a key with this prefix.
+			if rel != "." && !strings.HasPrefix(rel+"/", prefix) && !strings.HasPrefix(prefix, rel+"/") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if strings.HasPrefix(rel, prefix) {
+			keys = append(keys, rel)
+		}
+		return nil
+	})
+	sort.Strings(keys)
+	return keys, err
+}
+
+// PresignGet returns a URL the server signs and serves itself.
+func (s *Store) PresignGet(_ context.Context, key string, expiry time.Duration) (string, error) {
+	if s.signer == nil {
+		return "", errors.New("local target has no URL signer")
+	}
+	if err := targets.CheckKey(key); err != nil {
+		return "", err
+	}
+	return s.signer(key, expiry), nil
+}
+
+func mapErr(key string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscallENOTDIR) {
+		return fmt.Errorf("%s: %w", key, targets.ErrNotExist)
+	}
+	return fmt.Errorf("%s: %w", key, err)
+}

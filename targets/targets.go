@@ -1,0 +1,80 @@
+// Package targets defines the store that holds every run's out, log, params and run record, and
+// the optional capabilities a backend may offer. Backends live in sub-packages (local, and later
+// s3 and minio) and must pass the shared conformance suite in targets/targettest.
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strings"
+	"time"
+)
+
+var (
+	// ErrNotExist is returned for a key that has no object.
+	ErrNotExist = errors.New("no such object")
+	// ErrBadKey is returned for a key that is not a clean relative path.
+	ErrBadKey = errors.New("bad key")
+	// ErrUnavailable wraps failures to reach the store (the API answers 503).
+	ErrUnavailable = errors.New("store unavailable")
+)
+
+// Info describes a stored object.
+type Info struct {
+	Size    int64
+	ModTime time.Time
+}
+
+// Store is the four-plus-one-method storage every backend offers. Keys are slash-separated paths
+// such as chains/testchains/hello_chain/HelloTask/<md5>/out.
+type Store interface {
+	// Put stores r under key atomically: a reader sees the whole object or none.
+	Put(ctx context.Context, key string, r io.Reader) error
+	Get(ctx context.Context, key string) (io.ReadCloser, error)
+	Stat(ctx context.Context, key string) (Info, error)
+	Delete(ctx context.Context, key string) error
+	// List returns the keys under prefix, sorted.
+	List(ctx context.Context, prefix string) ([]string, error)
+	// String names the store in messages (folder, or endpoint and bucket).
+	String() string
+}
+
+// Presigner is offered by stores that hand out download URLs.
+type Presigner interface {
+	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
+}
+
+// FileCommitter is offered by stores that can take a finished local file without copying it
+// (the local store renames it into place).
+type FileCommitter interface {
+	CommitFile(ctx context.Context, key, file string) error
+}
+
+// LocalPather is offered by stores whose objects are local files that a plugin can read directly.
+type LocalPather interface {
+	LocalPath(key string) (string, error)
+}
+
+// CheckKey rejects keys that could escape the store: absolute, unclean, or with .. segments.
+func CheckKey(key string) error {
+	if key == "" || strings.HasPrefix(key, "/") || path.Clean(key) != key || key == "." ||
+		strings.HasPrefix(key, "../") || key == ".." || strings.Contains(key, "\\") || strings.ContainsRune(key, 0) {
+		return fmt.Errorf("%w: %q", ErrBadKey, key)
+	}
+	return nil
+}
+
+// Exists is Stat reduced to a yes or no; an unreachable store is an error, not a no.
+func Exists(ctx context.Context, s Store, key string) (bool, error) {
+	_, err := s.Stat(ctx, key)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, ErrNotExist):
+		return false, nil
+	}
+	return false, err
+}
