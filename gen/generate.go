@@ -146,11 +146,11 @@ type ChainType struct {
 }
 
 var (
-	typeNameRE  = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	typeNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	// Names the generated plugin main imports itself; a chain type cannot shadow them.
 	reservedTypes = []string{"main", "chains", "plugins", "serve", "fmt"}
-	chainFileRE = regexp.MustCompile(`^[a-z][a-z0-9_]*_chain\.go$`)
-	paramNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
+	chainFileRE   = regexp.MustCompile(`^[a-z][a-z0-9_]*_chain\.go$`)
+	paramNameRE   = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 	// Query parameters the API itself reads; a task cannot take them.
 	reservedParams = []string{"wait", "force", "expires", "signature", "chain", "offset", "follow"}
 )

@@ -74,8 +74,8 @@ type StepTwoTask struct {
 	Gate string `param:"gate"`
 }
 
-func (t StepTwoTask) Requires() []chains.Task { return []chains.Task{StepOneTask(t)} }
-func (t StepTwoTask) Run(ctx *chains.Context) error  { return step(ctx, "2") }
+func (t StepTwoTask) Requires() []chains.Task       { return []chains.Task{StepOneTask(t)} }
+func (t StepTwoTask) Run(ctx *chains.Context) error { return step(ctx, "2") }
 
 // StepThreeTask appends "3", but fails while the file named by gate exists.
 type StepThreeTask struct {
@@ -98,16 +98,16 @@ type StepFourTask struct {
 	Gate string `param:"gate"`
 }
 
-func (t StepFourTask) Requires() []chains.Task { return []chains.Task{StepThreeTask(t)} }
-func (t StepFourTask) Run(ctx *chains.Context) error  { return step(ctx, "4") }
+func (t StepFourTask) Requires() []chains.Task       { return []chains.Task{StepThreeTask(t)} }
+func (t StepFourTask) Run(ctx *chains.Context) error { return step(ctx, "4") }
 
 // StepFiveTask appends "5": its out is "12345".
 type StepFiveTask struct {
 	Gate string `param:"gate"`
 }
 
-func (t StepFiveTask) Requires() []chains.Task { return []chains.Task{StepFourTask(t)} }
-func (t StepFiveTask) Run(ctx *chains.Context) error  { return step(ctx, "5") }
+func (t StepFiveTask) Requires() []chains.Task       { return []chains.Task{StepFourTask(t)} }
+func (t StepFiveTask) Run(ctx *chains.Context) error { return step(ctx, "5") }
 
 func step(ctx *chains.Context, n string) error {
 	var prev string

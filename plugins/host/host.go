@@ -92,6 +92,7 @@ func (l *Launcher) BinaryPath(chainType string) (string, error) {
 type Process struct {
 	plugins.Runner
 	client *plugin.Client
+	cmd    *exec.Cmd
 	pid    int
 	once   sync.Once
 }
@@ -129,7 +130,7 @@ func (l *Launcher) Start(chainType string, output io.Writer) (*Process, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", chainType, err)
 	}
-	p := &Process{Runner: raw.(plugins.Runner), client: client}
+	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
 	}
@@ -141,6 +142,14 @@ func (p *Process) Pid() int { return p.pid }
 
 // Exited reports whether the process has ended (crashed, called os.Exit or was killed).
 func (p *Process) Exited() bool { return p.client.Exited() }
+
+// ExitStatus says how the process ended ("exit status 3", "signal: killed"); "" while it runs.
+func (p *Process) ExitStatus() string {
+	if !p.client.Exited() || p.cmd.ProcessState == nil {
+		return ""
+	}
+	return p.cmd.ProcessState.String()
+}
 
 // Kill stops the plugin: a graceful shutdown first (go-plugin waits briefly), then SIGKILL to
 // the whole process group so no grandchild outlives the run.

@@ -9,6 +9,9 @@ import (
 	"fmt"
 	"os"
 	"runtime/debug"
+	"sync"
+
+	"github.com/hashicorp/go-hclog"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -34,9 +37,12 @@ type Registry struct {
 
 // Main serves reg over go-plugin; generated plugin mains call it and nothing else.
 func Main(reg Registry) {
+	r := NewRunner(reg).(*runner)
+	r.realStderr = os.Stderr
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugins.Handshake,
-		Plugins:         plugins.PluginSet(NewRunner(reg)),
+		Plugins:         plugins.PluginSet(r),
+		Logger:          hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: os.Stderr}),
 		GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 			opts = append(opts, grpc.MaxRecvMsgSize(64<<20), grpc.MaxSendMsgSize(64<<20))
 			return grpc.NewServer(opts...)
@@ -50,6 +56,20 @@ const maxGraphNodes = 100_000
 type runner struct {
 	reg    Registry
 	byName map[string]TaskDef
+
+	// go-plugin points os.Stdout and os.Stderr at pipes it forwards over gRPC, which loses what
+	// was written just before a crash. User prints go to the real fd 2 instead, which the host
+	// reads to the end (fd 1 stays go-plugin's handshake channel).
+	realStderr *os.File
+	stdioOnce  sync.Once
+}
+
+func (r *runner) restoreStdio() {
+	r.stdioOnce.Do(func() {
+		if r.realStderr != nil {
+			os.Stdout, os.Stderr = r.realStderr, r.realStderr
+		}
+	})
 }
 
 // NewRunner returns the plugin-side Runner for reg (exported for in-process tests).
@@ -79,6 +99,7 @@ func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plug
 			err = fmt.Errorf("panic in Requires: %v", p)
 		}
 	}()
+	r.restoreStdio()
 	root, err := r.decode(req.Root)
 	if err != nil {
 		return nil, err
@@ -133,6 +154,7 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 }
 
 func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plugins.RunTaskResponse, error) {
+	r.restoreStdio()
 	t, err := r.decode(req.Task)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,69 @@
+// Package plugintest builds the real plugin binaries for tests, once per test process.
+package plugintest
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+)
+
+var (
+	once sync.Once
+	dir  string
+	err  error
+)
+
+// Build compiles every plugins/mains/<type> into a temporary folder and returns it. The
+// caller's TestMain removes it with Cleanup. A build failure is returned, never skipped.
+func Build() (string, error) {
+	once.Do(func() {
+		root, e := moduleRoot()
+		if e != nil {
+			err = e
+			return
+		}
+		dir, err = os.MkdirTemp("", "nectar-plugins-")
+		if err != nil {
+			return
+		}
+		mains, _ := filepath.Glob(filepath.Join(root, "plugins", "mains", "*"))
+		if len(mains) == 0 {
+			err = fmt.Errorf("no plugin mains under %s/plugins/mains: run make generate", root)
+			return
+		}
+		args := []string{"build", "-o", dir + "/"}
+		for _, m := range mains {
+			args = append(args, "./plugins/mains/"+filepath.Base(m))
+		}
+		cmd := exec.Command("go", args...)
+		cmd.Dir = root
+		if out, e := cmd.CombinedOutput(); e != nil {
+			err = fmt.Errorf("building plugins: %v\n%s", e, out)
+		}
+	})
+	return dir, err
+}
+
+// Cleanup removes the built binaries.
+func Cleanup() {
+	if dir != "" {
+		os.RemoveAll(dir)
+	}
+}
+
+func moduleRoot() (string, error) {
+	_, file, _, _ := runtime.Caller(0)
+	root := filepath.Dir(filepath.Dir(filepath.Dir(file)))
+	if _, err := os.Stat(filepath.Join(root, "go.mod")); err != nil {
+		out, err := exec.Command("go", "env", "GOMOD").Output()
+		if err != nil {
+			return "", err
+		}
+		return filepath.Dir(strings.TrimSpace(string(out))), nil
+	}
+	return root, nil
+}

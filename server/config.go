@@ -1,0 +1,136 @@
+package server
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"nectar/server/signing"
+)
+
+// Config is read from NECTAR_* environment variables and checked once, at start.
+type Config struct {
+	Addr            string        // NECTAR_ADDR
+	Target          string        // NECTAR_TARGET
+	PluginDir       string        // NECTAR_PLUGIN_DIR
+	PublicURL       string        // NECTAR_PUBLIC_URL ("" = http://<listen address>)
+	SigningKey      []byte        // NECTAR_SIGNING_KEY (nil = random per process)
+	URLExpiry       time.Duration // NECTAR_URL_EXPIRY
+	MaxRuns         int           // NECTAR_MAX_RUNS
+	TaskParallelism int           // NECTAR_TASK_PARALLELISM
+	MaxWait         time.Duration // NECTAR_MAX_WAIT
+	LogLevel        string        // NECTAR_LOG_LEVEL
+}
+
+// MaxURLExpiry is S3's limit for presigned URLs, applied to every store alike.
+const MaxURLExpiry = 7 * 24 * time.Hour
+
+// Defaults are what `make run` uses with no environment set.
+func Defaults() Config {
+	return Config{
+		Addr:            "127.0.0.1:5000",
+		Target:          "./local_targets",
+		PluginDir:       "./bin/plugins",
+		URLExpiry:       600 * time.Second,
+		MaxRuns:         2 * runtime.NumCPU(),
+		TaskParallelism: max(4, 2*runtime.NumCPU()),
+		MaxWait:         5 * time.Minute,
+		LogLevel:        "info",
+	}
+}
+
+// ConfigFromEnv reads the environment through getenv and reports every bad variable at once.
+func ConfigFromEnv(getenv func(string) string) (Config, error) {
+	c := Defaults()
+	var errs []error
+	bad := func(name, value, why string) {
+		errs = append(errs, fmt.Errorf("%s=%q: %s", name, value, why))
+	}
+	str := func(name string, dst *string) {
+		if v := getenv(name); v != "" {
+			*dst = v
+		}
+	}
+	str("NECTAR_ADDR", &c.Addr)
+	str("NECTAR_TARGET", &c.Target)
+	str("NECTAR_PLUGIN_DIR", &c.PluginDir)
+	str("NECTAR_PUBLIC_URL", &c.PublicURL)
+	str("NECTAR_LOG_LEVEL", &c.LogLevel)
+
+	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+		bad("NECTAR_ADDR", c.Addr, "want host:port, such as 127.0.0.1:5000")
+	}
+	if c.PublicURL != "" {
+		u, err := url.Parse(c.PublicURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+			bad("NECTAR_PUBLIC_URL", c.PublicURL, "want an http(s) origin such as https://nectar.example.com")
+		}
+		c.PublicURL = strings.TrimSuffix(c.PublicURL, "/")
+	}
+	if v := getenv("NECTAR_SIGNING_KEY"); v != "" {
+		key, err := decodeKey(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("NECTAR_SIGNING_KEY: %v", err)) // never echo a secret
+		}
+		c.SigningKey = key
+	}
+	dur := func(name string, dst *time.Duration, lo, hi time.Duration) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			if n, nerr := strconv.Atoi(v); nerr == nil { // plain seconds
+				d, err = time.Duration(n)*time.Second, nil
+			}
+		}
+		switch {
+		case err != nil:
+			bad(name, v, "not a duration (such as 600s or 10m)")
+		case d < lo || d > hi:
+			bad(name, v, fmt.Sprintf("must be between %s and %s", lo, hi))
+		default:
+			*dst = d
+		}
+	}
+	dur("NECTAR_URL_EXPIRY", &c.URLExpiry, time.Second, MaxURLExpiry)
+	dur("NECTAR_MAX_WAIT", &c.MaxWait, 0, time.Hour)
+	num := func(name string, dst *int, lo, hi int) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		n, err := strconv.Atoi(v)
+		if err != nil || n < lo || n > hi {
+			bad(name, v, fmt.Sprintf("want a whole number from %d to %d", lo, hi))
+			return
+		}
+		*dst = n
+	}
+	num("NECTAR_MAX_RUNS", &c.MaxRuns, 1, 10000)
+	num("NECTAR_TASK_PARALLELISM", &c.TaskParallelism, 1, 10000)
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("NECTAR_LOG_LEVEL", c.LogLevel, "want debug, info, warn or error")
+	}
+	return c, errors.Join(errs...)
+}
+
+func decodeKey(v string) ([]byte, error) {
+	if b, err := hex.DecodeString(v); err == nil && len(b) >= signing.MinKeyLen {
+		return b, nil
+	}
+	if b, err := base64.StdEncoding.DecodeString(v); err == nil && len(b) >= signing.MinKeyLen {
+		return b, nil
+	}
+	return nil, fmt.Errorf("want at least %d random bytes, hex or base64 encoded (openssl rand -hex 32)", signing.MinKeyLen)
+}

@@ -1,0 +1,348 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/chains"
+	"nectar/server/catalog"
+	"nectar/server/runs"
+	"nectar/server/signing"
+	"nectar/targets"
+)
+
+// ---- catalog ----
+
+type taskInfo struct {
+	*catalog.Task
+	URL string `json:"url"`
+}
+
+func taskURL(t *catalog.Task) string {
+	return "/api/chains/" + t.Type + "/" + t.Chain + "/" + t.Name
+}
+
+func (s *Server) listTypes(c echo.Context) error {
+	type typeInfo struct {
+		Type   string   `json:"type"`
+		URL    string   `json:"url"`
+		Chains []string `json:"chains"`
+	}
+	out := []typeInfo{}
+	for _, t := range s.catalog.Types() {
+		out = append(out, typeInfo{Type: t, URL: "/api/chains/" + t, Chains: s.catalog.Chains(t)})
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d chain types", len(out)), map[string]any{"types": out})
+}
+
+func (s *Server) listChains(c echo.Context) error {
+	typ := c.Param("type")
+	chainNames := s.catalog.Chains(typ)
+	if len(chainNames) == 0 {
+		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain type %q (see /api/chains)", typ))
+	}
+	type chainInfo struct {
+		Chain string   `json:"chain"`
+		URL   string   `json:"url"`
+		Tasks []string `json:"tasks"`
+	}
+	out := []chainInfo{}
+	for _, ch := range chainNames {
+		info := chainInfo{Chain: ch, URL: "/api/chains/" + typ + "/" + ch}
+		for _, t := range s.catalog.ChainTasks(typ, ch) {
+			info.Tasks = append(info.Tasks, t.Name)
+		}
+		out = append(out, info)
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d chains in %s", len(out), typ), map[string]any{"type": typ, "chains": out})
+}
+
+func (s *Server) listTasks(c echo.Context) error {
+	typ, ch := c.Param("type"), c.Param("chain")
+	if err := s.checkChain(typ, ch); err != nil {
+		return err
+	}
+	out := []taskInfo{}
+	for _, t := range s.catalog.ChainTasks(typ, ch) {
+		out = append(out, taskInfo{t, taskURL(t)})
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d tasks in %s/%s", len(out), typ, ch), map[string]any{"type": typ, "chain": ch, "tasks": out})
+}
+
+func (s *Server) describeTask(c echo.Context) error {
+	t, err := s.findTask(c.Param("type"), c.Param("chain"), c.Param("task"))
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, t.Name, taskInfo{t, taskURL(t)})
+}
+
+func (s *Server) checkChain(typ, ch string) error {
+	if len(s.catalog.Chains(typ)) == 0 {
+		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain type %q (see /api/chains)", typ))
+	}
+	if len(s.catalog.ChainTasks(typ, ch)) == 0 {
+		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain %q in type %q (see /api/chains/%s)", ch, typ, typ))
+	}
+	return nil
+}
+
+func (s *Server) findTask(typ, ch, name string) (*catalog.Task, error) {
+	if err := s.checkChain(typ, ch); err != nil {
+		return nil, err
+	}
+	t, ok := s.catalog.Task(typ, ch, name)
+	if !ok {
+		return nil, newError(http.StatusNotFound, fmt.Sprintf("unknown task %q in %s/%s (see /api/chains/%s/%s)", name, typ, ch, typ, ch))
+	}
+	return t, nil
+}
+
+func (s *Server) unknownTask(c echo.Context) error {
+	_, err := s.findTask(c.Param("type"), c.Param("chain"), c.Param("task"))
+	if err == nil { // cannot happen: every known task has its own route
+		err = newError(http.StatusNotFound, "unknown task")
+	}
+	return err
+}
+
+// ---- runs ----
+
+// reservedQuery are the query parameters the API reads itself on a POST.
+var reservedQuery = []string{"wait"}
+
+// runData is the data of POST and status answers.
+type runData struct {
+	Key         string          `json:"key"`
+	JobStatus   *runs.Status    `json:"job_status"`
+	Type        string          `json:"type,omitempty"`
+	Chain       string          `json:"chain,omitempty"`
+	Task        string          `json:"task,omitempty"`
+	Params      json.RawMessage `json:"params,omitempty"`
+	Error       *string         `json:"error"`
+	StatusURL   string          `json:"status_url,omitempty"`
+	ResourceURL string          `json:"resource_url,omitempty"`
+	LogURL      string          `json:"log_url,omitempty"`
+	ParamsURL   string          `json:"params_url,omitempty"`
+	ExpiresIn   int             `json:"expires_in"`
+	SubmittedAt *time.Time      `json:"submitted_at,omitempty"`
+	StartedAt   *time.Time      `json:"started_at,omitempty"`
+	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
+	Tasks       []taskData      `json:"tasks,omitempty"`
+}
+
+type taskData struct {
+	runs.TaskState
+	LogURL string `json:"log_url,omitempty"`
+}
+
+func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		q := c.QueryParams()
+		for name := range q {
+			if !t.HasParam(name) && !slices.Contains(reservedQuery, name) {
+				return &chains.ParamError{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (it takes: %s)", t.Name, paramList(t))}
+			}
+		}
+		wait, err := s.parseWait(q)
+		if err != nil {
+			return err
+		}
+		params, err := t.Parse(q)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		key := runs.Key(t.Type, t.Chain, t.Name, params)
+		if _, running := s.runs.Active(key); !running {
+			done, err := targets.Exists(ctx, s.store, key+"/"+runs.OutName)
+			if err != nil {
+				return fmt.Errorf("%w: %v", runs.ErrStore, err)
+			}
+			if done { // idempotency: answer at once, start nothing
+				st := runs.Done
+				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params}))
+			}
+		}
+		run, joined := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params})
+		if wait > 0 {
+			timer := time.NewTimer(wait)
+			defer timer.Stop()
+			select {
+			case <-run.Done():
+				rec := run.Snapshot()
+				return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
+			case <-timer.C:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		msg := "run started"
+		if joined {
+			msg = "joined the run already in progress"
+		}
+		return respond(c, http.StatusAccepted, msg, s.runData(ctx, run.Snapshot()))
+	}
+}
+
+func paramList(t *catalog.Task) string {
+	names := append(t.ParamNames(), reservedQuery...)
+	return strings.Join(names, ", ")
+}
+
+func (s *Server) parseWait(q map[string][]string) (time.Duration, error) {
+	vs := q["wait"]
+	if len(vs) == 0 {
+		return 0, nil
+	}
+	if len(vs) > 1 {
+		return 0, &chains.ParamError{Param: "wait", Reason: "is given more than once"}
+	}
+	d, err := chains.ParseDuration("wait", vs[0])
+	if err != nil {
+		return 0, err
+	}
+	if d < 0 || d > s.cfg.MaxWait {
+		return 0, &chains.ParamError{Param: "wait", Value: vs[0], Reason: fmt.Sprintf("must be between 0s and %s", s.cfg.MaxWait)}
+	}
+	return d, nil
+}
+
+// runData turns a record into the API's answer, with signed URLs for what exists.
+func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
+	st := rec.Status
+	d := runData{
+		Key: rec.Key, JobStatus: &st, Type: rec.Type, Chain: rec.Chain, Task: rec.Task, Params: rec.Params,
+		StatusURL: s.statusURL(rec.Key), ExpiresIn: int(s.cfg.URLExpiry.Seconds()),
+		StartedAt: rec.StartedAt, FinishedAt: rec.FinishedAt,
+	}
+	if !rec.SubmittedAt.IsZero() {
+		d.SubmittedAt = &rec.SubmittedAt
+	}
+	if rec.Error != "" {
+		d.Error = &rec.Error
+	}
+	if st == runs.Done {
+		d.ResourceURL = s.presign(ctx, rec.Key+"/"+runs.OutName)
+	}
+	if st != runs.Pending {
+		d.ParamsURL = s.presign(ctx, rec.Key+"/"+runs.ParamsName)
+	}
+	if st.Final() {
+		d.LogURL = s.presign(ctx, rec.Key+"/"+runs.LogName)
+	}
+	for _, t := range rec.Tasks {
+		td := taskData{TaskState: t}
+		if t.Status == runs.Done || t.Status == runs.Failed || t.Status == runs.Cancelled {
+			td.LogURL = s.presign(ctx, t.Key+"/"+runs.LogName)
+		}
+		d.Tasks = append(d.Tasks, td)
+	}
+	return d
+}
+
+func (s *Server) presign(ctx context.Context, key string) string {
+	p, ok := s.store.(targets.Presigner)
+	if !ok {
+		return ""
+	}
+	u, err := p.PresignGet(ctx, key, s.cfg.URLExpiry)
+	if err != nil {
+		s.log.Warn("presigning", "key", key, "err", err)
+		return ""
+	}
+	return u
+}
+
+// status answers GET /api/chainstatus?chain=<key>/out&expires=&signature=.
+func (s *Server) status(c echo.Context) error {
+	q := c.QueryParams()
+	chain := q.Get("chain")
+	if chain == "" {
+		return &chains.ParamError{Param: "chain", Reason: "is required (use the status_url a POST returned)"}
+	}
+	if err := s.signer.Verify(signing.PurposeStatus, chain, q.Get("expires"), q.Get("signature")); err != nil {
+		return fmt.Errorf("status URL for %q: %w", chain, err)
+	}
+	key, err := parseStatusChain(chain)
+	if err != nil {
+		return err
+	}
+	ctx := c.Request().Context()
+	rec, err := s.runs.Lookup(ctx, key)
+	if err != nil {
+		if err == runs.ErrUnknownKey {
+			return &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no run, record or output for key %s", key),
+				data: map[string]any{"key": key, "job_status": nil}}
+		}
+		return err
+	}
+	return respond(c, http.StatusOK, strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
+}
+
+// parseStatusChain checks that chain is chains/<type>/<chain>/<task>/<md5>/out and returns the key.
+func parseStatusChain(chain string) (string, error) {
+	bad := func(why string) error {
+		return &chains.ParamError{Param: "chain", Value: chain, Reason: why}
+	}
+	if err := targets.CheckKey(chain); err != nil {
+		return "", bad("is not a clean relative path")
+	}
+	parts := strings.Split(chain, "/")
+	if len(parts) != 6 || parts[0] != "chains" || parts[5] != runs.OutName {
+		return "", bad("want chains/<type>/<chain>/<task>/<md5>/out")
+	}
+	if len(parts[4]) != 32 || strings.Trim(parts[4], "0123456789abcdef") != "" {
+		return "", bad("has no valid md5 segment")
+	}
+	return path.Dir(chain), nil
+}
+
+// download serves a local store object behind a signed URL.
+func (s *Server) download(c echo.Context) error {
+	key := c.Param("*")
+	q := c.QueryParams()
+	if err := s.signer.Verify(signing.PurposeDownload, key, q.Get("expires"), q.Get("signature")); err != nil {
+		return fmt.Errorf("download URL for %q: %w", key, err)
+	}
+	if err := targets.CheckKey(key); err != nil || !strings.HasPrefix(key, "chains/") {
+		return newError(http.StatusBadRequest, fmt.Sprintf("download path %q is not a key under chains/", key))
+	}
+	rc, err := s.store.Get(c.Request().Context(), key)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	h := c.Response().Header()
+	switch path.Base(key) {
+	case runs.LogName:
+		h.Set(echo.HeaderContentType, "text/plain; charset=utf-8")
+	case runs.ParamsName, runs.RecordName:
+		h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	}
+	h.Set("Cache-Control", "private, max-age=60")
+	if f, ok := rc.(*os.File); ok {
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		http.ServeContent(c.Response(), c.Request(), "", fi.ModTime(), f)
+		return nil
+	}
+	if h.Get(echo.HeaderContentType) == "" {
+		h.Set(echo.HeaderContentType, echo.MIMEOctetStream)
+	}
+	c.Response().WriteHeader(http.StatusOK)
+	_, err = io.Copy(c.Response(), rc)
+	return err
+}

@@ -1,0 +1,336 @@
+package runs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"nectar/plugins"
+	"nectar/targets"
+)
+
+// ErrStore marks failures of the target store during a run (the API maps it to 503).
+var ErrStore = errors.New("target store error")
+
+// Process is a running plugin, as plugins/host provides it.
+type Process interface {
+	plugins.Runner
+	Kill()    // graceful, then the process group; waits for the output to drain
+	KillNow() // SIGKILL the process group at once
+	Exited() bool
+	ExitStatus() string
+}
+
+// Starter launches the plugin of a chain type; output receives its stdout and stderr.
+type Starter interface {
+	Start(chainType string, output io.Writer) (Process, error)
+}
+
+// Config sets up a Manager.
+type Config struct {
+	Store           targets.Store
+	Plugins         Starter
+	MaxRuns         int // runs executing at once; more wait as PENDING
+	TaskParallelism int // tasks of one run executing at once
+	Logger          *slog.Logger
+}
+
+// Manager starts runs, joins concurrent requests for the same key, and answers status queries.
+type Manager struct {
+	cfg      Config
+	spool    string
+	slots    chan struct{}
+	mu       sync.Mutex
+	active   map[string]*Run
+	wg       sync.WaitGroup
+	launches atomic.Int64
+	ctx      context.Context
+	stop     context.CancelFunc
+}
+
+// NewManager checks cfg and prepares the spool folder where tasks write before commit.
+func NewManager(cfg Config) (*Manager, error) {
+	if cfg.Store == nil || cfg.Plugins == nil {
+		return nil, errors.New("runs: Store and Plugins are required")
+	}
+	if cfg.MaxRuns < 1 {
+		cfg.MaxRuns = 1
+	}
+	if cfg.TaskParallelism < 1 {
+		cfg.TaskParallelism = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	// Stage files where the store can rename them into place without a copy.
+	var spool string
+	if t, ok := cfg.Store.(interface{ TempDir() string }); ok {
+		spool = t.TempDir()
+	} else {
+		dir, err := os.MkdirTemp("", "nectar-spool-")
+		if err != nil {
+			return nil, err
+		}
+		spool = dir
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	return &Manager{
+		cfg:    cfg,
+		spool:  spool,
+		slots:  make(chan struct{}, cfg.MaxRuns),
+		active: map[string]*Run{},
+		ctx:    ctx,
+		stop:   stop,
+	}, nil
+}
+
+// Launches counts the plugin processes started so far.
+func (m *Manager) Launches() int64 { return m.launches.Load() }
+
+// Spec names the task a run is for.
+type Spec struct {
+	Type, Chain, Task string
+	Params            []byte // canonical JSON
+}
+
+// Run is one execution of a task and whatever it requires.
+type Run struct {
+	mu     sync.Mutex
+	rec    Record
+	done   chan struct{}
+	cancel context.CancelFunc
+}
+
+// Snapshot is the current record.
+func (r *Run) Snapshot() Record {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.clone()
+}
+
+// Done is closed when the run has ended and its record is stored.
+func (r *Run) Done() <-chan struct{} { return r.done }
+
+func (r *Run) update(f func(*Record)) {
+	r.mu.Lock()
+	f(&r.rec)
+	r.mu.Unlock()
+}
+
+// Submit starts a run for spec, or joins the one already running for the same key (single
+// flight: concurrent POSTs execute once). joined reports the latter.
+func (m *Manager) Submit(spec Spec) (run *Run, joined bool) {
+	key := Key(spec.Type, spec.Chain, spec.Task, spec.Params)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if r, ok := m.active[key]; ok {
+		return r, true
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	r := &Run{
+		rec: Record{
+			Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
+			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
+		},
+		done:   make(chan struct{}),
+		cancel: cancel,
+	}
+	m.active[key] = r
+	m.wg.Add(1)
+	go m.execute(ctx, r)
+	return r, false
+}
+
+// Active returns the run in progress for key, if any.
+func (m *Manager) Active(key string) (*Run, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.active[key]
+	return r, ok
+}
+
+// ErrUnknownKey means no run, record or out exists for a key.
+var ErrUnknownKey = errors.New("unknown key")
+
+// Lookup answers a status query: the live run if there is one, else the stored record, else
+// DONE when only the out exists (the task ran as a dependency of another run).
+func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
+	if r, ok := m.Active(key); ok {
+		return r.Snapshot(), nil
+	}
+	rc, err := m.cfg.Store.Get(ctx, key+"/"+RecordName)
+	if err == nil {
+		defer rc.Close()
+		var rec Record
+		if err := json.NewDecoder(rc).Decode(&rec); err != nil {
+			return Record{}, fmt.Errorf("%w: run record %s/%s is corrupt: %v", ErrStore, key, RecordName, err)
+		}
+		if !rec.Status.Final() {
+			// Not running here, yet the record says it is: the server stopped mid-run.
+			if _, ok := m.Active(key); ok {
+				return m.Lookup(ctx, key)
+			}
+			rec.Status = Failed
+			rec.Error = "run was interrupted: the server stopped before it finished (POST again to resume)"
+		}
+		return rec, nil
+	}
+	if !errors.Is(err, targets.ErrNotExist) {
+		return Record{}, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	done, err := targets.Exists(ctx, m.cfg.Store, key+"/"+OutName)
+	if err != nil {
+		return Record{}, fmt.Errorf("%w: %v", ErrStore, err)
+	}
+	if !done {
+		return Record{}, ErrUnknownKey
+	}
+	return Record{Key: key, Status: Done}, nil
+}
+
+// Shutdown cancels every run and waits for their records to be written, or for ctx.
+func (m *Manager) Shutdown(ctx context.Context) error {
+	m.stop()
+	ch := make(chan struct{})
+	go func() { m.wg.Wait(); close(ch) }()
+	select {
+	case <-ch:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (m *Manager) execute(ctx context.Context, r *Run) {
+	defer m.wg.Done()
+	defer r.cancel()
+	rec := r.Snapshot()
+	log := m.cfg.Logger.With("key", rec.Key)
+
+	status, errMsg := m.drive(ctx, r, log)
+
+	now := time.Now().UTC()
+	r.update(func(rec *Record) {
+		rec.Status, rec.Error, rec.FinishedAt = status, errMsg, &now
+		if rec.StartedAt == nil {
+			rec.StartedAt = &now
+		}
+	})
+	if err := m.putRecord(context.Background(), r); err != nil {
+		log.Error("writing run record", "err", err)
+	}
+	m.mu.Lock()
+	delete(m.active, rec.Key)
+	m.mu.Unlock()
+	close(r.done)
+	log.Info("run finished", "status", status, "error", errMsg, "elapsed", now.Sub(rec.SubmittedAt))
+}
+
+func (m *Manager) putRecord(ctx context.Context, r *Run) error {
+	rec := r.Snapshot()
+	b, err := json.Marshal(rec)
+	if err != nil {
+		return err
+	}
+	return m.cfg.Store.Put(ctx, rec.Key+"/"+RecordName, bytes.NewReader(b))
+}
+
+// drive runs the task graph and returns the run's final status and error.
+func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, string) {
+	select {
+	case m.slots <- struct{}{}:
+		defer func() { <-m.slots }()
+	case <-ctx.Done():
+		return Cancelled, "cancelled before it started"
+	}
+	rec := r.Snapshot()
+	started := time.Now().UTC()
+	r.update(func(rec *Record) { rec.Status, rec.StartedAt = Running, &started })
+
+	// A run joined late, or raced with another that just finished: nothing to execute.
+	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
+		return Failed, storeErr(m.cfg.Store, err)
+	} else if done {
+		r.update(func(rec *Record) {
+			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
+		})
+		return Done, ""
+	}
+	if err := m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)); err != nil {
+		return Failed, storeErr(m.cfg.Store, err)
+	}
+	if err := m.putRecord(ctx, r); err != nil {
+		return Failed, storeErr(m.cfg.Store, err)
+	}
+
+	procOut, err := os.CreateTemp(m.spool, "plugin-output-*")
+	if err != nil {
+		return Failed, "creating the plugin output file: " + err.Error()
+	}
+	defer os.Remove(procOut.Name())
+	defer procOut.Close()
+	m.launches.Add(1)
+	proc, err := m.cfg.Plugins.Start(rec.Type, procOut)
+	if err != nil {
+		log.Error("starting plugin", "err", err)
+		return Failed, "starting the plugin for chain type " + rec.Type + " failed: " + err.Error()
+	}
+	defer proc.Kill()
+
+	graph, err := proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
+	if err != nil {
+		if ctx.Err() != nil {
+			return Cancelled, "cancelled"
+		}
+		return Failed, "building the task graph: " + rpcMessage(err)
+	}
+	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type}
+	return s.run(ctx, graph)
+}
+
+func storeErr(s targets.Store, err error) string {
+	return fmt.Sprintf("%v (%s): %v", ErrStore, s, err)
+}
+
+// rpcMessage strips gRPC's "rpc error: code = Unknown desc =" wrapping from plugin errors.
+func rpcMessage(err error) string {
+	msg := err.Error()
+	const marker = "desc = "
+	if i := strings.Index(msg, marker); i >= 0 {
+		return msg[i+len(marker):]
+	}
+	return msg
+}
+
+// outputTail returns the last max bytes the plugin process wrote (its crash message and stack).
+func outputTail(f *os.File, max int64) string {
+	fi, err := f.Stat()
+	if err != nil {
+		return ""
+	}
+	off := fi.Size() - max
+	if off < 0 {
+		off = 0
+	}
+	b := make([]byte, fi.Size()-off)
+	n, _ := f.ReadAt(b, off)
+	return string(b[:n])
+}
+
+func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
+
+func spoolDir(base string) (string, error) {
+	return os.MkdirTemp(base, "task-")
+}
+
+func joinPath(dir, name string) string { return filepath.Join(dir, name) }

@@ -1,0 +1,313 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"nectar/plugins"
+	"nectar/targets"
+)
+
+// scheduler drives one run's graph through one plugin process: tasks whose out exists are
+// skipped (and so is everything below them), the rest run in dependency order, independent
+// ones in parallel up to TaskParallelism.
+type scheduler struct {
+	m       *Manager
+	r       *Run
+	proc    Process
+	procOut *os.File
+	log     *slog.Logger
+	typ     string
+
+	nodes []*node
+}
+
+type node struct {
+	ref        plugins.TaskRef
+	key        string
+	deps       []int // graph indices, in Requires order
+	dependents []int
+	waiting    int // unfinished deps
+	slot       int // index in Record.Tasks
+}
+
+type taskResult struct {
+	idx   int
+	err   string
+	fatal bool // the process or the store is gone: start nothing more
+}
+
+func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Status, string) {
+	if len(graph.Nodes) == 0 {
+		return Failed, "the plugin returned an empty task graph"
+	}
+	s.nodes = make([]*node, len(graph.Nodes))
+	for i, g := range graph.Nodes {
+		s.nodes[i] = &node{ref: g.TaskRef, key: Key(s.typ, g.Chain, g.Task, g.Params), deps: g.Requires, slot: -1}
+	}
+	for i, n := range s.nodes {
+		for _, d := range n.deps {
+			if d < 0 || d >= len(s.nodes) {
+				return Failed, fmt.Sprintf("the plugin returned a bad task graph (dependency %d of %d)", d, i)
+			}
+			s.nodes[d].dependents = append(s.nodes[d].dependents, i)
+		}
+	}
+
+	// Walk from the root; a task whose out exists is done and its own requirements are not needed.
+	var tasks []TaskState
+	var ready []int
+	var walk func(i int) error
+	walk = func(i int) error {
+		n := s.nodes[i]
+		if n.slot >= 0 {
+			return nil
+		}
+		done, err := targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName)
+		if err != nil {
+			return err
+		}
+		n.slot = len(tasks)
+		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Status: Pending}
+		if done {
+			st.Status, st.Cached = Done, true
+		}
+		tasks = append(tasks, st)
+		if done {
+			return nil
+		}
+		for _, d := range n.deps {
+			if err := walk(d); err != nil {
+				return err
+			}
+			if tasks[s.nodes[d].slot].Status != Done {
+				n.waiting++
+			}
+		}
+		if n.waiting == 0 {
+			ready = append(ready, i)
+		}
+		return nil
+	}
+	if err := walk(0); err != nil {
+		return Failed, storeErr(s.m.cfg.Store, err)
+	}
+	s.r.update(func(rec *Record) { rec.Tasks = tasks })
+
+	results := make(chan taskResult)
+	running := 0
+	var firstErr string
+	stopped := false
+	for len(ready) > 0 || running > 0 {
+		for !stopped && running < s.m.cfg.TaskParallelism && len(ready) > 0 {
+			i := ready[0]
+			ready = ready[1:]
+			running++
+			s.setTask(i, func(t *TaskState) { t.Status, t.StartedAt = Running, timePtr(time.Now().UTC()) })
+			go func() { results <- s.runTask(ctx, i) }()
+		}
+		if stopped {
+			ready = nil
+		}
+		if running == 0 {
+			break
+		}
+		res := <-results
+		running--
+		n := s.nodes[res.idx]
+		if res.err == "" {
+			s.setTask(res.idx, func(t *TaskState) { t.Status, t.FinishedAt = Done, timePtr(time.Now().UTC()) })
+			for _, d := range n.dependents {
+				dn := s.nodes[d]
+				if dn.slot < 0 || s.status(d) != Pending {
+					continue
+				}
+				if dn.waiting--; dn.waiting == 0 {
+					ready = append(ready, d)
+				}
+			}
+			continue
+		}
+		status := Failed
+		if ctx.Err() != nil {
+			status = Cancelled
+		}
+		s.setTask(res.idx, func(t *TaskState) { t.Status, t.Error, t.FinishedAt = status, res.err, timePtr(time.Now().UTC()) })
+		if firstErr == "" {
+			firstErr = fmt.Sprintf("%s failed: %s", n.ref.Task, res.err)
+		}
+		s.markUpstreamFailed(res.idx)
+		if res.fatal || ctx.Err() != nil {
+			stopped = true
+		}
+	}
+
+	// Anything still pending never started (the process died or the run was cancelled).
+	final := Done
+	for i, n := range s.nodes {
+		if n.slot < 0 {
+			continue
+		}
+		if st := s.status(i); st == Pending {
+			s.setTask(i, func(t *TaskState) { t.Status, t.Error = Cancelled, "not started: "+firstErr })
+		}
+	}
+	switch {
+	case ctx.Err() != nil:
+		final = Cancelled
+		if firstErr == "" {
+			firstErr = "cancelled"
+		}
+	case s.status(0) != Done:
+		final = Failed
+		if firstErr == "" {
+			firstErr = "the root task did not finish"
+		}
+	default:
+		firstErr = ""
+	}
+	return final, firstErr
+}
+
+func (s *scheduler) status(i int) Status {
+	slot := s.nodes[i].slot
+	var st Status
+	s.r.update(func(rec *Record) { st = rec.Tasks[slot].Status })
+	return st
+}
+
+func (s *scheduler) setTask(i int, f func(*TaskState)) {
+	slot := s.nodes[i].slot
+	s.r.update(func(rec *Record) { f(&rec.Tasks[slot]) })
+}
+
+// markUpstreamFailed marks every pending task that depends on i, transitively.
+func (s *scheduler) markUpstreamFailed(i int) {
+	for _, d := range s.nodes[i].dependents {
+		if s.nodes[d].slot < 0 || s.status(d) != Pending {
+			continue
+		}
+		cause := s.nodes[i].ref.Task
+		s.setTask(d, func(t *TaskState) { t.Status, t.Error = UpstreamFailed, "requires "+cause+", which did not finish" })
+		s.markUpstreamFailed(d)
+	}
+}
+
+// runTask executes one task in the plugin and commits its files: params first, then log, then
+// out last, so an existing out always means a finished task.
+func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
+	n := s.nodes[i]
+	store := s.m.cfg.Store
+	fail := func(msg string, fatal bool) taskResult { return taskResult{idx: i, err: msg, fatal: fatal} }
+
+	if i != 0 { // the root's params were written when the run started
+		if err := store.Put(ctx, n.key+"/"+ParamsName, bytesReader(n.ref.Params)); err != nil {
+			return fail(storeErr(store, err), true)
+		}
+	}
+	dir, err := spoolDir(s.m.spool)
+	if err != nil {
+		return fail("creating the spool folder: "+err.Error(), true)
+	}
+	defer os.RemoveAll(dir)
+	outPath, logPath := joinPath(dir, OutName), joinPath(dir, LogName)
+	inputs := make([]string, len(n.deps))
+	for j, d := range n.deps {
+		p, err := s.inputPath(ctx, dir, j, s.nodes[d].key+"/"+OutName)
+		if err != nil {
+			return fail(fmt.Sprintf("reading the output of %s: %v", s.nodes[d].ref.Task, err), true)
+		}
+		inputs[j] = p
+	}
+
+	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		s.proc.KillNow()
+		appendLog(logPath, "\n--- cancelled ---\n")
+		s.commitLog(n, logPath)
+		return fail("cancelled", true)
+	case err != nil:
+		cause := s.crashCause(err)
+		appendLog(logPath, "\n--- plugin process output ---\n"+outputTail(s.procOut, 64<<10)+"\n--- "+cause+" ---\n")
+		s.commitLog(n, logPath)
+		return fail(cause, true)
+	case resp.Error != "":
+		s.commitLog(n, logPath)
+		return fail(resp.Error, false)
+	}
+	if err := s.commitLog(n, logPath); err != nil {
+		return fail(storeErr(store, err), true)
+	}
+	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
+		return fail(storeErr(store, err), true)
+	}
+	return taskResult{idx: i}
+}
+
+// crashCause waits for the dead plugin to be reaped and says how it ended.
+func (s *scheduler) crashCause(rpcErr error) string {
+	deadline := time.Now().Add(2 * time.Second)
+	for !s.proc.Exited() && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if !s.proc.Exited() {
+		return "lost contact with the plugin process: " + rpcMessage(rpcErr)
+	}
+	s.proc.Kill() // waits until its output is drained, so the tail below is complete
+	return "plugin process exited (" + s.proc.ExitStatus() + ") while the task was running"
+}
+
+func (s *scheduler) inputPath(ctx context.Context, dir string, j int, key string) (string, error) {
+	store := s.m.cfg.Store
+	if lp, ok := store.(targets.LocalPather); ok {
+		return lp.LocalPath(key)
+	}
+	rc, err := store.Get(ctx, key)
+	if err != nil {
+		return "", err
+	}
+	defer rc.Close()
+	p := joinPath(dir, fmt.Sprintf("input-%d", j))
+	f, err := os.Create(p)
+	if err != nil {
+		return "", err
+	}
+	_, err = f.ReadFrom(rc)
+	return p, errors.Join(err, f.Close())
+}
+
+func (s *scheduler) commitLog(n *node, logPath string) error {
+	if _, err := os.Stat(logPath); err != nil {
+		if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+			return err
+		}
+	}
+	return s.commit(context.Background(), n.key+"/"+LogName, logPath)
+}
+
+func (s *scheduler) commit(ctx context.Context, key, file string) error {
+	store := s.m.cfg.Store
+	if fc, ok := store.(targets.FileCommitter); ok {
+		return fc.CommitFile(ctx, key, file)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return store.Put(ctx, key, f)
+}
+
+func appendLog(path, text string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(text)
+}

@@ -1,0 +1,202 @@
+// Package server is the HTTP face of Nectar: the echo v4 app with the catalog, run submission,
+// status and download endpoints. Handlers are thin (decode, validate, call, respond); run
+// management lives in server/runs, URL signing in server/signing, the task table in
+// server/catalog (generated).
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"nectar/plugins/host"
+	"nectar/server/catalog"
+	"nectar/server/runs"
+	"nectar/server/signing"
+	"nectar/targets"
+	"nectar/targets/local"
+)
+
+// Server wires the store, the plugin launcher, the run manager and the routes.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	echo      *echo.Echo
+	catalog   *catalog.Catalog
+	store     targets.Store
+	signer    *signing.Signer
+	launcher  *host.Launcher
+	runs      *runs.Manager
+	publicURL atomic.Pointer[string]
+}
+
+// New checks the configuration against the world (store, plugin folder) and builds the server.
+func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error) {
+	s := &Server{cfg: cfg, log: logger, catalog: cat}
+	if cfg.SigningKey != nil {
+		signer, err := signing.New(cfg.SigningKey)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_SIGNING_KEY: %w", err)
+		}
+		s.signer = signer
+	} else {
+		s.signer = signing.NewRandom()
+		logger.Warn("NECTAR_SIGNING_KEY is not set: using a random key, so status and download URLs stop working when the server restarts")
+	}
+	if cfg.PublicURL != "" {
+		s.setPublicURL(cfg.PublicURL)
+	}
+	store, err := openStore(cfg.Target, s.downloadURL)
+	if err != nil {
+		return nil, err
+	}
+	s.store = store
+	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
+	if err != nil {
+		return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
+	}
+	s.launcher = launcher
+	for _, t := range cat.Types() {
+		if _, err := launcher.BinaryPath(t); err != nil {
+			launcher.Close()
+			return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
+		}
+	}
+	s.runs, err = runs.NewManager(runs.Config{
+		Store:           store,
+		Plugins:         starter{launcher},
+		MaxRuns:         cfg.MaxRuns,
+		TaskParallelism: cfg.TaskParallelism,
+		Logger:          logger,
+	})
+	if err != nil {
+		launcher.Close()
+		return nil, err
+	}
+	s.echo = s.routes()
+	return s, nil
+}
+
+// openStore picks the backend from NECTAR_TARGET.
+func openStore(target string, signer local.URLSigner) (targets.Store, error) {
+	if scheme, _, ok := strings.Cut(target, "://"); ok {
+		return nil, fmt.Errorf("NECTAR_TARGET=%q: unknown target scheme %q (want a folder path)", target, scheme)
+	}
+	store, err := local.New(target, signer)
+	if err != nil {
+		return nil, fmt.Errorf("NECTAR_TARGET: %w", err)
+	}
+	return store, nil
+}
+
+// starter adapts the host launcher to what the run manager needs.
+type starter struct{ l *host.Launcher }
+
+func (s starter) Start(chainType string, output io.Writer) (runs.Process, error) {
+	return s.l.Start(chainType, output)
+}
+
+// Handler is the HTTP handler (tests serve it with httptest).
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Runs is the run manager (tests read its launch count).
+func (s *Server) Runs() *runs.Manager { return s.runs }
+
+// Store is the target store.
+func (s *Server) Store() targets.Store { return s.store }
+
+func (s *Server) setPublicURL(u string) { s.publicURL.Store(&u) }
+
+// SetPublicURL sets the origin used in status and download URLs when NECTAR_PUBLIC_URL is unset
+// (Serve does it from the listener; tests from httptest).
+func (s *Server) SetPublicURL(u string) {
+	if s.cfg.PublicURL == "" {
+		s.setPublicURL(strings.TrimSuffix(u, "/"))
+	}
+}
+
+func (s *Server) base() string {
+	if p := s.publicURL.Load(); p != nil {
+		return *p
+	}
+	return "http://" + s.cfg.Addr
+}
+
+// statusURL is the signed capability URL of a run's status.
+func (s *Server) statusURL(key string) string {
+	chain := key + "/" + runs.OutName
+	exp, sig := s.signer.Sign(signing.PurposeStatus, chain, s.cfg.URLExpiry)
+	return s.base() + "/api/chainstatus?" + url.Values{"chain": {chain}, "expires": {exp}, "signature": {sig}}.Encode()
+}
+
+// downloadURL is the local store's presigner: the server serves /api/download itself.
+func (s *Server) downloadURL(key string, expiry time.Duration) string {
+	exp, sig := s.signer.Sign(signing.PurposeDownload, key, expiry)
+	return s.base() + "/api/download/" + key + "?" + url.Values{"expires": {exp}, "signature": {sig}}.Encode()
+}
+
+// Serve answers on ln until ctx ends, then shuts down: no new requests, running runs are
+// cancelled and their records written.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	s.SetPublicURL("http://" + ln.Addr().String())
+	srv := &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 10 * time.Second,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := srv.Shutdown(shutdownCtx)
+	err = errors.Join(err, s.Close(shutdownCtx))
+	return err
+}
+
+// Close cancels running runs, waits for their records, and removes the plugin socket folder.
+func (s *Server) Close(ctx context.Context) error {
+	err := s.runs.Shutdown(ctx)
+	return errors.Join(err, s.launcher.Close())
+}
+
+func (s *Server) routes() *echo.Echo {
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.JSONSerializer = plainJSON{}
+	e.HTTPErrorHandler = s.errorHandler
+	e.Use(middleware.BodyLimit("1M"))
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
+
+	api := e.Group("/api")
+	api.GET("/chains", s.listTypes)
+	api.GET("/chains/:type", s.listChains)
+	api.GET("/chains/:type/:chain", s.listTasks)
+	api.GET("/chains/:type/:chain/:task", s.describeTask)
+	// One route per generated task; the parameterised route only answers 404 for the rest.
+	for _, t := range s.catalog.Tasks() {
+		api.POST("/chains/"+t.Type+"/"+t.Chain+"/"+t.Name, s.submit(t))
+	}
+	api.POST("/chains/:type/:chain/:task", s.unknownTask)
+	api.GET("/chainstatus", s.status)
+	api.GET("/download/*", s.download)
+	api.HEAD("/download/*", s.download)
+	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })
+	return e
+}

@@ -1,0 +1,77 @@
+// Command nectar runs the Nectar server.
+//
+//	nectar serve      serve the API (configured by NECTAR_* environment variables)
+//	nectar version    print the protocol version
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"nectar/plugins"
+	"nectar/server"
+	"nectar/server/catalog"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "nectar:", err)
+		os.Exit(1)
+	}
+}
+
+const usage = `usage: nectar <command>
+
+commands:
+  serve     serve the HTTP API (see README.md for the NECTAR_* variables)
+  version   print the plugin protocol version
+`
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return errors.New("no command given")
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, getenv, stdout, stderr)
+	case "version":
+		fmt.Fprintf(stdout, "nectar plugin protocol %d\n", plugins.ProtocolVersion)
+		return nil
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return fmt.Errorf("unknown command %q", args[0])
+}
+
+func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := server.ConfigFromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	srv, err := server.New(cfg, catalog.Generated(), logger)
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", cfg.Addr)
+	if err != nil {
+		srv.Close(context.Background())
+		return fmt.Errorf("NECTAR_ADDR=%s: %w", cfg.Addr, err)
+	}
+	fmt.Fprintf(stdout, "nectar: serving on http://%s (targets: %s)\n", ln.Addr(), srv.Store())
+	return srv.Serve(ctx, ln)
+}
