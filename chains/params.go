@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // ErrBadParam is wrapped by every *ParamError, so callers map all of them with one errors.Is.
@@ -46,6 +47,9 @@ func QueryValue(q url.Values, name, def string, required bool) (string, error) {
 		return def, nil
 	case len(vs) > 1:
 		return "", paramErr(name, "", "is given %d times; give it once", len(vs))
+	case !utf8.ValidString(vs[0]):
+		// JSON would replace the bad bytes, so the task would see another value than was sent.
+		return "", paramErr(name, "", "is not valid UTF-8")
 	}
 	return vs[0], nil
 }
@@ -67,6 +71,9 @@ func QueryList(q url.Values, name, def string, required bool) ([]string, error) 
 	for _, v := range vs {
 		if v == "" {
 			continue
+		}
+		if !utf8.ValidString(v) {
+			return nil, paramErr(name, "", "is not valid UTF-8")
 		}
 		out = append(out, strings.Split(v, ",")...)
 	}

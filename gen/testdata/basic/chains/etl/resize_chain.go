@@ -1,0 +1,36 @@
+// Package etl is a golden-test chain type that uses every parameter kind.
+package etl
+
+import (
+	"time"
+
+	"nectar/chains"
+)
+
+// ResizeTask resizes images.
+// It takes every kind of parameter.
+type ResizeTask struct {
+	// Where the images are.
+	Source  string        `param:"source" required:"true"`
+	Width   int           `param:"width" default:"640"`
+	Height  int64         `param:"height" default:"480"`
+	Scale   float64       `param:"scale" default:"1.0"`
+	Sharpen bool          `param:"sharpen"`
+	Day     time.Time     `param:"day" default:"2024-01-02"`
+	Timeout time.Duration `param:"timeout" default:"90s"`
+	Tags    []string      `param:"tags" default:"a,b"`
+	Format  string        `param:"format" enum:"png,jpeg" default:"png"` // Output format.
+}
+
+func (t ResizeTask) Run(ctx *chains.Context) error { return nil }
+
+// PublishTask has a pointer receiver and requires ResizeTask.
+type PublishTask struct {
+	Source string `param:"source"`
+}
+
+func (t *PublishTask) Requires() []chains.Task { return []chains.Task{ResizeTask{Source: t.Source}} }
+func (t *PublishTask) Run(ctx *chains.Context) error { return nil }
+
+// helperTask is unexported, so it is not a task.
+type helperTask struct{}
