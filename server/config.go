@@ -40,7 +40,7 @@ func Defaults() Config {
 		PluginDir:       "./bin/plugins",
 		URLExpiry:       600 * time.Second,
 		MaxRuns:         2 * runtime.NumCPU(),
-		TaskParallelism: max(4, 2*runtime.NumCPU()),
+		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
 	}

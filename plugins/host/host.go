@@ -38,6 +38,9 @@ var typeName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 // NewLauncher checks dir and makes a private (0700) folder for the plugins' Unix sockets, so no
 // other user on the machine can connect to a plugin.
 func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return nil, err

@@ -294,7 +294,8 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 		}
 		return Failed, "building the task graph: " + rpcMessage(err)
 	}
-	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type}
+	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type,
+		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task"}
 	return s.run(ctx, graph)
 }
 
@@ -328,9 +329,3 @@ func outputTail(f *os.File, max int64) string {
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }
-
-func spoolDir(base string) (string, error) {
-	return os.MkdirTemp(base, "task-")
-}
-
-func joinPath(dir, name string) string { return filepath.Join(dir, name) }

@@ -23,7 +23,8 @@ type scheduler struct {
 	log     *slog.Logger
 	typ     string
 
-	nodes []*node
+	spoolPrefix string // run-unique prefix of the task files in the spool
+	nodes       []*node
 }
 
 type node struct {
@@ -204,24 +205,26 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	store := s.m.cfg.Store
 	fail := func(msg string, fatal bool) taskResult { return taskResult{idx: i, err: msg, fatal: fatal} }
 
+	// Flat, run-unique names in the spool: no folder to make and remove per task.
+	base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
+	outPath, logPath := base+OutName, base+LogName
+	defer os.Remove(outPath)
+	defer os.Remove(logPath)
 	if i != 0 { // the root's params were written when the run started
-		if err := store.Put(ctx, n.key+"/"+ParamsName, bytesReader(n.ref.Params)); err != nil {
+		if err := s.stage(ctx, n.key+"/"+ParamsName, base+ParamsName, n.ref.Params); err != nil {
 			return fail(storeErr(store, err), true)
 		}
 	}
-	dir, err := spoolDir(s.m.spool)
-	if err != nil {
-		return fail("creating the spool folder: "+err.Error(), true)
-	}
-	defer os.RemoveAll(dir)
-	outPath, logPath := joinPath(dir, OutName), joinPath(dir, LogName)
 	inputs := make([]string, len(n.deps))
 	for j, d := range n.deps {
-		p, err := s.inputPath(ctx, dir, j, s.nodes[d].key+"/"+OutName)
+		p, err := s.inputPath(ctx, fmt.Sprintf("%sinput-%d", base, j), s.nodes[d].key+"/"+OutName)
 		if err != nil {
 			return fail(fmt.Sprintf("reading the output of %s: %v", s.nodes[d].ref.Task, err), true)
 		}
 		inputs[j] = p
+		if _, local := store.(targets.LocalPather); !local {
+			defer os.Remove(p)
+		}
 	}
 
 	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
@@ -262,7 +265,9 @@ func (s *scheduler) crashCause(rpcErr error) string {
 	return "plugin process exited (" + s.proc.ExitStatus() + ") while the task was running"
 }
 
-func (s *scheduler) inputPath(ctx context.Context, dir string, j int, key string) (string, error) {
+// inputPath is where the plugin reads an upstream out: the object itself for a local store,
+// else a copy downloaded to the spool (removed when the run ends).
+func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error) {
 	store := s.m.cfg.Store
 	if lp, ok := store.(targets.LocalPather); ok {
 		return lp.LocalPath(key)
@@ -272,7 +277,6 @@ func (s *scheduler) inputPath(ctx context.Context, dir string, j int, key string
 		return "", err
 	}
 	defer rc.Close()
-	p := joinPath(dir, fmt.Sprintf("input-%d", j))
 	f, err := os.Create(p)
 	if err != nil {
 		return "", err
@@ -288,6 +292,18 @@ func (s *scheduler) commitLog(n *node, logPath string) error {
 		}
 	}
 	return s.commit(context.Background(), n.key+"/"+LogName, logPath)
+}
+
+// stage writes small metadata (params) through the spool and commits it like a log: atomic,
+// without the fsync that Put pays, since it is rewritten by every run that needs it.
+func (s *scheduler) stage(ctx context.Context, key, file string, b []byte) error {
+	if _, ok := s.m.cfg.Store.(targets.FileCommitter); !ok {
+		return s.m.cfg.Store.Put(ctx, key, bytesReader(b))
+	}
+	if err := os.WriteFile(file, b, 0o600); err != nil {
+		return err
+	}
+	return s.commit(ctx, key, file)
 }
 
 func (s *scheduler) commit(ctx context.Context, key, file string) error {

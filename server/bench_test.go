@@ -1,0 +1,66 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// Go micro-benchmarks of the server in-process (real plugin processes, local store). The
+// end-to-end table with the real binary and a load driver is tools/bench; both run in make bench.
+
+func BenchmarkSingleRun(b *testing.B) {
+	ts := newTestServer(&testing.T{})
+	defer ts.Close(b.Context())
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		postOK(b, ts, fmt.Sprintf("/api/chains/testchains/hello_chain/HelloTask?name=b%d&wait=30s", i))
+	}
+}
+
+func BenchmarkFanIn100(b *testing.B) {
+	for _, par := range []int{2, 4, 8, 16} {
+		b.Run(fmt.Sprintf("parallelism=%d", par), func(b *testing.B) {
+			ts := newTestServer(&testing.T{}, func(c *Config) { c.TaskParallelism = par })
+			defer ts.Close(b.Context())
+			for i := 0; i < b.N; i++ {
+				b.StopTimer()
+				os.RemoveAll(filepath.Join(ts.target, "chains"))
+				b.StartTimer()
+				postOK(b, ts, "/api/chains/testchains/fanin_chain/JoinTask?leaves=100&wait=60s")
+			}
+		})
+	}
+}
+
+func BenchmarkCacheHit(b *testing.B) {
+	ts := newTestServer(&testing.T{})
+	defer ts.Close(b.Context())
+	postOK(b, ts, "/api/chains/testchains/hello_chain/HelloTask?name=hit&wait=30s")
+	h := ts.Handler()
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/chains/testchains/hello_chain/HelloTask?name=hit", nil))
+			if rec.Code != http.StatusOK {
+				b.Fatalf("cache hit = %d", rec.Code)
+			}
+		}
+	})
+}
+
+func postOK(b *testing.B, ts *testServer, path string) {
+	resp, err := http.Post(ts.url+path, "", nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b.Fatalf("POST %s = %d", path, resp.StatusCode)
+	}
+}

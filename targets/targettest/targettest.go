@@ -1,0 +1,188 @@
+// Package targettest is the conformance suite every store backend must pass: the local folder
+// now, S3 and MinIO against a real MinIO server. Backends call Run from their own tests.
+package targettest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nectar/targets"
+)
+
+// Run exercises s. The store must be empty under the prefix "conformance/".
+func Run(t *testing.T, s targets.Store) {
+	ctx := context.Background()
+	t.Run("PutGetStat", func(t *testing.T) {
+		key := "conformance/a/out"
+		if err := s.Put(ctx, key, strings.NewReader("hello")); err != nil {
+			t.Fatalf("Put: %v", err)
+		}
+		if got := read(t, s, key); got != "hello" {
+			t.Errorf("Get = %q, want hello", got)
+		}
+		info, err := s.Stat(ctx, key)
+		if err != nil || info.Size != 5 {
+			t.Errorf("Stat = %+v, %v, want size 5", info, err)
+		}
+		if err := s.Put(ctx, key, strings.NewReader("replaced")); err != nil {
+			t.Fatalf("Put again: %v", err)
+		}
+		if got := read(t, s, key); got != "replaced" {
+			t.Errorf("Get after overwrite = %q", got)
+		}
+	})
+	t.Run("Missing", func(t *testing.T) {
+		if _, err := s.Get(ctx, "conformance/missing"); !errors.Is(err, targets.ErrNotExist) {
+			t.Errorf("Get(missing) = %v, want ErrNotExist", err)
+		}
+		if _, err := s.Stat(ctx, "conformance/missing"); !errors.Is(err, targets.ErrNotExist) {
+			t.Errorf("Stat(missing) = %v, want ErrNotExist", err)
+		}
+		// A "folder" is not an object.
+		s.Put(ctx, "conformance/dir/file", strings.NewReader("x"))
+		if _, err := s.Stat(ctx, "conformance/dir"); !errors.Is(err, targets.ErrNotExist) {
+			t.Errorf("Stat(prefix) = %v, want ErrNotExist", err)
+		}
+		if err := s.Delete(ctx, "conformance/missing"); err != nil {
+			t.Errorf("Delete(missing) = %v, want nil", err)
+		}
+	})
+	t.Run("BadKeys", func(t *testing.T) {
+		for _, key := range []string{"", "/abs", "a/../b", "../up", "a//b", "a/./b"} {
+			if err := s.Put(ctx, key, strings.NewReader("x")); !errors.Is(err, targets.ErrBadKey) {
+				t.Errorf("Put(%q) = %v, want ErrBadKey", key, err)
+			}
+		}
+	})
+	t.Run("ListDelete", func(t *testing.T) {
+		for _, k := range []string{"conformance/l/1", "conformance/l/2/x", "conformance/lz"} {
+			if err := s.Put(ctx, k, strings.NewReader(k)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		keys, err := s.List(ctx, "conformance/l/")
+		if err != nil || !slices.Equal(keys, []string{"conformance/l/1", "conformance/l/2/x"}) {
+			t.Errorf("List = %v, %v", keys, err)
+		}
+		if err := s.Delete(ctx, "conformance/l/1"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := targets.Exists(ctx, s, "conformance/l/1"); ok {
+			t.Errorf("deleted key still exists")
+		}
+	})
+	t.Run("AtomicVisibility", func(t *testing.T) {
+		// A reader polling while a slow writer streams must never see a partial object.
+		key := "conformance/atomic/out"
+		want := bytes.Repeat([]byte("0123456789"), 100_000)
+		pr, pw := io.Pipe()
+		go func() {
+			for i := 0; i < len(want); i += 100_000 {
+				pw.Write(want[i : i+100_000])
+				time.Sleep(2 * time.Millisecond)
+			}
+			pw.Close()
+		}()
+		stop := make(chan struct{})
+		var partial []int
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				rc, err := s.Get(ctx, key)
+				if err != nil {
+					continue
+				}
+				b, _ := io.ReadAll(rc)
+				rc.Close()
+				if len(b) != len(want) {
+					partial = append(partial, len(b))
+				}
+			}
+		}()
+		if err := s.Put(ctx, key, pr); err != nil {
+			t.Fatal(err)
+		}
+		close(stop)
+		wg.Wait()
+		if len(partial) > 0 {
+			t.Errorf("a reader saw %d partial objects (sizes %v)", len(partial), partial[:min(5, len(partial))])
+		}
+	})
+	t.Run("FailedPutLeavesNothing", func(t *testing.T) {
+		key := "conformance/failed/out"
+		err := s.Put(ctx, key, io.MultiReader(strings.NewReader("half"), errReader{}))
+		if err == nil {
+			t.Fatal("Put of a failing reader succeeded")
+		}
+		if ok, _ := targets.Exists(ctx, s, key); ok {
+			t.Errorf("a failed Put left an object")
+		}
+	})
+	t.Run("Presign", func(t *testing.T) {
+		p, ok := s.(targets.Presigner)
+		if !ok {
+			t.Skip("store does not presign")
+		}
+		key := "conformance/presign/out"
+		s.Put(ctx, key, strings.NewReader("signed body"))
+		u, err := p.PresignGet(ctx, key, time.Minute)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.HasPrefix(u, "http") {
+			t.Fatalf("PresignGet = %q, want an http URL", u)
+		}
+		if Download == nil {
+			return
+		}
+		code, body := Download(t, u)
+		if code != 200 || body != "signed body" {
+			t.Errorf("download = %d %q", code, body)
+		}
+	})
+}
+
+// Download fetches a presigned URL; backends whose URLs are served by the Nectar server itself
+// (local) set it to nil or to a function that goes through that server.
+var Download = func(t *testing.T, u string) (int, string) {
+	resp, err := http.Get(u)
+	if err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+type errReader struct{}
+
+func (errReader) Read([]byte) (int, error) { return 0, errors.New("reader broke") }
+
+func read(t *testing.T, s targets.Store, key string) string {
+	t.Helper()
+	rc, err := s.Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("Get(%s): %v", key, err)
+	}
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}

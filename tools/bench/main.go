@@ -1,0 +1,262 @@
+// Command bench measures Nectar end to end on this machine and prints a table: the real server
+// binary (bin/nectar) on a free loopback port with a fresh local target, driven over HTTP.
+//
+//	go run ./tools/bench [-runs 50] [-duration 5s] [-conns 16]
+//
+// `make bench` builds first, then runs this and the Go micro-benchmarks.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"nectar/plugins"
+	"nectar/plugins/host"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+type row struct {
+	name, p50, p95, extra, goal string
+}
+
+func run() error {
+	runs := flag.Int("runs", 50, "iterations of each latency benchmark")
+	duration := flag.Duration("duration", 5*time.Second, "how long the load driver runs")
+	conns := flag.Int("conns", 16, "connections of the load driver")
+	bin := flag.String("bin", "bin", "folder holding nectar and plugins/")
+	flag.Parse()
+
+	pluginBin := filepath.Join(*bin, "plugins", "testchains")
+	if _, err := os.Stat(pluginBin); err != nil {
+		return fmt.Errorf("%w (run make build)", err)
+	}
+	var rows []row
+
+	// Floor 1: plain exec of the plugin binary (it exits at once without the handshake cookie).
+	d, err := measure(*runs, func(int) error {
+		cmd := exec.Command(pluginBin)
+		_ = cmd.Run() // exits 1 by design
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{"floor: exec plugin binary", ms(pct(d, 50)), ms(pct(d, 95)), "", ""})
+
+	// Floor 2: go-plugin launch + one gRPC call + kill, without the server.
+	launcher, err := host.NewLauncher(filepath.Join(*bin, "plugins"), nil)
+	if err != nil {
+		return err
+	}
+	defer launcher.Close()
+	d, err = measure(*runs, func(int) error {
+		p, err := launcher.Start("testchains", io.Discard)
+		if err != nil {
+			return err
+		}
+		defer p.Kill()
+		_, err = p.Graph(context.Background(), graphReq())
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{"floor: plugin launch+call+kill", ms(pct(d, 50)), ms(pct(d, 95)), "", ""})
+
+	target, err := os.MkdirTemp("", "nectar-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(target)
+	base, stop, err := startServer(filepath.Join(*bin, "nectar"), filepath.Join(*bin, "plugins"), target)
+	if err != nil {
+		return err
+	}
+	defer stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
+
+	// Single run: a new key each time, POST?wait until DONE.
+	d, err = measure(*runs, func(i int) error {
+		return postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=bench%d&wait=30s", base, i))
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{"single HelloTask run (POST?wait to DONE)", ms(pct(d, 50)), ms(pct(d, 95)), "", "<= 20 ms p50 (luigi 250 ms)"})
+
+	// Fan-in: 100 leaves + 1 join; the outs are removed between iterations (not timed).
+	fan := *runs / 2
+	var fanTimes []time.Duration
+	for i := 0; i < max(fan, 5); i++ {
+		if err := os.RemoveAll(filepath.Join(target, "chains", "testchains", "fanin_chain")); err != nil {
+			return err
+		}
+		start := time.Now()
+		if err := postDone(client, base+"/api/chains/testchains/fanin_chain/JoinTask?leaves=100&wait=60s"); err != nil {
+			return err
+		}
+		fanTimes = append(fanTimes, time.Since(start))
+	}
+	sortDurations(fanTimes)
+	rows = append(rows, row{"100 leaves + 1 join (POST?wait to DONE)", ms(pct(fanTimes, 50)), ms(pct(fanTimes, 95)), "", "<= 100 ms (luigi 346 ms)"})
+
+	// Cache hit: the done key again, 16 connections for the duration.
+	hitURL := base + "/api/chains/testchains/hello_chain/HelloTask?name=bench0"
+	rps, lat, err := load(client, hitURL, *conns, *duration)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, row{fmt.Sprintf("cache hit POST (%d connections)", *conns), ms(pct(lat, 50)), ms(pct(lat, 95)), fmt.Sprintf("%.0f req/s", rps), ">= 5,000 req/s"})
+
+	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "benchmark\tp50\tp95\tthroughput\tgoal")
+	fmt.Fprintln(w, "---------\t---\t---\t----------\t----")
+	for _, r := range rows {
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.name, r.p50, r.p95, r.extra, r.goal)
+	}
+	return w.Flush()
+}
+
+func graphReq() *plugins.GraphRequest {
+	return &plugins.GraphRequest{Root: plugins.TaskRef{Chain: "hello_chain", Task: "HelloTask", Params: []byte(`{"name":"floor"}`)}}
+}
+
+func startServer(nectar, plugins, target string) (string, func(), error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, err
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd := exec.Command(nectar, "serve")
+	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
+	cmd.Stderr = os.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return "", nil, err
+	}
+	stop := func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+	}
+	base := "http://" + addr
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return base, stop, nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	return "", nil, errors.New("server did not answer /healthz within 10s")
+}
+
+func postDone(client *http.Client, u string) error {
+	resp, err := client.Post(u, "", nil)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Data struct {
+			JobStatus string `json:"job_status"`
+			Error     string `json:"error"`
+		} `json:"data"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		return err
+	}
+	if resp.StatusCode != 200 || env.Data.JobStatus != "DONE" {
+		return fmt.Errorf("POST %s = %d %s %s", u, resp.StatusCode, env.Data.JobStatus, env.Data.Error)
+	}
+	return nil
+}
+
+func load(client *http.Client, u string, conns int, d time.Duration) (float64, []time.Duration, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	lats := make([][]time.Duration, conns)
+	deadline := time.Now().Add(d)
+	var wg sync.WaitGroup
+	start := time.Now()
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				t0 := time.Now()
+				resp, err := client.Post(u, "", nil)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 200 {
+					firstErr.CompareAndSwap(nil, fmt.Errorf("cache hit answered %d", resp.StatusCode))
+					return
+				}
+				lats[c] = append(lats[c], time.Since(t0))
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if err, _ := firstErr.Load().(error); err != nil {
+		return 0, nil, err
+	}
+	var all []time.Duration
+	for _, l := range lats {
+		all = append(all, l...)
+	}
+	sortDurations(all)
+	return float64(n.Load()) / time.Since(start).Seconds(), all, nil
+}
+
+func measure(n int, f func(i int) error) ([]time.Duration, error) {
+	_ = f(-1) // warm up caches (page cache of the binary, connections)
+	out := make([]time.Duration, 0, n)
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		if err := f(i); err != nil {
+			return nil, err
+		}
+		out = append(out, time.Since(start))
+	}
+	sortDurations(out)
+	return out, nil
+}
+
+func sortDurations(d []time.Duration) { sort.Slice(d, func(i, j int) bool { return d[i] < d[j] }) }
+
+func pct(d []time.Duration, p int) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	i := (len(d)*p + 99) / 100
+	return d[min(max(i-1, 0), len(d)-1)]
+}
+
+func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d.Microseconds())/1000) }
