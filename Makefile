@@ -6,7 +6,7 @@ TYPES := $(notdir $(patsubst %/,%,$(dir $(wildcard plugins/mains/*/main_gen.go))
 
 .DEFAULT_GOAL := help
 
-.PHONY: help generate check-generate build run test bench lint fmt clean
+.PHONY: help generate check-generate build run test fuzz bench lint fmt clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -28,15 +28,23 @@ build: generate ## build bin/nectar and one plugin per chain type into bin/plugi
 run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)
 	./$(BIN)/nectar serve
 
-test: ## check generated code, vet, and run every test (real plugin processes)
-	$(GO) run ./gen -root . -check
-	$(GO) vet ./...
+test: lint ## lint, then run every test (real plugin processes) and a short fuzz of each parser
 	$(GO) test -count=1 -timeout 20m ./...
+	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 10s ./chains
+	$(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 10s ./server
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 10s ./server/signing
 
-bench: build ## run the benchmarks and print the results table
+fuzz: ## fuzz each network-facing parser for 2 minutes
+	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 2m ./chains
+	$(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 2m ./server
+	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 2m ./server/signing
+
+bench: build ## Go benchmarks, then the end-to-end table (real binary, load driver at 16 connections)
+	$(GO) test -run '^$$' -bench . -benchtime 20x ./server
 	$(GO) run ./tools/bench
 
-lint: ## gofmt, vet, staticcheck, go mod tidy -diff
+lint: ## generated code up to date, gofmt, vet, staticcheck, go mod tidy -diff
+	$(GO) run ./gen -root . -check
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); echo "gofmt needed"; exit 1; }
 	$(GO) vet ./...
 	$(GO) tool staticcheck ./...

@@ -26,6 +26,7 @@ type UpperTask struct {
 	Name string `param:"name" default:"world"`
 }
 
+//lint:ignore S1016 spelled out: this is the example readers copy
 func (t UpperTask) Requires() []chains.Task { return []chains.Task{HelloTask{Name: t.Name}} }
 
 func (t UpperTask) Run(ctx *chains.Context) error {

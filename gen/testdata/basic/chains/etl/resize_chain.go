@@ -29,7 +29,7 @@ type PublishTask struct {
 	Source string `param:"source"`
 }
 
-func (t *PublishTask) Requires() []chains.Task { return []chains.Task{ResizeTask{Source: t.Source}} }
+func (t *PublishTask) Requires() []chains.Task       { return []chains.Task{ResizeTask{Source: t.Source}} }
 func (t *PublishTask) Run(ctx *chains.Context) error { return nil }
 
 // helperTask is unexported, so it is not a task.

@@ -30,5 +30,5 @@ func (FieldsTask) Run(*chains.Context) error { return nil }
 
 type BadRequiresTask struct{}
 
-func (BadRequiresTask) Requires() []string           { return nil }
+func (BadRequiresTask) Requires() []string        { return nil }
 func (BadRequiresTask) Run(*chains.Context) error { return nil }
