@@ -8,11 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -103,7 +103,7 @@ func openStore(target string, signer local.URLSigner) (targets.Store, error) {
 // starter adapts the host launcher to what the run manager needs.
 type starter struct{ l *host.Launcher }
 
-func (s starter) Start(chainType string, output io.Writer) (runs.Process, error) {
+func (s starter) Start(chainType string, output *os.File) (runs.Process, error) {
 	return s.l.Start(chainType, output)
 }
 

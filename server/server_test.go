@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -344,9 +345,9 @@ func TestFaultyTasksFailWithTheirCause(t *testing.T) {
 		wantError string
 		wantLog   []string
 	}{
-		{"FailTask", "FailTask failed: failed on purpose", []string{"about to fail", "task failed: failed on purpose"}},
+		{"FailTask", "FailTask failed: failed on purpose", []string{"about to fail", "task failed: failed on purpose", "FailTask: a plain print reaches the log too"}},
 		{"PanicTask", "FailTask", nil},
-		{"ExitTask", "plugin process exited (exit status 3)", []string{"ExitTask: exiting with code 3"}},
+		{"ExitTask", "plugin process exited (exit status 3)", []string{"ExitTask: exiting with code 3", "--- plugin process exited (exit status 3) while the task was running ---"}},
 	}
 	tests[1].wantError = "PanicTask failed: panic: panicked on purpose"
 	tests[1].wantLog = []string{"panic: panicked on purpose", "goroutine", "faults_chain.go"}
@@ -466,5 +467,51 @@ func TestCatalog(t *testing.T) {
 				t.Errorf("GET %s: data lacks %s:\n%s", tt.path, w, a.Data)
 			}
 		}
+	}
+}
+
+// pluginPIDs lists the running processes of the test plugin binary.
+func pluginPIDs(t *testing.T) []int {
+	t.Helper()
+	bin := filepath.Join(pluginDir, "testchains")
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		var pid int
+		if _, err := fmt.Sscanf(e.Name(), "%d", &pid); err != nil {
+			continue
+		}
+		if exe, err := os.Readlink(filepath.Join("/proc", e.Name(), "exe")); err == nil && exe == bin {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	var pids []int
+	for deadline := time.Now().Add(10 * time.Second); len(pids) == 0 && time.Now().Before(deadline); {
+		if st := ts.do(t, "GET", a.run.StatusURL); *st.run.JobStatus == runs.Running && len(st.run.Tasks) > 0 && st.run.Tasks[0].Status == runs.Running {
+			pids = pluginPIDs(t)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(pids) != 1 {
+		t.Fatalf("found plugin processes %v, want exactly one", pids)
+	}
+	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	final := ts.poll(t, a.run.StatusURL)
+	if *final.JobStatus != runs.Failed || final.Error == nil || !strings.Contains(*final.Error, "signal: killed") {
+		t.Errorf("after kill -9: %v %v, want FAILED with signal: killed", final.JobStatus, final.Error)
+	}
+	if ts.exists(a.run.Key + "/out") {
+		t.Errorf("killed task has an out")
+	}
+	if b := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=survivor&wait=10s"); *b.run.JobStatus != runs.Done {
+		t.Errorf("server did not keep serving: %v", b.run.JobStatus)
 	}
 }

@@ -17,6 +17,7 @@ type FailTask struct {
 
 func (t FailTask) Run(ctx *chains.Context) error {
 	fmt.Fprintln(ctx.Out(), "partial output that must never be visible")
+	fmt.Println("FailTask: a plain print reaches the log too")
 	ctx.Log().Error("about to fail", "message", t.Message)
 	return errors.New(t.Message)
 }

@@ -100,15 +100,27 @@ type Process struct {
 	once   sync.Once
 }
 
-// Start launches the plugin for chainType. Everything it writes to its stdout and stderr, and the
-// stack of a crash (written straight to fd 2), goes to output.
-func (l *Launcher) Start(chainType string, output io.Writer) (*Process, error) {
+// OutputEnv names the file a plugin points its fd 2, os.Stdout and os.Stderr at. The kernel
+// keeps every byte written there even if the process dies the next instant, which a pipe read
+// by a goroutine would not.
+const OutputEnv = "NECTAR_PLUGIN_OUTPUT"
+
+// Start launches the plugin for chainType. Everything it writes (user prints, its own logs, the
+// stack of a crash) is appended to output, which must be opened with O_APPEND.
+func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 	bin, err := l.BinaryPath(chainType)
 	if err != nil {
 		return nil, err
 	}
 	cmd := exec.Command(bin)
 	cmd.Env = append(append([]string{}, l.env...), plugin.EnvUnixSocketDir+"="+l.socketDir)
+	if output != nil {
+		cmd.Env = append(cmd.Env, OutputEnv+"="+output.Name())
+	}
+	var sink io.Writer = io.Discard
+	if output != nil {
+		sink = output
+	}
 	// Own process group so a kill takes the task's children too; SIGKILL if the host dies.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	client := plugin.NewClient(&plugin.ClientConfig{
@@ -117,9 +129,9 @@ func (l *Launcher) Start(chainType string, output io.Writer) (*Process, error) {
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SkipHostEnv:      true,
-		Stderr:           output,
-		SyncStdout:       output,
-		SyncStderr:       output,
+		Stderr:           sink, // what the plugin wrote to fd 2 before redirecting it
+		SyncStdout:       sink,
+		SyncStderr:       sink,
 		Logger:           l.logger,
 		StartTimeout:     30 * time.Second,
 	})

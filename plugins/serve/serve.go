@@ -10,6 +10,7 @@ import (
 	"os"
 	"runtime/debug"
 	"sync"
+	"syscall"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -38,7 +39,7 @@ type Registry struct {
 // Main serves reg over go-plugin; generated plugin mains call it and nothing else.
 func Main(reg Registry) {
 	r := NewRunner(reg).(*runner)
-	r.realStderr = os.Stderr
+	r.realStderr = redirectOutput()
 	plugin.Serve(&plugin.ServeConfig{
 		HandshakeConfig: plugins.Handshake,
 		Plugins:         plugins.PluginSet(r),
@@ -48,6 +49,27 @@ func Main(reg Registry) {
 			return grpc.NewServer(opts...)
 		},
 	})
+}
+
+// redirectOutput points fd 2 at the file the host named (see host.OutputEnv), so a crash's last
+// words and everything user code prints land in a file the host reads after the process is gone.
+func redirectOutput() *os.File {
+	path := os.Getenv("NECTAR_PLUGIN_OUTPUT")
+	os.Unsetenv("NECTAR_PLUGIN_OUTPUT")
+	if path == "" {
+		return os.Stderr
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "nectar plugin: cannot open %s: %v\n", path, err)
+		return os.Stderr
+	}
+	if err := syscall.Dup3(int(f.Fd()), 2, 0); err != nil {
+		fmt.Fprintf(os.Stderr, "nectar plugin: cannot redirect stderr: %v\n", err)
+		return f
+	}
+	f.Close()
+	return os.NewFile(2, "/dev/stderr")
 }
 
 // maxGraphNodes bounds a graph so a Requires that grows without end fails instead of eating RAM.

@@ -31,9 +31,10 @@ type Process interface {
 	ExitStatus() string
 }
 
-// Starter launches the plugin of a chain type; output receives its stdout and stderr.
+// Starter launches the plugin of a chain type; everything the process writes is appended to
+// output (an O_APPEND file the scheduler slices into task logs).
 type Starter interface {
-	Start(chainType string, output io.Writer) (Process, error)
+	Start(chainType string, output *os.File) (Process, error)
 }
 
 // Config sets up a Manager.
@@ -274,6 +275,11 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	}
 
 	procOut, err := os.CreateTemp(m.spool, "plugin-output-*")
+	if err == nil {
+		// Reopen for appending: the plugin and go-plugin's stderr copier both write to it.
+		procOut.Close()
+		procOut, err = os.OpenFile(procOut.Name(), os.O_RDWR|os.O_APPEND, 0o600)
+	}
 	if err != nil {
 		return Failed, "creating the plugin output file: " + err.Error()
 	}
@@ -311,21 +317,6 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
-}
-
-// outputTail returns the last max bytes the plugin process wrote (its crash message and stack).
-func outputTail(f *os.File, max int64) string {
-	fi, err := f.Stat()
-	if err != nil {
-		return ""
-	}
-	off := fi.Size() - max
-	if off < 0 {
-		off = 0
-	}
-	b := make([]byte, fi.Size()-off)
-	n, _ := f.ReadAt(b, off)
-	return string(b[:n])
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

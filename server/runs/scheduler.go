@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"time"
@@ -227,19 +228,22 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}
 
+	outStart := s.outputSize()
 	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
 	switch {
 	case err != nil && ctx.Err() != nil:
 		s.proc.KillNow()
-		appendLog(logPath, "\n--- cancelled ---\n")
+		s.appendOutput(logPath, outStart, "cancelled")
 		s.commitLog(n, logPath)
 		return fail("cancelled", true)
 	case err != nil:
 		cause := s.crashCause(err)
-		appendLog(logPath, "\n--- plugin process output ---\n"+outputTail(s.procOut, 64<<10)+"\n--- "+cause+" ---\n")
+		s.appendOutput(logPath, outStart, cause)
 		s.commitLog(n, logPath)
 		return fail(cause, true)
-	case resp.Error != "":
+	}
+	s.appendOutput(logPath, outStart, "")
+	if resp.Error != "" {
 		s.commitLog(n, logPath)
 		return fail(resp.Error, false)
 	}
@@ -319,11 +323,33 @@ func (s *scheduler) commit(ctx context.Context, key, file string) error {
 	return store.Put(ctx, key, f)
 }
 
-func appendLog(path, text string) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+func (s *scheduler) outputSize() int64 {
+	fi, err := s.procOut.Stat()
 	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// appendOutput copies what the plugin process printed since start into the task's log: the
+// task's own prints when it ran alone, everyone's when tasks ran side by side (nothing is lost,
+// though it may be shared). ending, if set, says why the task stopped.
+func (s *scheduler) appendOutput(logPath string, start int64, ending string) {
+	end := s.outputSize()
+	if end <= start && ending == "" {
+		return
+	}
+	f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		s.log.Warn("appending process output to a task log", "err", err)
 		return
 	}
 	defer f.Close()
-	f.WriteString(text)
+	if end > start {
+		fmt.Fprintf(f, "--- stdout/stderr of the plugin process ---\n")
+		io.Copy(f, io.NewSectionReader(s.procOut, start, end-start))
+	}
+	if ending != "" {
+		fmt.Fprintf(f, "--- %s ---\n", ending)
+	}
 }

@@ -71,7 +71,7 @@ func run() error {
 	}
 	defer launcher.Close()
 	d, err = measure(*runs, func(int) error {
-		p, err := launcher.Start("testchains", io.Discard)
+		p, err := launcher.Start("testchains", nil)
 		if err != nil {
 			return err
 		}
