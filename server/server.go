@@ -6,6 +6,8 @@ package server
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -44,24 +47,31 @@ type Server struct {
 // New checks the configuration against the world (store, plugin folder) and builds the server.
 func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, log: logger, catalog: cat}
-	if cfg.SigningKey != nil {
-		signer, err := signing.New(cfg.SigningKey)
-		if err != nil {
-			return nil, fmt.Errorf("NECTAR_SIGNING_KEY: %w", err)
-		}
-		s.signer = signer
-	} else {
-		s.signer = signing.NewRandom()
-		logger.Warn("NECTAR_SIGNING_KEY is not set: using a random key, so status and download URLs stop working when the server restarts")
-	}
 	if cfg.PublicURL != "" {
 		s.setPublicURL(cfg.PublicURL)
 	}
+	// The store's presigner reads s.signer only when a URL is made, so the store can come first.
 	store, err := openStore(cfg.Target, s.downloadURL)
 	if err != nil {
 		return nil, err
 	}
 	s.store = store
+	key := cfg.SigningKey
+	if key == nil {
+		if ls, ok := store.(*local.Store); ok {
+			if key, err = localSigningKey(ls.Root()); err != nil {
+				return nil, fmt.Errorf("NECTAR_SIGNING_KEY is not set and %w", err)
+			}
+		}
+	}
+	if key != nil {
+		if s.signer, err = signing.New(key); err != nil {
+			return nil, fmt.Errorf("NECTAR_SIGNING_KEY: %w", err)
+		}
+	} else {
+		s.signer = signing.NewRandom()
+		logger.Warn("NECTAR_SIGNING_KEY is not set: using a random key, so status and download URLs stop working when the server restarts")
+	}
 	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
 	if err != nil {
 		return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
@@ -98,6 +108,37 @@ func openStore(target string, signer local.URLSigner) (targets.Store, error) {
 		return nil, fmt.Errorf("NECTAR_TARGET: %w", err)
 	}
 	return store, nil
+}
+
+// localSigningKey keeps a generated key beside the local data (mode 0600), so the default setup
+// needs no secret and its URLs survive restarts.
+func localSigningKey(root string) ([]byte, error) {
+	path := filepath.Join(root, ".signing-key")
+	if b, err := os.ReadFile(path); err == nil {
+		key, err := hex.DecodeString(strings.TrimSpace(string(b)))
+		if err != nil || len(key) < signing.MinKeyLen {
+			return nil, fmt.Errorf("%s is not a hex key of at least %d bytes: delete it to make a new one", path, signing.MinKeyLen)
+		}
+		return key, nil
+	} else if !errors.Is(err, os.ErrNotExist) {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	key := make([]byte, signing.MinKeyLen)
+	if _, err := rand.Read(key); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	if errors.Is(err, os.ErrExist) { // another server made it first
+		return localSigningKey(root)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("creating %s: %w", path, err)
+	}
+	_, err = f.WriteString(hex.EncodeToString(key) + "\n")
+	if err = errors.Join(err, f.Sync(), f.Close()); err != nil {
+		return nil, fmt.Errorf("writing %s: %w", path, err)
+	}
+	return key, nil
 }
 
 // starter adapts the host launcher to what the run manager needs.

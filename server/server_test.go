@@ -515,3 +515,18 @@ func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 		t.Errorf("server did not keep serving: %v", b.run.JobStatus)
 	}
 }
+
+func TestLocalSigningKeySurvivesRestart(t *testing.T) {
+	target := t.TempDir()
+	first := newTestServer(t, func(c *Config) { c.Target, c.SigningKey = target, nil })
+	a := first.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=restart&wait=10s")
+	second := newTestServer(t, func(c *Config) { c.Target, c.SigningKey = target, nil })
+	statusPath := strings.TrimPrefix(a.run.StatusURL, first.url)
+	if st := second.do(t, "GET", statusPath); st.Code != 200 || *st.run.JobStatus != runs.Done {
+		t.Errorf("status URL from before the restart = %d %s", st.Code, st.Message)
+	}
+	fi, err := os.Stat(filepath.Join(target, ".signing-key"))
+	if err != nil || fi.Mode().Perm() != 0o600 {
+		t.Errorf("signing key file: %v, mode %v, want 0600", err, fi.Mode().Perm())
+	}
+}
