@@ -105,6 +105,19 @@ func run() error {
 	}
 	rows = append(rows, row{"single HelloTask run (POST?wait to DONE)", ms(pct(d, 50)), ms(pct(d, 95)), "", "<= 20 ms p50 (luigi 250 ms)"})
 
+	// Floor for the fan-in: the file work of 101 tasks (params, log and out created, out fsynced,
+	// all renamed into a new key folder) with nothing else, 16 at a time, on the same disk.
+	var fsTimes []time.Duration
+	for i := 0; i < max(*runs/2, 5); i++ {
+		d, err := fileFloor(target, 101, 16)
+		if err != nil {
+			return err
+		}
+		fsTimes = append(fsTimes, d)
+	}
+	sortDurations(fsTimes)
+	rows = append(rows, row{"floor: file work of 101 tasks, no Nectar", ms(pct(fsTimes, 50)), ms(pct(fsTimes, 95)), "", ""})
+
 	// Fan-in: 100 leaves + 1 join; the outs are removed between iterations (not timed).
 	fan := *runs / 2
 	var fanTimes []time.Duration
@@ -233,6 +246,55 @@ func load(client *http.Client, u string, conns int, d time.Duration) (float64, [
 	}
 	sortDurations(all)
 	return float64(n.Load()) / time.Since(start).Seconds(), all, nil
+}
+
+func fileFloor(root string, tasks, par int) (time.Duration, error) {
+	dir := filepath.Join(root, "floor")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	work := make(chan int)
+	errc := make(chan error, par)
+	start := time.Now()
+	var wg sync.WaitGroup
+	for w := 0; w < par; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range work {
+				key := filepath.Join(dir, fmt.Sprint(i))
+				if err := os.Mkdir(key, 0o755); err != nil {
+					errc <- err
+					return
+				}
+				for _, name := range []string{"params", "log", "out"} {
+					f, err := os.CreateTemp(dir, "tmp-")
+					if err != nil {
+						errc <- err
+						return
+					}
+					f.WriteString("x\n")
+					if name == "out" {
+						f.Sync()
+					}
+					f.Close()
+					os.Rename(f.Name(), filepath.Join(key, name))
+				}
+			}
+		}()
+	}
+	for i := 0; i < tasks; i++ {
+		work <- i
+	}
+	close(work)
+	wg.Wait()
+	select {
+	case err := <-errc:
+		return 0, err
+	default:
+	}
+	return time.Since(start), nil
 }
 
 func measure(n int, f func(i int) error) ([]time.Duration, error) {
