@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/url"
+	"os"
 	"runtime"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ type Config struct {
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
+
+	// Getenv is the environment the store reads its credentials and endpoints from.
+	Getenv func(string) string
 }
 
 // MaxURLExpiry is S3's limit for presigned URLs, applied to every store alike.
@@ -43,12 +47,14 @@ func Defaults() Config {
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
+		Getenv:          os.Getenv,
 	}
 }
 
 // ConfigFromEnv reads the environment through getenv and reports every bad variable at once.
 func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	c := Defaults()
+	c.Getenv = getenv
 	var errs []error
 	bad := func(name, value, why string) {
 		errs = append(errs, fmt.Errorf("%s=%q: %s", name, value, why))

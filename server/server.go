@@ -29,6 +29,7 @@ import (
 	"nectar/server/signing"
 	"nectar/targets"
 	"nectar/targets/local"
+	"nectar/targets/open"
 )
 
 // Server wires the store, the plugin launcher, the run manager and the routes.
@@ -51,7 +52,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		s.setPublicURL(cfg.PublicURL)
 	}
 	// The store's presigner reads s.signer only when a URL is made, so the store can come first.
-	store, err := openStore(cfg.Target, s.downloadURL)
+	store, err := open.Target(context.Background(), cfg.Target, cfg.Getenv, s.downloadURL)
 	if err != nil {
 		return nil, err
 	}
@@ -96,18 +97,6 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	}
 	s.echo = s.routes()
 	return s, nil
-}
-
-// openStore picks the backend from NECTAR_TARGET.
-func openStore(target string, signer local.URLSigner) (targets.Store, error) {
-	if scheme, _, ok := strings.Cut(target, "://"); ok {
-		return nil, fmt.Errorf("NECTAR_TARGET=%q: unknown target scheme %q (want a folder path)", target, scheme)
-	}
-	store, err := local.New(target, signer)
-	if err != nil {
-		return nil, fmt.Errorf("NECTAR_TARGET: %w", err)
-	}
-	return store, nil
 }
 
 // localSigningKey keeps a generated key beside the local data (mode 0600), so the default setup

@@ -20,6 +20,8 @@ var (
 	ErrBadKey = errors.New("bad key")
 	// ErrUnavailable wraps failures to reach the store (the API answers 503).
 	ErrUnavailable = errors.New("store unavailable")
+	// ErrExist is CreateIfAbsent's answer when the object is already there (S3's 412).
+	ErrExist = errors.New("object already exists")
 )
 
 // Info describes a stored object.
@@ -38,6 +40,9 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// List returns the keys under prefix, sorted.
 	List(ctx context.Context, prefix string) ([]string, error)
+	// CreateIfAbsent stores r under key only if no object is there (If-None-Match: *): of any
+	// number of concurrent callers exactly one succeeds, the others get ErrExist.
+	CreateIfAbsent(ctx context.Context, key string, r io.Reader) error
 	// String names the store in messages (folder, or endpoint and bucket).
 	String() string
 }

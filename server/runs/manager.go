@@ -3,6 +3,8 @@ package runs
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -44,10 +46,15 @@ type Config struct {
 	MaxRuns         int // runs executing at once; more wait as PENDING
 	TaskParallelism int // tasks of one run executing at once
 	Logger          *slog.Logger
+	// LeaseTTL is how old a run lease may get before its holder counts as dead (default 30s).
+	LeaseTTL time.Duration
+	// FollowInterval is how often a server polls a run another server executes (default 250ms).
+	FollowInterval time.Duration
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
 type Manager struct {
+	id       string // this server, in leases
 	cfg      Config
 	spool    string
 	slots    chan struct{}
@@ -73,6 +80,12 @@ func NewManager(cfg Config) (*Manager, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.LeaseTTL <= 0 {
+		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.FollowInterval <= 0 {
+		cfg.FollowInterval = 250 * time.Millisecond
+	}
 	// Stage files where the store can rename them into place without a copy.
 	var spool string
 	if t, ok := cfg.Store.(interface{ TempDir() string }); ok {
@@ -85,7 +98,9 @@ func NewManager(cfg Config) (*Manager, error) {
 		spool = dir
 	}
 	ctx, stop := context.WithCancel(context.Background())
+	host, _ := os.Hostname()
 	return &Manager{
+		id:     fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
 		cfg:    cfg,
 		spool:  spool,
 		slots:  make(chan struct{}, cfg.MaxRuns),
@@ -140,7 +155,7 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool) {
 	ctx, cancel := context.WithCancel(m.ctx)
 	r := &Run{
 		rec: Record{
-			Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
+			RunID: randomID(), Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
 			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
 		},
 		done:   make(chan struct{}),
@@ -176,13 +191,13 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 		if err := json.NewDecoder(rc).Decode(&rec); err != nil {
 			return Record{}, fmt.Errorf("%w: run record %s/%s is corrupt: %v", ErrStore, key, RecordName, err)
 		}
-		if !rec.Status.Final() {
-			// Not running here, yet the record says it is: the server stopped mid-run.
-			if _, ok := m.Active(key); ok {
+		if !rec.Status.Final() && !m.leaseAlive(ctx, key) {
+			if _, ok := m.Active(key); ok { // it just started here
 				return m.Lookup(ctx, key)
 			}
+			// No live server holds it, yet the record says it runs: its server died mid-run.
 			rec.Status = Failed
-			rec.Error = "run was interrupted: the server stopped before it finished (POST again to resume)"
+			rec.Error = "run was interrupted: the server running it stopped before it finished (POST again to resume)"
 		}
 		return rec, nil
 	}
@@ -218,7 +233,14 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	rec := r.Snapshot()
 	log := m.cfg.Logger.With("key", rec.Key)
 
-	status, errMsg := m.drive(ctx, r, log)
+	leased, remote, status, errMsg := m.lead(ctx, r, log)
+	if remote { // another server executed it; r mirrors its record
+		m.mu.Lock()
+		delete(m.active, rec.Key)
+		m.mu.Unlock()
+		close(r.done)
+		return
+	}
 
 	now := time.Now().UTC()
 	r.update(func(rec *Record) {
@@ -229,6 +251,9 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	})
 	if err := m.putRecord(context.Background(), r); err != nil {
 		log.Error("writing run record", "err", err)
+	}
+	if leased {
+		m.releaseLease(rec.Key)
 	}
 	m.mu.Lock()
 	delete(m.active, rec.Key)
@@ -244,6 +269,34 @@ func (m *Manager) putRecord(ctx context.Context, r *Run) error {
 		return err
 	}
 	return m.cfg.Store.Put(ctx, rec.Key+"/"+RecordName, bytes.NewReader(b))
+}
+
+// lead takes the key's lease and drives the run, or follows the server that holds it.
+func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, remote bool, status Status, errMsg string) {
+	key := r.Snapshot().Key
+	for {
+		held, err := m.acquireLease(ctx, r.Snapshot().RunID, key)
+		if err != nil {
+			if ctx.Err() != nil {
+				return false, false, Cancelled, "cancelled before it started"
+			}
+			return false, false, Failed, storeErr(m.cfg.Store, err)
+		}
+		if held {
+			break
+		}
+		log.Info("another server is running this key; following it")
+		if m.follow(ctx, r) {
+			return false, true, "", ""
+		}
+	}
+	stop := make(chan struct{})
+	beating := make(chan struct{})
+	go func() { m.heartbeat(r.Snapshot().RunID, key, stop); close(beating) }()
+	status, errMsg = m.drive(ctx, r, log)
+	close(stop)
+	<-beating // no renewal may land after the release
+	return true, false, status, errMsg
 }
 
 // drive runs the task graph and returns the run's final status and error.
@@ -317,6 +370,12 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
+}
+
+func randomID() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
 }
 
 func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

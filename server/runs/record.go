@@ -54,6 +54,7 @@ type TaskState struct {
 
 // Record is the run record stored at <key>/run: what a status query answers after the run.
 type Record struct {
+	RunID       string          `json:"run_id"` // one execution; leases name it too
 	Key         string          `json:"key"`
 	Type        string          `json:"type"`
 	Chain       string          `json:"chain"`

@@ -92,6 +92,44 @@ func (s *Store) Put(_ context.Context, key string, r io.Reader) error {
 	return nil
 }
 
+// CreateIfAbsent links a finished temp file to key: link(2) fails if key exists, so exactly one
+// of any number of concurrent creators wins, across processes too.
+func (s *Store) CreateIfAbsent(_ context.Context, key string, r io.Reader) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.tmp, "create-*")
+	if err != nil {
+		return err
+	}
+	tmp := f.Name()
+	defer os.Remove(tmp)
+	_, err = io.Copy(f, r)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	err = os.Link(tmp, dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			err = os.Link(tmp, dst)
+		}
+	}
+	switch {
+	case errors.Is(err, fs.ErrExist):
+		return fmt.Errorf("%s: %w", key, targets.ErrExist)
+	case err != nil:
+		return fmt.Errorf("create %s: %w", key, err)
+	}
+	return nil
+}
+
 // CommitFile moves a finished file (which must be under TempDir) to key in one rename.
 func (s *Store) CommitFile(_ context.Context, key, file string) error {
 	dst, err := s.path(key)

@@ -17,3 +17,11 @@ func TestConformance(t *testing.T) {
 	}
 	targettest.Run(t, s)
 }
+
+func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
+	s, err := local.New(t.TempDir(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targettest.LargePut(t, s, 96<<20)
+}

@@ -5,9 +5,12 @@ package targettest
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -133,6 +136,41 @@ func Run(t *testing.T, s targets.Store) {
 			t.Errorf("a failed Put left an object")
 		}
 	})
+	t.Run("CreateIfAbsentOneWinner", func(t *testing.T) {
+		key := "conformance/lease"
+		const writers = 16
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		wins, exists := 0, 0
+		var other []error
+		start := make(chan struct{})
+		for i := range writers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				err := s.CreateIfAbsent(ctx, key, strings.NewReader(fmt.Sprintf("writer %d", i)))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					wins++
+				case errors.Is(err, targets.ErrExist):
+					exists++
+				default:
+					other = append(other, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if wins != 1 || exists != writers-1 || len(other) > 0 {
+			t.Errorf("%d writers: %d won, %d got ErrExist, other errors %v; want 1 and %d", writers, wins, exists, other, writers-1)
+		}
+		if got := read(t, s, key); !strings.HasPrefix(got, "writer ") {
+			t.Errorf("winner's object = %q", got)
+		}
+	})
 	t.Run("Presign", func(t *testing.T) {
 		p, ok := s.(targets.Presigner)
 		if !ok {
@@ -185,4 +223,50 @@ func read(t *testing.T, s targets.Store, key string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// patternReader yields n deterministic bytes without holding them.
+type patternReader struct{ n, off int64 }
+
+func (p *patternReader) Read(b []byte) (int, error) {
+	if p.off >= p.n {
+		return 0, io.EOF
+	}
+	k := min(int64(len(b)), p.n-p.off)
+	for i := range b[:k] {
+		b[i] = byte((p.off + int64(i)) * 31 % 251)
+	}
+	p.off += k
+	return int(k), nil
+}
+
+// LargePut streams size bytes through Put and checks that the upload allocated well under the
+// object's size (memory stays bounded whatever the size) and that the object reads back intact.
+func LargePut(t *testing.T, s targets.Store, size int64) {
+	t.Helper()
+	ctx := context.Background()
+	key := "conformance-large/out"
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := s.Put(ctx, key, &patternReader{n: size}); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := int64(after.TotalAlloc - before.TotalAlloc); alloc > size/2 {
+		t.Errorf("a %d MiB upload allocated %d MiB", size>>20, alloc>>20)
+	}
+	rc, err := s.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, want := sha256.New(), sha256.New()
+	if _, err := io.Copy(got, rc); err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(want, &patternReader{n: size})
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Errorf("the object read back differs from what was written")
+	}
 }

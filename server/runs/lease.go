@@ -1,0 +1,158 @@
+package runs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"nectar/targets"
+)
+
+// LeaseName is the object that says which server is executing a key. It is created with
+// CreateIfAbsent (If-None-Match: *), so of several servers sharing a store exactly one runs a
+// key; the others follow its run record. The holder rewrites it every LeaseTTL/3 and deletes
+// it after the final record; a lease older than LeaseTTL belongs to a dead server.
+const LeaseName = "lease"
+
+type lease struct {
+	Holder    string    `json:"holder"`
+	RunID     string    `json:"run_id"`
+	Heartbeat time.Time `json:"heartbeat"`
+}
+
+func (m *Manager) leaseBody(runID string) []byte {
+	b, _ := json.Marshal(lease{Holder: m.id, RunID: runID, Heartbeat: time.Now().UTC()})
+	return b
+}
+
+// acquireLease returns true when this server now holds key's lease, false when a live holder
+// has it. A stale lease (its holder died) is taken over.
+func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, error) {
+	store := m.cfg.Store
+	for attempt := 0; attempt < 3; attempt++ {
+		err := store.CreateIfAbsent(ctx, key+"/"+LeaseName, bytes.NewReader(m.leaseBody(runID)))
+		if err == nil {
+			return true, nil
+		}
+		if !errors.Is(err, targets.ErrExist) {
+			return false, err
+		}
+		l, err := m.readLease(ctx, key)
+		switch {
+		case errors.Is(err, targets.ErrNotExist):
+			continue // released between our create and read: try again
+		case err != nil:
+			return false, err
+		case time.Since(l.Heartbeat) < m.cfg.LeaseTTL:
+			return false, nil
+		}
+		m.cfg.Logger.Warn("taking over a stale run lease", "key", key, "holder", l.Holder, "heartbeat", l.Heartbeat)
+		if err := store.Delete(ctx, key+"/"+LeaseName); err != nil {
+			return false, err
+		}
+	}
+	return false, fmt.Errorf("could not take the lease of %s after 3 attempts", key)
+}
+
+func (m *Manager) readLease(ctx context.Context, key string) (lease, error) {
+	var l lease
+	rc, err := m.cfg.Store.Get(ctx, key+"/"+LeaseName)
+	if err != nil {
+		return l, err
+	}
+	defer rc.Close()
+	if err := json.NewDecoder(rc).Decode(&l); err != nil {
+		return l, fmt.Errorf("lease of %s is corrupt: %w", key, err)
+	}
+	return l, nil
+}
+
+// leaseAlive reports whether some server holds a fresh lease on key.
+func (m *Manager) leaseAlive(ctx context.Context, key string) bool {
+	l, err := m.readLease(ctx, key)
+	return err == nil && time.Since(l.Heartbeat) < m.cfg.LeaseTTL
+}
+
+// heartbeat rewrites the lease until stop is closed.
+func (m *Manager) heartbeat(runID, key string, stop <-chan struct{}) {
+	t := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
+			if err := m.cfg.Store.Put(ctx, key+"/"+LeaseName, bytes.NewReader(m.leaseBody(runID))); err != nil {
+				m.cfg.Logger.Warn("renewing run lease", "key", key, "err", err)
+			}
+			cancel()
+		}
+	}
+}
+
+func (m *Manager) releaseLease(key string) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := m.cfg.Store.Delete(ctx, key+"/"+LeaseName); err != nil {
+		m.cfg.Logger.Warn("releasing run lease", "key", key, "err", err)
+	}
+}
+
+// follow mirrors the run another server executes into r until that run's record is final. It
+// returns false if the holder died or let go first (then the caller tries to take the lease).
+// Only the record of the run the lease names counts: an older final record is not the answer.
+func (m *Manager) follow(ctx context.Context, r *Run) (finished bool) {
+	key := r.Snapshot().Key
+	l, err := m.readLease(ctx, key)
+	if err != nil {
+		return false
+	}
+	t := time.NewTicker(m.cfg.FollowInterval)
+	defer t.Stop()
+	mirror := func(rec Record) {
+		r.update(func(mine *Record) {
+			submitted := mine.SubmittedAt
+			*mine = rec
+			mine.SubmittedAt = submitted
+		})
+	}
+	for {
+		if rec, err := m.storedRecord(ctx, key); err == nil && rec.RunID == l.RunID {
+			mirror(rec)
+			if rec.Status.Final() {
+				return true
+			}
+		}
+		cur, err := m.readLease(ctx, key)
+		if err != nil || cur.RunID != l.RunID || time.Since(cur.Heartbeat) >= m.cfg.LeaseTTL {
+			// Released (maybe just now, after its final record) or its holder died.
+			if rec, err := m.storedRecord(ctx, key); err == nil && rec.RunID == l.RunID && rec.Status.Final() {
+				mirror(rec)
+				return true
+			}
+			return false
+		}
+		select {
+		case <-ctx.Done():
+			return true
+		case <-t.C:
+		}
+	}
+}
+
+func (m *Manager) storedRecord(ctx context.Context, key string) (Record, error) {
+	var rec Record
+	rc, err := m.cfg.Store.Get(ctx, key+"/"+RecordName)
+	if err != nil {
+		return rec, err
+	}
+	defer rc.Close()
+	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
+		return rec, fmt.Errorf("%w: run record %s/%s is corrupt: %v", ErrStore, key, RecordName, err)
+	}
+	return rec, nil
+}

@@ -1,0 +1,247 @@
+// Package minio keeps targets in a MinIO (or any S3-compatible) bucket through minio-go: the
+// same layout and guarantees as the local folder. Uploads of unknown size stream in PartSize
+// parts (minio-go would otherwise size its buffer for a 5 TiB object).
+package minio
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"nectar/targets"
+)
+
+// PartSize bounds the memory of a streamed upload (one part at a time).
+const PartSize = 16 << 20
+
+// Config says where the bucket is.
+type Config struct {
+	Endpoint  string // host:port
+	Secure    bool   // https
+	Bucket    string
+	Prefix    string
+	AccessKey string
+	SecretKey string
+	Region    string
+	// PublicEndpoint (host:port, or a URL) is the host presigned URLs are signed for; "" = Endpoint.
+	PublicEndpoint string
+}
+
+// Store is a bucket (and prefix).
+type Store struct {
+	cfg     Config
+	client  *minio.Client
+	presign *minio.Client
+}
+
+// Open connects and checks that the bucket exists and the credentials work.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	if cfg.Bucket == "" {
+		return nil, fmt.Errorf("minio target at %s: no bucket given (want minio://host:port/bucket/prefix)", cfg.Endpoint)
+	}
+	if cfg.AccessKey == "" || cfg.SecretKey == "" {
+		return nil, fmt.Errorf("minio target at %s: no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", cfg.Endpoint)
+	}
+	if cfg.Region == "" {
+		cfg.Region = "us-east-1" // also spares minio-go a bucket-location request per presign
+	}
+	newClient := func(endpoint string, secure bool) (*minio.Client, error) {
+		return minio.New(endpoint, &minio.Options{
+			Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+			Secure: secure,
+			Region: cfg.Region,
+		})
+	}
+	client, err := newClient(cfg.Endpoint, cfg.Secure)
+	if err != nil {
+		return nil, fmt.Errorf("minio target at %s: %w", cfg.Endpoint, err)
+	}
+	s := &Store{cfg: cfg, client: client, presign: client}
+	if cfg.PublicEndpoint != "" {
+		host, secure := cfg.PublicEndpoint, cfg.Secure
+		if u, err := url.Parse(cfg.PublicEndpoint); err == nil && u.Host != "" {
+			host, secure = u.Host, u.Scheme == "https"
+		}
+		if s.presign, err = newClient(host, secure); err != nil {
+			return nil, fmt.Errorf("minio target: public endpoint %s: %w", cfg.PublicEndpoint, err)
+		}
+	}
+	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ok, err := client.BucketExists(checkCtx, cfg.Bucket)
+	where := fmt.Sprintf("minio target: bucket %q at %s", cfg.Bucket, cfg.Endpoint)
+	switch {
+	case err != nil:
+		resp := minio.ToErrorResponse(err)
+		switch {
+		case resp.StatusCode == http.StatusForbidden || resp.Code == "InvalidAccessKeyId" || resp.Code == "SignatureDoesNotMatch" || resp.Code == "AccessDenied":
+			return nil, fmt.Errorf("%s: access denied (%s): check MINIO_ACCESS_KEY and MINIO_SECRET_KEY", where, resp.Code)
+		case resp.StatusCode == 0:
+			return nil, fmt.Errorf("%s: cannot reach the endpoint: %v", where, err)
+		}
+		return nil, fmt.Errorf("%s: %v", where, err)
+	case !ok:
+		return nil, fmt.Errorf("%s: the bucket does not exist", where)
+	}
+	return s, nil
+}
+
+func (s *Store) String() string {
+	return fmt.Sprintf("minio bucket %q at %s", s.cfg.Bucket, s.cfg.Endpoint)
+}
+
+func (s *Store) object(key string) (string, error) {
+	if err := targets.CheckKey(key); err != nil {
+		return "", err
+	}
+	if s.cfg.Prefix == "" {
+		return key, nil
+	}
+	return s.cfg.Prefix + "/" + key, nil
+}
+
+func (s *Store) mapErr(key string, err error) error {
+	resp := minio.ToErrorResponse(err)
+	switch {
+	case resp.Code == "NoSuchBucket":
+		return fmt.Errorf("%w: %s: bucket is gone", targets.ErrUnavailable, s)
+	case resp.Code == "NoSuchKey" || resp.StatusCode == http.StatusNotFound:
+		return fmt.Errorf("%s: %w", key, targets.ErrNotExist)
+	case resp.Code == "PreconditionFailed" || resp.StatusCode == http.StatusPreconditionFailed:
+		return fmt.Errorf("%s: %w", key, targets.ErrExist)
+	case errors.Is(err, context.Canceled):
+		return err
+	case resp.StatusCode == 0 || resp.StatusCode >= 500:
+		return fmt.Errorf("%w: %s: %v", targets.ErrUnavailable, s, err)
+	}
+	return fmt.Errorf("%s in %s: %w", key, s, err)
+}
+
+func (s *Store) putOptions() minio.PutObjectOptions {
+	return minio.PutObjectOptions{PartSize: PartSize, ContentType: "application/octet-stream"}
+}
+
+func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, r, -1, s.putOptions()); err != nil {
+		return s.mapErr(key, err)
+	}
+	return nil
+}
+
+// CommitFile uploads a finished local file, in parts read from the file (no buffering).
+func (s *Store) CommitFile(ctx context.Context, key, file string) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	if _, err := s.client.FPutObject(ctx, s.cfg.Bucket, obj, file, s.putOptions()); err != nil {
+		return s.mapErr(key, err)
+	}
+	return nil
+}
+
+// CreateIfAbsent is a PUT with If-None-Match: *.
+func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	b, err := io.ReadAll(io.LimitReader(r, PartSize+1))
+	if err != nil {
+		return err
+	}
+	if len(b) > PartSize {
+		return fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, PartSize)
+	}
+	opts := s.putOptions()
+	opts.SetMatchETagExcept("*")
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, strings.NewReader(string(b)), int64(len(b)), opts); err != nil {
+		return s.mapErr(key, err)
+	}
+	return nil
+}
+
+func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {
+	obj, err := s.object(key)
+	if err != nil {
+		return nil, err
+	}
+	o, err := s.client.GetObject(ctx, s.cfg.Bucket, obj, minio.GetObjectOptions{})
+	if err != nil {
+		return nil, s.mapErr(key, err)
+	}
+	// GetObject is lazy: Stat makes the request, so a missing key is reported here.
+	if _, err := o.Stat(); err != nil {
+		o.Close()
+		return nil, s.mapErr(key, err)
+	}
+	return o, nil
+}
+
+func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
+	obj, err := s.object(key)
+	if err != nil {
+		return targets.Info{}, err
+	}
+	info, err := s.client.StatObject(ctx, s.cfg.Bucket, obj, minio.StatObjectOptions{})
+	if err != nil {
+		return targets.Info{}, s.mapErr(key, err)
+	}
+	return targets.Info{Size: info.Size, ModTime: info.LastModified}, nil
+}
+
+func (s *Store) Delete(ctx context.Context, key string) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	if err := s.client.RemoveObject(ctx, s.cfg.Bucket, obj, minio.RemoveObjectOptions{}); err != nil {
+		return s.mapErr(key, err)
+	}
+	return nil
+}
+
+func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
+	full := prefix
+	if s.cfg.Prefix != "" {
+		full = s.cfg.Prefix + "/" + prefix
+	}
+	var keys []string
+	for o := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true}) {
+		if o.Err != nil {
+			return nil, s.mapErr(prefix, o.Err)
+		}
+		k := o.Key
+		if s.cfg.Prefix != "" {
+			k = strings.TrimPrefix(k, s.cfg.Prefix+"/")
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// PresignGet signs a GET for the public endpoint (computed locally: no request is made).
+func (s *Store) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	obj, err := s.object(key)
+	if err != nil {
+		return "", err
+	}
+	u, err := s.presign.PresignedGetObject(ctx, s.cfg.Bucket, obj, expiry, nil)
+	if err != nil {
+		return "", fmt.Errorf("presign %s: %w", key, err)
+	}
+	return u.String(), nil
+}

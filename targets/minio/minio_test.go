@@ -1,0 +1,79 @@
+package minio_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"nectar/targets/minio"
+	"nectar/targets/miniotest"
+	"nectar/targets/targettest"
+)
+
+var srv *miniotest.Server
+
+func TestMain(m *testing.M) {
+	var err error
+	if srv, err = miniotest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: these tests need a real MinIO:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	srv.Stop()
+	os.Exit(code)
+}
+
+func config() minio.Config {
+	return minio.Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}
+}
+
+func TestConformance(t *testing.T) {
+	cfg := config()
+	cfg.Prefix = "suite"
+	s, err := minio.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targettest.Run(t, s)
+}
+
+func TestOpenErrorsNameEndpointAndBucket(t *testing.T) {
+	tests := []struct {
+		name string
+		edit func(*minio.Config)
+		want []string
+	}{
+		{"missing bucket", func(c *minio.Config) { c.Bucket = "no-such-bucket" }, []string{`bucket "no-such-bucket"`, srv.Endpoint, "does not exist"}},
+		{"wrong credentials", func(c *minio.Config) { c.SecretKey = "wrong-secret" }, []string{srv.Bucket, srv.Endpoint, "access denied", "MINIO_SECRET_KEY"}},
+		{"unreachable", func(c *minio.Config) { c.Endpoint = "127.0.0.1:1" }, []string{srv.Bucket, "127.0.0.1:1", "cannot reach"}},
+		{"no credentials", func(c *minio.Config) { c.AccessKey = "" }, []string{srv.Endpoint, "no credentials", "MINIO_ACCESS_KEY"}},
+		{"no bucket", func(c *minio.Config) { c.Bucket = "" }, []string{srv.Endpoint, "no bucket"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := config()
+			tt.edit(&cfg)
+			_, err := minio.Open(context.Background(), cfg)
+			if err == nil {
+				t.Fatal("Open succeeded")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("Open error %q lacks %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
+	cfg := config()
+	cfg.Prefix = "large"
+	s, err := minio.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	targettest.LargePut(t, s, 96<<20)
+}

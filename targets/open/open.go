@@ -1,0 +1,108 @@
+// Package open turns a NECTAR_TARGET value into a store: a folder path (the default), an
+// s3://bucket/prefix URL or a minio://host:port/bucket/prefix URL. It is the only place that
+// knows every backend; the server depends on it, the backends do not.
+package open
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+
+	"nectar/targets"
+	"nectar/targets/local"
+	"nectar/targets/minio"
+	"nectar/targets/s3"
+)
+
+// Schemes lists what NECTAR_TARGET accepts besides a folder path.
+var Schemes = []string{"s3", "minio"}
+
+// Target opens spec. getenv supplies the environment (credentials, endpoints); localSigner makes
+// the download URLs of a local store.
+func Target(ctx context.Context, spec string, getenv func(string) string, localSigner local.URLSigner) (targets.Store, error) {
+	scheme, _, isURL := strings.Cut(spec, "://")
+	if !isURL {
+		return local.New(spec, localSigner)
+	}
+	u, err := url.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("NECTAR_TARGET=%q: %v", spec, err)
+	}
+	q := u.Query()
+	switch scheme {
+	case "s3":
+		if err := onlyParams(q, "endpoint", "public_endpoint", "region"); err != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
+		}
+		cfg := s3.Config{
+			Bucket:         u.Host,
+			Prefix:         u.Path,
+			Endpoint:       first(q.Get("endpoint"), getenv("AWS_ENDPOINT_URL_S3")),
+			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
+			Region:         first(q.Get("region"), getenv("AWS_REGION")),
+		}
+		return s3.Open(ctx, cfg)
+	case "minio":
+		if err := onlyParams(q, "secure", "public_endpoint", "region"); err != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
+		}
+		bucket, prefix, _ := strings.Cut(strings.TrimPrefix(u.Path, "/"), "/")
+		secure := true
+		if v := q.Get("secure"); v != "" {
+			if secure, err = strconv.ParseBool(v); err != nil {
+				return nil, fmt.Errorf("NECTAR_TARGET=%q: secure=%q is not true or false", spec, v)
+			}
+		}
+		if u.Host == "" {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: no host (want minio://host:port/bucket/prefix)", spec)
+		}
+		cfg := minio.Config{
+			Endpoint:       u.Host,
+			Secure:         secure,
+			Bucket:         bucket,
+			Prefix:         prefix,
+			AccessKey:      first(getenv("MINIO_ACCESS_KEY"), getenv("AWS_ACCESS_KEY_ID")),
+			SecretKey:      first(getenv("MINIO_SECRET_KEY"), getenv("AWS_SECRET_ACCESS_KEY")),
+			Region:         first(q.Get("region"), getenv("AWS_REGION")),
+			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
+		}
+		return minio.Open(ctx, cfg)
+	}
+	return nil, fmt.Errorf("NECTAR_TARGET=%q: unknown target scheme %q (want a folder path, %s)", spec, scheme,
+		strings.Join(mapStrings(Schemes, func(s string) string { return s + "://…" }), " or "))
+}
+
+func onlyParams(q url.Values, allowed ...string) error {
+	var unknown []string
+	for k := range q {
+		if !slices.Contains(allowed, k) {
+			unknown = append(unknown, k)
+		}
+	}
+	if len(unknown) > 0 {
+		sort.Strings(unknown)
+		return fmt.Errorf("unknown option %s (allowed: %s)", strings.Join(unknown, ", "), strings.Join(allowed, ", "))
+	}
+	return nil
+}
+
+func first(vals ...string) string {
+	for _, v := range vals {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+func mapStrings(in []string, f func(string) string) []string {
+	out := make([]string, len(in))
+	for i, s := range in {
+		out[i] = f(s)
+	}
+	return out
+}
