@@ -18,12 +18,16 @@ import (
 	"time"
 
 	"nectar/plugins/plugintest"
+	"nectar/targets/miniotest"
 	"nectar/server/catalog"
 	"nectar/server/runs"
 	"nectar/server/signing"
 )
 
-var pluginDir string
+var (
+	pluginDir string
+	minioSrv  *miniotest.Server
+)
 
 func TestMain(m *testing.M) {
 	dir, err := plugintest.Build()
@@ -32,7 +36,13 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pluginDir = dir
+	if minioSrv, err = miniotest.Start(); err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: these tests need a real MinIO:", err)
+		plugintest.Cleanup()
+		os.Exit(1)
+	}
 	code := m.Run()
+	minioSrv.Stop()
 	plugintest.Cleanup()
 	os.Exit(code)
 }

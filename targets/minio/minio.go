@@ -59,6 +59,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 			Secure: secure,
 			Region: cfg.Region,
+			// minio-go retries 10 times by default: an outage would take ~10 s to report.
+			MaxRetries: 3,
 		})
 	}
 	client, err := newClient(cfg.Endpoint, cfg.Secure)

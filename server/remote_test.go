@@ -1,0 +1,147 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+	"nectar/targets"
+	"nectar/targets/miniotest"
+)
+
+// remoteTargets are NECTAR_TARGET values for the real MinIO, through each SDK.
+func remoteTargets(srv *miniotest.Server, prefix string) map[string]string {
+	return map[string]string{
+		"s3":    fmt.Sprintf("s3://%s/%s?endpoint=%s", srv.Bucket, prefix, srv.URL()),
+		"minio": fmt.Sprintf("minio://%s/%s/%s?secure=false", srv.Endpoint, srv.Bucket, prefix),
+	}
+}
+
+func minioEnv(t *testing.T, srv *miniotest.Server) {
+	// The AWS SDK reads its credential chain from the process environment.
+	t.Setenv("AWS_ACCESS_KEY_ID", srv.AccessKey)
+	t.Setenv("AWS_SECRET_ACCESS_KEY", srv.SecretKey)
+	t.Setenv("AWS_REGION", "us-east-1")
+}
+
+func storeHas(t *testing.T, s targets.Store, key string) bool {
+	t.Helper()
+	ok, err := targets.Exists(context.Background(), s, key)
+	if err != nil {
+		t.Fatalf("Stat %s: %v", key, err)
+	}
+	return ok
+}
+
+func TestRunsOnS3AndMinIO(t *testing.T) {
+	minioEnv(t, minioSrv)
+	for name, target := range remoteTargets(minioSrv, "e2e-"+fmt.Sprint(time.Now().UnixNano())) {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) })
+			if !strings.Contains(ts.Store().String(), minioSrv.Bucket) {
+				t.Errorf("store = %s, want the MinIO bucket", ts.Store())
+			}
+			// A task and its dependency: the dependency's out is read back from the bucket.
+			a := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?name=ada&wait=20s")
+			if a.Code != 200 || *a.run.JobStatus != runs.Done {
+				t.Fatalf("UpperTask = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
+			}
+			if !strings.HasPrefix(a.run.ResourceURL, minioSrv.URL()+"/") {
+				t.Errorf("resource_url %s is not a presigned MinIO URL", a.run.ResourceURL)
+			}
+			if code, body := fetch(t, a.run.ResourceURL); code != 200 || body != "HELLO ADA\n" {
+				t.Errorf("presigned download = %d %q", code, body)
+			}
+			if code, body := fetch(t, a.run.ParamsURL); code != 200 || body != `{"name":"ada"}` {
+				t.Errorf("params = %d %q", code, body)
+			}
+			hello := runs.Key("testchains", "hello_chain", "HelloTask", []byte(`{"name":"ada"}`))
+			for _, k := range []string{a.run.Key + "/out", a.run.Key + "/log", a.run.Key + "/params", a.run.Key + "/run", hello + "/out", hello + "/log", hello + "/params"} {
+				if !storeHas(t, ts.Store(), k) {
+					t.Errorf("%s missing from the bucket", k)
+				}
+			}
+			if storeHas(t, ts.Store(), a.run.Key+"/lease") {
+				t.Errorf("the run lease was not released")
+			}
+			// Done: answered at once, no process.
+			launches := ts.Runs().Launches()
+			if again := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?name=ada"); again.Code != 200 || ts.Runs().Launches() != launches {
+				t.Errorf("repeat POST = %d, launches +%d", again.Code, ts.Runs().Launches()-launches)
+			}
+			// A failing task: its log is stored, its out is not.
+			f := ts.post(t, "/api/chains/testchains/faults_chain/FailTask?wait=20s")
+			if *f.run.JobStatus != runs.Failed || storeHas(t, ts.Store(), f.run.Key+"/out") || !storeHas(t, ts.Store(), f.run.Key+"/log") {
+				t.Errorf("FailTask = %v; out exists %v", f.run.JobStatus, storeHas(t, ts.Store(), f.run.Key+"/out"))
+			}
+			if _, log := fetch(t, f.run.LogURL); !strings.Contains(log, "failed on purpose") {
+				t.Errorf("FailTask log = %q", log)
+			}
+		})
+	}
+}
+
+func getenvMap(srv *miniotest.Server) func(string) string {
+	env := map[string]string{
+		"MINIO_ACCESS_KEY": srv.AccessKey, "MINIO_SECRET_KEY": srv.SecretKey,
+	}
+	return func(k string) string { return env[k] }
+}
+
+func TestStoreOutageAnswers503AndRecovers(t *testing.T) {
+	own, err := miniotest.Start() // its own server: this test kills it
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	defer own.Stop()
+	minioEnv(t, own)
+	for name, target := range remoteTargets(own, "outage") {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
+			own.Kill()
+			a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=outage-"+name)
+			if a.Code != http.StatusServiceUnavailable || !strings.Contains(a.Message, "target store unavailable") || !strings.Contains(a.Message, own.Bucket) {
+				t.Errorf("POST while the store is down = %d %q, want 503 naming the bucket", a.Code, a.Message)
+			}
+			st := ts.do(t, "GET", ts.statusURL(runs.Key("testchains", "hello_chain", "HelloTask", []byte(`{"name":"x"}`))))
+			if st.Code != http.StatusServiceUnavailable {
+				t.Errorf("status while the store is down = %d, want 503", st.Code)
+			}
+			if err := own.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			b := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=outage-"+name+"&wait=20s")
+			if b.Code != 200 || *b.run.JobStatus != runs.Done {
+				t.Errorf("POST after the store came back = %d %v %v", b.Code, b.run.JobStatus, b.run.Error)
+			}
+		})
+	}
+}
+
+func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
+	target := t.TempDir()
+	a := newTestServer(t, func(c *Config) { c.Target = target })
+	b := newTestServer(t, func(c *Config) { c.Target = target })
+	first := a.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms")
+	if first.Code != http.StatusAccepted {
+		t.Fatalf("POST to A = %d", first.Code)
+	}
+	time.Sleep(100 * time.Millisecond) // A holds the lease
+	second := b.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms&wait=20s")
+	if second.Code != 200 || *second.run.JobStatus != runs.Done {
+		t.Fatalf("POST?wait to B = %d %v %v", second.Code, second.run.JobStatus, second.run.Error)
+	}
+	if n := b.Runs().Launches(); n != 0 {
+		t.Errorf("B launched %d plugin processes for a key A was running, want 0", n)
+	}
+	if n := a.Runs().Launches(); n != 1 {
+		t.Errorf("A launched %d, want 1", n)
+	}
+	if second.run.Key != first.run.Key || second.run.ResourceURL == "" {
+		t.Errorf("B's answer = %+v", second.run)
+	}
+}

@@ -1,0 +1,38 @@
+package open
+
+import (
+	"context"
+	"strings"
+	"testing"
+)
+
+func TestTargetErrors(t *testing.T) {
+	env := func(string) string { return "" }
+	tests := []struct {
+		spec string
+		want string
+	}{
+		{"ftp://host/x", `unknown target scheme "ftp" (want a folder path, s3://… or minio://…)`},
+		{"s3://bucket/p?endpoint=http://127.0.0.1:1&colour=red", "unknown option colour (allowed: endpoint, public_endpoint, region)"},
+		{"minio://127.0.0.1:1/bucket?secure=maybe", `secure="maybe" is not true or false`},
+		{"minio:///bucket", "no host"},
+		{"minio://127.0.0.1:1/bucket", "no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY"},
+		{"s3:///prefix", "no bucket given"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.spec, func(t *testing.T) {
+			_, err := Target(context.Background(), tt.spec, env, nil)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Target(%q) = %v, want an error containing %q", tt.spec, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestTargetLocalFolder(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Target(context.Background(), dir, func(string) string { return "" }, nil)
+	if err != nil || !strings.Contains(s.String(), dir) {
+		t.Errorf("Target(%q) = %v, %v", dir, s, err)
+	}
+}
