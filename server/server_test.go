@@ -18,10 +18,10 @@ import (
 	"time"
 
 	"nectar/plugins/plugintest"
-	"nectar/targets/miniotest"
 	"nectar/server/catalog"
 	"nectar/server/runs"
 	"nectar/server/signing"
+	"nectar/targets/miniotest"
 )
 
 var (
