@@ -48,9 +48,10 @@ fuzz: ## fuzz each network-facing parser for 2 minutes
 	$(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 2m ./server
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 2m ./server/signing
 
-bench: build ## Go benchmarks, then the end-to-end table (real binary, load driver at 16 connections)
-	$(GO) test -run '^$$' -bench . -benchtime 20x ./server
-	$(GO) run ./tools/bench
+bench: build tools ## Go benchmarks, then the end-to-end table (real binary, local and MinIO targets, load driver at 16 connections)
+	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench 'SingleRun|FanIn' -benchtime 20x ./server
+	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench CacheHit -benchtime 2s ./server
+	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) run ./tools/bench
 
 lint: ## generated code up to date, gofmt, vet, staticcheck, go mod tidy -diff
 	$(GO) run ./gen -root . -check

@@ -19,14 +19,19 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"text/tabwriter"
 	"time"
 
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
 	"nectar/plugins"
 	"nectar/plugins/host"
+	"nectar/targets/miniotest"
 )
 
 func main() {
@@ -89,21 +94,18 @@ func run() error {
 		return err
 	}
 	defer os.RemoveAll(target)
-	base, stop, err := startServer(filepath.Join(*bin, "nectar"), filepath.Join(*bin, "plugins"), target)
+	base, stop, err := startServer(filepath.Join(*bin, "nectar"), filepath.Join(*bin, "plugins"), nil, "NECTAR_TARGET="+target)
 	if err != nil {
 		return err
 	}
 	defer stop()
 	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
 
-	// Single run: a new key each time, POST?wait until DONE.
-	d, err = measure(*runs, func(i int) error {
-		return postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=bench%d&wait=30s", base, i))
-	})
+	single, err := singleRun(client, base, *runs)
 	if err != nil {
 		return err
 	}
-	rows = append(rows, row{"single HelloTask run (POST?wait to DONE)", ms(pct(d, 50)), ms(pct(d, 95)), "", "<= 20 ms p50 (luigi 250 ms)"})
+	rows = append(rows, row{"single HelloTask run (POST?wait to DONE)", ms(pct(single, 50)), ms(pct(single, 95)), "", "<= 20 ms p50 (luigi 250 ms)"})
 
 	// Floor for the fan-in: the file work of 101 tasks (params, log and out created, out fsynced,
 	// all renamed into a new key folder) with nothing else, 16 at a time, on the same disk.
@@ -119,9 +121,8 @@ func run() error {
 	rows = append(rows, row{"floor: file work of 101 tasks, no Nectar", ms(pct(fsTimes, 50)), ms(pct(fsTimes, 95)), "", ""})
 
 	// Fan-in: 100 leaves + 1 join; the outs are removed between iterations (not timed).
-	fan := *runs / 2
 	var fanTimes []time.Duration
-	for i := 0; i < max(fan, 5); i++ {
+	for i := 0; i < max(*runs/2, 5); i++ {
 		if err := os.RemoveAll(filepath.Join(target, "chains", "testchains", "fanin_chain")); err != nil {
 			return err
 		}
@@ -134,13 +135,18 @@ func run() error {
 	sortDurations(fanTimes)
 	rows = append(rows, row{"100 leaves + 1 join (POST?wait to DONE)", ms(pct(fanTimes, 50)), ms(pct(fanTimes, 95)), "", "<= 100 ms (luigi 346 ms)"})
 
-	// Cache hit: the done key again, 16 connections for the duration.
-	hitURL := base + "/api/chains/testchains/hello_chain/HelloTask?name=bench0"
-	rps, lat, err := load(client, hitURL, *conns, *duration)
+	hit, err := cacheHit(client, base, *conns, *duration)
 	if err != nil {
 		return err
 	}
-	rows = append(rows, row{fmt.Sprintf("cache hit POST (%d connections)", *conns), ms(pct(lat, 50)), ms(pct(lat, 95)), fmt.Sprintf("%.0f req/s", rps), ">= 5,000 req/s"})
+	rows = append(rows, hit)
+
+	// The same on a real MinIO, through each SDK, beside the floor of one small PUT.
+	mrows, err := minioRows(*bin, *runs, *conns, *duration)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, mrows...)
 
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "benchmark\tp50\tp95\tthroughput\tgoal")
@@ -151,11 +157,77 @@ func run() error {
 	return w.Flush()
 }
 
+func singleRun(client *http.Client, base string, runs int) ([]time.Duration, error) {
+	prefix := fmt.Sprintf("bench%d-", time.Now().UnixNano())
+	return measure(runs, func(i int) error {
+		return postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=%s%d&wait=30s", base, prefix, i))
+	})
+}
+
+func cacheHit(client *http.Client, base string, conns int, d time.Duration) (row, error) {
+	hitURL := base + "/api/chains/testchains/hello_chain/HelloTask?name=cache-hit"
+	if err := postDone(client, hitURL+"&wait=30s"); err != nil {
+		return row{}, err
+	}
+	rps, lat, err := load(client, hitURL, conns, d)
+	if err != nil {
+		return row{}, err
+	}
+	return row{fmt.Sprintf("cache hit POST (%d connections)", conns), ms(pct(lat, 50)), ms(pct(lat, 95)), fmt.Sprintf("%.0f req/s", rps), ">= 5,000 req/s"}, nil
+}
+
+func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
+	srv, err := miniotest.Start()
+	if err != nil {
+		return nil, err
+	}
+	defer srv.Stop()
+	client, err := minio.New(srv.Endpoint, &minio.Options{Creds: credentials.NewStaticV4(srv.AccessKey, srv.SecretKey, "")})
+	if err != nil {
+		return nil, err
+	}
+	put, err := measure(runs, func(i int) error {
+		_, err := client.PutObject(context.Background(), srv.Bucket, fmt.Sprintf("floor/%d", i), strings.NewReader("hello bench\n"), 12, minio.PutObjectOptions{})
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	rows := []row{{"floor: one small MinIO PUT (minio-go)", ms(pct(put, 50)), ms(pct(put, 95)), "", ""}}
+	env := []string{"MINIO_ACCESS_KEY=" + srv.AccessKey, "MINIO_SECRET_KEY=" + srv.SecretKey,
+		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1"}
+	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
+	for _, t := range []struct{ name, target string }{
+		{"s3", fmt.Sprintf("s3://%s/bench-s3?endpoint=%s", srv.Bucket, srv.URL())},
+		{"minio", fmt.Sprintf("minio://%s/%s/bench-minio?secure=false", srv.Endpoint, srv.Bucket)},
+	} {
+		base, stop, err := startServer(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), env, "NECTAR_TARGET="+t.target)
+		if err != nil {
+			return nil, err
+		}
+		single, err := singleRun(httpc, base, runs)
+		if err == nil {
+			rows = append(rows, row{"single HelloTask run on " + t.name + "://", ms(pct(single, 50)), ms(pct(single, 95)), "", ""})
+			var hit row
+			if hit, err = cacheHit(httpc, base, conns, d); err == nil {
+				hit.name += " on " + t.name + "://"
+				hit.goal = ""
+				rows = append(rows, hit)
+			}
+		}
+		stop()
+		if err != nil {
+			return nil, fmt.Errorf("%s target: %w", t.name, err)
+		}
+	}
+	return rows, nil
+}
+
 func graphReq() *plugins.GraphRequest {
 	return &plugins.GraphRequest{Root: plugins.TaskRef{Chain: "hello_chain", Task: "HelloTask", Params: []byte(`{"name":"floor"}`)}}
 }
 
-func startServer(nectar, plugins, target string) (string, func(), error) {
+func startServer(nectar, plugins string, env []string, extra ...string) (string, func(), error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, err
@@ -163,7 +235,7 @@ func startServer(nectar, plugins, target string) (string, func(), error) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(nectar, "serve")
-	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
+	cmd.Env = append(append(append(os.Environ(), env...), extra...), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
