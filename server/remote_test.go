@@ -145,3 +145,53 @@ func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
 		t.Errorf("B's answer = %+v", second.run)
 	}
 }
+
+// The store dies while a task runs: the run fails with a storage error, the server says so from
+// memory, and once the store is back the record lands and the key can run again.
+func TestStoreLostMidRunFailsTheRun(t *testing.T) {
+	own, err := miniotest.Start()
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	defer own.Stop()
+	target := remoteTargets(own, "midrun")["minio"]
+	ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1s")
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	time.Sleep(300 * time.Millisecond)
+	own.Kill()
+	r, ok := ts.Runs().Active(a.run.Key)
+	if !ok {
+		t.Fatal("run not active")
+	}
+	<-r.Done()
+	rec := r.Snapshot()
+	if rec.Status != runs.Failed || !strings.Contains(rec.Error, "target store") {
+		t.Errorf("run after losing the store = %s %q, want FAILED with a storage error", rec.Status, rec.Error)
+	}
+	st := ts.do(t, "GET", a.run.StatusURL)
+	if st.Code != 200 || *st.run.JobStatus != runs.Failed {
+		t.Errorf("status while the store is down = %d %v, want 200 FAILED from memory", st.Code, st.run.JobStatus)
+	}
+	if err := own.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, active := ts.Runs().Active(a.run.Key); !active {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the final record was never written after the store came back")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if st := ts.do(t, "GET", a.run.StatusURL); *st.run.JobStatus != runs.Failed {
+		t.Errorf("stored status = %v", st.run.JobStatus)
+	}
+	if b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1s&wait=20s"); *b.run.JobStatus != runs.Done {
+		t.Errorf("rerun after recovery = %v %v", b.run.JobStatus, b.run.Error)
+	}
+}

@@ -249,17 +249,49 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 			rec.StartedAt = &now
 		}
 	})
+	log.Info("run finished", "status", status, "error", errMsg, "elapsed", now.Sub(rec.SubmittedAt))
 	if err := m.putRecord(context.Background(), r); err != nil {
-		log.Error("writing run record", "err", err)
+		// The store is down: answer from memory meanwhile, and keep trying to write the record.
+		log.Error("writing run record; retrying in the background", "err", err)
+		close(r.done)
+		m.wg.Add(1)
+		go m.persistLater(r, leased)
+		return
 	}
 	if leased {
 		m.releaseLease(rec.Key)
 	}
-	m.mu.Lock()
-	delete(m.active, rec.Key)
-	m.mu.Unlock()
+	m.retire(r)
 	close(r.done)
-	log.Info("run finished", "status", status, "error", errMsg, "elapsed", now.Sub(rec.SubmittedAt))
+}
+
+// retire removes a run whose record is stored: status queries now read the store.
+func (m *Manager) retire(r *Run) {
+	m.mu.Lock()
+	delete(m.active, r.rec.Key)
+	m.mu.Unlock()
+}
+
+// persistLater retries the final record with backoff until it lands or the server stops; the
+// run stays answerable from memory until then.
+func (m *Manager) persistLater(r *Run, leased bool) {
+	defer m.wg.Done()
+	defer m.retire(r)
+	wait := time.Second
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := m.putRecord(context.Background(), r); err == nil {
+			if leased {
+				m.releaseLease(r.Snapshot().Key)
+			}
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
 }
 
 func (m *Manager) putRecord(ctx context.Context, r *Run) error {

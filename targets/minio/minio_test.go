@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"nectar/targets/minio"
 	"nectar/targets/miniotest"
@@ -76,4 +77,20 @@ func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	targettest.LargePut(t, s, 96<<20)
+}
+
+func TestPresignForThePublicEndpoint(t *testing.T) {
+	cfg := config()
+	cfg.PublicEndpoint = "https://files.example.com"
+	s, err := minio.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.PresignGet(context.Background(), "chains/a/b/C/d/out", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(u, "https://files.example.com/"+srv.Bucket+"/chains/a/b/C/d/out?") || !strings.Contains(u, "X-Amz-Expires=600") {
+		t.Errorf("PresignGet = %s, want the public host and a 600 s expiry", u)
+	}
 }

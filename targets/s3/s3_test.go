@@ -6,6 +6,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"nectar/targets/miniotest"
 	"nectar/targets/s3"
@@ -76,4 +77,21 @@ func TestOpenErrorsNameEndpointAndBucket(t *testing.T) {
 
 func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
 	targettest.LargePut(t, open(t, "large"), 96<<20)
+}
+
+// Presigned URLs name the public endpoint when one is set: a URL works only for the host it was
+// signed for.
+func TestPresignForThePublicEndpoint(t *testing.T) {
+	open(t, "") // sets the credentials
+	s, err := s3.Open(context.Background(), s3.Config{Bucket: srv.Bucket, Endpoint: srv.URL(), PublicEndpoint: "https://files.example.com"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := s.PresignGet(context.Background(), "chains/a/b/C/d/out", 10*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(u, "https://files.example.com/"+srv.Bucket+"/chains/a/b/C/d/out?") || !strings.Contains(u, "X-Amz-Expires=600") {
+		t.Errorf("PresignGet = %s, want the public host and a 600 s expiry", u)
+	}
 }
