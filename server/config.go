@@ -25,6 +25,9 @@ type Config struct {
 	SigningKey      []byte        // NECTAR_SIGNING_KEY (nil = random per process)
 	URLExpiry       time.Duration // NECTAR_URL_EXPIRY
 	MaxRuns         int           // NECTAR_MAX_RUNS
+	MaxQueue        int           // NECTAR_MAX_QUEUE
+	APITokens       []string      // NECTAR_API_TOKENS
+	ShutdownGrace   time.Duration // NECTAR_SHUTDOWN_GRACE
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
@@ -44,6 +47,8 @@ func Defaults() Config {
 		PluginDir:       "./bin/plugins",
 		URLExpiry:       600 * time.Second,
 		MaxRuns:         2 * runtime.NumCPU(),
+		MaxQueue:        64,
+		ShutdownGrace:   30 * time.Second,
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
@@ -122,6 +127,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		*dst = n
 	}
 	num("NECTAR_MAX_RUNS", &c.MaxRuns, 1, 10000)
+	num("NECTAR_MAX_QUEUE", &c.MaxQueue, 0, 1000000)
+	dur("NECTAR_SHUTDOWN_GRACE", &c.ShutdownGrace, 0, time.Hour)
+	if v := getenv("NECTAR_API_TOKENS"); v != "" {
+		for i, tok := range strings.Split(v, ",") {
+			tok = strings.TrimSpace(tok)
+			if len(tok) < 16 {
+				// Never echo a token, not even a bad one.
+				errs = append(errs, fmt.Errorf("NECTAR_API_TOKENS: token %d is %d characters; use at least 16 (openssl rand -hex 16)", i+1, len(tok)))
+				continue
+			}
+			c.APITokens = append(c.APITokens, tok)
+		}
+	}
 	num("NECTAR_TASK_PARALLELISM", &c.TaskParallelism, 1, 10000)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -38,6 +38,8 @@ var errorStatus = []struct {
 	{runs.ErrUnknownKey, http.StatusNotFound},
 	{targets.ErrNotExist, http.StatusNotFound},
 	{runs.ErrStore, http.StatusServiceUnavailable},
+	{runs.ErrQueueFull, http.StatusTooManyRequests},
+	{runs.ErrDraining, http.StatusServiceUnavailable},
 	{targets.ErrUnavailable, http.StatusServiceUnavailable},
 }
 
@@ -86,7 +88,10 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 			}
 		}
 	}
-	if code == http.StatusServiceUnavailable {
+	switch {
+	case errors.Is(err, runs.ErrQueueFull), errors.Is(err, runs.ErrDraining):
+		c.Response().Header().Set("Retry-After", "1")
+	case code == http.StatusServiceUnavailable:
 		msg = "target store unavailable: " + msg
 	}
 	level := slog.LevelWarn

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -119,7 +120,7 @@ func (s *Server) unknownTask(c echo.Context) error {
 // ---- runs ----
 
 // reservedQuery are the query parameters the API reads itself on a POST.
-var reservedQuery = []string{"wait"}
+var reservedQuery = []string{"wait", "force"}
 
 // runData is the data of POST and status answers.
 type runData struct {
@@ -158,13 +159,17 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		force, err := parseForce(q)
+		if err != nil {
+			return err
+		}
 		params, err := t.Parse(q)
 		if err != nil {
 			return err
 		}
 		ctx := c.Request().Context()
 		key := runs.Key(t.Type, t.Chain, t.Name, params)
-		if _, running := s.runs.Active(key); !running {
+		if _, running := s.runs.Active(key); !running && !force {
 			done, err := targets.Exists(ctx, s.store, key+"/"+runs.OutName)
 			if err != nil {
 				return fmt.Errorf("%w: %v", runs.ErrStore, err)
@@ -174,7 +179,10 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params}))
 			}
 		}
-		run, joined := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params})
+		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params, Force: force})
+		if err != nil {
+			return err
+		}
 		if wait > 0 {
 			timer := time.NewTimer(wait)
 			defer timer.Stop()
@@ -192,6 +200,52 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			msg = "joined the run already in progress"
 		}
 		return respond(c, http.StatusAccepted, msg, s.runData(ctx, run.Snapshot()))
+	}
+}
+
+func parseForce(q map[string][]string) (bool, error) {
+	vs := q["force"]
+	if len(vs) == 0 {
+		return false, nil
+	}
+	if len(vs) > 1 {
+		return false, &chains.ParamError{Param: "force", Reason: "is given more than once"}
+	}
+	return chains.ParseBool("force", vs[0])
+}
+
+// cancelByKey answers DELETE /api/chains/<type>/<chain>/<Task>?params: cancel that key's run.
+func (s *Server) cancelByKey(t *catalog.Task) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		q := c.QueryParams()
+		for name := range q {
+			if !t.HasParam(name) {
+				return &chains.ParamError{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (it takes: %s)", t.Name, strings.Join(t.ParamNames(), ", "))}
+			}
+		}
+		params, err := t.Parse(q)
+		if err != nil {
+			return err
+		}
+		return s.cancel(c, runs.Key(t.Type, t.Chain, t.Name, params))
+	}
+}
+
+// cancel stops key's run and answers with its final record (CANCELLED) once it has stopped.
+func (s *Server) cancel(c echo.Context, key string) error {
+	r, err := s.runs.Cancel(key, "cancelled by DELETE from "+c.RealIP())
+	if err != nil {
+		if errors.Is(err, runs.ErrNotRunning) {
+			return &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("%v: %s", err, key), data: map[string]any{"key": key}}
+		}
+		return err
+	}
+	select {
+	case <-r.Done():
+		rec := r.Snapshot()
+		return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(c.Request().Context(), rec))
+	case <-time.After(5 * time.Second):
+		return respond(c, http.StatusAccepted, "cancelling", s.runData(c.Request().Context(), r.Snapshot()))
 	}
 }
 
@@ -277,6 +331,9 @@ func (s *Server) status(c echo.Context) error {
 	key, err := parseStatusChain(chain)
 	if err != nil {
 		return err
+	}
+	if c.Request().Method == http.MethodDelete {
+		return s.cancel(c, key)
 	}
 	ctx := c.Request().Context()
 	rec, err := s.runs.Lookup(ctx, key)

@@ -88,6 +88,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		Store:           store,
 		Plugins:         starter{launcher},
 		MaxRuns:         cfg.MaxRuns,
+		MaxQueue:        cfg.MaxQueue,
 		TaskParallelism: cfg.TaskParallelism,
 		Logger:          logger,
 	})
@@ -193,10 +194,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		return err
 	case <-ctx.Done():
 	}
-	shutdownCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Graceful: refuse new runs (503) but keep answering status while running runs get up to
+	// NECTAR_SHUTDOWN_GRACE to finish; then cancel the rest, recording why, and stop.
+	s.log.Info("shutting down: no new runs; waiting for running ones", "grace", s.cfg.ShutdownGrace)
+	graceCtx, cancelGrace := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
+	defer cancelGrace()
+	reason := fmt.Sprintf("server shutting down: the run did not finish within the %s grace period", s.cfg.ShutdownGrace)
+	err := s.runs.Drain(graceCtx, reason, 20*time.Second)
+	shutdownCtx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	err := srv.Shutdown(shutdownCtx)
-	err = errors.Join(err, s.Close(shutdownCtx))
+	err = errors.Join(err, srv.Shutdown(shutdownCtx), s.Close(shutdownCtx))
 	return err
 }
 
@@ -220,11 +227,16 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/chains/:type/:chain", s.listTasks)
 	api.GET("/chains/:type/:chain/:task", s.describeTask)
 	// One route per generated task; the parameterised route only answers 404 for the rest.
+	auth := s.requireToken
 	for _, t := range s.catalog.Tasks() {
-		api.POST("/chains/"+t.Type+"/"+t.Chain+"/"+t.Name, s.submit(t))
+		path := "/chains/" + t.Type + "/" + t.Chain + "/" + t.Name
+		api.POST(path, s.submit(t), auth)
+		api.DELETE(path, s.cancelByKey(t), auth)
 	}
-	api.POST("/chains/:type/:chain/:task", s.unknownTask)
+	api.POST("/chains/:type/:chain/:task", s.unknownTask, auth)
+	api.DELETE("/chains/:type/:chain/:task", s.unknownTask, auth)
 	api.GET("/chainstatus", s.status)
+	api.DELETE("/chainstatus", s.status, auth) // the signed status URL cancels its run
 	api.GET("/download/*", s.download)
 	api.HEAD("/download/*", s.download)
 	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })

@@ -88,7 +88,13 @@ type answer struct {
 	Status  int             `json:"status"`
 	Message string          `json:"message"`
 	Data    json.RawMessage `json:"data"`
-	run     runData
+	run     runDataView
+}
+
+// runDataView is runData with params decoded, for tests that rebuild a query.
+type runDataView struct {
+	runData
+	Params map[string]string `json:"params"`
 }
 
 func (ts *testServer) do(t *testing.T, method, path string) answer {
@@ -131,7 +137,7 @@ func fetch(t *testing.T, u string) (int, string) {
 }
 
 // poll follows a status URL until the run is final.
-func (ts *testServer) poll(t *testing.T, statusURL string) runData {
+func (ts *testServer) poll(t *testing.T, statusURL string) runDataView {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
@@ -145,7 +151,7 @@ func (ts *testServer) poll(t *testing.T, statusURL string) runData {
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatalf("run at %s did not finish in 30s", statusURL)
-	return runData{}
+	return runDataView{}
 }
 
 func (ts *testServer) exists(key string) bool {
@@ -413,7 +419,7 @@ func TestErrorsNameWhatWasWrong(t *testing.T) {
 		want         string
 	}{
 		{"POST", "/api/chains/testchains/fanin_chain/JoinTask?leaves=many", 400, `parameter "leaves": "many" is not an integer`},
-		{"POST", "/api/chains/testchains/hello_chain/HelloTask?nmae=x", 400, `parameter "nmae": is not a parameter of HelloTask (it takes: name, wait)`},
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?nmae=x", 400, `parameter "nmae": is not a parameter of HelloTask (it takes: name, wait, force)`},
 		{"POST", "/api/chains/testchains/hello_chain/HelloTask?name=a&name=b", 400, `parameter "name": is given 2 times`},
 		{"POST", "/api/chains/testchains/faults_chain/SleepTask?duration=soon", 400, `parameter "duration": "soon" is not a duration`},
 		{"POST", "/api/chains/testchains/hello_chain/HelloTask?wait=forever", 400, `parameter "wait"`},

@@ -44,6 +44,7 @@ type Config struct {
 	Store           targets.Store
 	Plugins         Starter
 	MaxRuns         int // runs executing at once; more wait as PENDING
+	MaxQueue        int // PENDING runs allowed; beyond, Submit answers ErrQueueFull
 	TaskParallelism int // tasks of one run executing at once
 	Logger          *slog.Logger
 	// LeaseTTL is how old a run lease may get before its holder counts as dead (default 30s).
@@ -62,8 +63,10 @@ type Manager struct {
 	active   map[string]*Run
 	wg       sync.WaitGroup
 	launches atomic.Int64
+	pending  int  // runs waiting for a slot (guarded by mu)
+	draining bool // shutting down: no new runs (guarded by mu)
 	ctx      context.Context
-	stop     context.CancelFunc
+	stop     context.CancelCauseFunc
 }
 
 // NewManager checks cfg and prepares the spool folder where tasks write before commit.
@@ -73,6 +76,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.MaxRuns < 1 {
 		cfg.MaxRuns = 1
+	}
+	if cfg.MaxQueue < 0 {
+		cfg.MaxQueue = 0
 	}
 	if cfg.TaskParallelism < 1 {
 		cfg.TaskParallelism = 1
@@ -97,7 +103,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		}
 		spool = dir
 	}
-	ctx, stop := context.WithCancel(context.Background())
+	ctx, stop := context.WithCancelCause(context.Background())
 	host, _ := os.Hostname()
 	return &Manager{
 		id:     fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
@@ -117,6 +123,8 @@ func (m *Manager) Launches() int64 { return m.launches.Load() }
 type Spec struct {
 	Type, Chain, Task string
 	Params            []byte // canonical JSON
+	// Force reruns the task even if its out exists (its upstream outs are kept).
+	Force bool
 }
 
 // Run is one execution of a task and whatever it requires.
@@ -124,7 +132,10 @@ type Run struct {
 	mu     sync.Mutex
 	rec    Record
 	done   chan struct{}
-	cancel context.CancelFunc
+	cancel context.CancelCauseFunc
+	force  bool
+	remote bool // another server executes it; this one follows (guarded by mu)
+	left   bool // no longer counted as pending (guarded by Manager.mu)
 }
 
 // Snapshot is the current record.
@@ -143,17 +154,33 @@ func (r *Run) update(f func(*Record)) {
 	r.mu.Unlock()
 }
 
+// Errors of Submit and Cancel.
+var (
+	ErrQueueFull  = errors.New("run queue is full")
+	ErrDraining   = errors.New("server is shutting down")
+	ErrNotRunning = errors.New("no run in progress for this key on this server")
+)
+
 // Submit starts a run for spec, or joins the one already running for the same key (single
-// flight: concurrent POSTs execute once). joined reports the latter.
-func (m *Manager) Submit(spec Spec) (run *Run, joined bool) {
+// flight: concurrent POSTs execute once). joined reports the latter. A new run is refused with
+// ErrQueueFull when MaxQueue runs already wait, and with ErrDraining during shutdown.
+func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 	key := Key(spec.Type, spec.Chain, spec.Task, spec.Params)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if r, ok := m.active[key]; ok {
-		return r, true
+		return r, true, nil
 	}
-	ctx, cancel := context.WithCancel(m.ctx)
+	if m.draining {
+		return nil, false, ErrDraining
+	}
+	if m.pending >= m.cfg.MaxQueue+m.cfg.MaxRuns-m.running() {
+		return nil, false, fmt.Errorf("%w (%d runs waiting)", ErrQueueFull, m.pending)
+	}
+	m.pending++
+	ctx, cancel := context.WithCancelCause(m.ctx)
 	r := &Run{
+		force: spec.Force,
 		rec: Record{
 			RunID: randomID(), Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
 			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
@@ -164,7 +191,59 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool) {
 	m.active[key] = r
 	m.wg.Add(1)
 	go m.execute(ctx, r)
-	return r, false
+	return r, false, nil
+}
+
+// running is how many slots are taken (mu held).
+func (m *Manager) running() int { return len(m.slots) }
+
+// QueueDepth is the number of runs waiting for a slot.
+func (m *Manager) QueueDepth() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending
+}
+
+// Cancel stops the run in progress for key: its plugin process group is killed, unfinished
+// tasks are CANCELLED and no partial out is left. reason goes into the record.
+func (m *Manager) Cancel(key, reason string) (*Run, error) {
+	r, ok := m.Active(key)
+	if !ok {
+		return nil, ErrNotRunning
+	}
+	r.mu.Lock()
+	remote, final := r.remote, r.rec.Status.Final()
+	r.mu.Unlock()
+	switch {
+	case remote:
+		return nil, fmt.Errorf("%w: another server is executing it (cancel it there)", ErrNotRunning)
+	case final:
+		return r, nil
+	}
+	r.cancel(errors.New(reason))
+	return r, nil
+}
+
+// Drain stops accepting runs, lets running ones finish until ctx ends, then cancels the rest
+// with reason and waits (up to wait) for their records.
+func (m *Manager) Drain(ctx context.Context, reason string, wait time.Duration) error {
+	m.mu.Lock()
+	m.draining = true
+	m.mu.Unlock()
+	all := make(chan struct{})
+	go func() { m.wg.Wait(); close(all) }()
+	select {
+	case <-all:
+		return nil
+	case <-ctx.Done():
+	}
+	m.stop(errors.New(reason))
+	select {
+	case <-all:
+		return nil
+	case <-time.After(wait):
+		return errors.New("runs did not stop in time")
+	}
 }
 
 // Active returns the run in progress for key, if any.
@@ -216,7 +295,10 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 
 // Shutdown cancels every run and waits for their records to be written, or for ctx.
 func (m *Manager) Shutdown(ctx context.Context) error {
-	m.stop()
+	m.mu.Lock()
+	m.draining = true
+	m.mu.Unlock()
+	m.stop(errors.New("server shutting down"))
 	ch := make(chan struct{})
 	go func() { m.wg.Wait(); close(ch) }()
 	select {
@@ -229,11 +311,12 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 
 func (m *Manager) execute(ctx context.Context, r *Run) {
 	defer m.wg.Done()
-	defer r.cancel()
+	defer r.cancel(nil)
 	rec := r.Snapshot()
 	log := m.cfg.Logger.With("key", rec.Key)
 
 	leased, remote, status, errMsg := m.lead(ctx, r, log)
+	m.leavePending(r) // if it never got a slot
 	if remote { // another server executed it; r mirrors its record
 		m.mu.Lock()
 		delete(m.active, rec.Key)
@@ -318,6 +401,10 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			break
 		}
 		log.Info("another server is running this key; following it")
+		m.leavePending(r)
+		r.mu.Lock()
+		r.remote = true
+		r.mu.Unlock()
 		if m.follow(ctx, r) {
 			return false, true, "", ""
 		}
@@ -335,9 +422,10 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, string) {
 	select {
 	case m.slots <- struct{}{}:
+		m.leavePending(r)
 		defer func() { <-m.slots }()
 	case <-ctx.Done():
-		return Cancelled, "cancelled before it started"
+		return Cancelled, "cancelled before it started: " + cancelReason(ctx)
 	}
 	rec := r.Snapshot()
 	started := time.Now().UTC()
@@ -346,7 +434,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	// A run joined late, or raced with another that just finished: nothing to execute.
 	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
 		return Failed, storeErr(m.cfg.Store, err)
-	} else if done {
+	} else if done && !r.force {
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
 		})
@@ -381,7 +469,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	graph, err := proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
 	if err != nil {
 		if ctx.Err() != nil {
-			return Cancelled, "cancelled"
+			return Cancelled, "cancelled: " + cancelReason(ctx)
 		}
 		return Failed, "building the task graph: " + rpcMessage(err)
 	}
@@ -402,6 +490,24 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
+}
+
+// leavePending takes r off the queue count once (when it gets a slot or ends without one).
+func (m *Manager) leavePending(r *Run) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if !r.left {
+		r.left = true
+		m.pending--
+	}
+}
+
+// cancelReason says why ctx ended ("cancelled" when no reason was given).
+func cancelReason(ctx context.Context) string {
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause.Error()
+	}
+	return "cancelled"
 }
 
 func randomID() string {

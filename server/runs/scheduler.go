@@ -73,6 +73,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if err != nil {
 			return err
 		}
+		if i == 0 && s.r.force {
+			done = false // ?force=true: rerun the named task; its upstream outs are kept
+		}
 		n.slot = len(tasks)
 		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Status: Pending}
 		if done {
@@ -161,9 +164,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	switch {
 	case ctx.Err() != nil:
 		final = Cancelled
-		if firstErr == "" {
-			firstErr = "cancelled"
-		}
+		firstErr = "cancelled: " + cancelReason(ctx)
 	case s.status(0) != Done:
 		final = Failed
 		if firstErr == "" {
@@ -232,10 +233,11 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
 	switch {
 	case err != nil && ctx.Err() != nil:
-		s.proc.KillNow()
-		s.appendOutput(logPath, outStart, "cancelled")
+		s.proc.KillNow() // the process group, at once: user code may ignore its context
+		why := "cancelled: " + cancelReason(ctx)
+		s.appendOutput(logPath, outStart, why)
 		s.commitLog(n, logPath)
-		return fail("cancelled", true)
+		return fail(why, true)
 	case err != nil:
 		cause := s.crashCause(err)
 		s.appendOutput(logPath, outStart, cause)

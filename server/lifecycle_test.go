@@ -1,0 +1,213 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+)
+
+// waitRunning polls a status URL until the run's first task is RUNNING.
+func (ts *testServer) waitRunning(t *testing.T, statusURL string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		st := ts.do(t, "GET", statusURL)
+		if st.run.JobStatus != nil && *st.run.JobStatus == runs.Running && len(st.run.Tasks) > 0 && st.run.Tasks[0].Status == runs.Running {
+			return
+		}
+	}
+	t.Fatalf("run at %s never reached RUNNING", statusURL)
+}
+
+func TestDeleteCancelsWithinASecond(t *testing.T) {
+	ts := newTestServer(t)
+	tests := []struct {
+		name   string
+		delete func(a answer) string
+	}{
+		{"status URL", func(a answer) string { return a.run.StatusURL }},
+		{"task path and parameters", func(a answer) string {
+			return "/api/chains/testchains/faults_chain/SleepTask?duration=" + a.run.Params["duration"]
+		}},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := fmt.Sprintf("%ds", 30+i)
+			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration="+d)
+			ts.waitRunning(t, a.run.StatusURL)
+			if len(pluginPIDs(t)) != 1 {
+				t.Fatalf("want one plugin process before the cancel")
+			}
+			start := time.Now()
+			c := ts.do(t, "DELETE", tt.delete(a))
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("DELETE took %v, want under a second", took)
+			}
+			if c.Code != 200 || *c.run.JobStatus != runs.Cancelled || c.run.Error == nil || !strings.Contains(*c.run.Error, "cancelled by DELETE") {
+				t.Errorf("DELETE = %d %v %v, want 200 CANCELLED with the reason", c.Code, c.run.JobStatus, c.run.Error)
+			}
+			if pids := pluginPIDs(t); len(pids) != 0 {
+				t.Errorf("plugin processes %v still alive after the cancel", pids)
+			}
+			if ts.exists(a.run.Key + "/out") {
+				t.Errorf("a cancelled run left an out")
+			}
+			if st := ts.do(t, "GET", a.run.StatusURL); *st.run.JobStatus != runs.Cancelled {
+				t.Errorf("stored status = %v, want CANCELLED", st.run.JobStatus)
+			}
+		})
+	}
+	if a := ts.do(t, "DELETE", "/api/chains/testchains/faults_chain/SleepTask?duration=99s"); a.Code != http.StatusNotFound {
+		t.Errorf("DELETE of a key with no run = %d, want 404", a.Code)
+	}
+}
+
+func TestForceRerunsOnlyTheNamedTask(t *testing.T) {
+	ts := newTestServer(t)
+	first := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?name=force&wait=10s")
+	if *first.run.JobStatus != runs.Done {
+		t.Fatal(first.run.Error)
+	}
+	launches := ts.Runs().Launches()
+	again := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?name=force&force=true&wait=10s")
+	if again.Code != 200 || *again.run.JobStatus != runs.Done || ts.Runs().Launches() != launches+1 {
+		t.Fatalf("forced POST = %d %v, launches +%d", again.Code, again.run.JobStatus, ts.Runs().Launches()-launches)
+	}
+	for _, task := range again.run.Tasks {
+		wantCached := task.Task == "HelloTask"
+		if task.Cached != wantCached {
+			t.Errorf("forced run: %s cached = %v, want %v", task.Task, task.Cached, wantCached)
+		}
+	}
+	if bad := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?force=perhaps"); bad.Code != 400 || !strings.Contains(bad.Message, `parameter "force"`) {
+		t.Errorf("force=perhaps = %d %q", bad.Code, bad.Message)
+	}
+}
+
+func TestTokensGuardPostAndDelete(t *testing.T) {
+	token := strings.Repeat("t", 24)
+	ts := newTestServer(t, func(c *Config) { c.APITokens = []string{token} })
+	do := func(method, path, auth string) answer {
+		req, _ := http.NewRequest(method, ts.url+path, nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return answer{Code: resp.StatusCode, Message: resp.Header.Get("WWW-Authenticate")}
+	}
+	tests := []struct {
+		method, path, auth string
+		code               int
+	}{
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?wait=10s", "", 401},
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?wait=10s", "Bearer " + strings.Repeat("x", 24), 401},
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?wait=10s", "Basic " + token, 401},
+		{"DELETE", "/api/chains/testchains/hello_chain/HelloTask", "", 401},
+		{"POST", "/api/chains/nope/x/YTask", "", 401}, // no probing the catalog without a token
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?wait=10s", "Bearer " + token, 200},
+		{"GET", "/api/chains", "", 200},
+	}
+	for _, tt := range tests {
+		if a := do(tt.method, tt.path, tt.auth); a.Code != tt.code {
+			t.Errorf("%s %s with %q = %d, want %d", tt.method, tt.path, tt.auth, a.Code, tt.code)
+		} else if tt.code == 401 && !strings.HasPrefix(a.Message, "Bearer") {
+			t.Errorf("401 without WWW-Authenticate: Bearer")
+		}
+	}
+	// Status URLs stay capabilities: no token needed.
+	key := runs.Key("testchains", "hello_chain", "HelloTask", []byte(`{"name":"world"}`))
+	if a := do("GET", strings.TrimPrefix(ts.statusURL(key), ts.url), ""); a.Code != 200 {
+		t.Errorf("status URL without a token = %d, want 200", a.Code)
+	}
+}
+
+func TestFullQueueAnswers429(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 1 })
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2s")  // runs
+	b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2.1s") // waits
+	if a.Code != 202 || b.Code != 202 || *b.run.JobStatus != runs.Pending {
+		t.Fatalf("first two POSTs = %d, %d %v", a.Code, b.Code, b.run.JobStatus)
+	}
+	resp, err := http.Post(ts.url+"/api/chains/testchains/faults_chain/SleepTask?duration=2.2s", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("third POST = %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	// Joining a queued key is not a new run: it is accepted.
+	if j := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2.1s"); j.Code != 202 {
+		t.Errorf("joining a queued run = %d, want 202", j.Code)
+	}
+	if d := ts.Runs().QueueDepth(); d != 1 {
+		t.Errorf("queue depth = %d, want 1", d)
+	}
+}
+
+func TestTwoHundredConcurrentPostsExecuteOnce(t *testing.T) {
+	ts := newTestServer(t)
+	const n = 200
+	var wg sync.WaitGroup
+	codes := make(chan int, n)
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := http.Post(ts.url+"/api/chains/testchains/faults_chain/SleepTask?duration=500ms&wait=20s", "", nil)
+			if err != nil {
+				codes <- 0
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}()
+	}
+	wg.Wait()
+	close(codes)
+	for c := range codes {
+		if c != 200 {
+			t.Errorf("a POST answered %d", c)
+			break
+		}
+	}
+	if got := ts.Runs().Launches(); got != 1 {
+		t.Errorf("%d concurrent POSTs launched %d processes, want 1", n, got)
+	}
+}
+
+func TestGracefulShutdown(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.ShutdownGrace = 700 * time.Millisecond })
+	short := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=300ms")
+	long := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	ts.waitRunning(t, long.run.StatusURL)
+	drained := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		defer cancel()
+		drained <- ts.Runs().Drain(ctx, "server shutting down: grace period over", 10*time.Second)
+	}()
+	time.Sleep(50 * time.Millisecond)
+	if a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=late"); a.Code != http.StatusServiceUnavailable {
+		t.Errorf("POST while draining = %d, want 503", a.Code)
+	}
+	if err := <-drained; err != nil {
+		t.Fatal(err)
+	}
+	if st := ts.do(t, "GET", short.run.StatusURL); *st.run.JobStatus != runs.Done {
+		t.Errorf("short run = %v, want DONE (it fit in the grace period)", st.run.JobStatus)
+	}
+	st := ts.do(t, "GET", long.run.StatusURL)
+	if *st.run.JobStatus != runs.Cancelled || st.run.Error == nil || !strings.Contains(*st.run.Error, "grace period over") {
+		t.Errorf("long run = %v %v, want CANCELLED with the reason", st.run.JobStatus, st.run.Error)
+	}
+}
