@@ -132,7 +132,7 @@ func TestTokensGuardPostAndDelete(t *testing.T) {
 
 func TestFullQueueAnswers429(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 1 })
-	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2s")  // runs
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2s")   // runs
 	b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2.1s") // waits
 	if a.Code != 202 || b.Code != 202 || *b.run.JobStatus != runs.Pending {
 		t.Fatalf("first two POSTs = %d, %d %v", a.Code, b.Code, b.run.JobStatus)

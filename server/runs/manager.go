@@ -317,7 +317,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 
 	leased, remote, status, errMsg := m.lead(ctx, r, log)
 	m.leavePending(r) // if it never got a slot
-	if remote { // another server executed it; r mirrors its record
+	if remote {       // another server executed it; r mirrors its record
 		m.mu.Lock()
 		delete(m.active, rec.Key)
 		m.mu.Unlock()
