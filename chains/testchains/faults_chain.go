@@ -123,3 +123,40 @@ func step(ctx *chains.Context, n string) error {
 	_, err := fmt.Fprintln(ctx.Out(), prev+n)
 	return err
 }
+
+// WaitFileTask waits while the file named by path exists, then writes "released": a task that
+// stays RUNNING for as long as a test needs.
+type WaitFileTask struct {
+	Path string `param:"path" required:"true"`
+}
+
+func (t WaitFileTask) Run(ctx *chains.Context) error {
+	for {
+		if _, err := os.Stat(t.Path); err != nil {
+			break
+		}
+		select {
+		case <-ctx.Context().Done():
+			return ctx.Context().Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	_, err := fmt.Fprintln(ctx.Out(), "released")
+	return err
+}
+
+// ResumeTask requires a quick HelloTask and a WaitFileTask: kill the server while the second
+// waits, and a new POST reuses the first.
+type ResumeTask struct {
+	Name string `param:"name" default:"world"`
+	Path string `param:"path" required:"true"`
+}
+
+func (t ResumeTask) Requires() []chains.Task {
+	return []chains.Task{HelloTask{Name: t.Name}, WaitFileTask{Path: t.Path}}
+}
+
+func (t ResumeTask) Run(ctx *chains.Context) error {
+	_, err := fmt.Fprintln(ctx.Out(), "resumed")
+	return err
+}

@@ -17,8 +17,9 @@ var (
 	err  error
 )
 
-// Build compiles every plugins/mains/<type> into a temporary folder and returns it. The
-// caller's TestMain removes it with Cleanup. A build failure is returned, never skipped.
+// Build compiles every plugins/mains/<type>, and the nectar server binary, into a temporary
+// folder and returns it. The caller's TestMain removes it with Cleanup. A build failure is
+// returned, never skipped.
 func Build() (string, error) {
 	once.Do(func() {
 		root, e := moduleRoot()
@@ -35,7 +36,7 @@ func Build() (string, error) {
 			err = fmt.Errorf("no plugin mains under %s/plugins/mains: run make generate", root)
 			return
 		}
-		args := []string{"build", "-o", dir + "/"}
+		args := []string{"build", "-o", dir + "/", "./tools/nectar"}
 		for _, m := range mains {
 			args = append(args, "./plugins/mains/"+filepath.Base(m))
 		}

@@ -63,6 +63,17 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "faults_chain",
+		Name:  "ResumeTask",
+		Doc:   "ResumeTask requires a quick HelloTask and a WaitFileTask: kill the server while the second\nwaits, and a new POST reuses the first.",
+		Params: []Param{
+			{Name: "name", Kind: "string", Default: "world", Required: false, Doc: ""},
+			{Name: "path", Kind: "string", Default: "", Required: true, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainResumeTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
 		Name:  "SleepTask",
 		Doc:   "SleepTask sleeps for duration (or until cancelled), then writes \"slept <duration>\".",
 		Params: []Param{
@@ -119,6 +130,16 @@ var generated = []*Task{
 			{Name: "gate", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
 		Parse: parseTestchainsFaultsChainStepTwoTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
+		Name:  "WaitFileTask",
+		Doc:   "WaitFileTask waits while the file named by path exists, then writes \"released\": a task that\nstays RUNNING for as long as a test needs.",
+		Params: []Param{
+			{Name: "path", Kind: "string", Default: "", Required: true, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainWaitFileTask,
 	},
 	{
 		Type:  "testchains",
@@ -197,6 +218,22 @@ func parseTestchainsFaultsChainPanicTask(q url.Values) ([]byte, error) {
 	return w.Bytes(), nil
 }
 
+// parseTestchainsFaultsChainResumeTask turns the query of a POST into the canonical parameters of testchains/faults_chain/ResumeTask.
+func parseTestchainsFaultsChainResumeTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryString(q, "name", "world", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("name", p0)
+	p1, err := chains.QueryString(q, "path", "", true)
+	if err != nil {
+		return nil, err
+	}
+	w.String("path", p1)
+	return w.Bytes(), nil
+}
+
 // parseTestchainsFaultsChainSleepTask turns the query of a POST into the canonical parameters of testchains/faults_chain/SleepTask.
 func parseTestchainsFaultsChainSleepTask(q url.Values) ([]byte, error) {
 	var w chains.ParamWriter
@@ -260,6 +297,17 @@ func parseTestchainsFaultsChainStepTwoTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("gate", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainWaitFileTask turns the query of a POST into the canonical parameters of testchains/faults_chain/WaitFileTask.
+func parseTestchainsFaultsChainWaitFileTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryString(q, "path", "", true)
+	if err != nil {
+		return nil, err
+	}
+	w.String("path", p0)
 	return w.Bytes(), nil
 }
 

@@ -6,6 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
 	"time"
 
 	"nectar/targets"
@@ -46,7 +50,7 @@ func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, er
 			continue // released between our create and read: try again
 		case err != nil:
 			return false, err
-		case time.Since(l.Heartbeat) < m.cfg.LeaseTTL:
+		case m.fresh(l):
 			return false, nil
 		}
 		m.cfg.Logger.Warn("taking over a stale run lease", "key", key, "holder", l.Holder, "heartbeat", l.Heartbeat)
@@ -73,7 +77,31 @@ func (m *Manager) readLease(ctx context.Context, key string) (lease, error) {
 // leaseAlive reports whether some server holds a fresh lease on key.
 func (m *Manager) leaseAlive(ctx context.Context, key string) bool {
 	l, err := m.readLease(ctx, key)
-	return err == nil && time.Since(l.Heartbeat) < m.cfg.LeaseTTL
+	return err == nil && m.fresh(l)
+}
+
+// fresh reports whether a lease's holder still counts as alive: its heartbeat is recent and,
+// when it ran on this machine, its process still exists (so a restart after kill -9 resumes at
+// once instead of waiting LeaseTTL).
+func (m *Manager) fresh(l lease) bool {
+	if time.Since(l.Heartbeat) >= m.cfg.LeaseTTL {
+		return false
+	}
+	host, pid, ok := parseHolder(l.Holder)
+	if ok && host == m.host && pid != os.Getpid() && syscall.Kill(pid, 0) == syscall.ESRCH {
+		return false
+	}
+	return true
+}
+
+// parseHolder splits a holder id, "<host>/<pid>/<random>".
+func parseHolder(h string) (host string, pid int, ok bool) {
+	parts := strings.Split(h, "/")
+	if len(parts) != 3 {
+		return "", 0, false
+	}
+	pid, err := strconv.Atoi(parts[1])
+	return parts[0], pid, err == nil
 }
 
 // heartbeat rewrites the lease until stop is closed.
@@ -128,7 +156,7 @@ func (m *Manager) follow(ctx context.Context, r *Run) (finished bool) {
 			}
 		}
 		cur, err := m.readLease(ctx, key)
-		if err != nil || cur.RunID != l.RunID || time.Since(cur.Heartbeat) >= m.cfg.LeaseTTL {
+		if err != nil || cur.RunID != l.RunID || !m.fresh(cur) {
 			// Released (maybe just now, after its final record) or its holder died.
 			if rec, err := m.storedRecord(ctx, key); err == nil && rec.RunID == l.RunID && rec.Status.Final() {
 				mirror(rec)

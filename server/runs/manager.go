@@ -55,7 +55,8 @@ type Config struct {
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
 type Manager struct {
-	id       string // this server, in leases
+	id       string // this server, in leases: <host>/<pid>/<random>
+	host     string
 	cfg      Config
 	spool    string
 	slots    chan struct{}
@@ -107,6 +108,7 @@ func NewManager(cfg Config) (*Manager, error) {
 	host, _ := os.Hostname()
 	return &Manager{
 		id:     fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
+		host:   host,
 		cfg:    cfg,
 		spool:  spool,
 		slots:  make(chan struct{}, cfg.MaxRuns),

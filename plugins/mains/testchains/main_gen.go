@@ -21,6 +21,8 @@ var (
 	_ chains.Task     = testchains.ExitTask{}
 	_ chains.Task     = testchains.FailTask{}
 	_ chains.Task     = testchains.PanicTask{}
+	_ chains.Task     = testchains.ResumeTask{}
+	_ chains.Requirer = testchains.ResumeTask{}
 	_ chains.Task     = testchains.SleepTask{}
 	_ chains.Task     = testchains.StepFiveTask{}
 	_ chains.Requirer = testchains.StepFiveTask{}
@@ -31,6 +33,7 @@ var (
 	_ chains.Requirer = testchains.StepThreeTask{}
 	_ chains.Task     = testchains.StepTwoTask{}
 	_ chains.Requirer = testchains.StepTwoTask{}
+	_ chains.Task     = testchains.WaitFileTask{}
 	_ chains.Task     = testchains.HelloTask{}
 	_ chains.Task     = testchains.UpperTask{}
 	_ chains.Requirer = testchains.UpperTask{}
@@ -45,12 +48,14 @@ func main() {
 			{Chain: "faults_chain", Name: "ExitTask", Decode: decodeExitTask},
 			{Chain: "faults_chain", Name: "FailTask", Decode: decodeFailTask},
 			{Chain: "faults_chain", Name: "PanicTask", Decode: decodePanicTask},
+			{Chain: "faults_chain", Name: "ResumeTask", Decode: decodeResumeTask},
 			{Chain: "faults_chain", Name: "SleepTask", Decode: decodeSleepTask},
 			{Chain: "faults_chain", Name: "StepFiveTask", Decode: decodeStepFiveTask},
 			{Chain: "faults_chain", Name: "StepFourTask", Decode: decodeStepFourTask},
 			{Chain: "faults_chain", Name: "StepOneTask", Decode: decodeStepOneTask},
 			{Chain: "faults_chain", Name: "StepThreeTask", Decode: decodeStepThreeTask},
 			{Chain: "faults_chain", Name: "StepTwoTask", Decode: decodeStepTwoTask},
+			{Chain: "faults_chain", Name: "WaitFileTask", Decode: decodeWaitFileTask},
 			{Chain: "hello_chain", Name: "HelloTask", Decode: decodeHelloTask},
 			{Chain: "hello_chain", Name: "UpperTask", Decode: decodeUpperTask},
 		},
@@ -91,6 +96,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.PanicTask:
 		p, err := encodePanicTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "PanicTask", Params: p}, err
+	case testchains.ResumeTask:
+		p, err := encodeResumeTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "ResumeTask", Params: p}, err
+	case *testchains.ResumeTask:
+		p, err := encodeResumeTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "ResumeTask", Params: p}, err
 	case testchains.SleepTask:
 		p, err := encodeSleepTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "SleepTask", Params: p}, err
@@ -127,6 +138,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.StepTwoTask:
 		p, err := encodeStepTwoTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "StepTwoTask", Params: p}, err
+	case testchains.WaitFileTask:
+		p, err := encodeWaitFileTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "WaitFileTask", Params: p}, err
+	case *testchains.WaitFileTask:
+		p, err := encodeWaitFileTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "WaitFileTask", Params: p}, err
 	case testchains.HelloTask:
 		p, err := encodeHelloTask(&v)
 		return plugins.TaskRef{Chain: "hello_chain", Task: "HelloTask", Params: p}, err
@@ -254,6 +271,31 @@ func encodePanicTask(t *testchains.PanicTask) ([]byte, error) {
 	return w.Bytes(), nil
 }
 
+func decodeResumeTask(b []byte) (chains.Task, error) {
+	var t testchains.ResumeTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Name, err = r.String("name"); err != nil {
+		return nil, err
+	}
+	if t.Path, err = r.String("path"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeResumeTask(t *testchains.ResumeTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.ResumeTask")
+	}
+	var w chains.ParamWriter
+	w.String("name", t.Name)
+	w.String("path", t.Path)
+	return w.Bytes(), nil
+}
+
 func decodeSleepTask(b []byte) (chains.Task, error) {
 	var t testchains.SleepTask
 	r, err := chains.ReadParams(b)
@@ -377,6 +419,27 @@ func encodeStepTwoTask(t *testchains.StepTwoTask) ([]byte, error) {
 	}
 	var w chains.ParamWriter
 	w.String("gate", t.Gate)
+	return w.Bytes(), nil
+}
+
+func decodeWaitFileTask(b []byte) (chains.Task, error) {
+	var t testchains.WaitFileTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Path, err = r.String("path"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeWaitFileTask(t *testchains.WaitFileTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.WaitFileTask")
+	}
+	var w chains.ParamWriter
+	w.String("path", t.Path)
 	return w.Bytes(), nil
 }
 

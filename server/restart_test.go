@@ -1,0 +1,116 @@
+package server
+
+import (
+	"bytes"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+)
+
+// startBinary runs the real nectar binary on a free port; the returned stop SIGKILLs it.
+func startBinary(t *testing.T, target string) (base string, cmd *exec.Cmd) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd = exec.Command(filepath.Join(pluginDir, "nectar"), "serve")
+	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+pluginDir, "NECTAR_LOG_LEVEL=warn")
+	var logs bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	base = "http://" + addr
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return base, cmd
+		}
+	}
+	t.Fatalf("nectar did not start:\n%s", logs.String())
+	return "", nil
+}
+
+// kill -9 of the server mid-run: its plugin dies with it, no out appears, the restarted server
+// reports the run FAILED with the cause, and the same POST resumes at the unfinished task.
+func TestKillNineMidRunThenResume(t *testing.T) {
+	target := t.TempDir()
+	gate := filepath.Join(t.TempDir(), "hold")
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/chains/testchains/faults_chain/ResumeTask?name=kill9&path=" + url.QueryEscape(gate)
+	ts := &testServer{url: ""} // only for its helpers
+	base, cmd := startBinary(t, target)
+	a := ts.do(t, "POST", base+path)
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	waitKey := ""
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && waitKey == ""; time.Sleep(10 * time.Millisecond) {
+		st := ts.do(t, "GET", a.run.StatusURL)
+		for _, task := range st.run.Tasks {
+			if task.Task == "WaitFileTask" && task.Status == runs.Running {
+				waitKey = task.Key
+			}
+		}
+	}
+	if waitKey == "" {
+		t.Fatal("WaitFileTask never ran")
+	}
+	plugins := pluginPIDs(t)
+	if len(plugins) != 1 {
+		t.Fatalf("plugin processes = %v, want 1", plugins)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	for deadline := time.Now().Add(5 * time.Second); syscall.Kill(plugins[0], 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin %d outlived its server", plugins[0])
+		}
+	}
+	for _, k := range []string{a.run.Key + "/out", waitKey + "/out"} {
+		if _, err := os.Stat(filepath.Join(target, k)); err == nil {
+			t.Errorf("%s exists after the crash", k)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(target, "chains", "*", "*", "*", "*", "*.tmp*")); len(left) > 0 {
+		t.Errorf("partial files in the key space: %v", left)
+	}
+
+	base2, _ := startBinary(t, target)
+	statusURL := strings.Replace(a.run.StatusURL, base, base2, 1)
+	st := ts.do(t, "GET", statusURL)
+	if st.Code != 200 || *st.run.JobStatus != runs.Failed || st.run.Error == nil || !strings.Contains(*st.run.Error, "interrupted") {
+		t.Errorf("status after restart = %d %v %v, want FAILED: interrupted", st.Code, st.run.JobStatus, st.run.Error)
+	}
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
+	}
+	b := ts.do(t, "POST", base2+path+"&wait=20s")
+	if b.Code != 200 || *b.run.JobStatus != runs.Done {
+		t.Fatalf("re-POST = %d %v %v", b.Code, b.run.JobStatus, b.run.Error)
+	}
+	ran := map[string]bool{}
+	for _, task := range b.run.Tasks {
+		ran[task.Task] = !task.Cached
+	}
+	if ran["HelloTask"] || !ran["WaitFileTask"] || !ran["ResumeTask"] {
+		t.Errorf("resumed run executed %v, want WaitFileTask and ResumeTask only", ran)
+	}
+}
