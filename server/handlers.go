@@ -297,8 +297,14 @@ func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
 	}
 	for _, t := range rec.Tasks {
 		td := taskData{TaskState: t}
-		if t.Status == runs.Done || t.Status == runs.Failed || t.Status == runs.Cancelled {
+		switch {
+		case isLive(t.Status):
+			td.LogURL = s.liveLogURL(t.Key)
+		case t.Status == runs.Done || t.Status == runs.Failed || t.Status == runs.Cancelled:
 			td.LogURL = s.presign(ctx, t.Key+"/"+runs.LogName)
+		}
+		if t.Key == rec.Key && isLive(t.Status) {
+			d.LogURL = td.LogURL
 		}
 		d.Tasks = append(d.Tasks, td)
 	}

@@ -237,6 +237,7 @@ func (s *Server) routes() *echo.Echo {
 	api.DELETE("/chains/:type/:chain/:task", s.unknownTask, auth)
 	api.GET("/chainstatus", s.status)
 	api.DELETE("/chainstatus", s.status, auth) // the signed status URL cancels its run
+	api.GET("/chainlog", s.taskLog)
 	api.GET("/download/*", s.download)
 	api.HEAD("/download/*", s.download)
 	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })

@@ -160,3 +160,22 @@ func (t ResumeTask) Run(ctx *chains.Context) error {
 	_, err := fmt.Fprintln(ctx.Out(), "resumed")
 	return err
 }
+
+// TickTask logs "tick <i>" count times, every interval: a log to read while it is written.
+type TickTask struct {
+	Count int           `param:"count" default:"10"`
+	Every time.Duration `param:"every" default:"100ms"`
+}
+
+func (t TickTask) Run(ctx *chains.Context) error {
+	for i := 0; i < t.Count; i++ {
+		ctx.Log().Info("tick", "i", i)
+		select {
+		case <-ctx.Context().Done():
+			return ctx.Context().Err()
+		case <-time.After(t.Every):
+		}
+	}
+	_, err := fmt.Fprintf(ctx.Out(), "%d ticks\n", t.Count)
+	return err
+}

@@ -134,6 +134,17 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "faults_chain",
+		Name:  "TickTask",
+		Doc:   "TickTask logs \"tick <i>\" count times, every interval: a log to read while it is written.",
+		Params: []Param{
+			{Name: "count", Kind: "int", Default: "10", Required: false, Doc: ""},
+			{Name: "every", Kind: "duration", Default: "100ms", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainTickTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
 		Name:  "WaitFileTask",
 		Doc:   "WaitFileTask waits while the file named by path exists, then writes \"released\": a task that\nstays RUNNING for as long as a test needs.",
 		Params: []Param{
@@ -297,6 +308,22 @@ func parseTestchainsFaultsChainStepTwoTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("gate", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainTickTask turns the query of a POST into the canonical parameters of testchains/faults_chain/TickTask.
+func parseTestchainsFaultsChainTickTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryInt(q, "count", "10", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("count", p0)
+	p1, err := chains.QueryDuration(q, "every", "100ms", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("every", p1)
 	return w.Bytes(), nil
 }
 

@@ -65,6 +65,7 @@ type Manager struct {
 	wg       sync.WaitGroup
 	launches atomic.Int64
 	pending  int  // runs waiting for a slot (guarded by mu)
+	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
 	draining bool // shutting down: no new runs (guarded by mu)
 	ctx      context.Context
 	stop     context.CancelCauseFunc
@@ -113,6 +114,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		spool:  spool,
 		slots:  make(chan struct{}, cfg.MaxRuns),
 		active: map[string]*Run{},
+		logs:   map[string]*LiveLog{},
 		ctx:    ctx,
 		stop:   stop,
 	}, nil
@@ -492,6 +494,36 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
+}
+
+// LiveLog is the log file of a task running on this server.
+type LiveLog struct {
+	Path string
+	Done chan struct{} // closed once the log is complete (committed to the store)
+}
+
+// live registers a running task's log; the returned func marks it complete.
+func (m *Manager) live(taskKey, path string) (done func()) {
+	l := &LiveLog{Path: path, Done: make(chan struct{})}
+	m.mu.Lock()
+	m.logs[taskKey] = l
+	m.mu.Unlock()
+	return func() {
+		m.mu.Lock()
+		if m.logs[taskKey] == l {
+			delete(m.logs, taskKey)
+		}
+		m.mu.Unlock()
+		close(l.Done)
+	}
+}
+
+// Live returns the log of a task running here, if any.
+func (m *Manager) Live(taskKey string) (*LiveLog, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	l, ok := m.logs[taskKey]
+	return l, ok
 }
 
 // leavePending takes r off the queue count once (when it gets a slot or ends without one).

@@ -229,6 +229,12 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}
 
+	// The log file exists before the task starts, so it can be read (and followed) while it runs.
+	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
+		return fail("creating the task log: "+err.Error(), true)
+	}
+	defer s.m.live(n.key, logPath)()
+
 	outStart := s.outputSize()
 	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
 	switch {

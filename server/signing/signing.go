@@ -25,6 +25,7 @@ var (
 const (
 	PurposeStatus   = "status"
 	PurposeDownload = "download"
+	PurposeLog      = "log"
 )
 
 // MinKeyLen is the shortest key accepted (256 bits).

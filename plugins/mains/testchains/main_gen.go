@@ -33,6 +33,7 @@ var (
 	_ chains.Requirer = testchains.StepThreeTask{}
 	_ chains.Task     = testchains.StepTwoTask{}
 	_ chains.Requirer = testchains.StepTwoTask{}
+	_ chains.Task     = testchains.TickTask{}
 	_ chains.Task     = testchains.WaitFileTask{}
 	_ chains.Task     = testchains.HelloTask{}
 	_ chains.Task     = testchains.UpperTask{}
@@ -55,6 +56,7 @@ func main() {
 			{Chain: "faults_chain", Name: "StepOneTask", Decode: decodeStepOneTask},
 			{Chain: "faults_chain", Name: "StepThreeTask", Decode: decodeStepThreeTask},
 			{Chain: "faults_chain", Name: "StepTwoTask", Decode: decodeStepTwoTask},
+			{Chain: "faults_chain", Name: "TickTask", Decode: decodeTickTask},
 			{Chain: "faults_chain", Name: "WaitFileTask", Decode: decodeWaitFileTask},
 			{Chain: "hello_chain", Name: "HelloTask", Decode: decodeHelloTask},
 			{Chain: "hello_chain", Name: "UpperTask", Decode: decodeUpperTask},
@@ -138,6 +140,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.StepTwoTask:
 		p, err := encodeStepTwoTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "StepTwoTask", Params: p}, err
+	case testchains.TickTask:
+		p, err := encodeTickTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "TickTask", Params: p}, err
+	case *testchains.TickTask:
+		p, err := encodeTickTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "TickTask", Params: p}, err
 	case testchains.WaitFileTask:
 		p, err := encodeWaitFileTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "WaitFileTask", Params: p}, err
@@ -419,6 +427,33 @@ func encodeStepTwoTask(t *testchains.StepTwoTask) ([]byte, error) {
 	}
 	var w chains.ParamWriter
 	w.String("gate", t.Gate)
+	return w.Bytes(), nil
+}
+
+func decodeTickTask(b []byte) (chains.Task, error) {
+	var t testchains.TickTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("count"); err != nil {
+		return nil, err
+	} else {
+		t.Count = int(v)
+	}
+	if t.Every, err = r.Duration("every"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeTickTask(t *testchains.TickTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.TickTask")
+	}
+	var w chains.ParamWriter
+	w.Int("count", int64(t.Count))
+	w.Duration("every", t.Every)
 	return w.Bytes(), nil
 }
 

@@ -1,0 +1,122 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/chains"
+	"nectar/server/runs"
+	"nectar/server/signing"
+	"nectar/targets"
+)
+
+// liveLogURL is the signed URL of a task's log that works while the task runs: with
+// ?offset=N it returns what was written after byte N; with ?follow=true it streams until the
+// task ends. After the end it serves the stored log, so one URL covers the task's whole life.
+func (s *Server) liveLogURL(taskKey string) string {
+	exp, sig := s.signer.Sign(signing.PurposeLog, taskKey, s.cfg.URLExpiry)
+	return s.base() + "/api/chainlog?" + url.Values{"task": {taskKey}, "expires": {exp}, "signature": {sig}}.Encode()
+}
+
+// followPoll is how often a followed log is checked for new lines.
+const followPoll = 100 * time.Millisecond
+
+func (s *Server) taskLog(c echo.Context) error {
+	q := c.QueryParams()
+	key := q.Get("task")
+	if err := s.signer.Verify(signing.PurposeLog, key, q.Get("expires"), q.Get("signature")); err != nil {
+		return fmt.Errorf("log URL for %q: %w", key, err)
+	}
+	if _, err := parseStatusChain(key + "/" + runs.OutName); err != nil {
+		return &chains.ParamError{Param: "task", Value: key, Reason: "want chains/<type>/<chain>/<task>/<md5>"}
+	}
+	var offset int64
+	if v := q.Get("offset"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			return &chains.ParamError{Param: "offset", Value: v, Reason: "is not a byte offset (0 or more)"}
+		}
+		offset = n
+	}
+	follow := false
+	if v := q.Get("follow"); v != "" {
+		b, err := chains.ParseBool("follow", v)
+		if err != nil {
+			return err
+		}
+		follow = b
+	}
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "text/plain; charset=utf-8")
+	h.Set("Cache-Control", "no-store")
+	if l, ok := s.runs.Live(key); ok {
+		// Opened now, the file stays readable even when it is committed (renamed or uploaded
+		// and removed) while we read it.
+		if f, err := os.Open(l.Path); err == nil {
+			defer f.Close()
+			return s.streamLiveLog(c, f, offset, follow, l.Done)
+		}
+	}
+	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
+	if errors.Is(err, targets.ErrNotExist) {
+		return &apiError{code: http.StatusNotFound, msg: "no log for task " + key + " (it has not run)"}
+	}
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.CopyN(io.Discard, rc, offset); err != nil && err != io.EOF {
+		return err
+	}
+	h.Set("X-Log-Complete", "true")
+	c.Response().WriteHeader(http.StatusOK)
+	_, err = io.Copy(c.Response(), rc)
+	return err
+}
+
+func (s *Server) streamLiveLog(c echo.Context, f *os.File, offset int64, follow bool, done <-chan struct{}) error {
+	if _, err := f.Seek(offset, io.SeekStart); err != nil {
+		return err
+	}
+	w := c.Response()
+	if !follow {
+		fi, err := f.Stat()
+		if err != nil {
+			return err
+		}
+		n := max(fi.Size()-offset, 0)
+		w.Header().Set("X-Log-Complete", "false")
+		w.Header().Set("X-Next-Offset", strconv.FormatInt(offset+n, 10))
+		w.WriteHeader(http.StatusOK)
+		_, err = io.CopyN(w, f, n)
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	ctx := c.Request().Context()
+	for {
+		if _, err := io.Copy(w, f); err != nil {
+			return err
+		}
+		w.Flush()
+		select {
+		case <-done: // complete: send what was appended at the end, then stop
+			_, err := io.Copy(w, f)
+			w.Flush()
+			return err
+		case <-ctx.Done():
+			return nil
+		case <-time.After(followPoll):
+		}
+	}
+}
+
+// isLive is true for task states whose log is still being written.
+func isLive(st runs.Status) bool { return st == runs.Running }
