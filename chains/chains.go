@@ -14,6 +14,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"time"
 )
 
 // Task is one unit of work. Its exported fields tagged `param:"name"` are its parameters; the
@@ -91,4 +92,25 @@ func (c *Context) ReadInput(i int) ([]byte, error) {
 		return nil, fmt.Errorf("chains: ReadInput(%d): task requires %d tasks", i, len(c.inputs))
 	}
 	return os.ReadFile(c.inputs[i])
+}
+
+// Timeouter is implemented by tasks that declare how long one attempt may run. Past it the
+// attempt is stopped (its context is cancelled and its process killed) and fails. Tasks that
+// declare nothing get the server's default (NECTAR_TASK_TIMEOUT).
+type Timeouter interface {
+	Timeout() time.Duration
+}
+
+// RetryPolicy says how often a failed task is tried again, and how long to wait in between:
+// Backoff before the second attempt, doubling each time up to MaxBackoff.
+type RetryPolicy struct {
+	Attempts   int           `json:"attempts"` // total tries, including the first
+	Backoff    time.Duration `json:"backoff"`
+	MaxBackoff time.Duration `json:"max_backoff,omitempty"`
+}
+
+// Retrier is implemented by tasks that may be retried after a failure (an error, a panic, a
+// crash of their process, a timeout). Each attempt is recorded in the run record.
+type Retrier interface {
+	Retry() RetryPolicy
 }

@@ -8,10 +8,13 @@ package plugins
 import (
 	"context"
 	"encoding/json"
+	"time"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
+
+	"nectar/chains"
 )
 
 // ProtocolVersion is bumped only when host and plugin can no longer talk to each other.
@@ -41,10 +44,13 @@ type GraphRequest struct {
 }
 
 // GraphNode is one task of the graph; Requires holds indices into GraphResponse.Nodes in the
-// order the task's Requires returned them.
+// order the task's Requires returned them. Timeout and Retry are what the task declares
+// (chains.Timeouter, chains.Retrier); the host enforces them.
 type GraphNode struct {
 	TaskRef
-	Requires []int `json:"requires,omitempty"`
+	Requires []int               `json:"requires,omitempty"`
+	Timeout  time.Duration       `json:"timeout,omitempty"`
+	Retry    *chains.RetryPolicy `json:"retry,omitempty"`
 }
 
 // GraphResponse lists every distinct task once; Nodes[0] is the root.

@@ -28,6 +28,7 @@ type Config struct {
 	MaxQueue        int           // NECTAR_MAX_QUEUE
 	APITokens       []string      // NECTAR_API_TOKENS
 	ShutdownGrace   time.Duration // NECTAR_SHUTDOWN_GRACE
+	TaskTimeout     time.Duration // NECTAR_TASK_TIMEOUT
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
@@ -49,6 +50,7 @@ func Defaults() Config {
 		MaxRuns:         2 * runtime.NumCPU(),
 		MaxQueue:        64,
 		ShutdownGrace:   30 * time.Second,
+		TaskTimeout:     time.Hour,
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
@@ -129,6 +131,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	num("NECTAR_MAX_RUNS", &c.MaxRuns, 1, 10000)
 	num("NECTAR_MAX_QUEUE", &c.MaxQueue, 0, 1000000)
 	dur("NECTAR_SHUTDOWN_GRACE", &c.ShutdownGrace, 0, time.Hour)
+	dur("NECTAR_TASK_TIMEOUT", &c.TaskTimeout, time.Second, 30*24*time.Hour)
 	if v := getenv("NECTAR_API_TOKENS"); v != "" {
 		for i, tok := range strings.Split(v, ",") {
 			tok = strings.TrimSpace(tok)

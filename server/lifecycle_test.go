@@ -211,3 +211,58 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Errorf("long run = %v %v, want CANCELLED with the reason", st.run.JobStatus, st.run.Error)
 	}
 }
+
+func TestRetriesAndTimeoutsAreRecordedPerAttempt(t *testing.T) {
+	ts := newTestServer(t)
+	counter := t.TempDir() + "/count"
+	a := ts.post(t, "/api/chains/testchains/faults_chain/FlakyTask?succeed_on=3&wait=20s&counter="+counter)
+	if *a.run.JobStatus != runs.Done {
+		t.Fatalf("FlakyTask = %v %v, want DONE on the third attempt", a.run.JobStatus, a.run.Error)
+	}
+	attempts := a.run.Tasks[0].Attempts
+	if len(attempts) != 3 || attempts[0].Error != "attempt 1: not yet" || attempts[1].Error != "attempt 2: not yet" || attempts[2].Error != "" {
+		t.Errorf("attempts = %+v, want two failures then a success", attempts)
+	}
+	if gap := attempts[1].StartedAt.Sub(*attempts[0].FinishedAt); gap < 50*time.Millisecond {
+		t.Errorf("second attempt started %v after the first ended, want the 50ms backoff", gap)
+	}
+	if _, body := fetch(t, a.run.ResourceURL); body != "succeeded on attempt 3\n" {
+		t.Errorf("out = %q", body)
+	}
+
+	launches := ts.Runs().Launches()
+	start := time.Now()
+	h := ts.post(t, "/api/chains/testchains/faults_chain/HangTask?limit=300ms&wait=20s")
+	if *h.run.JobStatus != runs.Failed || h.run.Error == nil || !strings.Contains(*h.run.Error, "timed out after 300ms") {
+		t.Fatalf("HangTask = %v %v, want FAILED: timed out after 300ms", h.run.JobStatus, h.run.Error)
+	}
+	if n := len(h.run.Tasks[0].Attempts); n != 2 {
+		t.Errorf("HangTask attempts = %d, want 2", n)
+	}
+	if took := time.Since(start); took > 5*time.Second {
+		t.Errorf("two 300ms timeouts took %v", took)
+	}
+	if got := ts.Runs().Launches() - launches; got != 2 {
+		t.Errorf("HangTask used %d processes, want 2 (the hung one is killed and replaced)", got)
+	}
+	if pids := pluginPIDs(t); len(pids) != 0 {
+		t.Errorf("hung plugin processes left: %v", pids)
+	}
+	if _, log := fetch(t, h.run.LogURL); strings.Count(log, "HangTask: hanging") != 2 || !strings.Contains(log, "attempt 1 of 2 failed: timed out") {
+		t.Errorf("HangTask log:\n%s", log)
+	}
+}
+
+// One run's crashing plugin leaves another run, in its own process, untouched.
+func TestACrashLeavesOtherRunsAlone(t *testing.T) {
+	ts := newTestServer(t)
+	slow := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=800ms")
+	for _, task := range []string{"ExitTask", "PanicTask"} {
+		if a := ts.post(t, "/api/chains/testchains/faults_chain/"+task+"?wait=10s"); *a.run.JobStatus != runs.Failed {
+			t.Errorf("%s = %v", task, a.run.JobStatus)
+		}
+	}
+	if final := ts.poll(t, slow.run.StatusURL); *final.JobStatus != runs.Done {
+		t.Errorf("the other run = %v %v, want DONE", final.JobStatus, final.Error)
+	}
+}

@@ -89,6 +89,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		Plugins:         starter{launcher},
 		MaxRuns:         cfg.MaxRuns,
 		MaxQueue:        cfg.MaxQueue,
+		TaskTimeout:     cfg.TaskTimeout,
 		TaskParallelism: cfg.TaskParallelism,
 		Logger:          logger,
 	})

@@ -179,3 +179,45 @@ func (t TickTask) Run(ctx *chains.Context) error {
 	_, err := fmt.Fprintf(ctx.Out(), "%d ticks\n", t.Count)
 	return err
 }
+
+// FlakyTask fails until it has been tried `succeed_on` times (counted in the file named by
+// counter), and declares 3 attempts with a short backoff: a retry that works.
+type FlakyTask struct {
+	Counter   string `param:"counter" required:"true"`
+	SucceedOn int    `param:"succeed_on" default:"3"`
+}
+
+func (t FlakyTask) Retry() chains.RetryPolicy {
+	return chains.RetryPolicy{Attempts: 3, Backoff: 50 * time.Millisecond}
+}
+
+func (t FlakyTask) Run(ctx *chains.Context) error {
+	b, _ := os.ReadFile(t.Counter)
+	n := len(b) + 1
+	if err := os.WriteFile(t.Counter, append(b, '.'), 0o644); err != nil {
+		return err
+	}
+	if n < t.SucceedOn {
+		return fmt.Errorf("attempt %d: not yet", n)
+	}
+	_, err := fmt.Fprintf(ctx.Out(), "succeeded on attempt %d\n", n)
+	return err
+}
+
+// HangTask ignores its context and never returns; it declares a timeout and two attempts, so
+// the host must kill its process, twice.
+type HangTask struct {
+	Limit time.Duration `param:"limit" default:"300ms"`
+}
+
+func (t HangTask) Timeout() time.Duration { return t.Limit }
+
+func (t HangTask) Retry() chains.RetryPolicy {
+	return chains.RetryPolicy{Attempts: 2, Backoff: 10 * time.Millisecond}
+}
+
+func (t HangTask) Run(ctx *chains.Context) error {
+	fmt.Println("HangTask: hanging")
+	time.Sleep(time.Hour)
+	return nil
+}

@@ -152,7 +152,15 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 		return 0, fmt.Errorf("task graph has more than %d tasks", maxGraphNodes)
 	}
 	i := len(g.nodes)
-	g.nodes = append(g.nodes, plugins.GraphNode{TaskRef: ref})
+	node := plugins.GraphNode{TaskRef: ref}
+	if to, ok := t.(chains.Timeouter); ok {
+		node.Timeout = to.Timeout()
+	}
+	if re, ok := t.(chains.Retrier); ok {
+		p := re.Retry()
+		node.Retry = &p
+	}
+	g.nodes = append(g.nodes, node)
 	g.index[id] = i
 	g.state[i] = 1
 	if req, ok := t.(chains.Requirer); ok {

@@ -53,6 +53,27 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "faults_chain",
+		Name:  "FlakyTask",
+		Doc:   "FlakyTask fails until it has been tried `succeed_on` times (counted in the file named by\ncounter), and declares 3 attempts with a short backoff: a retry that works.",
+		Params: []Param{
+			{Name: "counter", Kind: "string", Default: "", Required: true, Doc: ""},
+			{Name: "succeed_on", Kind: "int", Default: "3", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainFlakyTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
+		Name:  "HangTask",
+		Doc:   "HangTask ignores its context and never returns; it declares a timeout and two attempts, so\nthe host must kill its process, twice.",
+		Params: []Param{
+			{Name: "limit", Kind: "duration", Default: "300ms", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainHangTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
 		Name:  "PanicTask",
 		Doc:   "PanicTask panics; the run fails with the panic and the stack is in the log.",
 		Params: []Param{
@@ -215,6 +236,33 @@ func parseTestchainsFaultsChainFailTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("message", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainFlakyTask turns the query of a POST into the canonical parameters of testchains/faults_chain/FlakyTask.
+func parseTestchainsFaultsChainFlakyTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryString(q, "counter", "", true)
+	if err != nil {
+		return nil, err
+	}
+	w.String("counter", p0)
+	p1, err := chains.QueryInt(q, "succeed_on", "3", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("succeed_on", p1)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainHangTask turns the query of a POST into the canonical parameters of testchains/faults_chain/HangTask.
+func parseTestchainsFaultsChainHangTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryDuration(q, "limit", "300ms", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("limit", p0)
 	return w.Bytes(), nil
 }
 

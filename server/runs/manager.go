@@ -51,6 +51,8 @@ type Config struct {
 	LeaseTTL time.Duration
 	// FollowInterval is how often a server polls a run another server executes (default 250ms).
 	FollowInterval time.Duration
+	// TaskTimeout bounds one attempt of a task that declares no timeout (default 1h).
+	TaskTimeout time.Duration
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -64,9 +66,9 @@ type Manager struct {
 	active   map[string]*Run
 	wg       sync.WaitGroup
 	launches atomic.Int64
-	pending  int  // runs waiting for a slot (guarded by mu)
+	pending  int                 // runs waiting for a slot (guarded by mu)
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
-	draining bool // shutting down: no new runs (guarded by mu)
+	draining bool                // shutting down: no new runs (guarded by mu)
 	ctx      context.Context
 	stop     context.CancelCauseFunc
 }
@@ -90,6 +92,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.TaskTimeout <= 0 {
+		cfg.TaskTimeout = time.Hour
 	}
 	if cfg.FollowInterval <= 0 {
 		cfg.FollowInterval = 250 * time.Millisecond
@@ -462,13 +467,20 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	}
 	defer os.Remove(procOut.Name())
 	defer procOut.Close()
-	m.launches.Add(1)
-	proc, err := m.cfg.Plugins.Start(rec.Type, procOut)
+	proc, err := m.startPlugin(rec.Type, procOut)
 	if err != nil {
 		log.Error("starting plugin", "err", err)
-		return Failed, "starting the plugin for chain type " + rec.Type + " failed: " + err.Error()
+		return Failed, err.Error()
 	}
-	defer proc.Kill()
+	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type,
+		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task"}
+	defer func() {
+		s.procMu.Lock()
+		if s.proc != nil {
+			s.proc.Kill()
+		}
+		s.procMu.Unlock()
+	}()
 
 	graph, err := proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
 	if err != nil {
@@ -477,8 +489,6 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 		}
 		return Failed, "building the task graph: " + rpcMessage(err)
 	}
-	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type,
-		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task"}
 	return s.run(ctx, graph)
 }
 
@@ -494,6 +504,16 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
+}
+
+// startPlugin launches the chain type's plugin and counts the launch.
+func (m *Manager) startPlugin(typ string, output *os.File) (Process, error) {
+	m.launches.Add(1)
+	p, err := m.cfg.Plugins.Start(typ, output)
+	if err != nil {
+		return nil, fmt.Errorf("starting the plugin for chain type %s failed: %w", typ, err)
+	}
+	return p, nil
 }
 
 // LiveLog is the log file of a task running on this server.

@@ -50,6 +50,15 @@ type TaskState struct {
 	Error      string     `json:"error,omitempty"`
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Attempts   []Attempt  `json:"attempts,omitempty"`
+}
+
+// Attempt is one try of a task (tasks with a retry policy may have several).
+type Attempt struct {
+	Number     int        `json:"number"`
+	StartedAt  time.Time  `json:"started_at"`
+	FinishedAt *time.Time `json:"finished_at,omitempty"`
+	Error      string     `json:"error,omitempty"`
 }
 
 // Record is the run record stored at <key>/run: what a status query answers after the run.
@@ -71,6 +80,9 @@ type Record struct {
 func (r *Record) clone() Record {
 	c := *r
 	c.Tasks = append([]TaskState(nil), r.Tasks...)
+	for i := range c.Tasks {
+		c.Tasks[i].Attempts = append([]Attempt(nil), c.Tasks[i].Attempts...)
+	}
 	return c
 }
 

@@ -7,8 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"sync"
 	"time"
 
+	"nectar/chains"
 	"nectar/plugins"
 	"nectar/targets"
 )
@@ -19,7 +21,8 @@ import (
 type scheduler struct {
 	m       *Manager
 	r       *Run
-	proc    Process
+	procMu  sync.Mutex
+	proc    Process // replaced when it dies
 	procOut *os.File
 	log     *slog.Logger
 	typ     string
@@ -30,6 +33,8 @@ type scheduler struct {
 
 type node struct {
 	ref        plugins.TaskRef
+	timeout    time.Duration      // declared by the task; 0 = server default
+	retry      chains.RetryPolicy // declared by the task; zero = one attempt
 	key        string
 	deps       []int // graph indices, in Requires order
 	dependents []int
@@ -49,7 +54,10 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	}
 	s.nodes = make([]*node, len(graph.Nodes))
 	for i, g := range graph.Nodes {
-		s.nodes[i] = &node{ref: g.TaskRef, key: Key(s.typ, g.Chain, g.Task, g.Params), deps: g.Requires, slot: -1}
+		s.nodes[i] = &node{ref: g.TaskRef, key: Key(s.typ, g.Chain, g.Task, g.Params), deps: g.Requires, slot: -1, timeout: g.Timeout}
+		if g.Retry != nil {
+			s.nodes[i].retry = *g.Retry
+		}
 	}
 	for i, n := range s.nodes {
 		for _, d := range n.deps {
@@ -235,25 +243,28 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	}
 	defer s.m.live(n.key, logPath)()
 
-	outStart := s.outputSize()
-	resp, err := s.proc.RunTask(ctx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
-	switch {
-	case err != nil && ctx.Err() != nil:
-		s.proc.KillNow() // the process group, at once: user code may ignore its context
-		why := "cancelled: " + cancelReason(ctx)
-		s.appendOutput(logPath, outStart, why)
-		s.commitLog(n, logPath)
-		return fail(why, true)
-	case err != nil:
-		cause := s.crashCause(err)
-		s.appendOutput(logPath, outStart, cause)
-		s.commitLog(n, logPath)
-		return fail(cause, true)
+	policy := n.retry
+	if policy.Attempts < 1 {
+		policy.Attempts = 1
 	}
-	s.appendOutput(logPath, outStart, "")
-	if resp.Error != "" {
-		s.commitLog(n, logPath)
-		return fail(resp.Error, false)
+	backoff := policy.Backoff
+	for attempt := 1; ; attempt++ {
+		msg, fatal := s.attempt(ctx, i, attempt, outPath, logPath, inputs)
+		if msg == "" {
+			break
+		}
+		if fatal || attempt >= policy.Attempts || ctx.Err() != nil {
+			s.commitLog(n, logPath)
+			return fail(msg, fatal)
+		}
+		appendText(logPath, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, msg, backoff))
+		select {
+		case <-ctx.Done():
+			s.commitLog(n, logPath)
+			return fail("cancelled: "+cancelReason(ctx), true)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	if err := s.commitLog(n, logPath); err != nil {
 		return fail(storeErr(store, err), true)
@@ -264,17 +275,87 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	return taskResult{idx: i}
 }
 
+// attempt runs task i once, with its timeout, and records the attempt. It returns "" on
+// success, else why it failed; fatal means the run cannot go on (cancelled, no plugin).
+func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath string, inputs []string) (msg string, fatal bool) {
+	n := s.nodes[i]
+	started := time.Now().UTC()
+	s.setTask(i, func(t *TaskState) {
+		t.Attempts = append(t.Attempts, Attempt{Number: number, StartedAt: started})
+	})
+	defer func() {
+		finished := time.Now().UTC()
+		s.setTask(i, func(t *TaskState) {
+			a := &t.Attempts[len(t.Attempts)-1]
+			a.FinishedAt, a.Error = &finished, msg
+		})
+	}()
+	proc, err := s.process()
+	if err != nil {
+		return err.Error(), true
+	}
+	timeout := n.timeout
+	if timeout <= 0 {
+		timeout = s.m.cfg.TaskTimeout
+	}
+	actx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+
+	outStart := s.outputSize()
+	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	switch {
+	case err != nil && ctx.Err() != nil:
+		proc.KillNow() // the process group, at once: user code may ignore its context
+		why := "cancelled: " + cancelReason(ctx)
+		s.appendOutput(logPath, outStart, why)
+		return why, true
+	case err != nil && actx.Err() != nil:
+		// The task outlived its timeout. Its goroutine may ignore the context, so the process
+		// goes (the next attempt, and other tasks, get a new one).
+		proc.KillNow()
+		why := fmt.Sprintf("timed out after %s", timeout)
+		s.appendOutput(logPath, outStart, why)
+		return why, false
+	case err != nil:
+		why := s.crashCause(proc, err)
+		s.appendOutput(logPath, outStart, why)
+		return why, false
+	}
+	s.appendOutput(logPath, outStart, "")
+	return resp.Error, false
+}
+
+// process returns the live plugin process, starting a new one if the last died (a crash, a
+// timeout kill): one task's crash costs only its own attempt.
+func (s *scheduler) process() (Process, error) {
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	if s.proc != nil && !s.proc.Exited() {
+		return s.proc, nil
+	}
+	if s.proc != nil {
+		s.proc.Kill()
+	}
+	p, err := s.m.startPlugin(s.typ, s.procOut)
+	if err != nil {
+		s.proc = nil
+		return nil, err
+	}
+	s.proc = p
+	return p, nil
+}
+
 // crashCause waits for the dead plugin to be reaped and says how it ended.
-func (s *scheduler) crashCause(rpcErr error) string {
+func (s *scheduler) crashCause(proc Process, rpcErr error) string {
 	deadline := time.Now().Add(2 * time.Second)
-	for !s.proc.Exited() && time.Now().Before(deadline) {
+	for !proc.Exited() && time.Now().Before(deadline) {
 		time.Sleep(5 * time.Millisecond)
 	}
-	if !s.proc.Exited() {
+	if !proc.Exited() {
 		return "lost contact with the plugin process: " + rpcMessage(rpcErr)
 	}
-	s.proc.Kill() // waits until its output is drained, so the tail below is complete
-	return "plugin process exited (" + s.proc.ExitStatus() + ") while the task was running"
+	proc.Kill() // waits until its output is drained, so the log gets all of it
+	return "plugin process exited (" + proc.ExitStatus() + ") while the task was running"
 }
 
 // inputPath is where the plugin reads an upstream out: the object itself for a local store,
@@ -329,6 +410,15 @@ func (s *scheduler) commit(ctx context.Context, key, file string) error {
 	}
 	defer f.Close()
 	return store.Put(ctx, key, f)
+}
+
+func appendText(path, text string) {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	f.WriteString(text)
 }
 
 func (s *scheduler) outputSize() int64 {

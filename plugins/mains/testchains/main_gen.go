@@ -20,6 +20,8 @@ var (
 	_ chains.Task     = testchains.LeafTask{}
 	_ chains.Task     = testchains.ExitTask{}
 	_ chains.Task     = testchains.FailTask{}
+	_ chains.Task     = testchains.FlakyTask{}
+	_ chains.Task     = testchains.HangTask{}
 	_ chains.Task     = testchains.PanicTask{}
 	_ chains.Task     = testchains.ResumeTask{}
 	_ chains.Requirer = testchains.ResumeTask{}
@@ -48,6 +50,8 @@ func main() {
 			{Chain: "fanin_chain", Name: "LeafTask", Decode: decodeLeafTask},
 			{Chain: "faults_chain", Name: "ExitTask", Decode: decodeExitTask},
 			{Chain: "faults_chain", Name: "FailTask", Decode: decodeFailTask},
+			{Chain: "faults_chain", Name: "FlakyTask", Decode: decodeFlakyTask},
+			{Chain: "faults_chain", Name: "HangTask", Decode: decodeHangTask},
 			{Chain: "faults_chain", Name: "PanicTask", Decode: decodePanicTask},
 			{Chain: "faults_chain", Name: "ResumeTask", Decode: decodeResumeTask},
 			{Chain: "faults_chain", Name: "SleepTask", Decode: decodeSleepTask},
@@ -92,6 +96,18 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.FailTask:
 		p, err := encodeFailTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "FailTask", Params: p}, err
+	case testchains.FlakyTask:
+		p, err := encodeFlakyTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "FlakyTask", Params: p}, err
+	case *testchains.FlakyTask:
+		p, err := encodeFlakyTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "FlakyTask", Params: p}, err
+	case testchains.HangTask:
+		p, err := encodeHangTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "HangTask", Params: p}, err
+	case *testchains.HangTask:
+		p, err := encodeHangTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "HangTask", Params: p}, err
 	case testchains.PanicTask:
 		p, err := encodePanicTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "PanicTask", Params: p}, err
@@ -255,6 +271,54 @@ func encodeFailTask(t *testchains.FailTask) ([]byte, error) {
 	}
 	var w chains.ParamWriter
 	w.String("message", t.Message)
+	return w.Bytes(), nil
+}
+
+func decodeFlakyTask(b []byte) (chains.Task, error) {
+	var t testchains.FlakyTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Counter, err = r.String("counter"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("succeed_on"); err != nil {
+		return nil, err
+	} else {
+		t.SucceedOn = int(v)
+	}
+	return t, nil
+}
+
+func encodeFlakyTask(t *testchains.FlakyTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.FlakyTask")
+	}
+	var w chains.ParamWriter
+	w.String("counter", t.Counter)
+	w.Int("succeed_on", int64(t.SucceedOn))
+	return w.Bytes(), nil
+}
+
+func decodeHangTask(b []byte) (chains.Task, error) {
+	var t testchains.HangTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Limit, err = r.Duration("limit"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeHangTask(t *testchains.HangTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.HangTask")
+	}
+	var w chains.ParamWriter
+	w.Duration("limit", t.Limit)
 	return w.Bytes(), nil
 }
 
