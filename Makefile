@@ -20,12 +20,14 @@ generate: ## regenerate routes, catalog and plugin mains from chains/<type>/*_ch
 check-generate: ## fail if the committed generated code is stale
 	$(GO) run ./gen -root . -check
 
-build: generate ## build bin/nectar and one plugin per chain type into bin/plugins/
+build: generate ## build bin/nectar and one plugin per chain type (with its sha256) into bin/plugins/
 	@mkdir -p $(BIN)/plugins
 	$(GO) build -o $(BIN)/nectar ./tools/nectar
+	@rm -f $(BIN)/plugins/*
 	@for t in $$(ls plugins/mains); do \
 		echo "$(GO) build -o $(BIN)/plugins/$$t ./plugins/mains/$$t"; \
 		$(GO) build -o $(BIN)/plugins/$$t ./plugins/mains/$$t || exit 1; \
+		(cd $(BIN)/plugins && sha256sum $$t > $$t.sha256) || exit 1; \
 	done
 
 run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)

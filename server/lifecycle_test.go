@@ -3,12 +3,16 @@ package server
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"nectar/server/catalog"
 	"nectar/server/runs"
 )
 
@@ -264,5 +268,48 @@ func TestACrashLeavesOtherRunsAlone(t *testing.T) {
 	}
 	if final := ts.poll(t, slow.run.StatusURL); *final.JobStatus != runs.Done {
 		t.Errorf("the other run = %v %v, want DONE", final.JobStatus, final.Error)
+	}
+}
+
+// copyPlugins copies the built plugins (and their hashes) into a folder a test may tamper with.
+func copyPlugins(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	entries, err := os.ReadDir(pluginDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(pluginDir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, e.Name()), b, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dir
+}
+
+func TestTamperedPluginIsNotStarted(t *testing.T) {
+	dir := copyPlugins(t)
+	bin := filepath.Join(dir, "testchains")
+	ts := newTestServer(t, func(c *Config) { c.PluginDir = dir })
+	// Replaced after the server checked it at start: the next run refuses to start it.
+	f, err := os.OpenFile(bin, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte("tampered"))
+	f.Close()
+	a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=tamper&wait=10s")
+	if *a.run.JobStatus != runs.Failed || a.run.Error == nil || !strings.Contains(*a.run.Error, "does not match the hash recorded at build time") {
+		t.Errorf("run with a tampered plugin = %v %v", a.run.JobStatus, a.run.Error)
+	}
+	// And a server will not start on it.
+	cfg := Defaults()
+	cfg.Target, cfg.PluginDir, cfg.SigningKey = t.TempDir(), dir, []byte(strings.Repeat("k", 32))
+	if _, err := New(cfg, catalog.Generated(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "does not match the hash") {
+		t.Errorf("New with a tampered plugin = %v", err)
 	}
 }

@@ -79,10 +79,12 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	}
 	s.launcher = launcher
 	for _, t := range cat.Types() {
-		if _, err := launcher.BinaryPath(t); err != nil {
+		f, err := launcher.Verify(t) // also warms the hash cache, so the first run pays nothing
+		if err != nil {
 			launcher.Close()
 			return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
 		}
+		f.Close()
 	}
 	s.runs, err = runs.NewManager(runs.Config{
 		Store:           store,

@@ -3,6 +3,8 @@
 package host
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -25,13 +27,35 @@ import (
 // ErrNoPlugin means no binary exists for the chain type (the catalog and the build disagree).
 var ErrNoPlugin = errors.New("plugin binary not found")
 
-// Launcher starts plugin binaries found in Dir (one per chain type, named after it).
+// Launcher starts plugin binaries found in Dir (one per chain type, named after it), each
+// checked against the SHA-256 that `make build` recorded beside it (<type>.sha256).
 type Launcher struct {
 	dir       string
 	socketDir string
 	env       []string
 	logger    hclog.Logger
+
+	mu       sync.Mutex
+	verified map[string]fileID // chain type -> identity of the file last hashed and found good
 }
+
+// fileID identifies a file's content without reading it: if any of these change, hash again.
+type fileID struct {
+	dev, ino     uint64
+	size         int64
+	mtime, ctime int64
+}
+
+func idOf(fi os.FileInfo) fileID {
+	st, _ := fi.Sys().(*syscall.Stat_t)
+	if st == nil {
+		return fileID{}
+	}
+	return fileID{dev: uint64(st.Dev), ino: st.Ino, size: st.Size, mtime: st.Mtim.Nano(), ctime: st.Ctim.Nano()}
+}
+
+// ErrTampered means a plugin binary differs from the hash recorded when it was built.
+var ErrTampered = errors.New("plugin binary does not match the hash recorded at build time")
 
 var typeName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
@@ -54,6 +78,7 @@ func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
 	}
 	return &Launcher{
 		dir:       abs,
+		verified:  map[string]fileID{},
 		socketDir: sock,
 		env:       pluginEnv(os.Environ()),
 		logger:    hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: slogWriter{logger}}),
@@ -91,6 +116,57 @@ func (l *Launcher) BinaryPath(chainType string) (string, error) {
 	return p, nil
 }
 
+// Verify checks the plugin of chainType against its recorded hash (hashing only when the file
+// changed since the last check) and returns it open: the process is started from this very
+// file descriptor, so the file checked is the file run.
+func (l *Launcher) Verify(chainType string) (*os.File, error) {
+	bin, err := l.BinaryPath(chainType)
+	if err != nil {
+		return nil, err
+	}
+	want, err := os.ReadFile(bin + ".sha256")
+	if err != nil {
+		return nil, fmt.Errorf("%s.sha256: %w (run `make build`)", bin, ErrTampered)
+	}
+	wantHex, _, _ := strings.Cut(strings.TrimSpace(string(want)), " ")
+	f, err := os.Open(bin)
+	if err != nil {
+		return nil, err
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	id := idOf(fi)
+	l.mu.Lock()
+	ok := l.verified[chainType] == id && id != (fileID{})
+	l.mu.Unlock()
+	if ok {
+		return f, nil
+	}
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if got := hex.EncodeToString(h.Sum(nil)); got != wantHex {
+		f.Close()
+		return nil, fmt.Errorf("%s: %w (sha256 %s, recorded %s): rebuild with `make build`", bin, ErrTampered, got[:12], short(wantHex))
+	}
+	l.mu.Lock()
+	l.verified[chainType] = id
+	l.mu.Unlock()
+	return f, nil
+}
+
+func short(s string) string {
+	if len(s) > 12 {
+		return s[:12]
+	}
+	return s
+}
+
 // Process is one running plugin.
 type Process struct {
 	plugins.Runner
@@ -108,11 +184,12 @@ const OutputEnv = "NECTAR_PLUGIN_OUTPUT"
 // Start launches the plugin for chainType. Everything it writes (user prints, its own logs, the
 // stack of a crash) is appended to output, which must be opened with O_APPEND.
 func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
-	bin, err := l.BinaryPath(chainType)
+	f, err := l.Verify(chainType)
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin)
+	defer f.Close() // after the exec: the child runs the verified file, not whatever is at the path now
+	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	cmd.Env = append(append([]string{}, l.env...), plugin.EnvUnixSocketDir+"="+l.socketDir)
 	if output != nil {
 		cmd.Env = append(cmd.Env, OutputEnv+"="+output.Name())

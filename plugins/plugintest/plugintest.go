@@ -2,6 +2,8 @@
 package plugintest
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -44,6 +46,21 @@ func Build() (string, error) {
 		cmd.Dir = root
 		if out, e := cmd.CombinedOutput(); e != nil {
 			err = fmt.Errorf("building plugins: %v\n%s", e, out)
+			return
+		}
+		// Record each plugin's hash, as `make build` does.
+		for _, m := range mains {
+			bin := filepath.Join(dir, filepath.Base(m))
+			b, e := os.ReadFile(bin)
+			if e != nil {
+				err = e
+				return
+			}
+			sum := sha256.Sum256(b)
+			line := hex.EncodeToString(sum[:]) + "  " + filepath.Base(m) + "\n"
+			if err = os.WriteFile(bin+".sha256", []byte(line), 0o644); err != nil {
+				return
+			}
 		}
 	})
 	return dir, err
