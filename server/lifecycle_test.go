@@ -313,3 +313,58 @@ func TestTamperedPluginIsNotStarted(t *testing.T) {
 		t.Errorf("New with a tampered plugin = %v", err)
 	}
 }
+
+func TestRequestLimitsAndPrivateSockets(t *testing.T) {
+	ts := newTestServer(t)
+	resp, err := http.Post(ts.url+"/api/chains/testchains/hello_chain/HelloTask", "text/plain", strings.NewReader(strings.Repeat("x", 2<<20)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Errorf("2 MiB body = %d, want 413", resp.StatusCode)
+	}
+	// Download paths and chain= stay under chains/, even with a valid signature.
+	for _, key := range []string{"chains/../.signing-key", ".signing-key", "chains/a/../../x"} {
+		u := strings.TrimPrefix(ts.downloadURL(key, time.Minute), ts.url)
+		if a := ts.do(t, "GET", u); a.Code != http.StatusBadRequest && a.Code != http.StatusNotFound {
+			t.Errorf("signed download of %q = %d, want 400", key, a.Code)
+		}
+	}
+	fi, err := os.Stat(ts.launcher.SocketDir())
+	if err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("plugin socket folder mode = %v (%v), want 0700", fi.Mode().Perm(), err)
+	}
+}
+
+// Neither the bearer token nor the signing key reaches the server's log.
+func TestSecretsAreNotLogged(t *testing.T) {
+	token := "tok-" + strings.Repeat("s", 20)
+	var logs strings.Builder
+	var mu sync.Mutex
+	ts := newTestServer(t, func(c *Config) { c.APITokens = []string{token} })
+	ts.log = slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	req, _ := http.NewRequest("POST", ts.url+"/api/chains/testchains/hello_chain/HelloTask?wait=10s", nil)
+	req.Header.Set("Authorization", "Bearer "+token+"-wrong")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if resp.StatusCode != 401 || strings.Contains(logs.String(), token) || strings.Contains(logs.String(), strings.Repeat("k", 32)) {
+		t.Errorf("status %d; log shows a secret:\n%s", resp.StatusCode, logs.String())
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	b  *strings.Builder
+}
+
+func (w lockedWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.b.Write(p)
+}

@@ -114,3 +114,45 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 		t.Errorf("resumed run executed %v, want WaitFileTask and ResumeTask only", ran)
 	}
 }
+
+// SIGTERM to the real binary: a run that fits in the grace period finishes DONE, one that does
+// not is CANCELLED with the reason, and the process exits.
+func TestSIGTERMDrainsThenCancels(t *testing.T) {
+	target := t.TempDir()
+	t.Setenv("NECTAR_SHUTDOWN_GRACE", "1s")
+	base, cmd := startBinary(t, target)
+	ts := &testServer{}
+	short := ts.do(t, "POST", base+"/api/chains/testchains/faults_chain/SleepTask?duration=400ms")
+	long := ts.do(t, "POST", base+"/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	time.Sleep(150 * time.Millisecond)
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond)
+	if a := ts.do(t, "POST", base+"/api/chains/testchains/hello_chain/HelloTask?name=late"); a.Code != http.StatusServiceUnavailable {
+		t.Errorf("POST during shutdown = %d, want 503", a.Code)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("nectar exited with %v, want 0", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("nectar did not exit after SIGTERM")
+	}
+	records := map[string]string{short.run.Key: "DONE", long.run.Key: "CANCELLED"}
+	for key, want := range records {
+		b, err := os.ReadFile(filepath.Join(target, key, "run"))
+		if err != nil {
+			t.Fatalf("record of %s: %v", key, err)
+		}
+		if !strings.Contains(string(b), `"status":"`+want+`"`) {
+			t.Errorf("record of %s = %s, want %s", key, b, want)
+		}
+		if want == "CANCELLED" && !strings.Contains(string(b), "grace period") {
+			t.Errorf("cancelled record does not say why: %s", b)
+		}
+	}
+}

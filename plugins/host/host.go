@@ -101,6 +101,9 @@ func pluginEnv(environ []string) []string {
 	return env
 }
 
+// SocketDir is the private folder of the plugins' Unix sockets.
+func (l *Launcher) SocketDir() string { return l.socketDir }
+
 // Close removes the socket folder.
 func (l *Launcher) Close() error { return os.RemoveAll(l.socketDir) }
 
