@@ -10,6 +10,7 @@ package chains
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -113,4 +114,19 @@ type RetryPolicy struct {
 // crash of their process, a timeout). Each attempt is recorded in the run record.
 type Retrier interface {
 	Retry() RetryPolicy
+}
+
+// Isolated is implemented by tasks that want a plugin process of their own for each attempt:
+// a crash cannot touch other tasks, and the run's metrics get this task's own CPU and memory.
+type Isolated interface {
+	Isolate() bool
+}
+
+// MetricsDefiner lets a task compute its own metrics while it runs, like QoA's
+// define_metrics_object(cpu, ram, elapsed_time, previous_result): the host calls it once per
+// monitor interval with the process's CPU percent, resident memory in bytes, the time since
+// the task started and what the previous call returned (JSON; nil the first time). The value
+// returned is stored with the run (JSON-encoded) and passed back next time.
+type MetricsDefiner interface {
+	DefineMetrics(cpuPercent float64, ramBytes uint64, elapsed time.Duration, previous json.RawMessage) (any, error)
 }

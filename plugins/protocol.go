@@ -51,6 +51,23 @@ type GraphNode struct {
 	Requires []int               `json:"requires,omitempty"`
 	Timeout  time.Duration       `json:"timeout,omitempty"`
 	Retry    *chains.RetryPolicy `json:"retry,omitempty"`
+	Isolate  bool                `json:"isolate,omitempty"` // chains.Isolated: a process per attempt
+	Metrics  bool                `json:"metrics,omitempty"` // chains.MetricsDefiner: call Metrics each interval
+}
+
+// MetricsRequest asks a running task for its custom metrics (chains.MetricsDefiner).
+type MetricsRequest struct {
+	Task       TaskRef         `json:"task"`
+	CPUPercent float64         `json:"cpu_percent"`
+	RSSBytes   uint64          `json:"rss_bytes"`
+	Elapsed    time.Duration   `json:"elapsed"`
+	Previous   json.RawMessage `json:"previous,omitempty"`
+}
+
+// MetricsResponse is the task's value, JSON-encoded, or why it could not give one.
+type MetricsResponse struct {
+	Value json.RawMessage `json:"value,omitempty"`
+	Error string          `json:"error,omitempty"`
 }
 
 // GraphResponse lists every distinct task once; Nodes[0] is the root.
@@ -78,6 +95,7 @@ type RunTaskResponse struct {
 type Runner interface {
 	Graph(ctx context.Context, req *GraphRequest) (*GraphResponse, error)
 	RunTask(ctx context.Context, req *RunTaskRequest) (*RunTaskResponse, error)
+	Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error)
 }
 
 // GRPCPlugin adapts a Runner to go-plugin's gRPC transport.
@@ -110,8 +128,10 @@ const (
 	codecName      = "nectarjson"
 	methodGraph    = "Graph"
 	methodRunTask  = "RunTask"
+	methodMetrics  = "Metrics"
 	fullGraph      = "/" + serviceName + "/" + methodGraph
 	fullRunTask    = "/" + serviceName + "/" + methodRunTask
+	fullMetrics    = "/" + serviceName + "/" + methodMetrics
 	maxMessageSize = 64 << 20
 )
 
@@ -132,6 +152,9 @@ var runnerServiceDesc = grpc.ServiceDesc{
 		})},
 		{MethodName: methodRunTask, Handler: unaryHandler(fullRunTask, func(r Runner, ctx context.Context, req *RunTaskRequest) (any, error) {
 			return r.RunTask(ctx, req)
+		})},
+		{MethodName: methodMetrics, Handler: unaryHandler(fullMetrics, func(r Runner, ctx context.Context, req *MetricsRequest) (any, error) {
+			return r.Metrics(ctx, req)
 		})},
 	},
 	Metadata: "nectar/plugins/protocol.go",
@@ -166,5 +189,11 @@ func (c *grpcClient) Graph(ctx context.Context, req *GraphRequest) (*GraphRespon
 func (c *grpcClient) RunTask(ctx context.Context, req *RunTaskRequest) (*RunTaskResponse, error) {
 	resp := new(RunTaskResponse)
 	err := c.conn.Invoke(ctx, fullRunTask, req, resp, grpc.CallContentSubtype(codecName))
+	return resp, err
+}
+
+func (c *grpcClient) Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error) {
+	resp := new(MetricsResponse)
+	err := c.conn.Invoke(ctx, fullMetrics, req, resp, grpc.CallContentSubtype(codecName))
 	return resp, err
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"net/url"
 	"os"
@@ -29,6 +30,9 @@ type Config struct {
 	APITokens       []string      // NECTAR_API_TOKENS
 	ShutdownGrace   time.Duration // NECTAR_SHUTDOWN_GRACE
 	TaskTimeout     time.Duration // NECTAR_TASK_TIMEOUT
+	MonitorInterval time.Duration // NECTAR_MONITOR_INTERVAL
+	PriceVCPUHour   float64       // NECTAR_PRICE_VCPU_HOUR (USD)
+	PriceGBHour     float64       // NECTAR_PRICE_GB_HOUR (USD)
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
@@ -51,6 +55,9 @@ func Defaults() Config {
 		MaxQueue:        64,
 		ShutdownGrace:   30 * time.Second,
 		TaskTimeout:     time.Hour,
+		MonitorInterval: time.Second,
+		PriceVCPUHour:   0.04048,  // AWS Fargate, Linux/x86, us-east-1
+		PriceGBHour:     0.004445, // idem
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
@@ -132,6 +139,21 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	num("NECTAR_MAX_QUEUE", &c.MaxQueue, 0, 1000000)
 	dur("NECTAR_SHUTDOWN_GRACE", &c.ShutdownGrace, 0, time.Hour)
 	dur("NECTAR_TASK_TIMEOUT", &c.TaskTimeout, time.Second, 30*24*time.Hour)
+	dur("NECTAR_MONITOR_INTERVAL", &c.MonitorInterval, 100*time.Millisecond, time.Hour)
+	price := func(name string, dst *float64) {
+		v := getenv(name)
+		if v == "" {
+			return
+		}
+		f, err := strconv.ParseFloat(v, 64)
+		if err != nil || f < 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+			bad(name, v, "want a price in USD, 0 or more (such as 0.04048)")
+			return
+		}
+		*dst = f
+	}
+	price("NECTAR_PRICE_VCPU_HOUR", &c.PriceVCPUHour)
+	price("NECTAR_PRICE_GB_HOUR", &c.PriceGBHour)
 	if v := getenv("NECTAR_API_TOKENS"); v != "" {
 		for i, tok := range strings.Split(v, ",") {
 			tok = strings.TrimSpace(tok)

@@ -93,6 +93,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		c.Response().Header().Set("Retry-After", "1")
 	case code == http.StatusServiceUnavailable:
 		msg = "target store unavailable: " + msg
+		s.metrics.StoreError("api")
 	}
 	level := slog.LevelWarn
 	if code >= 500 {

@@ -140,6 +140,8 @@ type runData struct {
 	StartedAt   *time.Time      `json:"started_at,omitempty"`
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []taskData      `json:"tasks,omitempty"`
+	Metrics     *runs.Metrics   `json:"metrics,omitempty"`
+	MetricsURL  string          `json:"metrics_url,omitempty"`
 }
 
 type taskData struct {
@@ -295,6 +297,9 @@ func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
 	if st.Final() {
 		d.LogURL = s.presign(ctx, rec.Key+"/"+runs.LogName)
 	}
+	if d.Metrics = rec.Metrics; d.Metrics != nil && st.Final() {
+		d.MetricsURL = s.presign(ctx, rec.Key+"/"+runs.MetricsName)
+	}
 	for _, t := range rec.Tasks {
 		td := taskData{TaskState: t}
 		switch {
@@ -390,7 +395,7 @@ func (s *Server) download(c echo.Context) error {
 	switch path.Base(key) {
 	case runs.LogName:
 		h.Set(echo.HeaderContentType, "text/plain; charset=utf-8")
-	case runs.ParamsName, runs.RecordName:
+	case runs.ParamsName, runs.RecordName, runs.MetricsName:
 		h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	}
 	h.Set("Cache-Control", "private, max-age=60")

@@ -136,12 +136,13 @@ func TestTokensGuardPostAndDelete(t *testing.T) {
 
 func TestFullQueueAnswers429(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 1 })
-	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2s")   // runs
-	b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2.1s") // waits
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=5s") // runs
+	ts.waitRunning(t, a.run.StatusURL)
+	b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=5.1s") // waits
 	if a.Code != 202 || b.Code != 202 || *b.run.JobStatus != runs.Pending {
 		t.Fatalf("first two POSTs = %d, %d %v", a.Code, b.Code, b.run.JobStatus)
 	}
-	resp, err := http.Post(ts.url+"/api/chains/testchains/faults_chain/SleepTask?duration=2.2s", "", nil)
+	resp, err := http.Post(ts.url+"/api/chains/testchains/faults_chain/SleepTask?duration=5.2s", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +151,7 @@ func TestFullQueueAnswers429(t *testing.T) {
 		t.Errorf("third POST = %d Retry-After %q, want 429 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 	// Joining a queued key is not a new run: it is accepted.
-	if j := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2.1s"); j.Code != 202 {
+	if j := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=5.1s"); j.Code != 202 {
 		t.Errorf("joining a queued run = %d, want 202", j.Code)
 	}
 	if d := ts.Runs().QueueDepth(); d != 1 {
@@ -190,13 +191,13 @@ func TestTwoHundredConcurrentPostsExecuteOnce(t *testing.T) {
 }
 
 func TestGracefulShutdown(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.ShutdownGrace = 700 * time.Millisecond })
+	ts := newTestServer(t)
 	short := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=300ms")
 	long := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
 	ts.waitRunning(t, long.run.StatusURL)
 	drained := make(chan error, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 700*time.Millisecond)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer cancel()
 		drained <- ts.Runs().Drain(ctx, "server shutting down: grace period over", 10*time.Second)
 	}()
@@ -238,7 +239,7 @@ func TestRetriesAndTimeoutsAreRecordedPerAttempt(t *testing.T) {
 	start := time.Now()
 	h := ts.post(t, "/api/chains/testchains/faults_chain/HangTask?limit=300ms&wait=20s")
 	if *h.run.JobStatus != runs.Failed || h.run.Error == nil || !strings.Contains(*h.run.Error, "timed out after 300ms") {
-		t.Fatalf("HangTask = %v %v, want FAILED: timed out after 300ms", h.run.JobStatus, h.run.Error)
+		t.Fatalf("HangTask = %v %q, want FAILED: timed out after 300ms", *h.run.JobStatus, *h.run.Error)
 	}
 	if n := len(h.run.Tasks[0].Attempts); n != 2 {
 		t.Errorf("HangTask attempts = %d, want 2", n)

@@ -111,6 +111,9 @@ func TestStoreOutageAnswers503AndRecovers(t *testing.T) {
 			if st.Code != http.StatusServiceUnavailable {
 				t.Errorf("status while the store is down = %d, want 503", st.Code)
 			}
+			if _, m := fetch(t, ts.url+"/metrics"); !strings.Contains(m, `nectar_store_errors_total{where="api"}`) {
+				t.Errorf("/metrics does not count the store errors")
+			}
 			if err := own.Restart(); err != nil {
 				t.Fatal(err)
 			}
@@ -130,7 +133,7 @@ func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
 	if first.Code != http.StatusAccepted {
 		t.Fatalf("POST to A = %d", first.Code)
 	}
-	time.Sleep(100 * time.Millisecond) // A holds the lease
+	a.waitRunning(t, first.run.StatusURL) // A holds the lease
 	second := b.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms&wait=20s")
 	if second.Code != 200 || *second.run.JobStatus != runs.Done {
 		t.Fatalf("POST?wait to B = %d %v %v", second.Code, second.run.JobStatus, second.run.Error)

@@ -119,7 +119,7 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 // not is CANCELLED with the reason, and the process exits.
 func TestSIGTERMDrainsThenCancels(t *testing.T) {
 	target := t.TempDir()
-	t.Setenv("NECTAR_SHUTDOWN_GRACE", "1s")
+	t.Setenv("NECTAR_SHUTDOWN_GRACE", "2s")
 	base, cmd := startBinary(t, target)
 	ts := &testServer{}
 	short := ts.do(t, "POST", base+"/api/chains/testchains/faults_chain/SleepTask?duration=400ms")

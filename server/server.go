@@ -42,6 +42,7 @@ type Server struct {
 	signer    *signing.Signer
 	launcher  *host.Launcher
 	runs      *runs.Manager
+	metrics   *promMetrics
 	publicURL atomic.Pointer[string]
 }
 
@@ -86,7 +87,11 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		}
 		f.Close()
 	}
+	s.metrics = newPromMetrics()
 	s.runs, err = runs.NewManager(runs.Config{
+		Observer:        s.metrics,
+		MonitorInterval: cfg.MonitorInterval,
+		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
 		Store:           store,
 		Plugins:         starter{launcher},
 		MaxRuns:         cfg.MaxRuns,
@@ -99,6 +104,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		launcher.Close()
 		return nil, err
 	}
+	s.metrics.watch(s.runs)
 	s.echo = s.routes()
 	return s, nil
 }
@@ -243,6 +249,7 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/chainlog", s.taskLog)
 	api.GET("/download/*", s.download)
 	api.HEAD("/download/*", s.download)
+	e.GET("/metrics", s.metrics.handler())
 	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })
 	return e
 }

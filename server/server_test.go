@@ -335,7 +335,7 @@ func TestConcurrentPostsJoinOneRun(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=300ms")
+			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=2s")
 			keys[i], codes[i] = a.run.Key, a.Code
 		}()
 	}

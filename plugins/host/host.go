@@ -246,6 +246,20 @@ func (p *Process) ExitStatus() string {
 	return p.cmd.ProcessState.String()
 }
 
+// Usage is what the ended process used, from the kernel's accounting (wait4's rusage): CPU
+// seconds (user + system) and peak resident memory. ok is false while it runs.
+func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
+	if !p.client.Exited() || p.cmd.ProcessState == nil {
+		return 0, 0, false
+	}
+	st := p.cmd.ProcessState
+	cpu := (st.UserTime() + st.SystemTime()).Seconds()
+	if ru, _ := st.SysUsage().(*syscall.Rusage); ru != nil {
+		peakRSS = uint64(ru.Maxrss) * 1024 // kilobytes on Linux
+	}
+	return cpu, peakRSS, true
+}
+
 // Kill stops the plugin: a graceful shutdown first (go-plugin waits briefly), then SIGKILL to
 // the whole process group so no grandchild outlives the run.
 func (p *Process) Kill() {

@@ -5,6 +5,7 @@ package serve
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -160,6 +161,10 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 		p := re.Retry()
 		node.Retry = &p
 	}
+	if is, ok := t.(chains.Isolated); ok {
+		node.Isolate = is.Isolate()
+	}
+	_, node.Metrics = t.(chains.MetricsDefiner)
 	g.nodes = append(g.nodes, node)
 	g.index[id] = i
 	g.state[i] = 1
@@ -219,4 +224,29 @@ func runUserCode(ctx context.Context, t chains.Task, cfg chains.ContextConfig, l
 		}
 	}()
 	return t.Run(chains.NewContext(cfg)), false
+}
+
+func (r *runner) Metrics(_ context.Context, req *plugins.MetricsRequest) (resp *plugins.MetricsResponse, err error) {
+	t, err := r.decode(req.Task)
+	if err != nil {
+		return nil, err
+	}
+	md, ok := t.(chains.MetricsDefiner)
+	if !ok {
+		return &plugins.MetricsResponse{Error: req.Task.Task + " does not define metrics"}, nil
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			resp, err = &plugins.MetricsResponse{Error: fmt.Sprintf("panic in DefineMetrics: %v", p)}, nil
+		}
+	}()
+	v, err := md.DefineMetrics(req.CPUPercent, req.RSSBytes, req.Elapsed, req.Previous)
+	if err != nil {
+		return &plugins.MetricsResponse{Error: err.Error()}, nil
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return &plugins.MetricsResponse{Error: "DefineMetrics returned a value JSON cannot hold: " + err.Error()}, nil
+	}
+	return &plugins.MetricsResponse{Value: b}, nil
 }

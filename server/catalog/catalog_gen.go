@@ -193,6 +193,37 @@ var generated = []*Task{
 		},
 		Parse: parseTestchainsHelloChainUpperTask,
 	},
+	{
+		Type:  "testchains",
+		Chain: "metrics_chain",
+		Name:  "AllocTask",
+		Doc:   "AllocTask holds `mb` MiB of touched memory for `hold`, in a process of its own.",
+		Params: []Param{
+			{Name: "hold", Kind: "duration", Default: "300ms", Required: false, Doc: ""},
+			{Name: "mb", Kind: "int", Default: "200", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsMetricsChainAllocTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "metrics_chain",
+		Name:  "BurnTask",
+		Doc:   "BurnTask uses `for` of CPU time (not wall time: on a busy machine it takes longer), in a\nprocess of its own, so its CPU seconds are its own.",
+		Params: []Param{
+			{Name: "for", Kind: "duration", Default: "1s", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsMetricsChainBurnTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "metrics_chain",
+		Name:  "CountedTask",
+		Doc:   "CountedTask sleeps for `for` and defines its own metric: how many times it was sampled and\nthe highest CPU percent seen, carried from one call to the next.",
+		Params: []Param{
+			{Name: "for", Kind: "duration", Default: "600ms", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsMetricsChainCountedTask,
+	},
 }
 
 // parseTestchainsFaninChainJoinTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/JoinTask.
@@ -405,5 +436,43 @@ func parseTestchainsHelloChainUpperTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("name", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsMetricsChainAllocTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/AllocTask.
+func parseTestchainsMetricsChainAllocTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryDuration(q, "hold", "300ms", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("hold", p0)
+	p1, err := chains.QueryInt(q, "mb", "200", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("mb", p1)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsMetricsChainBurnTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/BurnTask.
+func parseTestchainsMetricsChainBurnTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryDuration(q, "for", "1s", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("for", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsMetricsChainCountedTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/CountedTask.
+func parseTestchainsMetricsChainCountedTask(q url.Values) ([]byte, error) {
+	var w chains.ParamWriter
+	p0, err := chains.QueryDuration(q, "for", "600ms", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("for", p0)
 	return w.Bytes(), nil
 }

@@ -31,6 +31,9 @@ type Process interface {
 	KillNow() // SIGKILL the process group at once
 	Exited() bool
 	ExitStatus() string
+	Pid() int
+	// Usage is the ended process's CPU seconds and peak RSS (ok false while it runs).
+	Usage() (cpuSeconds float64, peakRSS uint64, ok bool)
 }
 
 // Starter launches the plugin of a chain type; everything the process writes is appended to
@@ -53,6 +56,12 @@ type Config struct {
 	FollowInterval time.Duration
 	// TaskTimeout bounds one attempt of a task that declares no timeout (default 1h).
 	TaskTimeout time.Duration
+	// MonitorInterval is how often plugin processes are sampled (default 1s, at least 100ms).
+	MonitorInterval time.Duration
+	// Pricing turns usage into a cost (default DefaultPricing).
+	Pricing Pricing
+	// Observer receives events for operators' metrics (default: none).
+	Observer Observer
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -92,6 +101,16 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.MonitorInterval <= 0 {
+		cfg.MonitorInterval = time.Second
+	}
+	cfg.MonitorInterval = max(cfg.MonitorInterval, 100*time.Millisecond)
+	if cfg.Pricing == (Pricing{}) {
+		cfg.Pricing = DefaultPricing
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = noObserver{}
 	}
 	if cfg.TaskTimeout <= 0 {
 		cfg.TaskTimeout = time.Hour
@@ -143,15 +162,34 @@ type Run struct {
 	done   chan struct{}
 	cancel context.CancelCauseFunc
 	force  bool
-	remote bool // another server executes it; this one follows (guarded by mu)
+	remote bool   // another server executes it; this one follows (guarded by mu)
+	meter  *meter // set when it starts executing here (guarded by mu)
 	left   bool // no longer counted as pending (guarded by Manager.mu)
 }
 
-// Snapshot is the current record.
+// Snapshot is the current record, with the metrics so far (samples are in the metrics object).
 func (r *Run) Snapshot() Record {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.rec.clone()
+	rec, mt := r.rec.clone(), r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples = nil
+		rec.Metrics = &m
+	}
+	return rec
+}
+
+// metrics is the full metrics object (nil if the run did not execute here).
+func (r *Run) metrics() *Metrics {
+	r.mu.Lock()
+	mt := r.meter
+	r.mu.Unlock()
+	if mt == nil {
+		return nil
+	}
+	m := mt.snapshot()
+	return &m
 }
 
 // Done is closed when the run has ended and its record is stored.
@@ -205,6 +243,9 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 
 // running is how many slots are taken (mu held).
 func (m *Manager) running() int { return len(m.slots) }
+
+// Running is the number of runs executing now.
+func (m *Manager) Running() int { return len(m.slots) }
 
 // QueueDepth is the number of runs waiting for a slot.
 func (m *Manager) QueueDepth() int {
@@ -342,6 +383,14 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		}
 	})
 	log.Info("run finished", "status", status, "error", errMsg, "elapsed", now.Sub(rec.SubmittedAt))
+	m.cfg.Observer.RunFinished(rec.Type, rec.Chain, rec.Task, status, now.Sub(rec.SubmittedAt))
+	if mt := r.metrics(); mt != nil {
+		if b, err := json.Marshal(mt); err == nil {
+			if err := m.cfg.Store.Put(context.Background(), rec.Key+"/"+MetricsName, bytes.NewReader(b)); err != nil {
+				log.Warn("writing the metrics object", "err", err)
+			}
+		}
+	}
 	if err := m.putRecord(context.Background(), r); err != nil {
 		// The store is down: answer from memory meanwhile, and keep trying to write the record.
 		log.Error("writing run record; retrying in the background", "err", err)
@@ -404,7 +453,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			if ctx.Err() != nil {
 				return false, false, Cancelled, "cancelled before it started"
 			}
-			return false, false, Failed, storeErr(m.cfg.Store, err)
+			return false, false, Failed, m.storeErr(err)
 		}
 		if held {
 			break
@@ -442,7 +491,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 
 	// A run joined late, or raced with another that just finished: nothing to execute.
 	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
-		return Failed, storeErr(m.cfg.Store, err)
+		return Failed, m.storeErr(err)
 	} else if done && !r.force {
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
@@ -450,10 +499,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 		return Done, ""
 	}
 	if err := m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)); err != nil {
-		return Failed, storeErr(m.cfg.Store, err)
+		return Failed, m.storeErr(err)
 	}
 	if err := m.putRecord(ctx, r); err != nil {
-		return Failed, storeErr(m.cfg.Store, err)
+		return Failed, m.storeErr(err)
 	}
 
 	procOut, err := os.CreateTemp(m.spool, "plugin-output-*")
@@ -467,17 +516,23 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	}
 	defer os.Remove(procOut.Name())
 	defer procOut.Close()
-	proc, err := m.startPlugin(rec.Type, procOut)
+	s := &scheduler{m: m, r: r, procOut: procOut, log: log, typ: rec.Type,
+		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task",
+		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
+		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}}
+	r.mu.Lock()
+	r.meter = s.meter
+	r.mu.Unlock()
+	proc, err := s.launch()
 	if err != nil {
 		log.Error("starting plugin", "err", err)
 		return Failed, err.Error()
 	}
-	s := &scheduler{m: m, r: r, proc: proc, procOut: procOut, log: log, typ: rec.Type,
-		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task"}
+	s.proc = proc
 	defer func() {
 		s.procMu.Lock()
 		if s.proc != nil {
-			s.proc.Kill()
+			s.retire(s.proc)
 		}
 		s.procMu.Unlock()
 	}()
@@ -492,8 +547,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	return s.run(ctx, graph)
 }
 
-func storeErr(s targets.Store, err error) string {
-	return fmt.Sprintf("%v (%s): %v", ErrStore, s, err)
+// storeErr describes a failure of the store during a run, and counts it.
+func (m *Manager) storeErr(err error) string {
+	m.cfg.Observer.StoreError("run")
+	return fmt.Sprintf("%v (%s): %v", ErrStore, m.cfg.Store, err)
 }
 
 // rpcMessage strips gRPC's "rpc error: code = Unknown desc =" wrapping from plugin errors.
@@ -509,7 +566,9 @@ func rpcMessage(err error) string {
 // startPlugin launches the chain type's plugin and counts the launch.
 func (m *Manager) startPlugin(typ string, output *os.File) (Process, error) {
 	m.launches.Add(1)
+	start := time.Now()
 	p, err := m.cfg.Plugins.Start(typ, output)
+	m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
 	if err != nil {
 		return nil, fmt.Errorf("starting the plugin for chain type %s failed: %w", typ, err)
 	}

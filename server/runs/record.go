@@ -31,7 +31,8 @@ const (
 	OutName    = "out"
 	LogName    = "log"
 	ParamsName = "params"
-	RecordName = "run"
+	RecordName  = "run"
+	MetricsName = "metrics"
 )
 
 // Key is chains/<type>/<chain>/<task>/<md5 of the canonical parameter JSON>.
@@ -75,6 +76,7 @@ type Record struct {
 	StartedAt   *time.Time      `json:"started_at,omitempty"`
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []TaskState     `json:"tasks,omitempty"`
+	Metrics     *Metrics        `json:"metrics,omitempty"` // summary and per-task figures; samples are in the metrics object
 }
 
 func (r *Record) clone() Record {

@@ -22,8 +22,13 @@ type scheduler struct {
 	m       *Manager
 	r       *Run
 	procMu  sync.Mutex
-	proc    Process // replaced when it dies
+	proc    Process // the shared process, replaced when it dies
 	procOut *os.File
+	meter   *meter
+
+	watchMu  sync.Mutex
+	watchers map[Process]chan struct{}        // sampling goroutines, stopped at retire
+	tasksIn  map[Process]map[int]time.Time    // tasks running in each process, and since when
 	log     *slog.Logger
 	typ     string
 
@@ -35,6 +40,8 @@ type node struct {
 	ref        plugins.TaskRef
 	timeout    time.Duration      // declared by the task; 0 = server default
 	retry      chains.RetryPolicy // declared by the task; zero = one attempt
+	isolate    bool               // chains.Isolated: a process per attempt
+	metrics    bool               // chains.MetricsDefiner
 	key        string
 	deps       []int // graph indices, in Requires order
 	dependents []int
@@ -58,6 +65,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if g.Retry != nil {
 			s.nodes[i].retry = *g.Retry
 		}
+		s.nodes[i].isolate, s.nodes[i].metrics = g.Isolate, g.Metrics
 	}
 	for i, n := range s.nodes {
 		for _, d := range n.deps {
@@ -107,7 +115,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		return nil
 	}
 	if err := walk(0); err != nil {
-		return Failed, storeErr(s.m.cfg.Store, err)
+		return Failed, s.m.storeErr(err)
 	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
 
@@ -222,7 +230,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	defer os.Remove(logPath)
 	if i != 0 { // the root's params were written when the run started
 		if err := s.stage(ctx, n.key+"/"+ParamsName, base+ParamsName, n.ref.Params); err != nil {
-			return fail(storeErr(store, err), true)
+			return fail(s.m.storeErr(err), true)
 		}
 	}
 	inputs := make([]string, len(n.deps))
@@ -267,10 +275,10 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	if err := s.commitLog(n, logPath); err != nil {
-		return fail(storeErr(store, err), true)
+		return fail(s.m.storeErr(err), true)
 	}
 	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
-		return fail(storeErr(store, err), true)
+		return fail(s.m.storeErr(err), true)
 	}
 	return taskResult{idx: i}
 }
@@ -290,10 +298,28 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 			a.FinishedAt, a.Error = &finished, msg
 		})
 	}()
-	proc, err := s.process()
-	if err != nil {
+	var proc Process
+	var err error
+	if n.isolate {
+		// A process of its own: its figures are this task's alone.
+		if proc, err = s.launch(); err != nil {
+			return err.Error(), true
+		}
+		defer s.isolatedDone(n, proc, started)
+	} else if proc, err = s.process(); err != nil {
 		return err.Error(), true
 	}
+	s.watchMu.Lock()
+	if s.tasksIn[proc] == nil {
+		s.tasksIn[proc] = map[int]time.Time{}
+	}
+	s.tasksIn[proc][i] = started
+	s.watchMu.Unlock()
+	defer func() {
+		s.watchMu.Lock()
+		delete(s.tasksIn[proc], i)
+		s.watchMu.Unlock()
+	}()
 	timeout := n.timeout
 	if timeout <= 0 {
 		timeout = s.m.cfg.TaskTimeout
@@ -313,6 +339,7 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 		// The task outlived its timeout. Its goroutine may ignore the context, so the process
 		// goes (the next attempt, and other tasks, get a new one).
 		proc.KillNow()
+		s.discard(proc)
 		why := fmt.Sprintf("timed out after %s", timeout)
 		s.appendOutput(logPath, outStart, why)
 		return why, false
@@ -334,15 +361,92 @@ func (s *scheduler) process() (Process, error) {
 		return s.proc, nil
 	}
 	if s.proc != nil {
-		s.proc.Kill()
+		s.retire(s.proc)
 	}
-	p, err := s.m.startPlugin(s.typ, s.procOut)
+	p, err := s.launch()
 	if err != nil {
 		s.proc = nil
 		return nil, err
 	}
 	s.proc = p
 	return p, nil
+}
+
+// discard retires p if it is the shared process, so the next task starts a new one (a killed
+// process may not count as exited until it is reaped).
+func (s *scheduler) discard(p Process) {
+	s.procMu.Lock()
+	defer s.procMu.Unlock()
+	if s.proc == p {
+		s.retire(p)
+		s.proc = nil
+	}
+}
+
+// launch starts a plugin process and samples it until it is retired.
+func (s *scheduler) launch() (Process, error) {
+	p, err := s.m.startPlugin(s.typ, s.procOut)
+	if err != nil {
+		return nil, err
+	}
+	stop := make(chan struct{})
+	s.watchMu.Lock()
+	s.watchers[p] = stop
+	s.watchMu.Unlock()
+	go s.meter.watch(p, stop, func(sample Sample) { s.onSample(p, sample) })
+	return p, nil
+}
+
+// retire ends a process and adds its exact usage to the run's metrics (once).
+func (s *scheduler) retire(p Process) {
+	p.Kill()
+	s.watchMu.Lock()
+	stop, ok := s.watchers[p]
+	delete(s.watchers, p)
+	delete(s.tasksIn, p)
+	s.watchMu.Unlock()
+	if ok {
+		close(stop)
+		s.meter.ended(p)
+	}
+}
+
+// onSample asks the tasks running in p that define metrics for their values.
+func (s *scheduler) onSample(p Process, sample Sample) {
+	s.watchMu.Lock()
+	var ask []int
+	starts := map[int]time.Time{}
+	for i, started := range s.tasksIn[p] {
+		if s.nodes[i].metrics {
+			ask = append(ask, i)
+			starts[i] = started
+		}
+	}
+	s.watchMu.Unlock()
+	for _, i := range ask {
+		s.customMetrics(p, i, sample, starts[i])
+	}
+}
+
+// isolatedDone retires an isolated task's process and records the task's own usage.
+func (s *scheduler) isolatedDone(n *node, p Process, started time.Time) {
+	s.retire(p)
+	cpu, peak, ok := p.Usage()
+	if !ok {
+		return
+	}
+	wall := time.Since(started)
+	s.meter.setTask(n.key, func(tm *TaskMetrics) {
+		u := Usage{}
+		if tm.Usage != nil {
+			u = *tm.Usage
+		}
+		u.CPUSeconds += cpu
+		u.PeakRSSBytes = max(u.PeakRSSBytes, peak)
+		u.WallSeconds += wall.Seconds()
+		u.CostUSD = s.m.cfg.Pricing.Cost(u.CPUSeconds, u.PeakRSSBytes, time.Duration(u.WallSeconds*float64(time.Second)))
+		tm.Usage = &u
+	})
 }
 
 // crashCause waits for the dead plugin to be reaped and says how it ended.

@@ -107,6 +107,14 @@ func run() error {
 	}
 	rows = append(rows, row{"single HelloTask run (POST?wait to DONE)", ms(pct(single, 50)), ms(pct(single, 95)), "", "<= 20 ms p50 (luigi 250 ms)"})
 
+	// The monitor's cost: the same run with sampling effectively off (an hour apart) and at
+	// its densest (100 ms), each on its own server, interleaved to share the machine's mood.
+	mon, err := monitorRows(client, *bin, *runs)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, mon...)
+
 	// Floor for the fan-in: the file work of 101 tasks (params, log and out created, out fsynced,
 	// all renamed into a new key folder) with nothing else, 16 at a time, on the same disk.
 	var fsTimes []time.Duration
@@ -162,6 +170,42 @@ func singleRun(client *http.Client, base string, runs int) ([]time.Duration, err
 	return measure(runs, func(i int) error {
 		return postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=%s%d&wait=30s", base, prefix, i))
 	})
+}
+
+func monitorRows(client *http.Client, bin string, runs int) ([]row, error) {
+	var out []row
+	var base time.Duration
+	for _, iv := range []string{"1h", "1s", "100ms"} {
+		dir, err := os.MkdirTemp("", "nectar-bench-mon-")
+		if err != nil {
+			return nil, err
+		}
+		defer os.RemoveAll(dir)
+		url, stop, err := startServer(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+dir, "NECTAR_MONITOR_INTERVAL="+iv)
+		if err != nil {
+			return nil, err
+		}
+		d, err := singleRun(client, url, runs)
+		stop()
+		if err != nil {
+			return nil, err
+		}
+		p50 := pct(d, 50)
+		name := "single run, monitor every " + iv
+		extra := ""
+		switch iv {
+		case "1h":
+			name, base = "single run, monitor off (every 1h)", p50
+		default:
+			extra = fmt.Sprintf("%+.1f%% vs off", 100*(float64(p50)-float64(base))/float64(base))
+		}
+		goal := ""
+		if iv == "1s" {
+			goal = "within 5% of off (default interval)"
+		}
+		out = append(out, row{name, ms(p50), ms(pct(d, 95)), extra, goal})
+	}
+	return out, nil
 }
 
 func cacheHit(client *http.Client, base string, conns int, d time.Duration) (row, error) {

@@ -40,6 +40,9 @@ var (
 	_ chains.Task     = testchains.HelloTask{}
 	_ chains.Task     = testchains.UpperTask{}
 	_ chains.Requirer = testchains.UpperTask{}
+	_ chains.Task     = testchains.AllocTask{}
+	_ chains.Task     = testchains.BurnTask{}
+	_ chains.Task     = testchains.CountedTask{}
 )
 
 func main() {
@@ -64,6 +67,9 @@ func main() {
 			{Chain: "faults_chain", Name: "WaitFileTask", Decode: decodeWaitFileTask},
 			{Chain: "hello_chain", Name: "HelloTask", Decode: decodeHelloTask},
 			{Chain: "hello_chain", Name: "UpperTask", Decode: decodeUpperTask},
+			{Chain: "metrics_chain", Name: "AllocTask", Decode: decodeAllocTask},
+			{Chain: "metrics_chain", Name: "BurnTask", Decode: decodeBurnTask},
+			{Chain: "metrics_chain", Name: "CountedTask", Decode: decodeCountedTask},
 		},
 		Describe: describe,
 	})
@@ -180,6 +186,24 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.UpperTask:
 		p, err := encodeUpperTask(v)
 		return plugins.TaskRef{Chain: "hello_chain", Task: "UpperTask", Params: p}, err
+	case testchains.AllocTask:
+		p, err := encodeAllocTask(&v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "AllocTask", Params: p}, err
+	case *testchains.AllocTask:
+		p, err := encodeAllocTask(v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "AllocTask", Params: p}, err
+	case testchains.BurnTask:
+		p, err := encodeBurnTask(&v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "BurnTask", Params: p}, err
+	case *testchains.BurnTask:
+		p, err := encodeBurnTask(v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "BurnTask", Params: p}, err
+	case testchains.CountedTask:
+		p, err := encodeCountedTask(&v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "CountedTask", Params: p}, err
+	case *testchains.CountedTask:
+		p, err := encodeCountedTask(v)
+		return plugins.TaskRef{Chain: "metrics_chain", Task: "CountedTask", Params: p}, err
 	}
 	return plugins.TaskRef{}, fmt.Errorf("%T is not a task of chain type testchains (a task can only require tasks of its own type)", t)
 }
@@ -581,5 +605,74 @@ func encodeUpperTask(t *testchains.UpperTask) ([]byte, error) {
 	}
 	var w chains.ParamWriter
 	w.String("name", t.Name)
+	return w.Bytes(), nil
+}
+
+func decodeAllocTask(b []byte) (chains.Task, error) {
+	var t testchains.AllocTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Hold, err = r.Duration("hold"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("mb"); err != nil {
+		return nil, err
+	} else {
+		t.MB = int(v)
+	}
+	return t, nil
+}
+
+func encodeAllocTask(t *testchains.AllocTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.AllocTask")
+	}
+	var w chains.ParamWriter
+	w.Duration("hold", t.Hold)
+	w.Int("mb", int64(t.MB))
+	return w.Bytes(), nil
+}
+
+func decodeBurnTask(b []byte) (chains.Task, error) {
+	var t testchains.BurnTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.For, err = r.Duration("for"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeBurnTask(t *testchains.BurnTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.BurnTask")
+	}
+	var w chains.ParamWriter
+	w.Duration("for", t.For)
+	return w.Bytes(), nil
+}
+
+func decodeCountedTask(b []byte) (chains.Task, error) {
+	var t testchains.CountedTask
+	r, err := chains.ReadParams(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.For, err = r.Duration("for"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeCountedTask(t *testchains.CountedTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.CountedTask")
+	}
+	var w chains.ParamWriter
+	w.Duration("for", t.For)
 	return w.Bytes(), nil
 }

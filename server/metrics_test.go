@@ -1,0 +1,102 @@
+package server
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+)
+
+// Real figures from real processes: a second of CPU shows as about a second, 200 MiB of touched
+// memory as a peak RSS of at least that, each on the task that used it (isolated tasks).
+func TestRunsReportTheirUsageAndCost(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
+	burn := ts.post(t, "/api/chains/testchains/metrics_chain/BurnTask?for=1s&wait=30s")
+	if *burn.run.JobStatus != runs.Done || burn.run.Metrics == nil {
+		t.Fatalf("BurnTask = %v, metrics %v", burn.run.JobStatus, burn.run.Metrics)
+	}
+	u := burn.run.Metrics.Tasks[burn.run.Key].Usage
+	if u == nil || u.CPUSeconds < 0.95 || u.CPUSeconds > 1.6 {
+		t.Errorf("BurnTask usage = %+v, want about 1 CPU second", u)
+	}
+	sum := burn.run.Metrics.Summary
+	if sum.CPUSeconds < 0.95 || sum.WallSeconds < 1 || sum.CostUSD <= 0 {
+		t.Errorf("run summary = %+v", sum)
+	}
+	want := runs.DefaultPricing.Cost(sum.CPUSeconds, sum.PeakRSSBytes, time.Duration(sum.WallSeconds*float64(time.Second)))
+	if d := sum.CostUSD - want; d > want/100 || d < -want/100 {
+		t.Errorf("cost = %g, want %g (Fargate prices on CPU used and peak memory)", sum.CostUSD, want)
+	}
+	if burn.run.MetricsURL == "" {
+		t.Fatal("no metrics_url")
+	}
+	_, body := fetch(t, burn.run.MetricsURL)
+	var stored runs.Metrics
+	if err := json.Unmarshal([]byte(body), &stored); err != nil {
+		t.Fatalf("metrics object: %v\n%s", err, body)
+	}
+	if len(stored.Samples) < 5 || stored.Interval != "100ms" {
+		t.Errorf("metrics object has %d samples at %s, want about 10 at 100ms", len(stored.Samples), stored.Interval)
+	}
+	peak := 0.0
+	for _, s := range stored.Samples {
+		peak = max(peak, s.CPUPercent)
+	}
+	if peak < 30 {
+		t.Errorf("no sample shows the burning CPU (highest %.0f%%)", peak)
+	}
+
+	alloc := ts.post(t, "/api/chains/testchains/metrics_chain/AllocTask?mb=200&hold=300ms&wait=30s")
+	if *alloc.run.JobStatus != runs.Done {
+		t.Fatalf("AllocTask = %v %v", alloc.run.JobStatus, alloc.run.Error)
+	}
+	if u := alloc.run.Metrics.Tasks[alloc.run.Key].Usage; u == nil || u.PeakRSSBytes < 200<<20 {
+		t.Errorf("AllocTask usage = %+v, want a peak RSS of at least 200 MiB", u)
+	}
+}
+
+func TestTasksDefineTheirOwnMetrics(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
+	a := ts.post(t, "/api/chains/testchains/metrics_chain/CountedTask?for=700ms&wait=30s")
+	if *a.run.JobStatus != runs.Done {
+		t.Fatalf("CountedTask = %v %v", a.run.JobStatus, a.run.Error)
+	}
+	tm := a.run.Metrics.Tasks[a.run.Key]
+	var got struct {
+		Calls   int    `json:"calls"`
+		LastRAM uint64 `json:"last_ram_bytes"`
+	}
+	if err := json.Unmarshal(tm.Custom, &got); err != nil {
+		t.Fatalf("custom metrics %s: %v (error %q)", tm.Custom, err, tm.Error)
+	}
+	// About 7 calls in 700 ms (fewer on a busy machine); each saw the previous result, so the
+	// count grew one by one.
+	if got.Calls < 2 || got.Calls > 9 || got.LastRAM == 0 {
+		t.Errorf("custom metrics = %s, want about 7 calls and the RAM seen", tm.Custom)
+	}
+}
+
+func TestPrometheusMetrics(t *testing.T) {
+	ts := newTestServer(t)
+	ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=prom&wait=10s")
+	ts.post(t, "/api/chains/testchains/faults_chain/FailTask?wait=10s")
+	code, body := fetch(t, ts.url+"/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics = %d", code)
+	}
+	for _, want := range []string{
+		`nectar_runs_total{chain="hello_chain",status="DONE",task="HelloTask",type="testchains"} 1`,
+		`nectar_runs_total{chain="faults_chain",status="FAILED",task="FailTask",type="testchains"} 1`,
+		`nectar_run_duration_seconds_count{chain="hello_chain",status="DONE",type="testchains"} 1`,
+		`nectar_plugin_launches_total{result="ok",type="testchains"} 2`,
+		`nectar_plugin_launch_seconds_count{type="testchains"} 2`,
+		"nectar_queue_depth 0",
+		"nectar_runs_running 0",
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+}

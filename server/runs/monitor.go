@@ -1,0 +1,207 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/process"
+
+	"nectar/plugins"
+)
+
+// Pricing turns usage into money, after AWS Fargate's model: a price per vCPU-hour and a price
+// per GB-hour of memory. Nectar bills the CPU actually used (CPU seconds, not a reservation)
+// and the peak resident memory held for the whole wall time of the run (or isolated task).
+type Pricing struct {
+	VCPUHour float64 `json:"vcpu_hour_usd"`
+	GBHour   float64 `json:"gb_hour_usd"`
+}
+
+// DefaultPricing is Fargate's Linux/x86 on-demand price in us-east-1.
+var DefaultPricing = Pricing{VCPUHour: 0.04048, GBHour: 0.004445}
+
+// Cost is the price of cpuSeconds of CPU and peakRSS bytes held for wall.
+func (p Pricing) Cost(cpuSeconds float64, peakRSS uint64, wall time.Duration) float64 {
+	return cpuSeconds/3600*p.VCPUHour + float64(peakRSS)/(1<<30)*wall.Hours()*p.GBHour
+}
+
+// Usage is what a run, or an isolated task, consumed.
+type Usage struct {
+	CPUSeconds   float64 `json:"cpu_seconds"`
+	PeakRSSBytes uint64  `json:"peak_rss_bytes"`
+	WallSeconds  float64 `json:"wall_seconds"`
+	CostUSD      float64 `json:"cost_usd"`
+}
+
+// Sample is one reading of one plugin process (and its children).
+type Sample struct {
+	At         time.Time `json:"t"`
+	PID        int       `json:"pid"`
+	CPUPercent float64   `json:"cpu_percent"`
+	RSSBytes   uint64    `json:"rss_bytes"`
+}
+
+// TaskMetrics are a task's own figures: usage when it ran in a process of its own, and what
+// its DefineMetrics returned last.
+type TaskMetrics struct {
+	Usage  *Usage          `json:"usage,omitempty"`
+	Custom json.RawMessage `json:"custom,omitempty"`
+	Error  string          `json:"custom_error,omitempty"`
+}
+
+// Metrics is the `metrics` object stored under a run's key; the status answer shows it too.
+type Metrics struct {
+	Interval  string                 `json:"interval"`
+	Pricing   Pricing                `json:"pricing"`
+	Summary   Usage                  `json:"summary"`
+	Processes int                    `json:"processes"`
+	Samples   []Sample               `json:"samples,omitempty"`
+	Tasks     map[string]TaskMetrics `json:"tasks,omitempty"` // by task key
+}
+
+// meter collects one run's metrics from every process it starts.
+type meter struct {
+	interval time.Duration
+	pricing  Pricing
+	started  time.Time
+
+	mu      sync.Mutex
+	m       Metrics
+	cpu     float64 // CPU seconds of processes that have ended (exact, from rusage)
+	running map[int]float64
+}
+
+func newMeter(interval time.Duration, pricing Pricing) *meter {
+	return &meter{interval: interval, pricing: pricing, started: time.Now(),
+		m: Metrics{Interval: interval.String(), Pricing: pricing, Tasks: map[string]TaskMetrics{}}, running: map[int]float64{}}
+}
+
+// watch samples p every interval until stop is closed; onSample runs after each reading (the
+// scheduler uses it to ask running tasks for their custom metrics).
+func (mt *meter) watch(p Process, stop <-chan struct{}, onSample func(Sample)) {
+	pid := p.Pid()
+	proc, err := process.NewProcess(int32(pid))
+	if err != nil {
+		return
+	}
+	mt.mu.Lock()
+	mt.m.Processes++
+	mt.mu.Unlock()
+	t := time.NewTicker(mt.interval)
+	defer t.Stop()
+	var lastCPU float64
+	lastAt := time.Now()
+	for {
+		select {
+		case <-stop:
+			return
+		case now := <-t.C:
+			cpu, rss, ok := readTree(proc)
+			if !ok {
+				return
+			}
+			s := Sample{At: now.UTC(), PID: pid, RSSBytes: rss}
+			if dt := now.Sub(lastAt).Seconds(); dt > 0 {
+				s.CPUPercent = (cpu - lastCPU) / dt * 100
+			}
+			lastCPU, lastAt = cpu, now
+			mt.mu.Lock()
+			mt.m.Samples = append(mt.m.Samples, s)
+			mt.running[pid] = cpu
+			mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, rss)
+			mt.mu.Unlock()
+			if onSample != nil {
+				onSample(s)
+			}
+		}
+	}
+}
+
+// readTree reads CPU seconds and RSS of a process and its children.
+func readTree(p *process.Process) (cpuSeconds float64, rss uint64, ok bool) {
+	times, err := p.Times()
+	if err != nil {
+		return 0, 0, false
+	}
+	mem, err := p.MemoryInfo()
+	if err != nil {
+		return 0, 0, false
+	}
+	cpuSeconds, rss = times.User+times.System, mem.RSS
+	if kids, err := p.Children(); err == nil {
+		for _, k := range kids {
+			if c, r, ok := readTree(k); ok {
+				cpuSeconds, rss = cpuSeconds+c, rss+r
+			}
+		}
+	}
+	return cpuSeconds, rss, true
+}
+
+// ended adds a finished process's exact usage (from the kernel) to the run.
+func (mt *meter) ended(p Process) {
+	cpu, peak, ok := p.Usage()
+	if !ok {
+		return
+	}
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	delete(mt.running, p.Pid())
+	mt.cpu += cpu
+	mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, peak)
+}
+
+// setTask records an isolated task's usage or custom metrics.
+func (mt *meter) setTask(key string, f func(*TaskMetrics)) {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	tm := mt.m.Tasks[key]
+	f(&tm)
+	mt.m.Tasks[key] = tm
+}
+
+// snapshot is the metrics so far (final once every process has ended).
+func (mt *meter) snapshot() Metrics {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	m := mt.m
+	m.Samples = append([]Sample(nil), mt.m.Samples...)
+	m.Tasks = make(map[string]TaskMetrics, len(mt.m.Tasks))
+	for k, v := range mt.m.Tasks {
+		m.Tasks[k] = v
+	}
+	cpu := mt.cpu
+	for _, c := range mt.running { // still running: the last reading
+		cpu += c
+	}
+	wall := time.Since(mt.started)
+	m.Summary.CPUSeconds = cpu
+	m.Summary.WallSeconds = wall.Seconds()
+	m.Summary.CostUSD = mt.pricing.Cost(cpu, m.Summary.PeakRSSBytes, wall)
+	return m
+}
+
+// customMetrics asks a running task for its metrics and keeps the answer for the next call.
+func (s *scheduler) customMetrics(proc Process, i int, sample Sample, started time.Time) {
+	n := s.nodes[i]
+	var prev json.RawMessage
+	s.meter.mu.Lock()
+	prev = s.meter.m.Tasks[n.key].Custom
+	s.meter.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.cfg.MonitorInterval)
+	defer cancel()
+	resp, err := proc.Metrics(ctx, &plugins.MetricsRequest{Task: n.ref, CPUPercent: sample.CPUPercent,
+		RSSBytes: sample.RSSBytes, Elapsed: time.Since(started), Previous: prev})
+	s.meter.setTask(n.key, func(tm *TaskMetrics) {
+		switch {
+		case err != nil:
+			tm.Error = rpcMessage(err)
+		case resp.Error != "":
+			tm.Error = resp.Error
+		default:
+			tm.Custom, tm.Error = resp.Value, ""
+		}
+	})
+}
