@@ -56,8 +56,8 @@ func Defaults() Config {
 		ShutdownGrace:   30 * time.Second,
 		TaskTimeout:     time.Hour,
 		MonitorInterval: time.Second,
-		PriceVCPUHour:   0.04048,  // AWS Fargate, Linux/x86, us-east-1
-		PriceGBHour:     0.004445, // idem
+		PriceVCPUHour:   0.04048,                    // AWS Fargate, Linux/x86, us-east-1
+		PriceGBHour:     0.004445,                   // idem
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",

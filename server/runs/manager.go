@@ -164,7 +164,7 @@ type Run struct {
 	force  bool
 	remote bool   // another server executes it; this one follows (guarded by mu)
 	meter  *meter // set when it starts executing here (guarded by mu)
-	left   bool // no longer counted as pending (guarded by Manager.mu)
+	left   bool   // no longer counted as pending (guarded by Manager.mu)
 }
 
 // Snapshot is the current record, with the metrics so far (samples are in the metrics object).

@@ -13,5 +13,5 @@ type Observer interface {
 type noObserver struct{}
 
 func (noObserver) RunFinished(string, string, string, Status, time.Duration) {}
-func (noObserver) PluginLaunched(string, time.Duration, error)              {}
-func (noObserver) StoreError(string)                                        {}
+func (noObserver) PluginLaunched(string, time.Duration, error)               {}
+func (noObserver) StoreError(string)                                         {}

@@ -28,9 +28,9 @@ func (s Status) Final() bool {
 
 // Object names under a task's key.
 const (
-	OutName    = "out"
-	LogName    = "log"
-	ParamsName = "params"
+	OutName     = "out"
+	LogName     = "log"
+	ParamsName  = "params"
 	RecordName  = "run"
 	MetricsName = "metrics"
 )

@@ -27,10 +27,10 @@ type scheduler struct {
 	meter   *meter
 
 	watchMu  sync.Mutex
-	watchers map[Process]chan struct{}        // sampling goroutines, stopped at retire
-	tasksIn  map[Process]map[int]time.Time    // tasks running in each process, and since when
-	log     *slog.Logger
-	typ     string
+	watchers map[Process]chan struct{}     // sampling goroutines, stopped at retire
+	tasksIn  map[Process]map[int]time.Time // tasks running in each process, and since when
+	log      *slog.Logger
+	typ      string
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	nodes       []*node
