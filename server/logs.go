@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -59,10 +60,21 @@ func (s *Server) taskLog(c echo.Context) error {
 	h.Set("Cache-Control", "no-store")
 	if l, ok := s.runs.Live(key); ok {
 		// Opened now, the file stays readable even when it is committed (renamed or uploaded
-		// and removed) while we read it.
-		if f, err := os.Open(l.Path); err == nil {
+		// and removed) while we read it. The plugin creates it as the task starts: until then
+		// the log is empty (and a follower waits for it).
+		f, err := openWhenCreated(c.Request().Context(), l, follow)
+		switch {
+		case err == nil:
 			defer f.Close()
 			return s.streamLiveLog(c, f, offset, follow, l.Done)
+		case errors.Is(err, os.ErrNotExist) && !follow:
+			select {
+			case <-l.Done: // finished meanwhile: the stored log below is complete
+			default:
+				h.Set("X-Log-Complete", "false")
+				h.Set("X-Next-Offset", strconv.FormatInt(offset, 10))
+				return c.NoContent(http.StatusOK)
+			}
 		}
 	}
 	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
@@ -80,6 +92,23 @@ func (s *Server) taskLog(c echo.Context) error {
 	c.Response().WriteHeader(http.StatusOK)
 	_, err = io.Copy(c.Response(), rc)
 	return err
+}
+
+// openWhenCreated opens a live log; following, it waits for the file to appear.
+func openWhenCreated(ctx context.Context, l *runs.LiveLog, follow bool) (*os.File, error) {
+	for {
+		f, err := os.Open(l.Path)
+		if err == nil || !errors.Is(err, os.ErrNotExist) || !follow {
+			return f, err
+		}
+		select {
+		case <-l.Done:
+			return nil, err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(followPoll / 4):
+		}
+	}
 }
 
 func (s *Server) streamLiveLog(c echo.Context, f *os.File, offset int64, follow bool, done <-chan struct{}) error {

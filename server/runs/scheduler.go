@@ -245,10 +245,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}
 
-	// The log file exists before the task starts, so it can be read (and followed) while it runs.
-	if err := os.WriteFile(logPath, nil, 0o600); err != nil {
-		return fail("creating the task log: "+err.Error(), true)
-	}
+	// Readable (and followable) while it runs; the plugin creates the file when the task starts.
 	defer s.m.live(n.key, logPath)()
 
 	policy := n.retry
