@@ -83,3 +83,19 @@ func Exists(ctx context.Context, s Store, key string) (bool, error) {
 	}
 	return false, err
 }
+
+// MaxCreateSize bounds what CreateIfAbsent takes: it is meant for small markers (leases), sent
+// in one conditional PUT.
+const MaxCreateSize = 1 << 20
+
+// ReadSmall reads all of r for a CreateIfAbsent, refusing more than MaxCreateSize.
+func ReadSmall(key string, r io.Reader) ([]byte, error) {
+	b, err := io.ReadAll(io.LimitReader(r, MaxCreateSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("create %s: %w", key, err)
+	}
+	if len(b) > MaxCreateSize {
+		return nil, fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, MaxCreateSize)
+	}
+	return b, nil
+}

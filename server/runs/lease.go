@@ -63,15 +63,20 @@ func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, er
 
 func (m *Manager) readLease(ctx context.Context, key string) (lease, error) {
 	var l lease
-	rc, err := m.cfg.Store.Get(ctx, key+"/"+LeaseName)
+	return l, m.readJSON(ctx, key+"/"+LeaseName, &l)
+}
+
+// readJSON decodes the JSON object at key; a corrupt one is a store error.
+func (m *Manager) readJSON(ctx context.Context, key string, v any) error {
+	rc, err := m.cfg.Store.Get(ctx, key)
 	if err != nil {
-		return l, err
+		return err
 	}
 	defer rc.Close()
-	if err := json.NewDecoder(rc).Decode(&l); err != nil {
-		return l, fmt.Errorf("lease of %s is corrupt: %w", key, err)
+	if err := json.NewDecoder(rc).Decode(v); err != nil {
+		return fmt.Errorf("%w: %s is corrupt: %v", ErrStore, key, err)
 	}
-	return l, nil
+	return nil
 }
 
 // leaseAlive reports whether some server holds a fresh lease on key.
@@ -174,13 +179,5 @@ func (m *Manager) follow(ctx context.Context, r *Run) (finished bool) {
 
 func (m *Manager) storedRecord(ctx context.Context, key string) (Record, error) {
 	var rec Record
-	rc, err := m.cfg.Store.Get(ctx, key+"/"+RecordName)
-	if err != nil {
-		return rec, err
-	}
-	defer rc.Close()
-	if err := json.NewDecoder(rc).Decode(&rec); err != nil {
-		return rec, fmt.Errorf("%w: run record %s/%s is corrupt: %v", ErrStore, key, RecordName, err)
-	}
-	return rec, nil
+	return rec, m.readJSON(ctx, key+"/"+RecordName, &rec)
 }

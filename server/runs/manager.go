@@ -313,13 +313,8 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 	if r, ok := m.Active(key); ok {
 		return r.Snapshot(), nil
 	}
-	rc, err := m.cfg.Store.Get(ctx, key+"/"+RecordName)
+	rec, err := m.storedRecord(ctx, key)
 	if err == nil {
-		defer rc.Close()
-		var rec Record
-		if err := json.NewDecoder(rc).Decode(&rec); err != nil {
-			return Record{}, fmt.Errorf("%w: run record %s/%s is corrupt: %v", ErrStore, key, RecordName, err)
-		}
 		if !rec.Status.Final() && !m.leaseAlive(ctx, key) {
 			if _, ok := m.Active(key); ok { // it just started here
 				return m.Lookup(ctx, key)
@@ -331,6 +326,9 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 		return rec, nil
 	}
 	if !errors.Is(err, targets.ErrNotExist) {
+		if errors.Is(err, ErrStore) {
+			return Record{}, err
+		}
 		return Record{}, fmt.Errorf("%w: %v", ErrStore, err)
 	}
 	done, err := targets.Exists(ctx, m.cfg.Store, key+"/"+OutName)

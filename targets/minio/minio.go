@@ -161,12 +161,9 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 	if err != nil {
 		return err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, PartSize+1))
+	b, err := targets.ReadSmall(key, r)
 	if err != nil {
 		return err
-	}
-	if len(b) > PartSize {
-		return fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, PartSize)
 	}
 	opts := s.putOptions()
 	opts.SetMatchETagExcept("*")

@@ -274,12 +274,9 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 	if err != nil {
 		return err
 	}
-	b, err := io.ReadAll(io.LimitReader(r, PartSize+1))
+	b, err := targets.ReadSmall(key, r)
 	if err != nil {
 		return err
-	}
-	if len(b) > PartSize {
-		return fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, PartSize)
 	}
 	_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
