@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"flag"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -151,5 +152,45 @@ func TestErrorsWriteNothing(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(root, catalogFile)); !os.IsNotExist(err) {
 		t.Errorf("gen wrote %s despite errors", catalogFile)
+	}
+}
+
+// TestGoldenOutputCompiles builds the basic case's generated catalog and plugin main against
+// the real SDK, plugin runtime and catalog types, so a golden that only looks right fails.
+func TestGoldenOutputCompiles(t *testing.T) {
+	root := scratchModule(t, "testdata/basic/chains")
+	// copyTree copies Go sources, leaving out tests and (from the real tree) generated files.
+	copyTree := func(src, dst string, withGenerated bool) {
+		t.Helper()
+		filepath.WalkDir(src, func(p string, d os.DirEntry, err error) error {
+			if err != nil || d.IsDir() || strings.HasSuffix(p, "_test.go") || (!withGenerated && strings.HasSuffix(p, "_gen.go")) {
+				return err
+			}
+			rel, _ := filepath.Rel(src, p)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			os.MkdirAll(filepath.Join(dst, filepath.Dir(rel)), 0o755)
+			return os.WriteFile(filepath.Join(dst, rel), b, 0o644)
+		})
+	}
+	for _, f := range []string{"go.mod", "go.sum"} {
+		b, err := os.ReadFile(filepath.Join("..", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.WriteFile(filepath.Join(root, f), b, 0o644)
+	}
+	os.MkdirAll(filepath.Join(root, "plugins", "serve"), 0o755)
+	copyTree("../plugins/serve", filepath.Join(root, "plugins", "serve"), false)
+	b, _ := os.ReadFile("../plugins/protocol.go")
+	os.WriteFile(filepath.Join(root, "plugins", "protocol.go"), b, 0o644)
+	copyTree("../server/catalog", filepath.Join(root, "server", "catalog"), false)
+	copyTree("testdata/basic/want", root, true)
+	cmd := exec.Command("go", "build", "./chains/...", "./plugins/...", "./server/catalog")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("the golden output does not compile: %v\n%s", err, out)
 	}
 }
