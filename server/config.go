@@ -31,6 +31,7 @@ type Config struct {
 	ShutdownGrace   time.Duration // NECTAR_SHUTDOWN_GRACE
 	TaskTimeout     time.Duration // NECTAR_TASK_TIMEOUT
 	MonitorInterval time.Duration // NECTAR_MONITOR_INTERVAL
+	WarmPlugins     bool          // NECTAR_WARM_PLUGINS
 	PriceVCPUHour   float64       // NECTAR_PRICE_VCPU_HOUR (USD)
 	PriceGBHour     float64       // NECTAR_PRICE_GB_HOUR (USD)
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
@@ -56,6 +57,7 @@ func Defaults() Config {
 		ShutdownGrace:   30 * time.Second,
 		TaskTimeout:     time.Hour,
 		MonitorInterval: time.Second,
+		WarmPlugins:     true,
 		PriceVCPUHour:   0.04048,                    // AWS Fargate, Linux/x86, us-east-1
 		PriceGBHour:     0.004445,                   // idem
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
@@ -151,6 +153,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 			return
 		}
 		*dst = f
+	}
+	if v := getenv("NECTAR_WARM_PLUGINS"); v != "" {
+		b, err := strconv.ParseBool(v)
+		if err != nil {
+			bad("NECTAR_WARM_PLUGINS", v, "want true or false")
+		}
+		c.WarmPlugins = b
 	}
 	price("NECTAR_PRICE_VCPU_HOUR", &c.PriceVCPUHour)
 	price("NECTAR_PRICE_GB_HOUR", &c.PriceGBHour)

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -368,4 +369,48 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	return w.b.Write(p)
+}
+
+// With warm plugins a run takes a process started ahead of time, and another is started for
+// the next; a rebuilt binary makes the spare stale, so it is not used.
+func TestWarmPluginSpares(t *testing.T) {
+	dir := copyPlugins(t)
+	ts := newTestServer(t, func(c *Config) { c.WarmPlugins, c.PluginDir = true, dir })
+	first := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm1&wait=10s")
+	if *first.run.JobStatus != runs.Done {
+		t.Fatal(first.run.Error)
+	}
+	// waitSpare waits until a spare is ready and it is the only plugin process; it returns its pid.
+	waitSpare := func() int {
+		t.Helper()
+		var pids []int
+		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			if pids = pluginPIDsOf(filepath.Join(dir, "testchains")); len(pids) == 1 && ts.Runs().WarmSpares() == 1 {
+				return pids[0]
+			}
+		}
+		t.Fatalf("plugin processes = %v, spares %d, want one spare", pids, ts.Runs().WarmSpares())
+		return 0
+	}
+	spare := waitSpare() // the first run's process is gone; the spare waits
+	second := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm2&wait=10s")
+	if *second.run.JobStatus != runs.Done {
+		t.Fatal(second.run.Error)
+	}
+	next := waitSpare()
+	if syscall.Kill(spare, 0) == nil || next == spare {
+		t.Errorf("the spare %d was not the one the run used (now %d)", spare, next)
+	}
+	// Rebuild (here: replace) the binary: the waiting spare is stale and must not run tasks.
+	bin := filepath.Join(dir, "testchains")
+	b, _ := os.ReadFile(bin)
+	os.Remove(bin)
+	os.WriteFile(bin, b, 0o755)
+	third := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm3&wait=10s")
+	if *third.run.JobStatus != runs.Done {
+		t.Fatal(third.run.Error)
+	}
+	if syscall.Kill(next, 0) == nil {
+		t.Errorf("the stale spare %d is still alive", next)
+	}
 }

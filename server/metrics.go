@@ -55,6 +55,8 @@ func (p *promMetrics) watch(m *runs.Manager) {
 			func() float64 { return float64(m.QueueDepth()) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nectar_runs_running", Help: "Runs executing now."},
 			func() float64 { return float64(m.Running()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "nectar_warm_plugins", Help: "Plugin processes started ahead of need, waiting for a run."},
+			func() float64 { return float64(m.WarmSpares()) }),
 	)
 }
 

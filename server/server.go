@@ -97,6 +97,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		MaxRuns:         cfg.MaxRuns,
 		MaxQueue:        cfg.MaxQueue,
 		TaskTimeout:     cfg.TaskTimeout,
+		WarmPlugins:     cfg.WarmPlugins,
 		TaskParallelism: cfg.TaskParallelism,
 		Logger:          logger,
 	})
@@ -145,6 +146,11 @@ type starter struct{ l *host.Launcher }
 
 func (s starter) Start(chainType string, output *os.File) (runs.Process, error) {
 	return s.l.Start(chainType, output)
+}
+
+func (s starter) Current(chainType string, p runs.Process) bool {
+	hp, ok := p.(*host.Process)
+	return ok && s.l.Current(chainType, hp)
 }
 
 // Handler is the HTTP handler (tests serve it with httptest).

@@ -59,6 +59,8 @@ func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
 	cfg.Target = t.TempDir()
 	cfg.PluginDir = pluginDir
 	cfg.SigningKey = []byte(strings.Repeat("k", 32))
+	// Tests count plugin processes; warm spares have a test of their own.
+	cfg.WarmPlugins = false
 	for _, e := range edit {
 		e(&cfg)
 	}
@@ -489,7 +491,11 @@ func TestCatalog(t *testing.T) {
 // pluginPIDs lists the running processes of the test plugin binary.
 func pluginPIDs(t *testing.T) []int {
 	t.Helper()
-	bin := filepath.Join(pluginDir, "testchains")
+	return pluginPIDsOf(filepath.Join(pluginDir, "testchains"))
+}
+
+// pluginPIDsOf lists the running processes of the binary bin.
+func pluginPIDsOf(bin string) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {

@@ -101,6 +101,16 @@ func pluginEnv(environ []string) []string {
 	return env
 }
 
+// Current reports whether p was started from the binary now installed for chainType.
+func (l *Launcher) Current(chainType string, p *Process) bool {
+	bin, err := l.BinaryPath(chainType)
+	if err != nil {
+		return false
+	}
+	fi, err := os.Stat(bin)
+	return err == nil && idOf(fi) == p.bin
+}
+
 // SocketDir is the private folder of the plugins' Unix sockets.
 func (l *Launcher) SocketDir() string { return l.socketDir }
 
@@ -176,6 +186,7 @@ type Process struct {
 	client *plugin.Client
 	cmd    *exec.Cmd
 	pid    int
+	bin    fileID // the binary it was started from
 	once   sync.Once
 }
 
@@ -192,6 +203,10 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 		return nil, err
 	}
 	defer f.Close() // after the exec: the child runs the verified file, not whatever is at the path now
+	var bin fileID
+	if fi, err := f.Stat(); err == nil {
+		bin = idOf(fi)
+	}
 	cmd := exec.Command(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
 	cmd.Env = append(append([]string{}, l.env...), plugin.EnvUnixSocketDir+"="+l.socketDir)
 	if output != nil {
@@ -225,7 +240,7 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", chainType, err)
 	}
-	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd}
+	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
 	}

@@ -37,9 +37,11 @@ type Process interface {
 }
 
 // Starter launches the plugin of a chain type; everything the process writes is appended to
-// output (an O_APPEND file the scheduler slices into task logs).
+// output (an O_APPEND file the scheduler slices into task logs). Current reports whether p
+// still runs the binary now installed for its type (a warm spare may predate a rebuild).
 type Starter interface {
 	Start(chainType string, output *os.File) (Process, error)
+	Current(chainType string, p Process) bool
 }
 
 // Config sets up a Manager.
@@ -62,6 +64,9 @@ type Config struct {
 	Pricing Pricing
 	// Observer receives events for operators' metrics (default: none).
 	Observer Observer
+	// WarmPlugins keeps one plugin process per chain type started ahead of need, so a run
+	// does not wait for exec and handshake (~10 ms).
+	WarmPlugins bool
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -77,6 +82,7 @@ type Manager struct {
 	launches atomic.Int64
 	pending  int                 // runs waiting for a slot (guarded by mu)
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
+	spares   map[string]*spare   // chain type -> warm plugin process (guarded by mu)
 	draining bool                // shutting down: no new runs (guarded by mu)
 	ctx      context.Context
 	stop     context.CancelCauseFunc
@@ -139,12 +145,14 @@ func NewManager(cfg Config) (*Manager, error) {
 		slots:  make(chan struct{}, cfg.MaxRuns),
 		active: map[string]*Run{},
 		logs:   map[string]*LiveLog{},
+		spares: map[string]*spare{},
 		ctx:    ctx,
 		stop:   stop,
 	}, nil
 }
 
-// Launches counts the plugin processes started so far.
+// Launches counts the plugin processes put to work for runs (a warm spare counts when a run
+// takes it; spares never used are not counted).
 func (m *Manager) Launches() int64 { return m.launches.Load() }
 
 // Spec names the task a run is for.
@@ -164,7 +172,11 @@ type Run struct {
 	force  bool
 	remote bool   // another server executes it; this one follows (guarded by mu)
 	meter  *meter // set when it starts executing here (guarded by mu)
-	left   bool   // no longer counted as pending (guarded by Manager.mu)
+	// retired is closed when the run has left the active set (its record is stored). Only
+	// when the store is down does done come first; a new POST of the key then waits a little
+	// for retired, so it starts a new run rather than join this finished one.
+	retired chan struct{}
+	left    bool // no longer counted as pending (guarded by Manager.mu)
 }
 
 // Snapshot is the current record, with the metrics so far (samples are in the metrics object).
@@ -215,7 +227,26 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 	key := Key(spec.Type, spec.Chain, spec.Task, spec.Params)
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if r, ok := m.active[key]; ok {
+	for {
+		r, ok := m.active[key]
+		if !ok {
+			break
+		}
+		select {
+		case <-r.done:
+			// Ended a moment ago and still writing its record: wait for that, then start anew
+			// (a failed run POSTed again must run again, not answer its old failure).
+			m.mu.Unlock()
+			select {
+			case <-r.retired:
+			case <-time.After(5 * time.Second): // the store is down: answer from the old run
+				m.mu.Lock()
+				return r, true, nil
+			}
+			m.mu.Lock()
+			continue
+		default:
+		}
 		return r, true, nil
 	}
 	if m.draining {
@@ -232,8 +263,9 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 			RunID: randomID(), Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
 			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
 		},
-		done:   make(chan struct{}),
-		cancel: cancel,
+		done:    make(chan struct{}),
+		retired: make(chan struct{}),
+		cancel:  cancel,
 	}
 	m.active[key] = r
 	m.wg.Add(1)
@@ -280,6 +312,7 @@ func (m *Manager) Drain(ctx context.Context, reason string, wait time.Duration) 
 	m.mu.Lock()
 	m.draining = true
 	m.mu.Unlock()
+	m.dropSpares()
 	all := make(chan struct{})
 	go func() { m.wg.Wait(); close(all) }()
 	select {
@@ -346,6 +379,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.mu.Lock()
 	m.draining = true
 	m.mu.Unlock()
+	m.dropSpares()
 	m.stop(errors.New("server shutting down"))
 	ch := make(chan struct{})
 	go func() { m.wg.Wait(); close(ch) }()
@@ -363,12 +397,10 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	rec := r.Snapshot()
 	log := m.cfg.Logger.With("key", rec.Key)
 
-	leased, remote, status, errMsg := m.lead(ctx, r, log)
+	leased, remote, status, errMsg, finish := m.lead(ctx, r, log)
 	m.leavePending(r) // if it never got a slot
 	if remote {       // another server executed it; r mirrors its record
-		m.mu.Lock()
-		delete(m.active, rec.Key)
-		m.mu.Unlock()
+		m.retire(r)
 		close(r.done)
 		return
 	}
@@ -382,6 +414,8 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	})
 	log.Info("run finished", "status", status, "error", errMsg, "elapsed", now.Sub(rec.SubmittedAt))
 	m.cfg.Observer.RunFinished(rec.Type, rec.Chain, rec.Task, status, now.Sub(rec.SubmittedAt))
+	// Stop the plugin first: its exact usage (from the kernel) goes into the metrics.
+	finish()
 	if mt := r.metrics(); mt != nil {
 		if b, err := json.Marshal(mt); err == nil {
 			if err := m.cfg.Store.Put(context.Background(), rec.Key+"/"+MetricsName, bytes.NewReader(b)); err != nil {
@@ -401,14 +435,17 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		m.releaseLease(rec.Key)
 	}
 	m.retire(r)
-	close(r.done)
+	close(r.done) // waiters read the stored state from here on
 }
 
 // retire removes a run whose record is stored: status queries now read the store.
 func (m *Manager) retire(r *Run) {
 	m.mu.Lock()
-	delete(m.active, r.rec.Key)
+	if m.active[r.rec.Key] == r {
+		delete(m.active, r.rec.Key)
+	}
 	m.mu.Unlock()
+	close(r.retired)
 }
 
 // persistLater retries the final record with backoff until it lands or the server stops; the
@@ -443,15 +480,16 @@ func (m *Manager) putRecord(ctx context.Context, r *Run) error {
 }
 
 // lead takes the key's lease and drives the run, or follows the server that holds it.
-func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, remote bool, status Status, errMsg string) {
+func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, remote bool, status Status, errMsg string, finish func()) {
+	finish = func() {}
 	key := r.Snapshot().Key
 	for {
 		held, err := m.acquireLease(ctx, r.Snapshot().RunID, key)
 		if err != nil {
 			if ctx.Err() != nil {
-				return false, false, Cancelled, "cancelled before it started"
+				return false, false, Cancelled, "cancelled before it started", finish
 			}
-			return false, false, Failed, m.storeErr(err)
+			return false, false, Failed, m.storeErr(err), finish
 		}
 		if held {
 			break
@@ -462,26 +500,28 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 		r.remote = true
 		r.mu.Unlock()
 		if m.follow(ctx, r) {
-			return false, true, "", ""
+			return false, true, "", "", finish
 		}
 	}
 	stop := make(chan struct{})
 	beating := make(chan struct{})
 	go func() { m.heartbeat(r.Snapshot().RunID, key, stop); close(beating) }()
-	status, errMsg = m.drive(ctx, r, log)
+	status, errMsg, finish = m.drive(ctx, r, log)
 	close(stop)
 	<-beating // no renewal may land after the release
-	return true, false, status, errMsg
+	return true, false, status, errMsg, finish
 }
 
-// drive runs the task graph and returns the run's final status and error.
-func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, string) {
+// drive runs the task graph and returns the run's final status and error, and finish, which
+// stops the run's plugin processes (the caller runs it after answering the waiters).
+func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status Status, errMsg string, finish func()) {
+	finish = func() {}
 	select {
 	case m.slots <- struct{}{}:
 		m.leavePending(r)
 		defer func() { <-m.slots }()
 	case <-ctx.Done():
-		return Cancelled, "cancelled before it started: " + cancelReason(ctx)
+		return Cancelled, "cancelled before it started: " + cancelReason(ctx), finish
 	}
 	rec := r.Snapshot()
 	started := time.Now().UTC()
@@ -489,31 +529,29 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 
 	// A run joined late, or raced with another that just finished: nothing to execute.
 	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
-		return Failed, m.storeErr(err)
+		return Failed, m.storeErr(err), finish
 	} else if done && !r.force {
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
 		})
-		return Done, ""
+		return Done, "", finish
 	}
 	if err := m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)); err != nil {
-		return Failed, m.storeErr(err)
+		return Failed, m.storeErr(err), finish
 	}
 	if err := m.putRecord(ctx, r); err != nil {
-		return Failed, m.storeErr(err)
+		return Failed, m.storeErr(err), finish
 	}
 
-	procOut, err := os.CreateTemp(m.spool, "plugin-output-*")
-	if err == nil {
-		// Reopen for appending: the plugin and go-plugin's stderr copier both write to it.
-		procOut.Close()
-		procOut, err = os.OpenFile(procOut.Name(), os.O_RDWR|os.O_APPEND, 0o600)
-	}
+	proc, procOut, err := m.takePlugin(rec.Type)
 	if err != nil {
-		return Failed, "creating the plugin output file: " + err.Error()
+		log.Error("starting plugin", "err", err)
+		return Failed, err.Error(), finish
 	}
-	defer os.Remove(procOut.Name())
-	defer procOut.Close()
+	defer func() { // the output file goes once the processes writing it are gone
+		f := finish
+		finish = func() { f(); procOut.Close(); os.Remove(procOut.Name()) }
+	}()
 	s := &scheduler{m: m, r: r, procOut: procOut, log: log, typ: rec.Type,
 		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task",
 		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
@@ -521,28 +559,25 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (Status, 
 	r.mu.Lock()
 	r.meter = s.meter
 	r.mu.Unlock()
-	proc, err := s.launch()
-	if err != nil {
-		log.Error("starting plugin", "err", err)
-		return Failed, err.Error()
-	}
+	s.adopt(proc)
 	s.proc = proc
-	defer func() {
+	finish = func() {
 		s.procMu.Lock()
+		defer s.procMu.Unlock()
 		if s.proc != nil {
 			s.retire(s.proc)
 		}
-		s.procMu.Unlock()
-	}()
+	}
 
 	graph, err := proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
 	if err != nil {
 		if ctx.Err() != nil {
-			return Cancelled, "cancelled: " + cancelReason(ctx)
+			return Cancelled, "cancelled: " + cancelReason(ctx), finish
 		}
-		return Failed, "building the task graph: " + rpcMessage(err)
+		return Failed, "building the task graph: " + rpcMessage(err), finish
 	}
-	return s.run(ctx, graph)
+	status, errMsg = s.run(ctx, graph)
+	return status, errMsg, finish
 }
 
 // storeErr describes a failure of the store during a run, and counts it.
@@ -559,6 +594,116 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
+}
+
+// newOutput makes the file a plugin process writes its output to (O_APPEND: the plugin and
+// go-plugin's stderr copier both write to it).
+func (m *Manager) newOutput() (*os.File, error) {
+	f, err := os.CreateTemp(m.spool, "plugin-output-*")
+	if err != nil {
+		return nil, fmt.Errorf("creating the plugin output file: %w", err)
+	}
+	f.Close()
+	if f, err = os.OpenFile(f.Name(), os.O_RDWR|os.O_APPEND, 0o600); err != nil {
+		return nil, fmt.Errorf("creating the plugin output file: %w", err)
+	}
+	return f, nil
+}
+
+// spare is a plugin process started ahead of need, with its output file.
+type spare struct {
+	proc Process
+	out  *os.File
+}
+
+func (sp *spare) discard() {
+	sp.proc.Kill()
+	sp.out.Close()
+	os.Remove(sp.out.Name())
+}
+
+// takePlugin gives a run its first plugin process: the warm spare of that chain type when
+// there is a current one (a process is still used by one run only; it was just started
+// earlier), else a new one. Taking a spare starts the next in the background.
+func (m *Manager) takePlugin(typ string) (Process, *os.File, error) {
+	m.mu.Lock()
+	sp := m.spares[typ]
+	delete(m.spares, typ)
+	m.mu.Unlock()
+	if m.cfg.WarmPlugins {
+		defer m.refill(typ)
+	}
+	if sp != nil {
+		if !sp.proc.Exited() && m.cfg.Plugins.Current(typ, sp.proc) {
+			m.launches.Add(1)
+			return sp.proc, sp.out, nil
+		}
+		sp.discard() // died, or the binary was rebuilt since
+	}
+	out, err := m.newOutput()
+	if err != nil {
+		return nil, nil, err
+	}
+	p, err := m.startPlugin(typ, out)
+	if err != nil {
+		out.Close()
+		os.Remove(out.Name())
+		return nil, nil, err
+	}
+	return p, out, nil
+}
+
+// refill starts a spare for typ unless one exists or the server is stopping.
+func (m *Manager) refill(typ string) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.mu.Lock()
+		skip := m.draining || m.spares[typ] != nil
+		m.mu.Unlock()
+		if skip {
+			return
+		}
+		out, err := m.newOutput()
+		if err != nil {
+			return
+		}
+		start := time.Now()
+		p, err := m.cfg.Plugins.Start(typ, out)
+		m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
+		if err != nil {
+			out.Close()
+			os.Remove(out.Name())
+			return
+		}
+		sp := &spare{proc: p, out: out}
+		m.mu.Lock()
+		if m.draining || m.spares[typ] != nil {
+			m.mu.Unlock()
+			sp.discard()
+			return
+		}
+		m.spares[typ] = sp
+		m.mu.Unlock()
+	}()
+}
+
+// WarmSpares is the number of plugin processes waiting for a run.
+func (m *Manager) WarmSpares() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.spares)
+}
+
+// dropSpares stops the warm spares (at shutdown).
+func (m *Manager) dropSpares() {
+	m.mu.Lock()
+	spares := m.spares
+	m.spares = map[string]*spare{}
+	m.mu.Unlock()
+	for _, sp := range spares {
+		sp.discard()
+	}
 }
 
 // startPlugin launches the chain type's plugin and counts the launch.

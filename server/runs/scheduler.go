@@ -326,6 +326,13 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 
 	outStart := s.outputSize()
 	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	if err != nil && actx.Err() == nil {
+		// The plugin side may report its deadline (a cancelled stream) a moment before our
+		// own timer fires: an error this close to the deadline is the timeout.
+		if dl, ok := actx.Deadline(); ok && time.Until(dl) < 100*time.Millisecond {
+			<-actx.Done()
+		}
+	}
 	switch {
 	case err != nil && ctx.Err() != nil:
 		proc.KillNow() // the process group, at once: user code may ignore its context
@@ -342,6 +349,10 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 		return why, false
 	case err != nil:
 		why := s.crashCause(proc, err)
+		if !proc.Exited() { // alive but not answering: do not trust it with more tasks
+			proc.KillNow()
+			s.discard(proc)
+		}
 		s.appendOutput(logPath, outStart, why)
 		return why, false
 	}
@@ -386,12 +397,17 @@ func (s *scheduler) launch() (Process, error) {
 	if err != nil {
 		return nil, err
 	}
+	s.adopt(p)
+	return p, nil
+}
+
+// adopt samples p, a process of this run, until it is retired.
+func (s *scheduler) adopt(p Process) {
 	stop := make(chan struct{})
 	s.watchMu.Lock()
 	s.watchers[p] = stop
 	s.watchMu.Unlock()
 	go s.meter.watch(p, stop, func(sample Sample) { s.onSample(p, sample) })
-	return p, nil
 }
 
 // retire ends a process and adds its exact usage to the run's metrics (once).
