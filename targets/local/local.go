@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	"nectar/targets"
@@ -136,7 +137,18 @@ func (s *Store) CommitFile(_ context.Context, key, file string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.rename(file, dst); err != nil {
+	err = s.rename(file, dst)
+	if errors.Is(err, syscall.EXDEV) { // another file system: copy (durably) instead
+		f, ferr := os.Open(file)
+		if ferr != nil {
+			return ferr
+		}
+		defer f.Close()
+		if err = s.Put(context.Background(), key, f); err == nil {
+			os.Remove(file)
+		}
+	}
+	if err != nil {
 		return fmt.Errorf("commit %s: %w", key, err)
 	}
 	return nil

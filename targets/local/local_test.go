@@ -24,4 +24,5 @@ func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	targettest.LargePut(t, s, 96<<20)
+	targettest.LargeCommit(t, s, 96<<20)
 }

@@ -77,6 +77,7 @@ func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
 		t.Fatal(err)
 	}
 	targettest.LargePut(t, s, 96<<20)
+	targettest.LargeCommit(t, s, 96<<20)
 }
 
 func TestPresignForThePublicEndpoint(t *testing.T) {

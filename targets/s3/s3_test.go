@@ -77,6 +77,7 @@ func TestOpenErrorsNameEndpointAndBucket(t *testing.T) {
 
 func TestLargePutStreamsWithBoundedMemory(t *testing.T) {
 	targettest.LargePut(t, open(t, "large"), 96<<20)
+	targettest.LargeCommit(t, open(t, "large"), 96<<20)
 }
 
 // Presigned URLs name the public endpoint when one is set: a URL works only for the host it was

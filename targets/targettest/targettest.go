@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"runtime"
 	"slices"
 	"strings"
@@ -238,6 +239,46 @@ func (p *patternReader) Read(b []byte) (int, error) {
 	}
 	p.off += k
 	return int(k), nil
+}
+
+// LargeCommit writes size bytes to a local file and commits it (the path every task's out
+// takes), checking as LargePut does that memory stays well under the object's size.
+func LargeCommit(t *testing.T, s targets.Store, size int64) {
+	t.Helper()
+	fc, ok := s.(targets.FileCommitter)
+	if !ok {
+		t.Skip("store does not commit files")
+	}
+	file := t.TempDir() + "/out"
+	f, err := os.Create(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.Copy(f, &patternReader{n: size}); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	if err := fc.CommitFile(context.Background(), "conformance-large/committed", file); err != nil {
+		t.Fatal(err)
+	}
+	runtime.ReadMemStats(&after)
+	if alloc := int64(after.TotalAlloc - before.TotalAlloc); alloc > size/2 {
+		t.Errorf("committing a %d MiB file allocated %d MiB", size>>20, alloc>>20)
+	}
+	rc, err := s.Get(context.Background(), "conformance-large/committed")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	got, want := sha256.New(), sha256.New()
+	io.Copy(got, rc)
+	io.Copy(want, &patternReader{n: size})
+	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
+		t.Errorf("the committed object differs from the file")
+	}
 }
 
 // LargePut streams size bytes through Put and checks that the upload allocated well under the
