@@ -16,8 +16,8 @@ import (
 // remoteTargets are NECTAR_TARGET values for the real MinIO, through each SDK.
 func remoteTargets(srv *miniotest.Server, prefix string) map[string]string {
 	return map[string]string{
-		"s3":    fmt.Sprintf("s3://%s/%s?endpoint=%s", srv.Bucket, prefix, srv.URL()),
-		"minio": fmt.Sprintf("minio://%s/%s/%s?secure=false", srv.Endpoint, srv.Bucket, prefix),
+		"s3":    fmt.Sprintf("s3://%s/%s-s3?endpoint=%s", srv.Bucket, prefix, srv.URL()),
+		"minio": fmt.Sprintf("minio://%s/%s/%s-minio?secure=false", srv.Endpoint, srv.Bucket, prefix),
 	}
 }
 
@@ -126,75 +126,34 @@ func TestStoreOutageAnswers503AndRecovers(t *testing.T) {
 }
 
 func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
-	target := t.TempDir()
-	a := newTestServer(t, func(c *Config) { c.Target = target })
-	b := newTestServer(t, func(c *Config) { c.Target = target })
-	first := a.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms")
-	if first.Code != http.StatusAccepted {
-		t.Fatalf("POST to A = %d", first.Code)
+	minioEnv(t, minioSrv)
+	targets := map[string]string{"local": t.TempDir()}
+	for name, target := range remoteTargets(minioSrv, "shared-"+fmt.Sprint(time.Now().UnixNano())) {
+		targets[name] = target
 	}
-	a.waitRunning(t, first.run.StatusURL) // A holds the lease
-	second := b.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms&wait=20s")
-	if second.Code != 200 || *second.run.JobStatus != runs.Done {
-		t.Fatalf("POST?wait to B = %d %v %v", second.Code, second.run.JobStatus, second.run.Error)
-	}
-	if n := b.Runs().Launches(); n != 0 {
-		t.Errorf("B launched %d plugin processes for a key A was running, want 0", n)
-	}
-	if n := a.Runs().Launches(); n != 1 {
-		t.Errorf("A launched %d, want 1", n)
-	}
-	if second.run.Key != first.run.Key || second.run.ResourceURL == "" {
-		t.Errorf("B's answer = %+v", second.run)
-	}
-}
-
-// The store dies while a task runs: the run fails with a storage error, the server says so from
-// memory, and once the store is back the record lands and the key can run again.
-func TestStoreLostMidRunFailsTheRun(t *testing.T) {
-	own, err := miniotest.Start()
-	if err != nil {
-		t.Fatalf("starting MinIO: %v", err)
-	}
-	defer own.Stop()
-	target := remoteTargets(own, "midrun")["minio"]
-	ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
-	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1s")
-	if a.Code != http.StatusAccepted {
-		t.Fatalf("POST = %d %s", a.Code, a.Message)
-	}
-	time.Sleep(300 * time.Millisecond)
-	own.Kill()
-	r, ok := ts.Runs().Active(a.run.Key)
-	if !ok {
-		t.Fatal("run not active")
-	}
-	<-r.Done()
-	rec := r.Snapshot()
-	if rec.Status != runs.Failed || !strings.Contains(rec.Error, "target store") {
-		t.Errorf("run after losing the store = %s %q, want FAILED with a storage error", rec.Status, rec.Error)
-	}
-	st := ts.do(t, "GET", a.run.StatusURL)
-	if st.Code != 200 || *st.run.JobStatus != runs.Failed {
-		t.Errorf("status while the store is down = %d %v, want 200 FAILED from memory", st.Code, st.run.JobStatus)
-	}
-	if err := own.Restart(); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		if _, active := ts.Runs().Active(a.run.Key); !active {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the final record was never written after the store came back")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if st := ts.do(t, "GET", a.run.StatusURL); *st.run.JobStatus != runs.Failed {
-		t.Errorf("stored status = %v", st.run.JobStatus)
-	}
-	if b := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1s&wait=20s"); *b.run.JobStatus != runs.Done {
-		t.Errorf("rerun after recovery = %v %v", b.run.JobStatus, b.run.Error)
+	for name, target := range targets {
+		t.Run(name, func(t *testing.T) {
+			cfg := func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) }
+			a := newTestServer(t, cfg)
+			b := newTestServer(t, cfg)
+			first := a.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms")
+			if first.Code != http.StatusAccepted {
+				t.Fatalf("POST to A = %d", first.Code)
+			}
+			a.waitRunning(t, first.run.StatusURL) // A holds the lease
+			second := b.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=700ms&wait=20s")
+			if second.Code != 200 || *second.run.JobStatus != runs.Done {
+				t.Fatalf("POST?wait to B = %d %v %v", second.Code, second.run.JobStatus, second.run.Error)
+			}
+			if n := b.Runs().Launches(); n != 0 {
+				t.Errorf("B launched %d plugin processes for a key A was running, want 0", n)
+			}
+			if n := a.Runs().Launches(); n != 1 {
+				t.Errorf("A launched %d, want 1", n)
+			}
+			if second.run.Key != first.run.Key || second.run.ResourceURL == "" {
+				t.Errorf("B's answer = %+v", second.run)
+			}
+		})
 	}
 }

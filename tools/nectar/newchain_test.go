@@ -1,0 +1,133 @@
+package main
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+const reportChain = `package mytype
+
+import (
+	"fmt"
+
+	"nectar/chains"
+)
+
+// ReportTask writes a report for a team.
+type ReportTask struct {
+	Team string ` + "`param:\"team\" default:\"data\"`" + `
+}
+
+func (t ReportTask) Run(ctx *chains.Context) error {
+	_, err := fmt.Fprintf(ctx.Out(), "report for %s\n", t.Team)
+	return err
+}
+`
+
+// The promise of the README: drop chains/<type>/<name>_chain.go, generate, build, and the task
+// is an endpoint, with no hand-written glue. Done on a copy of this repository.
+func TestAddingAChainNeedsNoGlue(t *testing.T) {
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	err = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(root, p)
+		if d.IsDir() {
+			switch rel {
+			case ".git", "bin", ".tools", "local_targets":
+				return filepath.SkipDir
+			}
+			return os.MkdirAll(filepath.Join(work, rel), 0o755)
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(filepath.Join(work, rel), b, 0o644)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.MkdirAll(filepath.Join(work, "chains", "mytype"), 0o755)
+	if err := os.WriteFile(filepath.Join(work, "chains", "mytype", "report_chain.go"), []byte(reportChain), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command("go", args...)
+		cmd.Dir = work
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+	}
+	run("generate", "./...")
+	if _, err := os.Stat(filepath.Join(work, "plugins", "mains", "mytype", "main_gen.go")); err != nil {
+		t.Fatalf("no plugin main was generated for the new type: %v", err)
+	}
+	bin := filepath.Join(work, "bin")
+	run("build", "-o", bin+"/", "./tools/nectar")
+	run("build", "-o", bin+"/plugins/", "./plugins/mains/mytype", "./plugins/mains/testchains")
+	for _, typ := range []string{"mytype", "testchains"} {
+		b, _ := os.ReadFile(filepath.Join(bin, "plugins", typ))
+		sum := sha256.Sum256(b)
+		os.WriteFile(filepath.Join(bin, "plugins", typ+".sha256"), []byte(hex.EncodeToString(sum[:])+"  "+typ+"\n"), 0o644)
+	}
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	srv := exec.Command(filepath.Join(bin, "nectar"), "serve")
+	srv.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+t.TempDir(), "NECTAR_PLUGIN_DIR="+filepath.Join(bin, "plugins"))
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { srv.Process.Kill(); srv.Wait() }()
+	var resp *http.Response
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if resp, err = http.Post("http://"+addr+"/api/chains/mytype/report_chain/ReportTask?team=ml&wait=10s", "", nil); err == nil {
+			break
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Data struct {
+			JobStatus   string `json:"job_status"`
+			ResourceURL string `json:"resource_url"`
+		} `json:"data"`
+	}
+	json.NewDecoder(resp.Body).Decode(&env)
+	if resp.StatusCode != 200 || env.Data.JobStatus != "DONE" {
+		t.Fatalf("POST ReportTask = %d %+v", resp.StatusCode, env.Data)
+	}
+	out, err := http.Get(env.Data.ResourceURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(out.Body)
+	out.Body.Close()
+	if string(body) != "report for ml\n" {
+		t.Errorf("out = %q", body)
+	}
+}
