@@ -22,6 +22,7 @@ import (
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets/miniotest"
+	"nectar/targets/targettest"
 )
 
 var (
@@ -127,16 +128,7 @@ func (ts *testServer) do(t *testing.T, method, path string) answer {
 
 func (ts *testServer) post(t *testing.T, path string) answer { return ts.do(t, http.MethodPost, path) }
 
-func fetch(t *testing.T, u string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(u)
-	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
+var fetch = targettest.Fetch
 
 // poll follows a status URL until the run is final.
 func (ts *testServer) poll(t *testing.T, statusURL string) runDataView {

@@ -99,3 +99,34 @@ func ReadSmall(key string, r io.Reader) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Prefix maps keys to object names under an optional folder of a bucket ("" = the root), the
+// one way every bucket backend spells it.
+type Prefix string
+
+// NewPrefix trims the slashes a URL path brings.
+func NewPrefix(p string) Prefix { return Prefix(strings.Trim(p, "/")) }
+
+// Object is the object name of key, which must be a clean key.
+func (p Prefix) Object(key string) (string, error) {
+	if err := CheckKey(key); err != nil {
+		return "", err
+	}
+	return p.Join(key), nil
+}
+
+// Join puts a key (or key prefix) under the prefix.
+func (p Prefix) Join(key string) string {
+	if p == "" {
+		return key
+	}
+	return string(p) + "/" + key
+}
+
+// Key is the key of an object name listed under the prefix.
+func (p Prefix) Key(object string) string {
+	if p == "" {
+		return object
+	}
+	return strings.TrimPrefix(object, string(p)+"/")
+}

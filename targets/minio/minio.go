@@ -38,13 +38,14 @@ type Config struct {
 // Store is a bucket (and prefix).
 type Store struct {
 	cfg     Config
+	prefix  targets.Prefix
 	client  *minio.Client
 	presign *minio.Client
 }
 
 // Open connects and checks that the bucket exists and the credentials work.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	cfg.Prefix = string(targets.NewPrefix(cfg.Prefix))
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("minio target at %s: no bucket given (want minio://host:port/bucket/prefix)", cfg.Endpoint)
 	}
@@ -67,7 +68,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("minio target at %s: %w", cfg.Endpoint, err)
 	}
-	s := &Store{cfg: cfg, client: client, presign: client}
+	s := &Store{cfg: cfg, prefix: targets.Prefix(cfg.Prefix), client: client, presign: client}
 	if cfg.PublicEndpoint != "" {
 		host, secure := cfg.PublicEndpoint, cfg.Secure
 		if u, err := url.Parse(cfg.PublicEndpoint); err == nil && u.Host != "" {
@@ -101,15 +102,7 @@ func (s *Store) String() string {
 	return fmt.Sprintf("minio bucket %q at %s", s.cfg.Bucket, s.cfg.Endpoint)
 }
 
-func (s *Store) object(key string) (string, error) {
-	if err := targets.CheckKey(key); err != nil {
-		return "", err
-	}
-	if s.cfg.Prefix == "" {
-		return key, nil
-	}
-	return s.cfg.Prefix + "/" + key, nil
-}
+func (s *Store) object(key string) (string, error) { return s.prefix.Object(key) }
 
 func (s *Store) mapErr(key string, err error) error {
 	resp := minio.ToErrorResponse(err)
@@ -214,20 +207,13 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 }
 
 func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
-	full := prefix
-	if s.cfg.Prefix != "" {
-		full = s.cfg.Prefix + "/" + prefix
-	}
+	full := s.prefix.Join(prefix)
 	var keys []string
 	for o := range s.client.ListObjects(ctx, s.cfg.Bucket, minio.ListObjectsOptions{Prefix: full, Recursive: true}) {
 		if o.Err != nil {
 			return nil, s.mapErr(prefix, o.Err)
 		}
-		k := o.Key
-		if s.cfg.Prefix != "" {
-			k = strings.TrimPrefix(k, s.cfg.Prefix+"/")
-		}
-		keys = append(keys, k)
+		keys = append(keys, s.prefix.Key(o.Key))
 	}
 	return keys, nil
 }

@@ -14,7 +14,6 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -46,13 +45,14 @@ type Config struct {
 // Store is a bucket (and prefix).
 type Store struct {
 	cfg     Config
+	prefix  targets.Prefix
 	client  *awss3.Client
 	presign *awss3.PresignClient
 }
 
 // Open loads credentials from the standard AWS chain and checks that the bucket answers.
 func Open(ctx context.Context, cfg Config) (*Store, error) {
-	cfg.Prefix = strings.Trim(cfg.Prefix, "/")
+	cfg.Prefix = string(targets.NewPrefix(cfg.Prefix))
 	if cfg.Bucket == "" {
 		return nil, errors.New("s3 target: no bucket given (want s3://bucket/prefix)")
 	}
@@ -78,7 +78,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			o.ResponseChecksumValidation = aws.ResponseChecksumValidationWhenRequired
 		})
 	}
-	s := &Store{cfg: cfg, client: newClient(cfg.Endpoint)}
+	s := &Store{cfg: cfg, prefix: targets.Prefix(cfg.Prefix), client: newClient(cfg.Endpoint)}
 	public := cfg.PublicEndpoint
 	if public == "" {
 		public = cfg.Endpoint
@@ -120,15 +120,7 @@ func (s *Store) startError(err error) error {
 	return fmt.Errorf("%s: cannot reach the endpoint: %v", where, err)
 }
 
-func (s *Store) object(key string) (string, error) {
-	if err := targets.CheckKey(key); err != nil {
-		return "", err
-	}
-	if s.cfg.Prefix == "" {
-		return key, nil
-	}
-	return s.cfg.Prefix + "/" + key, nil
-}
+func (s *Store) object(key string) (string, error) { return s.prefix.Object(key) }
 
 // mapErr turns SDK errors into the targets sentinels, naming the key.
 func (s *Store) mapErr(key string, err error) error {
@@ -328,10 +320,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 }
 
 func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
-	full := prefix
-	if s.cfg.Prefix != "" {
-		full = s.cfg.Prefix + "/" + prefix
-	}
+	full := s.prefix.Join(prefix)
 	var keys []string
 	p := awss3.NewListObjectsV2Paginator(s.client, &awss3.ListObjectsV2Input{Bucket: aws.String(s.cfg.Bucket), Prefix: aws.String(full)})
 	for p.HasMorePages() {
@@ -340,11 +329,7 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 			return nil, s.mapErr(prefix, err)
 		}
 		for _, o := range page.Contents {
-			k := aws.ToString(o.Key)
-			if s.cfg.Prefix != "" {
-				k = strings.TrimPrefix(k, s.cfg.Prefix+"/")
-			}
-			keys = append(keys, k)
+			keys = append(keys, s.prefix.Key(aws.ToString(o.Key)))
 		}
 	}
 	return keys, nil

@@ -196,9 +196,13 @@ func Run(t *testing.T, s targets.Store) {
 	})
 }
 
-// Download fetches a presigned URL; backends whose URLs are served by the Nectar server itself
-// (local) set it to nil or to a function that goes through that server.
-var Download = func(t *testing.T, u string) (int, string) {
+// Download fetches a presigned URL in the Presign test; backends whose URLs are served by the
+// Nectar server itself (local) set it to nil.
+var Download = Fetch
+
+// Fetch GETs u and returns the status and body.
+func Fetch(t *testing.T, u string) (int, string) {
+	t.Helper()
 	resp, err := http.Get(u)
 	if err != nil {
 		t.Fatalf("GET %s: %v", u, err)
