@@ -32,6 +32,7 @@ type Config struct {
 	TaskTimeout     time.Duration // NECTAR_TASK_TIMEOUT
 	MonitorInterval time.Duration // NECTAR_MONITOR_INTERVAL
 	WarmPlugins     bool          // NECTAR_WARM_PLUGINS
+	DoneCacheTTL    time.Duration // NECTAR_DONE_CACHE_TTL
 	PriceVCPUHour   float64       // NECTAR_PRICE_VCPU_HOUR (USD)
 	PriceGBHour     float64       // NECTAR_PRICE_GB_HOUR (USD)
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
@@ -58,6 +59,7 @@ func Defaults() Config {
 		TaskTimeout:     time.Hour,
 		MonitorInterval: time.Second,
 		WarmPlugins:     true,
+		DoneCacheTTL:    10 * time.Second,
 		PriceVCPUHour:   0.04048,                    // AWS Fargate, Linux/x86, us-east-1
 		PriceGBHour:     0.004445,                   // idem
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
@@ -142,6 +144,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("NECTAR_SHUTDOWN_GRACE", &c.ShutdownGrace, 0, time.Hour)
 	dur("NECTAR_TASK_TIMEOUT", &c.TaskTimeout, time.Second, 30*24*time.Hour)
 	dur("NECTAR_MONITOR_INTERVAL", &c.MonitorInterval, 100*time.Millisecond, time.Hour)
+	dur("NECTAR_DONE_CACHE_TTL", &c.DoneCacheTTL, 0, time.Hour)
 	price := func(name string, dst *float64) {
 		v := getenv(name)
 		if v == "" {

@@ -172,9 +172,14 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 		ctx := c.Request().Context()
 		key := runs.Key(t.Type, t.Chain, t.Name, params)
 		if _, running := s.runs.Active(key); !running && !force {
-			done, err := targets.Exists(ctx, s.store, key+"/"+runs.OutName)
-			if err != nil {
-				return fmt.Errorf("%w: %v", runs.ErrStore, err)
+			done := s.done.hit(key)
+			if !done {
+				if done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); err != nil {
+					return fmt.Errorf("%w: %v", runs.ErrStore, err)
+				}
+				if done {
+					s.done.add(key)
+				}
 			}
 			if done { // idempotency: answer at once, start nothing
 				st := runs.Done

@@ -157,3 +157,30 @@ func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
 		})
 	}
 }
+
+// A key seen done is answered from memory for NECTAR_DONE_CACHE_TTL, then asked of the store
+// again: here the store is down, so the cached answer is 200 and the expired one 503.
+func TestDoneCacheSparesTheStore(t *testing.T) {
+	own, err := miniotest.Start()
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	defer own.Stop()
+	target := remoteTargets(own, "cache")["minio"]
+	ts := newTestServer(t, func(c *Config) { c.Target, c.Getenv, c.DoneCacheTTL = target, getenvMap(own), 500*time.Millisecond })
+	path := "/api/chains/testchains/hello_chain/HelloTask?name=cached"
+	if a := ts.post(t, path+"&wait=20s"); *a.run.JobStatus != runs.Done {
+		t.Fatal(a.run.Error)
+	}
+	if a := ts.post(t, path); a.Code != 200 { // seen done: cached from here
+		t.Fatalf("second POST = %d", a.Code)
+	}
+	own.Kill()
+	if a := ts.post(t, path); a.Code != 200 || *a.run.JobStatus != runs.Done || a.run.ResourceURL == "" {
+		t.Errorf("cached POST with the store down = %d %v", a.Code, a.run.JobStatus)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if a := ts.post(t, path); a.Code != http.StatusServiceUnavailable {
+		t.Errorf("POST after the cache expired, store down = %d, want 503", a.Code)
+	}
+}

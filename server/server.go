@@ -43,12 +43,13 @@ type Server struct {
 	launcher  *host.Launcher
 	runs      *runs.Manager
 	metrics   *promMetrics
+	done      *doneCache
 	publicURL atomic.Pointer[string]
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
 func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error) {
-	s := &Server{cfg: cfg, log: logger, catalog: cat}
+	s := &Server{cfg: cfg, log: logger, catalog: cat, done: newDoneCache(cfg.DoneCacheTTL, 100_000)}
 	if cfg.PublicURL != "" {
 		s.setPublicURL(cfg.PublicURL)
 	}
