@@ -1,7 +1,9 @@
-// Command nectar runs the Nectar server.
+// Command nectar runs the Nectar server, and runs or scaffolds chains from the shell.
 //
-//	nectar serve      serve the API (configured by NECTAR_* environment variables)
-//	nectar version    print the protocol version
+//	nectar serve                                  serve the API (NECTAR_* environment variables)
+//	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
+//	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
+//	nectar version                                print the plugin protocol version
 package main
 
 import (
@@ -32,8 +34,11 @@ func main() {
 const usage = `usage: nectar <command>
 
 commands:
-  serve     serve the HTTP API (see README.md for the NECTAR_* variables)
-  version   print the plugin protocol version
+  serve                               serve the HTTP API (see README.md for the NECTAR_* variables)
+  run <type>/<chain>/<Task> [k=v...]  run a task (and what it requires) here, print its out;
+                                      same store, plugins and keys as the server
+  new <type> <name>                   write chains/<type>/<name>_chain.go, a chain to start from
+  version                             print the plugin protocol version
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -44,6 +49,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	switch args[0] {
 	case "serve":
 		return serve(ctx, getenv, stdout, stderr)
+	case "run":
+		return runTask(ctx, args[1:], getenv, stdout, stderr)
+	case "new":
+		return newChain(args[1:], stdout)
 	case "version":
 		fmt.Fprintf(stdout, "nectar plugin protocol %d\n", plugins.ProtocolVersion)
 		return nil

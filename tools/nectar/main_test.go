@@ -3,9 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"os"
 	"strings"
 	"testing"
+
+	"nectar/plugins/plugintest"
 )
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	plugintest.Cleanup()
+	os.Exit(code)
+}
 
 // Misconfiguration stops the server at start with every problem named.
 func TestServeRejectsBadConfiguration(t *testing.T) {
@@ -41,5 +50,40 @@ func TestUnknownCommand(t *testing.T) {
 	var out bytes.Buffer
 	if err := run(context.Background(), []string{"launch"}, func(string) string { return "" }, &out, &out); err == nil || !strings.Contains(out.String(), "usage: nectar") {
 		t.Errorf("run(launch) = %v, output %q", err, out.String())
+	}
+}
+
+func TestRunCommandRunsATaskHere(t *testing.T) {
+	dir, err := plugintest.Build()
+	if err != nil {
+		t.Fatalf("building plugins: %v", err)
+	}
+	target := t.TempDir()
+	env := map[string]string{"NECTAR_TARGET": target, "NECTAR_PLUGIN_DIR": dir}
+	getenv := func(k string) string { return env[k] }
+	tests := []struct {
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", ""},
+		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", ""}, // cached
+		{[]string{"run", "testchains/faults_chain/FailTask", "message=boom"}, "", "FailTask failed: boom"},
+		{[]string{"run", "testchains/hello_chain/HelloTask", "nmae=x"}, "", `parameter "nmae": is not a parameter of HelloTask`},
+		{[]string{"run", "testchains/fanin_chain/JoinTask", "leaves=x"}, "", `parameter "leaves": "x" is not an integer`},
+		{[]string{"run", "testchains/nope/HelloTask"}, "", "no task testchains/nope/HelloTask"},
+	}
+	for _, tt := range tests {
+		var stdout, stderr bytes.Buffer
+		err := run(context.Background(), tt.args, getenv, &stdout, &stderr)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("nectar %v = %v, want an error containing %q", tt.args, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || stdout.String() != tt.wantOut {
+			t.Errorf("nectar %v = %v, stdout %q, want %q (stderr %s)", tt.args, err, stdout.String(), tt.wantOut, stderr.String())
+		}
 	}
 }

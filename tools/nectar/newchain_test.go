@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -16,27 +17,9 @@ import (
 	"time"
 )
 
-const reportChain = `package mytype
-
-import (
-	"fmt"
-
-	"nectar/chains"
-)
-
-// ReportTask writes a report for a team.
-type ReportTask struct {
-	Team string ` + "`param:\"team\" default:\"data\"`" + `
-}
-
-func (t ReportTask) Run(ctx *chains.Context) error {
-	_, err := fmt.Fprintf(ctx.Out(), "report for %s\n", t.Team)
-	return err
-}
-`
-
-// The promise of the README: drop chains/<type>/<name>_chain.go, generate, build, and the task
-// is an endpoint, with no hand-written glue. Done on a copy of this repository.
+// The promise of the README: drop chains/<type>/<name>_chain.go (here written by `nectar new`),
+// generate, build, and the task is an endpoint, with no hand-written glue. Done on a copy of
+// this repository.
 func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	root, err := filepath.Abs("../..")
 	if err != nil {
@@ -64,9 +47,13 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	os.MkdirAll(filepath.Join(work, "chains", "mytype"), 0o755)
-	if err := os.WriteFile(filepath.Join(work, "chains", "mytype", "report_chain.go"), []byte(reportChain), 0o644); err != nil {
-		t.Fatal(err)
+	t.Chdir(work)
+	var out strings.Builder
+	if err := run(context.Background(), []string{"new", "mytype", "report"}, os.Getenv, &out, &out); err != nil {
+		t.Fatalf("nectar new: %v", err)
+	}
+	if err := run(context.Background(), []string{"new", "mytype", "report"}, os.Getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "exists already") {
+		t.Errorf("a second nectar new = %v, want: exists already", err)
 	}
 	run := func(args ...string) {
 		t.Helper()
@@ -103,7 +90,7 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	var resp *http.Response
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err = http.Post("http://"+addr+"/api/chains/mytype/report_chain/ReportTask?team=ml&wait=10s", "", nil); err == nil {
+		if resp, err = http.Post("http://"+addr+"/api/chains/mytype/report_chain/ReportTask?name=ml&wait=10s", "", nil); err == nil {
 			break
 		}
 	}
@@ -121,12 +108,12 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	if resp.StatusCode != 200 || env.Data.JobStatus != "DONE" {
 		t.Fatalf("POST ReportTask = %d %+v", resp.StatusCode, env.Data)
 	}
-	out, err := http.Get(env.Data.ResourceURL)
+	dl, err := http.Get(env.Data.ResourceURL)
 	if err != nil {
 		t.Fatal(err)
 	}
-	body, _ := io.ReadAll(out.Body)
-	out.Body.Close()
+	body, _ := io.ReadAll(dl.Body)
+	dl.Body.Close()
 	if string(body) != "report for ml\n" {
 		t.Errorf("out = %q", body)
 	}
