@@ -74,7 +74,9 @@ func (s *Signer) Sign(purpose, path string, ttl time.Duration) (expires string, 
 // Verify checks a signature in constant time, then its expiry.
 func (s *Signer) Verify(purpose, path, expires, signature string) error {
 	exp, err := strconv.ParseInt(expires, 10, 64)
-	if err != nil || len(signature) != sha256.Size*2 {
+	// Only the canonical spelling that was signed: "0123" or "+123" would be the same number
+	// under another string, and a capability URL should have exactly one form.
+	if err != nil || strconv.FormatInt(exp, 10) != expires || len(signature) != sha256.Size*2 {
 		return ErrBadSignature
 	}
 	want := s.mac(purpose, path, exp)
