@@ -167,7 +167,7 @@ func TestDoneCacheSparesTheStore(t *testing.T) {
 	}
 	defer own.Stop()
 	target := remoteTargets(own, "cache")["minio"]
-	ts := newTestServer(t, func(c *Config) { c.Target, c.Getenv, c.DoneCacheTTL = target, getenvMap(own), 500*time.Millisecond })
+	ts := newTestServer(t, func(c *Config) { c.Target, c.Getenv, c.DoneCacheTTL = target, getenvMap(own), 3*time.Second })
 	path := "/api/chains/testchains/hello_chain/HelloTask?name=cached"
 	if a := ts.post(t, path+"&wait=20s"); *a.run.JobStatus != runs.Done {
 		t.Fatal(a.run.Error)
@@ -179,7 +179,7 @@ func TestDoneCacheSparesTheStore(t *testing.T) {
 	if a := ts.post(t, path); a.Code != 200 || *a.run.JobStatus != runs.Done || a.run.ResourceURL == "" {
 		t.Errorf("cached POST with the store down = %d %v", a.Code, a.run.JobStatus)
 	}
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(3100 * time.Millisecond)
 	if a := ts.post(t, path); a.Code != http.StatusServiceUnavailable {
 		t.Errorf("POST after the cache expired, store down = %d, want 503", a.Code)
 	}
