@@ -73,6 +73,14 @@ func TestRunsOnS3AndMinIO(t *testing.T) {
 			if again := ts.post(t, "/api/chains/testchains/hello_chain/UpperTask?name=ada"); again.Code != 200 || ts.Runs().Launches() != launches {
 				t.Errorf("repeat POST = %d, launches +%d", again.Code, ts.Runs().Launches()-launches)
 			}
+			// A fan-in: the outs of its 20 leaves are looked up in the bucket at once, then read back.
+			j := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=20&wait=30s")
+			if *j.run.JobStatus != runs.Done {
+				t.Fatalf("JoinTask = %v %v", j.run.JobStatus, j.run.Error)
+			}
+			if _, body := fetch(t, j.run.ResourceURL); body != "190\n" {
+				t.Errorf("JoinTask out = %q, want 190", body)
+			}
 			// A failing task: its log is stored, its out is not.
 			f := ts.post(t, "/api/chains/testchains/faults_chain/FailTask?wait=20s")
 			if *f.run.JobStatus != runs.Failed || storeHas(t, ts.Store(), f.run.Key+"/out") || !storeHas(t, ts.Store(), f.run.Key+"/log") {

@@ -76,17 +76,28 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 	}
 
+	// A remote store answers in milliseconds, not microseconds: ask about every out at once.
+	var known []bool
+	if _, local := s.m.cfg.Store.(targets.LocalPather); !local {
+		var err error
+		if known, err = s.outsExist(ctx); err != nil {
+			return Failed, s.m.storeErr(err)
+		}
+	}
+
 	// Walk from the root; a task whose out exists is done and its own requirements are not needed.
 	var tasks []TaskState
 	var ready []int
 	var walk func(i int) error
-	walk = func(i int) error {
+	walk = func(i int) (err error) {
 		n := s.nodes[i]
 		if n.slot >= 0 {
 			return nil
 		}
-		done, err := targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName)
-		if err != nil {
+		var done bool
+		if known != nil {
+			done = known[i]
+		} else if done, err = targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName); err != nil {
 			return err
 		}
 		if i == 0 && s.r.force {
@@ -190,6 +201,29 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		firstErr = ""
 	}
 	return final, firstErr
+}
+
+// outsExist asks the store, TaskParallelism at a time, which tasks of the graph have an out.
+func (s *scheduler) outsExist(ctx context.Context) ([]bool, error) {
+	known := make([]bool, len(s.nodes))
+	errs := make([]error, len(s.nodes))
+	sem := make(chan struct{}, s.m.cfg.TaskParallelism)
+	var wg sync.WaitGroup
+	for i, n := range s.nodes {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			known[i], errs[i] = targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName)
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return known, nil
 }
 
 func (s *scheduler) status(i int) Status {
