@@ -416,14 +416,17 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	m.cfg.Observer.RunFinished(rec.Type, rec.Chain, rec.Task, status, now.Sub(rec.SubmittedAt))
 	// Stop the plugin first: its exact usage (from the kernel) goes into the metrics.
 	finish()
-	if mt := r.metrics(); mt != nil {
-		if b, err := json.Marshal(mt); err == nil {
-			if err := m.cfg.Store.Put(context.Background(), rec.Key+"/"+MetricsName, bytes.NewReader(b)); err != nil {
-				log.Warn("writing the metrics object", "err", err)
+	putMetrics := func() error {
+		if mt := r.metrics(); mt != nil {
+			if b, err := json.Marshal(mt); err == nil {
+				if err := m.cfg.Store.Put(context.Background(), rec.Key+"/"+MetricsName, bytes.NewReader(b)); err != nil {
+					log.Warn("writing the metrics object", "err", err)
+				}
 			}
 		}
+		return nil // the record matters; the metrics object is best effort
 	}
-	if err := m.putRecord(context.Background(), r); err != nil {
+	if err := concurrently(putMetrics, func() error { return m.putRecord(context.Background(), r) }); err != nil {
 		// The store is down: answer from memory meanwhile, and keep trying to write the record.
 		log.Error("writing run record; retrying in the background", "err", err)
 		close(r.done)
@@ -536,10 +539,11 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		})
 		return Done, "", finish
 	}
-	if err := m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)); err != nil {
-		return Failed, m.storeErr(err), finish
-	}
-	if err := m.putRecord(ctx, r); err != nil {
+	// Independent writes go side by side: on S3 each is a round trip.
+	if err := concurrently(
+		func() error { return m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)) },
+		func() error { return m.putRecord(ctx, r) },
+	); err != nil {
 		return Failed, m.storeErr(err), finish
 	}
 
@@ -764,6 +768,18 @@ func cancelReason(ctx context.Context) string {
 		return cause.Error()
 	}
 	return "cancelled"
+}
+
+// concurrently runs fs side by side and returns the first error.
+func concurrently(fs ...func() error) error {
+	errs := make([]error, len(fs))
+	var wg sync.WaitGroup
+	for i, f := range fs {
+		wg.Add(1)
+		go func() { defer wg.Done(); errs[i] = f() }()
+	}
+	wg.Wait()
+	return errors.Join(errs...)
 }
 
 func randomID() string {
