@@ -192,3 +192,35 @@ func TestDoneCacheSparesTheStore(t *testing.T) {
 		t.Errorf("POST after the cache expired, store down = %d, want 503", a.Code)
 	}
 }
+
+// A DELETE that reaches a server which only follows the run reaches the server executing it.
+func TestCancelThroughAnotherServer(t *testing.T) {
+	target := t.TempDir()
+	a := newTestServer(t, func(c *Config) { c.Target = target })
+	b := newTestServer(t, func(c *Config) { c.Target = target })
+	first := a.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	a.waitRunning(t, first.run.StatusURL)
+	follower := b.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) { // B mirrors A's run
+		if st := b.do(t, "GET", follower.run.StatusURL); *st.run.JobStatus == runs.Running {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the follower never saw the run RUNNING")
+		}
+	}
+	start := time.Now()
+	c := b.do(t, "DELETE", follower.run.StatusURL)
+	if c.Code != 200 || *c.run.JobStatus != runs.Cancelled || c.run.Error == nil || !strings.Contains(*c.run.Error, "cancelled by DELETE") {
+		t.Fatalf("DELETE via the follower = %d %v %v, want 200 CANCELLED", c.Code, c.run.JobStatus, c.run.Error)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("cancel through another server took %v", took)
+	}
+	if st := a.do(t, "GET", first.run.StatusURL); *st.run.JobStatus != runs.Cancelled {
+		t.Errorf("on the executing server: %v", st.run.JobStatus)
+	}
+	if n := b.Runs().Launches(); n != 0 {
+		t.Errorf("the follower launched %d processes", n)
+	}
+}

@@ -109,22 +109,59 @@ func parseHolder(h string) (host string, pid int, ok bool) {
 	return parts[0], pid, err == nil
 }
 
-// heartbeat rewrites the lease until stop is closed.
-func (m *Manager) heartbeat(runID, key string, stop <-chan struct{}) {
-	t := time.NewTicker(m.cfg.LeaseTTL / 3)
-	defer t.Stop()
+// heartbeat rewrites the lease until stop is closed, and between renewals looks for a cancel
+// request another server left for this run.
+func (m *Manager) heartbeat(r *Run, key string, stop <-chan struct{}) {
+	runID := r.Snapshot().RunID
+	renew := time.NewTicker(m.cfg.LeaseTTL / 3)
+	defer renew.Stop()
+	poll := time.NewTicker(m.cfg.CancelPoll)
+	defer poll.Stop()
 	for {
 		select {
 		case <-stop:
 			return
-		case <-t.C:
+		case <-renew.C:
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
 			if err := m.cfg.Store.Put(ctx, key+"/"+LeaseName, bytes.NewReader(m.leaseBody(runID))); err != nil {
 				m.cfg.Logger.Warn("renewing run lease", "key", key, "err", err)
 			}
 			cancel()
+		case <-poll.C:
+			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CancelPoll)
+			var req cancelRequest
+			err := m.readJSON(ctx, key+"/"+CancelName, &req)
+			cancel()
+			if err != nil {
+				continue
+			}
+			// Ours or stale (we hold the lease): either way it is used up now.
+			dctx, dcancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
+			m.cfg.Store.Delete(dctx, key+"/"+CancelName)
+			dcancel()
+			if req.RunID == runID {
+				r.cancel(errors.New(req.Reason))
+			}
 		}
 	}
+}
+
+// CancelName is the object a server leaves to ask the server executing a key to cancel it.
+const CancelName = "cancel"
+
+type cancelRequest struct {
+	RunID  string `json:"run_id"`
+	Reason string `json:"reason"`
+}
+
+// requestCancel asks the holder of key's lease to cancel its run.
+func (m *Manager) requestCancel(ctx context.Context, key, reason string) error {
+	l, err := m.readLease(ctx, key)
+	if err != nil {
+		return fmt.Errorf("no server holds %s: %w", key, err)
+	}
+	b, _ := json.Marshal(cancelRequest{RunID: l.RunID, Reason: reason + " (via " + m.id + ")"})
+	return m.cfg.Store.Put(ctx, key+"/"+CancelName, bytes.NewReader(b))
 }
 
 func (m *Manager) releaseLease(key string) {

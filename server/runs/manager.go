@@ -56,6 +56,9 @@ type Config struct {
 	LeaseTTL time.Duration
 	// FollowInterval is how often a server polls a run another server executes (default 250ms).
 	FollowInterval time.Duration
+	// CancelPoll is how often the server executing a run checks for a cancel request left by
+	// another server (default 500ms).
+	CancelPoll time.Duration
 	// TaskTimeout bounds one attempt of a task that declares no timeout (default 1h).
 	TaskTimeout time.Duration
 	// MonitorInterval is how often plugin processes are sampled (default 1s, at least 100ms).
@@ -120,6 +123,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.TaskTimeout <= 0 {
 		cfg.TaskTimeout = time.Hour
+	}
+	if cfg.CancelPoll <= 0 {
+		cfg.CancelPoll = 500 * time.Millisecond
 	}
 	if cfg.FollowInterval <= 0 {
 		cfg.FollowInterval = 250 * time.Millisecond
@@ -297,9 +303,14 @@ func (m *Manager) Cancel(key, reason string) (*Run, error) {
 	remote, final := r.remote, r.rec.Status.Final()
 	r.mu.Unlock()
 	switch {
-	case remote:
-		return nil, fmt.Errorf("%w: another server is executing it (cancel it there)", ErrNotRunning)
 	case final:
+		return r, nil
+	case remote:
+		// Another server executes it: leave it a cancel request it polls for; r (which
+		// mirrors that run) ends when the run does.
+		if err := m.requestCancel(context.Background(), key, reason); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrStore, err)
+		}
 		return r, nil
 	}
 	r.cancel(errors.New(reason))
@@ -508,7 +519,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 	}
 	stop := make(chan struct{})
 	beating := make(chan struct{})
-	go func() { m.heartbeat(r.Snapshot().RunID, key, stop); close(beating) }()
+	go func() { m.heartbeat(r, key, stop); close(beating) }()
 	status, errMsg, finish = m.drive(ctx, r, log)
 	close(stop)
 	<-beating // no renewal may land after the release
