@@ -42,7 +42,25 @@ func New(root string, signer URLSigner) (*Store, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return nil, fmt.Errorf("local target %s: %w", abs, err)
 	}
+	sweep(tmp, StaleTmpAge)
 	return &Store{root: abs, tmp: tmp, signer: signer}, nil
+}
+
+// StaleTmpAge is how old a staging file must be before a starting store removes it: such
+// files were left by a server that died mid-write. Younger ones may belong to a live server
+// sharing the folder.
+const StaleTmpAge = 24 * time.Hour
+
+func sweep(dir string, age time.Duration) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > age {
+			os.RemoveAll(filepath.Join(dir, e.Name()))
+		}
+	}
 }
 
 func (s *Store) String() string { return "local folder " + s.root }
