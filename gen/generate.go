@@ -299,7 +299,16 @@ func analyzePackage(root string, pkg *packages.Package) (ChainType, Errors) {
 	a := &analyzer{root: root, pkg: pkg}
 	ct := ChainType{Name: filepath.Base(pkg.PkgPath)}
 	if len(pkg.Errors) > 0 {
+		// The go command's own report ("# pkg ... exit status 1") repeats what the parser and
+		// type checker say with positions; show it only when they say nothing.
+		precise := false
 		for _, e := range pkg.Errors {
+			precise = precise || e.Kind == packages.ParseError || e.Kind == packages.TypeError
+		}
+		for _, e := range pkg.Errors {
+			if precise && e.Kind == packages.ListError {
+				continue
+			}
 			msg := e.Msg
 			if e.Pos != "" {
 				if rel, err := filepath.Rel(root, e.Pos); err == nil && !strings.HasPrefix(rel, "..") {
