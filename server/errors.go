@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"log/slog"
@@ -62,6 +63,9 @@ func respond(c echo.Context, code int, msg string, data any) error {
 func (s *Server) errorHandler(err error, c echo.Context) {
 	if c.Response().Committed {
 		return
+	}
+	if errors.Is(err, context.Canceled) && c.Request().Context().Err() != nil {
+		return // the client went away (a ?wait it gave up on): nobody to answer
 	}
 	code, msg, data := http.StatusInternalServerError, "internal error", any(nil)
 	var ae *apiError
