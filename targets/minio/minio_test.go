@@ -2,8 +2,6 @@ package minio_test
 
 import (
 	"context"
-	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,16 +13,7 @@ import (
 
 var srv *miniotest.Server
 
-func TestMain(m *testing.M) {
-	var err error
-	if srv, err = miniotest.Start(); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL: these tests need a real MinIO:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	srv.Stop()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { miniotest.Main(m, &srv) }
 
 func config() minio.Config {
 	return minio.Config{Endpoint: srv.Endpoint, Bucket: srv.Bucket, AccessKey: srv.AccessKey, SecretKey: srv.SecretKey}

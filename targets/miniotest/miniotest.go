@@ -163,3 +163,17 @@ func randHex(n int) string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
+
+// Main is a TestMain for packages whose every test needs MinIO: it starts one into *srv, runs
+// the tests, stops it, and fails the package loudly if MinIO cannot start.
+func Main(m interface{ Run() int }, srv **Server) {
+	s, err := Start()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: these tests need a real MinIO:", err)
+		os.Exit(1)
+	}
+	*srv = s
+	code := m.Run()
+	s.Stop()
+	os.Exit(code)
+}
