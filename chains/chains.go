@@ -16,6 +16,8 @@ import (
 	"log/slog"
 	"os"
 	"time"
+
+	"nectar/chains/internal/taskio"
 )
 
 // Task is one unit of work. Its exported fields tagged `param:"name"` are its parameters; the
@@ -40,16 +42,13 @@ type Context struct {
 	inputs []string
 }
 
-// ContextConfig is filled by the plugin runtime; chain authors never build one.
-type ContextConfig struct {
-	Context context.Context
-	Out     io.Writer // the task's output, committed only when Run returns nil
-	Log     io.Writer // the task's log
-	Inputs  []string  // local paths of the required tasks' outputs, in Requires order
+func init() {
+	taskio.NewContext = func(cfg taskio.IO) any { return newContext(cfg) }
 }
 
-// NewContext is called by the plugin runtime.
-func NewContext(cfg ContextConfig) *Context {
+// newContext is reached through chains/taskrun (the plugin runtime, and chainstest in tests),
+// so that building a Context is not part of the API an author sees.
+func newContext(cfg taskio.IO) *Context {
 	ctx := cfg.Context
 	if ctx == nil {
 		ctx = context.Background()

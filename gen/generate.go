@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
-	"regexp"
 	"slices"
 	"sort"
 	"strconv"
@@ -21,7 +20,8 @@ import (
 
 	"golang.org/x/tools/go/packages"
 
-	"nectar/chains"
+	"nectar/chains/params"
+	"nectar/gen/names"
 )
 
 const (
@@ -38,14 +38,17 @@ var templateFS embed.FS
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	"quote": strconv.Quote,
-	"strs": func(ss []string) string {
-		q := make([]string, len(ss))
-		for i, s := range ss {
-			q[i] = strconv.Quote(s)
-		}
-		return "[]string{" + strings.Join(q, ", ") + "}"
-	},
+	"strs":  strs,
 }).ParseFS(templateFS, "templates/*.tmpl"))
+
+// strs is the Go literal of a string slice.
+func strs(ss []string) string {
+	q := make([]string, len(ss))
+	for i, s := range ss {
+		q[i] = strconv.Quote(s)
+	}
+	return "[]string{" + strings.Join(q, ", ") + "}"
+}
 
 // File is one generated file, path relative to the module root.
 type File struct {
@@ -59,10 +62,33 @@ type Result struct {
 	Stale []string
 }
 
-// Errors are all the problems found, each as file:line:col: message.
-type Errors []string
+// Error is one problem, at its position in a chain file (Filename relative to the module root;
+// Line 0 when the problem is a whole folder or package).
+type Error struct {
+	Pos token.Position
+	Msg string
+}
 
-func (e Errors) Error() string { return strings.Join(e, "\n") }
+func (e Error) Error() string {
+	switch {
+	case e.Pos.Filename == "":
+		return e.Msg
+	case e.Pos.Line == 0:
+		return e.Pos.Filename + ": " + e.Msg
+	}
+	return fmt.Sprintf("%s:%d:%d: %s", e.Pos.Filename, e.Pos.Line, e.Pos.Column, e.Msg)
+}
+
+// Errors are all the problems found, sorted by file, line and column.
+type Errors []Error
+
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, err := range e {
+		lines[i] = err.Error()
+	}
+	return strings.Join(lines, "\n")
+}
 
 // Kind is a parameter type.
 type Kind string
@@ -87,10 +113,22 @@ type Param struct {
 	Default  string // canonical text of the default (the zero value when no tag gives one)
 	Required bool
 	Enum     []string
+	Signed   bool // a duration that may be negative (tagged signed:"true")
 	Doc      string
 }
 
-// Method is the Query*/Read*/ParamWriter suffix for a kind.
+// QueryArgs are the arguments after the default in the params.Query* call for this kind.
+func (p Param) QueryArgs() string {
+	switch p.Kind {
+	case KindEnum:
+		return ", " + strs(p.Enum)
+	case KindDuration:
+		return ", " + strconv.FormatBool(p.Signed)
+	}
+	return ""
+}
+
+// Method is the params.Query*/Reader/Writer method suffix for a kind.
 func (p Param) Method() string {
 	switch p.Kind {
 	case KindString:
@@ -113,7 +151,7 @@ func (p Param) Method() string {
 	return ""
 }
 
-// ReadMethod is the ParamReader method that decodes this kind in the plugin.
+// ReadMethod is the params.Reader method that decodes this kind in the plugin.
 func (p Param) ReadMethod() string {
 	switch p.Kind {
 	case KindEnum:
@@ -122,7 +160,7 @@ func (p Param) ReadMethod() string {
 	return p.Method()
 }
 
-// WriteMethod is the ParamWriter method that encodes this kind canonically.
+// WriteMethod is the params.Writer method that encodes this kind canonically.
 func (p Param) WriteMethod() string { return p.ReadMethod() }
 
 // Task is one discovered task.
@@ -137,23 +175,13 @@ type Task struct {
 }
 
 // FuncSuffix names the task's generated functions uniquely across types and chains.
-func (t Task) FuncSuffix() string { return camel(t.Type) + camel(t.Chain) + t.Name }
+func (t Task) FuncSuffix() string { return names.Camel(t.Type) + names.Camel(t.Chain) + t.Name }
 
 // ChainType is one folder chains/<type>.
 type ChainType struct {
 	Name  string
 	Tasks []Task
 }
-
-var (
-	typeNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	// Names the generated plugin main imports itself; a chain type cannot shadow them.
-	reservedTypes = []string{"main", "chains", "plugins", "serve", "fmt"}
-	chainFileRE   = regexp.MustCompile(`^[a-z][a-z0-9_]*_chain\.go$`)
-	paramNameRE   = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	// Query parameters the API itself reads; a task cannot take them.
-	reservedParams = []string{"wait", "force", "expires", "signature", "chain", "offset", "follow"}
-)
 
 // Generate scans root/chains and returns the generated files. It writes nothing: all errors
 // are collected and returned together, so one run shows every problem.
@@ -176,8 +204,8 @@ func Generate(root string) (*Result, error) {
 		if len(files) == 0 {
 			continue
 		}
-		if !typeNameRE.MatchString(e.Name()) || token.IsKeyword(e.Name()) || slices.Contains(reservedTypes, e.Name()) {
-			errs = append(errs, fmt.Sprintf("chains/%s: chain type folder names must be lower case letters, digits and _, starting with a letter, and not one of %s", e.Name(), strings.Join(reservedTypes, ", ")))
+		if err := names.CheckType(e.Name()); err != nil {
+			errs = append(errs, Error{Pos: token.Position{Filename: "chains/" + e.Name()}, Msg: err.Error()})
 			continue
 		}
 		dirs = append(dirs, e.Name())
@@ -252,30 +280,17 @@ func render(name string, data any) ([]byte, error) {
 	return src, nil
 }
 
-// sortErrors orders messages by file, then line and column, numerically.
+// sortErrors orders errors by file, then line and column, and drops repeats.
 func sortErrors(errs Errors) Errors {
-	type pos struct {
-		file      string
-		line, col int
-	}
-	parse := func(s string) pos {
-		parts := strings.SplitN(s, ":", 4)
-		if len(parts) < 4 {
-			return pos{file: s}
-		}
-		l, _ := strconv.Atoi(parts[1])
-		c, _ := strconv.Atoi(parts[2])
-		return pos{parts[0], l, c}
-	}
 	sort.SliceStable(errs, func(i, j int) bool {
-		a, b := parse(errs[i]), parse(errs[j])
-		if a.file != b.file {
-			return a.file < b.file
+		a, b := errs[i].Pos, errs[j].Pos
+		if a.Filename != b.Filename {
+			return a.Filename < b.Filename
 		}
-		if a.line != b.line {
-			return a.line < b.line
+		if a.Line != b.Line {
+			return a.Line < b.Line
 		}
-		return a.col < b.col
+		return a.Column < b.Column
 	})
 	return slices.Compact(errs)
 }
@@ -288,11 +303,16 @@ type analyzer struct {
 
 func (a *analyzer) errorf(pos token.Pos, format string, args ...any) {
 	p := a.pkg.Fset.Position(pos)
-	rel, err := filepath.Rel(a.root, p.Filename)
-	if err != nil {
-		rel = p.Filename
+	p.Filename = a.rel(p.Filename)
+	a.errs = append(a.errs, Error{Pos: p, Msg: fmt.Sprintf(format, args...)})
+}
+
+// rel makes a file name relative to the module root, as errors show it.
+func (a *analyzer) rel(name string) string {
+	if r, err := filepath.Rel(a.root, name); err == nil && !strings.HasPrefix(r, "..") {
+		return filepath.ToSlash(r)
 	}
-	a.errs = append(a.errs, fmt.Sprintf("%s:%d:%d: %s", filepath.ToSlash(rel), p.Line, p.Column, fmt.Sprintf(format, args...)))
+	return name
 }
 
 func analyzePackage(root string, pkg *packages.Package) (ChainType, Errors) {
@@ -309,15 +329,7 @@ func analyzePackage(root string, pkg *packages.Package) (ChainType, Errors) {
 			if precise && e.Kind == packages.ListError {
 				continue
 			}
-			msg := e.Msg
-			if e.Pos != "" {
-				if rel, err := filepath.Rel(root, e.Pos); err == nil && !strings.HasPrefix(rel, "..") {
-					msg = rel + ": " + msg
-				} else {
-					msg = e.Pos + ": " + msg
-				}
-			}
-			a.errs = append(a.errs, msg)
+			a.errs = append(a.errs, a.packageError(e))
 		}
 		return ct, a.errs
 	}
@@ -326,12 +338,12 @@ func analyzePackage(root string, pkg *packages.Package) (ChainType, Errors) {
 	}
 	taskIface, contextPtr := sdkTypes(pkg)
 	if taskIface == nil {
-		a.errs = append(a.errs, fmt.Sprintf("chains/%s: does not import %s", ct.Name, chainsPkg))
+		a.errs = append(a.errs, Error{Pos: token.Position{Filename: "chains/" + ct.Name}, Msg: "does not import " + chainsPkg})
 		return ct, a.errs
 	}
 	for _, file := range pkg.Syntax {
 		fname := filepath.Base(pkg.Fset.Position(file.Pos()).Filename)
-		isChain := chainFileRE.MatchString(fname)
+		isChain := names.IsChainFile(fname)
 		for _, decl := range file.Decls {
 			gd, ok := decl.(*ast.GenDecl)
 			if !ok || gd.Tok != token.TYPE {
@@ -366,6 +378,35 @@ func analyzePackage(root string, pkg *packages.Package) (ChainType, Errors) {
 		return ct.Tasks[i].Name < ct.Tasks[j].Name
 	})
 	return ct, a.errs
+}
+
+// packageError turns a go/packages error, whose position is "file:line:col", "file:line" or
+// nothing, into an Error with that position.
+func (a *analyzer) packageError(e packages.Error) Error {
+	if e.Pos == "" || e.Pos == "-" {
+		return Error{Msg: e.Msg}
+	}
+	file, nums := e.Pos, []int{}
+	for len(nums) < 2 {
+		i := strings.LastIndexByte(file, ':')
+		if i < 0 {
+			break
+		}
+		n, err := strconv.Atoi(file[i+1:])
+		if err != nil {
+			break
+		}
+		nums = append([]int{n}, nums...)
+		file = file[:i]
+	}
+	pos := token.Position{Filename: a.rel(file)}
+	if len(nums) > 0 {
+		pos.Line = nums[0]
+	}
+	if len(nums) > 1 {
+		pos.Column = nums[1]
+	}
+	return Error{Pos: pos, Msg: e.Msg}
 }
 
 // sdkTypes finds chains.Task and *chains.Context through the package's imports.
@@ -448,19 +489,15 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 		tag := reflect.StructTag(st.Tag(i))
 		pname, hasParam := tag.Lookup("param")
 		if !hasParam {
-			a.errorf(f.Pos(), "%s.%s: every field of a task must be a parameter (tag it `param:\"%s\"`): fields outside the key would make different tasks share one output", name, f.Name(), snake(f.Name()))
+			a.errorf(f.Pos(), "%s.%s: every field of a task must be a parameter (tag it `param:\"%s\"`): fields outside the key would make different tasks share one output", name, f.Name(), names.Snake(f.Name()))
 			continue
 		}
 		if f.Embedded() || !f.Exported() {
 			a.errorf(f.Pos(), "%s.%s: a parameter must be an exported, named field", name, f.Name())
 			continue
 		}
-		if !paramNameRE.MatchString(pname) {
-			a.errorf(f.Pos(), "%s.%s: parameter name %q must be lower case letters, digits and _, starting with a letter", name, f.Name(), pname)
-			continue
-		}
-		if slices.Contains(reservedParams, pname) {
-			a.errorf(f.Pos(), "%s.%s: parameter name %q is reserved by the API (%s)", name, f.Name(), pname, strings.Join(reservedParams, ", "))
+		if err := names.CheckParam(pname); err != nil {
+			a.errorf(f.Pos(), "%s.%s: %v", name, f.Name(), err)
 			continue
 		}
 		if seen[pname] {
@@ -498,6 +535,18 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 				continue
 			}
 			p.Required = b
+		}
+		if sg, ok := tag.Lookup("signed"); ok {
+			b, err := strconv.ParseBool(sg)
+			switch {
+			case err != nil:
+				a.errorf(f.Pos(), "%s.%s: signed:%q is not true or false", name, f.Name(), sg)
+				continue
+			case p.Kind != KindDuration:
+				a.errorf(f.Pos(), "%s.%s: signed applies to a time.Duration field only", name, f.Name())
+				continue
+			}
+			p.Signed = b
 		}
 		def, hasDef := tag.Lookup("default")
 		switch {
@@ -553,7 +602,7 @@ func zeroText(k Kind) string {
 	case KindDuration:
 		return "0s"
 	case KindTime:
-		return chains.FormatTime(time.Time{})
+		return params.FormatTime(time.Time{})
 	}
 	return ""
 }
@@ -565,28 +614,32 @@ func checkDefault(p Param, def string) (string, error) {
 	switch p.Kind {
 	case KindBool:
 		var b bool
-		b, err = chains.ParseBool(p.Name, def)
+		b, err = params.ParseBool(p.Name, def)
 		def = strconv.FormatBool(b)
 	case KindInt, KindInt64:
 		var i int64
-		i, err = chains.ParseInt(p.Name, def, 64)
+		i, err = params.ParseInt(p.Name, def, 64)
 		def = strconv.FormatInt(i, 10)
 	case KindFloat:
 		var f float64
-		f, err = chains.ParseFloat(p.Name, def)
+		f, err = params.ParseFloat(p.Name, def)
 		def = strconv.FormatFloat(f, 'g', -1, 64)
 	case KindTime:
 		var t time.Time
-		t, err = chains.ParseTime(p.Name, def)
-		def = chains.FormatTime(t)
+		t, err = params.ParseTime(p.Name, def)
+		def = params.FormatTime(t)
 	case KindDuration:
 		var d time.Duration
-		d, err = chains.ParseDuration(p.Name, def)
+		if p.Signed {
+			d, err = params.ParseSignedDuration(p.Name, def)
+		} else {
+			d, err = params.ParseDuration(p.Name, def)
+		}
 		def = d.String()
 	case KindEnum:
-		_, err = chains.ParseEnum(p.Name, def, p.Enum)
+		_, err = params.ParseEnum(p.Name, def, p.Enum)
 	}
-	if pe, ok := err.(*chains.ParamError); ok {
+	if pe, ok := err.(*params.Error); ok {
 		return def, fmt.Errorf("%s", pe.Reason)
 	}
 	return def, err
@@ -614,36 +667,4 @@ func cleanDoc(cg *ast.CommentGroup, name string) string {
 		return ""
 	}
 	return strings.TrimSpace(cg.Text())
-}
-
-func camel(s string) string {
-	var b strings.Builder
-	up := true
-	for _, r := range s {
-		if r == '_' {
-			up = true
-			continue
-		}
-		if up {
-			b.WriteString(strings.ToUpper(string(r)))
-			up = false
-		} else {
-			b.WriteRune(r)
-		}
-	}
-	return b.String()
-}
-
-func snake(s string) string {
-	var b strings.Builder
-	for i, r := range s {
-		if r >= 'A' && r <= 'Z' {
-			if i > 0 {
-				b.WriteByte('_')
-			}
-			r += 'a' - 'A'
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
 }

@@ -85,15 +85,24 @@ func scratchModule(t *testing.T, chainsDir string) string {
 	}
 	must(os.WriteFile(filepath.Join(root, "go.mod"), []byte("module nectar\n\ngo 1.26\n"), 0o644))
 	must(os.MkdirAll(filepath.Join(root, "chains"), 0o755))
-	sdk, _ := filepath.Glob("../chains/*.go")
-	for _, f := range sdk {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	// The SDK and its runtime packages, without tests, test data and the example chains.
+	must(filepath.WalkDir("../chains", func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
 		}
-		b, err := os.ReadFile(f)
+		if d.IsDir() && (d.Name() == "testchains" || d.Name() == "testdata") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || strings.HasSuffix(p, "_test.go") || !strings.HasSuffix(p, ".go") {
+			return nil
+		}
+		rel, _ := filepath.Rel("../chains", p)
+		dst := filepath.Join(root, "chains", rel)
+		must(os.MkdirAll(filepath.Dir(dst), 0o755))
+		b, err := os.ReadFile(p)
 		must(err)
-		must(os.WriteFile(filepath.Join(root, "chains", filepath.Base(f)), b, 0o644))
-	}
+		return os.WriteFile(dst, b, 0o644)
+	}))
 	must(filepath.WalkDir(chainsDir, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() {
 			return err

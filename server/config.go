@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"nectar/server/runs"
 	"nectar/server/signing"
 )
 
@@ -60,8 +61,8 @@ func Defaults() Config {
 		MonitorInterval: time.Second,
 		WarmPlugins:     true,
 		DoneCacheTTL:    10 * time.Second,
-		PriceVCPUHour:   0.04048,                    // AWS Fargate, Linux/x86, us-east-1
-		PriceGBHour:     0.004445,                   // idem
+		PriceVCPUHour:   runs.DefaultPricing.VCPUHour, // AWS Fargate, Linux/x86, us-east-1
+		PriceGBHour:     runs.DefaultPricing.GBHour,
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",

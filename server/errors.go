@@ -9,7 +9,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"nectar/chains"
+	"nectar/chains/params"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets"
@@ -32,7 +32,7 @@ var errorStatus = []struct {
 	target error
 	code   int
 }{
-	{chains.ErrBadParam, http.StatusBadRequest},
+	{params.ErrBad, http.StatusBadRequest},
 	{targets.ErrBadKey, http.StatusBadRequest},
 	{signing.ErrBadSignature, http.StatusForbidden},
 	{signing.ErrExpired, http.StatusForbidden},

@@ -7,15 +7,15 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path"
-	"slices"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
 
-	"nectar/chains"
+	"nectar/chains/params"
 	"nectar/server/catalog"
 	"nectar/server/runs"
 	"nectar/server/signing"
@@ -152,25 +152,20 @@ type taskData struct {
 func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		q := c.QueryParams()
-		for name := range q {
-			if !t.HasParam(name) && !slices.Contains(reservedQuery, name) {
-				return &chains.ParamError{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (it takes: %s)", t.Name, paramList(t))}
-			}
+		canon, err := t.ParseQuery(q, reservedQuery...)
+		if err != nil {
+			return err
 		}
 		wait, err := s.parseWait(q)
 		if err != nil {
 			return err
 		}
-		force, err := parseForce(q)
-		if err != nil {
-			return err
-		}
-		params, err := t.Parse(q)
+		force, err := params.QueryBool(q, "force", "false", false)
 		if err != nil {
 			return err
 		}
 		ctx := c.Request().Context()
-		key := runs.Key(t.Type, t.Chain, t.Name, params)
+		key := runs.Key(t.Type, t.Chain, t.Name, canon)
 		if _, running := s.runs.Active(key); !running && !force {
 			done := s.done.hit(key)
 			if !done {
@@ -183,10 +178,10 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			}
 			if done { // idempotency: answer at once, start nothing
 				st := runs.Done
-				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params}))
+				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
 			}
 		}
-		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: params, Force: force})
+		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force})
 		if err != nil {
 			return err
 		}
@@ -210,31 +205,14 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 	}
 }
 
-func parseForce(q map[string][]string) (bool, error) {
-	vs := q["force"]
-	if len(vs) == 0 {
-		return false, nil
-	}
-	if len(vs) > 1 {
-		return false, &chains.ParamError{Param: "force", Reason: "is given more than once"}
-	}
-	return chains.ParseBool("force", vs[0])
-}
-
 // cancelByKey answers DELETE /api/chains/<type>/<chain>/<Task>?params: cancel that key's run.
 func (s *Server) cancelByKey(t *catalog.Task) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		q := c.QueryParams()
-		for name := range q {
-			if !t.HasParam(name) {
-				return &chains.ParamError{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (it takes: %s)", t.Name, strings.Join(t.ParamNames(), ", "))}
-			}
-		}
-		params, err := t.Parse(q)
+		canon, err := t.ParseQuery(c.QueryParams())
 		if err != nil {
 			return err
 		}
-		return s.cancel(c, runs.Key(t.Type, t.Chain, t.Name, params))
+		return s.cancel(c, runs.Key(t.Type, t.Chain, t.Name, canon))
 	}
 }
 
@@ -256,25 +234,13 @@ func (s *Server) cancel(c echo.Context, key string) error {
 	}
 }
 
-func paramList(t *catalog.Task) string {
-	names := append(t.ParamNames(), reservedQuery...)
-	return strings.Join(names, ", ")
-}
-
-func (s *Server) parseWait(q map[string][]string) (time.Duration, error) {
-	vs := q["wait"]
-	if len(vs) == 0 {
-		return 0, nil
-	}
-	if len(vs) > 1 {
-		return 0, &chains.ParamError{Param: "wait", Reason: "is given more than once"}
-	}
-	d, err := chains.ParseDuration("wait", vs[0])
+func (s *Server) parseWait(q url.Values) (time.Duration, error) {
+	d, err := params.QueryDuration(q, "wait", "0s", false, false)
 	if err != nil {
 		return 0, err
 	}
-	if d < 0 || d > s.cfg.MaxWait {
-		return 0, &chains.ParamError{Param: "wait", Value: vs[0], Reason: fmt.Sprintf("must be between 0s and %s", s.cfg.MaxWait)}
+	if d > s.cfg.MaxWait {
+		return 0, &params.Error{Param: "wait", Value: q.Get("wait"), Reason: fmt.Sprintf("must be between 0s and %s", s.cfg.MaxWait)}
 	}
 	return d, nil
 }
@@ -339,7 +305,7 @@ func (s *Server) status(c echo.Context) error {
 	q := c.QueryParams()
 	chain := q.Get("chain")
 	if chain == "" {
-		return &chains.ParamError{Param: "chain", Reason: "is required (use the status_url a POST returned)"}
+		return &params.Error{Param: "chain", Reason: "is required (use the status_url a POST returned)"}
 	}
 	if err := s.signer.Verify(signing.PurposeStatus, chain, q.Get("expires"), q.Get("signature")); err != nil {
 		return fmt.Errorf("status URL for %q: %w", chain, err)
@@ -366,7 +332,7 @@ func (s *Server) status(c echo.Context) error {
 // parseStatusChain checks that chain is chains/<type>/<chain>/<task>/<md5>/out and returns the key.
 func parseStatusChain(chain string) (string, error) {
 	bad := func(why string) error {
-		return &chains.ParamError{Param: "chain", Value: chain, Reason: why}
+		return &params.Error{Param: "chain", Value: chain, Reason: why}
 	}
 	if err := targets.CheckKey(chain); err != nil {
 		return "", bad("is not a clean relative path")

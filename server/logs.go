@@ -13,7 +13,7 @@ import (
 
 	"github.com/labstack/echo/v4"
 
-	"nectar/chains"
+	"nectar/chains/params"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets"
@@ -37,19 +37,19 @@ func (s *Server) taskLog(c echo.Context) error {
 		return fmt.Errorf("log URL for %q: %w", key, err)
 	}
 	if _, err := parseStatusChain(key + "/" + runs.OutName); err != nil {
-		return &chains.ParamError{Param: "task", Value: key, Reason: "want chains/<type>/<chain>/<task>/<md5>"}
+		return &params.Error{Param: "task", Value: key, Reason: "want chains/<type>/<chain>/<task>/<md5>"}
 	}
 	var offset int64
 	if v := q.Get("offset"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
-			return &chains.ParamError{Param: "offset", Value: v, Reason: "is not a byte offset (0 or more)"}
+			return &params.Error{Param: "offset", Value: v, Reason: "is not a byte offset (0 or more)"}
 		}
 		offset = n
 	}
 	follow := false
 	if v := q.Get("follow"); v != "" {
-		b, err := chains.ParseBool("follow", v)
+		b, err := params.ParseBool("follow", v)
 		if err != nil {
 			return err
 		}

@@ -5,11 +5,9 @@ package serve
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"sync"
 	"syscall"
 
@@ -19,6 +17,7 @@ import (
 	"google.golang.org/grpc"
 
 	"nectar/chains"
+	"nectar/chains/taskrun"
 	"nectar/plugins"
 )
 
@@ -203,7 +202,7 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	if err != nil {
 		return nil, err
 	}
-	runErr, panicked := runUserCode(ctx, t, chains.ContextConfig{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs}, logf)
+	runErr, panicked := taskrun.Run(t, taskrun.IO{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs})
 	// Sync before answering: the host commits the file the moment we reply.
 	if err := errors.Join(outf.Sync(), outf.Close()); err != nil && runErr == nil {
 		runErr = fmt.Errorf("writing out: %w", err)
@@ -215,38 +214,17 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	return &plugins.RunTaskResponse{}, nil
 }
 
-// runUserCode turns a panic into an error, with the stack in the task's log.
-func runUserCode(ctx context.Context, t chains.Task, cfg chains.ContextConfig, logf *os.File) (err error, panicked bool) {
-	defer func() {
-		if p := recover(); p != nil {
-			fmt.Fprintf(logf, "panic: %v\n\n%s\n", p, debug.Stack())
-			err, panicked = fmt.Errorf("panic: %v", p), true
-		}
-	}()
-	return t.Run(chains.NewContext(cfg)), false
-}
-
-func (r *runner) Metrics(_ context.Context, req *plugins.MetricsRequest) (resp *plugins.MetricsResponse, err error) {
+func (r *runner) Metrics(_ context.Context, req *plugins.MetricsRequest) (*plugins.MetricsResponse, error) {
 	t, err := r.decode(req.Task)
 	if err != nil {
 		return nil, err
 	}
-	md, ok := t.(chains.MetricsDefiner)
-	if !ok {
+	v, ok, err := taskrun.DefineMetrics(t, req.CPUPercent, req.RSSBytes, req.Elapsed, req.Previous)
+	switch {
+	case !ok:
 		return &plugins.MetricsResponse{Error: req.Task.Task + " does not define metrics"}, nil
-	}
-	defer func() {
-		if p := recover(); p != nil {
-			resp, err = &plugins.MetricsResponse{Error: fmt.Sprintf("panic in DefineMetrics: %v", p)}, nil
-		}
-	}()
-	v, err := md.DefineMetrics(req.CPUPercent, req.RSSBytes, req.Elapsed, req.Previous)
-	if err != nil {
+	case err != nil:
 		return &plugins.MetricsResponse{Error: err.Error()}, nil
 	}
-	b, err := json.Marshal(v)
-	if err != nil {
-		return &plugins.MetricsResponse{Error: "DefineMetrics returned a value JSON cannot hold: " + err.Error()}, nil
-	}
-	return &plugins.MetricsResponse{Value: b}, nil
+	return &plugins.MetricsResponse{Value: v}, nil
 }

@@ -4,8 +4,13 @@
 package catalog
 
 import (
+	"fmt"
 	"net/url"
+	"slices"
 	"sort"
+	"strings"
+
+	"nectar/chains/params"
 )
 
 // Param describes one parameter, as shown by the catalog endpoints.
@@ -37,6 +42,23 @@ func (t *Task) HasParam(name string) bool {
 		}
 	}
 	return false
+}
+
+// ParseQuery checks every name in q against the task's parameters and the callers' own (extra,
+// such as wait and force, which the caller reads itself), then parses the task's parameters
+// into canonical JSON. The one validator of a request's parameters: the API and the CLI both use
+// it, so both refuse the same input with the same words.
+func (t *Task) ParseQuery(q url.Values, extra ...string) ([]byte, error) {
+	for name := range q {
+		if !t.HasParam(name) && !slices.Contains(extra, name) {
+			takes := strings.Join(append(t.ParamNames(), extra...), ", ")
+			if takes == "" {
+				takes = "nothing"
+			}
+			return nil, &params.Error{Param: name, Reason: fmt.Sprintf("is not a parameter of %s (it takes: %s)", t.Name, takes)}
+		}
+	}
+	return t.Parse(q)
 }
 
 // ParamNames lists the parameter names, for error messages.

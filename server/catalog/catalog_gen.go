@@ -5,7 +5,7 @@ package catalog
 import (
 	"net/url"
 
-	"nectar/chains"
+	"nectar/chains/params"
 )
 
 // generated lists every task found in chains/<type>/*_chain.go, sorted by type, chain and name.
@@ -228,8 +228,8 @@ var generated = []*Task{
 
 // parseTestchainsFaninChainJoinTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/JoinTask.
 func parseTestchainsFaninChainJoinTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryInt(q, "leaves", "100", false)
+	var w params.Writer
+	p0, err := params.QueryInt(q, "leaves", "100", false)
 	if err != nil {
 		return nil, err
 	}
@@ -239,8 +239,8 @@ func parseTestchainsFaninChainJoinTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaninChainLeafTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/LeafTask.
 func parseTestchainsFaninChainLeafTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryInt(q, "index", "0", false)
+	var w params.Writer
+	p0, err := params.QueryInt(q, "index", "0", false)
 	if err != nil {
 		return nil, err
 	}
@@ -250,8 +250,8 @@ func parseTestchainsFaninChainLeafTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainExitTask turns the query of a POST into the canonical parameters of testchains/faults_chain/ExitTask.
 func parseTestchainsFaultsChainExitTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryInt(q, "code", "3", false)
+	var w params.Writer
+	p0, err := params.QueryInt(q, "code", "3", false)
 	if err != nil {
 		return nil, err
 	}
@@ -261,8 +261,8 @@ func parseTestchainsFaultsChainExitTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainFailTask turns the query of a POST into the canonical parameters of testchains/faults_chain/FailTask.
 func parseTestchainsFaultsChainFailTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "message", "failed on purpose", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "message", "failed on purpose", false)
 	if err != nil {
 		return nil, err
 	}
@@ -272,13 +272,13 @@ func parseTestchainsFaultsChainFailTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainFlakyTask turns the query of a POST into the canonical parameters of testchains/faults_chain/FlakyTask.
 func parseTestchainsFaultsChainFlakyTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "counter", "", true)
+	var w params.Writer
+	p0, err := params.QueryString(q, "counter", "", true)
 	if err != nil {
 		return nil, err
 	}
 	w.String("counter", p0)
-	p1, err := chains.QueryInt(q, "succeed_on", "3", false)
+	p1, err := params.QueryInt(q, "succeed_on", "3", false)
 	if err != nil {
 		return nil, err
 	}
@@ -288,8 +288,8 @@ func parseTestchainsFaultsChainFlakyTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainHangTask turns the query of a POST into the canonical parameters of testchains/faults_chain/HangTask.
 func parseTestchainsFaultsChainHangTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryDuration(q, "limit", "300ms", false)
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "limit", "300ms", false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -299,8 +299,8 @@ func parseTestchainsFaultsChainHangTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainPanicTask turns the query of a POST into the canonical parameters of testchains/faults_chain/PanicTask.
 func parseTestchainsFaultsChainPanicTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "message", "panicked on purpose", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "message", "panicked on purpose", false)
 	if err != nil {
 		return nil, err
 	}
@@ -310,13 +310,13 @@ func parseTestchainsFaultsChainPanicTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainResumeTask turns the query of a POST into the canonical parameters of testchains/faults_chain/ResumeTask.
 func parseTestchainsFaultsChainResumeTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "name", "world", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "name", "world", false)
 	if err != nil {
 		return nil, err
 	}
 	w.String("name", p0)
-	p1, err := chains.QueryString(q, "path", "", true)
+	p1, err := params.QueryString(q, "path", "", true)
 	if err != nil {
 		return nil, err
 	}
@@ -326,8 +326,8 @@ func parseTestchainsFaultsChainResumeTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainSleepTask turns the query of a POST into the canonical parameters of testchains/faults_chain/SleepTask.
 func parseTestchainsFaultsChainSleepTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryDuration(q, "duration", "1s", false)
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "duration", "1s", false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -337,8 +337,8 @@ func parseTestchainsFaultsChainSleepTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainStepFiveTask turns the query of a POST into the canonical parameters of testchains/faults_chain/StepFiveTask.
 func parseTestchainsFaultsChainStepFiveTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "gate", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -348,8 +348,8 @@ func parseTestchainsFaultsChainStepFiveTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainStepFourTask turns the query of a POST into the canonical parameters of testchains/faults_chain/StepFourTask.
 func parseTestchainsFaultsChainStepFourTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "gate", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -359,8 +359,8 @@ func parseTestchainsFaultsChainStepFourTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainStepOneTask turns the query of a POST into the canonical parameters of testchains/faults_chain/StepOneTask.
 func parseTestchainsFaultsChainStepOneTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "gate", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -370,8 +370,8 @@ func parseTestchainsFaultsChainStepOneTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainStepThreeTask turns the query of a POST into the canonical parameters of testchains/faults_chain/StepThreeTask.
 func parseTestchainsFaultsChainStepThreeTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "gate", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -381,8 +381,8 @@ func parseTestchainsFaultsChainStepThreeTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainStepTwoTask turns the query of a POST into the canonical parameters of testchains/faults_chain/StepTwoTask.
 func parseTestchainsFaultsChainStepTwoTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "gate", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -392,13 +392,13 @@ func parseTestchainsFaultsChainStepTwoTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainTickTask turns the query of a POST into the canonical parameters of testchains/faults_chain/TickTask.
 func parseTestchainsFaultsChainTickTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryInt(q, "count", "10", false)
+	var w params.Writer
+	p0, err := params.QueryInt(q, "count", "10", false)
 	if err != nil {
 		return nil, err
 	}
 	w.Int("count", p0)
-	p1, err := chains.QueryDuration(q, "every", "100ms", false)
+	p1, err := params.QueryDuration(q, "every", "100ms", false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -408,8 +408,8 @@ func parseTestchainsFaultsChainTickTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsFaultsChainWaitFileTask turns the query of a POST into the canonical parameters of testchains/faults_chain/WaitFileTask.
 func parseTestchainsFaultsChainWaitFileTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "path", "", true)
+	var w params.Writer
+	p0, err := params.QueryString(q, "path", "", true)
 	if err != nil {
 		return nil, err
 	}
@@ -419,8 +419,8 @@ func parseTestchainsFaultsChainWaitFileTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsHelloChainHelloTask turns the query of a POST into the canonical parameters of testchains/hello_chain/HelloTask.
 func parseTestchainsHelloChainHelloTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "name", "world", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "name", "world", false)
 	if err != nil {
 		return nil, err
 	}
@@ -430,8 +430,8 @@ func parseTestchainsHelloChainHelloTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsHelloChainUpperTask turns the query of a POST into the canonical parameters of testchains/hello_chain/UpperTask.
 func parseTestchainsHelloChainUpperTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "name", "world", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "name", "world", false)
 	if err != nil {
 		return nil, err
 	}
@@ -441,13 +441,13 @@ func parseTestchainsHelloChainUpperTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsMetricsChainAllocTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/AllocTask.
 func parseTestchainsMetricsChainAllocTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryDuration(q, "hold", "300ms", false)
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "hold", "300ms", false, false)
 	if err != nil {
 		return nil, err
 	}
 	w.Duration("hold", p0)
-	p1, err := chains.QueryInt(q, "mb", "200", false)
+	p1, err := params.QueryInt(q, "mb", "200", false)
 	if err != nil {
 		return nil, err
 	}
@@ -457,8 +457,8 @@ func parseTestchainsMetricsChainAllocTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsMetricsChainBurnTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/BurnTask.
 func parseTestchainsMetricsChainBurnTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryDuration(q, "for", "1s", false)
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "for", "1s", false, false)
 	if err != nil {
 		return nil, err
 	}
@@ -468,8 +468,8 @@ func parseTestchainsMetricsChainBurnTask(q url.Values) ([]byte, error) {
 
 // parseTestchainsMetricsChainCountedTask turns the query of a POST into the canonical parameters of testchains/metrics_chain/CountedTask.
 func parseTestchainsMetricsChainCountedTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryDuration(q, "for", "600ms", false)
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "for", "600ms", false, false)
 	if err != nil {
 		return nil, err
 	}

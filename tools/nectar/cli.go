@@ -9,9 +9,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 
+	"nectar/gen/names"
 	"nectar/server"
 	"nectar/server/catalog"
 	"nectar/server/runs"
@@ -38,12 +38,9 @@ func runTask(ctx context.Context, args []string, getenv func(string) string, std
 		if !ok {
 			return fmt.Errorf("%q: want param=value", kv)
 		}
-		if !task.HasParam(k) {
-			return fmt.Errorf("parameter %q: is not a parameter of %s (it takes: %s)", k, task.Name, strings.Join(task.ParamNames(), ", "))
-		}
 		q.Add(k, v)
 	}
-	params, err := task.Parse(q)
+	params, err := task.ParseQuery(q)
 	if err != nil {
 		return err
 	}
@@ -91,11 +88,6 @@ func runTask(ctx context.Context, args []string, getenv func(string) string, std
 	return err
 }
 
-var (
-	newTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-	newNameRE = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
-)
-
 const chainTemplate = `package %[1]s
 
 import (
@@ -124,12 +116,12 @@ func newChain(args []string, stdout io.Writer) error {
 	if len(args) != 2 {
 		return errors.New("usage: nectar new <type> <name>   (writes chains/<type>/<name>_chain.go)")
 	}
-	typ, name := args[0], strings.TrimSuffix(args[1], "_chain")
-	if !newTypeRE.MatchString(typ) {
-		return fmt.Errorf("type %q: use lower case letters, digits and _, starting with a letter", typ)
+	typ, name := args[0], strings.TrimSuffix(args[1], names.ChainSuffix)
+	if err := names.CheckType(typ); err != nil {
+		return err
 	}
-	if !newNameRE.MatchString(name) {
-		return fmt.Errorf("name %q: use lower case letters, digits and _, starting with a letter", name)
+	if err := names.CheckChain(name); err != nil {
+		return err
 	}
 	if _, err := os.Stat("chains"); err != nil {
 		return errors.New("no chains/ folder here: run nectar new from the repository's root")
@@ -145,21 +137,11 @@ func newChain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, chainTemplate, typ, camel(name), name)
+	_, err = fmt.Fprintf(f, chainTemplate, typ, names.Camel(name), name)
 	if err = errors.Join(err, f.Close()); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "wrote %s\nnext: make run, then\n  curl -X POST 'localhost:5000/api/chains/%s/%s_chain/%sTask?name=ada&wait=10s'\n",
-		path, typ, name, camel(name))
+		path, typ, name, names.Camel(name))
 	return nil
-}
-
-func camel(s string) string {
-	var b strings.Builder
-	for _, part := range strings.Split(s, "_") {
-		if part != "" {
-			b.WriteString(strings.ToUpper(part[:1]) + part[1:])
-		}
-	}
-	return b.String()
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 
 	"nectar/chains"
+	"nectar/chains/params"
 	testchains "nectar/chains/testchains"
 	"nectar/plugins"
 	"nectar/plugins/serve"
@@ -210,7 +211,7 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 
 func decodeJoinTask(b []byte) (chains.Task, error) {
 	var t testchains.JoinTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -226,14 +227,14 @@ func encodeJoinTask(t *testchains.JoinTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.JoinTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.Int("leaves", int64(t.Leaves))
 	return w.Bytes(), nil
 }
 
 func decodeLeafTask(b []byte) (chains.Task, error) {
 	var t testchains.LeafTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -249,14 +250,14 @@ func encodeLeafTask(t *testchains.LeafTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.LeafTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.Int("index", int64(t.Index))
 	return w.Bytes(), nil
 }
 
 func decodeExitTask(b []byte) (chains.Task, error) {
 	var t testchains.ExitTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -272,14 +273,14 @@ func encodeExitTask(t *testchains.ExitTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.ExitTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.Int("code", int64(t.Code))
 	return w.Bytes(), nil
 }
 
 func decodeFailTask(b []byte) (chains.Task, error) {
 	var t testchains.FailTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -293,14 +294,14 @@ func encodeFailTask(t *testchains.FailTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.FailTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("message", t.Message)
 	return w.Bytes(), nil
 }
 
 func decodeFlakyTask(b []byte) (chains.Task, error) {
 	var t testchains.FlakyTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -319,7 +320,7 @@ func encodeFlakyTask(t *testchains.FlakyTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.FlakyTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("counter", t.Counter)
 	w.Int("succeed_on", int64(t.SucceedOn))
 	return w.Bytes(), nil
@@ -327,7 +328,7 @@ func encodeFlakyTask(t *testchains.FlakyTask) ([]byte, error) {
 
 func decodeHangTask(b []byte) (chains.Task, error) {
 	var t testchains.HangTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -341,14 +342,17 @@ func encodeHangTask(t *testchains.HangTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.HangTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
+	if t.Limit < 0 {
+		return nil, fmt.Errorf("testchains.HangTask: %w", &params.Error{Param: "limit", Value: t.Limit.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("limit", t.Limit)
 	return w.Bytes(), nil
 }
 
 func decodePanicTask(b []byte) (chains.Task, error) {
 	var t testchains.PanicTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -362,14 +366,14 @@ func encodePanicTask(t *testchains.PanicTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.PanicTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("message", t.Message)
 	return w.Bytes(), nil
 }
 
 func decodeResumeTask(b []byte) (chains.Task, error) {
 	var t testchains.ResumeTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -386,7 +390,7 @@ func encodeResumeTask(t *testchains.ResumeTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.ResumeTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("name", t.Name)
 	w.String("path", t.Path)
 	return w.Bytes(), nil
@@ -394,7 +398,7 @@ func encodeResumeTask(t *testchains.ResumeTask) ([]byte, error) {
 
 func decodeSleepTask(b []byte) (chains.Task, error) {
 	var t testchains.SleepTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -408,14 +412,17 @@ func encodeSleepTask(t *testchains.SleepTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.SleepTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
+	if t.Duration < 0 {
+		return nil, fmt.Errorf("testchains.SleepTask: %w", &params.Error{Param: "duration", Value: t.Duration.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("duration", t.Duration)
 	return w.Bytes(), nil
 }
 
 func decodeStepFiveTask(b []byte) (chains.Task, error) {
 	var t testchains.StepFiveTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -429,14 +436,14 @@ func encodeStepFiveTask(t *testchains.StepFiveTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.StepFiveTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 
 func decodeStepFourTask(b []byte) (chains.Task, error) {
 	var t testchains.StepFourTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -450,14 +457,14 @@ func encodeStepFourTask(t *testchains.StepFourTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.StepFourTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 
 func decodeStepOneTask(b []byte) (chains.Task, error) {
 	var t testchains.StepOneTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -471,14 +478,14 @@ func encodeStepOneTask(t *testchains.StepOneTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.StepOneTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 
 func decodeStepThreeTask(b []byte) (chains.Task, error) {
 	var t testchains.StepThreeTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -492,14 +499,14 @@ func encodeStepThreeTask(t *testchains.StepThreeTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.StepThreeTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 
 func decodeStepTwoTask(b []byte) (chains.Task, error) {
 	var t testchains.StepTwoTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -513,14 +520,14 @@ func encodeStepTwoTask(t *testchains.StepTwoTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.StepTwoTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 
 func decodeTickTask(b []byte) (chains.Task, error) {
 	var t testchains.TickTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -539,15 +546,18 @@ func encodeTickTask(t *testchains.TickTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.TickTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.Int("count", int64(t.Count))
+	if t.Every < 0 {
+		return nil, fmt.Errorf("testchains.TickTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("every", t.Every)
 	return w.Bytes(), nil
 }
 
 func decodeWaitFileTask(b []byte) (chains.Task, error) {
 	var t testchains.WaitFileTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -561,14 +571,14 @@ func encodeWaitFileTask(t *testchains.WaitFileTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.WaitFileTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("path", t.Path)
 	return w.Bytes(), nil
 }
 
 func decodeHelloTask(b []byte) (chains.Task, error) {
 	var t testchains.HelloTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -582,14 +592,14 @@ func encodeHelloTask(t *testchains.HelloTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.HelloTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("name", t.Name)
 	return w.Bytes(), nil
 }
 
 func decodeUpperTask(b []byte) (chains.Task, error) {
 	var t testchains.UpperTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -603,14 +613,14 @@ func encodeUpperTask(t *testchains.UpperTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.UpperTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("name", t.Name)
 	return w.Bytes(), nil
 }
 
 func decodeAllocTask(b []byte) (chains.Task, error) {
 	var t testchains.AllocTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -629,7 +639,10 @@ func encodeAllocTask(t *testchains.AllocTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.AllocTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
+	if t.Hold < 0 {
+		return nil, fmt.Errorf("testchains.AllocTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("hold", t.Hold)
 	w.Int("mb", int64(t.MB))
 	return w.Bytes(), nil
@@ -637,7 +650,7 @@ func encodeAllocTask(t *testchains.AllocTask) ([]byte, error) {
 
 func decodeBurnTask(b []byte) (chains.Task, error) {
 	var t testchains.BurnTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -651,14 +664,17 @@ func encodeBurnTask(t *testchains.BurnTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.BurnTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
+	if t.For < 0 {
+		return nil, fmt.Errorf("testchains.BurnTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("for", t.For)
 	return w.Bytes(), nil
 }
 
 func decodeCountedTask(b []byte) (chains.Task, error) {
 	var t testchains.CountedTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -672,7 +688,10 @@ func encodeCountedTask(t *testchains.CountedTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *testchains.CountedTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
+	if t.For < 0 {
+		return nil, fmt.Errorf("testchains.CountedTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("for", t.For)
 	return w.Bytes(), nil
 }

@@ -18,6 +18,7 @@ type ResizeTask struct {
 	Sharpen bool          `param:"sharpen"`
 	Day     time.Time     `param:"day" default:"2024-01-02"`
 	Timeout time.Duration `param:"timeout" default:"90s"`
+	Shift   time.Duration `param:"shift" default:"-1h" signed:"true"` // May be negative.
 	Tags    []string      `param:"tags" default:"a,b"`
 	Format  string        `param:"format" enum:"png,jpeg" default:"png"` // Output format.
 }

@@ -2,6 +2,7 @@ package bad
 
 import (
 	"context"
+	"time"
 
 	"nectar/chains"
 )
@@ -17,13 +18,15 @@ type NotStructTask string
 type FieldsTask struct {
 	Things    map[string]int `param:"things"`
 	Untagged  string
-	Enum      string `param:"mode" enum:"a,b"`
-	Bad       int    `param:"bad" default:"seven"`
-	BadName   string `param:"BadName"`
-	Reserved  string `param:"wait"`
-	Both      string `param:"both" required:"true" default:"x"`
-	EnumInt   int    `param:"enum_int" enum:"1,2"`
-	Duplicate string `param:"bad"`
+	Enum      string        `param:"mode" enum:"a,b"`
+	Bad       int           `param:"bad" default:"seven"`
+	BadName   string        `param:"BadName"`
+	Reserved  string        `param:"wait"`
+	Both      string        `param:"both" required:"true" default:"x"`
+	EnumInt   int           `param:"enum_int" enum:"1,2"`
+	Duplicate string        `param:"bad"`
+	Back      time.Duration `param:"back" default:"-5m"`
+	SignedStr string        `param:"signed_str" signed:"true"`
 }
 
 func (FieldsTask) Run(*chains.Context) error { return nil }

@@ -5,7 +5,7 @@ package catalog
 import (
 	"net/url"
 
-	"nectar/chains"
+	"nectar/chains/params"
 )
 
 // generated lists every task found in chains/<type>/*_chain.go, sorted by type, chain and name.
@@ -39,6 +39,7 @@ var generated = []*Task{
 			{Name: "height", Kind: "int64", Default: "480", Required: false, Doc: ""},
 			{Name: "scale", Kind: "float64", Default: "1", Required: false, Doc: ""},
 			{Name: "sharpen", Kind: "bool", Default: "false", Required: false, Doc: ""},
+			{Name: "shift", Kind: "duration", Default: "-1h0m0s", Required: false, Doc: "May be negative."},
 			{Name: "source", Kind: "string", Default: "", Required: true, Doc: "Where the images are."},
 			{Name: "tags", Kind: "[]string", Default: "a,b", Required: false, Doc: ""},
 			{Name: "timeout", Kind: "duration", Default: "1m30s", Required: false, Doc: ""},
@@ -50,14 +51,14 @@ var generated = []*Task{
 
 // parseEtlEmptyChainPingTask turns the query of a POST into the canonical parameters of etl/empty_chain/PingTask.
 func parseEtlEmptyChainPingTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
+	var w params.Writer
 	return w.Bytes(), nil
 }
 
 // parseEtlResizeChainPublishTask turns the query of a POST into the canonical parameters of etl/resize_chain/PublishTask.
 func parseEtlResizeChainPublishTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryString(q, "source", "", false)
+	var w params.Writer
+	p0, err := params.QueryString(q, "source", "", false)
 	if err != nil {
 		return nil, err
 	}
@@ -67,51 +68,56 @@ func parseEtlResizeChainPublishTask(q url.Values) ([]byte, error) {
 
 // parseEtlResizeChainResizeTask turns the query of a POST into the canonical parameters of etl/resize_chain/ResizeTask.
 func parseEtlResizeChainResizeTask(q url.Values) ([]byte, error) {
-	var w chains.ParamWriter
-	p0, err := chains.QueryTime(q, "day", "2024-01-02", false)
+	var w params.Writer
+	p0, err := params.QueryTime(q, "day", "2024-01-02", false)
 	if err != nil {
 		return nil, err
 	}
 	w.Time("day", p0)
-	p1, err := chains.QueryEnum(q, "format", "png", false, []string{"png", "jpeg"})
+	p1, err := params.QueryEnum(q, "format", "png", false, []string{"png", "jpeg"})
 	if err != nil {
 		return nil, err
 	}
 	w.String("format", p1)
-	p2, err := chains.QueryInt(q, "height", "480", false)
+	p2, err := params.QueryInt(q, "height", "480", false)
 	if err != nil {
 		return nil, err
 	}
 	w.Int("height", p2)
-	p3, err := chains.QueryFloat(q, "scale", "1", false)
+	p3, err := params.QueryFloat(q, "scale", "1", false)
 	if err != nil {
 		return nil, err
 	}
 	w.Float("scale", p3)
-	p4, err := chains.QueryBool(q, "sharpen", "false", false)
+	p4, err := params.QueryBool(q, "sharpen", "false", false)
 	if err != nil {
 		return nil, err
 	}
 	w.Bool("sharpen", p4)
-	p5, err := chains.QueryString(q, "source", "", true)
+	p5, err := params.QueryDuration(q, "shift", "-1h0m0s", false, true)
 	if err != nil {
 		return nil, err
 	}
-	w.String("source", p5)
-	p6, err := chains.QueryStrings(q, "tags", "a,b", false)
+	w.Duration("shift", p5)
+	p6, err := params.QueryString(q, "source", "", true)
 	if err != nil {
 		return nil, err
 	}
-	w.Strings("tags", p6)
-	p7, err := chains.QueryDuration(q, "timeout", "1m30s", false)
+	w.String("source", p6)
+	p7, err := params.QueryStrings(q, "tags", "a,b", false)
 	if err != nil {
 		return nil, err
 	}
-	w.Duration("timeout", p7)
-	p8, err := chains.QueryInt(q, "width", "640", false)
+	w.Strings("tags", p7)
+	p8, err := params.QueryDuration(q, "timeout", "1m30s", false, false)
 	if err != nil {
 		return nil, err
 	}
-	w.Int("width", p8)
+	w.Duration("timeout", p8)
+	p9, err := params.QueryInt(q, "width", "640", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("width", p9)
 	return w.Bytes(), nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"nectar/chains"
 	etl "nectar/chains/etl"
+	"nectar/chains/params"
 	"nectar/plugins"
 	"nectar/plugins/serve"
 )
@@ -64,13 +65,13 @@ func encodePingTask(t *etl.PingTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *etl.PingTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	return w.Bytes(), nil
 }
 
 func decodePublishTask(b []byte) (chains.Task, error) {
 	var t etl.PublishTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -84,14 +85,14 @@ func encodePublishTask(t *etl.PublishTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *etl.PublishTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.String("source", t.Source)
 	return w.Bytes(), nil
 }
 
 func decodeResizeTask(b []byte) (chains.Task, error) {
 	var t etl.ResizeTask
-	r, err := chains.ReadParams(b)
+	r, err := params.Read(b)
 	if err != nil {
 		return nil, err
 	}
@@ -108,6 +109,9 @@ func decodeResizeTask(b []byte) (chains.Task, error) {
 		return nil, err
 	}
 	if t.Sharpen, err = r.Bool("sharpen"); err != nil {
+		return nil, err
+	}
+	if t.Shift, err = r.Duration("shift"); err != nil {
 		return nil, err
 	}
 	if t.Source, err = r.String("source"); err != nil {
@@ -131,17 +135,21 @@ func encodeResizeTask(t *etl.ResizeTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *etl.ResizeTask")
 	}
-	var w chains.ParamWriter
+	var w params.Writer
 	w.Time("day", t.Day)
-	if _, err := chains.ParseEnum("format", t.Format, []string{"png", "jpeg"}); err != nil {
-		return nil, fmt.Errorf("etl.format: %w", err)
+	if _, err := params.ParseEnum("format", t.Format, []string{"png", "jpeg"}); err != nil {
+		return nil, fmt.Errorf("etl.ResizeTask: %w", err)
 	}
 	w.String("format", t.Format)
 	w.Int("height", t.Height)
 	w.Float("scale", t.Scale)
 	w.Bool("sharpen", t.Sharpen)
+	w.Duration("shift", t.Shift)
 	w.String("source", t.Source)
 	w.Strings("tags", t.Tags)
+	if t.Timeout < 0 {
+		return nil, fmt.Errorf("etl.ResizeTask: %w", &params.Error{Param: "timeout", Value: t.Timeout.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
 	w.Duration("timeout", t.Timeout)
 	w.Int("width", int64(t.Width))
 	return w.Bytes(), nil

@@ -1,4 +1,4 @@
-package chains
+package params
 
 import (
 	"errors"
@@ -27,6 +27,9 @@ func TestParse(t *testing.T) {
 		{"rfc3339 to UTC", func(s string) (any, error) { return ParseTime("d", s) }, "2024-01-02T03:04:05+02:00", time.Date(2024, 1, 2, 1, 4, 5, 0, time.UTC), ""},
 		{"time bad", func(s string) (any, error) { return ParseTime("d", s) }, "yesterday", nil, `parameter "d": "yesterday" is not a date (2006-01-02) or an RFC 3339 time`},
 		{"duration", func(s string) (any, error) { return ParseDuration("t", s) }, "1m30s", 90 * time.Second, ""},
+		{"duration negative", func(s string) (any, error) { return ParseDuration("t", s) }, "-1s", nil, `parameter "t": "-1s" is negative (the task takes a duration of 0s or more)`},
+		{"signed duration negative", func(s string) (any, error) { return ParseSignedDuration("t", s) }, "-1s", -time.Second, ""},
+		{"duration bad", func(s string) (any, error) { return ParseDuration("t", s) }, "soon", nil, `parameter "t": "soon" is not a duration (such as 1.5s or 2m)`},
 		{"enum", func(s string) (any, error) { return ParseEnum("e", s, []string{"a", "b"}) }, "b", "b", ""},
 		{"enum bad", func(s string) (any, error) { return ParseEnum("e", s, []string{"a", "b"}) }, "c", nil, `parameter "e": "c" is not one of a, b`},
 	}
@@ -34,8 +37,8 @@ func TestParse(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := tt.parse(tt.in)
 			if tt.wantErr != "" {
-				if err == nil || err.Error() != tt.wantErr || !errors.Is(err, ErrBadParam) {
-					t.Fatalf("parse(%q) error = %v, want %q wrapping ErrBadParam", tt.in, err, tt.wantErr)
+				if err == nil || err.Error() != tt.wantErr || !errors.Is(err, ErrBad) {
+					t.Fatalf("parse(%q) error = %v, want %q wrapping ErrBad", tt.in, err, tt.wantErr)
 				}
 				return
 			}
@@ -67,8 +70,8 @@ func TestQueryValue(t *testing.T) {
 }
 
 // The canonical JSON is the key's source: same values, same bytes, whatever the spelling.
-func TestParamWriterIsCanonical(t *testing.T) {
-	var w ParamWriter
+func TestWriterIsCanonical(t *testing.T) {
+	var w Writer
 	w.Bool("b", true)
 	w.Time("d", time.Date(2024, 1, 2, 0, 0, 0, 0, time.UTC))
 	w.Float("f", 1.0)
@@ -81,7 +84,7 @@ func TestParamWriterIsCanonical(t *testing.T) {
 	if got := string(w.Bytes()); got != want {
 		t.Errorf("Bytes() = %s\nwant      %s", got, want)
 	}
-	var empty ParamWriter
+	var empty Writer
 	if got := string(empty.Bytes()); got != "{}" {
 		t.Errorf("empty = %s, want {}", got)
 	}
@@ -91,19 +94,19 @@ func TestParamWriterIsCanonical(t *testing.T) {
 			t.Errorf("unsorted keys did not panic")
 		}
 	}()
-	var bad ParamWriter
+	var bad Writer
 	bad.String("b", "")
 	bad.String("a", "")
 }
 
 // Round trip: what the server writes, the plugin reads back to the same values.
-func TestParamReaderRoundTrip(t *testing.T) {
-	var w ParamWriter
+func TestReaderRoundTrip(t *testing.T) {
+	var w Writer
 	w.Duration("d", time.Second)
 	w.Int("n", -3)
 	w.Strings("s", []string{"a", "b,c"})
 	w.Time("t", time.Date(2020, 5, 6, 7, 8, 9, 10, time.UTC))
-	r, err := ReadParams(w.Bytes())
+	r, err := Read(w.Bytes())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,11 +141,11 @@ func FuzzQueryParsing(f *testing.F) {
 		if err != nil {
 			return
 		}
-		var w ParamWriter
+		var w Writer
 		if v, err := QueryBool(q, "b", "false", false); err == nil {
 			w.Bool("b", v)
 		}
-		if v, err := QueryDuration(q, "d", "0s", false); err == nil {
+		if v, err := QueryDuration(q, "d", "0s", false, true); err == nil {
 			w.Duration("d", v)
 		}
 		if v, err := QueryFloat(q, "f", "0", false); err == nil {
@@ -160,7 +163,7 @@ func FuzzQueryParsing(f *testing.F) {
 		if v, err := QueryTime(q, "t", "0001-01-01", false); err == nil {
 			w.Time("t", v)
 		}
-		r, err := ReadParams(w.Bytes())
+		r, err := Read(w.Bytes())
 		if err != nil {
 			t.Fatalf("canonical JSON %s does not parse: %v", w.Bytes(), err)
 		}

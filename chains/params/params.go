@@ -1,4 +1,10 @@
-package chains
+// Package params is the canonical encoding of task parameters: it parses them from a query,
+// writes them as the canonical JSON whose MD5 is a run's key, and reads them back in the plugin.
+//
+// Generated code (server/catalog, plugins/mains), the server, the generator and the CLI call it;
+// chain authors never do: they declare parameters as tagged fields, and the generator writes the
+// calls. Every error it returns is an *Error naming the parameter, and wraps ErrBad.
+package params
 
 import (
 	"encoding/json"
@@ -13,27 +19,29 @@ import (
 	"unicode/utf8"
 )
 
-// ErrBadParam is wrapped by every *ParamError, so callers map all of them with one errors.Is.
-var ErrBadParam = errors.New("bad parameter")
+// ErrBad is wrapped by every *Error, so callers map all of them with one errors.Is.
+var ErrBad = errors.New("bad parameter")
 
-// ParamError names the parameter that was wrong and why.
-type ParamError struct {
+// Error names the parameter that was wrong and why. Value is the offending text as sent
+// (empty when the parameter was absent or the value cannot be shown).
+type Error struct {
 	Param  string
 	Value  string
 	Reason string
 }
 
-func (e *ParamError) Error() string {
+func (e *Error) Error() string {
 	if e.Value == "" {
 		return fmt.Sprintf("parameter %q: %s", e.Param, e.Reason)
 	}
 	return fmt.Sprintf("parameter %q: %q %s", e.Param, e.Value, e.Reason)
 }
 
-func (e *ParamError) Unwrap() error { return ErrBadParam }
+// Unwrap makes every *Error match ErrBad.
+func (e *Error) Unwrap() error { return ErrBad }
 
-func paramErr(name, value, format string, args ...any) error {
-	return &ParamError{Param: name, Value: value, Reason: fmt.Sprintf(format, args...)}
+func newError(name, value, format string, args ...any) error {
+	return &Error{Param: name, Value: value, Reason: fmt.Sprintf(format, args...)}
 }
 
 // QueryValue returns the single raw value of name in q, or def when q has none. A parameter
@@ -42,14 +50,14 @@ func QueryValue(q url.Values, name, def string, required bool) (string, error) {
 	vs, ok := q[name]
 	switch {
 	case !ok && required:
-		return "", paramErr(name, "", "is required")
+		return "", newError(name, "", "is required")
 	case !ok:
 		return def, nil
 	case len(vs) > 1:
-		return "", paramErr(name, "", "is given %d times; give it once", len(vs))
+		return "", newError(name, "", "is given %d times; give it once", len(vs))
 	case !utf8.ValidString(vs[0]):
 		// JSON would replace the bad bytes, so the task would see another value than was sent.
-		return "", paramErr(name, "", "is not valid UTF-8")
+		return "", newError(name, "", "is not valid UTF-8")
 	}
 	return vs[0], nil
 }
@@ -60,7 +68,7 @@ func QueryList(q url.Values, name, def string, required bool) ([]string, error) 
 	vs, ok := q[name]
 	if !ok {
 		if required {
-			return nil, paramErr(name, "", "is required")
+			return nil, newError(name, "", "is required")
 		}
 		if def == "" {
 			return []string{}, nil
@@ -73,7 +81,7 @@ func QueryList(q url.Values, name, def string, required bool) ([]string, error) 
 			continue
 		}
 		if !utf8.ValidString(v) {
-			return nil, paramErr(name, "", "is not valid UTF-8")
+			return nil, newError(name, "", "is not valid UTF-8")
 		}
 		out = append(out, strings.Split(v, ",")...)
 	}
@@ -88,7 +96,7 @@ func ParseBool(name, s string) (bool, error) {
 	case "false", "0", "no", "off":
 		return false, nil
 	}
-	return false, paramErr(name, s, "is not a boolean (want true or false)")
+	return false, newError(name, s, "is not a boolean (want true or false)")
 }
 
 // ParseInt parses a base-10 integer that fits in bits (32 or 64 for int and int64 fields).
@@ -96,9 +104,9 @@ func ParseInt(name, s string, bits int) (int64, error) {
 	v, err := strconv.ParseInt(s, 10, bits)
 	if err != nil {
 		if errors.Is(err, strconv.ErrRange) {
-			return 0, paramErr(name, s, "is out of range for a %d-bit integer", bits)
+			return 0, newError(name, s, "is out of range for a %d-bit integer", bits)
 		}
-		return 0, paramErr(name, s, "is not an integer")
+		return 0, newError(name, s, "is not an integer")
 	}
 	return v, nil
 }
@@ -107,7 +115,7 @@ func ParseInt(name, s string, bits int) (int64, error) {
 func ParseFloat(name, s string) (float64, error) {
 	v, err := strconv.ParseFloat(s, 64)
 	if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-		return 0, paramErr(name, s, "is not a finite number")
+		return 0, newError(name, s, "is not a finite number")
 	}
 	return v, nil
 }
@@ -119,16 +127,29 @@ func ParseTime(name, s string) (time.Time, error) {
 	}
 	t, err := time.Parse(time.RFC3339Nano, s)
 	if err != nil {
-		return time.Time{}, paramErr(name, s, "is not a date (2006-01-02) or an RFC 3339 time")
+		return time.Time{}, newError(name, s, "is not a date (2006-01-02) or an RFC 3339 time")
 	}
 	return t.UTC(), nil
 }
 
-// ParseDuration parses a Go duration such as 1.5s or 2m.
+// ParseDuration parses a Go duration such as 1.5s or 2m, refusing a negative one: a timeout,
+// an interval or a window below zero is a mistake, not a request.
 func ParseDuration(name, s string) (time.Duration, error) {
+	return parseDuration(name, s, false)
+}
+
+// ParseSignedDuration parses a Go duration that may be negative (a field tagged signed:"true").
+func ParseSignedDuration(name, s string) (time.Duration, error) {
+	return parseDuration(name, s, true)
+}
+
+func parseDuration(name, s string, signed bool) (time.Duration, error) {
 	d, err := time.ParseDuration(s)
 	if err != nil {
-		return 0, paramErr(name, s, "is not a duration (such as 1.5s or 2m)")
+		return 0, newError(name, s, "is not a duration (such as 1.5s or 2m)")
+	}
+	if d < 0 && !signed {
+		return 0, newError(name, s, "is negative (the task takes a duration of 0s or more)")
 	}
 	return d, nil
 }
@@ -136,25 +157,25 @@ func ParseDuration(name, s string) (time.Duration, error) {
 // ParseEnum checks that s is one of allowed.
 func ParseEnum(name, s string, allowed []string) (string, error) {
 	if !slices.Contains(allowed, s) {
-		return "", paramErr(name, s, "is not one of %s", strings.Join(allowed, ", "))
+		return "", newError(name, s, "is not one of %s", strings.Join(allowed, ", "))
 	}
 	return s, nil
 }
 
-// ParamWriter builds the canonical JSON of a task's parameters: one object, keys in the order
+// Writer builds the canonical JSON of a task's parameters: one object, keys in the order
 // written (the generator writes them sorted by name), values typed. Its MD5 is the run's key, so
 // two spellings of the same parameters (?name=world and no name, 1.0 and 1) give one key.
-type ParamWriter struct {
+type Writer struct {
 	buf  []byte
 	last string
 }
 
-func (w *ParamWriter) key(name string) {
+func (w *Writer) key(name string) {
 	if len(w.buf) == 0 {
 		w.buf = append(w.buf, '{')
 	} else {
 		if name <= w.last {
-			panic(fmt.Sprintf("chains: ParamWriter: %q written after %q; keys must be sorted", name, w.last))
+			panic(fmt.Sprintf("params: Writer: %q written after %q; keys must be sorted", name, w.last))
 		}
 		w.buf = append(w.buf, ',')
 	}
@@ -163,38 +184,44 @@ func (w *ParamWriter) key(name string) {
 	w.buf = append(w.buf, ':')
 }
 
-func (w *ParamWriter) String(name, v string) {
+// String writes a string parameter.
+func (w *Writer) String(name, v string) {
 	w.key(name)
 	w.buf = appendJSONString(w.buf, v)
 }
 
-func (w *ParamWriter) Bool(name string, v bool) {
+// Bool writes a boolean parameter.
+func (w *Writer) Bool(name string, v bool) {
 	w.key(name)
 	w.buf = strconv.AppendBool(w.buf, v)
 }
 
-func (w *ParamWriter) Int(name string, v int64) {
+// Int writes an integer parameter (int and int64 fields alike).
+func (w *Writer) Int(name string, v int64) {
 	w.key(name)
 	w.buf = strconv.AppendInt(w.buf, v, 10)
 }
 
-func (w *ParamWriter) Float(name string, v float64) {
+// Float writes a float64 parameter in its shortest exact form.
+func (w *Writer) Float(name string, v float64) {
 	w.key(name)
 	w.buf = strconv.AppendFloat(w.buf, v, 'g', -1, 64)
 }
 
 // Time writes a date when v is midnight UTC, else RFC 3339 in UTC.
-func (w *ParamWriter) Time(name string, v time.Time) {
+func (w *Writer) Time(name string, v time.Time) {
 	w.key(name)
 	w.buf = appendJSONString(w.buf, FormatTime(v))
 }
 
-func (w *ParamWriter) Duration(name string, v time.Duration) {
+// Duration writes a duration in Go's canonical text (1m30s).
+func (w *Writer) Duration(name string, v time.Duration) {
 	w.key(name)
 	w.buf = appendJSONString(w.buf, v.String())
 }
 
-func (w *ParamWriter) Strings(name string, v []string) {
+// Strings writes a list parameter.
+func (w *Writer) Strings(name string, v []string) {
 	w.key(name)
 	w.buf = append(w.buf, '[')
 	for i, s := range v {
@@ -207,7 +234,7 @@ func (w *ParamWriter) Strings(name string, v []string) {
 }
 
 // Bytes returns the canonical JSON ({} when there are no parameters).
-func (w *ParamWriter) Bytes() []byte {
+func (w *Writer) Bytes() []byte {
 	if len(w.buf) == 0 {
 		return []byte("{}")
 	}
@@ -228,57 +255,63 @@ func appendJSONString(buf []byte, s string) []byte {
 	return append(buf, b...)
 }
 
-// ParamReader decodes canonical parameter JSON in the plugin, where a task value is rebuilt.
-type ParamReader struct {
+// Reader decodes canonical parameter JSON in the plugin, where a task value is rebuilt.
+type Reader struct {
 	fields map[string]json.RawMessage
 }
 
-// ReadParams parses canonical parameter JSON.
-func ReadParams(b []byte) (ParamReader, error) {
-	var r ParamReader
+// Read parses canonical parameter JSON.
+func Read(b []byte) (Reader, error) {
+	var r Reader
 	if err := json.Unmarshal(b, &r.fields); err != nil {
 		return r, fmt.Errorf("parameters are not a JSON object: %w", err)
 	}
 	return r, nil
 }
 
-func (r ParamReader) decode(name string, v any) error {
+func (r Reader) decode(name string, v any) error {
 	raw, ok := r.fields[name]
 	if !ok {
-		return paramErr(name, "", "is missing")
+		return newError(name, "", "is missing")
 	}
 	if err := json.Unmarshal(raw, v); err != nil {
-		return paramErr(name, string(raw), "has the wrong type: %v", err)
+		return newError(name, string(raw), "has the wrong type: %v", err)
 	}
 	return nil
 }
 
-func (r ParamReader) String(name string) (s string, err error) {
+// String decodes a string (or enum) parameter.
+func (r Reader) String(name string) (s string, err error) {
 	err = r.decode(name, &s)
 	return s, err
 }
 
-func (r ParamReader) Bool(name string) (b bool, err error) {
+// Bool decodes a boolean parameter.
+func (r Reader) Bool(name string) (b bool, err error) {
 	err = r.decode(name, &b)
 	return b, err
 }
 
-func (r ParamReader) Int(name string) (i int64, err error) {
+// Int decodes an integer parameter.
+func (r Reader) Int(name string) (i int64, err error) {
 	err = r.decode(name, &i)
 	return i, err
 }
 
-func (r ParamReader) Float(name string) (f float64, err error) {
+// Float decodes a float64 parameter.
+func (r Reader) Float(name string) (f float64, err error) {
 	err = r.decode(name, &f)
 	return f, err
 }
 
-func (r ParamReader) Strings(name string) (s []string, err error) {
+// Strings decodes a list parameter.
+func (r Reader) Strings(name string) (s []string, err error) {
 	err = r.decode(name, &s)
 	return s, err
 }
 
-func (r ParamReader) Time(name string) (time.Time, error) {
+// Time decodes a time parameter.
+func (r Reader) Time(name string) (time.Time, error) {
 	s, err := r.String(name)
 	if err != nil {
 		return time.Time{}, err
@@ -286,21 +319,24 @@ func (r ParamReader) Time(name string) (time.Time, error) {
 	return ParseTime(name, s)
 }
 
-func (r ParamReader) Duration(name string) (time.Duration, error) {
+// Duration decodes a duration; the sign was checked when the parameters were written.
+func (r Reader) Duration(name string) (time.Duration, error) {
 	s, err := r.String(name)
 	if err != nil {
 		return 0, err
 	}
-	return ParseDuration(name, s)
+	return ParseSignedDuration(name, s)
 }
 
 // The Query* helpers are what generated route code calls: one per parameter kind, each taking
 // the raw default (checked by the generator) and reporting errors that name the parameter.
 
+// QueryString reads a string parameter.
 func QueryString(q url.Values, name, def string, required bool) (string, error) {
 	return QueryValue(q, name, def, required)
 }
 
+// QueryBool reads a boolean parameter.
 func QueryBool(q url.Values, name, def string, required bool) (bool, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
@@ -309,6 +345,7 @@ func QueryBool(q url.Values, name, def string, required bool) (bool, error) {
 	return ParseBool(name, s)
 }
 
+// QueryInt reads an integer parameter.
 func QueryInt(q url.Values, name, def string, required bool) (int64, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
@@ -317,6 +354,7 @@ func QueryInt(q url.Values, name, def string, required bool) (int64, error) {
 	return ParseInt(name, s, 64)
 }
 
+// QueryFloat reads a float64 parameter.
 func QueryFloat(q url.Values, name, def string, required bool) (float64, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
@@ -325,6 +363,7 @@ func QueryFloat(q url.Values, name, def string, required bool) (float64, error) 
 	return ParseFloat(name, s)
 }
 
+// QueryTime reads a time parameter (a date or RFC 3339).
 func QueryTime(q url.Values, name, def string, required bool) (time.Time, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
@@ -336,7 +375,8 @@ func QueryTime(q url.Values, name, def string, required bool) (time.Time, error)
 	return ParseTime(name, s)
 }
 
-func QueryDuration(q url.Values, name, def string, required bool) (time.Duration, error) {
+// QueryDuration reads a duration; negative only when signed (the field is tagged signed:"true").
+func QueryDuration(q url.Values, name, def string, required, signed bool) (time.Duration, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
 		return 0, err
@@ -344,9 +384,10 @@ func QueryDuration(q url.Values, name, def string, required bool) (time.Duration
 	if s == "" && def == "" && !required {
 		return 0, nil
 	}
-	return ParseDuration(name, s)
+	return parseDuration(name, s, signed)
 }
 
+// QueryEnum reads a string parameter that must be one of allowed.
 func QueryEnum(q url.Values, name, def string, required bool, allowed []string) (string, error) {
 	s, err := QueryValue(q, name, def, required)
 	if err != nil {
@@ -355,6 +396,7 @@ func QueryEnum(q url.Values, name, def string, required bool, allowed []string) 
 	return ParseEnum(name, s, allowed)
 }
 
+// QueryStrings reads a list parameter.
 func QueryStrings(q url.Values, name, def string, required bool) ([]string, error) {
 	return QueryList(q, name, def, required)
 }
