@@ -42,12 +42,12 @@ $(MINIO):
 test: lint tools ## lint, then every test (real plugin processes, a real MinIO) and a short fuzz of each parser
 	@# Fuzz runs are counted, not timed: a timed -fuzztime can end in "context deadline exceeded".
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -count=1 -timeout 20m ./...
-	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 100000x ./chains
+	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 100000x ./chains/params
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 20000x ./server
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 300000x ./server/signing
 
 fuzz: tools ## fuzz each network-facing parser for 2 minutes
-	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 2m ./chains
+	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 2m ./chains/params
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 2m ./server
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 2m ./server/signing
 

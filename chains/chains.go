@@ -1,9 +1,51 @@
-// Package chains is the SDK chain authors write against: the Task interface, the Context a task
-// runs with, and the canonical parameter encoding that gives every run its key.
+// Package chains is the SDK a chain author writes against. A chain is a file
+// chains/<type>/<name>_chain.go; every exported struct type in it whose name ends in Task is a
+// task, and `make generate` makes it an endpoint:
 //
-// It owns no process, store or HTTP concern: the host (server) and the plugin runtime
-// (plugins/serve) build a Context and hand it to user code. Chain files live in
-// chains/<type>/<name>_chain.go; `make generate` turns their exported *Task types into routes.
+//	POST /api/chains/<type>/<name>_chain/<Task>?param=value
+//
+// # A task
+//
+// A task is a struct with a Run method (value or pointer receiver):
+//
+//	// HelloTask greets someone. (The doc comment is the task's help in the catalog.)
+//	type HelloTask struct {
+//		Name string `param:"name" default:"world"` // Who to greet.
+//	}
+//
+//	func (t HelloTask) Run(ctx *chains.Context) error {
+//		_, err := fmt.Fprintf(ctx.Out(), "hello %s\n", t.Name)
+//		return err
+//	}
+//
+// # Parameters
+//
+// Every field is a parameter, tagged param:"name" (lower case letters, digits and _). The
+// parameters are the run's identity: the same values give the same key, so a task whose out
+// exists is never run again. Types: string, bool, int, int64, float64, time.Time (a date
+// 2006-01-02 or RFC 3339), time.Duration (0 or more, unless tagged signed:"true"), []string
+// (repeated or comma-separated), and enums (enum:"a,b" on a string). Tags: default:"..." or
+// required:"true"; a field with neither defaults to its zero value. The generator checks all of
+// this and reports mistakes as file:line:col.
+//
+// # Dependencies
+//
+// A task that implements [Requirer] runs after the tasks it returns (independent ones run in
+// parallel, and one whose out exists is not run again); their outs are its inputs,
+// [Context.Input] and [Context.ReadInput], in Requires order. Required tasks must be of the same
+// chain type.
+//
+// # Declarations
+//
+// Optional methods change how the server runs a task: [Timeouter] bounds an attempt,
+// [Retrier] retries after a failure, [Isolated] gives each attempt a process of its own, and
+// [MetricsDefiner] computes the task's own metrics while it runs.
+//
+// # Testing a task
+//
+// Package nectar/chains/chainstest runs a task in the test's own process, with given inputs,
+// and returns its out, log, error and metrics. `nectar new <type> <name>` writes a chain file
+// and a test that uses it.
 package chains
 
 //go:generate go run ../gen -root ..

@@ -111,10 +111,32 @@ func (t %[2]sTask) Run(ctx *chains.Context) error {
 }
 `
 
-// newChain writes chains/<type>/<name>_chain.go, refusing to overwrite anything.
+const testTemplate = `package %[1]s
+
+import (
+	"testing"
+
+	"nectar/chains/chainstest"
+)
+
+// A task runs in the test's own process: no server, no plugin. chainstest.Inputs gives the outs
+// of the tasks it requires, in Requires order.
+func Test%[2]sTask(t *testing.T) {
+	res := chainstest.Run(t, %[2]sTask{Name: "ada"})
+	if res.Err != nil {
+		t.Fatalf("%[2]sTask failed: %%v\nlog:\n%%s", res.Err, res.Log)
+	}
+	if got, want := string(res.Out), "%[3]s for ada\n"; got != want {
+		t.Errorf("out = %%q, want %%q", got, want)
+	}
+}
+`
+
+// newChain writes chains/<type>/<name>_chain.go and its test, refusing to overwrite anything and
+// any name the generator would refuse.
 func newChain(args []string, stdout io.Writer) error {
 	if len(args) != 2 {
-		return errors.New("usage: nectar new <type> <name>   (writes chains/<type>/<name>_chain.go)")
+		return errors.New("usage: nectar new <type> <name>   (writes chains/<type>/<name>_chain.go and <name>_chain_test.go)")
 	}
 	typ, name := args[0], strings.TrimSuffix(args[1], names.ChainSuffix)
 	if err := names.CheckType(typ); err != nil {
@@ -126,10 +148,32 @@ func newChain(args []string, stdout io.Writer) error {
 	if _, err := os.Stat("chains"); err != nil {
 		return errors.New("no chains/ folder here: run nectar new from the repository's root")
 	}
-	path := filepath.Join("chains", typ, name+"_chain.go")
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	task := names.Camel(name)
+	base := filepath.Join("chains", typ, name+names.ChainSuffix)
+	files := []struct{ path, text string }{
+		{base + ".go", fmt.Sprintf(chainTemplate, typ, task, name)},
+		{base + "_test.go", fmt.Sprintf(testTemplate, typ, task, name)},
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f.path); err == nil {
+			return fmt.Errorf("%s exists already", f.path)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(base), 0o755); err != nil {
 		return err
 	}
+	for _, f := range files {
+		if err := writeNew(f.path, f.text); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(stdout, "wrote %s.go and %s_test.go\nnext: go test ./chains/%s/ ; make run, then\n  curl -X POST 'localhost:5000/api/chains/%s/%s_chain/%sTask?name=ada&wait=10s'\n",
+		base, base, typ, typ, name, task)
+	return nil
+}
+
+// writeNew creates path with text, failing if it exists (O_EXCL: no race with another writer).
+func writeNew(path, text string) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if errors.Is(err, os.ErrExist) {
 		return fmt.Errorf("%s exists already", path)
@@ -137,11 +181,6 @@ func newChain(args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	_, err = fmt.Fprintf(f, chainTemplate, typ, names.Camel(name), name)
-	if err = errors.Join(err, f.Close()); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "wrote %s\nnext: make run, then\n  curl -X POST 'localhost:5000/api/chains/%s/%s_chain/%sTask?name=ada&wait=10s'\n",
-		path, typ, name, names.Camel(name))
-	return nil
+	_, err = f.WriteString(text)
+	return errors.Join(err, f.Close())
 }

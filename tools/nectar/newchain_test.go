@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -52,6 +53,11 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	if err := run(context.Background(), []string{"new", "mytype", "report"}, os.Getenv, &out, &out); err != nil {
 		t.Fatalf("nectar new: %v", err)
 	}
+	for _, f := range []string{"report_chain.go", "report_chain_test.go"} {
+		if _, err := os.Stat(filepath.Join(work, "chains", "mytype", f)); err != nil {
+			t.Errorf("nectar new did not write %s: %v", f, err)
+		}
+	}
 	if err := run(context.Background(), []string{"new", "mytype", "report"}, os.Getenv, &out, &out); err == nil || !strings.Contains(err.Error(), "exists already") {
 		t.Errorf("a second nectar new = %v, want: exists already", err)
 	}
@@ -63,6 +69,8 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 			t.Fatalf("go %s: %v\n%s", strings.Join(args, " "), err, out)
 		}
 	}
+	// The scaffolded test passes as written, before anything is generated or built.
+	run("test", "-count=1", "./chains/mytype/")
 	run("generate", "./...")
 	if _, err := os.Stat(filepath.Join(work, "plugins", "mains", "mytype", "main_gen.go")); err != nil {
 		t.Fatalf("no plugin main was generated for the new type: %v", err)
@@ -116,5 +124,34 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	dl.Body.Close()
 	if string(body) != "report for ml\n" {
 		t.Errorf("out = %q", body)
+	}
+}
+
+// nectar new refuses, before writing anything, every name the generator would refuse.
+func TestNewRefusesNamesGenWouldReject(t *testing.T) {
+	t.Chdir(t.TempDir())
+	if err := os.Mkdir("chains", 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		typ, name, want string
+	}{
+		{"Reports", "daily", `chain type "Reports"`},
+		{"func", "daily", `chain type "func"`},     // a Go keyword cannot name a package
+		{"params", "daily", `chain type "params"`}, // the plugin main imports a package of that name
+		{"main", "daily", `chain type "main"`},
+		{"my-type", "daily", `chain type "my-type"`},
+		{"reports", "9daily", `chain name "9daily"`},
+		{"reports", "Daily", `chain name "Daily"`},
+	}
+	for _, tt := range tests {
+		var out bytes.Buffer
+		err := run(context.Background(), []string{"new", tt.typ, tt.name}, os.Getenv, &out, &out)
+		if err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("nectar new %s %s = %v, want an error naming %s", tt.typ, tt.name, err, tt.want)
+		}
+	}
+	if entries, _ := os.ReadDir("chains"); len(entries) != 0 {
+		t.Errorf("refused names left files behind: %v", entries)
 	}
 }

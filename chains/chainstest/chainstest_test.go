@@ -1,0 +1,142 @@
+package chainstest_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/chains"
+	"nectar/chains/chainstest"
+	"nectar/chains/testchains"
+)
+
+func TestRun(t *testing.T) {
+	tests := []struct {
+		name         string
+		task         chains.Task
+		opts         []chainstest.Option
+		wantOut      string
+		wantErr      string // substring; "" means success
+		wantPanicked bool
+		wantLog      []string
+	}{
+		{name: "out and log", task: testchains.HelloTask{Name: "ada"},
+			wantOut: "hello ada\n", wantLog: []string{"msg=greeting", "name=ada"}},
+		{name: "inputs in Requires order", task: testchains.UpperTask{Name: "ada"}, opts: []chainstest.Option{chainstest.Inputs("hello ada\n")},
+			wantOut: "HELLO ADA\n"},
+		{name: "binary input", task: testchains.UpperTask{}, opts: []chainstest.Option{chainstest.InputBytes([]byte{'a', 0, 'b'})},
+			wantOut: "A\x00B"},
+		{name: "error keeps no out", task: testchains.FailTask{Message: "no rows"},
+			wantErr: "no rows"},
+		{name: "panic is an error with the stack in the log", task: testchains.PanicTask{Message: "boom"},
+			wantErr: "panic: boom", wantPanicked: true, wantLog: []string{"panic: boom", "goroutine", "faults_chain.go"}},
+		{name: "timeout cancels the context", task: testchains.SleepTask{Duration: time.Hour}, opts: []chainstest.Option{chainstest.Timeout(50 * time.Millisecond)},
+			wantErr: "context deadline exceeded"},
+		{name: "the task's own timeout, ignored by the task", task: testchains.HangTask{Limit: 50 * time.Millisecond},
+			wantErr: "did not return 1s after its context ended"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			res := chainstest.Run(t, tt.task, tt.opts...)
+			switch {
+			case tt.wantErr == "" && res.Err != nil:
+				t.Fatalf("Run(%T) error = %v, want success\nlog:\n%s", tt.task, res.Err, res.Log)
+			case tt.wantErr != "" && (res.Err == nil || !strings.Contains(res.Err.Error(), tt.wantErr)):
+				t.Fatalf("Run(%T) error = %v, want one containing %q", tt.task, res.Err, tt.wantErr)
+			}
+			if string(res.Out) != tt.wantOut {
+				t.Errorf("Run(%T).Out = %q, want %q", tt.task, res.Out, tt.wantOut)
+			}
+			if tt.wantErr != "" && res.Out != nil {
+				t.Errorf("Run(%T) failed but Out = %q, want nil (a failed out is never committed)", tt.task, res.Out)
+			}
+			if res.Panicked != tt.wantPanicked {
+				t.Errorf("Run(%T).Panicked = %v, want %v", tt.task, res.Panicked, tt.wantPanicked)
+			}
+			for _, w := range tt.wantLog {
+				if !strings.Contains(res.Log, w) {
+					t.Errorf("Run(%T).Log lacks %q:\n%s", tt.task, w, res.Log)
+				}
+			}
+			if res.Metrics.Elapsed <= 0 || res.Metrics.PeakRSSBytes == 0 {
+				t.Errorf("Run(%T).Metrics = %+v, want elapsed time and a peak RSS", tt.task, res.Metrics)
+			}
+		})
+	}
+}
+
+func TestRunTimeoutWrapsDeadline(t *testing.T) {
+	res := chainstest.Run(t, testchains.HangTask{Limit: 20 * time.Millisecond})
+	if !errors.Is(res.Err, context.DeadlineExceeded) {
+		t.Errorf("Run(HangTask).Err = %v, want it to wrap context.DeadlineExceeded", res.Err)
+	}
+}
+
+func TestRunCancelledByParent(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(20*time.Millisecond, cancel)
+	res := chainstest.Run(t, testchains.SleepTask{Duration: time.Hour}, chainstest.Context(ctx))
+	if !errors.Is(res.Err, context.Canceled) {
+		t.Errorf("Run(SleepTask) with a cancelled parent: Err = %v, want context.Canceled", res.Err)
+	}
+}
+
+func TestRunCustomMetrics(t *testing.T) {
+	res := chainstest.Run(t, testchains.CountedTask{For: 30 * time.Millisecond})
+	if res.Err != nil || res.Metrics.CustomErr != nil {
+		t.Fatalf("Run(CountedTask) = %v, metrics error %v", res.Err, res.Metrics.CustomErr)
+	}
+	var m struct {
+		Calls   int    `json:"calls"`
+		LastRAM uint64 `json:"last_ram_bytes"`
+		Elapsed string `json:"elapsed"`
+	}
+	if err := json.Unmarshal(res.Metrics.Custom, &m); err != nil {
+		t.Fatalf("Custom = %s: %v", res.Metrics.Custom, err)
+	}
+	if d, _ := time.ParseDuration(m.Elapsed); m.Calls != 1 || m.LastRAM != res.Metrics.PeakRSSBytes || d < 30*time.Millisecond {
+		t.Errorf("Custom = %s, want one call with the run's RSS (%d) and an elapsed time of 30ms or more", res.Metrics.Custom, res.Metrics.PeakRSSBytes)
+	}
+	if res := chainstest.Run(t, testchains.HelloTask{}); res.Metrics.Custom != nil {
+		t.Errorf("HelloTask defines no metrics, but Custom = %s", res.Metrics.Custom)
+	}
+}
+
+// fatalTB records the first Fatalf and stops the goroutine, as testing.T does.
+type fatalTB struct {
+	testing.TB
+	msg string
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.msg = fmt.Sprintf(format, args...)
+	runtime.Goexit()
+}
+
+func TestRunRefusesInputsThatDoNotMatchRequires(t *testing.T) {
+	tests := []struct {
+		task chains.Task
+		opts []chainstest.Option
+		want string
+	}{
+		{testchains.UpperTask{}, nil, "0 inputs given, but the task requires 1 tasks (testchains.HelloTask)"},
+		{testchains.HelloTask{}, []chainstest.Option{chainstest.Inputs("x")}, "1 inputs given, but the task requires 0 tasks (none)"},
+	}
+	for _, tt := range tests {
+		f := &fatalTB{TB: t}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			chainstest.Run(f, tt.task, tt.opts...)
+		}()
+		<-done
+		if !strings.Contains(f.msg, tt.want) {
+			t.Errorf("Run(%T) with %d options: fatal %q, want it to contain %q", tt.task, len(tt.opts), f.msg, tt.want)
+		}
+	}
+}
