@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"net"
 	"net/http"
 	"net/url"
@@ -59,17 +60,33 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 	if a.Code != http.StatusAccepted {
 		t.Fatalf("POST = %d %s", a.Code, a.Message)
 	}
-	waitKey := ""
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && waitKey == ""; time.Sleep(10 * time.Millisecond) {
+	// HelloTask and WaitFileTask have no order between them: the scheduler runs them side by
+	// side, so WaitFileTask RUNNING says nothing about HelloTask. Kill only once HelloTask is
+	// DONE in the status answer (set after its out is committed) and WaitFileTask is RUNNING:
+	// then the crash leaves exactly one finished upstream task, and one interrupted.
+	helloKey, waitKey := "", ""
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		st := ts.do(t, "GET", a.run.StatusURL)
+		helloKey, waitKey = "", ""
 		for _, task := range st.run.Tasks {
-			if task.Task == "WaitFileTask" && task.Status == runs.Running {
+			switch {
+			case task.Task == "HelloTask" && task.Status == runs.Done:
+				helloKey = task.Key
+			case task.Task == "WaitFileTask" && task.Status == runs.Running:
 				waitKey = task.Key
 			}
 		}
+		if helloKey != "" && waitKey != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 10s HelloTask is not DONE or WaitFileTask not RUNNING; status %d, tasks:\n%s", st.Code, taskTable(st.run.Tasks))
+		}
 	}
-	if waitKey == "" {
-		t.Fatal("WaitFileTask never ran")
+	helloOut := filepath.Join(target, helloKey, runs.OutName)
+	helloBefore, err := os.Stat(helloOut)
+	if err != nil {
+		t.Fatalf("HelloTask is DONE but its out is not in the store: %v", err)
 	}
 	plugins := pluginPIDs(t) // the run's, and the warm spare
 	if len(plugins) < 1 {
@@ -86,10 +103,13 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 			}
 		}
 	}
-	for _, k := range []string{a.run.Key + "/out", waitKey + "/out"} {
-		if _, err := os.Stat(filepath.Join(target, k)); err == nil {
-			t.Errorf("%s exists after the crash", k)
+	for _, k := range []string{a.run.Key, waitKey} {
+		if _, err := os.Stat(filepath.Join(target, k, runs.OutName)); err == nil {
+			t.Errorf("%s/%s exists after the crash", k, runs.OutName)
 		}
+	}
+	if b, err := os.ReadFile(helloOut); err != nil || string(b) != "hello kill9\n" {
+		t.Fatalf("HelloTask's out after the crash = %q, %v; want the finished out kept", b, err)
 	}
 	if left, _ := filepath.Glob(filepath.Join(target, "chains", "*", "*", "*", "*", "*.tmp*")); len(left) > 0 {
 		t.Errorf("partial files in the key space: %v", left)
@@ -112,9 +132,30 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 	for _, task := range b.run.Tasks {
 		ran[task.Task] = !task.Cached
 	}
-	if ran["HelloTask"] || !ran["WaitFileTask"] || !ran["ResumeTask"] {
-		t.Errorf("resumed run executed %v, want WaitFileTask and ResumeTask only", ran)
+	if len(ran) != 3 || ran["HelloTask"] || !ran["WaitFileTask"] || !ran["ResumeTask"] {
+		t.Errorf("resumed run executed %v, want WaitFileTask and ResumeTask only; tasks:\n%s", ran, taskTable(b.run.Tasks))
 	}
+	// Not run again means not written again: the out committed before the crash is the same file.
+	if fi, err := os.Stat(helloOut); err != nil || !os.SameFile(helloBefore, fi) {
+		t.Errorf("HelloTask's out was rewritten or lost by the resumed run (%v)", err)
+	}
+	for _, k := range []string{a.run.Key, waitKey} {
+		if _, err := os.Stat(filepath.Join(target, k, runs.OutName)); err != nil {
+			t.Errorf("after the resumed run: %v", err)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(target, "chains", "*", "*", "*", "*", "*.tmp*")); len(left) > 0 {
+		t.Errorf("partial files in the key space after the resumed run: %v", left)
+	}
+}
+
+// taskTable is one line per task of a status answer, for failure messages.
+func taskTable(tasks []taskData) string {
+	var b strings.Builder
+	for _, task := range tasks {
+		fmt.Fprintf(&b, "  %-12s %-15s cached=%-5v %s %s\n", task.Task, task.Status, task.Cached, task.Key, task.Error)
+	}
+	return b.String()
 }
 
 // SIGTERM to the real binary: a run that fits in the grace period finishes DONE, one that does
