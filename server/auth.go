@@ -2,7 +2,6 @@ package server
 
 import (
 	"crypto/subtle"
-	"net/http"
 	"strings"
 
 	"github.com/labstack/echo/v4"
@@ -22,9 +21,9 @@ func (s *Server) requireToken(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Response().Header().Set(echo.HeaderWWWAuthenticate, `Bearer realm="nectar"`)
 		if auth == "" {
-			return newError(http.StatusUnauthorized, "this server needs a bearer token: send Authorization: Bearer <token>")
+			return newError(ErrUnauthorized, "this server needs a bearer token: send Authorization: Bearer <token>")
 		}
-		return newError(http.StatusUnauthorized, "the bearer token is not valid")
+		return newError(ErrUnauthorized, "the bearer token is not valid")
 	}
 }
 

@@ -29,6 +29,7 @@ type Config struct {
 	MaxRuns         int           // NECTAR_MAX_RUNS
 	MaxQueue        int           // NECTAR_MAX_QUEUE
 	APITokens       []string      // NECTAR_API_TOKENS
+	MetricsPublic   bool          // NECTAR_METRICS_PUBLIC (false: /metrics needs a token too)
 	ShutdownGrace   time.Duration // NECTAR_SHUTDOWN_GRACE
 	TaskTimeout     time.Duration // NECTAR_TASK_TIMEOUT
 	MonitorInterval time.Duration // NECTAR_MONITOR_INTERVAL
@@ -60,6 +61,7 @@ func Defaults() Config {
 		TaskTimeout:     time.Hour,
 		MonitorInterval: time.Second,
 		WarmPlugins:     true,
+		MetricsPublic:   true,
 		DoneCacheTTL:    10 * time.Second,
 		PriceVCPUHour:   runs.DefaultPricing.VCPUHour, // AWS Fargate, Linux/x86, us-east-1
 		PriceGBHour:     runs.DefaultPricing.GBHour,
@@ -176,6 +178,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 				continue
 			}
 			c.APITokens = append(c.APITokens, tok)
+		}
+	}
+	if v := getenv("NECTAR_METRICS_PUBLIC"); v != "" {
+		b, err := strconv.ParseBool(v)
+		switch {
+		case err != nil:
+			bad("NECTAR_METRICS_PUBLIC", v, "want true or false")
+		case !b && getenv("NECTAR_API_TOKENS") == "":
+			// With no token to ask for, the guard lets every request through: /metrics would
+			// stay public while the operator believes it is not.
+			bad("NECTAR_METRICS_PUBLIC", v, "false puts /metrics behind the bearer tokens, but NECTAR_API_TOKENS is not set")
+		default:
+			c.MetricsPublic = b
 		}
 	}
 	num("NECTAR_TASK_PARALLELISM", &c.TaskParallelism, 1, 10000)

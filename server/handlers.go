@@ -50,7 +50,7 @@ func (s *Server) listChains(c echo.Context) error {
 	typ := c.Param("type")
 	chainNames := s.catalog.Chains(typ)
 	if len(chainNames) == 0 {
-		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain type %q (see /api/chains)", typ))
+		return unknownType(typ)
 	}
 	type chainInfo struct {
 		Chain string   `json:"chain"`
@@ -88,12 +88,18 @@ func (s *Server) describeTask(c echo.Context) error {
 	return respond(c, http.StatusOK, t.Name, taskInfo{t, taskURL(t)})
 }
 
+// unknownType is the answer for a chain type the catalog does not have (names from the path
+// are clipped; those known to the catalog are short).
+func unknownType(typ string) error {
+	return newError(ErrUnknownTask, fmt.Sprintf("unknown chain type %q (see /api/chains)", clip(typ)))
+}
+
 func (s *Server) checkChain(typ, ch string) error {
 	if len(s.catalog.Chains(typ)) == 0 {
-		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain type %q (see /api/chains)", typ))
+		return unknownType(typ)
 	}
 	if len(s.catalog.ChainTasks(typ, ch)) == 0 {
-		return newError(http.StatusNotFound, fmt.Sprintf("unknown chain %q in type %q (see /api/chains/%s)", ch, typ, typ))
+		return newError(ErrUnknownTask, fmt.Sprintf("unknown chain %q in type %q (see /api/chains/%s)", clip(ch), typ, typ))
 	}
 	return nil
 }
@@ -104,7 +110,7 @@ func (s *Server) findTask(typ, ch, name string) (*catalog.Task, error) {
 	}
 	t, ok := s.catalog.Task(typ, ch, name)
 	if !ok {
-		return nil, newError(http.StatusNotFound, fmt.Sprintf("unknown task %q in %s/%s (see /api/chains/%s/%s)", name, typ, ch, typ, ch))
+		return nil, newError(ErrUnknownTask, fmt.Sprintf("unknown task %q in %s/%s (see /api/chains/%s/%s)", clip(name), typ, ch, typ, ch))
 	}
 	return t, nil
 }
@@ -112,7 +118,7 @@ func (s *Server) findTask(typ, ch, name string) (*catalog.Task, error) {
 func (s *Server) unknownTask(c echo.Context) error {
 	_, err := s.findTask(c.Param("type"), c.Param("chain"), c.Param("task"))
 	if err == nil { // cannot happen: every known task has its own route
-		err = newError(http.StatusNotFound, "unknown task")
+		err = newError(ErrUnknownTask, "unknown task")
 	}
 	return err
 }
@@ -170,7 +176,7 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			done := s.done.hit(key)
 			if !done {
 				if done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); err != nil {
-					return fmt.Errorf("%w: %v", runs.ErrStore, err)
+					return fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
 				}
 				if done {
 					s.done.add(key)
@@ -190,19 +196,29 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			defer timer.Stop()
 			select {
 			case <-run.Done():
-				rec := run.Snapshot()
-				return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
 			case <-timer.C:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		msg := "run started"
-		if joined {
-			msg = "joined the run already in progress"
-		}
-		return respond(c, http.StatusAccepted, msg, s.runData(ctx, run.Snapshot()))
+		return s.respondRun(c, run.Snapshot(), joined)
 	}
+}
+
+// respondRun answers a POST from one snapshot of its run, so that code, message and job_status
+// agree: a run may end between Submit and the answer (a joiner often arrives as it does), and
+// then the answer is its final status, not "in progress".
+func (s *Server) respondRun(c echo.Context, rec runs.Record, joined bool) error {
+	ctx := c.Request().Context()
+	switch {
+	case rec.Status.Final():
+		return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
+	case !joined:
+		return respond(c, http.StatusAccepted, "run started", s.runData(ctx, rec))
+	case rec.Status == runs.Pending:
+		return respond(c, http.StatusAccepted, "joined the run already waiting to start", s.runData(ctx, rec))
+	}
+	return respond(c, http.StatusAccepted, "joined the run already in progress", s.runData(ctx, rec))
 }
 
 // cancelByKey answers DELETE /api/chains/<type>/<chain>/<Task>?params: cancel that key's run.
@@ -219,19 +235,21 @@ func (s *Server) cancelByKey(t *catalog.Task) echo.HandlerFunc {
 // cancel stops key's run and answers with its final record (CANCELLED) once it has stopped.
 func (s *Server) cancel(c echo.Context, key string) error {
 	r, err := s.runs.Cancel(key, "cancelled by DELETE from "+c.RealIP())
+	if errors.Is(err, runs.ErrNotRunning) {
+		return &answerError{kind: err, msg: fmt.Sprintf("%v: %s", err, key), data: map[string]any{"key": key}}
+	}
 	if err != nil {
-		if errors.Is(err, runs.ErrNotRunning) {
-			return &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("%v: %s", err, key), data: map[string]any{"key": key}}
-		}
 		return err
 	}
 	select {
 	case <-r.Done():
-		rec := r.Snapshot()
-		return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(c.Request().Context(), rec))
 	case <-time.After(5 * time.Second):
-		return respond(c, http.StatusAccepted, "cancelling", s.runData(c.Request().Context(), r.Snapshot()))
 	}
+	rec := r.Snapshot() // one snapshot: the message and job_status must agree
+	if !rec.Status.Final() {
+		return respond(c, http.StatusAccepted, "cancelling", s.runData(c.Request().Context(), rec))
+	}
+	return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(c.Request().Context(), rec))
 }
 
 func (s *Server) parseWait(q url.Values) (time.Duration, error) {
@@ -308,7 +326,7 @@ func (s *Server) status(c echo.Context) error {
 		return &params.Error{Param: "chain", Reason: "is required (use the status_url a POST returned)"}
 	}
 	if err := s.signer.Verify(signing.PurposeStatus, chain, q.Get("expires"), q.Get("signature")); err != nil {
-		return fmt.Errorf("status URL for %q: %w", chain, err)
+		return fmt.Errorf("status URL for %q: %w", clip(chain), err)
 	}
 	key, err := parseStatusChain(chain)
 	if err != nil {
@@ -319,11 +337,11 @@ func (s *Server) status(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	rec, err := s.runs.Lookup(ctx, key)
+	if errors.Is(err, runs.ErrUnknownKey) {
+		return &answerError{kind: err, msg: "no run, record or output for key " + key,
+			data: map[string]any{"key": key, "job_status": nil}}
+	}
 	if err != nil {
-		if err == runs.ErrUnknownKey {
-			return &apiError{code: http.StatusNotFound, msg: fmt.Sprintf("no run, record or output for key %s", key),
-				data: map[string]any{"key": key, "job_status": nil}}
-		}
 		return err
 	}
 	return respond(c, http.StatusOK, strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
@@ -352,10 +370,10 @@ func (s *Server) download(c echo.Context) error {
 	key := c.Param("*")
 	q := c.QueryParams()
 	if err := s.signer.Verify(signing.PurposeDownload, key, q.Get("expires"), q.Get("signature")); err != nil {
-		return fmt.Errorf("download URL for %q: %w", key, err)
+		return fmt.Errorf("download URL for %q: %w", clip(key), err)
 	}
 	if err := targets.CheckKey(key); err != nil || !strings.HasPrefix(key, "chains/") {
-		return newError(http.StatusBadRequest, fmt.Sprintf("download path %q is not a key under chains/", key))
+		return newError(targets.ErrBadKey, fmt.Sprintf("download path %q is not a key under chains/", clip(key)))
 	}
 	rc, err := s.store.Get(c.Request().Context(), key)
 	if err != nil {

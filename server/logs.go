@@ -34,7 +34,7 @@ func (s *Server) taskLog(c echo.Context) error {
 	q := c.QueryParams()
 	key := q.Get("task")
 	if err := s.signer.Verify(signing.PurposeLog, key, q.Get("expires"), q.Get("signature")); err != nil {
-		return fmt.Errorf("log URL for %q: %w", key, err)
+		return fmt.Errorf("log URL for %q: %w", clip(key), err)
 	}
 	if _, err := parseStatusChain(key + "/" + runs.OutName); err != nil {
 		return &params.Error{Param: "task", Value: key, Reason: "want chains/<type>/<chain>/<task>/<md5>"}
@@ -79,7 +79,7 @@ func (s *Server) taskLog(c echo.Context) error {
 	}
 	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
 	if errors.Is(err, targets.ErrNotExist) {
-		return &apiError{code: http.StatusNotFound, msg: "no log for task " + key + " (it has not run)"}
+		return newError(err, "no log for task "+key+" (it has not run)")
 	}
 	if err != nil {
 		return err

@@ -2,6 +2,8 @@ package server
 
 import (
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -98,5 +100,33 @@ func TestPrometheusMetrics(t *testing.T) {
 		if !strings.Contains(body, want) {
 			t.Errorf("/metrics lacks %s", want)
 		}
+	}
+}
+
+// NECTAR_METRICS_PUBLIC=false puts /metrics behind the API tokens.
+func TestMetricsBehindTheTokens(t *testing.T) {
+	token := strings.Repeat("m", 24)
+	ts := newTestServer(t, func(c *Config) { c.APITokens, c.MetricsPublic = []string{token}, false })
+	get := func(auth string) (int, string) {
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		rec := ts.serve(req)
+		return rec.Code, rec.Body.String()
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Errorf("GET /metrics without a token = %d, want 401", code)
+	}
+	if code, _ := get("Bearer " + strings.Repeat("x", 24)); code != http.StatusUnauthorized {
+		t.Errorf("GET /metrics with a wrong token = %d, want 401", code)
+	}
+	if code, body := get("Bearer " + token); code != http.StatusOK || !strings.Contains(body, "nectar_queue_depth") {
+		t.Errorf("GET /metrics with the token = %d, want 200 and the metrics", code)
+	}
+	// Public (the default), even with tokens set.
+	open := newTestServer(t, func(c *Config) { c.APITokens = []string{token} })
+	if rec := open.serve(httptest.NewRequest("GET", "/metrics", nil)); rec.Code != http.StatusOK {
+		t.Errorf("GET /metrics on a public server = %d, want 200", rec.Code)
 	}
 }

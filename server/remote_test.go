@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -112,12 +114,17 @@ func TestStoreOutageAnswers503AndRecovers(t *testing.T) {
 			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
 			own.Kill()
 			a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=outage-"+name)
-			if a.Code != http.StatusServiceUnavailable || !strings.Contains(a.Message, "target store unavailable") || !strings.Contains(a.Message, own.Bucket) {
-				t.Errorf("POST while the store is down = %d %q, want 503 naming the bucket", a.Code, a.Message)
+			// The answer says what and which request; the log says where (the leak check reads
+			// every answer for the bucket and the endpoint).
+			if a.Code != http.StatusServiceUnavailable || !regexp.MustCompile(`^target store unavailable \(request id [0-9a-f]{16}\)$`).MatchString(a.Message) {
+				t.Errorf("POST while the store is down = %d %q, want 503: target store unavailable (request id …)", a.Code, a.Message)
 			}
 			st := ts.do(t, "GET", ts.statusURL(runs.Key("testchains", "hello_chain", "HelloTask", []byte(`{"name":"x"}`))))
 			if st.Code != http.StatusServiceUnavailable {
 				t.Errorf("status while the store is down = %d, want 503", st.Code)
+			}
+			if n := ts.leaks.errorAnswers(); n < 2 {
+				t.Errorf("the leak check saw %d error answers, want the two 503s", n)
 			}
 			if _, m := fetch(t, ts.url+"/metrics"); !strings.Contains(m, `nectar_store_errors_total{where="api"}`) {
 				t.Errorf("/metrics does not count the store errors")
@@ -161,6 +168,47 @@ func TestServersSharingAStoreRunAKeyOnce(t *testing.T) {
 			}
 			if second.run.Key != first.run.Key || second.run.ResourceURL == "" {
 				t.Errorf("B's answer = %+v", second.run)
+			}
+		})
+	}
+}
+
+// The store goes away while a run executes: the run fails, and its record (which the status
+// URL shows) says what the server was doing and which run to look for in the log, while the
+// log line names the store and the cause.
+func TestStoreOutageMidRunIsRecordedWithoutDetails(t *testing.T) {
+	own, err := miniotest.Start() // its own server: this test kills it
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	defer own.Stop()
+	minioEnv(t, own)
+	for name, target := range remoteTargets(own, "midrun") {
+		t.Run(name, func(t *testing.T) {
+			if err := own.Restart(); err != nil {
+				t.Fatal(err)
+			}
+			var logs strings.Builder
+			var mu sync.Mutex
+			ts := newTestServerLogging(t, slogTo(&mu, &logs), func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
+			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1500ms")
+			ts.waitRunning(t, a.run.StatusURL)
+			own.Kill()
+			final := ts.poll(t, a.run.StatusURL) // answered from memory: the record cannot be stored
+			want := regexp.MustCompile(`^target store unavailable while committing the log of SleepTask; see the server log \(run ([0-9a-f]{12})\)$`)
+			if *final.JobStatus != runs.Failed || len(final.Tasks) != 1 || !want.MatchString(final.Tasks[0].Error) {
+				t.Fatalf("after the store went away: %v, tasks %+v, want FAILED with a fixed task error", *final.JobStatus, final.Tasks)
+			}
+			if final.Error == nil || *final.Error != "SleepTask failed: "+final.Tasks[0].Error {
+				t.Errorf("run error = %v", final.Error)
+			}
+			runID := want.FindStringSubmatch(final.Tasks[0].Error)[1]
+			mu.Lock()
+			logged := logs.String()
+			mu.Unlock()
+			line := regexp.MustCompile(`(?m)^.*level=ERROR.*run_id=` + runID + `.*$`).FindString(logged)
+			if !strings.Contains(line, "committing the log of SleepTask") || !strings.Contains(line, own.Bucket) || !strings.Contains(line, own.Endpoint) {
+				t.Errorf("no error log line for run %s naming the store and the cause:\n%s", runID, logged)
 			}
 		})
 	}

@@ -49,6 +49,10 @@ type Server struct {
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
 func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error) {
+	if !cfg.MetricsPublic && len(cfg.APITokens) == 0 {
+		// ConfigFromEnv refuses this too; a Config built in code must not open /metrics by accident.
+		return nil, errors.New("NECTAR_METRICS_PUBLIC=false puts /metrics behind the bearer tokens, but NECTAR_API_TOKENS is not set")
+	}
 	s := &Server{cfg: cfg, log: logger, catalog: cat, done: newDoneCache(cfg.DoneCacheTTL, 100_000)}
 	if cfg.PublicURL != "" {
 		s.setPublicURL(cfg.PublicURL)
@@ -94,7 +98,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		MonitorInterval: cfg.MonitorInterval,
 		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
 		Store:           store,
-		Plugins:         starter{launcher},
+		Plugins:         starter{launcher, logger},
 		MaxRuns:         cfg.MaxRuns,
 		MaxQueue:        cfg.MaxQueue,
 		TaskTimeout:     cfg.TaskTimeout,
@@ -143,10 +147,26 @@ func localSigningKey(root string) ([]byte, error) {
 }
 
 // starter adapts the host launcher to what the run manager needs.
-type starter struct{ l *host.Launcher }
+type starter struct {
+	l   *host.Launcher
+	log *slog.Logger
+}
 
+// Start logs why a plugin did not start, and returns an error fit for a run record (which
+// status URLs show): the launcher's errors name the plugin folder.
 func (s starter) Start(chainType string, output *os.File) (runs.Process, error) {
-	return s.l.Start(chainType, output)
+	p, err := s.l.Start(chainType, output)
+	if err == nil {
+		return p, nil
+	}
+	s.log.Error("starting a plugin", "type", chainType, "err", err)
+	switch {
+	case errors.Is(err, host.ErrTampered):
+		return nil, fmt.Errorf("%w: rebuild with `make build` (the server log names the file)", host.ErrTampered)
+	case errors.Is(err, host.ErrNoPlugin):
+		return nil, fmt.Errorf("%w: run `make build` (the server log names the file)", host.ErrNoPlugin)
+	}
+	return nil, errors.New("the plugin process did not start (the server log says why)")
 }
 
 func (s starter) Current(chainType string, p runs.Process) bool {
@@ -234,8 +254,14 @@ func (s *Server) routes() *echo.Echo {
 	e.HideBanner, e.HidePort = true, true
 	e.JSONSerializer = plainJSON{}
 	e.HTTPErrorHandler = s.errorHandler
+	e.Pre(requestID) // before routing, so that every answer, a 404 too, carries the id
 	e.Use(middleware.BodyLimit("1M"))
-	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true}))
+	// The recovered panic, with its stack, goes to errorHandler, which logs it with the request
+	// id (echo's own logger would print it apart from every other log line).
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{DisableStackAll: true,
+		LogErrorFunc: func(_ echo.Context, err error, stack []byte) error {
+			return fmt.Errorf("panic: %w\n%s", err, stack)
+		}}))
 
 	api := e.Group("/api")
 	api.GET("/chains", s.listTypes)
@@ -256,7 +282,11 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/chainlog", s.taskLog)
 	api.GET("/download/*", s.download)
 	api.HEAD("/download/*", s.download)
-	e.GET("/metrics", s.metrics.handler())
+	if s.cfg.MetricsPublic {
+		e.GET("/metrics", s.metrics.handler())
+	} else {
+		e.GET("/metrics", s.metrics.handler(), auth)
+	}
 	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })
 	return e
 }

@@ -52,9 +52,21 @@ type testServer struct {
 	*Server
 	url    string
 	target string
+	leaks  *leakCheck
 }
 
 func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
+	t.Helper()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	if testing.Verbose() {
+		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
+	}
+	return newTestServerLogging(t, logger, edit...)
+}
+
+// newTestServerLogging is newTestServer with the server's log going to logger. Every answer
+// of the server passes through a leakCheck.
+func newTestServerLogging(t *testing.T, logger *slog.Logger, edit ...func(*Config)) *testServer {
 	t.Helper()
 	cfg := Defaults()
 	cfg.Target = t.TempDir()
@@ -65,15 +77,12 @@ func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
 	for _, e := range edit {
 		e(&cfg)
 	}
-	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
-	if testing.Verbose() {
-		logger = slog.New(slog.NewTextHandler(os.Stderr, nil))
-	}
 	srv, err := New(cfg, catalog.Generated(), logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	ts := httptest.NewServer(srv.Handler())
+	leaks := newLeakCheck(srv.Handler(), cfg)
+	ts := httptest.NewServer(leaks)
 	srv.SetPublicURL(ts.URL)
 	t.Cleanup(func() {
 		ts.Close()
@@ -82,8 +91,9 @@ func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
 		if err := srv.Close(ctx); err != nil {
 			t.Errorf("Close: %v", err)
 		}
+		leaks.report(t)
 	})
-	return &testServer{Server: srv, url: ts.URL, target: cfg.Target}
+	return &testServer{Server: srv, url: ts.URL, target: cfg.Target, leaks: leaks}
 }
 
 type answer struct {
@@ -451,7 +461,7 @@ func TestInternalErrorsHideTheirText(t *testing.T) {
 	rec := httptest.NewRecorder()
 	c := ts.echo.NewContext(httptest.NewRequest("GET", "/x", nil), rec)
 	ts.errorHandler(fmt.Errorf("open /secret/path: permission denied"), c)
-	if rec.Code != 500 || strings.Contains(rec.Body.String(), "secret") || !strings.Contains(rec.Body.String(), `"internal error"`) {
+	if rec.Code != 500 || strings.Contains(rec.Body.String(), "secret") || !strings.Contains(rec.Body.String(), `"internal error (request id `) {
 		t.Errorf("500 answer = %d %s", rec.Code, rec.Body)
 	}
 }

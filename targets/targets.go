@@ -18,7 +18,8 @@ var (
 	ErrNotExist = errors.New("no such object")
 	// ErrBadKey is returned for a key that is not a clean relative path.
 	ErrBadKey = errors.New("bad key")
-	// ErrUnavailable wraps failures to reach the store (the API answers 503).
+	// ErrUnavailable wraps failures to reach the store (the API answers 503). It is the one
+	// sentinel for "the store is down": backends produce it, callers wrap it with %w.
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrExist is CreateIfAbsent's answer when the object is already there (S3's 412).
 	ErrExist = errors.New("object already exists")
@@ -84,6 +85,18 @@ func Exists(ctx context.Context, s Store, key string) (bool, error) {
 	return false, err
 }
 
+// Unavailable classifies err, a failure of the store that leaves the caller without an answer,
+// as ErrUnavailable while keeping it whole, so errors.Is and errors.As still find the backend's
+// cause. To a caller, a store that fails in a way it cannot act on (a local permission error,
+// an S3 403 once the credentials are revoked) is as good as down. A cancelled context stays
+// what it is: the caller gave up, the store did not fail.
+func Unavailable(err error) error {
+	if err == nil || errors.Is(err, ErrUnavailable) || errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("%w: %w", ErrUnavailable, err)
+}
+
 // MaxCreateSize bounds what CreateIfAbsent takes: it is meant for small markers (leases), sent
 // in one conditional PUT.
 const MaxCreateSize = 1 << 20
@@ -98,6 +111,44 @@ func ReadSmall(key string, r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, MaxCreateSize)
 	}
 	return b, nil
+}
+
+// CheckBucketName applies S3's bucket naming rules (MinIO's are the same), so a name the server
+// would refuse is reported as such when the store is opened. Sent anyway, it comes back as a
+// bare HTTP 400 that reads like bad credentials.
+func CheckBucketName(name string) error {
+	why := ""
+	switch {
+	case len(name) < 3 || len(name) > 63:
+		why = fmt.Sprintf("this one has %d", len(name))
+	case strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789.-") != "":
+		why = "this one has other characters"
+	case !isAlnum(name[0]) || !isAlnum(name[len(name)-1]):
+		why = "this one does not begin and end with a letter or digit"
+	case strings.Contains(name, ".."):
+		why = "this one has two '.' in a row"
+	case isIPv4(name):
+		why = "this one is shaped like an IP address"
+	default:
+		return nil
+	}
+	return fmt.Errorf("bucket %q: S3 bucket names are 3 to 63 characters of a-z, 0-9, '.' and '-', "+
+		"beginning and ending with a letter or digit, without two '.' in a row, and not shaped like an IP address (%s)", name, why)
+}
+
+func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= '0' && c <= '9' }
+
+func isIPv4(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 4 {
+		return false
+	}
+	for _, p := range parts {
+		if p == "" || len(p) > 3 || strings.Trim(p, "0123456789") != "" {
+			return false
+		}
+	}
+	return true
 }
 
 // Prefix maps keys to object names under an optional folder of a bucket ("" = the root), the

@@ -74,7 +74,8 @@ func (m *Manager) readJSON(ctx context.Context, key string, v any) error {
 	}
 	defer rc.Close()
 	if err := json.NewDecoder(rc).Decode(v); err != nil {
-		return fmt.Errorf("%w: %s is corrupt: %v", ErrStore, key, err)
+		// Unreadable is as good as unreachable to every caller; the JSON error stays for the log.
+		return fmt.Errorf("%w: %s is corrupt: %w", targets.ErrUnavailable, key, err)
 	}
 	return nil
 }

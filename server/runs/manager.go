@@ -21,8 +21,9 @@ import (
 	"nectar/targets"
 )
 
-// ErrStore marks failures of the target store during a run (the API maps it to 503).
-var ErrStore = errors.New("target store error")
+// errStaging marks failures of the server's own staging folder (the spool), as opposed to
+// the store's: run records say which of the two failed, never the path.
+var errStaging = errors.New("staging folder")
 
 // Process is a running plugin, as plugins/host provides it.
 type Process interface {
@@ -39,6 +40,8 @@ type Process interface {
 // Starter launches the plugin of a chain type; everything the process writes is appended to
 // output (an O_APPEND file the scheduler slices into task logs). Current reports whether p
 // still runs the binary now installed for its type (a warm spare may predate a rebuild).
+// Start's error text goes into run records, which status URLs show: it must name no file
+// (the starter logs the whole cause itself).
 type Starter interface {
 	Start(chainType string, output *os.File) (Process, error)
 	Current(chainType string, p Process) bool
@@ -308,8 +311,12 @@ func (m *Manager) Cancel(key, reason string) (*Run, error) {
 	case remote:
 		// Another server executes it: leave it a cancel request it polls for; r (which
 		// mirrors that run) ends when the run does.
-		if err := m.requestCancel(context.Background(), key, reason); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrStore, err)
+		err := m.requestCancel(context.Background(), key, reason)
+		if errors.Is(err, targets.ErrNotExist) {
+			return r, nil // no lease: the run has just ended, and r is about to say how
+		}
+		if err != nil {
+			return nil, fmt.Errorf("asking the server that runs %s to cancel it: %w", key, targets.Unavailable(err))
 		}
 		return r, nil
 	}
@@ -370,14 +377,11 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 		return rec, nil
 	}
 	if !errors.Is(err, targets.ErrNotExist) {
-		if errors.Is(err, ErrStore) {
-			return Record{}, err
-		}
-		return Record{}, fmt.Errorf("%w: %v", ErrStore, err)
+		return Record{}, fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))
 	}
 	done, err := targets.Exists(ctx, m.cfg.Store, key+"/"+OutName)
 	if err != nil {
-		return Record{}, fmt.Errorf("%w: %v", ErrStore, err)
+		return Record{}, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
 	}
 	if !done {
 		return Record{}, ErrUnknownKey
@@ -406,7 +410,8 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	defer m.wg.Done()
 	defer r.cancel(nil)
 	rec := r.Snapshot()
-	log := m.cfg.Logger.With("key", rec.Key)
+	// run_id is what a run record names when it sends the reader to the server log.
+	log := m.cfg.Logger.With("key", rec.Key, "run_id", rec.RunID)
 
 	leased, remote, status, errMsg, finish := m.lead(ctx, r, log)
 	m.leavePending(r) // if it never got a slot
@@ -503,7 +508,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			if ctx.Err() != nil {
 				return false, false, Cancelled, "cancelled before it started", finish
 			}
-			return false, false, Failed, m.storeErr(err), finish
+			return false, false, Failed, m.failure(log, r, "taking the run's lease", err), finish
 		}
 		if held {
 			break
@@ -543,7 +548,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 
 	// A run joined late, or raced with another that just finished: nothing to execute.
 	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
-		return Failed, m.storeErr(err), finish
+		return Failed, m.failure(log, r, "looking for the out of "+rec.Task, err), finish
 	} else if done && !r.force {
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
@@ -555,10 +560,13 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		func() error { return m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)) },
 		func() error { return m.putRecord(ctx, r) },
 	); err != nil {
-		return Failed, m.storeErr(err), finish
+		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
 	}
 
 	proc, procOut, err := m.takePlugin(rec.Type)
+	if errors.Is(err, errStaging) {
+		return Failed, m.failure(log, r, "creating the plugin output file", err), finish
+	}
 	if err != nil {
 		log.Error("starting plugin", "err", err)
 		return Failed, err.Error(), finish
@@ -595,10 +603,19 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	return status, errMsg, finish
 }
 
-// storeErr describes a failure of the store during a run, and counts it.
-func (m *Manager) storeErr(err error) string {
+// failure logs a failure of the store (or of the staging folder) during run r, naming the store
+// and the cause, and returns what r's record says instead: a fixed sentence that points to that
+// log line. The cause may name the store's endpoint, bucket or folder, and status URLs show
+// the record to anyone who holds them.
+func (m *Manager) failure(log *slog.Logger, r *Run, doing string, err error) string {
+	runID := r.Snapshot().RunID
+	if errors.Is(err, errStaging) {
+		log.Error("run failed: the staging folder failed", "while", doing, "spool", m.spool, "err", err)
+		return fmt.Sprintf("the server's staging folder failed while %s; see the server log (run %s)", doing, runID)
+	}
 	m.cfg.Observer.StoreError("run")
-	return fmt.Sprintf("%v (%s): %v", ErrStore, m.cfg.Store, err)
+	log.Error("run failed: the target store failed", "while", doing, "store", m.cfg.Store.String(), "err", err)
+	return fmt.Sprintf("target store unavailable while %s; see the server log (run %s)", doing, runID)
 }
 
 // rpcMessage strips gRPC's "rpc error: code = Unknown desc =" wrapping from plugin errors.
@@ -616,11 +633,11 @@ func rpcMessage(err error) string {
 func (m *Manager) newOutput() (*os.File, error) {
 	f, err := os.CreateTemp(m.spool, "plugin-output-*")
 	if err != nil {
-		return nil, fmt.Errorf("creating the plugin output file: %w", err)
+		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
 	}
 	f.Close()
 	if f, err = os.OpenFile(f.Name(), os.O_RDWR|os.O_APPEND, 0o600); err != nil {
-		return nil, fmt.Errorf("creating the plugin output file: %w", err)
+		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
 	}
 	return f, nil
 }

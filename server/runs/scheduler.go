@@ -81,7 +81,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	if _, local := s.m.cfg.Store.(targets.LocalPather); !local {
 		var err error
 		if known, err = s.outsExist(ctx); err != nil {
-			return Failed, s.m.storeErr(err)
+			return Failed, s.failure("looking for the outs of the task graph", err)
 		}
 	}
 
@@ -126,7 +126,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		return nil
 	}
 	if err := walk(0); err != nil {
-		return Failed, s.m.storeErr(err)
+		return Failed, s.failure("looking for the outs of the task graph", err)
 	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
 
@@ -264,14 +264,14 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	defer os.Remove(logPath)
 	if i != 0 { // the root's params were written when the run started
 		if err := s.stage(ctx, n.key+"/"+ParamsName, base+ParamsName, n.ref.Params); err != nil {
-			return fail(s.m.storeErr(err), true)
+			return fail(s.failure("writing the params of "+n.ref.Task, err), true)
 		}
 	}
 	inputs := make([]string, len(n.deps))
 	for j, d := range n.deps {
 		p, err := s.inputPath(ctx, fmt.Sprintf("%sinput-%d", base, j), s.nodes[d].key+"/"+OutName)
 		if err != nil {
-			return fail(fmt.Sprintf("reading the output of %s: %v", s.nodes[d].ref.Task, err), true)
+			return fail(s.failure("reading the out of "+s.nodes[d].ref.Task, err), true)
 		}
 		inputs[j] = p
 		if _, local := store.(targets.LocalPather); !local {
@@ -306,10 +306,10 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	if err := s.commitLog(n, logPath); err != nil {
-		return fail(s.m.storeErr(err), true)
+		return fail(s.failure("committing the log of "+n.ref.Task, err), true)
 	}
 	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
-		return fail(s.m.storeErr(err), true)
+		return fail(s.failure("committing the out of "+n.ref.Task, err), true)
 	}
 	return taskResult{idx: i}
 }
@@ -509,6 +509,11 @@ func (s *scheduler) crashCause(proc Process, rpcErr error) string {
 	return "plugin process exited (" + proc.ExitStatus() + ") while the task was running"
 }
 
+// failure is Manager.failure for this run.
+func (s *scheduler) failure(doing string, err error) string {
+	return s.m.failure(s.log, s.r, doing, err)
+}
+
 // inputPath is where the plugin reads an upstream out: the object itself for a local store,
 // else a copy downloaded to the spool (removed when the run ends).
 func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error) {
@@ -523,8 +528,9 @@ func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error
 	defer rc.Close()
 	f, err := os.Create(p)
 	if err != nil {
-		return "", err
+		return "", fmt.Errorf("%w: %w", errStaging, err)
 	}
+	// ReadFrom fails on the download at least as often as on the disk: it counts as the store's.
 	_, err = f.ReadFrom(rc)
 	return p, errors.Join(err, f.Close())
 }
@@ -532,7 +538,7 @@ func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error
 func (s *scheduler) commitLog(n *node, logPath string) error {
 	if _, err := os.Stat(logPath); err != nil {
 		if err := os.WriteFile(logPath, nil, 0o600); err != nil {
-			return err
+			return fmt.Errorf("%w: %w", errStaging, err)
 		}
 	}
 	return s.commit(context.Background(), n.key+"/"+LogName, logPath)
@@ -545,7 +551,7 @@ func (s *scheduler) stage(ctx context.Context, key, file string, b []byte) error
 		return s.m.cfg.Store.Put(ctx, key, bytesReader(b))
 	}
 	if err := os.WriteFile(file, b, 0o600); err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errStaging, err)
 	}
 	return s.commit(ctx, key, file)
 }
@@ -557,7 +563,7 @@ func (s *scheduler) commit(ctx context.Context, key, file string) error {
 	}
 	f, err := os.Open(file)
 	if err != nil {
-		return err
+		return fmt.Errorf("%w: %w", errStaging, err)
 	}
 	defer f.Close()
 	return store.Put(ctx, key, f)

@@ -49,6 +49,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Bucket == "" {
 		return nil, fmt.Errorf("minio target at %s: no bucket given (want minio://host:port/bucket/prefix)", cfg.Endpoint)
 	}
+	if err := targets.CheckBucketName(cfg.Bucket); err != nil {
+		return nil, fmt.Errorf("minio target at %s: %w", cfg.Endpoint, err)
+	}
 	if cfg.AccessKey == "" || cfg.SecretKey == "" {
 		return nil, fmt.Errorf("minio target at %s: no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY)", cfg.Endpoint)
 	}
@@ -116,7 +119,7 @@ func (s *Store) mapErr(key string, err error) error {
 	case errors.Is(err, context.Canceled):
 		return err
 	case resp.StatusCode == 0 || resp.StatusCode >= 500:
-		return fmt.Errorf("%w: %s: %v", targets.ErrUnavailable, s, err)
+		return fmt.Errorf("%w: %s: %w", targets.ErrUnavailable, s, err)
 	}
 	return fmt.Errorf("%s in %s: %w", key, s, err)
 }

@@ -40,6 +40,7 @@ func TestOpenErrorsNameEndpointAndBucket(t *testing.T) {
 		{"unreachable", func(c *minio.Config) { c.Endpoint = "127.0.0.1:1" }, []string{srv.Bucket, "127.0.0.1:1", "cannot reach"}},
 		{"no credentials", func(c *minio.Config) { c.AccessKey = "" }, []string{srv.Endpoint, "no credentials", "MINIO_ACCESS_KEY"}},
 		{"no bucket", func(c *minio.Config) { c.Bucket = "" }, []string{srv.Endpoint, "no bucket"}},
+		{"bad bucket name", func(c *minio.Config) { c.Bucket = "cc" }, []string{srv.Endpoint, `bucket "cc"`, "S3 bucket names are 3 to 63 characters"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -18,6 +18,9 @@ func TestTargetErrors(t *testing.T) {
 		{"minio:///bucket", "no host"},
 		{"minio://127.0.0.1:1/bucket", "no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY"},
 		{"s3:///prefix", "no bucket given"},
+		// Refused before any request: S3 would answer a bare 400 that reads like bad credentials.
+		{"s3://cc/prefix?endpoint=http://127.0.0.1:1", `s3 target: bucket "cc": S3 bucket names are 3 to 63 characters`},
+		{"minio://127.0.0.1:1/cc/prefix", `bucket "cc": S3 bucket names are 3 to 63 characters`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {

@@ -56,6 +56,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Bucket == "" {
 		return nil, errors.New("s3 target: no bucket given (want s3://bucket/prefix)")
 	}
+	if err := targets.CheckBucketName(cfg.Bucket); err != nil {
+		return nil, fmt.Errorf("s3 target: %w", err)
+	}
 	opts := []func(*config.LoadOptions) error{}
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
@@ -136,7 +139,7 @@ func (s *Store) mapErr(key string, err error) error {
 		case http.StatusPreconditionFailed, http.StatusConflict:
 			return fmt.Errorf("%s: %w", key, targets.ErrExist)
 		case http.StatusServiceUnavailable, http.StatusInternalServerError, http.StatusBadGateway:
-			return fmt.Errorf("%w: %s: %v", targets.ErrUnavailable, s, err)
+			return fmt.Errorf("%w: %s: %w", targets.ErrUnavailable, s, err)
 		}
 		return fmt.Errorf("%s in %s: %w", key, s, err)
 	}
@@ -144,7 +147,7 @@ func (s *Store) mapErr(key string, err error) error {
 		return err
 	}
 	// No HTTP answer at all: the endpoint is down or unreachable.
-	return fmt.Errorf("%w: %s: %v", targets.ErrUnavailable, s, err)
+	return fmt.Errorf("%w: %s: %w", targets.ErrUnavailable, s, err)
 }
 
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {

@@ -45,6 +45,7 @@ func TestOpenErrorsNameEndpointAndBucket(t *testing.T) {
 		{"wrong credentials", s3.Config{Bucket: srv.Bucket, Endpoint: srv.URL()}, map[string]string{"AWS_SECRET_ACCESS_KEY": "wrong"}, []string{srv.Bucket, srv.URL(), "access denied", "AWS_SECRET_ACCESS_KEY"}},
 		{"unreachable", s3.Config{Bucket: srv.Bucket, Endpoint: "http://127.0.0.1:1"}, nil, []string{srv.Bucket, "http://127.0.0.1:1", "cannot reach"}},
 		{"no bucket", s3.Config{Endpoint: srv.URL()}, nil, []string{"no bucket"}},
+		{"bad bucket name", s3.Config{Bucket: "cc", Endpoint: srv.URL()}, nil, []string{`bucket "cc"`, "S3 bucket names are 3 to 63 characters"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

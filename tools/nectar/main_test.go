@@ -72,6 +72,7 @@ func TestRunCommandRunsATaskHere(t *testing.T) {
 		{[]string{"run", "testchains/hello_chain/HelloTask", "nmae=x"}, "", `parameter "nmae": is not a parameter of HelloTask`},
 		{[]string{"run", "testchains/fanin_chain/JoinTask", "leaves=x"}, "", `parameter "leaves": "x" is not an integer`},
 		{[]string{"run", "testchains/nope/HelloTask"}, "", "no task testchains/nope/HelloTask"},
+		{[]string{"run", "testchains/faults_chain/SleepTask", "duration=-1s"}, "", `parameter "duration": "-1s" is negative`},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer

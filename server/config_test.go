@@ -1,0 +1,41 @@
+package server
+
+import (
+	"log/slog"
+	"strings"
+	"testing"
+
+	"nectar/server/catalog"
+)
+
+func TestConfigMetricsPublic(t *testing.T) {
+	token := strings.Repeat("t", 24)
+	tests := []struct {
+		env     map[string]string
+		public  bool
+		wantErr string
+	}{
+		{map[string]string{}, true, ""},
+		{map[string]string{"NECTAR_METRICS_PUBLIC": "true"}, true, ""},
+		{map[string]string{"NECTAR_METRICS_PUBLIC": "false", "NECTAR_API_TOKENS": token}, false, ""},
+		{map[string]string{"NECTAR_METRICS_PUBLIC": "maybe"}, true, `NECTAR_METRICS_PUBLIC="maybe": want true or false`},
+		{map[string]string{"NECTAR_METRICS_PUBLIC": "false"}, true, `NECTAR_METRICS_PUBLIC="false": false puts /metrics behind the bearer tokens, but NECTAR_API_TOKENS is not set`},
+	}
+	for _, tt := range tests {
+		cfg, err := ConfigFromEnv(func(k string) string { return tt.env[k] })
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("ConfigFromEnv(%v) = %v", tt.env, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("ConfigFromEnv(%v) = %v, want %q", tt.env, err, tt.wantErr)
+		case err == nil && cfg.MetricsPublic != tt.public:
+			t.Errorf("ConfigFromEnv(%v).MetricsPublic = %v, want %v", tt.env, cfg.MetricsPublic, tt.public)
+		}
+	}
+	// The same mistake in a Config built in code: New refuses it rather than open /metrics.
+	cfg := Defaults()
+	cfg.Target, cfg.PluginDir, cfg.MetricsPublic = t.TempDir(), pluginDir, false
+	if _, err := New(cfg, catalog.Generated(), slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "NECTAR_API_TOKENS is not set") {
+		t.Errorf("New with private metrics and no token = %v, want an error", err)
+	}
+}

@@ -1,0 +1,59 @@
+package targets
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"strings"
+	"testing"
+)
+
+func TestCheckBucketName(t *testing.T) {
+	tests := []struct {
+		name string
+		why  string // "" = valid
+	}{
+		{"nectar", ""},
+		{"abc", ""},
+		{"my.bucket-01", ""},
+		{strings.Repeat("a", 63), ""},
+		{"cc", "this one has 2"},
+		{strings.Repeat("a", 64), "this one has 64"},
+		{"My-Bucket", "other characters"},
+		{"my_bucket", "other characters"},
+		{"-bucket", "begin and end"},
+		{"bucket.", "begin and end"},
+		{"my..bucket", "two '.' in a row"},
+		{"192.168.5.4", "IP address"},
+	}
+	for _, tt := range tests {
+		err := CheckBucketName(tt.name)
+		switch {
+		case tt.why == "" && err != nil:
+			t.Errorf("CheckBucketName(%q) = %v, want nil", tt.name, err)
+		case tt.why != "" && (err == nil || !strings.Contains(err.Error(), tt.why) ||
+			!strings.Contains(err.Error(), fmt.Sprintf("bucket %q: S3 bucket names are 3 to 63 characters", tt.name))):
+			t.Errorf("CheckBucketName(%q) = %v, want the rule and %q", tt.name, err, tt.why)
+		}
+	}
+}
+
+func TestUnavailableKeepsTheCause(t *testing.T) {
+	cause := &fs.PathError{Op: "open", Path: "/x", Err: fs.ErrPermission}
+	err := Unavailable(fmt.Errorf("reading: %w", cause))
+	var pe *fs.PathError
+	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, fs.ErrPermission) || !errors.As(err, &pe) {
+		t.Errorf("Unavailable(%v) = %v, want ErrUnavailable with the cause kept", cause, err)
+	}
+	already := fmt.Errorf("%w: s3 bucket down", ErrUnavailable)
+	if got := Unavailable(already); got != already {
+		t.Errorf("Unavailable(%v) = %v, want it unchanged", already, got)
+	}
+	if got := Unavailable(context.Canceled); got != context.Canceled {
+		t.Errorf("Unavailable(context.Canceled) = %v, want it unchanged", got)
+	}
+	if Unavailable(nil) != nil {
+		t.Errorf("Unavailable(nil) != nil")
+	}
+}
