@@ -33,7 +33,16 @@ build: generate ## build bin/nectar and one plugin per chain type (with its sha2
 run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)
 	./$(BIN)/nectar serve
 
-tools: $(MINIO) ## install the pinned MinIO server used by the tests into .tools/
+# PostgreSQL 15 for the run-history tests (they start a throwaway cluster of their own), from
+# Debian's packages when the machine lacks it.
+PG_BIN := /usr/lib/postgresql/15/bin
+
+tools: $(MINIO) $(PG_BIN)/initdb ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15
+
+$(PG_BIN)/initdb:
+	@echo "installing Debian's postgresql-15 (the run-history tests start their own cluster from it)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-15
 
 $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"

@@ -40,6 +40,7 @@ type Config struct {
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
+	DatabaseURL     string        // NECTAR_DATABASE_URL: "" (embedded SQLite), sqlite:<file>, postgres://…, or off
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string
@@ -194,6 +195,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	num("NECTAR_TASK_PARALLELISM", &c.TaskParallelism, 1, 10000)
+	if v := getenv("NECTAR_DATABASE_URL"); v != "" {
+		switch {
+		case v == "off", strings.HasPrefix(v, "postgres://"), strings.HasPrefix(v, "postgresql://"):
+		case strings.HasPrefix(v, "sqlite:") && len(v) > len("sqlite:"):
+		default:
+			// Only the scheme: the rest may hold a password.
+			scheme, _, _ := strings.Cut(v, ":")
+			errs = append(errs, fmt.Errorf("NECTAR_DATABASE_URL: scheme %q: want postgres://user:password@host:5432/db, sqlite:<file>, or off (unset: an embedded SQLite file beside the local targets)", clipScheme(scheme)))
+		}
+		c.DatabaseURL = v
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -210,4 +222,11 @@ func decodeKey(v string) ([]byte, error) {
 		return b, nil
 	}
 	return nil, fmt.Errorf("want at least %d random bytes, hex or base64 encoded (openssl rand -hex 32)", signing.MinKeyLen)
+}
+
+func clipScheme(s string) string {
+	if len(s) > 20 || strings.ContainsAny(s, "@/") {
+		return "?"
+	}
+	return s
 }

@@ -48,6 +48,8 @@ var errorTable = []struct {
 	{target: ErrUnknownTask, code: http.StatusNotFound},
 	{target: runs.ErrUnknownKey, code: http.StatusNotFound},
 	{target: runs.ErrNotRunning, code: http.StatusNotFound},
+	{target: ErrUnknownRun, code: http.StatusNotFound},
+	{target: ErrHistoryOff, code: http.StatusNotFound},
 	{target: targets.ErrNotExist, code: http.StatusNotFound},
 	{target: echo.ErrNotFound, code: http.StatusNotFound}, // no route: errorHandler names the path
 	{target: echo.ErrMethodNotAllowed, code: http.StatusMethodNotAllowed, public: "this endpoint does not take that method"},

@@ -17,6 +17,7 @@ import (
 
 	"nectar/chains/params"
 	"nectar/server/catalog"
+	"nectar/server/history"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets"
@@ -183,13 +184,18 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 				}
 			}
 			if done { // idempotency: answer at once, start nothing
+				s.countHit(key)
 				st := runs.Done
 				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
 			}
 		}
-		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force})
+		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force,
+			Trigger: triggerOf(c.Request())})
 		if err != nil {
 			return err
+		}
+		if joined {
+			s.countHit(key)
 		}
 		if wait > 0 {
 			timer := time.NewTimer(wait)
@@ -402,4 +408,23 @@ func (s *Server) download(c echo.Context) error {
 	c.Response().WriteHeader(http.StatusOK)
 	_, err = io.Copy(c.Response(), rc)
 	return err
+}
+
+// TriggerHeader lets the web UI mark the runs it starts (the history shows how a run began);
+// any other value, or none, is an API call.
+const TriggerHeader = "X-Nectar-Trigger"
+
+func triggerOf(r *http.Request) string {
+	if r.Header.Get(TriggerHeader) == history.TriggerUI {
+		return history.TriggerUI
+	}
+	return history.TriggerAPI
+}
+
+// countHit counts a POST that joined a run or found its out done on the key's latest run in the
+// history (a map update; the index writes the sums in batches).
+func (s *Server) countHit(key string) {
+	if s.history != nil {
+		s.history.Hit(key)
+	}
 }

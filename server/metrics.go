@@ -20,6 +20,7 @@ type promMetrics struct {
 	launches      *prometheus.CounterVec
 	launchLatency *prometheus.HistogramVec
 	storeErrors   *prometheus.CounterVec
+	historyErrors prometheus.Counter
 }
 
 func newPromMetrics() *promMetrics {
@@ -43,6 +44,9 @@ func newPromMetrics() *promMetrics {
 			Name: "nectar_store_errors_total", Help: "Failures of the target store, by where they happened (run, api).",
 		}, []string{"where"}),
 	}
+	p.historyErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "nectar_history_errors_total", Help: "Failed or dropped writes of the run history (the runs themselves are not affected)."})
+	p.registry.MustRegister(p.historyErrors)
 	p.registry.MustRegister(p.runs, p.runDuration, p.launches, p.launchLatency, p.storeErrors,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return p
@@ -80,3 +84,6 @@ func (p *promMetrics) PluginLaunched(typ string, latency time.Duration, err erro
 }
 
 func (p *promMetrics) StoreError(where string) { p.storeErrors.WithLabelValues(where).Inc() }
+
+// HistoryError counts a failed or dropped write of the run history.
+func (p *promMetrics) HistoryError() { p.historyErrors.Inc() }

@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -25,6 +26,7 @@ import (
 
 	"nectar/plugins/host"
 	"nectar/server/catalog"
+	"nectar/server/history"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets"
@@ -45,6 +47,12 @@ type Server struct {
 	metrics   *promMetrics
 	done      *doneCache
 	publicURL atomic.Pointer[string]
+	// history is the run index (nil with NECTAR_DATABASE_URL=off); rebuilding is set while it
+	// is being made again from the store at start.
+	history      *history.Index
+	rebuilding   atomic.Bool
+	closeHistory sync.Once
+	bg           sync.WaitGroup // background work to wait for at Close
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
@@ -93,7 +101,20 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		f.Close()
 	}
 	s.metrics = newPromMetrics()
+	db, rebuild, err := openHistory(context.Background(), cfg.DatabaseURL, store)
+	if err != nil {
+		launcher.Close()
+		return nil, fmt.Errorf("NECTAR_DATABASE_URL: %w", err)
+	}
+	var onChange func(*runs.Run)
+	if db != nil {
+		s.history = history.NewIndex(db, logger, s.metrics.HistoryError)
+		onChange = func(r *runs.Run) {
+			s.history.Changed(r.ID(), func() history.Entry { return liveEntry(r.Snapshot()) })
+		}
+	}
 	s.runs, err = runs.NewManager(runs.Config{
+		OnChange:        onChange,
 		Observer:        s.metrics,
 		MonitorInterval: cfg.MonitorInterval,
 		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
@@ -108,7 +129,25 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	})
 	if err != nil {
 		launcher.Close()
+		if db != nil {
+			s.history.Close(context.Background())
+			db.Close()
+		}
 		return nil, err
+	}
+	if rebuild {
+		// A new or outdated index is made again from the store while the server serves; the
+		// runs list says so meanwhile (data.rebuilding).
+		s.rebuilding.Store(true)
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			defer s.rebuilding.Store(false)
+			if _, err := RebuildHistory(s.runs.Context(), store, db, logger); err != nil {
+				s.metrics.HistoryError()
+				logger.Error("run history: rebuild failed; `nectar reindex` makes it again", "err", err)
+			}
+		}()
 	}
 	s.metrics.watch(s.runs)
 	s.echo = s.routes()
@@ -243,11 +282,26 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	return err
 }
 
-// Close cancels running runs, waits for their records, and removes the plugin socket folder.
+// Close cancels running runs, waits for their records, writes the last changes to the run
+// history, and removes the plugin socket folder.
 func (s *Server) Close(ctx context.Context) error {
 	err := s.runs.Shutdown(ctx)
+	s.bg.Wait()
+	s.closeHistory.Do(func() {
+		if s.history == nil {
+			return
+		}
+		// The history is derived data: a last write that fails is logged, not a failed close.
+		if herr := errors.Join(s.history.Close(ctx), s.history.Driver().Close()); herr != nil {
+			s.metrics.HistoryError()
+			s.log.Warn("run history: closing", "err", herr)
+		}
+	})
 	return errors.Join(err, s.launcher.Close())
 }
+
+// History is the run index (nil when NECTAR_DATABASE_URL=off).
+func (s *Server) History() *history.Index { return s.history }
 
 func (s *Server) routes() *echo.Echo {
 	e := echo.New()
@@ -277,6 +331,8 @@ func (s *Server) routes() *echo.Echo {
 	}
 	api.POST("/chains/:type/:chain/:task", s.unknownTask, auth)
 	api.DELETE("/chains/:type/:chain/:task", s.unknownTask, auth)
+	api.GET("/runs", s.listRuns)
+	api.GET("/runs/:run_id", s.getRun)
 	api.GET("/chainstatus", s.status)
 	api.DELETE("/chainstatus", s.status, auth) // the signed status URL cancels its run
 	api.GET("/chainlog", s.taskLog)

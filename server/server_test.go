@@ -19,6 +19,7 @@ import (
 
 	"nectar/plugins/plugintest"
 	"nectar/server/catalog"
+	"nectar/server/history/pgtest"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/targets/miniotest"
@@ -43,6 +44,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	code := m.Run()
+	pgtest.StopShared()
 	minioSrv.Stop()
 	plugintest.Cleanup()
 	os.Exit(code)
@@ -76,6 +78,10 @@ func newTestServerLogging(t *testing.T, logger *slog.Logger, edit ...func(*Confi
 	cfg.WarmPlugins = false
 	for _, e := range edit {
 		e(&cfg)
+	}
+	if cfg.DatabaseURL == "" && strings.Contains(cfg.Target, "://") {
+		// A remote store's default index is ./local_targets/.history.db: keep tests out of it.
+		cfg.DatabaseURL = "sqlite:" + filepath.Join(t.TempDir(), "history.db")
 	}
 	srv, err := New(cfg, catalog.Generated(), logger)
 	if err != nil {

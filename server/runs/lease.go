@@ -75,10 +75,13 @@ func (m *Manager) readJSON(ctx context.Context, key string, v any) error {
 	defer rc.Close()
 	if err := json.NewDecoder(rc).Decode(v); err != nil {
 		// Unreadable is as good as unreachable to every caller; the JSON error stays for the log.
-		return fmt.Errorf("%w: %s is corrupt: %w", targets.ErrUnavailable, key, err)
+		return fmt.Errorf("%w: %w: %s: %w", targets.ErrUnavailable, errCorrupt, key, err)
 	}
 	return nil
 }
+
+// errCorrupt marks a stored JSON object that does not decode.
+var errCorrupt = errors.New("corrupt object")
 
 // leaseAlive reports whether some server holds a fresh lease on key.
 func (m *Manager) leaseAlive(ctx context.Context, key string) bool {

@@ -73,6 +73,11 @@ type Config struct {
 	// WarmPlugins keeps one plugin process per chain type started ahead of need, so a run
 	// does not wait for exec and handshake (~10 ms).
 	WarmPlugins bool
+	// OnChange is called after every change of a run this server executes (from the moment it
+	// holds the run's lease), with the run; it must return at once (the run history marks the
+	// run and reads its Snapshot later, in batches). Runs this server only follows are not
+	// reported: their own server reports them.
+	OnChange func(*Run)
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -160,6 +165,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}, nil
 }
 
+// Context ends when the manager shuts down (background work tied to the server stops with it).
+func (m *Manager) Context() context.Context { return m.ctx }
+
 // Launches counts the plugin processes put to work for runs (a warm spare counts when a run
 // takes it; spares never used are not counted).
 func (m *Manager) Launches() int64 { return m.launches.Load() }
@@ -170,6 +178,8 @@ type Spec struct {
 	Params            []byte // canonical JSON
 	// Force reruns the task even if its out exists (its upstream outs are kept).
 	Force bool
+	// Trigger says how the run was started (api, cli, ui, schedule); recorded with it.
+	Trigger string
 }
 
 // Run is one execution of a task and whatever it requires.
@@ -186,6 +196,10 @@ type Run struct {
 	// for retired, so it starts a new run rather than join this finished one.
 	retired chan struct{}
 	left    bool // no longer counted as pending (guarded by Manager.mu)
+	// owned is set once this server holds the run's lease: from then on changes are reported
+	// to onChange (guarded by mu).
+	owned    bool
+	onChange func(*Run)
 }
 
 // Snapshot is the current record, with the metrics so far (samples are in the metrics object).
@@ -219,7 +233,27 @@ func (r *Run) Done() <-chan struct{} { return r.done }
 func (r *Run) update(f func(*Record)) {
 	r.mu.Lock()
 	f(&r.rec)
+	notify := r.owned && r.onChange != nil
 	r.mu.Unlock()
+	if notify {
+		r.onChange(r)
+	}
+}
+
+// changed reports the run's current state again (after a change outside its record, such as
+// the final usage figures).
+func (r *Run) changed() { r.update(func(*Record) {}) }
+
+// own marks the run as executed here: its changes are reported from now on, this one first.
+func (r *Run) own() {
+	r.update(func(*Record) { r.owned = true })
+}
+
+// ID is the run's id.
+func (r *Run) ID() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.RunID
 }
 
 // Errors of Submit and Cancel.
@@ -271,10 +305,12 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 		rec: Record{
 			RunID: randomID(), Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
 			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
+			Trigger: spec.Trigger,
 		},
-		done:    make(chan struct{}),
-		retired: make(chan struct{}),
-		cancel:  cancel,
+		onChange: m.cfg.OnChange,
+		done:     make(chan struct{}),
+		retired:  make(chan struct{}),
+		cancel:   cancel,
 	}
 	m.active[key] = r
 	m.wg.Add(1)
@@ -372,7 +408,7 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 			}
 			// No live server holds it, yet the record says it runs: its server died mid-run.
 			rec.Status = Failed
-			rec.Error = "run was interrupted: the server running it stopped before it finished (POST again to resume)"
+			rec.Error = interruptedError
 		}
 		return rec, nil
 	}
@@ -421,6 +457,8 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		return
 	}
 
+	// Its record is written below whatever happened, so the history lists it too.
+	r.own()
 	now := time.Now().UTC()
 	r.update(func(rec *Record) {
 		rec.Status, rec.Error, rec.FinishedAt = status, errMsg, &now
@@ -432,6 +470,11 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	m.cfg.Observer.RunFinished(rec.Type, rec.Chain, rec.Task, status, now.Sub(rec.SubmittedAt))
 	// Stop the plugin first: its exact usage (from the kernel) goes into the metrics.
 	finish()
+	r.mu.Lock()
+	if r.meter != nil {
+		r.meter.stop(now)
+	}
+	r.mu.Unlock()
 	putMetrics := func() error {
 		if mt := r.metrics(); mt != nil {
 			if b, err := json.Marshal(mt); err == nil {
@@ -450,6 +493,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		go m.persistLater(r, leased)
 		return
 	}
+	r.changed() // with the exact usage the record was stored with
 	if leased {
 		m.releaseLease(rec.Key)
 	}
@@ -480,6 +524,7 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 		case <-time.After(wait):
 		}
 		if err := m.putRecord(context.Background(), r); err == nil {
+			r.changed()
 			if leased {
 				m.releaseLease(r.Snapshot().Key)
 			}
@@ -511,6 +556,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			return false, false, Failed, m.failure(log, r, "taking the run's lease", err), finish
 		}
 		if held {
+			r.own()
 			break
 		}
 		log.Info("another server is running this key; following it")
@@ -546,10 +592,44 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	started := time.Now().UTC()
 	r.update(func(rec *Record) { rec.Status, rec.StartedAt = Running, &started })
 
-	// A run joined late, or raced with another that just finished: nothing to execute.
-	if done, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName); err != nil {
+	// A run joined late, or raced with another that just finished: nothing to execute. The
+	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
+	var done bool
+	var prev *Record
+	if err := concurrently(
+		func() (err error) {
+			done, err = targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName)
+			if err != nil {
+				return fmt.Errorf("looking for the out of %s: %w", rec.Task, err)
+			}
+			return nil
+		},
+		func() error {
+			old, err := m.storedRecord(ctx, rec.Key)
+			switch {
+			case errors.Is(err, targets.ErrNotExist):
+				return nil
+			case errors.Is(err, errCorrupt): // its history is lost; this run must not be
+				log.Warn("the previous run record is unreadable; its history is dropped", "err", err)
+				return nil
+			case err != nil:
+				return fmt.Errorf("reading the previous record of %s: %w", rec.Task, err)
+			}
+			prev = &old
+			return nil
+		},
+	); err != nil {
 		return Failed, m.failure(log, r, "looking for the out of "+rec.Task, err), finish
-	} else if done && !r.force {
+	}
+	if prev != nil && prev.RunID != rec.RunID {
+		r.update(func(rec *Record) {
+			rec.Previous = append([]PastRun{prev.Past()}, prev.Previous...)
+			if len(rec.Previous) > MaxPrevious {
+				rec.Previous = rec.Previous[:MaxPrevious]
+			}
+		})
+	}
+	if done && !r.force {
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
 		})

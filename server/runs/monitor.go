@@ -68,6 +68,7 @@ type meter struct {
 	started  time.Time
 
 	mu      sync.Mutex
+	stopped time.Time // the run's finish; zero while it runs
 	m       Metrics
 	cpu     float64 // CPU seconds of processes that have ended (exact, from rusage)
 	running map[int]float64
@@ -163,6 +164,16 @@ func (mt *meter) setTask(key string, f func(*TaskMetrics)) {
 }
 
 // snapshot is the metrics so far (final once every process has ended).
+// stop ends the run's wall time at at (its finish): the cost no longer grows with every later
+// snapshot, so the record, the status answer and the run history all show one figure.
+func (mt *meter) stop(at time.Time) {
+	mt.mu.Lock()
+	if mt.stopped.IsZero() {
+		mt.stopped = at
+	}
+	mt.mu.Unlock()
+}
+
 func (mt *meter) snapshot() Metrics {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
@@ -177,6 +188,9 @@ func (mt *meter) snapshot() Metrics {
 		cpu += c
 	}
 	wall := time.Since(mt.started)
+	if !mt.stopped.IsZero() {
+		wall = mt.stopped.Sub(mt.started)
+	}
 	m.Summary.CPUSeconds = cpu
 	m.Summary.WallSeconds = wall.Seconds()
 	m.Summary.CostUSD = mt.pricing.Cost(cpu, m.Summary.PeakRSSBytes, wall)

@@ -77,11 +77,87 @@ type Record struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []TaskState     `json:"tasks,omitempty"`
 	Metrics     *Metrics        `json:"metrics,omitempty"` // summary and per-task figures; samples are in the metrics object
+	// Trigger says how the run was started: api, cli, ui or schedule.
+	Trigger string `json:"trigger,omitempty"`
+	// Previous are the earlier runs of this key, newest first (at most MaxPrevious): the record
+	// holds only the latest run, and the run history is rebuilt from records alone.
+	Previous []PastRun `json:"previous,omitempty"`
 }
+
+// MaxPrevious bounds the earlier runs a record remembers.
+const MaxPrevious = 20
+
+// PastRun is what a record keeps of an earlier run of its key.
+type PastRun struct {
+	RunID       string     `json:"run_id"`
+	Status      Status     `json:"status"`
+	Trigger     string     `json:"trigger,omitempty"`
+	Error       string     `json:"error,omitempty"`
+	SubmittedAt time.Time  `json:"submitted_at"`
+	StartedAt   *time.Time `json:"started_at,omitempty"`
+	FinishedAt  *time.Time `json:"finished_at,omitempty"`
+	CostUSD     float64    `json:"cost_usd,omitempty"`
+	Tasks       TaskCounts `json:"tasks"`
+}
+
+// TaskCounts counts a run's tasks by status; Cached counts the DONE ones not run again.
+type TaskCounts struct {
+	Total          int `json:"total"`
+	Pending        int `json:"pending,omitempty"`
+	Running        int `json:"running,omitempty"`
+	Done           int `json:"done,omitempty"`
+	Failed         int `json:"failed,omitempty"`
+	Cancelled      int `json:"cancelled,omitempty"`
+	UpstreamFailed int `json:"upstream_failed,omitempty"`
+	Cached         int `json:"cached,omitempty"`
+}
+
+// Counts counts the record's tasks by status.
+func (r *Record) Counts() TaskCounts {
+	c := TaskCounts{Total: len(r.Tasks)}
+	for _, t := range r.Tasks {
+		switch t.Status {
+		case Pending:
+			c.Pending++
+		case Running:
+			c.Running++
+		case Done:
+			c.Done++
+			if t.Cached {
+				c.Cached++
+			}
+		case Failed:
+			c.Failed++
+		case Cancelled:
+			c.Cancelled++
+		case UpstreamFailed:
+			c.UpstreamFailed++
+		}
+	}
+	return c
+}
+
+// Past summarizes the record as an earlier run. A run that never reached a final status (its
+// server died) is remembered as FAILED, as status answers report it.
+func (r *Record) Past() PastRun {
+	p := PastRun{RunID: r.RunID, Status: r.Status, Trigger: r.Trigger, Error: r.Error, SubmittedAt: r.SubmittedAt,
+		StartedAt: r.StartedAt, FinishedAt: r.FinishedAt, Tasks: r.Counts()}
+	if r.Metrics != nil {
+		p.CostUSD = r.Metrics.Summary.CostUSD
+	}
+	if !p.Status.Final() {
+		p.Status, p.Error = Failed, interruptedError
+	}
+	return p
+}
+
+// interruptedError is what a run whose server died before it finished is reported with.
+const interruptedError = "run was interrupted: the server running it stopped before it finished (POST again to resume)"
 
 func (r *Record) clone() Record {
 	c := *r
 	c.Tasks = append([]TaskState(nil), r.Tasks...)
+	c.Previous = append([]PastRun(nil), r.Previous...)
 	for i := range c.Tasks {
 		c.Tasks[i].Attempts = append([]Attempt(nil), c.Tasks[i].Attempts...)
 	}

@@ -14,6 +14,7 @@ import (
 	"nectar/gen/names"
 	"nectar/server"
 	"nectar/server/catalog"
+	"nectar/server/history"
 	"nectar/server/runs"
 )
 
@@ -55,7 +56,7 @@ func runTask(ctx context.Context, args []string, getenv func(string) string, std
 		return err
 	}
 	defer srv.Close(context.Background())
-	r, _, err := srv.Runs().Submit(runs.Spec{Type: task.Type, Chain: task.Chain, Task: task.Name, Params: params})
+	r, _, err := srv.Runs().Submit(runs.Spec{Type: task.Type, Chain: task.Chain, Task: task.Name, Params: params, Trigger: history.TriggerCLI})
 	if err != nil {
 		return err
 	}

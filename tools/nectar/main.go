@@ -3,6 +3,7 @@
 //	nectar serve                                  serve the API (NECTAR_* environment variables)
 //	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
+//	nectar reindex                                rebuild the run history from the store's run records
 //	nectar version                                print the plugin protocol version
 package main
 
@@ -38,6 +39,9 @@ commands:
   run <type>/<chain>/<Task> [k=v...]  run a task (and what it requires) here, print its out;
                                       same store, plugins and keys as the server
   new <type> <name>                   write chains/<type>/<name>_chain.go, a chain to start from
+                                      (and its test)
+  reindex                             rebuild the run history (NECTAR_DATABASE_URL) from the
+                                      run records in the store (NECTAR_TARGET)
   version                             print the plugin protocol version
 `
 
@@ -53,6 +57,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return runTask(ctx, args[1:], getenv, stdout, stderr)
 	case "new":
 		return newChain(args[1:], stdout)
+	case "reindex":
+		return reindex(ctx, getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nectar plugin protocol %d\n", plugins.ProtocolVersion)
 		return nil
@@ -83,4 +89,18 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	fmt.Fprintf(stdout, "nectar: serving on http://%s (targets: %s)\n", ln.Addr(), srv.Store())
 	return srv.Serve(ctx, ln)
+}
+
+func reindex(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
+	cfg, err := server.ConfigFromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	n, err := server.Reindex(ctx, cfg, logger)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "nectar: run history rebuilt: %d runs\n", n)
+	return nil
 }

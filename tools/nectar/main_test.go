@@ -3,11 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
+
 	"nectar/plugins/plugintest"
+	"nectar/server/history"
+	"nectar/server/history/sqlite"
 )
 
 func TestMain(m *testing.M) {
@@ -86,5 +93,35 @@ func TestRunCommandRunsATaskHere(t *testing.T) {
 		if err != nil || stdout.String() != tt.wantOut {
 			t.Errorf("nectar %v = %v, stdout %q, want %q (stderr %s)", tt.args, err, stdout.String(), tt.wantOut, stderr.String())
 		}
+	}
+	// The runs are in the history, marked as started from the CLI; nectar reindex makes the same
+	// index again from the run records.
+	d, err := sqlite.Open(filepath.Join(target, ".history.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	before, err := d.List(context.Background(), history.ListParams{Limit: 100})
+	if err != nil || len(before) < 2 {
+		t.Fatalf("history after nectar run: %d runs, %v", len(before), err)
+	}
+	for _, e := range before {
+		if e.Trigger != history.TriggerCLI {
+			t.Errorf("run %s %s: trigger %q, want cli", e.Task, e.RunID, e.Trigger)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	if err := run(context.Background(), []string{"reindex"}, getenv, &stdout, &stderr); err != nil {
+		t.Fatalf("nectar reindex: %v\n%s", err, stderr.String())
+	}
+	if want := fmt.Sprintf("run history rebuilt: %d runs", len(before)); !strings.Contains(stdout.String(), want) {
+		t.Errorf("nectar reindex said %q, want %q", stdout.String(), want)
+	}
+	after, err := d.List(context.Background(), history.ListParams{Limit: 100})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(before, after, cmpopts.IgnoreFields(history.Entry{}, "Hits")); diff != "" {
+		t.Errorf("reindexed history differs (-before +after):\n%s", diff)
 	}
 }

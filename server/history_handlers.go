@@ -1,0 +1,159 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/chains/params"
+	"nectar/server/history"
+	"nectar/targets"
+)
+
+// ErrHistoryOff is a history request to a server whose run history is turned off.
+var ErrHistoryOff = errors.New("the run history is off on this server (NECTAR_DATABASE_URL=off)")
+
+// runsQuery are the query parameters of GET /api/runs.
+var runsQuery = []string{"type", "chain", "task", "status", "trigger", "key", "since", "until", "q", "limit", "cursor", "counts"}
+
+// runItem is one run in a list answer: the index row, with its status URL and its own URL.
+type runItem struct {
+	history.Entry
+	URL       string `json:"url"`
+	StatusURL string `json:"status_url"`
+}
+
+// historyTimeout bounds one history query: a slow database answers 503, not a hung request.
+const historyTimeout = 5 * time.Second
+
+// listRuns answers GET /api/runs: runs newest first, filtered, a page at a time.
+func (s *Server) listRuns(c echo.Context) error {
+	if s.history == nil {
+		return ErrHistoryOff
+	}
+	p, withCounts, err := parseRunsQuery(c.QueryParams())
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)
+	defer cancel()
+	d := s.history.Driver()
+	page, err := history.ListPage(ctx, d, p)
+	if err != nil {
+		return s.historyErr(err)
+	}
+	items := make([]runItem, len(page.Entries))
+	for i, e := range page.Entries {
+		items[i] = runItem{Entry: e, URL: "/api/runs/" + e.RunID, StatusURL: s.statusURL(e.Key)}
+	}
+	data := map[string]any{"runs": items, "next_cursor": page.Next, "rebuilding": s.rebuilding.Load()}
+	if withCounts {
+		counts, err := d.CountByStatus(ctx, p.Filter)
+		if err != nil {
+			return s.historyErr(err)
+		}
+		data["counts"] = counts
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d runs", len(items)), data)
+}
+
+// getRun answers GET /api/runs/<run_id>.
+func (s *Server) getRun(c echo.Context) error {
+	if s.history == nil {
+		return ErrHistoryOff
+	}
+	id := c.Param("run_id")
+	if len(id) > 64 {
+		return &params.Error{Param: "run_id", Value: id, Reason: "is not a run id"}
+	}
+	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)
+	defer cancel()
+	e, err := s.history.Driver().Get(ctx, id)
+	if errors.Is(err, history.ErrNotFound) {
+		return newError(ErrUnknownRun, fmt.Sprintf("no run %q in the history (see /api/runs)", id))
+	}
+	if err != nil {
+		return s.historyErr(err)
+	}
+	return respond(c, http.StatusOK, e.Task+" "+e.Status, runItem{Entry: e, URL: "/api/runs/" + e.RunID, StatusURL: s.statusURL(e.Key)})
+}
+
+// ErrUnknownRun is a run id the history does not hold.
+var ErrUnknownRun = errors.New("unknown run")
+
+// historyErr marks a failed history query as the database being unavailable (503).
+func (s *Server) historyErr(err error) error {
+	s.metrics.HistoryError()
+	return fmt.Errorf("run history: %w", targets.Unavailable(err))
+}
+
+// parseRunsQuery reads the filters, page size and cursor of GET /api/runs; every error names
+// the parameter.
+func parseRunsQuery(q url.Values) (p history.ListParams, withCounts bool, err error) {
+	for name := range q {
+		if !slices.Contains(runsQuery, name) {
+			return p, false, &params.Error{Param: name, Reason: "is not a filter of /api/runs (it takes: type, chain, task, status, trigger, key, since, until, q, limit, cursor, counts)"}
+		}
+	}
+	get := func(name string) (string, error) { return params.QueryValue(q, name, "", false) }
+	fields := []struct {
+		name string
+		dst  *string
+	}{{"type", &p.Type}, {"chain", &p.Chain}, {"task", &p.Task}, {"status", &p.Status}, {"trigger", &p.Trigger}, {"key", &p.Key}, {"q", &p.Query}}
+	for _, f := range fields {
+		if *f.dst, err = get(f.name); err != nil {
+			return p, false, err
+		}
+	}
+	for _, t := range []struct {
+		name string
+		dst  *time.Time
+	}{{"since", &p.Since}, {"until", &p.Until}} {
+		v, err := get(t.name)
+		if err != nil {
+			return p, false, err
+		}
+		if v != "" {
+			if *t.dst, err = params.ParseTime(t.name, v); err != nil {
+				return p, false, err
+			}
+		}
+	}
+	if p.Status != "" {
+		if _, err := params.ParseEnum("status", p.Status, history.Statuses); err != nil {
+			return p, false, err
+		}
+	}
+	if p.Trigger != "" {
+		if _, err := params.ParseEnum("trigger", p.Trigger, history.Triggers); err != nil {
+			return p, false, err
+		}
+	}
+	if !p.Since.IsZero() && !p.Until.IsZero() && !p.Since.Before(p.Until) {
+		return p, false, &params.Error{Param: "since", Value: q.Get("since"), Reason: "must be before until"}
+	}
+	limit, err := params.QueryInt(q, "limit", strconv.Itoa(history.DefaultLimit), false)
+	if err != nil {
+		return p, false, err
+	}
+	if limit < 1 || limit > history.MaxLimit {
+		return p, false, &params.Error{Param: "limit", Value: q.Get("limit"), Reason: fmt.Sprintf("must be between 1 and %d", history.MaxLimit)}
+	}
+	p.Limit = int(limit)
+	if v, err := get("cursor"); err != nil {
+		return p, false, err
+	} else if v != "" {
+		if p.Cursor, err = history.DecodeCursor(v); err != nil {
+			return p, false, &params.Error{Param: "cursor", Value: v, Reason: "is not a cursor from a previous page (use next_cursor as given)"}
+		}
+	}
+	withCounts, err = params.QueryBool(q, "counts", "false", false)
+	return p, withCounts, err
+}
