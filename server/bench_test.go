@@ -12,12 +12,22 @@ import (
 // Go micro-benchmarks of the server in-process (real plugin processes, local store). The
 // end-to-end table with the real binary and a load driver is tools/bench; both run in make bench.
 
+// BenchmarkSingleRun runs with the run history on (the default) and off: the index must not
+// cost a run more than a millisecond.
 func BenchmarkSingleRun(b *testing.B) {
-	ts := newTestServer(&testing.T{})
-	defer ts.Close(b.Context())
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		postOK(b, ts, fmt.Sprintf("/api/chains/testchains/hello_chain/HelloTask?name=b%d&wait=30s", i))
+	for _, db := range []string{"on", "off"} {
+		b.Run("history="+db, func(b *testing.B) {
+			ts := newTestServer(&testing.T{}, func(c *Config) {
+				if db == "off" {
+					c.DatabaseURL = "off"
+				}
+			})
+			defer ts.Close(b.Context())
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				postOK(b, ts, fmt.Sprintf("/api/chains/testchains/hello_chain/HelloTask?name=b%d&wait=30s", i))
+			}
+		})
 	}
 }
 

@@ -109,11 +109,25 @@ func run() error {
 
 	// The monitor's cost: the same run with sampling effectively off (an hour apart) and at
 	// its densest (100 ms), each on its own server, interleaved to share the machine's mood.
-	mon, err := monitorRows(client, *bin, *runs)
+	mon, err := compareRows(client, *bin, *runs, "off", []variant{
+		{"single run, monitor off (every 1h)", "NECTAR_MONITOR_INTERVAL=1h", ""},
+		{"single run, monitor every 1s (default)", "NECTAR_MONITOR_INTERVAL=1s", "within 5% of off"},
+		{"single run, monitor every 100ms", "NECTAR_MONITOR_INTERVAL=100ms", ""},
+		{"single run, no warm plugin (cold exec)", "NECTAR_WARM_PLUGINS=false", ""},
+	})
 	if err != nil {
 		return err
 	}
 	rows = append(rows, mon...)
+	// The run history's cost on a run: the index written in batches beside it, or not at all.
+	hist, err := compareRows(client, *bin, *runs, "off", []variant{
+		{"single run, run history off", "NECTAR_DATABASE_URL=off", ""},
+		{"single run, run history on (default)", "", "within 1 ms of off"},
+	})
+	if err != nil {
+		return err
+	}
+	rows = append(rows, hist...)
 
 	// Floor for the fan-in: the file work of 101 tasks (params, log and out created, out fsynced,
 	// all renamed into a new key folder) with nothing else, 16 at a time, on the same disk.
@@ -149,6 +163,12 @@ func run() error {
 	}
 	rows = append(rows, hit)
 
+	lists, err := historyRows(*bin, *runs)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, lists...)
+
 	// The same on a real MinIO, through each SDK, beside the floor of one small PUT.
 	mrows, err := minioRows(*bin, *runs, *conns, *duration)
 	if err != nil {
@@ -172,13 +192,13 @@ func singleRun(client *http.Client, base string, runs int) ([]time.Duration, err
 	})
 }
 
-func monitorRows(client *http.Client, bin string, runs int) ([]row, error) {
-	configs := []struct{ name, env, goal string }{
-		{"single run, monitor off (every 1h)", "NECTAR_MONITOR_INTERVAL=1h", ""},
-		{"single run, monitor every 1s (default)", "NECTAR_MONITOR_INTERVAL=1s", "within 5% of off"},
-		{"single run, monitor every 100ms", "NECTAR_MONITOR_INTERVAL=100ms", ""},
-		{"single run, no warm plugin (cold exec)", "NECTAR_WARM_PLUGINS=false", ""},
-	}
+// variant is one server configuration of a comparison.
+type variant struct{ name, env, goal string }
+
+// compareRows times a single run on one server per variant, round robin, so every server sees
+// the same machine at the same moments; each row after the first says how far it is from the
+// first (named baseline).
+func compareRows(client *http.Client, bin string, runs int, baseline string, configs []variant) ([]row, error) {
 	bases := make([]string, len(configs))
 	for i, c := range configs {
 		dir, err := os.MkdirTemp("", "nectar-bench-mon-")
@@ -217,7 +237,7 @@ func monitorRows(client *http.Client, bin string, runs int) ([]row, error) {
 		if i == 0 {
 			off = float64(p50)
 		} else {
-			r.extra = fmt.Sprintf("%+.1f%% vs off", 100*(float64(p50)-off)/off)
+			r.extra = fmt.Sprintf("%+.1f%% (%+.2f ms) vs %s", 100*(float64(p50)-off)/off, (float64(p50)-off)/1e6, baseline)
 		}
 		out = append(out, r)
 	}
@@ -261,7 +281,11 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 		{"s3", fmt.Sprintf("s3://%s/bench-s3?endpoint=%s", srv.Bucket, srv.URL())},
 		{"minio", fmt.Sprintf("minio://%s/%s/bench-minio?secure=false", srv.Endpoint, srv.Bucket)},
 	} {
-		base, stop, err := startServer(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), env, "NECTAR_TARGET="+t.target)
+		// A remote store's default index would be ./local_targets/.history.db: keep it apart.
+		db := filepath.Join(os.TempDir(), fmt.Sprintf("nectar-bench-%s-%d.db", t.name, os.Getpid()))
+		defer os.Remove(db)
+		base, stop, err := startServer(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), env, "NECTAR_TARGET="+t.target,
+			"NECTAR_DATABASE_URL=sqlite:"+db)
 		if err != nil {
 			return nil, err
 		}
@@ -295,7 +319,12 @@ func startServer(nectar, plugins string, env []string, extra ...string) (string,
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(nectar, "serve")
-	cmd.Env = append(append(append(os.Environ(), env...), extra...), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
+	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
+	for _, kv := range append(env, extra...) {
+		if kv != "" {
+			cmd.Env = append(cmd.Env, kv)
+		}
+	}
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
