@@ -170,10 +170,10 @@ func RebuildHistory(ctx context.Context, store targets.Store, d history.Driver, 
 		}
 	}
 	var (
-		mu      sync.Mutex
-		batch   []history.Entry
-		indexed atomic.Int64
-		read    atomic.Int64
+		mu       sync.Mutex
+		batch    []history.Entry
+		indexed  atomic.Int64
+		read     atomic.Int64
 		firstErr error
 	)
 	flush := func(force bool) error {
