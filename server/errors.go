@@ -17,6 +17,7 @@ import (
 	"nectar/chains/params"
 	"nectar/server/runs"
 	"nectar/server/signing"
+	"nectar/server/ui"
 	"nectar/targets"
 )
 
@@ -177,6 +178,13 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		"path", clip(req.URL.Path), "status", code, "err", prefix(err.Error(), maxLogged))
 	if req.Method == http.MethodHead {
 		_ = c.NoContent(code)
+		return
+	}
+	if s.ui != nil && ui.WantsHTML(c) {
+		if code == http.StatusNotFound {
+			msg = "There is no page at " + clip(req.URL.Path) + "."
+		}
+		_ = s.ui.RenderError(c, code, msg)
 		return
 	}
 	_ = respond(c, code, msg, data)

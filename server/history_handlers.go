@@ -5,9 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
-	"slices"
-	"strconv"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -19,9 +16,6 @@ import (
 
 // ErrHistoryOff is a history request to a server whose run history is turned off.
 var ErrHistoryOff = errors.New("the run history is off on this server (NECTAR_DATABASE_URL=off)")
-
-// runsQuery are the query parameters of GET /api/runs.
-var runsQuery = []string{"type", "chain", "task", "status", "trigger", "key", "since", "until", "q", "limit", "cursor", "counts"}
 
 // runItem is one run in a list answer: the index row, with its status URL and its own URL.
 type runItem struct {
@@ -38,7 +32,7 @@ func (s *Server) listRuns(c echo.Context) error {
 	if s.history == nil {
 		return ErrHistoryOff
 	}
-	p, withCounts, err := parseRunsQuery(c.QueryParams())
+	p, withCounts, err := history.ParseQuery(c.QueryParams())
 	if err != nil {
 		return err
 	}
@@ -92,68 +86,4 @@ var ErrUnknownRun = errors.New("unknown run")
 func (s *Server) historyErr(err error) error {
 	s.metrics.HistoryError()
 	return fmt.Errorf("run history: %w", targets.Unavailable(err))
-}
-
-// parseRunsQuery reads the filters, page size and cursor of GET /api/runs; every error names
-// the parameter.
-func parseRunsQuery(q url.Values) (p history.ListParams, withCounts bool, err error) {
-	for name := range q {
-		if !slices.Contains(runsQuery, name) {
-			return p, false, &params.Error{Param: name, Reason: "is not a filter of /api/runs (it takes: type, chain, task, status, trigger, key, since, until, q, limit, cursor, counts)"}
-		}
-	}
-	get := func(name string) (string, error) { return params.QueryValue(q, name, "", false) }
-	fields := []struct {
-		name string
-		dst  *string
-	}{{"type", &p.Type}, {"chain", &p.Chain}, {"task", &p.Task}, {"status", &p.Status}, {"trigger", &p.Trigger}, {"key", &p.Key}, {"q", &p.Query}}
-	for _, f := range fields {
-		if *f.dst, err = get(f.name); err != nil {
-			return p, false, err
-		}
-	}
-	for _, t := range []struct {
-		name string
-		dst  *time.Time
-	}{{"since", &p.Since}, {"until", &p.Until}} {
-		v, err := get(t.name)
-		if err != nil {
-			return p, false, err
-		}
-		if v != "" {
-			if *t.dst, err = params.ParseTime(t.name, v); err != nil {
-				return p, false, err
-			}
-		}
-	}
-	if p.Status != "" {
-		if _, err := params.ParseEnum("status", p.Status, history.Statuses); err != nil {
-			return p, false, err
-		}
-	}
-	if p.Trigger != "" {
-		if _, err := params.ParseEnum("trigger", p.Trigger, history.Triggers); err != nil {
-			return p, false, err
-		}
-	}
-	if !p.Since.IsZero() && !p.Until.IsZero() && !p.Since.Before(p.Until) {
-		return p, false, &params.Error{Param: "since", Value: q.Get("since"), Reason: "must be before until"}
-	}
-	limit, err := params.QueryInt(q, "limit", strconv.Itoa(history.DefaultLimit), false)
-	if err != nil {
-		return p, false, err
-	}
-	if limit < 1 || limit > history.MaxLimit {
-		return p, false, &params.Error{Param: "limit", Value: q.Get("limit"), Reason: fmt.Sprintf("must be between 1 and %d", history.MaxLimit)}
-	}
-	p.Limit = int(limit)
-	if v, err := get("cursor"); err != nil {
-		return p, false, err
-	} else if v != "" {
-		if p.Cursor, err = history.DecodeCursor(v); err != nil {
-			return p, false, &params.Error{Param: "cursor", Value: v, Reason: "is not a cursor from a previous page (use next_cursor as given)"}
-		}
-	}
-	withCounts, err = params.QueryBool(q, "counts", "false", false)
-	return p, withCounts, err
 }

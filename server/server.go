@@ -29,6 +29,7 @@ import (
 	"nectar/server/history"
 	"nectar/server/runs"
 	"nectar/server/signing"
+	"nectar/server/ui"
 	"nectar/targets"
 	"nectar/targets/local"
 	"nectar/targets/open"
@@ -53,6 +54,7 @@ type Server struct {
 	rebuilding   atomic.Bool
 	closeHistory sync.Once
 	bg           sync.WaitGroup // background work to wait for at Close
+	ui           *ui.UI
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
@@ -150,6 +152,9 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		}()
 	}
 	s.metrics.watch(s.runs)
+	if s.ui, err = ui.New(uiBackend{s}, logger); err != nil {
+		return nil, fmt.Errorf("web UI: %w", err)
+	}
 	s.echo = s.routes()
 	return s, nil
 }
@@ -344,5 +349,6 @@ func (s *Server) routes() *echo.Echo {
 		e.GET("/metrics", s.metrics.handler(), auth)
 	}
 	e.GET("/healthz", func(c echo.Context) error { return respond(c, http.StatusOK, "ok", nil) })
+	s.ui.Register(e)
 	return e
 }

@@ -52,6 +52,8 @@ type TaskState struct {
 	StartedAt  *time.Time `json:"started_at,omitempty"`
 	FinishedAt *time.Time `json:"finished_at,omitempty"`
 	Attempts   []Attempt  `json:"attempts,omitempty"`
+	// Requires are the positions in the run's tasks of the tasks this one waits for.
+	Requires []int `json:"requires,omitempty"`
 }
 
 // Attempt is one try of a task (tasks with a retry policy may have several).

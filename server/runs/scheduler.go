@@ -128,6 +128,16 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	if err := walk(0); err != nil {
 		return Failed, s.failure("looking for the outs of the task graph", err)
 	}
+	// The edges, for the graph the UI draws: a task that runs lists the slots it waits for (a
+	// cached one was not expanded, so it lists none).
+	for _, n := range s.nodes {
+		if n.slot < 0 || tasks[n.slot].Cached {
+			continue
+		}
+		for _, d := range n.deps {
+			tasks[n.slot].Requires = append(tasks[n.slot].Requires, s.nodes[d].slot)
+		}
+	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
 
 	results := make(chan taskResult)

@@ -26,6 +26,7 @@ const (
 	PurposeStatus   = "status"
 	PurposeDownload = "download"
 	PurposeLog      = "log"
+	PurposeSession  = "session" // the web UI's session cookie
 )
 
 // MinKeyLen is the shortest key accepted (256 bits).

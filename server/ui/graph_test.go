@@ -1,0 +1,84 @@
+package ui
+
+import (
+	"fmt"
+	"testing"
+
+	"nectar/server/runs"
+)
+
+func TestLayoutFanInIsOneGroup(t *testing.T) {
+	// JoinTask (slot 0) requires 100 LeafTasks (slots 1..100): 98 done, one running, one failed.
+	tasks := []runs.TaskState{{Chain: "fanin_chain", Task: "JoinTask", Status: runs.Pending}}
+	for i := 1; i <= 100; i++ {
+		st := runs.Done
+		switch i {
+		case 50:
+			st = runs.Running
+		case 51:
+			st = runs.Failed
+		}
+		tasks = append(tasks, runs.TaskState{Chain: "fanin_chain", Task: "LeafTask", Status: st})
+		tasks[0].Requires = append(tasks[0].Requires, i)
+	}
+	g := Layout(tasks)
+	if len(g.Nodes) != 2 || len(g.Edges) != 1 {
+		t.Fatalf("Layout(fan-in of 100) = %d nodes, %d edges; want 2 and 1", len(g.Nodes), len(g.Edges))
+	}
+	var group, join Node
+	for _, n := range g.Nodes {
+		if n.Group {
+			group = n
+		} else {
+			join = n
+		}
+	}
+	if group.Label != "LeafTask ×100" || group.Status != "FAILED" || group.Detail != "1 FAILED · 1 RUNNING · 98 DONE" || len(group.Tasks) != 100 {
+		t.Errorf("group node = %+v", group)
+	}
+	if !(group.X < join.X) {
+		t.Errorf("leaves at x=%d, join at x=%d: want requirements left of the task requiring them", group.X, join.X)
+	}
+}
+
+func TestLayoutDiamondAndChain(t *testing.T) {
+	// root(0) requires A(1) and B(3); A requires C(2); B requires C (a smaller slot than B's).
+	tasks := []runs.TaskState{
+		{Task: "Root", Requires: []int{1, 3}}, {Task: "A", Requires: []int{2}}, {Task: "C"}, {Task: "B", Requires: []int{2}},
+	}
+	g := Layout(tasks)
+	x := map[string]int{}
+	for _, n := range g.Nodes {
+		x[n.Label] = n.X
+	}
+	if !(x["C"] < x["A"] && x["A"] == x["B"] && x["B"] < x["Root"]) {
+		t.Errorf("columns = %v, want C | A B | Root", x)
+	}
+	if len(g.Edges) != 4 {
+		t.Errorf("%d edges, want 4", len(g.Edges))
+	}
+	// Fewer than GroupMin siblings stay separate tasks.
+	small := []runs.TaskState{{Task: "Join"}}
+	for i := 1; i < GroupMin; i++ {
+		small = append(small, runs.TaskState{Task: "Leaf"})
+		small[0].Requires = append(small[0].Requires, i)
+	}
+	if g := Layout(small); len(g.Nodes) != GroupMin {
+		t.Errorf("%d siblings gave %d nodes, want each its own", GroupMin-1, len(g.Nodes))
+	}
+}
+
+func TestLayoutLongChainIsLinear(t *testing.T) {
+	var tasks []runs.TaskState
+	for i := 0; i < 5000; i++ {
+		st := runs.TaskState{Task: fmt.Sprintf("Step%d", i)}
+		if i < 4999 {
+			st.Requires = []int{i + 1}
+		}
+		tasks = append(tasks, st)
+	}
+	g := Layout(tasks)
+	if len(g.Nodes) != 5000 || len(g.Edges) != 4999 || g.Nodes[0].X <= g.Nodes[1].X {
+		t.Errorf("chain of 5000: %d nodes, %d edges", len(g.Nodes), len(g.Edges))
+	}
+}

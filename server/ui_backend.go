@@ -1,0 +1,120 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/url"
+	"strings"
+	"time"
+
+	"nectar/server/catalog"
+	"nectar/server/history"
+	"nectar/server/runs"
+	"nectar/server/signing"
+	"nectar/server/ui"
+)
+
+// uiBackend gives the web UI the same code paths the API uses.
+type uiBackend struct{ s *Server }
+
+var _ ui.Backend = uiBackend{}
+
+func (b uiBackend) Catalog() *catalog.Catalog { return b.s.catalog }
+
+func (b uiBackend) ListRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error) {
+	if b.s.history == nil {
+		return history.Page{}, nil, ErrHistoryOff
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	d := b.s.history.Driver()
+	page, err := history.ListPage(ctx, d, p)
+	if err != nil || !counts {
+		return page, nil, err
+	}
+	c, err := d.CountByStatus(ctx, p.Filter)
+	return page, c, err
+}
+
+func (b uiBackend) GetRun(ctx context.Context, runID string) (history.Entry, error) {
+	if b.s.history == nil || len(runID) > 64 {
+		return history.Entry{}, history.ErrNotFound
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	return b.s.history.Driver().Get(ctx, runID)
+}
+
+func (b uiBackend) Record(ctx context.Context, key string) (runs.Record, error) {
+	return b.s.runs.Lookup(ctx, key)
+}
+
+func (b uiBackend) Submit(ctx context.Context, t *catalog.Task, q url.Values, force bool) (runs.Record, error) {
+	canon, err := t.ParseQuery(q)
+	if err != nil {
+		return runs.Record{}, err
+	}
+	r, joined, err := b.s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force,
+		Trigger: history.TriggerUI})
+	if err != nil {
+		return runs.Record{}, err
+	}
+	if joined {
+		b.s.countHit(runs.Key(t.Type, t.Chain, t.Name, canon))
+	}
+	return r.Snapshot(), nil
+}
+
+func (b uiBackend) Cancel(_ context.Context, key, reason string) error {
+	_, err := b.s.runs.Cancel(key, reason)
+	return err
+}
+
+func (b uiBackend) StatusURL(key string) string { return b.s.statusURL(key) }
+
+func (b uiBackend) DownloadURL(ctx context.Context, key string) string { return b.s.presign(ctx, key) }
+
+func (b uiBackend) LiveLogURL(taskKey string) string { return b.s.liveLogURL(taskKey) }
+
+func (b uiBackend) Head(ctx context.Context, key string, n int) ([]byte, error) {
+	rc, err := b.s.store.Get(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(io.LimitReader(rc, int64(n)))
+}
+
+func (b uiBackend) Metrics(ctx context.Context, key string) *runs.Metrics {
+	rc, err := b.s.store.Get(ctx, key+"/"+runs.MetricsName)
+	if err != nil {
+		return nil
+	}
+	defer rc.Close()
+	var m runs.Metrics
+	if json.NewDecoder(rc).Decode(&m) != nil {
+		return nil
+	}
+	return &m
+}
+
+func (b uiBackend) TokensRequired() bool { return len(b.s.cfg.APITokens) > 0 }
+
+func (b uiBackend) ValidToken(token string) bool { return validToken(b.s.cfg.APITokens, token) }
+
+// sessionPath is what a session cookie signs: the session is a capability like a status URL,
+// with a purpose of its own so that no other signature can pass for it.
+const sessionPath = "ui-session"
+
+func (b uiBackend) SignSession(ttl time.Duration) string {
+	exp, sig := b.s.signer.Sign(signing.PurposeSession, sessionPath, ttl)
+	return exp + "." + sig
+}
+
+func (b uiBackend) VerifySession(v string) bool {
+	exp, sig, ok := strings.Cut(v, ".")
+	return ok && b.s.signer.Verify(signing.PurposeSession, sessionPath, exp, sig) == nil
+}
+
+func (b uiBackend) BaseURL() string { return b.s.base() }

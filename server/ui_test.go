@@ -1,0 +1,259 @@
+package server
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+)
+
+// browser is an HTTP client with cookies that does not follow redirects (the tests check them).
+type browser struct {
+	t    *testing.T
+	base string
+	c    *http.Client
+}
+
+func newBrowser(t *testing.T, ts *testServer) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, base: ts.url, c: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+type page struct {
+	code int
+	body string
+	h    http.Header
+}
+
+func (b *browser) do(method, path string, form url.Values) page {
+	b.t.Helper()
+	var body io.Reader
+	if form != nil {
+		body = strings.NewReader(form.Encode())
+	}
+	req, _ := http.NewRequest(method, b.base+path, body)
+	req.Header.Set("Accept", "text/html")
+	if form != nil {
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	resp, err := b.c.Do(req)
+	if err != nil {
+		b.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	bs, _ := io.ReadAll(resp.Body)
+	return page{code: resp.StatusCode, body: string(bs), h: resp.Header}
+}
+
+func (b *browser) get(path string) page { return b.do(http.MethodGet, path, nil) }
+
+// csrf is the token the last page carried in its forms.
+var csrfRE = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+func (b *browser) csrf(path string) string {
+	b.t.Helper()
+	m := csrfRE.FindStringSubmatch(b.get(path).body)
+	if m == nil {
+		b.t.Fatalf("no csrf field on %s", path)
+	}
+	return m[1]
+}
+
+func TestUIPagesAndHeaders(t *testing.T) {
+	ts := newTestServer(t)
+	ts.postWait(t, "/api/chains/testchains/hello_chain/UpperTask?wait=20s&name=ada", nil)
+	ts.postWait(t, "/api/chains/testchains/faults_chain/FailTask?wait=20s&message="+url.QueryEscape("<script>alert(1)</script>"), nil)
+	ts.flushHistory(t)
+	b := newBrowser(t, ts)
+	runs := ts.runs(t, "")
+	for _, path := range []string{"/", "/?status=FAILED", "/catalog", "/catalog/testchains/hello_chain/HelloTask",
+		"/runs/" + runs.Runs[0].RunID, "/runs/" + runs.Runs[1].RunID, "/ui/runs/table"} {
+		p := b.get(path)
+		if p.code != http.StatusOK {
+			t.Errorf("GET %s = %d\n%.500s", path, p.code, p.body)
+			continue
+		}
+		for h, want := range map[string]string{"X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff", "Cache-Control": "no-store"} {
+			if got := p.h.Get(h); got != want {
+				t.Errorf("GET %s: %s = %q, want %q", path, h, got, want)
+			}
+		}
+		csp := p.h.Get("Content-Security-Policy")
+		if !strings.Contains(csp, "frame-ancestors 'none'") || !strings.Contains(csp, "script-src 'self' 'nonce-") {
+			t.Errorf("GET %s: CSP = %q", path, csp)
+		}
+		// Every script carries this response's nonce; no inline handlers.
+		nonce := regexp.MustCompile(`nonce-([0-9a-f]+)`).FindStringSubmatch(csp)
+		for _, m := range regexp.MustCompile(`<script[^>]*>`).FindAllString(p.body, -1) {
+			if nonce == nil || !strings.Contains(m, `nonce="`+nonce[1]+`"`) {
+				t.Errorf("GET %s: script without the response's nonce: %s", path, m)
+			}
+		}
+		if regexp.MustCompile(`\son[a-z]+=`).MatchString(p.body) {
+			t.Errorf("GET %s has an inline event handler", path)
+		}
+		// What a task printed is text, never markup.
+		if strings.Contains(p.body, "<script>alert(1)") {
+			t.Errorf("GET %s shows the task's <script> unescaped", path)
+		}
+	}
+	if p := b.get("/"); !strings.Contains(p.body, "&lt;script&gt;alert(1)&lt;/script&gt;") || !strings.Contains(p.body, ">FAILED<") {
+		t.Errorf("runs page lacks the escaped error or the FAILED status word")
+	}
+	upper := b.get("/runs/" + runs.Runs[1].RunID)
+	for _, want := range []string{"UpperTask", "HelloTask", `class="node s-done"`, "HELLO ADA", "Download out", "Copy as curl",
+		"bin/nectar run testchains/hello_chain/UpperTask name=ada"} {
+		if !strings.Contains(upper.body, want) {
+			t.Errorf("run page lacks %q", want)
+		}
+	}
+	// Static files: versioned, cached for good; the vendored file carries its licence.
+	m := regexp.MustCompile(`/ui/static/[0-9a-f]+/vendor/htmx-2\.0\.11\.min\.js`).FindString(upper.body)
+	if p := b.get(m); p.code != 200 || !strings.Contains(p.h.Get("Cache-Control"), "immutable") || !strings.HasPrefix(p.h.Get("Content-Type"), "text/javascript") {
+		t.Errorf("GET %s = %d %v", m, p.code, p.h)
+	}
+	if p := b.get(strings.Replace(m, "htmx-2.0.11.min.js", "htmx-2.0.11.LICENSE.txt", 1)); p.code != 200 || !strings.Contains(p.body, "Zero-Clause BSD") {
+		t.Errorf("the vendored licence is not served: %d", p.code)
+	}
+	// A browser gets pages for errors; an API client JSON.
+	if p := b.get("/no/such/page"); p.code != 404 || !strings.Contains(p.body, "<html") || !strings.Contains(p.body, "no page at /no/such/page") {
+		t.Errorf("GET /no/such/page in a browser = %d %.300s", p.code, p.body)
+	}
+	if a := ts.do(t, http.MethodGet, "/no/such/page"); a.Code != 404 {
+		t.Errorf("GET /no/such/page as JSON = %d", a.Code)
+	}
+	if p := b.get("/runs/nosuchrun"); p.code != 404 {
+		t.Errorf("GET /runs/nosuchrun = %d", p.code)
+	}
+}
+
+func TestUITriggerFormValidatesAndStartsARun(t *testing.T) {
+	ts := newTestServer(t)
+	b := newBrowser(t, ts)
+	form := b.get("/catalog/testchains/fanin_chain/JoinTask")
+	if !strings.Contains(form.body, `name="leaves" type="number" value="100"`) {
+		t.Errorf("JoinTask form lacks the typed, defaulted leaves field:\n%s", form.body)
+	}
+	enum := b.get("/catalog/testchains/faults_chain/FlakyTask")
+	if !strings.Contains(enum.body, `name="counter" type="text" value=""`) || !strings.Contains(enum.body, `<span class="req" title="required">*</span>`) {
+		t.Errorf("FlakyTask form does not mark counter required")
+	}
+	token := b.csrf("/catalog/testchains/fanin_chain/JoinTask")
+
+	// Without the CSRF token: refused, nothing runs.
+	if p := b.do(http.MethodPost, "/catalog/testchains/fanin_chain/JoinTask", url.Values{"leaves": {"3"}}); p.code != http.StatusForbidden {
+		t.Errorf("POST without csrf = %d, want 403", p.code)
+	}
+	// A bad value: the server's message beside the field, the value kept.
+	p := b.do(http.MethodPost, "/catalog/testchains/fanin_chain/JoinTask", url.Values{"csrf": {token}, "leaves": {"many"}})
+	if p.code != http.StatusUnprocessableEntity || !regexp.MustCompile(`id="e-leaves" role="alert">&#34;many&#34; is not an integer`).MatchString(p.body) ||
+		!strings.Contains(p.body, `value="many"`) {
+		t.Errorf("bad leaves = %d, want 422 with the message beside the field:\n%s", p.code, p.body)
+	}
+	if ts.Runs().Launches() != 0 {
+		t.Errorf("a refused form started %d plugin processes", ts.Runs().Launches())
+	}
+	// A good one: redirected to its run page, which shows it.
+	p = b.do(http.MethodPost, "/catalog/testchains/fanin_chain/JoinTask", url.Values{"csrf": {token}, "leaves": {"3"}})
+	loc := p.h.Get("Location")
+	if p.code != http.StatusSeeOther || !strings.HasPrefix(loc, "/runs/") {
+		t.Fatalf("good form = %d Location %q", p.code, loc)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		run := b.get(loc)
+		if run.code != 200 {
+			t.Fatalf("GET %s = %d", loc, run.code)
+		}
+		if strings.Contains(run.body, `JoinTask <span class="status s-done">DONE</span>`) {
+			if !strings.Contains(run.body, "LeafTask") {
+				t.Errorf("run page lacks the leaves")
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("run did not show DONE:\n%s", run.body)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ts.flushHistory(t)
+	if r := ts.runs(t, "trigger=ui"); len(r.Runs) != 1 || r.Runs[0].Task != "JoinTask" {
+		t.Errorf("history of ui runs = %+v", r.Runs)
+	}
+}
+
+func TestUIGroupsAFanInAndCancels(t *testing.T) {
+	ts := newTestServer(t)
+	b := newBrowser(t, ts)
+	ts.postWait(t, "/api/chains/testchains/fanin_chain/JoinTask?wait=60s&leaves=100", nil)
+	ts.flushHistory(t)
+	id := ts.runs(t, "task=JoinTask").Runs[0].RunID
+	if p := b.get("/runs/" + id); !strings.Contains(p.body, "LeafTask ×100") || !strings.Contains(p.body, "100 DONE") ||
+		strings.Count(p.body, `class="node`) != 2 {
+		t.Errorf("a 100-leaf fan-in is not one group node:\n%.2000s", p.body)
+	}
+
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	key := a.run.Key
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		rec, _ := ts.Runs().Lookup(context.Background(), key)
+		if len(rec.Tasks) > 0 && rec.Tasks[0].Status == "RUNNING" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("SleepTask did not start: %+v", rec)
+		}
+	}
+	rec, _ := ts.Runs().Lookup(context.Background(), key)
+	page := b.get("/runs/" + rec.RunID + "?key=" + url.QueryEscape(key))
+	if !strings.Contains(page.body, "Cancel run") || !strings.Contains(page.body, `hx-trigger="every 1s"`) || !strings.Contains(page.body, "data-log-url=") {
+		t.Fatalf("a running run's page lacks cancel, live refresh or the live log:\n%s", page.body)
+	}
+	token := csrfRE.FindStringSubmatch(page.body)[1]
+	p := b.do(http.MethodPost, "/runs/"+rec.RunID+"/cancel", url.Values{"csrf": {token}, "key": {key}})
+	if p.code != http.StatusSeeOther {
+		t.Fatalf("cancel = %d", p.code)
+	}
+	final := ts.poll(t, a.run.StatusURL)
+	if *final.JobStatus != "CANCELLED" {
+		t.Errorf("after cancel from the UI, status = %s", *final.JobStatus)
+	}
+}
+
+func TestUIAsksForATokenWhenTheAPIDoes(t *testing.T) {
+	const token = "ui-test-token-0123456789"
+	ts := newTestServer(t, func(c *Config) { c.APITokens = []string{token} })
+	b := newBrowser(t, ts)
+	if p := b.get("/"); p.code != http.StatusSeeOther || !strings.HasPrefix(p.h.Get("Location"), "/login") {
+		t.Fatalf("GET / without a session = %d %s", p.code, p.h.Get("Location"))
+	}
+	csrf := b.csrf("/login")
+	if p := b.do(http.MethodPost, "/login", url.Values{"csrf": {csrf}, "token": {"wrong-token-000000000"}, "next": {"/catalog"}}); p.code != http.StatusUnauthorized {
+		t.Errorf("wrong token = %d", p.code)
+	}
+	p := b.do(http.MethodPost, "/login", url.Values{"csrf": {csrf}, "token": {token}, "next": {"//evil.example/x"}})
+	if p.code != http.StatusSeeOther || p.h.Get("Location") != "/" {
+		t.Fatalf("login = %d Location %q (an off-site next must become /)", p.code, p.h.Get("Location"))
+	}
+	ck := p.h.Get("Set-Cookie")
+	if !strings.Contains(ck, "nectar_session=") || !strings.Contains(ck, "HttpOnly") || !strings.Contains(ck, "SameSite=Strict") {
+		t.Errorf("session cookie = %q", ck)
+	}
+	if strings.Contains(ck, token) {
+		t.Errorf("the session cookie holds the token")
+	}
+	if p := b.get("/"); p.code != http.StatusOK {
+		t.Errorf("GET / with a session = %d", p.code)
+	}
+	// The API itself still wants the bearer token: a session cookie is not one.
+	if a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask"); a.Code != http.StatusUnauthorized {
+		t.Errorf("API POST without a token = %d", a.Code)
+	}
+}
