@@ -191,7 +191,9 @@ func WantsHTML(c echo.Context) bool {
 }
 
 // RenderError answers a browser with an error page.
-func (u *UI) RenderError(c echo.Context, code int, msg string) error { return u.renderError(c, code, msg) }
+func (u *UI) RenderError(c echo.Context, code int, msg string) error {
+	return u.renderError(c, code, msg)
+}
 
 // session lets a page through when the API needs no token, or the browser holds a valid
 // session; else it sends the browser to the login page (or answers 401 to htmx).
