@@ -37,12 +37,20 @@ run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)
 # Debian's packages when the machine lacks it.
 PG_BIN := /usr/lib/postgresql/15/bin
 
-tools: $(MINIO) $(PG_BIN)/initdb ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15
+# Chromium for the browser tests of the web UI, from Debian's packages when missing.
+CHROMIUM := /usr/bin/chromium
+
+tools: $(MINIO) $(PG_BIN)/initdb $(CHROMIUM) ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15 and Chromium
 
 $(PG_BIN)/initdb:
 	@echo "installing Debian's postgresql-15 (the run-history tests start their own cluster from it)"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq postgresql-15
+
+$(CHROMIUM):
+	@echo "installing Debian's chromium (the web UI's browser tests drive it headless)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
 
 $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"

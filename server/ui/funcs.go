@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"html/template"
+	"math"
 	"net/url"
 	"sort"
 	"strings"
@@ -71,14 +72,14 @@ func durationText(ms int64, status string) string {
 	return d.Round(time.Second).String()
 }
 
+// costText shows a cost with two significant digits in plain decimals ($0.0000012, $0.37):
+// runs cost fractions of a cent, and an exponent reads badly in a table.
 func costText(usd float64) string {
-	switch {
-	case usd == 0:
+	if usd <= 0 || math.IsNaN(usd) || math.IsInf(usd, 0) {
 		return "–"
-	case usd < 0.0001:
-		return fmt.Sprintf("$%.2g", usd)
 	}
-	return fmt.Sprintf("$%.4f", usd)
+	decimals := max(2, int(-math.Floor(math.Log10(usd)))+1)
+	return fmt.Sprintf("$%.*f", min(decimals, 12), usd)
 }
 
 // paramsText shows canonical parameter JSON as name=value pairs.

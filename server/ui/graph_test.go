@@ -82,3 +82,11 @@ func TestLayoutLongChainIsLinear(t *testing.T) {
 		t.Errorf("chain of 5000: %d nodes, %d edges", len(g.Nodes), len(g.Edges))
 	}
 }
+
+func TestCostText(t *testing.T) {
+	for in, want := range map[float64]string{0: "–", 1.234e-6: "$0.0000012", 0.37: "$0.37", 12.5: "$12.50", 0.05: "$0.050"} {
+		if got := costText(in); got != want {
+			t.Errorf("costText(%g) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -243,12 +243,27 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 			}
 		}
 	}
+	// The table lists the tasks the graph draws one by one; a group's members are in its own
+	// list below the graph.
+	grouped := map[int]bool{}
+	for _, n := range v.Graph.Nodes {
+		if n.Group {
+			for _, m := range n.Tasks {
+				grouped[m] = true
+			}
+		}
+	}
+	listable := 0
 	for i, t := range rec.Tasks {
+		if grouped[i] && i != sel {
+			continue
+		}
+		listable++
 		if len(v.TaskRows) < maxTaskRows || i == sel {
 			v.TaskRows = append(v.TaskRows, taskRow{TaskState: t, Index: i, Selected: i == sel})
 		}
 	}
-	v.MoreTasks = len(rec.Tasks) - len(v.TaskRows)
+	v.MoreTasks = listable - len(v.TaskRows)
 	for _, n := range v.Graph.Nodes {
 		if !n.Group {
 			continue
