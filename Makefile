@@ -56,7 +56,7 @@ $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"
 	GOBIN=$(CURDIR)/$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
 
-test: lint tools ## lint, then every test (real plugin processes, a real MinIO, the server package under -race) and a short fuzz of each parser
+test: lint tools ## lint, then every test (real plugins, MinIO, PostgreSQL, headless Chromium; the server package under -race) and a short fuzz of each parser
 	@# ./server runs once, under -race and not also without it: its tests drive concurrent runs,
 	@# restarts and kill -9 of the real binary, where a data race or an ordering assumption shows
 	@# (issue 9). About 10 s more than without -race; the other packages stay plain.

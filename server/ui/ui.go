@@ -19,7 +19,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"embed"
-	"encoding/base64"
 	"encoding/hex"
 	"html/template"
 	"io/fs"
@@ -149,10 +148,6 @@ const (
 	csrfHeader    = "X-CSRF-Token"
 	sessionTTL    = 12 * time.Hour
 )
-
-type ctxKey int
-
-const nonceKey ctxKey = iota
 
 // headers sets the security headers of every page in one place (miniflux's response
 // builder): a per-response nonce in a strict CSP, no framing, no sniffing, no referrer to other
@@ -335,6 +330,3 @@ func (u *UI) serveStatic(c echo.Context) error {
 	}
 	return c.Blob(http.StatusOK, ctype, b)
 }
-
-// b64 is used by templates for data: URLs of small inline previews.
-func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
