@@ -35,6 +35,11 @@
 // [Context.Input] and [Context.ReadInput], in Requires order. Required tasks must be of the same
 // chain type.
 //
+// # Progress
+//
+// [Context.Progress] and [Context.Status] report how far a long task is and what it is doing;
+// the status answer, the run page and the runs list show them while it runs.
+//
 // # Declarations
 //
 // Optional methods change how the server runs a task: [Timeouter] bounds an attempt,
@@ -57,6 +62,8 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"strings"
+	"sync"
 	"time"
 
 	"nectar/chains/internal/taskio"
@@ -82,6 +89,10 @@ type Context struct {
 	logw   io.Writer
 	logger *slog.Logger
 	inputs []string
+
+	report   func(taskio.Progress)
+	mu       sync.Mutex
+	progress taskio.Progress
 }
 
 func init() {
@@ -101,6 +112,7 @@ func newContext(cfg taskio.IO) *Context {
 		logw:   cfg.Log,
 		logger: slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		inputs: cfg.Inputs,
+		report: cfg.Report,
 	}
 }
 
@@ -135,6 +147,41 @@ func (c *Context) ReadInput(i int) ([]byte, error) {
 	}
 	return os.ReadFile(c.inputs[i])
 }
+
+// Progress reports how far the task has got: done of total units (rows, files, days). The
+// status answer, the run page and the runs list show it while the task runs, and the run record
+// keeps the last value. It costs a map update: call it as often as is natural. A total of 0
+// means "unknown".
+func (c *Context) Progress(done, total int64) {
+	c.mu.Lock()
+	c.progress.Done, c.progress.Total = max(done, 0), max(total, 0)
+	p := c.progress
+	c.mu.Unlock()
+	if c.report != nil {
+		c.report(p)
+	}
+}
+
+// Status reports what the task is doing now, in one short line ("reading 2001.csv"), shown
+// and kept like Progress.
+func (c *Context) Status(line string) {
+	if i := strings.IndexByte(line, '\n'); i >= 0 {
+		line = line[:i]
+	}
+	if len(line) > maxStatus {
+		line = strings.ToValidUTF8(line[:maxStatus], "")
+	}
+	c.mu.Lock()
+	c.progress.Status = line
+	p := c.progress
+	c.mu.Unlock()
+	if c.report != nil {
+		c.report(p)
+	}
+}
+
+// maxStatus bounds a status line (it travels with every status answer).
+const maxStatus = 200
 
 // Timeouter is implemented by tasks that declare how long one attempt may run. Past it the
 // attempt is stopped (its context is cancelled and its process killed) and fails. Tasks that

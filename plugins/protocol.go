@@ -79,6 +79,7 @@ type GraphResponse struct {
 // and reads Inputs; it never touches the target store.
 type RunTaskRequest struct {
 	Task    TaskRef  `json:"task"`
+	Key     string   `json:"key,omitempty"` // the task's key: how Progress names it
 	OutPath string   `json:"out_path"`
 	LogPath string   `json:"log_path"`
 	Inputs  []string `json:"inputs,omitempty"`
@@ -89,6 +90,25 @@ type RunTaskRequest struct {
 type RunTaskResponse struct {
 	Error string `json:"error,omitempty"`
 	Panic bool   `json:"panic,omitempty"`
+	// Progress is what the task last reported (nil if it never did): the record keeps it.
+	Progress *TaskProgress `json:"progress,omitempty"`
+}
+
+// TaskProgress is what a task said of itself through ctx.Progress and ctx.Status.
+type TaskProgress struct {
+	Key    string `json:"key"`
+	Done   int64  `json:"done"`
+	Total  int64  `json:"total"`
+	Status string `json:"status,omitempty"`
+}
+
+// ProgressRequest asks the plugin for the progress its running tasks reported since the last
+// request (the host polls once per monitor interval and process).
+type ProgressRequest struct{}
+
+// ProgressResponse lists the tasks whose progress changed since the last request.
+type ProgressResponse struct {
+	Tasks []TaskProgress `json:"tasks,omitempty"`
 }
 
 // Runner is what a plugin process offers the host.
@@ -96,6 +116,7 @@ type Runner interface {
 	Graph(ctx context.Context, req *GraphRequest) (*GraphResponse, error)
 	RunTask(ctx context.Context, req *RunTaskRequest) (*RunTaskResponse, error)
 	Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error)
+	Progress(ctx context.Context, req *ProgressRequest) (*ProgressResponse, error)
 }
 
 // GRPCPlugin adapts a Runner to go-plugin's gRPC transport.
@@ -129,9 +150,11 @@ const (
 	methodGraph    = "Graph"
 	methodRunTask  = "RunTask"
 	methodMetrics  = "Metrics"
+	methodProgress = "Progress"
 	fullGraph      = "/" + serviceName + "/" + methodGraph
 	fullRunTask    = "/" + serviceName + "/" + methodRunTask
 	fullMetrics    = "/" + serviceName + "/" + methodMetrics
+	fullProgress   = "/" + serviceName + "/" + methodProgress
 	maxMessageSize = 64 << 20
 )
 
@@ -155,6 +178,9 @@ var runnerServiceDesc = grpc.ServiceDesc{
 		})},
 		{MethodName: methodMetrics, Handler: unaryHandler(fullMetrics, func(r Runner, ctx context.Context, req *MetricsRequest) (any, error) {
 			return r.Metrics(ctx, req)
+		})},
+		{MethodName: methodProgress, Handler: unaryHandler(fullProgress, func(r Runner, ctx context.Context, req *ProgressRequest) (any, error) {
+			return r.Progress(ctx, req)
 		})},
 	},
 	Metadata: "nectar/plugins/protocol.go",
@@ -195,5 +221,11 @@ func (c *grpcClient) RunTask(ctx context.Context, req *RunTaskRequest) (*RunTask
 func (c *grpcClient) Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error) {
 	resp := new(MetricsResponse)
 	err := c.conn.Invoke(ctx, fullMetrics, req, resp, grpc.CallContentSubtype(codecName))
+	return resp, err
+}
+
+func (c *grpcClient) Progress(ctx context.Context, req *ProgressRequest) (*ProgressResponse, error) {
+	resp := new(ProgressResponse)
+	err := c.conn.Invoke(ctx, fullProgress, req, resp, grpc.CallContentSubtype(codecName))
 	return resp, err
 }

@@ -127,7 +127,7 @@ func (bs *browserSession) checkConsole(t *testing.T) {
 }
 
 func TestBrowser(t *testing.T) {
-	ts := newTestServer(t)
+	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
 	bs := newBrowserSession(t)
 	text := func(sel string) string { return browserRun(t, bs, "text of "+sel, chromedp.Text(chromedp.CSS(sel))) }
 	eval := func(js string) int { return browserRun(t, bs, js, chromedp.Evaluate[int](js)) }
@@ -191,8 +191,8 @@ func TestBrowser(t *testing.T) {
 	}
 	bs.screenshot(t, "run-fanin")
 
-	// A slow task: its log grows live; cancel it from its page.
-	a := ts.post(t, "/api/chains/testchains/faults_chain/TickTask?count=600&every=100ms")
+	// A slow task that reports progress: its status line moves live; cancel it from its page.
+	a := ts.post(t, "/api/chains/testchains/faults_chain/ProgressTask?count=600&every=100ms")
 	var runID string
 	for deadline := time.Now().Add(10 * time.Second); runID == ""; time.Sleep(20 * time.Millisecond) {
 		rec, _ := ts.Runs().Lookup(context.Background(), a.run.Key)
@@ -200,12 +200,24 @@ func TestBrowser(t *testing.T) {
 			runID = rec.RunID
 		}
 		if time.Now().After(deadline) {
-			t.Fatal("TickTask did not start")
+			t.Fatal("ProgressTask did not start")
 		}
 	}
 	bs.do(t, "running page", chromedp.Navigate(ts.url+"/runs/"+runID+"?key="+a.run.Key), chromedp.WaitVisible(chromedp.CSS(`#run-live .s-running`)))
-	bs.do(t, "live log", chromedp.Poll[chromedp.Void](`document.getElementById("log").textContent.includes("i=3")`, chromedp.WithPollingTimeout(15*time.Second)))
-	bs.screenshot(t, "run-live")
+	bs.do(t, "progress shows", chromedp.WaitVisible(chromedp.ID("status-line")))
+	step := func() int {
+		var n int
+		fmt.Sscanf(text("#status-line"), "step %d of 600", &n)
+		return n
+	}
+	first := step()
+	bs.do(t, "progress moves", chromedp.Poll[chromedp.Void](fmt.Sprintf(
+		`(m => m && Number(m[1]) >= %d)(document.getElementById("status-line").textContent.match(/step (\d+) of 600/))`, first+5),
+		chromedp.WithPollingTimeout(20*time.Second)))
+	if n := eval(`document.querySelectorAll("progress").length`); n == 0 {
+		t.Errorf("no progress bar on the running task's page")
+	}
+	bs.screenshot(t, "run-progress")
 	bs.do(t, "cancel", chromedp.Click(chromedp.CSS(`button.danger`)), chromedp.WaitVisible(chromedp.CSS(`#run-live .s-cancelled`)))
 	bs.screenshot(t, "run-cancelled")
 	bs.checkConsole(t)

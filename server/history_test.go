@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -301,4 +302,45 @@ func fetchText(t *testing.T, u string) string {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return string(b)
+}
+
+// A task's ctx.Progress and ctx.Status show in the status answer while it runs, are kept in the
+// record when it ends, and reach the run history.
+func TestProgressIsLiveAndKept(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
+	a := ts.post(t, "/api/chains/testchains/faults_chain/ProgressTask?count=15&every=100ms")
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	var seen []int64
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		st := ts.do(t, http.MethodGet, a.run.StatusURL).run
+		if len(st.Tasks) > 0 && st.Tasks[0].Progress != nil && st.Tasks[0].Status == "RUNNING" {
+			p := st.Tasks[0].Progress
+			if len(seen) == 0 || seen[len(seen)-1] != p.Done {
+				seen = append(seen, p.Done)
+			}
+			if p.Total != 15 || p.Status != fmt.Sprintf("step %d of 15", p.Done) {
+				t.Fatalf("live progress = %+v", p)
+			}
+		}
+		if st.JobStatus != nil && st.JobStatus.Final() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("ProgressTask did not finish")
+		}
+	}
+	if len(seen) < 3 {
+		t.Errorf("saw the progress move through %v while running; want several steps", seen)
+	}
+	final := ts.do(t, http.MethodGet, a.run.StatusURL).run
+	if p := final.Tasks[0].Progress; p == nil || p.Done != 15 || p.Fraction != 1 || p.Status != "step 15 of 15" {
+		t.Errorf("progress kept in the record = %+v", p)
+	}
+	ts.flushHistory(t)
+	r := ts.runs(t, "task=ProgressTask").Runs
+	if len(r) != 1 || r[0].Progress != 1 || r[0].StatusLine != "step 15 of 15" {
+		t.Errorf("history row = %+v", r)
+	}
 }

@@ -73,6 +73,9 @@ func entryFromRecord(rec runs.Record, updated time.Time) history.Entry {
 		e.CostUSD = rec.Metrics.Summary.CostUSD
 	}
 	e.DurationMS = durationMS(e.SubmittedAt, e.StartedAt, e.FinishedAt)
+	if p := rec.Progress(); p != nil {
+		e.Progress, e.StatusLine = p.Fraction, p.Status
+	}
 	return e
 }
 

@@ -44,7 +44,14 @@ type Result struct {
 	Err      error
 	Panicked bool
 	Metrics  Metrics
+	// Progress is what the task last reported with ctx.Progress and ctx.Status, and Reports how
+	// many reports it made.
+	Progress Progress
+	Reports  int
 }
+
+// Progress is a task's report of itself: done of total units, and a status line.
+type Progress = taskrun.Progress
 
 // Metrics are the figures of the run. CPU and memory are the test process's own (the task ran
 // inside it), so they are exact only when nothing else runs in parallel.
@@ -117,6 +124,14 @@ func Run(t testing.TB, task chains.Task, opts ...Option) Result {
 	defer cancel()
 
 	var out, logw lockedBuffer
+	var progressMu sync.Mutex
+	var last Progress
+	reports := 0
+	report := func(p Progress) {
+		progressMu.Lock()
+		last, reports = p, reports+1
+		progressMu.Unlock()
+	}
 	type outcome struct {
 		err      error
 		panicked bool
@@ -125,7 +140,7 @@ func Run(t testing.TB, task chains.Task, opts ...Option) Result {
 	before := usage()
 	start := time.Now()
 	go func() {
-		err, panicked := taskrun.Run(task, taskrun.IO{Context: ctx, Out: &out, Log: &logw, Inputs: paths})
+		err, panicked := taskrun.Run(task, taskrun.IO{Context: ctx, Out: &out, Log: &logw, Inputs: paths, Report: report})
 		done <- outcome{err, panicked}
 	}()
 	var res Result
@@ -157,6 +172,9 @@ func Run(t testing.TB, task chains.Task, opts ...Option) Result {
 		res.Metrics.Custom, _, res.Metrics.CustomErr = taskrun.DefineMetrics(task, cpuPercent, res.Metrics.PeakRSSBytes, res.Metrics.Elapsed, nil)
 	}
 	res.Log = logw.String()
+	progressMu.Lock()
+	res.Progress, res.Reports = last, reports
+	progressMu.Unlock()
 	return res
 }
 

@@ -140,3 +140,14 @@ func TestRunRefusesInputsThatDoNotMatchRequires(t *testing.T) {
 		}
 	}
 }
+
+func TestRunRecordsProgress(t *testing.T) {
+	res := chainstest.Run(t, testchains.ProgressTask{Count: 4, Every: time.Millisecond})
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	want := chainstest.Progress{Done: 4, Total: 4, Status: "step 4 of 4"}
+	if res.Progress != want || res.Reports != 8 {
+		t.Errorf("Progress = %+v after %d reports, want %+v after 8", res.Progress, res.Reports, want)
+	}
+}

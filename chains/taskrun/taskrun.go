@@ -17,8 +17,12 @@ import (
 	"nectar/chains/internal/taskio"
 )
 
-// IO is what one attempt of a task reads and writes: its context, out, log and inputs.
+// IO is what one attempt of a task reads and writes: its context, out, log and inputs, and
+// where its progress reports go.
 type IO = taskio.IO
+
+// Progress is a task's report of itself (ctx.Progress and ctx.Status).
+type Progress = taskio.Progress
 
 // Run calls t.Run with a Context built from io. A panic becomes an error ("panic: ...") and
 // panicked is true; its stack is written to io.Log.

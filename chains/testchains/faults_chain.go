@@ -221,3 +221,24 @@ func (t HangTask) Run(ctx *chains.Context) error {
 	time.Sleep(time.Hour)
 	return nil
 }
+
+// ProgressTask counts to `count`, one step every `every`, reporting its progress and a status
+// line at each step: the task the UI's progress is tested with.
+type ProgressTask struct {
+	Count int           `param:"count" default:"20"`
+	Every time.Duration `param:"every" default:"100ms"`
+}
+
+func (t ProgressTask) Run(ctx *chains.Context) error {
+	for i := 1; i <= t.Count; i++ {
+		select {
+		case <-ctx.Context().Done():
+			return ctx.Context().Err()
+		case <-time.After(t.Every):
+		}
+		ctx.Progress(int64(i), int64(t.Count))
+		ctx.Status(fmt.Sprintf("step %d of %d", i, t.Count))
+	}
+	_, err := fmt.Fprintf(ctx.Out(), "%d steps\n", t.Count)
+	return err
+}

@@ -84,6 +84,12 @@ type runner struct {
 	// reads to the end (fd 1 stays go-plugin's handshake channel).
 	realStderr *os.File
 	stdioOnce  sync.Once
+
+	// What running tasks reported, by task key; changed holds the keys reported since the host
+	// last asked.
+	progressMu sync.Mutex
+	progress   map[string]plugins.TaskProgress
+	changed    map[string]bool
 }
 
 func (r *runner) restoreStdio() {
@@ -96,7 +102,8 @@ func (r *runner) restoreStdio() {
 
 // NewRunner returns the plugin-side Runner for reg (exported for in-process tests).
 func NewRunner(reg Registry) plugins.Runner {
-	r := &runner{reg: reg, byName: make(map[string]TaskDef, len(reg.Tasks))}
+	r := &runner{reg: reg, byName: make(map[string]TaskDef, len(reg.Tasks)),
+		progress: map[string]plugins.TaskProgress{}, changed: map[string]bool{}}
 	for _, t := range reg.Tasks {
 		r.byName[t.Chain+"/"+t.Name] = t
 	}
@@ -202,16 +209,57 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	if err != nil {
 		return nil, err
 	}
-	runErr, panicked := taskrun.Run(t, taskrun.IO{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs})
+	io := taskrun.IO{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs}
+	if req.Key != "" {
+		io.Report = func(p taskrun.Progress) { r.report(req.Key, p) }
+		defer r.forget(req.Key)
+	}
+	runErr, panicked := taskrun.Run(t, io)
 	// Sync before answering: the host commits the file the moment we reply.
 	if err := errors.Join(outf.Sync(), outf.Close()); err != nil && runErr == nil {
 		runErr = fmt.Errorf("writing out: %w", err)
 	}
+	last := r.last(req.Key)
 	if runErr != nil {
 		fmt.Fprintf(logf, "task failed: %v\n", runErr)
-		return &plugins.RunTaskResponse{Error: runErr.Error(), Panic: panicked}, nil
+		return &plugins.RunTaskResponse{Error: runErr.Error(), Panic: panicked, Progress: last}, nil
 	}
-	return &plugins.RunTaskResponse{}, nil
+	return &plugins.RunTaskResponse{Progress: last}, nil
+}
+
+func (r *runner) report(key string, p taskrun.Progress) {
+	r.progressMu.Lock()
+	r.progress[key] = plugins.TaskProgress{Key: key, Done: p.Done, Total: p.Total, Status: p.Status}
+	r.changed[key] = true
+	r.progressMu.Unlock()
+}
+
+func (r *runner) last(key string) *plugins.TaskProgress {
+	r.progressMu.Lock()
+	defer r.progressMu.Unlock()
+	if p, ok := r.progress[key]; ok {
+		return &p
+	}
+	return nil
+}
+
+func (r *runner) forget(key string) {
+	r.progressMu.Lock()
+	delete(r.progress, key)
+	delete(r.changed, key)
+	r.progressMu.Unlock()
+}
+
+// Progress answers the host's poll with what changed since the last one.
+func (r *runner) Progress(context.Context, *plugins.ProgressRequest) (*plugins.ProgressResponse, error) {
+	r.progressMu.Lock()
+	defer r.progressMu.Unlock()
+	resp := &plugins.ProgressResponse{}
+	for k := range r.changed {
+		resp.Tasks = append(resp.Tasks, r.progress[k])
+	}
+	clear(r.changed)
+	return resp, nil
 }
 
 func (r *runner) Metrics(_ context.Context, req *plugins.MetricsRequest) (*plugins.MetricsResponse, error) {

@@ -84,6 +84,17 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "faults_chain",
+		Name:  "ProgressTask",
+		Doc:   "ProgressTask counts to `count`, one step every `every`, reporting its progress and a status\nline at each step: the task the UI's progress is tested with.",
+		Params: []Param{
+			{Name: "count", Kind: "int", Default: "20", Required: false, Doc: ""},
+			{Name: "every", Kind: "duration", Default: "100ms", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainProgressTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
 		Name:  "ResumeTask",
 		Doc:   "ResumeTask requires a quick HelloTask and a WaitFileTask: kill the server while the second\nwaits, and a new POST reuses the first.",
 		Params: []Param{
@@ -305,6 +316,22 @@ func parseTestchainsFaultsChainPanicTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("message", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainProgressTask turns the query of a POST into the canonical parameters of testchains/faults_chain/ProgressTask.
+func parseTestchainsFaultsChainProgressTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryInt(q, "count", "20", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("count", p0)
+	p1, err := params.QueryDuration(q, "every", "100ms", false, false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("every", p1)
 	return w.Bytes(), nil
 }
 

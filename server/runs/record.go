@@ -7,6 +7,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"time"
+
+	"nectar/plugins"
 )
 
 // Status is a run's or a task's state.
@@ -54,6 +56,27 @@ type TaskState struct {
 	Attempts   []Attempt  `json:"attempts,omitempty"`
 	// Requires are the positions in the run's tasks of the tasks this one waits for.
 	Requires []int `json:"requires,omitempty"`
+	// Progress is what the task last reported of itself (ctx.Progress, ctx.Status).
+	Progress *Progress `json:"progress,omitempty"`
+}
+
+// Progress is a task's report of itself: done of total units (Total 0: unknown), a status line.
+type Progress struct {
+	Done     int64   `json:"done"`
+	Total    int64   `json:"total"`
+	Fraction float64 `json:"fraction"` // done/total, 0 when the total is unknown
+	Status   string  `json:"status,omitempty"`
+}
+
+func progressOf(p *plugins.TaskProgress) *Progress {
+	if p == nil {
+		return nil
+	}
+	out := &Progress{Done: p.Done, Total: p.Total, Status: p.Status}
+	if p.Total > 0 {
+		out.Fraction = min(float64(p.Done)/float64(p.Total), 1)
+	}
+	return out
 }
 
 // Attempt is one try of a task (tasks with a retry policy may have several).
@@ -167,3 +190,17 @@ func (r *Record) clone() Record {
 }
 
 func timePtr(t time.Time) *time.Time { return &t }
+
+// Progress is what the run as a whole shows of its tasks' reports: the root task's, else that of
+// the first running task that reported (nil when none did).
+func (r *Record) Progress() *Progress {
+	if len(r.Tasks) > 0 && r.Tasks[0].Progress != nil {
+		return r.Tasks[0].Progress
+	}
+	for _, t := range r.Tasks {
+		if t.Status == Running && t.Progress != nil {
+			return t.Progress
+		}
+	}
+	return nil
+}

@@ -369,7 +369,10 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	defer cancel()
 
 	outStart := s.outputSize()
-	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	if err == nil && resp.Progress != nil {
+		s.setTask(i, func(t *TaskState) { t.Progress = progressOf(resp.Progress) })
+	}
 	if err != nil && actx.Err() == nil {
 		// The plugin side may report its deadline (a cancelled stream) a moment before our
 		// own timer fires: an error this close to the deadline is the timeout.
@@ -468,18 +471,24 @@ func (s *scheduler) retire(p Process) {
 	}
 }
 
-// onSample asks the tasks running in p that define metrics for their values.
+// onSample asks the tasks running in p that define metrics for their values, and p for the
+// progress its tasks reported since the last sample.
 func (s *scheduler) onSample(p Process, sample Sample) {
 	s.watchMu.Lock()
 	var ask []int
 	starts := map[int]time.Time{}
+	running := map[string]int{}
 	for i, started := range s.tasksIn[p] {
+		running[s.nodes[i].key] = i
 		if s.nodes[i].metrics {
 			ask = append(ask, i)
 			starts[i] = started
 		}
 	}
 	s.watchMu.Unlock()
+	if len(running) > 0 {
+		s.pollProgress(p, running)
+	}
 	for _, i := range ask {
 		s.customMetrics(p, i, sample, starts[i])
 	}
@@ -616,5 +625,22 @@ func (s *scheduler) appendOutput(logPath string, start int64, ending string) {
 	}
 	if ending != "" {
 		fmt.Fprintf(f, "--- %s ---\n", ending)
+	}
+}
+
+// pollProgress records what the tasks running in p reported of themselves (one call per
+// process and monitor interval, however many tasks it runs).
+func (s *scheduler) pollProgress(p Process, running map[string]int) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.m.cfg.MonitorInterval)
+	defer cancel()
+	resp, err := p.Progress(ctx, &plugins.ProgressRequest{})
+	if err != nil {
+		return // a plugin busy dying: its tasks' outcome says more
+	}
+	for _, tp := range resp.Tasks {
+		if i, ok := running[tp.Key]; ok {
+			tp := tp
+			s.setTask(i, func(t *TaskState) { t.Progress = progressOf(&tp) })
+		}
 	}
 }

@@ -227,6 +227,9 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	}
 	v.Status, v.Error = string(rec.Status), rec.Error
 	v.Final = rec.Status.Final()
+	if p := rec.Progress(); p != nil {
+		v.Progress, v.StatusLine = p.Fraction, p.Status
+	}
 	v.Graph = Layout(rec.Tasks)
 	sel := -1
 	if s := c.QueryParam("task"); s != "" {

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"time"
 
 	"nectar/server/history"
@@ -110,29 +111,56 @@ func listRow(bin, dir, dbURL, name string, runs int) ([]row, error) {
 	defer stop()
 	client := &http.Client{}
 	var out []row
-	for _, q := range []struct{ label, query, goal string }{
-		{"GET /api/runs?limit=50", "limit=50", "<= 10 ms p50"},
-		{"GET /api/runs?status=FAILED&limit=50", "status=FAILED&limit=50", ""},
+	for _, q := range []struct{ label, path, goal string }{
+		{"GET /api/runs?limit=50", "/api/runs?limit=50", "<= 10 ms p50"},
+		{"GET /api/runs?status=FAILED&limit=50", "/api/runs?status=FAILED&limit=50", ""},
+		{"runs page (GET /, 50 runs and counts)", "/", "<= 50 ms"},
 	} {
-		d, err := measure(max(runs*4, 200), func(int) error { return get(client, base+"/api/runs?"+q.query) })
+		d, err := measure(max(runs*4, 200), func(int) error { _, err := get(client, base+q.path); return err })
 		if err != nil {
 			return nil, err
 		}
 		out = append(out, row{fmt.Sprintf("%s, %dk runs, %s", q.label, historySize/1000, name), ms(pct(d, 50)), ms(pct(d, 95)),
 			"p99 " + ms(pct(d, 99)), q.goal})
 	}
+	if name == "sqlite" {
+		w, err := pageWeight(client, base)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, row{"runs page weight (HTML + CSS + JS + icon, uncompressed)", "", "", fmt.Sprintf("%.0f KB", float64(w)/1000), "<= 300 KB"})
+	}
 	return out, nil
 }
 
-func get(client *http.Client, u string) error {
+// pageWeight is the bytes a first visit of the runs page loads: the page and every file it links.
+func pageWeight(client *http.Client, base string) (int, error) {
+	html, err := get(client, base+"/")
+	if err != nil {
+		return 0, err
+	}
+	total := len(html)
+	for _, m := range assetRE.FindAllStringSubmatch(string(html), -1) {
+		b, err := get(client, base+m[1])
+		if err != nil {
+			return 0, err
+		}
+		total += len(b)
+	}
+	return total, nil
+}
+
+var assetRE = regexp.MustCompile(`(?:src|href)="(/ui/static/[^"]+)"`)
+
+func get(client *http.Client, u string) ([]byte, error) {
 	resp, err := client.Get(u)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
+	b, err := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s = %d", u, resp.StatusCode)
+		return nil, fmt.Errorf("GET %s = %d", u, resp.StatusCode)
 	}
-	return nil
+	return b, err
 }

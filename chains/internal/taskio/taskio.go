@@ -16,6 +16,14 @@ type IO struct {
 	Out     io.Writer // the task's output, committed only when Run returns nil
 	Log     io.Writer // the task's log
 	Inputs  []string  // local paths of the required tasks' outputs, in Requires order
+	// Report receives the task's progress each time it reports some (nil: dropped).
+	Report func(Progress)
+}
+
+// Progress is what a task last said of itself: done of total units, and a status line.
+type Progress struct {
+	Done, Total int64
+	Status      string
 }
 
 // NewContext builds a *chains.Context (typed any: this package cannot import chains, which

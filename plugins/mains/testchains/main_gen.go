@@ -24,6 +24,7 @@ var (
 	_ chains.Task     = testchains.FlakyTask{}
 	_ chains.Task     = testchains.HangTask{}
 	_ chains.Task     = testchains.PanicTask{}
+	_ chains.Task     = testchains.ProgressTask{}
 	_ chains.Task     = testchains.ResumeTask{}
 	_ chains.Requirer = testchains.ResumeTask{}
 	_ chains.Task     = testchains.SleepTask{}
@@ -57,6 +58,7 @@ func main() {
 			{Chain: "faults_chain", Name: "FlakyTask", Decode: decodeFlakyTask},
 			{Chain: "faults_chain", Name: "HangTask", Decode: decodeHangTask},
 			{Chain: "faults_chain", Name: "PanicTask", Decode: decodePanicTask},
+			{Chain: "faults_chain", Name: "ProgressTask", Decode: decodeProgressTask},
 			{Chain: "faults_chain", Name: "ResumeTask", Decode: decodeResumeTask},
 			{Chain: "faults_chain", Name: "SleepTask", Decode: decodeSleepTask},
 			{Chain: "faults_chain", Name: "StepFiveTask", Decode: decodeStepFiveTask},
@@ -121,6 +123,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.PanicTask:
 		p, err := encodePanicTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "PanicTask", Params: p}, err
+	case testchains.ProgressTask:
+		p, err := encodeProgressTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "ProgressTask", Params: p}, err
+	case *testchains.ProgressTask:
+		p, err := encodeProgressTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "ProgressTask", Params: p}, err
 	case testchains.ResumeTask:
 		p, err := encodeResumeTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "ResumeTask", Params: p}, err
@@ -368,6 +376,36 @@ func encodePanicTask(t *testchains.PanicTask) ([]byte, error) {
 	}
 	var w params.Writer
 	w.String("message", t.Message)
+	return w.Bytes(), nil
+}
+
+func decodeProgressTask(b []byte) (chains.Task, error) {
+	var t testchains.ProgressTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("count"); err != nil {
+		return nil, err
+	} else {
+		t.Count = int(v)
+	}
+	if t.Every, err = r.Duration("every"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeProgressTask(t *testchains.ProgressTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.ProgressTask")
+	}
+	var w params.Writer
+	w.Int("count", int64(t.Count))
+	if t.Every < 0 {
+		return nil, fmt.Errorf("testchains.ProgressTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
+	w.Duration("every", t.Every)
 	return w.Bytes(), nil
 }
 
