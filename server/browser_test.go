@@ -171,6 +171,13 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("the runs list reloaded; it should refresh in place")
 	}
 	bs.screenshot(t, "runs")
+	// On a phone the list fits the screen's width (rows become stacked cards).
+	bs.do(t, "phone", chromedp.EmulateViewport(390, 844), chromedp.Navigate(ts.url+"/"), chromedp.WaitVisible(chromedp.CSS(`table.runs`)))
+	if w := eval(`document.documentElement.scrollWidth`); w > 390 {
+		t.Errorf("the runs page is %d px wide on a 390 px phone", w)
+	}
+	bs.screenshot(t, "runs-phone")
+	bs.do(t, "desktop again", chromedp.EmulateReset())
 
 	// A bad parameter: the server's message beside the field.
 	bs.do(t, "bad parameter", chromedp.Navigate(ts.url+"/catalog/testchains/fanin_chain/JoinTask"), chromedp.WaitVisible(chromedp.ID("f-leaves")),

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -190,9 +191,19 @@ func allEntries(t *testing.T, d history.Driver) []history.Entry {
 	return es
 }
 
-// nectar reindex (RebuildHistory) gives the index the live server built, from the store alone.
+// nectar reindex (RebuildHistory) gives the index the live server built, from the store alone:
+// a local folder, and a bucket through each SDK.
 func TestReindexEqualsTheLiveIndex(t *testing.T) {
-	ts := newTestServer(t)
+	t.Run("local", func(t *testing.T) { checkReindex(t, newTestServer(t)) })
+	minioEnv(t, minioSrv)
+	for name, target := range remoteTargets(minioSrv, "reindex-"+fmt.Sprint(time.Now().UnixNano())) {
+		t.Run(name, func(t *testing.T) {
+			checkReindex(t, newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) }))
+		})
+	}
+}
+
+func checkReindex(t *testing.T, ts *testServer) {
 	makeHistory(t, ts)
 	live := allEntries(t, ts.History().Driver())
 
@@ -342,5 +353,51 @@ func TestProgressIsLiveAndKept(t *testing.T) {
 	r := ts.runs(t, "task=ProgressTask").Runs
 	if len(r) != 1 || r[0].Progress != 1 || r[0].StatusLine != "step 15 of 15" {
 		t.Errorf("history row = %+v", r)
+	}
+}
+
+// A server whose index is older than its schema (here: a database at version 0 with a stale
+// table of its own) migrates it and rebuilds it from the store at start.
+func TestOlderIndexIsMigratedAndRebuilt(t *testing.T) {
+	target := t.TempDir()
+	first := newTestServer(t, func(c *Config) { c.Target = target })
+	makeHistory(t, first)
+	want := allEntries(t, first.History().Driver())
+	first.Close(context.Background())
+	// Wind the schema back: drop the table and the migration rows, as before version 1.
+	d, err := sqlite.Open(filepath.Join(target, ".history.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Reset(context.Background())
+	d.Close()
+	dropSchema(t, filepath.Join(target, ".history.db"))
+
+	second := newTestServer(t, func(c *Config) { c.Target = target })
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		p := second.runs(t, "limit=100")
+		if !p.Rebuilding && len(p.Runs) == len(want) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("older index not rebuilt: %d runs, rebuilding %v", len(p.Runs), p.Rebuilding)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dropSchema takes an index back to before its first migration.
+func dropSchema(t *testing.T, path string) {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, q := range []string{"DROP TABLE runs", "DELETE FROM history_migrations"} {
+		if _, err := db.Exec(q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
 	}
 }

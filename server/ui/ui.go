@@ -124,19 +124,23 @@ func hashFS(fsys fs.FS) (string, error) {
 
 // Register adds the UI's routes to e.
 func (u *UI) Register(e *echo.Echo) {
-	g := e.Group("", u.headers)
-	g.GET("/", u.runsPage, u.session)
-	g.GET("/ui/runs/table", u.runsTable, u.session)
-	g.GET("/runs/:run_id", u.runPage, u.session)
-	g.GET("/ui/runs/:run_id/live", u.runLive, u.session)
-	g.POST("/runs/:run_id/cancel", u.cancelRun, u.session, u.csrf)
-	g.POST("/runs/:run_id/rerun", u.rerun, u.session, u.csrf)
-	g.GET("/catalog", u.catalogPage, u.session)
-	g.GET("/catalog/:type/:chain/:task", u.taskForm, u.session)
-	g.POST("/catalog/:type/:chain/:task", u.triggerRun, u.session, u.csrf)
-	g.GET("/login", u.loginPage)
-	g.POST("/login", u.login, u.csrf)
-	g.POST("/logout", u.logout, u.csrf)
+	// Middleware per route, not on a group: echo answers every unmatched path of a group with
+	// middleware itself, which would turn the API's 405s into 404s.
+	page := func(method, path string, h echo.HandlerFunc, mw ...echo.MiddlewareFunc) {
+		e.Add(method, path, h, append([]echo.MiddlewareFunc{u.headers}, mw...)...)
+	}
+	page(http.MethodGet, "/", u.runsPage, u.session)
+	page(http.MethodGet, "/ui/runs/table", u.runsTable, u.session)
+	page(http.MethodGet, "/runs/:run_id", u.runPage, u.session)
+	page(http.MethodGet, "/ui/runs/:run_id/live", u.runLive, u.session)
+	page(http.MethodPost, "/runs/:run_id/cancel", u.cancelRun, u.session, u.csrf)
+	page(http.MethodPost, "/runs/:run_id/rerun", u.rerun, u.session, u.csrf)
+	page(http.MethodGet, "/catalog", u.catalogPage, u.session)
+	page(http.MethodGet, "/catalog/:type/:chain/:task", u.taskForm, u.session)
+	page(http.MethodPost, "/catalog/:type/:chain/:task", u.triggerRun, u.session, u.csrf)
+	page(http.MethodGet, "/login", u.loginPage)
+	page(http.MethodPost, "/login", u.login, u.csrf)
+	page(http.MethodPost, "/logout", u.logout, u.csrf)
 	e.GET("/ui/static/*", u.serveStatic)
 }
 
