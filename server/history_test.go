@@ -248,17 +248,7 @@ func TestHistorySurvivesRestartAndRebuildsWhenMissing(t *testing.T) {
 		os.Remove(filepath.Join(target, f))
 	}
 	third := newTestServer(t, func(c *Config) { c.Target = target })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		p := third.runs(t, "limit=100")
-		if !p.Rebuilding && len(p.Runs) == len(want) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("index not rebuilt at start: %d runs, rebuilding %v", len(p.Runs), p.Rebuilding)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	third.waitRebuilt(t, len(want))
 	if diff := cmp.Diff(want, allEntries(t, third.History().Driver()), cmpopts.IgnoreFields(history.Entry{}, "Hits")); diff != "" {
 		t.Errorf("index rebuilt at start differs (-before +after):\n%s", diff)
 	}
@@ -374,16 +364,20 @@ func TestOlderIndexIsMigratedAndRebuilt(t *testing.T) {
 	dropSchema(t, filepath.Join(target, ".history.db"))
 
 	second := newTestServer(t, func(c *Config) { c.Target = target })
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		p := second.runs(t, "limit=100")
-		if !p.Rebuilding && len(p.Runs) == len(want) {
-			break
+	second.waitRebuilt(t, len(want))
+}
+
+// waitRebuilt waits until the server's start-up rebuild is over and lists n runs.
+func (ts *testServer) waitRebuilt(t *testing.T, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		p := ts.runs(t, "limit=100")
+		if !p.Rebuilding && len(p.Runs) == n {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("older index not rebuilt: %d runs, rebuilding %v", len(p.Runs), p.Rebuilding)
+			t.Fatalf("index not rebuilt at start: %d runs (want %d), rebuilding %v", len(p.Runs), n, p.Rebuilding)
 		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }
 

@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"nectar/server/runs"
 )
@@ -88,5 +89,17 @@ func TestCostText(t *testing.T) {
 		if got := costText(in); got != want {
 			t.Errorf("costText(%g) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+func TestMergeSamples(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	in := []runs.Sample{
+		{At: t0, PID: 1, CPUPercent: 90, RSSBytes: 100}, {At: t0.Add(time.Millisecond), PID: 2, CPUPercent: 1, RSSBytes: 10},
+		{At: t0.Add(time.Second), PID: 1, CPUPercent: 80, RSSBytes: 110}, {At: t0.Add(time.Second + 2*time.Millisecond), PID: 2, CPUPercent: 2, RSSBytes: 10},
+	}
+	got := mergeSamples(in)
+	if len(got) != 2 || got[0].CPUPercent != 91 || got[0].RSSBytes != 110 || got[1].CPUPercent != 82 {
+		t.Errorf("mergeSamples = %+v, want one point per tick with the processes summed", got)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
@@ -383,31 +384,50 @@ func chart(m *runs.Metrics) *chartView {
 		return nil
 	}
 	const w, h = 900, 170
-	start, end := m.Samples[0].At, m.Samples[len(m.Samples)-1].At
+	samples := mergeSamples(m.Samples)
+	start, end := samples[0].At, samples[len(samples)-1].At
 	span := end.Sub(start).Seconds()
 	if span <= 0 {
 		span = 1
 	}
 	var maxCPU float64 = 100
 	var maxRSS uint64 = 1
-	for _, s := range m.Samples {
+	for _, s := range samples {
 		maxCPU = max(maxCPU, s.CPUPercent)
 		maxRSS = max(maxRSS, s.RSSBytes)
 	}
 	var cpu, rss strings.Builder
-	for _, s := range m.Samples {
+	for _, s := range samples {
 		x := float64(w) * s.At.Sub(start).Seconds() / span
 		fmt.Fprintf(&cpu, "%.1f,%.1f ", x, float64(h)-float64(h-10)*s.CPUPercent/maxCPU)
 		fmt.Fprintf(&rss, "%.1f,%.1f ", x, float64(h)-float64(h-10)*float64(s.RSSBytes)/float64(maxRSS))
 	}
 	peakCPU := 0.0
-	for _, s := range m.Samples {
+	for _, s := range samples {
 		peakCPU = max(peakCPU, s.CPUPercent)
 	}
 	return &chartView{W: w, H: h, CPU: cpu.String(), RSS: rss.String(),
 		MaxCPU: fmt.Sprintf("%.0f%%", peakCPU), MaxRSS: fmt.Sprintf("%.1f MiB", float64(maxRSS)/(1<<20)),
 		Summary: fmt.Sprintf("%.2f CPU s, peak %.1f MiB, %.2f s wall, %s, %d samples", m.Summary.CPUSeconds,
-			float64(m.Summary.PeakRSSBytes)/(1<<20), m.Summary.WallSeconds, costText(m.Summary.CostUSD), len(m.Samples))}
+			float64(m.Summary.PeakRSSBytes)/(1<<20), m.Summary.WallSeconds, costText(m.Summary.CostUSD), len(samples))}
+}
+
+// mergeSamples sums the readings of the run's processes taken at one tick (the monitor samples
+// every process of a run at the same moment), so the chart shows the run, not a zigzag between
+// a busy process and an idle one.
+func mergeSamples(in []runs.Sample) []runs.Sample {
+	s := append([]runs.Sample(nil), in...)
+	slices.SortStableFunc(s, func(a, b runs.Sample) int { return a.At.Compare(b.At) })
+	var out []runs.Sample
+	for _, x := range s {
+		if n := len(out); n > 0 && x.At.Sub(out[n-1].At) < 50*time.Millisecond {
+			out[n-1].CPUPercent += x.CPUPercent
+			out[n-1].RSSBytes += x.RSSBytes
+			continue
+		}
+		out = append(out, x)
+	}
+	return out
 }
 
 func (u *UI) runPage(c echo.Context) error {
