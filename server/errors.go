@@ -55,6 +55,7 @@ var errorTable = []struct {
 	{target: echo.ErrNotFound, code: http.StatusNotFound}, // no route: errorHandler names the path
 	{target: echo.ErrMethodNotAllowed, code: http.StatusMethodNotAllowed, public: "this endpoint does not take that method"},
 	{target: echo.ErrStatusRequestEntityTooLarge, code: http.StatusRequestEntityTooLarge, public: "the request body is over 1 MB"},
+	{target: ErrUnsupportedBody, code: http.StatusUnsupportedMediaType},
 	{target: runs.ErrQueueFull, code: http.StatusTooManyRequests, retry: true},
 	{target: targets.ErrUnavailable, code: http.StatusServiceUnavailable, public: "target store unavailable"},
 	{target: runs.ErrDraining, code: http.StatusServiceUnavailable, public: "server is shutting down", retry: true},

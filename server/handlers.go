@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -158,7 +159,10 @@ type taskData struct {
 
 func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		q := c.QueryParams()
+		q, err := requestParams(c, t)
+		if err != nil {
+			return err
+		}
 		canon, err := t.ParseQuery(q, reservedQuery...)
 		if err != nil {
 			return err
@@ -230,7 +234,11 @@ func (s *Server) respondRun(c echo.Context, rec runs.Record, joined bool) error 
 // cancelByKey answers DELETE /api/chains/<type>/<chain>/<Task>?params: cancel that key's run.
 func (s *Server) cancelByKey(t *catalog.Task) echo.HandlerFunc {
 	return func(c echo.Context) error {
-		canon, err := t.ParseQuery(c.QueryParams())
+		q, err := requestParams(c, t)
+		if err != nil {
+			return err
+		}
+		canon, err := t.ParseQuery(q)
 		if err != nil {
 			return err
 		}
@@ -427,4 +435,38 @@ func (s *Server) countHit(key string) {
 	if s.history != nil {
 		s.history.Hit(key)
 	}
+}
+
+// ErrUnsupportedBody is a request body the API does not read (415): parameters come in the query
+// or as a JSON object.
+var ErrUnsupportedBody = errors.New("unsupported request body")
+
+// requestParams are a request's parameters: its query, parsed strictly (a pair Go would drop
+// is an error, never a silent default), and the JSON object of its body (Content-Type:
+// application/json), a name in both being an error. Both give the same key for the same values.
+func requestParams(c echo.Context, t *catalog.Task) (url.Values, error) {
+	req := c.Request()
+	q, err := catalog.ParseRawQuery(req.URL.RawQuery)
+	if err != nil {
+		return nil, err
+	}
+	body, err := io.ReadAll(req.Body) // bounded by the body limit: over it, a 413
+	if err != nil {
+		return nil, err
+	}
+	if len(bytes.TrimSpace(body)) == 0 {
+		return q, nil
+	}
+	ctype, _, _ := strings.Cut(req.Header.Get(echo.HeaderContentType), ";")
+	if strings.TrimSpace(strings.ToLower(ctype)) != echo.MIMEApplicationJSON {
+		return nil, newError(ErrUnsupportedBody, fmt.Sprintf("a body of type %q is not read: send the parameters in the query or as a JSON object with Content-Type: application/json", clip(ctype)))
+	}
+	fromBody, err := t.ParseJSONBody(body, q)
+	if err != nil {
+		return nil, err
+	}
+	for k, v := range fromBody {
+		q[k] = v
+	}
+	return q, nil
 }
