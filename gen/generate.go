@@ -245,6 +245,14 @@ func Generate(root string) (*Result, error) {
 		return nil, err
 	}
 	res.Files = append(res.Files, File{Path: catalogFile, Content: cat})
+	spec, err := openAPI(ctypes)
+	if err != nil {
+		return nil, fmt.Errorf("OpenAPI document: %w", err)
+	}
+	if spec, err = format.Source(spec); err != nil {
+		return nil, fmt.Errorf("OpenAPI document made invalid Go: %w", err)
+	}
+	res.Files = append(res.Files, File{Path: openAPIFile, Content: spec})
 	live := map[string]bool{}
 	for _, ct := range ctypes {
 		src, err := render("main.go.tmpl", ct)

@@ -336,6 +336,9 @@ func (s *Server) routes() *echo.Echo {
 	}
 	api.POST("/chains/:type/:chain/:task", s.unknownTask, auth)
 	api.DELETE("/chains/:type/:chain/:task", s.unknownTask, auth)
+	api.GET("/openapi.json", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, []byte(catalog.OpenAPI))
+	})
 	api.GET("/runs", s.listRuns)
 	api.GET("/runs/:run_id", s.getRun)
 	api.GET("/chainstatus", s.status)
