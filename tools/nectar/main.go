@@ -4,6 +4,7 @@
 //	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
 //	nectar reindex                                rebuild the run history from the store's run records
+//	nectar trigger|status|logs|cancel|runs ...    drive a running server (see usage)
 //	nectar version                                print the plugin protocol version
 package main
 
@@ -28,6 +29,10 @@ func main() {
 	defer stop()
 	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
 		fmt.Fprintln(os.Stderr, "nectar:", err)
+		var ee *exitError
+		if errors.As(err, &ee) {
+			os.Exit(ee.code)
+		}
 		os.Exit(1)
 	}
 }
@@ -42,13 +47,25 @@ commands:
                                       (and its test)
   reindex                             rebuild the run history (NECTAR_DATABASE_URL) from the
                                       run records in the store (NECTAR_TARGET)
+
+client commands (a running server: --server or NECTAR_SERVER, default http://127.0.0.1:5000;
+--token or NECTAR_TOKEN when it asks for one):
+  trigger <type>/<chain>/<Task> [k=v...] [--conf JSON] [--wait] [--force] [--json]
+                                      start a run (--wait: follow it to the end)
+  status <key | status URL> [--json]  a run's status and its tasks
+  logs [-f] <key | status URL> [Task] a task's log (-f: follow it while it runs)
+  cancel <key | status URL>           stop a run
+  runs [k=v...] [--json]              the run history (filters: task=, status=, q=, limit=, ...)
+
+exit status: 0 done, 1 the run failed or was cancelled (or a local command failed),
+2 a usage or connection error
   version                             print the plugin protocol version
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
-		return errors.New("no command given")
+		return usageError("no command given")
 	}
 	switch args[0] {
 	case "serve":
@@ -59,6 +76,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return newChain(args[1:], stdout)
 	case "reindex":
 		return reindex(ctx, getenv, stdout, stderr)
+	case "trigger":
+		return trigger(ctx, args[1:], getenv, stdout, stderr)
+	case "status":
+		return status(ctx, args[1:], getenv, stdout, stderr)
+	case "logs":
+		return logs(ctx, args[1:], getenv, stdout, stderr)
+	case "cancel":
+		return cancelRun(ctx, args[1:], getenv, stdout, stderr)
+	case "runs":
+		return listRuns(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nectar plugin protocol %d\n", plugins.ProtocolVersion)
 		return nil
@@ -67,7 +94,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return nil
 	}
 	fmt.Fprint(stderr, usage)
-	return fmt.Errorf("unknown command %q", args[0])
+	return usageError("unknown command %q", args[0])
 }
 
 func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {

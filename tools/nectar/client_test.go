@@ -1,0 +1,116 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/plugins/plugintest"
+)
+
+// The client commands, as the built binary, against a real server (the same binary serving),
+// with tokens on.
+func TestClientCommands(t *testing.T) {
+	plugins, err := plugintest.Build()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "nectar")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	const token = "client-test-token-0123456789"
+	srv := exec.Command(bin, "serve")
+	srv.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+t.TempDir(), "NECTAR_PLUGIN_DIR="+plugins,
+		"NECTAR_API_TOKENS="+token, "NECTAR_MONITOR_INTERVAL=100ms", "NECTAR_LOG_LEVEL=warn")
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Process.Kill(); srv.Wait() })
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("server did not start")
+		}
+	}
+	type result struct {
+		code           int
+		stdout, stderr string
+	}
+	nectar := func(env []string, args ...string) result {
+		t.Helper()
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(append(os.Environ(), "NECTAR_SERVER=http://"+addr, "NECTAR_TOKEN="+token), env...)
+		var out, errb bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &errb
+		err := cmd.Run()
+		code := 0
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			code = ee.ExitCode()
+		} else if err != nil {
+			t.Fatal(err)
+		}
+		return result{code, out.String(), errb.String()}
+	}
+	check := func(r result, code int, wantOut, wantErr string, what string) {
+		t.Helper()
+		if r.code != code || !strings.Contains(r.stdout, wantOut) || !strings.Contains(r.stderr, wantErr) {
+			t.Errorf("%s: exit %d, stdout %q, stderr %q; want exit %d, stdout with %q, stderr with %q", what, r.code, r.stdout, r.stderr, code, wantOut, wantErr)
+		}
+	}
+
+	done := nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "name=ada", "--wait")
+	check(done, 0, "DONE chains/testchains/hello_chain/HelloTask/", "", "trigger --wait")
+	key := regexp.MustCompile(`chains/\S+`).FindString(done.stdout)
+
+	check(nectar(nil, "trigger", "testchains/faults_chain/FailTask", "message=boom", "--wait"), 1, "", "FAILED: FailTask failed: boom", "trigger --wait of a failing task")
+
+	conf := nectar(nil, "trigger", "testchains/fanin_chain/JoinTask", "--conf", `{"leaves": 3}`, "--wait", "--json")
+	var st struct {
+		JobStatus string `json:"job_status"`
+	}
+	if conf.code != 0 || json.Unmarshal([]byte(conf.stdout), &st) != nil || st.JobStatus != "DONE" {
+		t.Errorf("trigger --conf --json: exit %d %q %q", conf.code, conf.stdout, conf.stderr)
+	}
+	check(nectar(nil, "trigger", "testchains/fanin_chain/JoinTask", "--conf", `{"leaves": "3"}`), 2, "", `parameter "leaves"`, "a --conf of the wrong type")
+
+	check(nectar([]string{"NECTAR_TOKEN=wrong-token-0000000000"}, "trigger", "testchains/hello_chain/HelloTask"), 2, "", "not one of the server's", "a wrong token")
+	check(nectar([]string{"NECTAR_TOKEN="}, "trigger", "testchains/hello_chain/HelloTask"), 2, "", "--token or NECTAR_TOKEN", "no token")
+	check(nectar([]string{"NECTAR_SERVER=http://127.0.0.1:1"}, "runs"), 2, "", "cannot reach the server at http://127.0.0.1:1", "no server")
+	check(nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "--frobnicate"), 2, "", "unknown flag --frobnicate", "a bad flag")
+
+	// status, logs and runs of the key (the history answers for a key: flushed within 200 ms).
+	time.Sleep(400 * time.Millisecond)
+	check(nectar(nil, "status", key), 0, "DONE HelloTask "+key, "", "status")
+	check(nectar(nil, "logs", key), 0, "greeting", "", "logs")
+	check(nectar(nil, "runs", "task=FailTask"), 0, "FAILED", "", "runs")
+
+	// cancel a slow run by its key.
+	started := nectar(nil, "trigger", "testchains/faults_chain/ProgressTask", "count=600")
+	slow := regexp.MustCompile(`key\s+(\S+)`).FindStringSubmatch(started.stdout)
+	if started.code != 0 || slow == nil {
+		t.Fatalf("trigger ProgressTask: %+v", started)
+	}
+	time.Sleep(400 * time.Millisecond)
+	check(nectar(nil, "cancel", slow[1]), 0, "CANCELLED", "", "cancel")
+	check(nectar(nil, "status", slow[1]), 1, "CANCELLED", "", "status of a cancelled run")
+}
