@@ -103,3 +103,28 @@ func TestMergeSamples(t *testing.T) {
 		t.Errorf("mergeSamples = %+v, want one point per tick with the processes summed", got)
 	}
 }
+
+func TestMakePreview(t *testing.T) {
+	tests := []struct {
+		name string
+		out  []byte
+		kind string
+	}{
+		{"png", append([]byte("\x89PNG\r\n\x1a\n"), make([]byte, 20)...), "image"},
+		{"svg", []byte(`<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>`), "image"},
+		{"csv", []byte("airport,day,mean\nATL,2001-01-01,12.5\nORD,2001-01-01,8\n"), "csv"},
+		{"text", []byte("hello ada\n"), "text"},
+		{"one line with commas is text", []byte("a,b,c"), "text"},
+		{"binary", []byte{0xff, 0xfe, 0x00, 0x01, 0x80}, "none"},
+		{"empty", nil, "none"},
+	}
+	for _, tt := range tests {
+		p := makePreview(tt.out, "/dl")
+		if p.Kind != tt.kind {
+			t.Errorf("%s: makePreview kind = %q, want %q", tt.name, p.Kind, tt.kind)
+		}
+	}
+	if p := makePreview([]byte("airport,day\nATL,1\n"), ""); len(p.Rows) != 2 || p.Rows[1][0] != "ATL" {
+		t.Errorf("csv rows = %v", p.Rows)
+	}
+}
