@@ -36,12 +36,9 @@ func (s *Server) listRuns(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)
-	defer cancel()
-	d := s.history.Driver()
-	page, err := history.ListPage(ctx, d, p)
+	page, counts, err := s.pageOfRuns(c.Request().Context(), p, withCounts)
 	if err != nil {
-		return s.historyErr(err)
+		return err
 	}
 	items := make([]runItem, len(page.Entries))
 	for i, e := range page.Entries {
@@ -49,13 +46,32 @@ func (s *Server) listRuns(c echo.Context) error {
 	}
 	data := map[string]any{"runs": items, "next_cursor": page.Next, "rebuilding": s.rebuilding.Load()}
 	if withCounts {
-		counts, err := d.CountByStatus(ctx, p.Filter)
-		if err != nil {
-			return s.historyErr(err)
-		}
 		data["counts"] = counts
 	}
 	return respond(c, http.StatusOK, fmt.Sprintf("%d runs", len(items)), data)
+}
+
+// pageOfRuns is a page of the history and, with counts, the counts by status for its filter:
+// what GET /api/runs and the UI's runs page both show.
+func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error) {
+	if s.history == nil {
+		return history.Page{}, nil, ErrHistoryOff
+	}
+	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
+	defer cancel()
+	d := s.history.Driver()
+	page, err := history.ListPage(ctx, d, p)
+	if err != nil {
+		return page, nil, s.historyErr(err)
+	}
+	if !counts {
+		return page, nil, nil
+	}
+	c, err := d.CountByStatus(ctx, p.Filter)
+	if err != nil {
+		return page, nil, s.historyErr(err)
+	}
+	return page, c, nil
 }
 
 // getRun answers GET /api/runs/<run_id>.

@@ -23,18 +23,7 @@ var _ ui.Backend = uiBackend{}
 func (b uiBackend) Catalog() *catalog.Catalog { return b.s.catalog }
 
 func (b uiBackend) ListRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error) {
-	if b.s.history == nil {
-		return history.Page{}, nil, ErrHistoryOff
-	}
-	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
-	defer cancel()
-	d := b.s.history.Driver()
-	page, err := history.ListPage(ctx, d, p)
-	if err != nil || !counts {
-		return page, nil, err
-	}
-	c, err := d.CountByStatus(ctx, p.Filter)
-	return page, c, err
+	return b.s.pageOfRuns(ctx, p, counts)
 }
 
 func (b uiBackend) GetRun(ctx context.Context, runID string) (history.Entry, error) {

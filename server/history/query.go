@@ -143,6 +143,40 @@ type Scanner interface {
 	Scan(dest ...any) error
 }
 
+// Rows is what *sql.Rows and pgx.Rows have in common.
+type Rows interface {
+	Scanner
+	Next() bool
+	Err() error
+}
+
+// ScanEntries reads every row of a list query.
+func ScanEntries(rows Rows) ([]Entry, error) {
+	var out []Entry
+	for rows.Next() {
+		e, err := ScanEntry(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// ScanCounts reads the rows of CountSQL.
+func ScanCounts(rows Rows) (map[string]int64, error) {
+	out := map[string]int64{}
+	for rows.Next() {
+		var s string
+		var n int64
+		if err := rows.Scan(&s, &n); err != nil {
+			return nil, err
+		}
+		out[s] = n
+	}
+	return out, rows.Err()
+}
+
 // ScanEntry reads one row of Columns.
 func ScanEntry(s Scanner) (Entry, error) {
 	var e Entry

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,7 +56,7 @@ func parseClientArgs(args []string, getenv func(string) string, allowed ...strin
 			continue
 		}
 		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !contains(allowed, name) && name != "server" && name != "token" {
+		if !slices.Contains(allowed, name) && name != "server" && name != "token" {
 			return o, usageError("unknown flag %s (this command takes: --server, --token, %s)", a, flagList(allowed))
 		}
 		if dst, ok := valued[name]; ok {
@@ -88,15 +89,6 @@ func flagList(names []string) string {
 		out[i] = "--" + n
 	}
 	return strings.Join(out, ", ")
-}
-
-func contains(ss []string, s string) bool {
-	for _, v := range ss {
-		if v == s {
-			return true
-		}
-	}
-	return false
 }
 
 // envelope is every JSON answer of the API.

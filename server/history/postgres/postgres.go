@@ -174,15 +174,7 @@ func (d *Driver) List(ctx context.Context, p history.ListParams) ([]history.Entr
 		return nil, err
 	}
 	defer rows.Close()
-	var out []history.Entry
-	for rows.Next() {
-		e, err := history.ScanEntry(rows)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return history.ScanEntries(rows)
 }
 
 // Get reads one run.
@@ -202,16 +194,7 @@ func (d *Driver) CountByStatus(ctx context.Context, f history.Filter) (map[strin
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string]int64{}
-	for rows.Next() {
-		var s string
-		var n int64
-		if err := rows.Scan(&s, &n); err != nil {
-			return nil, err
-		}
-		out[s] = n
-	}
-	return out, rows.Err()
+	return history.ScanCounts(rows)
 }
 
 // Reset deletes every run.
