@@ -43,8 +43,9 @@
 // # Declarations
 //
 // Optional methods change how the server runs a task: [Timeouter] bounds an attempt,
-// [Retrier] retries after a failure, [Isolated] gives each attempt a process of its own, and
-// [MetricsDefiner] computes the task's own metrics while it runs.
+// [Retrier] retries after a failure, [Isolated] gives each attempt a process of its own,
+// [MetricsDefiner] computes the task's own metrics while it runs, and [Scheduled] runs the
+// task on a schedule.
 //
 // # Testing a task
 //
@@ -217,4 +218,47 @@ type Isolated interface {
 // returned is stored with the run (JSON-encoded) and passed back next time.
 type MetricsDefiner interface {
 	DefineMetrics(cpuPercent float64, ramBytes uint64, elapsed time.Duration, previous json.RawMessage) (any, error)
+}
+
+// Scheduled is implemented by tasks that the server runs on its own, on a schedule:
+//
+//	// DailyReportTask sums yesterday's orders.
+//	type DailyReportTask struct {
+//		Day time.Time `param:"day" required:"true"` // the start of the interval
+//	}
+//
+//	func (DailyReportTask) Schedule() chains.Schedule {
+//		return chains.Schedule{Cron: "@daily", TimeZone: "Europe/Paris", Start: "2026-01-01", CatchUp: true}
+//	}
+//
+// Each fire time ends an interval, which began at the fire time before it (Airflow's data
+// interval): the run fired at midnight on 2 March is for the day 1 March, and the task's one
+// time.Time parameter (or the one Schedule.Param names) receives the interval's start, in UTC.
+// Its other parameters take their defaults. So every interval has its own key: a tick fired by
+// several servers is one run, and an interval already done is not run again.
+//
+// Schedule must return a composite literal of constants: the generator reads it, and reports a
+// bad expression, time zone or start date at its line.
+type Scheduled interface {
+	Schedule() Schedule
+}
+
+// Schedule says when a [Scheduled] task runs.
+type Schedule struct {
+	// Cron is a cron expression of five fields (minute hour day-of-month month day-of-week,
+	// with names, ranges, lists and steps), or @yearly, @monthly, @weekly, @daily, @hourly, or
+	// "@every <duration>" (such as "@every 15m", counted from Start).
+	Cron string
+	// TimeZone is the IANA name the expression is read in ("Europe/Paris"); empty means UTC.
+	TimeZone string
+	// Start is the earliest interval start, a date (2006-01-02, midnight in TimeZone) or an
+	// RFC 3339 time. Empty: intervals from when a server first runs the schedule.
+	Start string
+	// CatchUp runs the intervals missed while no server was running the schedule (or while it
+	// was paused), oldest first, up to the server's cap (NECTAR_SCHEDULE_CATCHUP); without it,
+	// only the latest missed interval runs.
+	CatchUp bool
+	// Param names the time.Time parameter that receives the interval start; empty means the
+	// task's only time.Time parameter.
+	Param string
 }

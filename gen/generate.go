@@ -172,6 +172,7 @@ type Task struct {
 	Params     []Param
 	PtrRun     bool // Run has a pointer receiver, so *T is the task
 	HasRequire bool
+	Schedule   *Schedule // declared by a Schedule method; nil when the task has none
 }
 
 // FuncSuffix names the task's generated functions uniquely across types and chains.
@@ -576,6 +577,9 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 		t.Params = append(t.Params, p)
 	}
 	sort.Slice(t.Params, func(i, j int) bool { return t.Params[i].Name < t.Params[j].Name })
+	if len(a.errs) == nerr {
+		a.analyzeSchedule(&t, named)
+	}
 	return t, len(a.errs) == nerr
 }
 

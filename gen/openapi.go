@@ -209,6 +209,10 @@ func fixedPaths() obj {
 		return o
 	}
 	with := func(o obj, code int, r obj) obj { o[strconv.Itoa(code)] = r; return o }
+	pathParam := func(name string) obj {
+		return obj{"name": name, "in": "path", "required": true, "schema": obj{"type": "string"}}
+	}
+	taskPathParams := []any{pathParam("type"), pathParam("chain"), pathParam("task")}
 	return obj{
 		"/api/chains": obj{"get": obj{"operationId": "catalog.types", "summary": "Chain types and their chains", "responses": obj{"200": ref("Envelope", "the chain types")}}},
 		"/api/chains/{type}": obj{"get": obj{"operationId": "catalog.chains", "summary": "The chains of a type",
@@ -232,7 +236,7 @@ func fixedPaths() obj {
 		"/api/runs": obj{"get": obj{"operationId": "history.list", "summary": "The run history, newest first",
 			"parameters": []any{query("type", "string", "", false), query("chain", "string", "", false), query("task", "string", "", false),
 				obj{"name": "status", "in": "query", "schema": obj{"type": "string", "enum": []string{"PENDING", "RUNNING", "DONE", "FAILED", "CANCELLED"}}},
-				obj{"name": "trigger", "in": "query", "schema": obj{"type": "string", "enum": []string{"api", "cli", "ui", "schedule"}}},
+				obj{"name": "trigger", "in": "query", "schema": obj{"type": "string", "enum": []string{"api", "cli", "ui", "schedule", "backfill"}}},
 				query("key", "string", "", false), query("since", "string", "submitted at or after (date or RFC 3339)", false),
 				query("until", "string", "submitted before (date or RFC 3339)", false), query("q", "string", "a substring of a parameter value", false),
 				obj{"name": "limit", "in": "query", "schema": obj{"type": "integer", "minimum": 1, "maximum": 500, "default": 50}},
@@ -241,6 +245,21 @@ func fixedPaths() obj {
 		"/api/runs/{run_id}": obj{"get": obj{"operationId": "history.get", "summary": "One run of the history",
 			"parameters": []any{obj{"name": "run_id", "in": "path", "required": true, "schema": obj{"type": "string"}}},
 			"responses":  with(errs(404, 503), 200, ref("Envelope", "the run"))}},
+		"/api/schedules": obj{"get": obj{"operationId": "schedules.list", "summary": "Every schedule: expression, next fire times, last interval fired, paused or not",
+			"responses": with(errs(503), 200, ref("Envelope", "the schedules"))}},
+		"/api/schedules/{type}/{chain}/{task}": obj{"get": obj{"operationId": "schedules.get", "summary": "One schedule",
+			"parameters": taskPathParams, "responses": with(errs(404, 503), 200, ref("Envelope", "the schedule"))}},
+		"/api/schedules/{type}/{chain}/{task}/pause": obj{"post": obj{"operationId": "schedules.pause", "summary": "Pause a schedule on every server sharing the store",
+			"parameters": taskPathParams, "responses": with(errs(401, 404, 503), 200, ref("Envelope", "the schedule, paused"))}},
+		"/api/schedules/{type}/{chain}/{task}/resume": obj{"post": obj{"operationId": "schedules.resume", "summary": "Resume a paused schedule",
+			"parameters": taskPathParams, "responses": with(errs(401, 404, 503), 200, ref("Envelope", "the schedule, resumed"))}},
+		"/api/schedules/{type}/{chain}/{task}/backfill": obj{"post": obj{"operationId": "schedules.backfill",
+			"summary": "Run every complete interval whose start is within [from, to], oldest first",
+			"parameters": append(append([]any{}, taskPathParams...),
+				query("from", "string", "the earliest interval start (date or RFC 3339)", true),
+				query("to", "string", "the latest interval start (date or RFC 3339)", true),
+				obj{"name": "force", "in": "query", "schema": obj{"type": "boolean", "default": false, "description": "run intervals whose out exists again"}}),
+			"responses": with(errs(400, 401, 404, 503), 202, ref("Envelope", "the intervals, their keys and status URLs"))}},
 		"/api/openapi.json": obj{"get": obj{"operationId": "openapi", "summary": "This document",
 			"responses": obj{"200": obj{"description": "the OpenAPI document", "content": obj{"application/json": obj{"schema": obj{"type": "object"}}}}}}},
 		"/healthz": obj{"get": obj{"operationId": "health", "summary": "200 when serving", "responses": obj{"200": ref("Envelope", "serving")}}},

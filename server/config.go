@@ -41,6 +41,8 @@ type Config struct {
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
 	DatabaseURL     string        // NECTAR_DATABASE_URL: "" (embedded SQLite), sqlite:<file>, postgres://…, or off
+	Schedules       bool          // NECTAR_SCHEDULES (false: this server fires no schedule; the API still serves them)
+	ScheduleCatchUp int           // NECTAR_SCHEDULE_CATCHUP: missed intervals a catch-up schedule runs at once
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string
@@ -69,6 +71,8 @@ func Defaults() Config {
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
+		Schedules:       true,
+		ScheduleCatchUp: 24,
 		Getenv:          os.Getenv,
 	}
 }
@@ -206,6 +210,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 		c.DatabaseURL = v
 	}
+	if v := getenv("NECTAR_SCHEDULES"); v != "" {
+		switch strings.ToLower(v) {
+		case "on", "true", "1":
+			c.Schedules = true
+		case "off", "false", "0":
+			c.Schedules = false
+		default:
+			bad("NECTAR_SCHEDULES", v, "want on or off")
+		}
+	}
+	num("NECTAR_SCHEDULE_CATCHUP", &c.ScheduleCatchUp, 1, 10000)
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

@@ -28,6 +28,8 @@ var (
 	// ErrUnauthorized is a request without a valid bearer token where NECTAR_API_TOKENS asks
 	// for one.
 	ErrUnauthorized = errors.New("no valid bearer token")
+	// ErrNoSchedule is a task of the catalog that declares no schedule.
+	ErrNoSchedule = errors.New("no schedule")
 )
 
 // errorTable is the one map from error to HTTP status (pkgsite's derrors): the first target
@@ -50,6 +52,7 @@ var errorTable = []struct {
 	{target: runs.ErrUnknownKey, code: http.StatusNotFound},
 	{target: runs.ErrNotRunning, code: http.StatusNotFound},
 	{target: ErrUnknownRun, code: http.StatusNotFound},
+	{target: ErrNoSchedule, code: http.StatusNotFound},
 	{target: ErrHistoryOff, code: http.StatusNotFound},
 	{target: targets.ErrNotExist, code: http.StatusNotFound},
 	{target: echo.ErrNotFound, code: http.StatusNotFound}, // no route: errorHandler names the path

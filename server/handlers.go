@@ -176,43 +176,62 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			return err
 		}
 		ctx := c.Request().Context()
-		key := runs.Key(t.Type, t.Chain, t.Name, canon)
-		if _, running := s.runs.Active(key); !running && !force {
-			done := s.done.hit(key)
-			if !done {
-				if done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); err != nil {
-					return fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
-				}
-				if done {
-					s.done.add(key)
-				}
-			}
-			if done { // idempotency: answer at once, start nothing
-				s.countHit(key)
-				st := runs.Done
-				return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: key, Status: st, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
-			}
-		}
-		run, joined, err := s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force,
-			Trigger: triggerOf(c.Request())})
+		l, joined, done, err := s.launch(ctx, t, canon, force, triggerOf(c.Request()))
 		if err != nil {
 			return err
 		}
-		if joined {
-			s.countHit(key)
+		if done {
+			return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
 		}
 		if wait > 0 {
 			timer := time.NewTimer(wait)
 			defer timer.Stop()
 			select {
-			case <-run.Done():
+			case <-l.Run.Done():
 			case <-timer.C:
 			case <-ctx.Done():
 				return ctx.Err()
 			}
 		}
-		return s.respondRun(c, run.Snapshot(), joined)
+		return s.respondRun(c, l.Run.Snapshot(), joined)
 	}
+}
+
+// launched is what launch did: started or joined Run, or found Key done.
+type launched struct {
+	Key string
+	Run *runs.Run // nil when the key was done
+}
+
+// launch is the one way a run starts (a POST, a schedule's tick, a backfill): a key whose out
+// exists answers done at once and starts nothing (unless force); a key running here is joined;
+// otherwise a run is submitted, which joins a run of the key on another server.
+func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, force bool, trigger string) (l launched, joined, done bool, err error) {
+	key := runs.Key(t.Type, t.Chain, t.Name, canon)
+	l.Key = key
+	if _, running := s.runs.Active(key); !running && !force {
+		done = s.done.hit(key)
+		if !done {
+			if done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); err != nil {
+				return l, false, false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+			}
+			if done {
+				s.done.add(key)
+			}
+		}
+		if done { // idempotency: answer at once, start nothing
+			s.countHit(key)
+			return l, false, true, nil
+		}
+	}
+	l.Run, joined, err = s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force, Trigger: trigger})
+	if err != nil {
+		return l, false, false, err
+	}
+	if joined {
+		s.countHit(key)
+	}
+	return l, joined, false, nil
 }
 
 // respondRun answers a POST from one snapshot of its run, so that code, message and job_status

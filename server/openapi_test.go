@@ -96,6 +96,11 @@ func TestOpenAPI(t *testing.T) {
 	roundTrip(http.MethodGet, "/api/chains/testchains/hello_chain", "", nil, 200)
 	ts.flushHistory(t)
 	roundTrip(http.MethodGet, "/api/runs?limit=5&counts=true", "", nil, 200)
+	roundTrip(http.MethodGet, "/api/schedules", "", nil, 200)
+	roundTrip(http.MethodPost, "/api/schedules/testchains/hello_chain/DailyTask/pause", "", nil, 200)
+	roundTrip(http.MethodGet, "/api/schedules/testchains/hello_chain/DailyTask", "", nil, 200)
+	roundTrip(http.MethodPost, "/api/schedules/testchains/hello_chain/DailyTask/backfill?from=2026-01-01&to=2026-01-02", "", nil, 202)
+	roundTrip(http.MethodPost, "/api/schedules/testchains/hello_chain/DailyTask/resume", "", nil, 200)
 	// A request outside the document is refused by the validator, as a client generated from it
 	// would never send it.
 	req, _ := http.NewRequest(http.MethodPost, ts.url+"/api/chains/testchains/fanin_chain/JoinTask?leaves=many", nil)

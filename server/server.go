@@ -28,6 +28,7 @@ import (
 	"nectar/server/catalog"
 	"nectar/server/history"
 	"nectar/server/runs"
+	"nectar/server/schedules"
 	"nectar/server/signing"
 	"nectar/server/ui"
 	"nectar/targets"
@@ -55,6 +56,9 @@ type Server struct {
 	closeHistory sync.Once
 	bg           sync.WaitGroup // background work to wait for at Close
 	ui           *ui.UI
+	sched        *schedules.Scheduler
+	schedCtx     context.Context // ends at Close: stops the scheduler and backfills
+	stopSched    context.CancelFunc
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
@@ -101,6 +105,13 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 			return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
 		}
 		f.Close()
+	}
+	// Fire is called only once Run starts, below, when s.runs exists.
+	s.sched, err = schedules.New(schedules.Config{Catalog: cat, Store: store, Fire: s.fireInterval,
+		CatchUp: cfg.ScheduleCatchUp, Firing: cfg.Schedules, Logger: logger})
+	if err != nil {
+		launcher.Close()
+		return nil, err
 	}
 	s.metrics = newPromMetrics()
 	db, rebuild, err := openHistory(context.Background(), cfg.DatabaseURL, store)
@@ -152,6 +163,12 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		}()
 	}
 	s.metrics.watch(s.runs)
+	s.schedCtx, s.stopSched = context.WithCancel(s.runs.Context())
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.sched.Run(s.schedCtx)
+	}()
 	if s.ui, err = ui.New(uiBackend{s}, logger); err != nil {
 		return nil, fmt.Errorf("web UI: %w", err)
 	}
@@ -290,6 +307,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Close cancels running runs, waits for their records, writes the last changes to the run
 // history, and removes the plugin socket folder.
 func (s *Server) Close(ctx context.Context) error {
+	s.stopSched()
 	err := s.runs.Shutdown(ctx)
 	s.bg.Wait()
 	s.closeHistory.Do(func() {
@@ -339,6 +357,11 @@ func (s *Server) routes() *echo.Echo {
 	api.GET("/openapi.json", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, []byte(catalog.OpenAPI))
 	})
+	api.GET("/schedules", s.listSchedules)
+	api.GET("/schedules/:type/:chain/:task", s.getSchedule)
+	api.POST("/schedules/:type/:chain/:task/pause", s.pauseSchedule(true), auth)
+	api.POST("/schedules/:type/:chain/:task/resume", s.pauseSchedule(false), auth)
+	api.POST("/schedules/:type/:chain/:task/backfill", s.backfill, auth)
 	api.GET("/runs", s.listRuns)
 	api.GET("/runs/:run_id", s.getRun)
 	api.GET("/chainstatus", s.status)

@@ -55,6 +55,7 @@ type testServer struct {
 	url    string
 	target string
 	leaks  *leakCheck
+	stop   func() // closes the server (once; the test's cleanup calls it too)
 }
 
 func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
@@ -70,7 +71,15 @@ func newTestServer(t *testing.T, edit ...func(*Config)) *testServer {
 // of the server passes through a leakCheck.
 func newTestServerLogging(t *testing.T, logger *slog.Logger, edit ...func(*Config)) *testServer {
 	t.Helper()
+	return startTestServer(t, logger, catalog.Generated(), edit...)
+}
+
+// startTestServer serves cat. Schedules do not fire unless edit turns them on: the schedule
+// tests count runs, and the others should not find any they did not start.
+func startTestServer(t *testing.T, logger *slog.Logger, cat *catalog.Catalog, edit ...func(*Config)) *testServer {
+	t.Helper()
 	cfg := Defaults()
+	cfg.Schedules = false
 	cfg.Target = t.TempDir()
 	cfg.PluginDir = pluginDir
 	cfg.SigningKey = []byte(strings.Repeat("k", 32))
@@ -83,14 +92,14 @@ func newTestServerLogging(t *testing.T, logger *slog.Logger, edit ...func(*Confi
 		// A remote store's default index is ./local_targets/.history.db: keep tests out of it.
 		cfg.DatabaseURL = "sqlite:" + filepath.Join(t.TempDir(), "history.db")
 	}
-	srv, err := New(cfg, catalog.Generated(), logger)
+	srv, err := New(cfg, cat, logger)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	leaks := newLeakCheck(srv.Handler(), cfg)
 	ts := httptest.NewServer(leaks)
 	srv.SetPublicURL(ts.URL)
-	t.Cleanup(func() {
+	stop := sync.OnceFunc(func() {
 		ts.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -99,7 +108,8 @@ func newTestServerLogging(t *testing.T, logger *slog.Logger, edit ...func(*Confi
 		}
 		leaks.report(t)
 	})
-	return &testServer{Server: srv, url: ts.URL, target: cfg.Target, leaks: leaks}
+	t.Cleanup(stop)
+	return &testServer{Server: srv, url: ts.URL, target: cfg.Target, leaks: leaks, stop: stop}
 }
 
 type answer struct {

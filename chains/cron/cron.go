@@ -242,3 +242,35 @@ func (s *Schedule) dayMatches(t time.Time) bool {
 	}
 	return dom || dow // cron's rule: both restricted, either matches
 }
+
+// Location loads a schedule's time zone by its IANA name; "" is UTC. "Local" is refused: it
+// would make servers in different zones fire at different times.
+func Location(name string) (*time.Location, error) {
+	switch name {
+	case "", "UTC":
+		return time.UTC, nil
+	case "Local":
+		return nil, fmt.Errorf("time zone %q: name the zone (such as Europe/Paris); Local differs from server to server", name)
+	}
+	loc, err := time.LoadLocation(name)
+	if err != nil {
+		return nil, fmt.Errorf("time zone %q: not an IANA time zone name (such as Europe/Paris or America/New_York)", name)
+	}
+	return loc, nil
+}
+
+// ParseStart reads a schedule's start: a date (2006-01-02, midnight in loc) or an RFC 3339
+// time. "" is the zero time (no start).
+func ParseStart(s string, loc *time.Location) (time.Time, error) {
+	if s == "" {
+		return time.Time{}, nil
+	}
+	if t, err := time.ParseInLocation(time.DateOnly, s, loc); err == nil {
+		return t, nil
+	}
+	t, err := time.Parse(time.RFC3339, s)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("start %q: want a date (2006-01-02) or an RFC 3339 time", s)
+	}
+	return t, nil
+}

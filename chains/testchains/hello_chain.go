@@ -4,6 +4,7 @@ package testchains
 import (
 	"bytes"
 	"fmt"
+	"time"
 
 	"nectar/chains"
 )
@@ -35,5 +36,23 @@ func (t UpperTask) Run(ctx *chains.Context) error {
 		return err
 	}
 	_, err = ctx.Out().Write(bytes.ToUpper(in))
+	return err
+}
+
+// DailyTask is the example of a scheduled task: every day at midnight in Paris it writes the
+// day it was run for (the start of the interval, Airflow's logical date).
+type DailyTask struct {
+	// The start of the interval; the scheduler fills it in.
+	Day time.Time `param:"day" required:"true"`
+	// What to say about the day.
+	Note string `param:"note" default:"done"`
+}
+
+func (DailyTask) Schedule() chains.Schedule {
+	return chains.Schedule{Cron: "@daily", TimeZone: "Europe/Paris"}
+}
+
+func (t DailyTask) Run(ctx *chains.Context) error {
+	_, err := fmt.Fprintf(ctx.Out(), "%s %s\n", t.Day.Format(time.RFC3339), t.Note)
 	return err
 }

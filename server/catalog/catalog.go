@@ -23,6 +23,16 @@ type Param struct {
 	Doc      string   `json:"doc,omitempty"`
 }
 
+// Schedule is a task's chains.Schedule, as declared.
+type Schedule struct {
+	Cron     string `json:"cron"`
+	TimeZone string `json:"time_zone,omitempty"`
+	Start    string `json:"start,omitempty"`
+	CatchUp  bool   `json:"catch_up"`
+	// Param is the time.Time parameter that receives the start of each interval.
+	Param string `json:"param"`
+}
+
 // Task is one route: POST /api/chains/<Type>/<Chain>/<Name>.
 type Task struct {
 	Type   string  `json:"type"`
@@ -30,6 +40,8 @@ type Task struct {
 	Name   string  `json:"task"`
 	Doc    string  `json:"doc,omitempty"`
 	Params []Param `json:"params"`
+	// Schedule is the task's declared schedule (nil: none), checked by the generator.
+	Schedule *Schedule `json:"schedule,omitempty"`
 	// Parse validates a query and returns the canonical parameter JSON (the run key's source).
 	Parse func(url.Values) ([]byte, error) `json:"-"`
 }

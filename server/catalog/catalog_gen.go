@@ -187,6 +187,18 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "hello_chain",
+		Name:  "DailyTask",
+		Doc:   "DailyTask is the example of a scheduled task: every day at midnight in Paris it writes the\nday it was run for (the start of the interval, Airflow's logical date).",
+		Params: []Param{
+			{Name: "day", Kind: "time", Default: "0001-01-01", Required: true, Doc: "The start of the interval; the scheduler fills it in."},
+			{Name: "note", Kind: "string", Default: "done", Required: false, Doc: "What to say about the day."},
+		},
+		Schedule: &Schedule{Cron: "@daily", TimeZone: "Europe/Paris", Start: "", CatchUp: false, Param: "day"},
+		Parse:    parseTestchainsHelloChainDailyTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "hello_chain",
 		Name:  "HelloTask",
 		Doc:   "HelloTask greets someone: its out is \"hello <name>\\n\".",
 		Params: []Param{
@@ -441,6 +453,22 @@ func parseTestchainsFaultsChainWaitFileTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("path", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsHelloChainDailyTask turns the query of a POST into the canonical parameters of testchains/hello_chain/DailyTask.
+func parseTestchainsHelloChainDailyTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryTime(q, "day", "0001-01-01", true)
+	if err != nil {
+		return nil, err
+	}
+	w.Time("day", p0)
+	p1, err := params.QueryString(q, "note", "done", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("note", p1)
 	return w.Bytes(), nil
 }
 

@@ -3912,6 +3912,239 @@ const OpenAPI = `{
         ]
       }
     },
+    "/api/chains/testchains/hello_chain/DailyTask": {
+      "delete": {
+        "operationId": "cancel.testchains.hello_chain.DailyTask",
+        "parameters": [
+          {
+            "description": "The start of the interval; the scheduler fills it in.",
+            "in": "query",
+            "name": "day",
+            "required": false,
+            "schema": {
+              "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+              "type": "string"
+            }
+          },
+          {
+            "description": "What to say about the day.",
+            "in": "query",
+            "name": "note",
+            "required": false,
+            "schema": {
+              "default": "done",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "testchains/hello_chain"
+        ]
+      },
+      "post": {
+        "description": "DailyTask is the example of a scheduled task: every day at midnight in Paris it writes the\nday it was run for (the start of the interval, Airflow's logical date). Required parameters (in the query or the body): day.",
+        "operationId": "run.testchains.hello_chain.DailyTask",
+        "parameters": [
+          {
+            "description": "The start of the interval; the scheduler fills it in.",
+            "in": "query",
+            "name": "day",
+            "required": false,
+            "schema": {
+              "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+              "type": "string"
+            }
+          },
+          {
+            "description": "What to say about the day.",
+            "in": "query",
+            "name": "note",
+            "required": false,
+            "schema": {
+              "default": "done",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "day": {
+                    "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+                    "type": "string"
+                  },
+                  "note": {
+                    "default": "done",
+                    "type": "string"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "DailyTask is the example of a scheduled task: every day at midnight in Paris it writes the",
+        "tags": [
+          "testchains/hello_chain"
+        ]
+      }
+    },
     "/api/chains/testchains/hello_chain/HelloTask": {
       "delete": {
         "operationId": "cancel.testchains.hello_chain.HelloTask",
@@ -5321,7 +5554,8 @@ const OpenAPI = `{
                 "api",
                 "cli",
                 "ui",
-                "schedule"
+                "schedule",
+                "backfill"
               ],
               "type": "string"
             }
@@ -5482,6 +5716,357 @@ const OpenAPI = `{
           }
         },
         "summary": "One run of the history"
+      }
+    },
+    "/api/schedules": {
+      "get": {
+        "operationId": "schedules.list",
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Envelope"
+                }
+              }
+            },
+            "description": "the schedules"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 503"
+          }
+        },
+        "summary": "Every schedule: expression, next fire times, last interval fired, paused or not"
+      }
+    },
+    "/api/schedules/{type}/{chain}/{task}": {
+      "get": {
+        "operationId": "schedules.get",
+        "parameters": [
+          {
+            "in": "path",
+            "name": "type",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "chain",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "task",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Envelope"
+                }
+              }
+            },
+            "description": "the schedule"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 404"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 503"
+          }
+        },
+        "summary": "One schedule"
+      }
+    },
+    "/api/schedules/{type}/{chain}/{task}/backfill": {
+      "post": {
+        "operationId": "schedules.backfill",
+        "parameters": [
+          {
+            "in": "path",
+            "name": "type",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "chain",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "task",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "description": "the earliest interval start (date or RFC 3339)",
+            "in": "query",
+            "name": "from",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "description": "the latest interval start (date or RFC 3339)",
+            "in": "query",
+            "name": "to",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run intervals whose out exists again",
+              "type": "boolean"
+            }
+          }
+        ],
+        "responses": {
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Envelope"
+                }
+              }
+            },
+            "description": "the intervals, their keys and status URLs"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 400"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 401"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 404"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 503"
+          }
+        },
+        "summary": "Run every complete interval whose start is within [from, to], oldest first"
+      }
+    },
+    "/api/schedules/{type}/{chain}/{task}/pause": {
+      "post": {
+        "operationId": "schedules.pause",
+        "parameters": [
+          {
+            "in": "path",
+            "name": "type",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "chain",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "task",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Envelope"
+                }
+              }
+            },
+            "description": "the schedule, paused"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 401"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 404"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 503"
+          }
+        },
+        "summary": "Pause a schedule on every server sharing the store"
+      }
+    },
+    "/api/schedules/{type}/{chain}/{task}/resume": {
+      "post": {
+        "operationId": "schedules.resume",
+        "parameters": [
+          {
+            "in": "path",
+            "name": "type",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "chain",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          },
+          {
+            "in": "path",
+            "name": "task",
+            "required": true,
+            "schema": {
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Envelope"
+                }
+              }
+            },
+            "description": "the schedule, resumed"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 401"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 404"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "HTTP 503"
+          }
+        },
+        "summary": "Resume a paused schedule"
       }
     },
     "/healthz": {

@@ -37,10 +37,11 @@ const (
 	TriggerCLI      = "cli"
 	TriggerUI       = "ui"
 	TriggerSchedule = "schedule"
+	TriggerBackfill = "backfill"
 )
 
 // Triggers lists the known triggers.
-var Triggers = []string{TriggerAPI, TriggerCLI, TriggerUI, TriggerSchedule}
+var Triggers = []string{TriggerAPI, TriggerCLI, TriggerUI, TriggerSchedule, TriggerBackfill}
 
 // TaskCounts counts a run's tasks by status; Cached counts the DONE ones that were not run again.
 type TaskCounts struct {

@@ -178,7 +178,7 @@ type Spec struct {
 	Params            []byte // canonical JSON
 	// Force reruns the task even if its out exists (its upstream outs are kept).
 	Force bool
-	// Trigger says how the run was started (api, cli, ui, schedule); recorded with it.
+	// Trigger says how the run was started (api, cli, ui, schedule, backfill); recorded with it.
 	Trigger string
 }
 

@@ -102,7 +102,7 @@ type Record struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []TaskState     `json:"tasks,omitempty"`
 	Metrics     *Metrics        `json:"metrics,omitempty"` // summary and per-task figures; samples are in the metrics object
-	// Trigger says how the run was started: api, cli, ui or schedule.
+	// Trigger says how the run was started: api, cli, ui, schedule or backfill.
 	Trigger string `json:"trigger,omitempty"`
 	// Previous are the earlier runs of this key, newest first (at most MaxPrevious): the record
 	// holds only the latest run, and the run history is rebuilt from records alone.

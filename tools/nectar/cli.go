@@ -50,6 +50,7 @@ func runTask(ctx context.Context, args []string, getenv func(string) string, std
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	cfg.WarmPlugins = false // one run: nothing to warm up for
+	cfg.Schedules = false   // one run: the serving servers fire the schedules
 	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	srv, err := server.New(cfg, cat, logger)
 	if err != nil {

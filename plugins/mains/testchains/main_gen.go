@@ -39,6 +39,7 @@ var (
 	_ chains.Requirer = testchains.StepTwoTask{}
 	_ chains.Task     = testchains.TickTask{}
 	_ chains.Task     = testchains.WaitFileTask{}
+	_ chains.Task     = testchains.DailyTask{}
 	_ chains.Task     = testchains.HelloTask{}
 	_ chains.Task     = testchains.UpperTask{}
 	_ chains.Requirer = testchains.UpperTask{}
@@ -68,6 +69,7 @@ func main() {
 			{Chain: "faults_chain", Name: "StepTwoTask", Decode: decodeStepTwoTask},
 			{Chain: "faults_chain", Name: "TickTask", Decode: decodeTickTask},
 			{Chain: "faults_chain", Name: "WaitFileTask", Decode: decodeWaitFileTask},
+			{Chain: "hello_chain", Name: "DailyTask", Decode: decodeDailyTask},
 			{Chain: "hello_chain", Name: "HelloTask", Decode: decodeHelloTask},
 			{Chain: "hello_chain", Name: "UpperTask", Decode: decodeUpperTask},
 			{Chain: "metrics_chain", Name: "AllocTask", Decode: decodeAllocTask},
@@ -183,6 +185,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.WaitFileTask:
 		p, err := encodeWaitFileTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "WaitFileTask", Params: p}, err
+	case testchains.DailyTask:
+		p, err := encodeDailyTask(&v)
+		return plugins.TaskRef{Chain: "hello_chain", Task: "DailyTask", Params: p}, err
+	case *testchains.DailyTask:
+		p, err := encodeDailyTask(v)
+		return plugins.TaskRef{Chain: "hello_chain", Task: "DailyTask", Params: p}, err
 	case testchains.HelloTask:
 		p, err := encodeHelloTask(&v)
 		return plugins.TaskRef{Chain: "hello_chain", Task: "HelloTask", Params: p}, err
@@ -611,6 +619,31 @@ func encodeWaitFileTask(t *testchains.WaitFileTask) ([]byte, error) {
 	}
 	var w params.Writer
 	w.String("path", t.Path)
+	return w.Bytes(), nil
+}
+
+func decodeDailyTask(b []byte) (chains.Task, error) {
+	var t testchains.DailyTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Day, err = r.Time("day"); err != nil {
+		return nil, err
+	}
+	if t.Note, err = r.String("note"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeDailyTask(t *testchains.DailyTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.DailyTask")
+	}
+	var w params.Writer
+	w.Time("day", t.Day)
+	w.String("note", t.Note)
 	return w.Bytes(), nil
 }
 

@@ -35,3 +35,15 @@ func (t *PublishTask) Run(ctx *chains.Context) error { return nil }
 
 // helperTask is unexported, so it is not a task.
 type helperTask struct{}
+
+// NightlyTask resizes the day's uploads, every night at two in New York.
+type NightlyTask struct {
+	Day   time.Time `param:"day" required:"true"`
+	Width int       `param:"width" default:"640"`
+}
+
+func (NightlyTask) Schedule() chains.Schedule {
+	return chains.Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York", Start: "2026-01-01", CatchUp: true}
+}
+
+func (NightlyTask) Run(*chains.Context) error { return nil }

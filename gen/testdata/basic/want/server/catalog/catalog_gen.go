@@ -21,6 +21,18 @@ var generated = []*Task{
 	{
 		Type:  "etl",
 		Chain: "resize_chain",
+		Name:  "NightlyTask",
+		Doc:   "NightlyTask resizes the day's uploads, every night at two in New York.",
+		Params: []Param{
+			{Name: "day", Kind: "time", Default: "0001-01-01", Required: true, Doc: ""},
+			{Name: "width", Kind: "int", Default: "640", Required: false, Doc: ""},
+		},
+		Schedule: &Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York", Start: "2026-01-01", CatchUp: true, Param: "day"},
+		Parse:    parseEtlResizeChainNightlyTask,
+	},
+	{
+		Type:  "etl",
+		Chain: "resize_chain",
 		Name:  "PublishTask",
 		Doc:   "PublishTask has a pointer receiver and requires ResizeTask.",
 		Params: []Param{
@@ -52,6 +64,22 @@ var generated = []*Task{
 // parseEtlEmptyChainPingTask turns the query of a POST into the canonical parameters of etl/empty_chain/PingTask.
 func parseEtlEmptyChainPingTask(q url.Values) ([]byte, error) {
 	var w params.Writer
+	return w.Bytes(), nil
+}
+
+// parseEtlResizeChainNightlyTask turns the query of a POST into the canonical parameters of etl/resize_chain/NightlyTask.
+func parseEtlResizeChainNightlyTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryTime(q, "day", "0001-01-01", true)
+	if err != nil {
+		return nil, err
+	}
+	w.Time("day", p0)
+	p1, err := params.QueryInt(q, "width", "640", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("width", p1)
 	return w.Bytes(), nil
 }
 

@@ -17,6 +17,7 @@ import (
 // Compile-time guards: if a chain file changes without `make generate`, the build fails here.
 var (
 	_ chains.Task     = etl.PingTask{}
+	_ chains.Task     = etl.NightlyTask{}
 	_ chains.Task     = (*etl.PublishTask)(nil)
 	_ chains.Requirer = (*etl.PublishTask)(nil)
 	_ chains.Task     = etl.ResizeTask{}
@@ -27,6 +28,7 @@ func main() {
 		Type: "etl",
 		Tasks: []serve.TaskDef{
 			{Chain: "empty_chain", Name: "PingTask", Decode: decodePingTask},
+			{Chain: "resize_chain", Name: "NightlyTask", Decode: decodeNightlyTask},
 			{Chain: "resize_chain", Name: "PublishTask", Decode: decodePublishTask},
 			{Chain: "resize_chain", Name: "ResizeTask", Decode: decodeResizeTask},
 		},
@@ -43,6 +45,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *etl.PingTask:
 		p, err := encodePingTask(v)
 		return plugins.TaskRef{Chain: "empty_chain", Task: "PingTask", Params: p}, err
+	case etl.NightlyTask:
+		p, err := encodeNightlyTask(&v)
+		return plugins.TaskRef{Chain: "resize_chain", Task: "NightlyTask", Params: p}, err
+	case *etl.NightlyTask:
+		p, err := encodeNightlyTask(v)
+		return plugins.TaskRef{Chain: "resize_chain", Task: "NightlyTask", Params: p}, err
 	case *etl.PublishTask:
 		p, err := encodePublishTask(v)
 		return plugins.TaskRef{Chain: "resize_chain", Task: "PublishTask", Params: p}, err
@@ -66,6 +74,33 @@ func encodePingTask(t *etl.PingTask) ([]byte, error) {
 		return nil, fmt.Errorf("nil *etl.PingTask")
 	}
 	var w params.Writer
+	return w.Bytes(), nil
+}
+
+func decodeNightlyTask(b []byte) (chains.Task, error) {
+	var t etl.NightlyTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Day, err = r.Time("day"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("width"); err != nil {
+		return nil, err
+	} else {
+		t.Width = int(v)
+	}
+	return t, nil
+}
+
+func encodeNightlyTask(t *etl.NightlyTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *etl.NightlyTask")
+	}
+	var w params.Writer
+	w.Time("day", t.Day)
+	w.Int("width", int64(t.Width))
 	return w.Bytes(), nil
 }
 

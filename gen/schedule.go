@@ -1,0 +1,162 @@
+package main
+
+import (
+	"go/ast"
+	"go/constant"
+	"go/token"
+	"go/types"
+	"strings"
+
+	"nectar/chains/cron"
+)
+
+// Schedule is a task's declared schedule (chains.Schedule), read from the literal its Schedule
+// method returns.
+type Schedule struct {
+	Cron, TimeZone, Start string
+	CatchUp               bool
+	Param                 string // the time.Time parameter that receives the interval start
+}
+
+// analyzeSchedule reads and checks t's Schedule method, if it has one. The method must return
+// a chains.Schedule literal of constants: the server needs the schedule without running user
+// code, and a mistake in it must fail `make generate` at its line, not the first tick.
+func (a *analyzer) analyzeSchedule(t *Task, named *types.Named) {
+	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, "Schedule")
+	if obj == nil {
+		return
+	}
+	fn, _ := obj.(*types.Func)
+	var sig *types.Signature
+	if fn != nil {
+		sig = fn.Type().(*types.Signature)
+	}
+	if sig == nil || sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != chainsPkg+".Schedule" {
+		a.errorf(obj.Pos(), "%s: Schedule has the wrong signature: want func() chains.Schedule", t.Name)
+		return
+	}
+	decl := a.funcDecl(fn)
+	if decl == nil || decl.Body == nil {
+		a.errorf(obj.Pos(), "%s: Schedule must be declared in the chain's package", t.Name)
+		return
+	}
+	var lit *ast.CompositeLit
+	if len(decl.Body.List) == 1 {
+		if ret, ok := decl.Body.List[0].(*ast.ReturnStmt); ok && len(ret.Results) == 1 {
+			lit, _ = ast.Unparen(ret.Results[0]).(*ast.CompositeLit)
+		}
+	}
+	if lit == nil {
+		a.errorf(decl.Body.Pos(), "%s: Schedule must be one return of a chains.Schedule{...} literal of constants (the generator reads it)", t.Name)
+		return
+	}
+	s := &Schedule{}
+	strField := map[string]*string{"Cron": &s.Cron, "TimeZone": &s.TimeZone, "Start": &s.Start, "Param": &s.Param}
+	pos := map[string]token.Pos{}
+	ok := true
+	for _, el := range lit.Elts {
+		kv, isKV := el.(*ast.KeyValueExpr)
+		key, isIdent := ast.Expr(nil), false
+		if isKV {
+			key = kv.Key
+			_, isIdent = key.(*ast.Ident)
+		}
+		if !isKV || !isIdent {
+			a.errorf(el.Pos(), "%s: Schedule fields must be named (Cron: \"@daily\")", t.Name)
+			ok = false
+			continue
+		}
+		field := key.(*ast.Ident).Name
+		pos[field] = kv.Value.Pos()
+		val := a.pkg.TypesInfo.Types[kv.Value].Value
+		if val == nil {
+			a.errorf(kv.Value.Pos(), "%s: Schedule.%s must be a constant (the generator reads it)", t.Name, field)
+			ok = false
+			continue
+		}
+		switch {
+		case field == "CatchUp" && val.Kind() == constant.Bool:
+			s.CatchUp = constant.BoolVal(val)
+		case strField[field] != nil && val.Kind() == constant.String:
+			*strField[field] = constant.StringVal(val)
+		}
+	}
+	if !ok {
+		return
+	}
+	at := func(field string) token.Pos {
+		if p, ok := pos[field]; ok {
+			return p
+		}
+		return lit.Pos()
+	}
+	if strings.TrimSpace(s.Cron) == "" {
+		a.errorf(at("Cron"), "%s: Schedule needs a Cron expression (such as \"@daily\" or \"0 6 * * 1-5\")", t.Name)
+		return
+	}
+	loc, err := cron.Location(s.TimeZone)
+	if err != nil {
+		a.errorf(at("TimeZone"), "%s: Schedule: %v", t.Name, err)
+		return
+	}
+	start, err := cron.ParseStart(s.Start, loc)
+	if err != nil {
+		a.errorf(at("Start"), "%s: Schedule: %v", t.Name, err)
+		return
+	}
+	if _, err := cron.ParseAnchored(s.Cron, loc, start); err != nil {
+		a.errorf(at("Cron"), "%s: Schedule: %v", t.Name, err)
+		return
+	}
+	var times []string
+	for _, p := range t.Params {
+		if p.Kind == KindTime {
+			times = append(times, p.Name)
+		}
+	}
+	switch {
+	case s.Param != "":
+		found := false
+		for _, p := range t.Params {
+			found = found || p.Name == s.Param && p.Kind == KindTime
+		}
+		if !found {
+			a.errorf(at("Param"), "%s: Schedule.Param %q is not a time.Time parameter of the task (it has: %s)", t.Name, s.Param, orNone(times))
+			return
+		}
+	case len(times) == 1:
+		s.Param = times[0]
+	case len(times) == 0:
+		a.errorf(obj.Pos(), "%s: a scheduled task needs a time.Time parameter to receive the start of each interval (so each interval has its own key)", t.Name)
+		return
+	default:
+		a.errorf(at("Param"), "%s: the task has several time.Time parameters (%s): name the one that receives the interval start in Schedule.Param", t.Name, strings.Join(times, ", "))
+		return
+	}
+	for _, p := range t.Params {
+		if p.Required && p.Name != s.Param {
+			a.errorf(obj.Pos(), "%s: parameter %s is required, but the scheduler gives only %s: give %s a default", t.Name, p.Name, s.Param, p.Name)
+			return
+		}
+	}
+	t.Schedule = s
+}
+
+// funcDecl finds the declaration of a method of the package being analyzed.
+func (a *analyzer) funcDecl(fn *types.Func) *ast.FuncDecl {
+	for _, f := range a.pkg.Syntax {
+		for _, d := range f.Decls {
+			if fd, ok := d.(*ast.FuncDecl); ok && fd.Name.Pos() == fn.Pos() {
+				return fd
+			}
+		}
+	}
+	return nil
+}
+
+func orNone(ss []string) string {
+	if len(ss) == 0 {
+		return "none"
+	}
+	return strings.Join(ss, ", ")
+}

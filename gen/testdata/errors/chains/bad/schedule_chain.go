@@ -1,0 +1,89 @@
+package bad
+
+import (
+	"time"
+
+	"nectar/chains"
+)
+
+const daily = "@daily"
+
+type BadCronTask struct {
+	Day time.Time `param:"day"`
+}
+
+func (BadCronTask) Schedule() chains.Schedule { return chains.Schedule{Cron: "0 25 * * *"} }
+func (BadCronTask) Run(*chains.Context) error { return nil }
+
+type BadZoneTask struct {
+	Day time.Time `param:"day"`
+}
+
+func (BadZoneTask) Schedule() chains.Schedule {
+	return chains.Schedule{Cron: daily, TimeZone: "Mars/Olympus"}
+}
+func (BadZoneTask) Run(*chains.Context) error { return nil }
+
+type BadStartTask struct {
+	Day time.Time `param:"day"`
+}
+
+func (BadStartTask) Schedule() chains.Schedule {
+	return chains.Schedule{Cron: daily, Start: "yesterday"}
+}
+func (BadStartTask) Run(*chains.Context) error { return nil }
+
+type NoTimeTask struct{}
+
+func (NoTimeTask) Schedule() chains.Schedule { return chains.Schedule{Cron: "@every 1h"} }
+func (NoTimeTask) Run(*chains.Context) error { return nil }
+
+type TwoTimesTask struct {
+	From time.Time `param:"from"`
+	To   time.Time `param:"to"`
+}
+
+func (TwoTimesTask) Schedule() chains.Schedule { return chains.Schedule{Cron: daily} }
+func (TwoTimesTask) Run(*chains.Context) error { return nil }
+
+type RequiredTask struct {
+	Day  time.Time `param:"day"`
+	Name string    `param:"name" required:"true"`
+}
+
+func (RequiredTask) Schedule() chains.Schedule { return chains.Schedule{Cron: daily} }
+func (RequiredTask) Run(*chains.Context) error { return nil }
+
+type DynamicTask struct {
+	Day time.Time `param:"day"`
+}
+
+func (DynamicTask) Schedule() chains.Schedule {
+	expr := daily
+	return chains.Schedule{Cron: expr}
+}
+func (DynamicTask) Run(*chains.Context) error { return nil }
+
+type VariableTask struct {
+	Day time.Time `param:"day"`
+}
+
+var zone = "UTC"
+
+func (VariableTask) Schedule() chains.Schedule { return chains.Schedule{Cron: daily, TimeZone: zone} }
+func (VariableTask) Run(*chains.Context) error { return nil }
+
+type WrongParamTask struct {
+	Day  time.Time `param:"day"`
+	Name string    `param:"name"`
+}
+
+func (WrongParamTask) Schedule() chains.Schedule { return chains.Schedule{Cron: daily, Param: "name"} }
+func (WrongParamTask) Run(*chains.Context) error { return nil }
+
+type WrongSignatureTask struct {
+	Day time.Time `param:"day"`
+}
+
+func (WrongSignatureTask) Schedule() string          { return daily }
+func (WrongSignatureTask) Run(*chains.Context) error { return nil }

@@ -1,0 +1,247 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/chains/cron"
+	"nectar/chains/params"
+	"nectar/server/catalog"
+	"nectar/server/history"
+	"nectar/server/runs"
+	"nectar/server/schedules"
+)
+
+// nextFires is how many fire times a schedule shows.
+const nextFires = 5
+
+// scheduleInfo is a schedule as the API shows it: its declaration, state and last run's status.
+type scheduleInfo struct {
+	schedules.Info
+	LastStatus *runs.Status `json:"last_status"`
+	LastURL    string       `json:"last_status_url,omitempty"`
+	URL        string       `json:"url"`
+}
+
+// fireInterval starts the run of one interval of a schedule: the interval start goes into the
+// schedule's time parameter, the other parameters take their defaults.
+func (s *Server) fireInterval(ctx context.Context, p *schedules.Plan, iv schedules.Interval, trigger string, force bool) (string, error) {
+	canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}})
+	if err != nil {
+		return "", fmt.Errorf("parameters of interval %s: %w", iv.Start, err)
+	}
+	key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
+	if trigger == history.TriggerSchedule {
+		// A tick that another server fired already is not fired again, even when its run failed
+		// and left no out: any run of the key submitted since the interval ended is this tick's.
+		rec, err := s.runs.Lookup(ctx, key)
+		switch {
+		case err == nil && !rec.SubmittedAt.IsZero() && !rec.SubmittedAt.Before(iv.End):
+			return key, nil
+		case err != nil && !errors.Is(err, runs.ErrUnknownKey):
+			return key, err
+		}
+	}
+	_, _, _, err = s.launch(ctx, p.Task, canon, force, trigger)
+	return key, err
+}
+
+func (s *Server) findSchedule(c echo.Context) (*schedules.Plan, error) {
+	t, err := s.findTask(c.Param("type"), c.Param("chain"), c.Param("task"))
+	if err != nil {
+		return nil, err
+	}
+	p, ok := s.sched.Plan(t.Type, t.Chain, t.Name)
+	if !ok {
+		return nil, newError(ErrNoSchedule, fmt.Sprintf("%s/%s/%s declares no schedule (see /api/schedules)", t.Type, t.Chain, t.Name))
+	}
+	return p, nil
+}
+
+func (s *Server) describeSchedule(ctx context.Context, p *schedules.Plan) (scheduleInfo, error) {
+	in, err := s.sched.Describe(ctx, p, nextFires)
+	if err != nil {
+		return scheduleInfo{}, err
+	}
+	out := scheduleInfo{Info: in, URL: "/api/schedules/" + p.Path()}
+	if in.LastKey != "" {
+		rec, err := s.runs.Lookup(ctx, in.LastKey)
+		switch {
+		case err == nil:
+			st := rec.Status
+			out.LastStatus = &st
+		case !errors.Is(err, runs.ErrUnknownKey):
+			return out, err
+		}
+		out.LastURL = s.statusURL(in.LastKey)
+	}
+	return out, nil
+}
+
+// Schedules describes every schedule (the API and the UI).
+func (s *Server) Schedules(ctx context.Context) ([]scheduleInfo, error) {
+	out := make([]scheduleInfo, 0, len(s.sched.Plans()))
+	for _, p := range s.sched.Plans() {
+		in, err := s.describeSchedule(ctx, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, in)
+	}
+	return out, nil
+}
+
+func (s *Server) listSchedules(c echo.Context) error {
+	list, err := s.Schedules(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d schedules", len(list)),
+		map[string]any{"schedules": list, "firing": s.sched.Firing()})
+}
+
+func (s *Server) getSchedule(c echo.Context) error {
+	p, err := s.findSchedule(c)
+	if err != nil {
+		return err
+	}
+	in, err := s.describeSchedule(c.Request().Context(), p)
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, p.Path(), in)
+}
+
+func (s *Server) pauseSchedule(pause bool) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		p, err := s.findSchedule(c)
+		if err != nil {
+			return err
+		}
+		ctx := c.Request().Context()
+		verb := "resumed"
+		if pause {
+			verb = "paused"
+			err = s.sched.Pause(ctx, p, c.RealIP())
+		} else {
+			err = s.sched.Resume(ctx, p)
+		}
+		if err != nil {
+			return fmt.Errorf("recording that %s is %s: %w", p.Path(), verb, err)
+		}
+		s.log.Info("schedule "+verb, "schedule", p.Path(), "by", c.RealIP())
+		in, err := s.describeSchedule(ctx, p)
+		if err != nil {
+			return err
+		}
+		return respond(c, http.StatusOK, p.Path()+" "+verb, in)
+	}
+}
+
+// backfillRun is one interval of a backfill, as its answer lists it.
+type backfillRun struct {
+	schedules.Interval
+	Key       string `json:"key"`
+	StatusURL string `json:"status_url"`
+}
+
+// backfill answers POST /api/schedules/<type>/<chain>/<Task>/backfill?from=&to=: it lists the
+// intervals and their keys at once (keys are known before the runs start), then starts them
+// oldest first in the background, waiting whenever the run queue is full.
+func (s *Server) backfill(c echo.Context) error {
+	p, err := s.findSchedule(c)
+	if err != nil {
+		return err
+	}
+	q, err := catalog.ParseRawQuery(c.Request().URL.RawQuery)
+	if err != nil {
+		return err
+	}
+	for name := range q {
+		if name != "from" && name != "to" && name != "force" {
+			return &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
+		}
+	}
+	// A date is midnight in the schedule's time zone: from=2026-03-01 on a Paris schedule
+	// starts with the interval of 1 March in Paris.
+	bound := func(name string) (time.Time, error) {
+		v, err := params.QueryValue(q, name, "", true)
+		if err != nil {
+			return time.Time{}, err
+		}
+		t, err := cron.ParseStart(v, p.Expr.Location())
+		if err != nil {
+			return t, &params.Error{Param: name, Value: v, Reason: "is not a date (2006-01-02, in the schedule's time zone) or an RFC 3339 time"}
+		}
+		return t, nil
+	}
+	from, err := bound("from")
+	if err != nil {
+		return err
+	}
+	to, err := bound("to")
+	if err != nil {
+		return err
+	}
+	force, err := params.QueryBool(q, "force", "false", false)
+	if err != nil {
+		return err
+	}
+	if to.Before(from) {
+		return &params.Error{Param: "to", Value: q.Get("to"), Reason: "is before from"}
+	}
+	ivs, err := s.sched.Backfill(p, from, to)
+	if err != nil {
+		return &params.Error{Param: "to", Value: q.Get("to"), Reason: err.Error()}
+	}
+	if len(ivs) == 0 {
+		return &params.Error{Param: "from", Value: q.Get("from"), Reason: fmt.Sprintf(
+			"no complete interval of %q starts between from and to (an interval is complete when the next fire time has passed)", p.Expr)}
+	}
+	list := make([]backfillRun, len(ivs))
+	for i, iv := range ivs {
+		canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}})
+		if err != nil {
+			return err
+		}
+		key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
+		list[i] = backfillRun{Interval: iv, Key: key, StatusURL: s.statusURL(key)}
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.runBackfill(p, ivs, force)
+	}()
+	s.log.Info("backfill", "schedule", p.Path(), "intervals", len(ivs), "from", ivs[0].Start, "to", ivs[len(ivs)-1].Start)
+	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %d intervals of %s", len(ivs), p.Path()),
+		map[string]any{"schedule": p.Path(), "runs": list})
+}
+
+// runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals.
+func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force bool) {
+	ctx := s.schedCtx
+	for _, iv := range ivs {
+		for {
+			_, err := s.fireInterval(ctx, p, iv, history.TriggerBackfill, force)
+			if err == nil {
+				break
+			}
+			if !errors.Is(err, runs.ErrQueueFull) {
+				s.log.Error("backfill: starting an interval; the rest of this backfill is not started (POST it again: done intervals are not run again)",
+					"schedule", p.Path(), "interval_start", iv.Start, "err", err)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(500 * time.Millisecond):
+			}
+		}
+	}
+}
