@@ -127,7 +127,7 @@ func (bs *browserSession) checkConsole(t *testing.T) {
 }
 
 func TestBrowser(t *testing.T) {
-	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
+	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond; c.Schedules = true })
 	bs := newBrowserSession(t)
 	text := func(sel string) string { return browserRun(t, bs, "text of "+sel, chromedp.Text(chromedp.CSS(sel))) }
 	eval := func(js string) int { return browserRun(t, bs, js, chromedp.Evaluate[int](js)) }
@@ -227,5 +227,20 @@ func TestBrowser(t *testing.T) {
 	bs.screenshot(t, "run-progress")
 	bs.do(t, "cancel", chromedp.Click(chromedp.CSS(`button.danger`)), chromedp.WaitVisible(chromedp.CSS(`#run-live .s-cancelled`)))
 	bs.screenshot(t, "run-cancelled")
+
+	// Schedules: backfill three days from the schedules page; the runs list shows them marked.
+	bs.do(t, "schedules", chromedp.EmulateViewport(1280, 800), chromedp.Click(chromedp.CSS(`a[href="/schedules"]`)), chromedp.WaitVisible(chromedp.CSS(`table.schedules`)))
+	bs.do(t, "backfill",
+		chromedp.SetValue(chromedp.CSS(`form.backfill input[name=from]`), "2026-01-01"),
+		chromedp.SetValue(chromedp.CSS(`form.backfill input[name=to]`), "2026-01-03"),
+		chromedp.Submit(chromedp.CSS(`form.backfill`)),
+		chromedp.WaitVisible(chromedp.CSS(`table.runs`)))
+	bs.do(t, "backfilled runs DONE", chromedp.Poll[chromedp.Void](
+		`document.querySelectorAll("table.runs tbody .t-backfill").length == 3 && document.querySelectorAll("table.runs tbody .s-done").length == 3`,
+		chromedp.WithPollingTimeout(20*time.Second)))
+	bs.screenshot(t, "runs-backfill")
+	bs.do(t, "pause", chromedp.Navigate(ts.url+"/schedules"), chromedp.WaitVisible(chromedp.CSS(`table.schedules`)),
+		chromedp.Click(chromedp.CSS(`form[action$="/pause"] button`)), chromedp.WaitVisible(chromedp.CSS(`form[action$="/resume"]`)))
+	bs.screenshot(t, "schedules")
 	bs.checkConsole(t)
 }

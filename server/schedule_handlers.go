@@ -25,6 +25,7 @@ const nextFires = 5
 type scheduleInfo struct {
 	schedules.Info
 	LastStatus *runs.Status `json:"last_status"`
+	LastRunID  string       `json:"last_run_id,omitempty"`
 	LastURL    string       `json:"last_status_url,omitempty"`
 	URL        string       `json:"url"`
 }
@@ -75,7 +76,7 @@ func (s *Server) describeSchedule(ctx context.Context, p *schedules.Plan) (sched
 		switch {
 		case err == nil:
 			st := rec.Status
-			out.LastStatus = &st
+			out.LastStatus, out.LastRunID = &st, rec.RunID
 		case !errors.Is(err, runs.ErrUnknownKey):
 			return out, err
 		}
@@ -152,8 +153,8 @@ type backfillRun struct {
 }
 
 // backfill answers POST /api/schedules/<type>/<chain>/<Task>/backfill?from=&to=: it lists the
-// intervals and their keys at once (keys are known before the runs start), then starts them
-// oldest first in the background, waiting whenever the run queue is full.
+// intervals and their keys at once (keys are known before the runs start); startBackfill then
+// starts them oldest first in the background.
 func (s *Server) backfill(c echo.Context) error {
 	p, err := s.findSchedule(c)
 	if err != nil {
@@ -163,9 +164,21 @@ func (s *Server) backfill(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	list, err := s.startBackfill(p, q)
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %d intervals of %s", len(list), p.Path()),
+		map[string]any{"schedule": p.Path(), "runs": list})
+}
+
+// startBackfill checks a backfill's from, to and force (the API's query, the UI's form), lists
+// its intervals with their keys, and starts them in the background, waiting whenever the run
+// queue is full.
+func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, error) {
 	for name := range q {
 		if name != "from" && name != "to" && name != "force" {
-			return &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
+			return nil, &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
 		}
 	}
 	// A date is midnight in the schedule's time zone: from=2026-03-01 on a Paris schedule
@@ -183,32 +196,32 @@ func (s *Server) backfill(c echo.Context) error {
 	}
 	from, err := bound("from")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	to, err := bound("to")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	force, err := params.QueryBool(q, "force", "false", false)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if to.Before(from) {
-		return &params.Error{Param: "to", Value: q.Get("to"), Reason: "is before from"}
+		return nil, &params.Error{Param: "to", Value: q.Get("to"), Reason: "is before from"}
 	}
 	ivs, err := s.sched.Backfill(p, from, to)
 	if err != nil {
-		return &params.Error{Param: "to", Value: q.Get("to"), Reason: err.Error()}
+		return nil, &params.Error{Param: "to", Value: q.Get("to"), Reason: err.Error()}
 	}
 	if len(ivs) == 0 {
-		return &params.Error{Param: "from", Value: q.Get("from"), Reason: fmt.Sprintf(
+		return nil, &params.Error{Param: "from", Value: q.Get("from"), Reason: fmt.Sprintf(
 			"no complete interval of %q starts between from and to (an interval is complete when the next fire time has passed)", p.Expr)}
 	}
 	list := make([]backfillRun, len(ivs))
 	for i, iv := range ivs {
 		canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}})
 		if err != nil {
-			return err
+			return nil, err
 		}
 		key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
 		list[i] = backfillRun{Interval: iv, Key: key, StatusURL: s.statusURL(key)}
@@ -219,8 +232,7 @@ func (s *Server) backfill(c echo.Context) error {
 		s.runBackfill(p, ivs, force)
 	}()
 	s.log.Info("backfill", "schedule", p.Path(), "intervals", len(ivs), "from", ivs[0].Start, "to", ivs[len(ivs)-1].Start)
-	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %d intervals of %s", len(ivs), p.Path()),
-		map[string]any{"schedule": p.Path(), "runs": list})
+	return list, nil
 }
 
 // runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals.

@@ -107,3 +107,38 @@ func (b uiBackend) VerifySession(v string) bool {
 }
 
 func (b uiBackend) BaseURL() string { return b.s.base() }
+
+func (b uiBackend) Schedules(ctx context.Context) ([]ui.ScheduleRow, bool, error) {
+	list, err := b.s.Schedules(ctx)
+	if err != nil {
+		return nil, false, err
+	}
+	rows := make([]ui.ScheduleRow, len(list))
+	for i, in := range list {
+		rows[i] = ui.ScheduleRow{Info: in.Info, LastRunID: in.LastRunID}
+		if in.LastStatus != nil {
+			rows[i].LastStatus = string(*in.LastStatus)
+		}
+	}
+	return rows, b.s.sched.Firing(), nil
+}
+
+func (b uiBackend) PauseSchedule(ctx context.Context, typ, chain, task string, pause bool, by string) error {
+	p, ok := b.s.sched.Plan(typ, chain, task)
+	if !ok {
+		return newError(ErrNoSchedule, typ+"/"+chain+"/"+task+" declares no schedule")
+	}
+	if pause {
+		return b.s.sched.Pause(ctx, p, by)
+	}
+	return b.s.sched.Resume(ctx, p)
+}
+
+func (b uiBackend) Backfill(_ context.Context, typ, chain, task string, q url.Values) (int, error) {
+	p, ok := b.s.sched.Plan(typ, chain, task)
+	if !ok {
+		return 0, newError(ErrNoSchedule, typ+"/"+chain+"/"+task+" declares no schedule")
+	}
+	list, err := b.s.startBackfill(p, q)
+	return len(list), err
+}

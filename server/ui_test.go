@@ -257,3 +257,63 @@ func TestUIAsksForATokenWhenTheAPIDoes(t *testing.T) {
 		t.Errorf("API POST without a token = %d", a.Code)
 	}
 }
+
+// The schedules page lists the declared schedules; pause, resume and backfill work from it
+// (with the CSRF token only), and the backfilled runs show in the runs list marked as such.
+func TestUISchedulesPage(t *testing.T) {
+	ts := newTestServer(t)
+	b := newBrowser(t, ts)
+	p := b.get("/schedules")
+	for _, want := range []string{`<a href="/catalog/testchains/hello_chain/DailyTask">DailyTask</a>`, "<code>@daily</code>", "Europe/Paris",
+		"00:00:00 CET", `action="/schedules/testchains/hello_chain/DailyTask/pause"`, "ACTIVE", "not fired yet"} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("schedules page lacks %q", want)
+		}
+	}
+	if strings.Contains(p.body, "HelloTask") {
+		t.Errorf("the schedules page lists a task without a schedule")
+	}
+	token := b.csrf("/schedules")
+	if p := b.do(http.MethodPost, "/schedules/testchains/hello_chain/DailyTask/pause", url.Values{}); p.code != http.StatusForbidden {
+		t.Errorf("pause without csrf = %d, want 403", p.code)
+	}
+	if p := b.do(http.MethodPost, "/schedules/testchains/hello_chain/DailyTask/pause", url.Values{"csrf": {token}}); p.code != http.StatusSeeOther {
+		t.Fatalf("pause = %d", p.code)
+	}
+	if p := b.get("/schedules"); !strings.Contains(p.body, "PAUSED") || !strings.Contains(p.body, "by web UI from 127.0.0.1") || !strings.Contains(p.body, ">Resume<") {
+		t.Errorf("after a pause the page does not show it:\n%s", p.body)
+	}
+	if p := b.do(http.MethodPost, "/schedules/testchains/hello_chain/DailyTask/resume", url.Values{"csrf": {token}}); p.code != http.StatusSeeOther {
+		t.Fatalf("resume = %d", p.code)
+	}
+	if p := b.get("/schedules"); !strings.Contains(p.body, "ACTIVE") {
+		t.Errorf("after a resume the page does not show it")
+	}
+	// A backfill with its dates reversed: the error on the page, the dates kept.
+	bad := b.do(http.MethodPost, "/schedules/testchains/hello_chain/DailyTask/backfill", url.Values{"csrf": {token}, "from": {"2026-01-05"}, "to": {"2026-01-01"}})
+	if bad.code != http.StatusBadRequest || !strings.Contains(bad.body, `parameter &#34;to&#34;`) || !strings.Contains(bad.body, `value="2026-01-05"`) {
+		t.Errorf("reversed backfill = %d, want 400 naming to and keeping the dates:\n%s", bad.code, bad.body)
+	}
+	ok := b.do(http.MethodPost, "/schedules/testchains/hello_chain/DailyTask/backfill", url.Values{"csrf": {token}, "from": {"2026-01-01"}, "to": {"2026-01-02"}})
+	if ok.code != http.StatusSeeOther || ok.h.Get("Location") != "/?task=DailyTask&trigger=backfill" {
+		t.Fatalf("backfill = %d %q", ok.code, ok.h.Get("Location"))
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		ts.flushHistory(t)
+		runs := b.get("/?task=DailyTask&trigger=backfill")
+		if strings.Count(runs.body, `<td><span class="status s-done">DONE</span>`) == 2 {
+			if strings.Count(runs.body, `<span class="trigger t-backfill"`) != 2 {
+				t.Errorf("backfilled runs are not marked as such:\n%s", runs.body)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("two backfilled runs did not show DONE:\n%s", runs.body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if p := b.get("/schedules"); p.code != 200 {
+		t.Errorf("schedules page after a backfill = %d", p.code)
+	}
+}

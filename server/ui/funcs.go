@@ -19,6 +19,7 @@ var funcs = template.FuncMap{
 	"clip":       clipText,
 	"iso":        func(t any) string { return timeOf(t).UTC().Format(time.RFC3339) },
 	"abs":        func(t any) string { return timeOf(t).UTC().Format("2006-01-02 15:04:05 MST") },
+	"inzone":     inZone,
 	"rel":        func(t any) string { return relative(timeOf(t), time.Now()) },
 	"ms":         durationText,
 	"cost":       costText,
@@ -159,4 +160,14 @@ func clipText(s string, n int) string {
 		return s
 	}
 	return string(r[:n-1]) + "…"
+}
+
+// inZone shows a time in a schedule's time zone (its fire times are read there), UTC if the
+// zone is unknown.
+func inZone(t any, zone string) string {
+	loc, err := time.LoadLocation(zone)
+	if err != nil {
+		loc = time.UTC
+	}
+	return timeOf(t).In(loc).Format("2006-01-02 15:04:05 MST")
 }

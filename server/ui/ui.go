@@ -34,6 +34,7 @@ import (
 	"nectar/server/catalog"
 	"nectar/server/history"
 	"nectar/server/runs"
+	"nectar/server/schedules"
 )
 
 //go:embed templates/*.html
@@ -71,6 +72,20 @@ type Backend interface {
 	VerifySession(value string) bool
 	// BaseURL is the public origin, for copy-as-curl.
 	BaseURL() string
+	// Schedules lists every schedule with its state and the status of its last run; firing
+	// reports whether this server fires them (NECTAR_SCHEDULES).
+	Schedules(ctx context.Context) (rows []ScheduleRow, firing bool, err error)
+	// PauseSchedule pauses or resumes a schedule for every server sharing the store.
+	PauseSchedule(ctx context.Context, typ, chain, task string, pause bool, by string) error
+	// Backfill starts the intervals within q's from and to (the API's checks) and says how many.
+	Backfill(ctx context.Context, typ, chain, task string, q url.Values) (int, error)
+}
+
+// ScheduleRow is a schedule as the schedules page shows it.
+type ScheduleRow struct {
+	schedules.Info
+	LastStatus string
+	LastRunID  string
 }
 
 // UI is the web UI's handlers.
@@ -98,7 +113,7 @@ func New(b Backend, log *slog.Logger) (*UI, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"runs", "run", "catalog", "task", "login", "error"} {
+	for _, page := range []string{"runs", "run", "catalog", "task", "schedules", "login", "error"} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -135,6 +150,10 @@ func (u *UI) Register(e *echo.Echo) {
 	page(http.MethodGet, "/ui/runs/:run_id/live", u.runLive, u.session)
 	page(http.MethodPost, "/runs/:run_id/cancel", u.cancelRun, u.session, u.csrf)
 	page(http.MethodPost, "/runs/:run_id/rerun", u.rerun, u.session, u.csrf)
+	page(http.MethodGet, "/schedules", u.schedulesPage, u.session)
+	page(http.MethodPost, "/schedules/:type/:chain/:task/pause", u.pauseSchedule(true), u.session, u.csrf)
+	page(http.MethodPost, "/schedules/:type/:chain/:task/resume", u.pauseSchedule(false), u.session, u.csrf)
+	page(http.MethodPost, "/schedules/:type/:chain/:task/backfill", u.backfill, u.session, u.csrf)
 	page(http.MethodGet, "/catalog", u.catalogPage, u.session)
 	page(http.MethodGet, "/catalog/:type/:chain/:task", u.taskForm, u.session)
 	page(http.MethodPost, "/catalog/:type/:chain/:task", u.triggerRun, u.session, u.csrf)

@@ -17,7 +17,7 @@ import (
 )
 
 // The client commands drive a running server over its HTTP API, for scripts and people:
-// trigger, status, logs, cancel, runs. Exit status: 0 done, 1 the run failed or was cancelled,
+// trigger, status, logs, cancel, runs, schedules, backfill. Exit status: 0 done, 1 the run failed or was cancelled,
 // 2 a usage or connection error (exitError carries it).
 
 // exitError ends the program with a status other than 1.
@@ -36,6 +36,7 @@ func usageError(format string, args ...any) error {
 // clientOpts are the flags every client command takes.
 type clientOpts struct {
 	server, token, conf string
+	from, to            string
 	json, wait, force   bool
 	follow              bool
 	args                []string // the positional arguments
@@ -47,7 +48,7 @@ func parseClientArgs(args []string, getenv func(string) string, allowed ...strin
 	if o.server == "" {
 		o.server = "http://127.0.0.1:5000"
 	}
-	valued := map[string]*string{"server": &o.server, "token": &o.token, "conf": &o.conf}
+	valued := map[string]*string{"server": &o.server, "token": &o.token, "conf": &o.conf, "from": &o.from, "to": &o.to}
 	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
@@ -183,6 +184,16 @@ func rootCause(err error) error {
 		}
 		err = u
 	}
+}
+
+// listing GETs a list; with --json it prints the answer's data as it came (printed is true).
+func (c *client) listing(ctx context.Context, path string, stdout io.Writer) (env envelope, printed bool, err error) {
+	env, _, err = c.call(ctx, http.MethodGet, path, nil)
+	if err == nil && c.o.json {
+		fmt.Fprintln(stdout, string(env.Data))
+		return env, true, nil
+	}
+	return env, false, err
 }
 
 func newClient(o clientOpts) *client { return &client{o: o, http: &http.Client{}} }
@@ -489,13 +500,9 @@ func listRuns(ctx context.Context, args []string, getenv func(string) string, st
 		q.Set(k, v)
 	}
 	c := newClient(o)
-	env, _, err := c.call(ctx, http.MethodGet, "/api/runs?"+q.Encode(), nil)
-	if err != nil {
+	env, printed, err := c.listing(ctx, "/api/runs?"+q.Encode(), stdout)
+	if err != nil || printed {
 		return err
-	}
-	if o.json {
-		fmt.Fprintln(stdout, string(env.Data))
-		return nil
 	}
 	var page struct {
 		Runs []struct {

@@ -113,4 +113,21 @@ func TestClientCommands(t *testing.T) {
 	time.Sleep(400 * time.Millisecond)
 	check(nectar(nil, "cancel", slow[1]), 0, "CANCELLED", "", "cancel")
 	check(nectar(nil, "status", slow[1]), 1, "CANCELLED", "", "status of a cancelled run")
+
+	// schedules: list, pause (kept, shown), resume; backfill three days and wait for them.
+	check(nectar(nil, "schedules"), 0, "testchains/hello_chain/DailyTask  @daily", "", "schedules")
+	check(nectar(nil, "schedules", "pause", "testchains/hello_chain/DailyTask"), 0, "DailyTask paused", "", "schedules pause")
+	if r := nectar(nil, "schedules", "--json"); !strings.Contains(r.stdout, `"paused":true`) {
+		t.Errorf("schedules --json after a pause: %q", r.stdout)
+	}
+	check(nectar([]string{"NECTAR_TOKEN=wrong-token-0000000000"}, "schedules", "resume", "testchains/hello_chain/DailyTask"), 2, "", "not one of the server's", "resume with a wrong token")
+	check(nectar(nil, "schedules", "resume", "testchains/hello_chain/DailyTask"), 0, "DailyTask resumed", "", "schedules resume")
+	bf := nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-01", "--to=2026-01-03", "--wait")
+	check(bf, 0, "3/3 2026-01-03T00:00:00+01:00 DONE", "backfilling 3 intervals", "backfill --wait")
+	if n := strings.Count(bf.stdout, " DONE chains/testchains/hello_chain/DailyTask/"); n != 3 {
+		t.Errorf("backfill --wait printed %d DONE intervals, want 3:\n%s", n, bf.stdout)
+	}
+	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03", "--to", "2026-01-01"), 2, "", `parameter "to"`, "backfill of a reversed range")
+	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03"), 2, "", "usage: nectar backfill", "backfill without --to")
+	check(nectar(nil, "backfill", "testchains/hello_chain/HelloTask", "--from", "2026-01-01", "--to", "2026-01-02"), 2, "", "declares no schedule", "backfill of a task without a schedule")
 }

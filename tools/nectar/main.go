@@ -5,6 +5,7 @@
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
 //	nectar reindex                                rebuild the run history from the store's run records
 //	nectar trigger|status|logs|cancel|runs ...    drive a running server (see usage)
+//	nectar schedules|backfill ...                 list, pause, resume and backfill schedules
 //	nectar version                                print the plugin protocol version
 package main
 
@@ -47,6 +48,7 @@ commands:
                                       (and its test)
   reindex                             rebuild the run history (NECTAR_DATABASE_URL) from the
                                       run records in the store (NECTAR_TARGET)
+  version                             print the plugin protocol version
 
 client commands (a running server: --server or NECTAR_SERVER, default http://127.0.0.1:5000;
 --token or NECTAR_TOKEN when it asks for one):
@@ -56,10 +58,14 @@ client commands (a running server: --server or NECTAR_SERVER, default http://127
   logs [-f] <key | status URL> [Task] a task's log (-f: follow it while it runs)
   cancel <key | status URL>           stop a run
   runs [k=v...] [--json]              the run history (filters: task=, status=, q=, limit=, ...)
+  schedules [--json]                  the schedules: next fire, last interval and its status, paused
+  schedules pause|resume <type>/<chain>/<Task>
+                                      pause or resume a schedule on every server of the store
+  backfill <type>/<chain>/<Task> --from DATE --to DATE [--force] [--wait] [--json]
+                                      run every complete interval starting within the dates
 
 exit status: 0 done, 1 the run failed or was cancelled (or a local command failed),
 2 a usage or connection error
-  version                             print the plugin protocol version
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -86,6 +92,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return cancelRun(ctx, args[1:], getenv, stdout, stderr)
 	case "runs":
 		return listRuns(ctx, args[1:], getenv, stdout, stderr)
+	case "schedules":
+		return schedulesCmd(ctx, args[1:], getenv, stdout, stderr)
+	case "backfill":
+		return backfill(ctx, args[1:], getenv, stdout, stderr)
 	case "version":
 		fmt.Fprintf(stdout, "nectar plugin protocol %d\n", plugins.ProtocolVersion)
 		return nil

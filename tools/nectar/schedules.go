@@ -1,0 +1,174 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// scheduleRow is a schedule as GET /api/schedules answers it.
+type scheduleRow struct {
+	Type         string      `json:"type"`
+	Chain        string      `json:"chain"`
+	Task         string      `json:"task"`
+	Cron         string      `json:"cron"`
+	TimeZone     string      `json:"time_zone"`
+	CatchUp      bool        `json:"catch_up"`
+	NextFires    []time.Time `json:"next_fires"`
+	Paused       bool        `json:"paused"`
+	LastInterval *time.Time  `json:"last_interval"`
+	LastStatus   *string     `json:"last_status"`
+	LastKey      string      `json:"last_key"`
+}
+
+// schedules lists the schedules, or pauses or resumes one.
+func schedulesCmd(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+	o, err := parseClientArgs(args, getenv, "json")
+	if err != nil {
+		return err
+	}
+	c := newClient(o)
+	if len(o.args) > 0 {
+		verb := o.args[0]
+		if (verb != "pause" && verb != "resume") || len(o.args) != 2 || strings.Count(o.args[1], "/") != 2 {
+			return usageError("usage: nectar schedules [--json] | nectar schedules pause|resume <type>/<chain>/<Task>")
+		}
+		env, _, err := c.call(ctx, http.MethodPost, "/api/schedules/"+o.args[1]+"/"+verb, nil)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			fmt.Fprintln(stdout, string(env.Data))
+		} else {
+			fmt.Fprintln(stdout, env.Message)
+		}
+		return nil
+	}
+	env, printed, err := c.listing(ctx, "/api/schedules", stdout)
+	if err != nil || printed {
+		return err
+	}
+	var data struct {
+		Schedules []scheduleRow `json:"schedules"`
+		Firing    bool          `json:"firing"`
+	}
+	json.Unmarshal(env.Data, &data)
+	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+	fmt.Fprintln(w, "SCHEDULE\tCRON\tZONE\tNEXT\tLAST INTERVAL\tLAST STATUS\tPAUSED")
+	for _, s := range data.Schedules {
+		next, last, lastStatus := "-", "-", "-"
+		if len(s.NextFires) > 0 {
+			next = s.NextFires[0].Format("2006-01-02 15:04:05 MST")
+		}
+		if s.LastInterval != nil {
+			last = s.LastInterval.In(s.NextFiresLocation()).Format("2006-01-02 15:04:05 MST")
+		}
+		if s.LastStatus != nil {
+			lastStatus = *s.LastStatus
+		}
+		fmt.Fprintf(w, "%s/%s/%s\t%s\t%s\t%s\t%s\t%s\t%v\n", s.Type, s.Chain, s.Task, s.Cron, s.TimeZone, next, last, lastStatus, s.Paused)
+	}
+	w.Flush()
+	if !data.Firing {
+		fmt.Fprintln(stdout, "this server fires no schedule (NECTAR_SCHEDULES=off); others sharing its store may")
+	}
+	return nil
+}
+
+// NextFiresLocation is the schedule's zone, as its fire times carry it (UTC if unknown).
+func (s scheduleRow) NextFiresLocation() *time.Location {
+	if len(s.NextFires) > 0 {
+		return s.NextFires[0].Location()
+	}
+	return time.UTC
+}
+
+// backfill runs every complete interval of a schedule within --from and --to; --wait follows
+// them to the end (exit 1 when any failed).
+func backfill(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	o, err := parseClientArgs(args, getenv, "from", "to", "force", "wait", "json")
+	if err != nil {
+		return err
+	}
+	if len(o.args) != 1 || strings.Count(o.args[0], "/") != 2 || o.from == "" || o.to == "" {
+		return usageError("usage: nectar backfill <type>/<chain>/<Task> --from DATE --to DATE [--force] [--wait] [--json] (dates 2006-01-02 in the schedule's zone, or RFC 3339)")
+	}
+	q := url.Values{"from": {o.from}, "to": {o.to}}
+	if o.force {
+		q.Set("force", "true")
+	}
+	c := newClient(o)
+	env, _, err := c.call(ctx, http.MethodPost, "/api/schedules/"+o.args[0]+"/backfill?"+q.Encode(), nil)
+	if err != nil {
+		return err
+	}
+	var data struct {
+		Runs []struct {
+			Start     time.Time `json:"start"`
+			Key       string    `json:"key"`
+			StatusURL string    `json:"status_url"`
+		} `json:"runs"`
+	}
+	json.Unmarshal(env.Data, &data)
+	if !o.wait {
+		if o.json {
+			fmt.Fprintln(stdout, string(env.Data))
+			return nil
+		}
+		fmt.Fprintln(stdout, env.Message)
+		w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
+		fmt.Fprintln(w, "INTERVAL START\tKEY")
+		for _, r := range data.Runs {
+			fmt.Fprintf(w, "%s\t%s\n", r.Start.Format(time.RFC3339), r.Key)
+		}
+		return w.Flush()
+	}
+	fmt.Fprintln(stderr, env.Message)
+	failed := 0
+	var results []runStatus
+	for i, r := range data.Runs {
+		var st runStatus
+		for {
+			env, _, err := c.call(ctx, http.MethodGet, r.StatusURL, nil)
+			if err != nil {
+				return err
+			}
+			st = runStatus{}
+			json.Unmarshal(env.Data, &st)
+			if s := deref(st.JobStatus); s == "DONE" || s == "FAILED" || s == "CANCELLED" {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				return &exitError{2, errors.New("interrupted; the backfill goes on on the server")}
+			case <-time.After(300 * time.Millisecond):
+			}
+		}
+		results = append(results, st)
+		if deref(st.JobStatus) != "DONE" {
+			failed++
+		}
+		if !o.json {
+			line := fmt.Sprintf("%d/%d %s %s %s", i+1, len(data.Runs), r.Start.Format(time.RFC3339), deref(st.JobStatus), r.Key)
+			if st.Error != nil {
+				line += ": " + *st.Error
+			}
+			fmt.Fprintln(stdout, line)
+		}
+	}
+	if o.json {
+		b, _ := json.Marshal(results)
+		fmt.Fprintln(stdout, string(b))
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d intervals did not finish DONE", failed, len(data.Runs)) // exit status 1
+	}
+	return nil
+}
