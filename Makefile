@@ -9,7 +9,7 @@ MINIO         := .tools/minio-$(MINIO_VERSION)/minio
 
 .DEFAULT_GOAL := help
 
-.PHONY: help generate check-generate build run tools test fuzz bench lint fmt clean
+.PHONY: help generate check-generate build run dev tools test fuzz bench lint fmt clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -32,6 +32,9 @@ build: generate ## build bin/nectar and one plugin per chain type (with its sha2
 
 run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)
 	./$(BIN)/nectar serve
+
+dev: build ## serve as make run does, and rebuild a chain's plugin (or the server) on every save under chains/
+	./$(BIN)/nectar dev
 
 # PostgreSQL 15 for the run-history tests (they start a throwaway cluster of their own), from
 # Debian's packages when the machine lacks it.

@@ -24,6 +24,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	root := fs.String("root", ".", "module root (the folder holding go.mod and chains/)")
 	check := fs.Bool("check", false, "write nothing; exit 1 if the generated files are stale")
+	verbose := fs.Bool("v", false, "print the files written and removed (nectar dev reads them)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -42,7 +43,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	if err := Write(*root, res); err != nil {
+	changed, err := Write(*root, res)
+	if *verbose {
+		for _, c := range changed {
+			fmt.Fprintln(stdout, c)
+		}
+	}
+	if err != nil {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
@@ -62,26 +69,29 @@ func Stale(root string, res *Result) []string {
 }
 
 // Write writes the files that changed (so mtimes and build caches stay put) and removes the
-// plugin mains of chain types that no longer exist.
-func Write(root string, res *Result) error {
+// plugin mains of chain types that no longer exist. It returns the paths it wrote or removed.
+func Write(root string, res *Result) ([]string, error) {
+	var changed []string
 	for _, f := range res.Files {
 		p := filepath.Join(root, f.Path)
 		if old, err := os.ReadFile(p); err == nil && bytes.Equal(old, f.Content) {
 			continue
 		}
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			return err
+			return changed, err
 		}
 		if err := os.WriteFile(p, f.Content, 0o644); err != nil {
-			return err
+			return changed, err
 		}
+		changed = append(changed, f.Path)
 	}
 	for _, s := range res.Stale {
 		p := filepath.Join(root, s)
 		if err := os.Remove(p); err != nil {
-			return err
+			return changed, err
 		}
+		changed = append(changed, s)
 		_ = os.Remove(filepath.Dir(p)) // only if now empty
 	}
-	return nil
+	return changed, nil
 }

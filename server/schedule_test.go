@@ -124,12 +124,22 @@ func TestScheduleFiresOncePerTickWithTwoServers(t *testing.T) {
 	target := t.TempDir()
 	cat := scheduledCatalog(catalog.Schedule{Cron: "@every 2s", Start: "2026-01-01", Param: "day"})
 	var mu sync.Mutex
-	var logA, logB strings.Builder
+	var logA, logB, logOff strings.Builder
 	a := startSchedulingLogging(t, slogTo(&mu, &logA), cat, target)
 	b := startSchedulingLogging(t, slogTo(&mu, &logB), cat, target)
+	// A third server with NECTAR_SCHEDULES=off serves the schedules but fires none.
+	off := startSchedulingLogging(t, slogTo(&mu, &logOff), cat, target, func(c *Config) { c.Schedules = false })
 	waitRuns(t, a, 4, 15*time.Second)
+	var list struct {
+		Firing    bool              `json:"firing"`
+		Schedules []json.RawMessage `json:"schedules"`
+	}
+	if r := off.do(t, http.MethodGet, "/api/schedules"); json.Unmarshal(r.Data, &list) != nil || list.Firing || len(list.Schedules) != 1 {
+		t.Errorf("GET /api/schedules on the server that does not fire: %s", r.Data)
+	}
 	a.stop()
 	b.stop()
+	off.stop()
 	got := dailyRuns(t, a)
 
 	for _, r := range got {
@@ -144,6 +154,9 @@ func TestScheduleFiresOncePerTickWithTwoServers(t *testing.T) {
 		t.Errorf("ticks without a run: %v", g)
 	}
 	mu.Lock()
+	if strings.Contains(logOff.String(), "schedule fired") || off.Runs().Launches() != 0 {
+		t.Errorf("a server with NECTAR_SCHEDULES=off fired a schedule")
+	}
 	for name, log := range map[string]string{"a": logA.String(), "b": logB.String()} {
 		if n := strings.Count(log, "schedule fired"); n < len(got)-2 { // the last tick may be in flight at the stop
 			t.Errorf("server %s fired %d ticks of %d: both servers should fire every tick", name, n, len(got))

@@ -164,13 +164,33 @@ func (l *Launcher) Verify(chainType string) (*os.File, error) {
 		return nil, err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != wantHex {
-		f.Close()
-		return nil, fmt.Errorf("%s: %w (sha256 %s, recorded %s): rebuild with `make build`", bin, ErrTampered, got[:12], short(wantHex))
+		// A rebuild (nectar dev) renames the new binary into place, then its hash: a check
+		// that falls between the two waits a moment for the hash rather than fail the run.
+		if !l.hashCatchesUp(bin, wantHex, got) {
+			f.Close()
+			return nil, fmt.Errorf("%s: %w (sha256 %s, recorded %s): rebuild with `make build`", bin, ErrTampered, got[:12], short(wantHex))
+		}
 	}
 	l.mu.Lock()
 	l.verified[chainType] = id
 	l.mu.Unlock()
 	return f, nil
+}
+
+// hashCatchesUp waits up to a second for bin's recorded hash to change from stale to got.
+func (l *Launcher) hashCatchesUp(bin, stale, got string) bool {
+	for range 20 {
+		time.Sleep(50 * time.Millisecond)
+		b, err := os.ReadFile(bin + ".sha256")
+		if err != nil {
+			return false
+		}
+		now, _, _ := strings.Cut(strings.TrimSpace(string(b)), " ")
+		if now != stale {
+			return now == got
+		}
+	}
+	return false
 }
 
 func short(s string) string {

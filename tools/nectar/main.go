@@ -4,6 +4,7 @@
 //	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
 //	nectar reindex                                rebuild the run history from the store's run records
+//	nectar dev                                    serve, rebuilding chains on save (make dev)
 //	nectar trigger|status|logs|cancel|runs ...    drive a running server (see usage)
 //	nectar schedules|backfill ...                 list, pause, resume and backfill schedules
 //	nectar version                                print the plugin protocol version
@@ -48,6 +49,8 @@ commands:
                                       (and its test)
   reindex                             rebuild the run history (NECTAR_DATABASE_URL) from the
                                       run records in the store (NECTAR_TARGET)
+  dev                                 serve, and on every save under chains/ regenerate and
+                                      rebuild what changed (in the repository; make dev)
   version                             print the plugin protocol version
 
 client commands (a running server: --server or NECTAR_SERVER, default http://127.0.0.1:5000;
@@ -82,6 +85,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return newChain(args[1:], stdout)
 	case "reindex":
 		return reindex(ctx, getenv, stdout, stderr)
+	case "dev":
+		return devCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "trigger":
 		return trigger(ctx, args[1:], getenv, stdout, stderr)
 	case "status":

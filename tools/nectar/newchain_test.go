@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"io"
 	"io/fs"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,10 +17,10 @@ import (
 	"time"
 )
 
-// The promise of the README: drop chains/<type>/<name>_chain.go (here written by `nectar new`),
-// generate, build, and the task is an endpoint, with no hand-written glue. Done on a copy of
-// this repository.
-func TestAddingAChainNeedsNoGlue(t *testing.T) {
+// copyRepo copies this repository (without .git, build output and data) into a temporary
+// folder, for tests that edit chains or generate code.
+func copyRepo(t *testing.T) string {
+	t.Helper()
 	root, err := filepath.Abs("../..")
 	if err != nil {
 		t.Fatal(err)
@@ -48,6 +47,14 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	return work
+}
+
+// The promise of the README: drop chains/<type>/<name>_chain.go (here written by `nectar new`),
+// generate, build, and the task is an endpoint, with no hand-written glue. Done on a copy of
+// this repository.
+func TestAddingAChainNeedsNoGlue(t *testing.T) {
+	work := copyRepo(t)
 	t.Chdir(work)
 	var out strings.Builder
 	if err := run(context.Background(), []string{"new", "mytype", "report"}, os.Getenv, &out, &out); err != nil {
@@ -84,12 +91,7 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 		os.WriteFile(filepath.Join(bin, "plugins", typ+".sha256"), []byte(hex.EncodeToString(sum[:])+"  "+typ+"\n"), 0o644)
 	}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	srv := exec.Command(filepath.Join(bin, "nectar"), "serve")
 	srv.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+t.TempDir(), "NECTAR_PLUGIN_DIR="+filepath.Join(bin, "plugins"))
 	if err := srv.Start(); err != nil {
@@ -97,6 +99,7 @@ func TestAddingAChainNeedsNoGlue(t *testing.T) {
 	}
 	defer func() { srv.Process.Kill(); srv.Wait() }()
 	var resp *http.Response
+	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if resp, err = http.Post("http://"+addr+"/api/chains/mytype/report_chain/ReportTask?name=ml&wait=10s", "", nil); err == nil {
 			break
