@@ -115,6 +115,7 @@ type Param struct {
 	Enum     []string
 	Signed   bool // a duration that may be negative (tagged signed:"true")
 	Doc      string
+	pos      token.Pos // the field, for errors found after the fields are read
 }
 
 // QueryArgs are the arguments after the default in the params.Query* call for this kind.
@@ -514,7 +515,7 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 			continue
 		}
 		seen[pname] = true
-		p := Param{Name: pname, Field: f.Name(), Doc: fdoc}
+		p := Param{Name: pname, Field: f.Name(), Doc: fdoc, pos: f.Pos()}
 		kind, ok := kindOf(f.Type())
 		if !ok {
 			a.errorf(f.Pos(), "%s.%s: parameter type %s is not supported (want string, bool, int, int64, float64, time.Time, time.Duration or []string)", name, f.Name(), types.TypeString(f.Type(), types.RelativeTo(a.pkg.Types)))

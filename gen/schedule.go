@@ -23,15 +23,12 @@ type Schedule struct {
 // code, and a mistake in it must fail `make generate` at its line, not the first tick.
 func (a *analyzer) analyzeSchedule(t *Task, named *types.Named) {
 	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, "Schedule")
-	if obj == nil {
+	fn, _ := obj.(*types.Func)
+	if fn == nil { // no such method (a parameter field may be called Schedule)
 		return
 	}
-	fn, _ := obj.(*types.Func)
-	var sig *types.Signature
-	if fn != nil {
-		sig = fn.Type().(*types.Signature)
-	}
-	if sig == nil || sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != chainsPkg+".Schedule" {
+	sig := fn.Type().(*types.Signature)
+	if sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != chainsPkg+".Schedule" {
 		a.errorf(obj.Pos(), "%s: Schedule has the wrong signature: want func() chains.Schedule", t.Name)
 		return
 	}
@@ -47,7 +44,11 @@ func (a *analyzer) analyzeSchedule(t *Task, named *types.Named) {
 		}
 	}
 	if lit == nil {
-		a.errorf(decl.Body.Pos(), "%s: Schedule must be one return of a chains.Schedule{...} literal of constants (the generator reads it)", t.Name)
+		at := decl.Body.Pos()
+		if len(decl.Body.List) > 0 {
+			at = decl.Body.List[0].Pos()
+		}
+		a.errorf(at, "%s: Schedule must be one return of a chains.Schedule{...} literal of constants (the generator reads it)", t.Name)
 		return
 	}
 	s := &Schedule{}
@@ -135,7 +136,7 @@ func (a *analyzer) analyzeSchedule(t *Task, named *types.Named) {
 	}
 	for _, p := range t.Params {
 		if p.Required && p.Name != s.Param {
-			a.errorf(obj.Pos(), "%s: parameter %s is required, but the scheduler gives only %s: give %s a default", t.Name, p.Name, s.Param, p.Name)
+			a.errorf(p.pos, "%s.%s: parameter %s is required, but its schedule gives only %s: give %s a default", t.Name, p.Field, p.Name, s.Param, p.Name)
 			return
 		}
 	}

@@ -164,12 +164,15 @@ func (s *Server) backfill(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	accepted := time.Now().UTC()
 	list, err := s.startBackfill(p, q)
 	if err != nil {
 		return err
 	}
+	// accepted_at lets a client tell the runs this backfill starts from earlier runs of the
+	// same keys (their records have an earlier submitted_at).
 	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %d intervals of %s", len(list), p.Path()),
-		map[string]any{"schedule": p.Path(), "runs": list})
+		map[string]any{"schedule": p.Path(), "runs": list, "accepted_at": accepted})
 }
 
 // startBackfill checks a backfill's from, to and force (the API's query, the UI's form), lists
@@ -226,11 +229,9 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, 
 		key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
 		list[i] = backfillRun{Interval: iv, Key: key, StatusURL: s.statusURL(key)}
 	}
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		s.runBackfill(p, ivs, force)
-	}()
+	if !s.background(func() { s.runBackfill(p, ivs, force) }) {
+		return nil, runs.ErrDraining
+	}
 	s.log.Info("backfill", "schedule", p.Path(), "intervals", len(ivs), "from", ivs[0].Start, "to", ivs[len(ivs)-1].Start)
 	return list, nil
 }

@@ -57,8 +57,12 @@ type Server struct {
 	bg           sync.WaitGroup // background work to wait for at Close
 	ui           *ui.UI
 	sched        *schedules.Scheduler
-	schedCtx     context.Context // ends at Close: stops the scheduler and backfills
+	schedCtx     context.Context // ends when the server begins to stop: stops the scheduler and backfills
 	stopSched    context.CancelFunc
+	// bgMu guards adding to bg against Close waiting for it: once closing is set, no background
+	// work starts (a backfill is then a 503).
+	bgMu    sync.Mutex
+	closing bool
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
@@ -164,11 +168,6 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	}
 	s.metrics.watch(s.runs)
 	s.schedCtx, s.stopSched = context.WithCancel(s.runs.Context())
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		s.sched.Run(s.schedCtx)
-	}()
 	if s.ui, err = ui.New(uiBackend{s}, logger); err != nil {
 		return nil, fmt.Errorf("web UI: %w", err)
 	}
@@ -235,6 +234,37 @@ func (s starter) Current(chainType string, p runs.Process) bool {
 	return ok && s.l.Current(chainType, hp)
 }
 
+// StartSchedules fires the declared schedules (unless NECTAR_SCHEDULES=off) until the server
+// stops. Serve calls it once it listens, so that a server that cannot start fires nothing (its
+// runs would be cancelled, and their intervals counted as fired).
+func (s *Server) StartSchedules() {
+	s.background(func() { s.sched.Run(s.schedCtx) })
+}
+
+// background runs f in the background, waited for by Close; it reports false, running nothing,
+// once the server is stopping.
+func (s *Server) background(f func()) bool {
+	s.bgMu.Lock()
+	defer s.bgMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		f()
+	}()
+	return true
+}
+
+// stopBackground stops the scheduler and refuses new background work.
+func (s *Server) stopBackground() {
+	s.bgMu.Lock()
+	s.closing = true
+	s.bgMu.Unlock()
+	s.stopSched()
+}
+
 // Handler is the HTTP handler (tests serve it with httptest).
 func (s *Server) Handler() http.Handler { return s.echo }
 
@@ -278,6 +308,7 @@ func (s *Server) downloadURL(key string, expiry time.Duration) string {
 // cancelled and their records written.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.SetPublicURL("http://" + ln.Addr().String())
+	s.StartSchedules()
 	srv := &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 10 * time.Second,
@@ -294,6 +325,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	// Graceful: refuse new runs (503) but keep answering status while running runs get up to
 	// NECTAR_SHUTDOWN_GRACE to finish; then cancel the rest, recording why, and stop.
 	s.log.Info("shutting down: no new runs; waiting for running ones", "grace", s.cfg.ShutdownGrace)
+	s.stopBackground() // no schedule fires and no backfill starts during the grace period
 	graceCtx, cancelGrace := context.WithTimeout(context.Background(), s.cfg.ShutdownGrace)
 	defer cancelGrace()
 	reason := fmt.Sprintf("server shutting down: the run did not finish within the %s grace period", s.cfg.ShutdownGrace)
@@ -307,7 +339,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 // Close cancels running runs, waits for their records, writes the last changes to the run
 // history, and removes the plugin socket folder.
 func (s *Server) Close(ctx context.Context) error {
-	s.stopSched()
+	s.stopBackground()
 	err := s.runs.Shutdown(ctx)
 	s.bg.Wait()
 	s.closeHistory.Do(func() {

@@ -99,6 +99,7 @@ func startTestServer(t *testing.T, logger *slog.Logger, cat *catalog.Catalog, ed
 	leaks := newLeakCheck(srv.Handler(), cfg)
 	ts := httptest.NewServer(leaks)
 	srv.SetPublicURL(ts.URL)
+	srv.StartSchedules() // as Serve does once it listens
 	stop := sync.OnceFunc(func() {
 		ts.Close()
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/url"
 	"strings"
@@ -126,7 +127,7 @@ func (b uiBackend) Schedules(ctx context.Context) ([]ui.ScheduleRow, bool, error
 func (b uiBackend) PauseSchedule(ctx context.Context, typ, chain, task string, pause bool, by string) error {
 	p, ok := b.s.sched.Plan(typ, chain, task)
 	if !ok {
-		return newError(ErrNoSchedule, typ+"/"+chain+"/"+task+" declares no schedule")
+		return fmt.Errorf("%w: %s/%s/%s declares none", ui.ErrNoSchedule, typ, chain, task)
 	}
 	if pause {
 		return b.s.sched.Pause(ctx, p, by)
@@ -137,7 +138,7 @@ func (b uiBackend) PauseSchedule(ctx context.Context, typ, chain, task string, p
 func (b uiBackend) Backfill(_ context.Context, typ, chain, task string, q url.Values) (int, error) {
 	p, ok := b.s.sched.Plan(typ, chain, task)
 	if !ok {
-		return 0, newError(ErrNoSchedule, typ+"/"+chain+"/"+task+" declares no schedule")
+		return 0, fmt.Errorf("%w: %s/%s/%s declares none", ui.ErrNoSchedule, typ, chain, task)
 	}
 	list, err := b.s.startBackfill(p, q)
 	return len(list), err

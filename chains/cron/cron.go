@@ -60,8 +60,12 @@ func Parse(expr string, loc *time.Location) (*Schedule, error) {
 	return parse(expr, loc, time.Unix(0, 0))
 }
 
-// ParseAnchored is Parse with the anchor of an "@every" schedule (a schedule's start date).
+// ParseAnchored is Parse with the anchor of an "@every" schedule (a schedule's start date); a
+// zero anchor is the Unix epoch, as for Parse.
 func ParseAnchored(expr string, loc *time.Location, anchor time.Time) (*Schedule, error) {
+	if anchor.IsZero() {
+		anchor = time.Unix(0, 0)
+	}
 	return parse(expr, loc, anchor)
 }
 

@@ -120,3 +120,16 @@ func TestEveryIsAnchored(t *testing.T) {
 		t.Errorf("Next before the anchor = %s, want the anchor", got)
 	}
 }
+
+// No start: @every counts from the Unix epoch, so every server computes the same ticks (a zero
+// anchor would overflow the arithmetic and give fire times in year 1).
+func TestEveryWithoutAnAnchorCountsFromTheEpoch(t *testing.T) {
+	s, err := ParseAnchored("@every 2s", time.UTC, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 28, 17, 0, 1, 500, time.UTC)
+	if next, prev := s.Next(now), s.Prev(now); !next.Equal(now.Truncate(time.Second).Add(time.Second)) || !prev.Equal(now.Add(-time.Second).Truncate(time.Second)) {
+		t.Errorf("Next = %s, Prev = %s around %s: want the even seconds around it", next, prev, now)
+	}
+}

@@ -94,38 +94,42 @@ func (p *Plan) Due(now, last, base time.Time, limit int) (due []Interval, more b
 	return due, more
 }
 
-// NextFires are the next n fire times after now, in the schedule's time zone.
+// NextFires are the next n fire times after now, in the schedule's time zone (none before
+// Start: the fire time at Start only begins the first interval).
 func (p *Plan) NextFires(now time.Time, n int) []time.Time {
 	var out []time.Time
-	for t := now; len(out) < n; {
-		t = p.Expr.Next(t)
-		if t.IsZero() {
+	for t := later(now, p.Start); len(out) < n; {
+		if t = p.Expr.Next(t); t.IsZero() {
 			break
-		}
-		if _, ok := p.before(t); !ok { // before Start: not a fire time of this schedule
-			continue
 		}
 		out = append(out, t)
 	}
 	return out
 }
 
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
 // Range lists the complete intervals (ended by now) whose start is within [from, to], oldest
 // first, for a backfill; more than limit of them is an error.
 func (p *Plan) Range(from, to, now time.Time, limit int) ([]Interval, error) {
 	var out []Interval
-	for start := p.Expr.Next(from.Add(-time.Nanosecond)); !start.IsZero() && !start.After(to); {
+	// Intervals start at Start or later: walking from a from long before it would be work for
+	// nothing.
+	for start := p.Expr.Next(later(from, p.Start).Add(-time.Nanosecond)); !start.IsZero() && !start.After(to); {
 		end := p.Expr.Next(start)
 		if end.IsZero() || end.After(now) {
 			break
 		}
-		if p.Start.IsZero() || !start.Before(p.Start) {
-			if len(out) == limit {
-				return nil, fmt.Errorf("more than %d intervals of %q start between %s and %s: backfill a shorter range at a time",
-					limit, p.Expr, from.Format(time.RFC3339), to.Format(time.RFC3339))
-			}
-			out = append(out, Interval{Start: start, End: end})
+		if len(out) == limit {
+			return nil, fmt.Errorf("more than %d intervals of %q start between %s and %s: backfill a shorter range at a time",
+				limit, p.Expr, from.Format(time.RFC3339), to.Format(time.RFC3339))
 		}
+		out = append(out, Interval{Start: start, End: end})
 		start = end
 	}
 	return out, nil

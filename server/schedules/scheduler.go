@@ -11,6 +11,7 @@ import (
 
 	"nectar/server/catalog"
 	"nectar/server/history"
+	"nectar/server/runs"
 	"nectar/targets"
 )
 
@@ -80,38 +81,43 @@ func (s *Scheduler) Plan(typ, chain, task string) (*Plan, bool) {
 // Firing reports whether this server fires schedules.
 func (s *Scheduler) Firing() bool { return s.cfg.Firing }
 
+// retryAfter is how soon a schedule whose check failed (the store down, the queue full, the
+// server draining) is checked again: its interval is not lost, only late.
+const retryAfter = 5 * time.Second
+
 // Run fires due intervals until ctx ends. At start it checks every schedule (catching up what
 // was missed while no server ran it), then sleeps until the next fire time of any schedule.
+// The server calls it once it listens, so a server that fails to start fires nothing.
 func (s *Scheduler) Run(ctx context.Context) {
 	if !s.cfg.Firing || len(s.plans) == 0 {
 		return
 	}
 	first := true
+	failed := map[*Plan]bool{}
 	for {
 		now := s.cfg.Now()
 		for _, p := range s.plans {
 			end := p.Expr.Prev(now)
 			s.mu.Lock()
-			check := first || s.poked[p] || end.After(s.lastEnd[p])
+			check := first || s.poked[p] || failed[p] || end.After(s.lastEnd[p])
 			delete(s.poked, p)
 			s.lastEnd[p] = end
 			s.mu.Unlock()
 			if check {
-				s.check(ctx, p, now)
+				failed[p] = s.check(ctx, p, now) != nil
 			}
 		}
 		first = false
-		next := time.Time{}
+		wait := time.Hour // no fire time within five years: look again now and then
 		for _, p := range s.plans {
-			if t := p.Expr.Next(now); !t.IsZero() && (next.IsZero() || t.Before(next)) {
-				next = t
+			if t := p.Expr.Next(now); !t.IsZero() {
+				wait = min(wait, time.Until(t))
+			}
+			if failed[p] {
+				wait = min(wait, retryAfter)
 			}
 		}
-		wait := time.Hour // no fire time within five years: look again now and then
-		if !next.IsZero() {
-			wait = min(time.Until(next), time.Hour)
-		}
-		timer := time.NewTimer(max(wait, 0))
+		timer := time.NewTimer(max(wait, 10*time.Millisecond))
 		select {
 		case <-ctx.Done():
 			timer.Stop()
@@ -123,57 +129,90 @@ func (s *Scheduler) Run(ctx context.Context) {
 	}
 }
 
-// check fires p's due intervals, unless it is paused.
-func (s *Scheduler) check(ctx context.Context, p *Plan, now time.Time) {
+// check fires p's due intervals, unless it is paused. An error means it should be checked again
+// soon (what it fired before the error is recorded).
+func (s *Scheduler) check(ctx context.Context, p *Plan, now time.Time) error {
 	log := s.cfg.Logger.With("schedule", p.Path())
-	if ps, err := ReadPause(ctx, s.cfg.Store, p); err != nil || ps != nil {
-		if err != nil {
-			log.Error("schedule: reading its pause; not firing this time", "err", err)
-		}
-		return
+	ps, err := ReadPause(ctx, s.cfg.Store, p)
+	if err != nil {
+		log.Error("schedule: reading its pause; trying again shortly", "err", err)
+		return err
+	}
+	if ps != nil {
+		return nil
 	}
 	st, err := ReadState(ctx, s.cfg.Store, p)
 	if err != nil {
-		log.Error("schedule: reading its state; not firing this time", "err", err)
-		return
+		log.Error("schedule: reading its state; trying again shortly", "err", err)
+		return err
 	}
 	base := p.Start
 	if base.IsZero() && st.Last.IsZero() {
 		if st.FirstSeen.IsZero() {
 			st.FirstSeen = now.UTC()
 			if err := writeJSON(ctx, s.cfg.Store, stateKey(p), st); err != nil {
-				log.Error("schedule: recording when it was first seen", "err", err)
-				return
+				log.Error("schedule: recording when it was first seen; trying again shortly", "err", err)
+				return err
 			}
 		}
-		base = st.FirstSeen
+		// No Start: the first interval is the one in progress when a server first saw it.
+		base = p.Expr.Prev(st.FirstSeen)
 	}
 	limit := 1
 	if p.CatchUp {
 		limit = s.cfg.CatchUp
 	}
 	due, more := p.Due(now, st.Last, base, limit)
-	if more {
-		log.Warn("schedule: more intervals were missed than are caught up at once; backfill the older ones",
-			"running_from", due[0].Start, "cap", limit, "backfill", "nectar backfill "+p.Path()+" --to "+due[0].Start.Add(-time.Second).UTC().Format(time.RFC3339))
+	if more && p.CatchUp {
+		from := base
+		if !st.Last.IsZero() {
+			from = st.Last.Add(time.Second)
+		}
+		log.Warn("schedule: more intervals were missed than NECTAR_SCHEDULE_CATCHUP runs at once; backfill the older ones",
+			"running_from", due[0].Start, "cap", limit,
+			"backfill", fmt.Sprintf("nectar backfill %s --from %s --to %s", p.Path(), from.UTC().Format(time.RFC3339), due[0].Start.Add(-time.Second).UTC().Format(time.RFC3339)))
 	}
 	for _, iv := range due {
-		key, err := s.cfg.Fire(ctx, p, iv, history.TriggerSchedule, false)
+		key, err := s.fire(ctx, p, iv)
 		if err != nil {
-			// Not recorded as fired: the next check (the next tick, or a restart) tries again.
-			log.Error("schedule: starting the run of an interval", "interval_start", iv.Start, "err", err)
-			return
+			// Not recorded as fired: the next check starts here again.
+			log.Error("schedule: starting the run of an interval; trying again shortly", "interval_start", iv.Start, "err", err)
+			return err
 		}
 		log.Info("schedule fired", "interval_start", iv.Start, "interval_end", iv.End, "key", key)
 		if err := s.advance(ctx, p, iv, key); err != nil {
 			log.Error("schedule: recording the interval fired", "interval_start", iv.Start, "err", err)
-			return
+			return err
+		}
+	}
+	return nil
+}
+
+// queueWait bounds how long a fire waits for room in a full run queue before the check gives
+// up (and tries again after retryAfter).
+const queueWait = 10 * time.Second
+
+// fire starts iv's run; a full queue is waited out for a while (a catch-up submits its
+// intervals back to back and a small queue fills at once), as a backfill waits.
+func (s *Scheduler) fire(ctx context.Context, p *Plan, iv Interval) (string, error) {
+	deadline := time.Now().Add(queueWait)
+	for {
+		key, err := s.cfg.Fire(ctx, p, iv, history.TriggerSchedule, false)
+		if !errors.Is(err, runs.ErrQueueFull) || time.Now().After(deadline) {
+			return key, err
+		}
+		select {
+		case <-ctx.Done():
+			return key, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 }
 
 // advance records iv as p's latest interval fired, unless another server has recorded a later
-// one meanwhile (the state only moves forward).
+// one meanwhile. The store offers no compare-and-swap for an overwrite, so two servers racing
+// here may leave the earlier of their two intervals: the only cost is that one interval is
+// looked at again, and fireInterval finds it fired (its run record) or done (its out).
 func (s *Scheduler) advance(ctx context.Context, p *Plan, iv Interval, key string) error {
 	st, err := ReadState(ctx, s.cfg.Store, p)
 	if err != nil {

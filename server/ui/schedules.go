@@ -1,11 +1,17 @@
 package ui
 
 import (
+	"errors"
 	"net/http"
 	"net/url"
 
 	"github.com/labstack/echo/v4"
+
+	"nectar/chains/params"
 )
+
+// ErrNoSchedule is the Backend's answer for a task that declares no schedule.
+var ErrNoSchedule = errors.New("no such schedule")
 
 type schedulesView struct {
 	Rows   []ScheduleRow
@@ -33,7 +39,7 @@ func (u *UI) pauseSchedule(pause bool) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		err := u.b.PauseSchedule(c.Request().Context(), c.Param("type"), c.Param("chain"), c.Param("task"), pause, "web UI from "+c.RealIP())
 		if err != nil {
-			return u.renderSchedules(c, http.StatusBadRequest, schedulesView{Error: err.Error()})
+			return u.scheduleError(c, err, schedulesView{})
 		}
 		return c.Redirect(http.StatusSeeOther, "/schedules")
 	}
@@ -47,7 +53,23 @@ func (u *UI) backfill(c echo.Context) error {
 	}
 	path := c.Param("type") + "/" + c.Param("chain") + "/" + c.Param("task")
 	if _, err := u.b.Backfill(c.Request().Context(), c.Param("type"), c.Param("chain"), c.Param("task"), q); err != nil {
-		return u.renderSchedules(c, http.StatusBadRequest, schedulesView{Error: err.Error(), Path: path, From: q.Get("from"), To: q.Get("to")})
+		return u.scheduleError(c, err, schedulesView{Path: path, From: q.Get("from"), To: q.Get("to")})
 	}
 	return c.Redirect(http.StatusSeeOther, "/?"+url.Values{"task": {c.Param("task")}, "trigger": {"backfill"}}.Encode())
+}
+
+// scheduleError shows why a schedule action failed: a bad date as the API words it, anything
+// else (the store, the queue) without internals.
+func (u *UI) scheduleError(c echo.Context, err error, v schedulesView) error {
+	var pe *params.Error
+	switch {
+	case errors.As(err, &pe):
+		v.Error = err.Error()
+		return u.renderSchedules(c, http.StatusBadRequest, v)
+	case errors.Is(err, ErrNoSchedule):
+		return u.renderError(c, http.StatusNotFound, err.Error())
+	}
+	u.log.Warn("ui: schedule action", "path", c.Request().URL.Path, "err", err)
+	v.Error = "That did not work: " + publicReason(err)
+	return u.renderSchedules(c, http.StatusServiceUnavailable, v)
 }

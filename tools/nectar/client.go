@@ -120,6 +120,7 @@ type runStatus struct {
 	StatusURL   string       `json:"status_url"`
 	ResourceURL string       `json:"resource_url"`
 	LogURL      string       `json:"log_url"`
+	SubmittedAt *time.Time   `json:"submitted_at"`
 	Tasks       []taskStatus `json:"tasks"`
 }
 

@@ -26,7 +26,9 @@ func TestClientCommands(t *testing.T) {
 	const token = "client-test-token-0123456789"
 	srv := exec.Command(bin, "serve")
 	srv.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+t.TempDir(), "NECTAR_PLUGIN_DIR="+plugins,
-		"NECTAR_API_TOKENS="+token, "NECTAR_MONITOR_INTERVAL=100ms", "NECTAR_LOG_LEVEL=warn")
+		"NECTAR_API_TOKENS="+token, "NECTAR_MONITOR_INTERVAL=100ms", "NECTAR_LOG_LEVEL=warn",
+		// One run at a time, no queue: a backfill then starts its intervals one by one.
+		"NECTAR_MAX_RUNS=1", "NECTAR_MAX_QUEUE=0")
 	if err := srv.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -107,6 +109,21 @@ func TestClientCommands(t *testing.T) {
 	check(bf, 0, "3/3 2026-01-03T00:00:00+01:00 DONE", "backfilling 3 intervals", "backfill --wait")
 	if n := strings.Count(bf.stdout, " DONE chains/testchains/hello_chain/DailyTask/"); n != 3 {
 		t.Errorf("backfill --wait printed %d DONE intervals, want 3:\n%s", n, bf.stdout)
+	}
+	// Forced again: --wait waits for the new runs, not the earlier DONE records of the keys.
+	before := time.Now()
+	forced := nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-01", "--to=2026-01-03", "--wait", "--force", "--json")
+	var again []struct {
+		JobStatus   string    `json:"job_status"`
+		SubmittedAt time.Time `json:"submitted_at"`
+	}
+	if forced.code != 0 || json.Unmarshal([]byte(forced.stdout), &again) != nil || len(again) != 3 {
+		t.Fatalf("backfill --force --wait: %+v", forced)
+	}
+	for _, r := range again {
+		if r.JobStatus != "DONE" || r.SubmittedAt.Before(before) {
+			t.Errorf("forced backfill reported %s submitted %s: want the new run", r.JobStatus, r.SubmittedAt)
+		}
 	}
 	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03", "--to", "2026-01-01"), 2, "", `parameter "to"`, "backfill of a reversed range")
 	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03"), 2, "", "usage: nectar backfill", "backfill without --to")

@@ -12,7 +12,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -25,8 +24,9 @@ import (
 //   - a change inside a chain type's code rebuilds that type's plugin and swaps it in while the
 //     server keeps serving: the next run starts the new binary, runs in flight finish on the old
 //     one (their processes keep the old file);
-//   - a change to the catalog (a task or parameter added, renamed or removed) rebuilds the server
-//     too and restarts it (runs in flight get NECTAR_SHUTDOWN_GRACE to finish);
+//   - a change to the catalog (a task or parameter added, renamed or removed), or to the SDK
+//     under chains/, rebuilds the server too and restarts it (runs in flight get
+//     NECTAR_SHUTDOWN_GRACE to finish);
 //   - a mistake (the generator's checks, a compile error) is printed with its position, and what
 //     runs now stays in service.
 //
@@ -43,7 +43,11 @@ type devLoop struct {
 	getenv               func(string) string
 	out, errw            io.Writer
 	server               *exec.Cmd
-	exited               chan error
+	exited               chan struct{} // closed when server has exited; waitErr says how
+	waitErr              error
+	// pending is what a failed rebuild left to do: it is retried with the next save.
+	pendingTypes  map[string]bool
+	pendingServer bool
 }
 
 func devCmd(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
@@ -57,7 +61,7 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 	if mod, err := os.ReadFile(filepath.Join(root, "go.mod")); err != nil || !bytes.HasPrefix(mod, []byte("module nectar\n")) {
 		return usageError("nectar dev rebuilds chains from source: run it at the root of the Nectar repository (where go.mod and chains/ are), or use make dev")
 	}
-	d := &devLoop{root: root, bin: filepath.Join(root, "bin"), getenv: getenv, out: stdout, errw: stderr}
+	d := &devLoop{root: root, bin: filepath.Join(root, "bin"), getenv: getenv, out: stdout, errw: stderr, pendingTypes: map[string]bool{}}
 	d.pluginDir = getenv("NECTAR_PLUGIN_DIR")
 	if d.pluginDir == "" {
 		d.pluginDir = filepath.Join(d.bin, "plugins")
@@ -98,8 +102,8 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 		select {
 		case <-ctx.Done():
 			return nil
-		case err := <-d.exited:
-			return fmt.Errorf("the server stopped: %v", err)
+		case <-d.exited:
+			return fmt.Errorf("the server stopped (%v); nectar dev stops with it", d.waitErr)
 		case <-time.After(devPoll):
 		}
 		now, err := d.scan()
@@ -118,9 +122,13 @@ func devCmd(ctx context.Context, args []string, getenv func(string) string, stdo
 			}
 			now = again
 		}
-		changed := changedTypes(seen, now)
+		changed, sdk := changedTypes(seen, now)
 		seen = now
-		d.rebuild(ctx, changed)
+		for _, t := range changed {
+			d.pendingTypes[t] = true
+		}
+		d.pendingServer = d.pendingServer || sdk
+		d.rebuild(ctx, sdk)
 	}
 }
 
@@ -132,50 +140,61 @@ func (d *devLoop) warn(format string, args ...any) {
 	fmt.Fprintf(d.errw, "nectar dev: "+format+"\n", args...)
 }
 
-// rebuild regenerates, then rebuilds the plugins of the changed chain types, and the server if
-// the catalog changed. Any failure leaves what serves now in service.
-func (d *devLoop) rebuild(ctx context.Context, types []string) {
+// rebuild regenerates, then rebuilds the plugins of the chain types with pending changes, and
+// the server when the catalog or the SDK changed (sdk: rebuild the generator first). Any failure
+// leaves what serves now in service, and the work pending for the next save.
+func (d *devLoop) rebuild(ctx context.Context, sdk bool) {
 	start := time.Now()
-	written, err := d.generate(ctx)
-	if err != nil {
+	fail := func(err error, what string) {
 		d.warn("%v", err)
-		d.warn("not rebuilt; the running server and plugins keep serving")
-		return
+		d.warn("not rebuilt; %s", what)
 	}
-	catalogChanged := false
-	for _, w := range written {
-		if strings.HasPrefix(w, "server/catalog/") {
-			catalogChanged = true
-		}
-		if t, ok := strings.CutPrefix(w, "plugins/mains/"); ok { // a type added or removed
-			t, _, _ = strings.Cut(t, "/")
-			if !slices.Contains(types, t) {
-				types = append(types, t)
-			}
-		}
-	}
-	var built []string
-	for _, t := range types {
-		if _, err := os.Stat(filepath.Join(d.root, "plugins", "mains", t)); err != nil {
-			continue // the type was removed: its old plugin is simply no longer asked for
-		}
-		if err := d.buildPlugin(ctx, t); err != nil {
-			d.warn("%v", err)
-			d.warn("not rebuilt; the running server and plugins keep serving")
+	if sdk {
+		if err := d.goBuild(ctx, filepath.Join(d.bin, ".nectar-gen"), "./gen"); err != nil {
+			fail(err, "the running server and plugins keep serving")
 			return
 		}
-		built = append(built, t)
 	}
-	if !catalogChanged {
+	written, err := d.generate(ctx)
+	if err != nil {
+		fail(err, "the running server and plugins keep serving")
+		return
+	}
+	for _, w := range written {
+		if strings.HasPrefix(w, "server/catalog/") {
+			d.pendingServer = true
+		}
+		if t, ok := strings.CutPrefix(w, "plugins/mains/"); ok { // a type added, changed or removed
+			t, _, _ = strings.Cut(t, "/")
+			d.pendingTypes[t] = true
+		}
+	}
+	types := make([]string, 0, len(d.pendingTypes))
+	for t := range d.pendingTypes {
+		types = append(types, t)
+	}
+	sort.Strings(types)
+	var built []string
+	for _, t := range types {
+		if _, err := os.Stat(filepath.Join(d.root, "plugins", "mains", t)); err == nil {
+			if err := d.buildPlugin(ctx, t); err != nil {
+				fail(err, "the running server and plugins keep serving")
+				return
+			}
+			built = append(built, t)
+		} // else the type was removed: its old plugin is simply no longer asked for
+		delete(d.pendingTypes, t)
+	}
+	if !d.pendingServer {
 		d.say("rebuilt the plugin of %s in %s; the next run uses it", strings.Join(built, ", "), time.Since(start).Round(10*time.Millisecond))
 		return
 	}
 	if err := d.buildServer(ctx); err != nil {
-		d.warn("%v", err)
-		d.warn("the server is not restarted; it serves the previous catalog")
+		fail(err, "the server serves the previous catalog until a save builds")
 		return
 	}
-	d.say("the catalog changed (a task or parameter was added, renamed or removed): restarting the server")
+	d.pendingServer = false
+	d.say("the catalog or the SDK changed: rebuilt the server and plugins in %s; restarting the server", time.Since(start).Round(10*time.Millisecond))
 	d.stopServer()
 	if err := d.startServer(); err != nil {
 		d.warn("starting the server: %v", err)
@@ -265,20 +284,28 @@ func (d *devLoop) startServer() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting bin/nectar serve: %w", err)
 	}
-	d.server = cmd
-	d.exited = make(chan error, 1)
-	go func(exited chan error) { exited <- cmd.Wait() }(d.exited)
+	exited := make(chan struct{})
+	d.server, d.exited = cmd, exited
+	go func() {
+		d.waitErr = cmd.Wait() // read only after exited is closed
+		close(exited)
+	}()
 	return nil
 }
 
-// stopServer asks the server to shut down (SIGTERM: runs get their grace period) and waits.
+// stopServer asks the server to shut down (SIGTERM: runs get their grace period) and waits; a
+// server that has exited already (a crash, or Ctrl-C reached it too) is just forgotten.
 func (d *devLoop) stopServer() {
 	if d.server == nil {
 		return
 	}
-	d.server.Process.Signal(syscall.SIGTERM)
-	<-d.exited
-	d.server, d.exited = nil, nil
+	select {
+	case <-d.exited:
+	default:
+		d.server.Process.Signal(syscall.SIGTERM)
+		<-d.exited
+	}
+	d.server = nil
 }
 
 // fileState is what a poll compares: a change of either is a save.
@@ -321,24 +348,24 @@ func sameFiles(a, b map[string]fileState) bool {
 }
 
 // changedTypes lists the chain types (folders chains/<type> with a _chain.go file) with a file
-// added, changed or removed; a change elsewhere under chains/ (the SDK itself) changes them all.
-func changedTypes(before, after map[string]fileState) []string {
-	types := map[string]bool{}
+// added, changed or removed; sdk reports a change elsewhere under chains/ (the SDK itself, which
+// every plugin, the generator and the server build on): then every type is listed.
+func changedTypes(before, after map[string]fileState) (types []string, sdk bool) {
+	isType := map[string]bool{}
 	for _, files := range []map[string]fileState{before, after} {
 		for p := range files {
 			if parts := strings.Split(p, "/"); len(parts) == 3 && strings.HasSuffix(parts[2], "_chain.go") {
-				types[parts[1]] = true
+				isType[parts[1]] = true
 			}
 		}
 	}
 	set := map[string]bool{}
-	all := false
 	mark := func(p string) {
-		if parts := strings.Split(p, "/"); len(parts) == 3 && types[parts[1]] {
+		if parts := strings.Split(p, "/"); len(parts) == 3 && isType[parts[1]] {
 			set[parts[1]] = true
 			return
 		}
-		all = true
+		sdk = true
 	}
 	for p, v := range after {
 		if w, ok := before[p]; !ok || w != v {
@@ -350,13 +377,12 @@ func changedTypes(before, after map[string]fileState) []string {
 			mark(p)
 		}
 	}
-	if all {
-		set = types
+	if sdk {
+		set = isType
 	}
-	out := make([]string, 0, len(set))
 	for t := range set {
-		out = append(out, t)
+		types = append(types, t)
 	}
-	sort.Strings(out)
-	return out
+	sort.Strings(types)
+	return types, sdk
 }

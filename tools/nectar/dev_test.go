@@ -164,11 +164,13 @@ func TestDevLoopRebuildsOnSave(t *testing.T) {
 		t.Errorf("the new task: %q", got)
 	}
 
-	// Ctrl-C stops the dev loop and its server.
+	// Ctrl-C in a terminal reaches the dev loop and its server alike: both stop, none hangs.
 	child := serverPID()
 	if child == "" || child == pid {
-		t.Errorf("after the catalog changed the server is pid %q, before %q: want a new process", child, pid)
+		t.Fatalf("after the catalog changed the server is pid %q, before %q: want a new process", child, pid)
 	}
+	childPID, _ := strconv.Atoi(child)
+	syscall.Kill(childPID, syscall.SIGINT)
 	dev.Process.Signal(syscall.SIGINT)
 	done := make(chan error, 1)
 	go func() { done <- dev.Wait() }()
@@ -194,4 +196,40 @@ func childrenOf(pid int) string {
 		kids = append(kids, strings.Fields(string(b))...)
 	}
 	return strings.Join(kids, " ")
+}
+
+func TestChangedTypes(t *testing.T) {
+	at := func(n int64) fileState { return fileState{size: n} }
+	before := map[string]fileState{
+		"chains/chains.go": at(1), "chains/cron/cron.go": at(1),
+		"chains/a/x_chain.go": at(1), "chains/a/helpers.go": at(1), "chains/b/y_chain.go": at(1),
+	}
+	with := func(edit func(m map[string]fileState)) map[string]fileState {
+		m := map[string]fileState{}
+		for k, v := range before {
+			m[k] = v
+		}
+		edit(m)
+		return m
+	}
+	for _, tc := range []struct {
+		name  string
+		after map[string]fileState
+		want  string
+		sdk   bool
+	}{
+		{"a chain file", with(func(m map[string]fileState) { m["chains/a/x_chain.go"] = at(2) }), "a", false},
+		{"a helper beside it", with(func(m map[string]fileState) { m["chains/a/helpers.go"] = at(2) }), "a", false},
+		{"a new type", with(func(m map[string]fileState) { m["chains/c/z_chain.go"] = at(1) }), "c", false},
+		{"a removed type", with(func(m map[string]fileState) { delete(m, "chains/b/y_chain.go") }), "b", false},
+		{"the SDK", with(func(m map[string]fileState) { m["chains/cron/cron.go"] = at(2) }), "a,b", true},
+		{"nothing", with(func(map[string]fileState) {}), "", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, sdk := changedTypes(before, tc.after)
+			if strings.Join(got, ",") != tc.want || sdk != tc.sdk {
+				t.Errorf("changedTypes = %v, sdk %v; want %s, sdk %v", got, sdk, tc.want, tc.sdk)
+			}
+		})
+	}
 }

@@ -65,10 +65,10 @@ func schedulesCmd(ctx context.Context, args []string, getenv func(string) string
 	for _, s := range data.Schedules {
 		next, last, lastStatus := "-", "-", "-"
 		if len(s.NextFires) > 0 {
-			next = s.NextFires[0].Format("2006-01-02 15:04:05 MST")
+			next = s.NextFires[0].In(s.location()).Format("2006-01-02 15:04:05 MST")
 		}
 		if s.LastInterval != nil {
-			last = s.LastInterval.In(s.NextFiresLocation()).Format("2006-01-02 15:04:05 MST")
+			last = s.LastInterval.In(s.location()).Format("2006-01-02 15:04:05 MST")
 		}
 		if s.LastStatus != nil {
 			lastStatus = *s.LastStatus
@@ -82,10 +82,10 @@ func schedulesCmd(ctx context.Context, args []string, getenv func(string) string
 	return nil
 }
 
-// NextFiresLocation is the schedule's zone, as its fire times carry it (UTC if unknown).
-func (s scheduleRow) NextFiresLocation() *time.Location {
-	if len(s.NextFires) > 0 {
-		return s.NextFires[0].Location()
+// location is the schedule's time zone (UTC if this machine does not know it).
+func (s scheduleRow) location() *time.Location {
+	if loc, err := time.LoadLocation(s.TimeZone); err == nil {
+		return loc
 	}
 	return time.UTC
 }
@@ -115,6 +115,7 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 			Key       string    `json:"key"`
 			StatusURL string    `json:"status_url"`
 		} `json:"runs"`
+		AcceptedAt time.Time `json:"accepted_at"`
 	}
 	json.Unmarshal(env.Data, &data)
 	if !o.wait {
@@ -134,22 +135,9 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 	failed := 0
 	var results []runStatus
 	for i, r := range data.Runs {
-		var st runStatus
-		for {
-			env, _, err := c.call(ctx, http.MethodGet, r.StatusURL, nil)
-			if err != nil {
-				return err
-			}
-			st = runStatus{}
-			json.Unmarshal(env.Data, &st)
-			if s := deref(st.JobStatus); s == "DONE" || s == "FAILED" || s == "CANCELLED" {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				return &exitError{2, errors.New("interrupted; the backfill goes on on the server")}
-			case <-time.After(300 * time.Millisecond):
-			}
+		st, err := c.awaitInterval(ctx, r.Key, r.StatusURL, data.AcceptedAt, o.force)
+		if err != nil {
+			return err
 		}
 		results = append(results, st)
 		if deref(st.JobStatus) != "DONE" {
@@ -171,4 +159,40 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 		return fmt.Errorf("%d of %d intervals did not finish DONE", failed, len(data.Runs)) // exit status 1
 	}
 	return nil
+}
+
+// awaitInterval polls one backfilled interval until the run the backfill started for it ends.
+// Until the backfill reaches it, its key is unknown (404) or shows an earlier run; a DONE key
+// counts at once unless forced (a backfill does not run it again). A status URL that expires
+// during a long backfill is renewed through the run history.
+func (c *client) awaitInterval(ctx context.Context, key, statusURL string, accepted time.Time, force bool) (runStatus, error) {
+	for {
+		env, code, err := c.call(ctx, http.MethodGet, statusURL, nil)
+		switch {
+		case code == http.StatusNotFound: // not started yet
+		case code == http.StatusForbidden:
+			st, ferr := c.findRun(ctx, key)
+			if ferr != nil {
+				return runStatus{}, fmt.Errorf("the status URL of %s expired and the history has no run of it yet: %w", key, ferr)
+			}
+			statusURL = st.StatusURL
+			continue
+		case err != nil:
+			return runStatus{}, err
+		default:
+			var st runStatus
+			json.Unmarshal(env.Data, &st)
+			s := deref(st.JobStatus)
+			final := s == "DONE" || s == "FAILED" || s == "CANCELLED"
+			current := st.SubmittedAt != nil && !st.SubmittedAt.Before(accepted)
+			if final && (current || (s == "DONE" && !force)) {
+				return st, nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return runStatus{}, &exitError{2, errors.New("interrupted; the backfill goes on on the server")}
+		case <-time.After(300 * time.Millisecond):
+		}
+	}
 }

@@ -87,3 +87,10 @@ type WrongSignatureTask struct {
 
 func (WrongSignatureTask) Schedule() string          { return daily }
 func (WrongSignatureTask) Run(*chains.Context) error { return nil }
+
+// FieldNamedScheduleTask has a parameter called Schedule and no schedule: that is fine.
+type FieldNamedScheduleTask struct {
+	Schedule string `param:"schedule"`
+}
+
+func (FieldNamedScheduleTask) Run(*chains.Context) error { return nil }
