@@ -180,6 +180,7 @@ func TestDevLoopRebuildsOnSave(t *testing.T) {
 	case <-time.After(40 * time.Second):
 		t.Fatalf("nectar dev did not stop on SIGINT")
 	}
+	t.Logf("nectar dev said:\n%s", out.String())
 	if child != "" {
 		if _, err := os.Stat("/proc/" + child); err == nil {
 			t.Errorf("the server (pid %s) outlived nectar dev", child)
