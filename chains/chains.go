@@ -44,8 +44,15 @@
 //
 // Optional methods change how the server runs a task: [Timeouter] bounds an attempt,
 // [Retrier] retries after a failure, [Isolated] gives each attempt a process of its own,
-// [MetricsDefiner] computes the task's own metrics while it runs, and [Scheduled] runs the
-// task on a schedule.
+// [MetricsDefiner] computes the task's own metrics while it runs, [Scheduled] runs the
+// task on a schedule, and [Connector] names the connections (secrets) it may read.
+//
+// # Data in and out
+//
+// Besides its inputs and out, a task can read a source object of the store no task produced
+// ([Context.Source]), write named artifacts committed with out ([Context.Artifact]), publish
+// them at stable paths ([Context.Publish]), and read configured connections
+// ([Context.Connection]).
 //
 // # Testing a task
 //
@@ -59,10 +66,12 @@ package chains
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
@@ -90,6 +99,10 @@ type Context struct {
 	logw   io.Writer
 	logger *slog.Logger
 	inputs []string
+	io     taskio.IO
+
+	artMu     sync.Mutex
+	artifacts map[string]*os.File // created by Artifact, closed when Run returns
 
 	report   func(taskio.Progress)
 	mu       sync.Mutex
@@ -98,6 +111,7 @@ type Context struct {
 
 func init() {
 	taskio.NewContext = func(cfg taskio.IO) any { return newContext(cfg) }
+	taskio.Finish = func(c any) error { return c.(*Context).closeArtifacts() }
 }
 
 // newContext is reached through chains/taskrun (the plugin runtime, and chainstest in tests),
@@ -114,6 +128,7 @@ func newContext(cfg taskio.IO) *Context {
 		logger: slog.New(slog.NewTextHandler(cfg.Log, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		inputs: cfg.Inputs,
 		report: cfg.Report,
+		io:     cfg,
 	}
 }
 
@@ -184,6 +199,134 @@ func (c *Context) Status(line string) {
 // maxStatus bounds a status line (it travels with every status answer).
 const maxStatus = 200
 
+// Source opens an object of the target store that no task produced, a data set put there by
+// other means (`make demo-data` puts the flight data under datasets/flights/), by its path in
+// the store: "datasets/flights/flights-3m.parquet". It streams: a large object is never read
+// whole. Paths with a segment starting with "." (the store's own files) are refused. The outs
+// of other tasks are read with Input, which also orders the tasks.
+func (c *Context) Source(path string) (io.ReadCloser, error) {
+	if err := checkStorePath(path); err != nil {
+		return nil, fmt.Errorf("chains: Source(%q): %w", path, err)
+	}
+	if c.io.Source == nil {
+		return nil, fmt.Errorf("chains: Source(%q): this task runs without a store (in a unit test, give chainstest.Sources)", path)
+	}
+	return c.io.Source(path)
+}
+
+// Artifact creates a named output of the task besides out: a plot, a report, a file per
+// airport. name is a relative path of letters, digits and "._=-" segments ("ATL/daily.png").
+// What is written becomes visible only when Run returns nil, at the same moment as out, at
+// <key>/artifacts/<name> in the store; the status answer lists each artifact with a download
+// URL and a content type (from the name's extension), and the run page shows images inline.
+// Close it when done; Run's end closes whatever is left open. Creating a name twice starts it
+// again.
+func (c *Context) Artifact(name string) (io.WriteCloser, error) {
+	if err := checkStorePath(name); err != nil {
+		return nil, fmt.Errorf("chains: Artifact(%q): %w", name, err)
+	}
+	if c.io.ArtifactDir == "" {
+		return nil, fmt.Errorf("chains: Artifact(%q): this task runs without an artifact folder", name)
+	}
+	p := filepath.Join(c.io.ArtifactDir, filepath.FromSlash(name))
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, fmt.Errorf("chains: Artifact(%q): %w", name, err)
+	}
+	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("chains: Artifact(%q): %w", name, err)
+	}
+	c.artMu.Lock()
+	if c.artifacts == nil {
+		c.artifacts = map[string]*os.File{}
+	}
+	if old := c.artifacts[name]; old != nil {
+		old.Close()
+	}
+	c.artifacts[name] = f
+	c.artMu.Unlock()
+	return artifactFile{f}, nil
+}
+
+// artifactFile closes its file once, whether the task or the end of Run closes it first.
+type artifactFile struct{ *os.File }
+
+func (a artifactFile) Close() error {
+	if err := a.File.Close(); err != nil && !errors.Is(err, os.ErrClosed) {
+		return err
+	}
+	return nil
+}
+
+// Publish makes artifact name also available at path, a stable place in the store where readers
+// find it without the run's key ("reports/airline_delays/year=2001/airport=ATL/daily.png"). It
+// is stored when the task succeeds, just before out; each successful run of the task replaces
+// it. path follows the artifact name rules and may not be under chains/ or schedules/ (the
+// server's own).
+func (c *Context) Publish(name, path string) error {
+	if err := checkStorePath(name); err != nil {
+		return fmt.Errorf("chains: Publish(%q, %q): %w", name, path, err)
+	}
+	if err := checkStorePath(path); err != nil {
+		return fmt.Errorf("chains: Publish(%q, %q): %w", name, path, err)
+	}
+	if strings.HasPrefix(path, "chains/") || strings.HasPrefix(path, "schedules/") {
+		return fmt.Errorf("chains: Publish(%q, %q): chains/ and schedules/ are the server's; publish elsewhere (such as reports/)", name, path)
+	}
+	if c.io.Publish == nil {
+		return fmt.Errorf("chains: Publish(%q, %q): this task runs without a store", name, path)
+	}
+	c.io.Publish(name, path)
+	return nil
+}
+
+// Connection is the value of a named connection, a database URL or an API token, configured on
+// the server as NECTAR_CONN_<NAME> (NECTAR_CONN_WAREHOUSE for "warehouse"), for a task that
+// declares the name ([Connector]). Secrets never travel as parameters, so they are in no key
+// and no run record, and the server removes their values from the task's log and error.
+func (c *Context) Connection(name string) (string, error) {
+	v, ok := c.io.Connections[name]
+	if !ok {
+		return "", fmt.Errorf("chains: Connection(%q): the task does not declare it (Connections() []string) or the server does not configure NECTAR_CONN_%s", name, strings.ToUpper(name))
+	}
+	return v, nil
+}
+
+// closeArtifacts closes what the task left open (the runtime calls it when Run returns).
+func (c *Context) closeArtifacts() error {
+	c.artMu.Lock()
+	defer c.artMu.Unlock()
+	var errs []error
+	for name, f := range c.artifacts {
+		if err := f.Sync(); err != nil && !errors.Is(err, os.ErrClosed) {
+			errs = append(errs, fmt.Errorf("artifact %s: %w", name, err))
+		}
+		if err := (artifactFile{f}).Close(); err != nil {
+			errs = append(errs, fmt.Errorf("artifact %s: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// checkStorePath accepts a relative path of segments made of letters, digits and "._=-", none
+// empty, "." or "..", none starting with ".".
+func checkStorePath(p string) error {
+	if p == "" || len(p) > 512 {
+		return errors.New("want a relative path of 1 to 512 characters")
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if seg == "" || seg[0] == '.' {
+			return errors.New("want a relative path whose segments are not empty and do not start with '.'")
+		}
+		for _, r := range seg {
+			if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("._=-", r)) {
+				return fmt.Errorf("%q: use letters, digits and ._=- in path segments", r)
+			}
+		}
+	}
+	return nil
+}
+
 // Timeouter is implemented by tasks that declare how long one attempt may run. Past it the
 // attempt is stopped (its context is cancelled and its process killed) and fails. Tasks that
 // declare nothing get the server's default (NECTAR_TASK_TIMEOUT).
@@ -209,6 +352,13 @@ type Retrier interface {
 // a crash cannot touch other tasks, and the run's metrics get this task's own CPU and memory.
 type Isolated interface {
 	Isolate() bool
+}
+
+// Connector is implemented by tasks that use named connections ([Context.Connection]): the
+// server gives a task only the connections it declares. Connections must return a []string
+// literal of constant names (lower case letters, digits and _): the generator checks it.
+type Connector interface {
+	Connections() []string
 }
 
 // MetricsDefiner lets a task compute its own metrics while it runs, like QoA's

@@ -174,6 +174,8 @@ type Task struct {
 	PtrRun     bool // Run has a pointer receiver, so *T is the task
 	HasRequire bool
 	Schedule   *Schedule // declared by a Schedule method; nil when the task has none
+	// Connections are the connection names the task declares (chains.Connector).
+	Connections []string
 }
 
 // FuncSuffix names the task's generated functions uniquely across types and chains.
@@ -580,6 +582,7 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 	sort.Slice(t.Params, func(i, j int) bool { return t.Params[i].Name < t.Params[j].Name })
 	if len(a.errs) == nerr {
 		a.analyzeSchedule(&t, named)
+		a.analyzeConnections(&t, named)
 	}
 	return t, len(a.errs) == nerr
 }

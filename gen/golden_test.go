@@ -193,8 +193,10 @@ func TestGoldenOutputCompiles(t *testing.T) {
 	}
 	os.MkdirAll(filepath.Join(root, "plugins", "serve"), 0o755)
 	copyTree("../plugins/serve", filepath.Join(root, "plugins", "serve"), false)
-	b, _ := os.ReadFile("../plugins/protocol.go")
-	os.WriteFile(filepath.Join(root, "plugins", "protocol.go"), b, 0o644)
+	for _, f := range []string{"protocol.go", "scrub.go"} {
+		b, _ := os.ReadFile("../plugins/" + f)
+		os.WriteFile(filepath.Join(root, "plugins", f), b, 0o644)
+	}
 	copyTree("../server/catalog", filepath.Join(root, "server", "catalog"), false)
 	copyTree("testdata/basic/want", root, true)
 	cmd := exec.Command("go", "build", "./chains/...", "./plugins/...", "./server/catalog")

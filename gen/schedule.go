@@ -5,6 +5,7 @@ import (
 	"go/constant"
 	"go/token"
 	"go/types"
+	"regexp"
 	"strings"
 
 	"nectar/chains/cron"
@@ -161,3 +162,48 @@ func orNone(ss []string) string {
 	}
 	return strings.Join(ss, ", ")
 }
+
+// analyzeConnections reads t's Connections method, if it has one: a []string literal of
+// constant names, each a valid connection name, so a typo fails `make generate`, not a run.
+func (a *analyzer) analyzeConnections(t *Task, named *types.Named) {
+	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, "Connections")
+	fn, _ := obj.(*types.Func)
+	if fn == nil {
+		return
+	}
+	sig := fn.Type().(*types.Signature)
+	if sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != "[]string" {
+		a.errorf(obj.Pos(), "%s: Connections has the wrong signature: want func() []string", t.Name)
+		return
+	}
+	decl := a.funcDecl(fn)
+	var lit *ast.CompositeLit
+	if decl != nil && decl.Body != nil && len(decl.Body.List) == 1 {
+		if ret, ok := decl.Body.List[0].(*ast.ReturnStmt); ok && len(ret.Results) == 1 {
+			lit, _ = ast.Unparen(ret.Results[0]).(*ast.CompositeLit)
+		}
+	}
+	if lit == nil {
+		a.errorf(obj.Pos(), "%s: Connections must be one return of a []string{...} literal of constants (the generator reads it)", t.Name)
+		return
+	}
+	seen := map[string]bool{}
+	for _, el := range lit.Elts {
+		val := a.pkg.TypesInfo.Types[el].Value
+		if val == nil || val.Kind() != constant.String {
+			a.errorf(el.Pos(), "%s: Connections: each name must be a string constant", t.Name)
+			return
+		}
+		name := constant.StringVal(val)
+		if !connectionName.MatchString(name) {
+			a.errorf(el.Pos(), "%s: Connections: %q is not a connection name (lower case letters, digits and _, starting with a letter; the server reads NECTAR_CONN_<NAME>)", t.Name, name)
+			return
+		}
+		if !seen[name] {
+			seen[name] = true
+			t.Connections = append(t.Connections, name)
+		}
+	}
+}
+
+var connectionName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)

@@ -53,6 +53,8 @@ type GraphNode struct {
 	Retry    *chains.RetryPolicy `json:"retry,omitempty"`
 	Isolate  bool                `json:"isolate,omitempty"` // chains.Isolated: a process per attempt
 	Metrics  bool                `json:"metrics,omitempty"` // chains.MetricsDefiner: call Metrics each interval
+	// Connections are the names the task declares (chains.Connector); the host gives it those.
+	Connections []string `json:"connections,omitempty"`
 }
 
 // MetricsRequest asks a running task for its custom metrics (chains.MetricsDefiner).
@@ -83,6 +85,14 @@ type RunTaskRequest struct {
 	OutPath string   `json:"out_path"`
 	LogPath string   `json:"log_path"`
 	Inputs  []string `json:"inputs,omitempty"`
+	// ArtifactDir is the folder (made by the plugin when needed) the task's artifacts go to.
+	ArtifactDir string `json:"artifact_dir,omitempty"`
+	// Connections are the values of the connections the task declares, by name: secrets, so
+	// this request is never logged or stored.
+	Connections map[string]string `json:"connections,omitempty"`
+	// HostService is the broker id of the host's Host service (source reads); set by the
+	// host-side client.
+	HostService uint32 `json:"host_service,omitempty"`
 }
 
 // RunTaskResponse reports how user code ended. A task failure is data, not an RPC error: an RPC
@@ -92,6 +102,33 @@ type RunTaskResponse struct {
 	Panic bool   `json:"panic,omitempty"`
 	// Progress is what the task last reported (nil if it never did): the record keeps it.
 	Progress *TaskProgress `json:"progress,omitempty"`
+	// Publish maps artifact names to the store paths they are also to be stored at.
+	Publish map[string]string `json:"publish,omitempty"`
+}
+
+// SourceRequest asks the host how to read an object of the store that no task produced.
+type SourceRequest struct {
+	Path string `json:"path"`
+}
+
+// SourceResponse says how: a local file (the local store) or a presigned URL (S3, MinIO),
+// either valid for reading only; Error when the object cannot be read (it names why).
+type SourceResponse struct {
+	LocalPath string `json:"local_path,omitempty"`
+	URL       string `json:"url,omitempty"`
+	Size      int64  `json:"size"`
+	Error     string `json:"error,omitempty"`
+}
+
+// Host is what the host offers its plugins, over go-plugin's broker: the plugin never holds
+// the store's credentials, it asks the host for a way to read one object.
+type Host interface {
+	Source(ctx context.Context, req *SourceRequest) (*SourceResponse, error)
+}
+
+// brokerUser is implemented by the plugin side to receive the broker it dials the Host through.
+type brokerUser interface {
+	UseBroker(b *plugin.GRPCBroker)
 }
 
 // TaskProgress is what a task said of itself through ctx.Progress and ctx.Status.
@@ -123,22 +160,50 @@ type Runner interface {
 type GRPCPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
 	Impl Runner // set on the plugin side only
+	Host Host   // set on the host side only (nil: the plugin gets no Host service)
 }
 
 // GRPCServer registers the Runner service (plugin side).
-func (p *GRPCPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
+func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error {
 	s.RegisterService(&runnerServiceDesc, p.Impl)
+	if bu, ok := p.Impl.(brokerUser); ok {
+		bu.UseBroker(broker)
+	}
 	return nil
 }
 
-// GRPCClient returns a Runner that calls over conn (host side).
-func (p *GRPCPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	return &grpcClient{conn: conn}, nil
+// GRPCClient returns a Runner that calls over conn (host side), and serves the Host service to
+// the plugin through the broker.
+func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
+	c := &grpcClient{conn: conn}
+	if p.Host != nil {
+		c.hostID = broker.NextId()
+		go broker.AcceptAndServe(c.hostID, func(opts []grpc.ServerOption) *grpc.Server {
+			s := grpc.NewServer(opts...)
+			s.RegisterService(&hostServiceDesc, p.Host)
+			return s
+		})
+	}
+	return c, nil
 }
 
-// PluginSet is the plugin map both sides pass to go-plugin.
+// PluginSet is the plugin map the plugin side passes to go-plugin.
 func PluginSet(impl Runner) plugin.PluginSet {
 	return plugin.PluginSet{PluginName: &GRPCPlugin{Impl: impl}}
+}
+
+// HostPluginSet is the plugin map the host side passes to go-plugin: host serves the plugin.
+func HostPluginSet(host Host) plugin.PluginSet {
+	return plugin.PluginSet{PluginName: &GRPCPlugin{Host: host}}
+}
+
+// DialHost connects a plugin to its host's Host service (id from RunTaskRequest.HostService).
+func DialHost(broker *plugin.GRPCBroker, id uint32) (Host, error) {
+	conn, err := broker.Dial(id)
+	if err != nil {
+		return nil, err
+	}
+	return &hostClient{conn: conn}, nil
 }
 
 // The service is described by hand, with JSON messages, so the project needs no protoc: the
@@ -151,6 +216,8 @@ const (
 	methodRunTask  = "RunTask"
 	methodMetrics  = "Metrics"
 	methodProgress = "Progress"
+	hostService    = "nectar.plugin.v1.Host"
+	fullSource     = "/" + hostService + "/Source"
 	fullGraph      = "/" + serviceName + "/" + methodGraph
 	fullRunTask    = "/" + serviceName + "/" + methodRunTask
 	fullMetrics    = "/" + serviceName + "/" + methodMetrics
@@ -186,14 +253,25 @@ var runnerServiceDesc = grpc.ServiceDesc{
 	Metadata: "nectar/plugins/protocol.go",
 }
 
+var hostServiceDesc = grpc.ServiceDesc{
+	ServiceName: hostService,
+	HandlerType: (*Host)(nil),
+	Methods: []grpc.MethodDesc{
+		{MethodName: "Source", Handler: unaryHandler(fullSource, func(h Host, ctx context.Context, req *SourceRequest) (any, error) {
+			return h.Source(ctx, req)
+		})},
+	},
+	Metadata: "nectar/plugins/protocol.go",
+}
+
 // unaryHandler is the shape protoc-gen-go-grpc would emit for one unary method.
-func unaryHandler[Req any](fullMethod string, call func(Runner, context.Context, *Req) (any, error)) grpc.MethodHandler {
+func unaryHandler[Srv, Req any](fullMethod string, call func(Srv, context.Context, *Req) (any, error)) grpc.MethodHandler {
 	return func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
 		req := new(Req)
 		if err := dec(req); err != nil {
 			return nil, err
 		}
-		r := srv.(Runner)
+		r := srv.(Srv)
 		if interceptor == nil {
 			return call(r, ctx, req)
 		}
@@ -204,7 +282,10 @@ func unaryHandler[Req any](fullMethod string, call func(Runner, context.Context,
 	}
 }
 
-type grpcClient struct{ conn *grpc.ClientConn }
+type grpcClient struct {
+	conn   *grpc.ClientConn
+	hostID uint32 // the broker id of the Host service this client serves (0: none)
+}
 
 func (c *grpcClient) Graph(ctx context.Context, req *GraphRequest) (*GraphResponse, error) {
 	resp := new(GraphResponse)
@@ -213,6 +294,7 @@ func (c *grpcClient) Graph(ctx context.Context, req *GraphRequest) (*GraphRespon
 }
 
 func (c *grpcClient) RunTask(ctx context.Context, req *RunTaskRequest) (*RunTaskResponse, error) {
+	req.HostService = c.hostID
 	resp := new(RunTaskResponse)
 	err := c.conn.Invoke(ctx, fullRunTask, req, resp, grpc.CallContentSubtype(codecName))
 	return resp, err
@@ -227,5 +309,13 @@ func (c *grpcClient) Metrics(ctx context.Context, req *MetricsRequest) (*Metrics
 func (c *grpcClient) Progress(ctx context.Context, req *ProgressRequest) (*ProgressResponse, error) {
 	resp := new(ProgressResponse)
 	err := c.conn.Invoke(ctx, fullProgress, req, resp, grpc.CallContentSubtype(codecName))
+	return resp, err
+}
+
+type hostClient struct{ conn *grpc.ClientConn }
+
+func (c *hostClient) Source(ctx context.Context, req *SourceRequest) (*SourceResponse, error) {
+	resp := new(SourceResponse)
+	err := c.conn.Invoke(ctx, fullSource, req, resp, grpc.CallContentSubtype(codecName))
 	return resp, err
 }

@@ -48,6 +48,9 @@ type Config struct {
 	Getenv func(string) string
 }
 
+// ConnectionEnv is the variable that configures connection name: NECTAR_CONN_<NAME>.
+func ConnectionEnv(name string) string { return "NECTAR_CONN_" + strings.ToUpper(name) }
+
 // MaxURLExpiry is S3's limit for presigned URLs, applied to every store alike.
 const MaxURLExpiry = 7 * 24 * time.Hour
 

@@ -70,7 +70,7 @@ func TestErrorTable(t *testing.T) {
 		retry bool
 	}{
 		{"bad parameter", httptest.NewRequest("POST", "/api/chains/testchains/fanin_chain/JoinTask?leaves=many", nil), 400, `parameter "leaves": "many" is not an integer`, false},
-		{"bad key", get("/api/download/chains/../x?" + signed(signing.PurposeDownload, "chains/../x", time.Minute)), 400, `download path "chains/../x" is not a key under chains/`, false},
+		{"bad key", get("/api/download/chains/../x?" + signed(signing.PurposeDownload, "chains/../x", time.Minute)), 400, `download path "chains/../x" is not a task's file or a published artifact`, false},
 		{"no token", get("/test/fail/token"), 401, "the bearer token is not valid", false},
 		{"bad signature", get("/api/chainstatus?chain=" + key + "/out&expires=9999999999&signature=00"), 403, "bad signature", false},
 		{"expired signature", get("/api/chainstatus?chain=" + key + "/out&" + signed(signing.PurposeStatus, key+"/out", -time.Minute)), 403, "signature expired", false},

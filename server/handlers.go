@@ -154,7 +154,15 @@ type runData struct {
 
 type taskData struct {
 	runs.TaskState
-	LogURL string `json:"log_url,omitempty"`
+	LogURL    string         `json:"log_url,omitempty"`
+	Artifacts []artifactData `json:"artifacts,omitempty"` // the record's, with their URLs
+}
+
+// artifactData is an artifact in a status answer: its signed URL, and its published path's.
+type artifactData struct {
+	runs.Artifact
+	URL          string `json:"url,omitempty"`
+	PublishedURL string `json:"published_url,omitempty"`
 }
 
 func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
@@ -333,6 +341,13 @@ func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
 		if t.Key == rec.Key && isLive(t.Status) {
 			d.LogURL = td.LogURL
 		}
+		for _, a := range t.Artifacts {
+			ad := artifactData{Artifact: a, URL: s.presign(ctx, t.Key+"/"+runs.ArtifactsDir+"/"+a.Name)}
+			if a.Published != "" {
+				ad.PublishedURL = s.presign(ctx, a.Published)
+			}
+			td.Artifacts = append(td.Artifacts, ad)
+		}
 		d.Tasks = append(d.Tasks, td)
 	}
 	return d
@@ -398,6 +413,10 @@ func parseStatusChain(chain string) (string, error) {
 	return path.Dir(chain), nil
 }
 
+// artifactCSP confines a served artifact: sandboxed (no cookies, no same-origin access), no
+// requests anywhere, inline styles and data: images allowed (a self-contained report).
+const artifactCSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
+
 // download serves a local store object behind a signed URL.
 func (s *Server) download(c echo.Context) error {
 	key := c.Param("*")
@@ -405,8 +424,10 @@ func (s *Server) download(c echo.Context) error {
 	if err := s.signer.Verify(signing.PurposeDownload, key, q.Get("expires"), q.Get("signature")); err != nil {
 		return fmt.Errorf("download URL for %q: %w", clip(key), err)
 	}
-	if err := targets.CheckKey(key); err != nil || !strings.HasPrefix(key, "chains/") {
-		return newError(targets.ErrBadKey, fmt.Sprintf("download path %q is not a key under chains/", clip(key)))
+	// The signature is the capability; this is defence in depth: task files and published
+	// artifacts, never the store's own files (.signing-key) or the schedules' state.
+	if err := checkSourcePath(key); err != nil || strings.HasPrefix(key, "schedules/") {
+		return newError(targets.ErrBadKey, fmt.Sprintf("download path %q is not a task's file or a published artifact", clip(key)))
 	}
 	rc, err := s.store.Get(c.Request().Context(), key)
 	if err != nil {
@@ -419,6 +440,14 @@ func (s *Server) download(c echo.Context) error {
 		h.Set(echo.HeaderContentType, "text/plain; charset=utf-8")
 	case runs.ParamsName, runs.RecordName, runs.MetricsName:
 		h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
+	default:
+		if strings.Contains(key, "/"+runs.ArtifactsDir+"/") || !strings.HasPrefix(key, "chains/") {
+			// An artifact is whatever a task wrote: served as its type, but in a sandbox (a
+			// unique origin, no network), so an HTML report cannot act for the UI's user.
+			h.Set(echo.HeaderContentType, runs.ContentType(key))
+			h.Set("Content-Security-Policy", artifactCSP)
+			h.Set("X-Content-Type-Options", "nosniff")
+		}
 	}
 	h.Set("Cache-Control", "private, max-age=60")
 	if f, ok := rc.(*os.File); ok {

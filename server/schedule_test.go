@@ -142,7 +142,7 @@ func TestScheduleFiresOncePerTickWithTwoServers(t *testing.T) {
 	off.stop()
 	got := dailyRuns(t, a)
 
-	var late time.Duration // from the fire time to the run's submission, the slowest tick
+	var late time.Duration      // from the fire time to the run's submission, the slowest tick
 	for _, r := range got[1:] { // the first was fired at start, not at its tick
 		late = max(late, r.rec.SubmittedAt.Sub(r.day.Add(2*time.Second)))
 	}

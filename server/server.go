@@ -102,6 +102,15 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
 	}
 	s.launcher = launcher
+	launcher.SetHost(storeHost{store})
+	for _, t := range cat.Tasks() {
+		for _, name := range t.Connections {
+			if cfg.Getenv(ConnectionEnv(name)) == "" {
+				logger.Warn("a task declares a connection this server does not configure: its runs will fail until it is set",
+					"task", t.Type+"/"+t.Chain+"/"+t.Name, "connection", name, "set", ConnectionEnv(name))
+			}
+		}
+	}
 	for _, t := range cat.Types() {
 		f, err := launcher.Verify(t) // also warms the hash cache, so the first run pays nothing
 		if err != nil {
@@ -133,6 +142,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	s.runs, err = runs.NewManager(runs.Config{
 		OnChange:        onChange,
 		Observer:        s.metrics,
+		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
 		MonitorInterval: cfg.MonitorInterval,
 		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
 		Store:           store,

@@ -17,11 +17,15 @@
 package chainstest
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -48,6 +52,10 @@ type Result struct {
 	// many reports it made.
 	Progress Progress
 	Reports  int
+	// Artifacts are the named outputs the task wrote (ctx.Artifact), by name; nil when it
+	// failed, as a failed task commits none. Published maps names to where ctx.Publish put them.
+	Artifacts map[string][]byte
+	Published map[string]string
 }
 
 // Progress is a task's report of itself: done of total units, and a status line.
@@ -73,6 +81,26 @@ type options struct {
 	inputs  [][]byte
 	timeout time.Duration
 	ctx     context.Context
+	sources map[string][]byte
+	conns   map[string]string
+}
+
+// Sources gives the store objects the task reads with ctx.Source, by path.
+func Sources(objects map[string]string) Option {
+	return func(o *options) {
+		if o.sources == nil {
+			o.sources = map[string][]byte{}
+		}
+		for k, v := range objects {
+			o.sources[k] = []byte(v)
+		}
+	}
+}
+
+// Connections gives the values of the connections the task reads with ctx.Connection (a test
+// database's URL), by name. Only those the task declares are given, as on a server.
+func Connections(values map[string]string) Option {
+	return func(o *options) { o.conns = values }
 }
 
 // Inputs gives the outs of the required tasks, in the order Requires returns them: the task
@@ -139,8 +167,21 @@ func Run(t testing.TB, task chains.Task, opts ...Option) Result {
 	done := make(chan outcome, 1)
 	before := usage()
 	start := time.Now()
+	artDir := t.TempDir()
+	published := map[string]string{}
+	var pubMu sync.Mutex
+	tio := taskrun.IO{Context: ctx, Out: &out, Log: &logw, Inputs: paths, Report: report,
+		ArtifactDir: artDir, Connections: declared(task, o.conns),
+		Publish: func(name, path string) { pubMu.Lock(); published[name] = path; pubMu.Unlock() },
+		Source: func(path string) (io.ReadCloser, error) {
+			b, ok := o.sources[path]
+			if !ok {
+				return nil, fmt.Errorf("source %s: no object at this path (the test gives: %s)", path, strings.Join(sortedKeys(o.sources), ", "))
+			}
+			return io.NopCloser(bytes.NewReader(b)), nil
+		}}
 	go func() {
-		err, panicked := taskrun.Run(task, taskrun.IO{Context: ctx, Out: &out, Log: &logw, Inputs: paths, Report: report})
+		err, panicked := taskrun.Run(task, tio)
 		done <- outcome{err, panicked}
 	}()
 	var res Result
@@ -163,6 +204,18 @@ func Run(t testing.TB, task chains.Task, opts ...Option) Result {
 	res.Metrics.PeakRSSBytes = after.peakRSS
 	if res.Err == nil {
 		res.Out = out.Bytes()
+		res.Artifacts = readArtifacts(t, artDir)
+		pubMu.Lock()
+		for name, path := range published {
+			if _, ok := res.Artifacts[name]; !ok {
+				res.Err = fmt.Errorf("Publish(%q): the task made no artifact of that name", name)
+			}
+			if res.Published == nil {
+				res.Published = map[string]string{}
+			}
+			res.Published[name] = path
+		}
+		pubMu.Unlock()
 	}
 	if _, ok := task.(chains.MetricsDefiner); ok {
 		cpuPercent := 0.0
@@ -247,3 +300,55 @@ func (b *lockedBuffer) Bytes() []byte {
 }
 
 func (b *lockedBuffer) String() string { return string(b.Bytes()) }
+
+// declared keeps the connections the task declares (chains.Connector), as the server does.
+func declared(task chains.Task, conns map[string]string) map[string]string {
+	cn, ok := task.(chains.Connector)
+	if !ok {
+		return nil
+	}
+	out := map[string]string{}
+	for _, name := range cn.Connections() {
+		if v, ok := conns[name]; ok {
+			out[name] = v
+		}
+	}
+	return out
+}
+
+// readArtifacts reads what the task wrote in dir, by artifact name.
+func readArtifacts(t testing.TB, dir string) map[string][]byte {
+	t.Helper()
+	var out map[string][]byte
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		if out == nil {
+			out = map[string][]byte{}
+		}
+		out[filepath.ToSlash(rel)] = b
+		return nil
+	})
+	if err != nil {
+		t.Fatalf("chainstest: reading the artifacts: %v", err)
+	}
+	return out
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	if len(keys) == 0 {
+		return []string{"none"}
+	}
+	return keys
+}

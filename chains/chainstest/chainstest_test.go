@@ -2,6 +2,8 @@ package chainstest_test
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -149,5 +151,32 @@ func TestRunRecordsProgress(t *testing.T) {
 	want := chainstest.Progress{Done: 4, Total: 4, Status: "step 4 of 4"}
 	if res.Progress != want || res.Reports != 8 {
 		t.Errorf("Progress = %+v after %d reports, want %+v after 8", res.Progress, res.Reports, want)
+	}
+}
+
+// Sources, artifacts and connections in a unit test: given by the test, checked like a run.
+func TestDataInAndOut(t *testing.T) {
+	src := chainstest.Run(t, testchains.SourceTask{Path: "datasets/a.csv"}, chainstest.Sources(map[string]string{"datasets/a.csv": "x,y\n"}))
+	sum := sha256.Sum256([]byte("x,y\n"))
+	if want := "4 " + hex.EncodeToString(sum[:]) + "\n"; src.Err != nil || string(src.Out) != want {
+		t.Errorf("SourceTask = %q, %v", src.Out, src.Err)
+	}
+	if miss := chainstest.Run(t, testchains.SourceTask{Path: "datasets/b.csv"}); miss.Err == nil || !strings.Contains(miss.Err.Error(), "no object at this path") {
+		t.Errorf("SourceTask of an object not given = %v", miss.Err)
+	}
+	arts := chainstest.Run(t, testchains.ArtifactsTask{Count: 3, Publish: "x"})
+	if arts.Err != nil || len(arts.Artifacts) != 3 || string(arts.Artifacts["parts/1.txt"]) != "part 1 of 3\n" ||
+		arts.Published["parts/0.txt"] != "reports/testchains/x/first.txt" {
+		t.Errorf("ArtifactsTask = %v %q %v", arts.Err, arts.Artifacts, arts.Published)
+	}
+	if failed := chainstest.Run(t, testchains.ArtifactsTask{Count: 2, Fail: true}); failed.Err == nil || failed.Artifacts != nil {
+		t.Errorf("a failing ArtifactsTask = %v with artifacts %v", failed.Err, failed.Artifacts)
+	}
+	sec := chainstest.Run(t, testchains.SecretTask{}, chainstest.Connections(map[string]string{"testdb": "postgres://a:b@c/d", "other": "x"}))
+	if sec.Err != nil || !strings.HasPrefix(string(sec.Out), "connected with a 18-byte dsn") {
+		t.Errorf("SecretTask = %q, %v", sec.Out, sec.Err)
+	}
+	if bare := chainstest.Run(t, testchains.SecretTask{}); bare.Err == nil || !strings.Contains(bare.Err.Error(), "NECTAR_CONN_TESTDB") {
+		t.Errorf("SecretTask without its connection = %v", bare.Err)
 	}
 }

@@ -33,6 +33,10 @@ func Run(t chains.Task, io IO) (err error, panicked bool) {
 			writeStack(io.Log, p)
 			err, panicked = fmt.Errorf("panic: %v", p), true
 		}
+		// Artifacts left open are closed (and synced) before anyone commits them.
+		if cerr := taskio.Finish(ctx); cerr != nil && err == nil {
+			err = fmt.Errorf("writing artifacts: %w", cerr)
+		}
 	}()
 	return t.Run(ctx), false
 }

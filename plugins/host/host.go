@@ -34,6 +34,7 @@ type Launcher struct {
 	socketDir string
 	env       []string
 	logger    hclog.Logger
+	host      plugins.Host // served to each plugin (nil: none)
 
 	mu       sync.Mutex
 	verified map[string]fileID // chain type -> identity of the file last hashed and found good
@@ -110,6 +111,10 @@ func (l *Launcher) Current(chainType string, p *Process) bool {
 	fi, err := os.Stat(bin)
 	return err == nil && idOf(fi) == p.bin
 }
+
+// SetHost sets what plugins started from now on may ask of the host (source reads). Call it
+// before the first Start.
+func (l *Launcher) SetHost(h plugins.Host) { l.host = h }
 
 // SocketDir is the private folder of the plugins' Unix sockets.
 func (l *Launcher) SocketDir() string { return l.socketDir }
@@ -240,7 +245,7 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  plugins.Handshake,
-		Plugins:          plugins.PluginSet(nil),
+		Plugins:          plugins.HostPluginSet(l.host),
 		Cmd:              cmd,
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		SkipHostEnv:      true,

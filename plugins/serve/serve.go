@@ -7,7 +7,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
+	"net/url"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 
@@ -90,6 +95,79 @@ type runner struct {
 	progressMu sync.Mutex
 	progress   map[string]plugins.TaskProgress
 	changed    map[string]bool
+
+	// The host's Host service (source reads), dialed once through the broker.
+	brokerMu sync.Mutex
+	broker   *plugin.GRPCBroker
+	hosts    map[uint32]plugins.Host
+}
+
+// UseBroker keeps the broker the Host service is dialed through.
+func (r *runner) UseBroker(b *plugin.GRPCBroker) {
+	r.brokerMu.Lock()
+	r.broker = b
+	r.brokerMu.Unlock()
+}
+
+func (r *runner) host(id uint32) (plugins.Host, error) {
+	r.brokerMu.Lock()
+	defer r.brokerMu.Unlock()
+	if h, ok := r.hosts[id]; ok {
+		return h, nil
+	}
+	if r.broker == nil || id == 0 {
+		return nil, errors.New("the host offers no store to read from")
+	}
+	h, err := plugins.DialHost(r.broker, id)
+	if err != nil {
+		return nil, fmt.Errorf("connecting to the host: %w", err)
+	}
+	if r.hosts == nil {
+		r.hosts = map[uint32]plugins.Host{}
+	}
+	r.hosts[id] = h
+	return h, nil
+}
+
+// source opens a store object the way the host says: a local file, or a presigned URL.
+func (r *runner) source(ctx context.Context, id uint32) func(string) (io.ReadCloser, error) {
+	return func(path string) (io.ReadCloser, error) {
+		h, err := r.host(id)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", path, err)
+		}
+		resp, err := h.Source(ctx, &plugins.SourceRequest{Path: path})
+		switch {
+		case err != nil:
+			return nil, fmt.Errorf("source %s: asking the host: %w", path, err)
+		case resp.Error != "":
+			return nil, fmt.Errorf("source %s: %s", path, resp.Error)
+		case resp.LocalPath != "":
+			return os.Open(resp.LocalPath)
+		}
+		req, err := http.NewRequestWithContext(ctx, http.MethodGet, resp.URL, nil)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", path, err)
+		}
+		res, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return nil, fmt.Errorf("source %s: %w", path, rootCause(err))
+		}
+		if res.StatusCode != http.StatusOK {
+			res.Body.Close()
+			return nil, fmt.Errorf("source %s: the store answered HTTP %d", path, res.StatusCode)
+		}
+		return res.Body, nil
+	}
+}
+
+// rootCause drops the URL a *url.Error carries: a presigned URL is a capability.
+func rootCause(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
 }
 
 func (r *runner) restoreStdio() {
@@ -171,6 +249,9 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 		node.Isolate = is.Isolate()
 	}
 	_, node.Metrics = t.(chains.MetricsDefiner)
+	if cn, ok := t.(chains.Connector); ok {
+		node.Connections = cn.Connections()
+	}
 	g.nodes = append(g.nodes, node)
 	g.index[id] = i
 	g.state[i] = 1
@@ -209,22 +290,38 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	if err != nil {
 		return nil, err
 	}
-	io := taskrun.IO{Context: ctx, Out: outf, Log: logf, Inputs: req.Inputs}
+	var logw io.Writer = logf
+	if len(req.Connections) > 0 { // the live log shows no secret (the host scrubs the whole log too)
+		logw = &scrubWriter{w: logf, r: plugins.Scrubber(req.Connections)}
+	}
+	var publishMu sync.Mutex
+	publish := map[string]string{}
+	tio := taskrun.IO{Context: ctx, Out: outf, Log: logw, Inputs: req.Inputs,
+		Source: r.source(ctx, req.HostService), ArtifactDir: req.ArtifactDir, Connections: req.Connections,
+		Publish: func(name, path string) { publishMu.Lock(); publish[name] = path; publishMu.Unlock() }}
 	if req.Key != "" {
-		io.Report = func(p taskrun.Progress) { r.report(req.Key, p) }
+		tio.Report = func(p taskrun.Progress) { r.report(req.Key, p) }
 		defer r.forget(req.Key)
 	}
-	runErr, panicked := taskrun.Run(t, io)
+	runErr, panicked := taskrun.Run(t, tio)
 	// Sync before answering: the host commits the file the moment we reply.
 	if err := errors.Join(outf.Sync(), outf.Close()); err != nil && runErr == nil {
 		runErr = fmt.Errorf("writing out: %w", err)
 	}
 	last := r.last(req.Key)
+	if runErr == nil {
+		for name := range publish {
+			if _, err := os.Stat(filepath.Join(req.ArtifactDir, filepath.FromSlash(name))); err != nil {
+				runErr = fmt.Errorf("Publish(%q): the task made no artifact of that name", name)
+				break
+			}
+		}
+	}
 	if runErr != nil {
-		fmt.Fprintf(logf, "task failed: %v\n", runErr)
+		fmt.Fprintf(logw, "task failed: %v\n", runErr)
 		return &plugins.RunTaskResponse{Error: runErr.Error(), Panic: panicked, Progress: last}, nil
 	}
-	return &plugins.RunTaskResponse{Progress: last}, nil
+	return &plugins.RunTaskResponse{Progress: last, Publish: publish}, nil
 }
 
 func (r *runner) report(key string, p taskrun.Progress) {
@@ -275,4 +372,19 @@ func (r *runner) Metrics(_ context.Context, req *plugins.MetricsRequest) (*plugi
 		return &plugins.MetricsResponse{Error: err.Error()}, nil
 	}
 	return &plugins.MetricsResponse{Value: v}, nil
+}
+
+// scrubWriter writes through a Scrubber. A secret split across two writes would pass, which
+// is why the host scrubs the whole log again when it commits it; this keeps the live log clean
+// for the usual case, one log line per write.
+type scrubWriter struct {
+	w io.Writer
+	r *strings.Replacer
+}
+
+func (s *scrubWriter) Write(p []byte) (int, error) {
+	if _, err := io.WriteString(s.w, s.r.Replace(string(p))); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }

@@ -40,6 +40,9 @@ type Task struct {
 	Name   string  `json:"task"`
 	Doc    string  `json:"doc,omitempty"`
 	Params []Param `json:"params"`
+	// Connections are the connection names the task declares (chains.Connector): the server
+	// gives it NECTAR_CONN_<NAME> of each.
+	Connections []string `json:"connections,omitempty"`
 	// Schedule is the task's declared schedule (nil: none), checked by the generator.
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// Parse validates a query and returns the canonical parameter JSON (the run key's source).

@@ -12,6 +12,39 @@ import (
 var generated = []*Task{
 	{
 		Type:  "testchains",
+		Chain: "data_chain",
+		Name:  "ArtifactsTask",
+		Doc:   "ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at\nreports/testchains/<publish>/first.txt when publish is given; with fail it fails after\nwriting them (so none may be committed).",
+		Params: []Param{
+			{Name: "count", Kind: "int", Default: "3", Required: false, Doc: ""},
+			{Name: "fail", Kind: "bool", Default: "false", Required: false, Doc: ""},
+			{Name: "publish", Kind: "string", Default: "", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsDataChainArtifactsTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "data_chain",
+		Name:  "SecretTask",
+		Doc:   "SecretTask reads the connection \"testdb\" and, carelessly, logs and prints it; with fail it\nreturns an error quoting it. The server must keep the value out of every log, error and record.",
+		Params: []Param{
+			{Name: "fail", Kind: "bool", Default: "false", Required: false, Doc: ""},
+		},
+		Connections: []string{"testdb"},
+		Parse:       parseTestchainsDataChainSecretTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "data_chain",
+		Name:  "SourceTask",
+		Doc:   "SourceTask reads an object of the store that no task produced and writes its size and\nSHA-256: \"<bytes> <sha256>\\n\".",
+		Params: []Param{
+			{Name: "path", Kind: "string", Default: "", Required: true, Doc: "The object's path in the store."},
+		},
+		Parse: parseTestchainsDataChainSourceTask,
+	},
+	{
+		Type:  "testchains",
 		Chain: "fanin_chain",
 		Name:  "JoinTask",
 		Doc:   "JoinTask requires `leaves` LeafTasks (independent, so they run in parallel) and writes the sum\nof their indexes.",
@@ -247,6 +280,49 @@ var generated = []*Task{
 		},
 		Parse: parseTestchainsMetricsChainCountedTask,
 	},
+}
+
+// parseTestchainsDataChainArtifactsTask turns the query of a POST into the canonical parameters of testchains/data_chain/ArtifactsTask.
+func parseTestchainsDataChainArtifactsTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryInt(q, "count", "3", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("count", p0)
+	p1, err := params.QueryBool(q, "fail", "false", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Bool("fail", p1)
+	p2, err := params.QueryString(q, "publish", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("publish", p2)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsDataChainSecretTask turns the query of a POST into the canonical parameters of testchains/data_chain/SecretTask.
+func parseTestchainsDataChainSecretTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryBool(q, "fail", "false", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Bool("fail", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsDataChainSourceTask turns the query of a POST into the canonical parameters of testchains/data_chain/SourceTask.
+func parseTestchainsDataChainSourceTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "path", "", true)
+	if err != nil {
+		return nil, err
+	}
+	w.String("path", p0)
+	return w.Bytes(), nil
 }
 
 // parseTestchainsFaninChainJoinTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/JoinTask.

@@ -49,6 +49,9 @@ type Starter interface {
 
 // Config sets up a Manager.
 type Config struct {
+	// Connection is the value of a named connection (NECTAR_CONN_<NAME>), "" when not
+	// configured; a task that declares a connection gets only those it declares.
+	Connection      func(name string) string
 	Store           targets.Store
 	Plugins         Starter
 	MaxRuns         int // runs executing at once; more wait as PENDING

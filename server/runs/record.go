@@ -58,7 +58,21 @@ type TaskState struct {
 	Requires []int `json:"requires,omitempty"`
 	// Progress is what the task last reported of itself (ctx.Progress, ctx.Status).
 	Progress *Progress `json:"progress,omitempty"`
+	// Artifacts are the named outputs the task committed with its out (ctx.Artifact).
+	Artifacts []Artifact `json:"artifacts,omitempty"`
 }
+
+// Artifact is one named output of a task, stored at <task key>/artifacts/<name>.
+type Artifact struct {
+	Name        string `json:"name"`
+	Size        int64  `json:"size"`
+	ContentType string `json:"content_type"`
+	// Published is the stable store path it was also stored at (ctx.Publish), if any.
+	Published string `json:"published,omitempty"`
+}
+
+// ArtifactsDir is the folder of a task's artifacts under its key.
+const ArtifactsDir = "artifacts"
 
 // Progress is a task's report of itself: done of total units (Total 0: unknown), a status line.
 type Progress struct {
@@ -185,6 +199,7 @@ func (r *Record) clone() Record {
 	c.Previous = append([]PastRun(nil), r.Previous...)
 	for i := range c.Tasks {
 		c.Tasks[i].Attempts = append([]Attempt(nil), c.Tasks[i].Attempts...)
+		c.Tasks[i].Artifacts = append([]Artifact(nil), c.Tasks[i].Artifacts...)
 	}
 	return c
 }

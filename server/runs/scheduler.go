@@ -5,8 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"maps"
+	"mime"
 	"os"
+	"path"
+	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -34,6 +40,10 @@ type scheduler struct {
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	nodes       []*node
+	// scrub replaces the values of every connection a task of this run declares: tasks sharing
+	// a process share its output, so each task's log is cleaned of all of them.
+	scrub   *strings.Replacer
+	secrets bool
 }
 
 type node struct {
@@ -42,6 +52,7 @@ type node struct {
 	retry      chains.RetryPolicy // declared by the task; zero = one attempt
 	isolate    bool               // chains.Isolated: a process per attempt
 	metrics    bool               // chains.MetricsDefiner
+	conns      []string           // chains.Connector: the connections it may read
 	key        string
 	deps       []int // graph indices, in Requires order
 	dependents []int
@@ -65,8 +76,14 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if g.Retry != nil {
 			s.nodes[i].retry = *g.Retry
 		}
-		s.nodes[i].isolate, s.nodes[i].metrics = g.Isolate, g.Metrics
+		s.nodes[i].isolate, s.nodes[i].metrics, s.nodes[i].conns = g.Isolate, g.Metrics, g.Connections
 	}
+	all := map[string]string{}
+	for _, n := range s.nodes {
+		conns, _ := s.connections(n)
+		maps.Copy(all, conns)
+	}
+	s.scrub, s.secrets = plugins.Scrubber(all), len(all) > 0
 	for i, n := range s.nodes {
 		for _, d := range n.deps {
 			if d < 0 || d >= len(s.nodes) {
@@ -269,9 +286,12 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 
 	// Flat, run-unique names in the spool: no folder to make and remove per task.
 	base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
-	outPath, logPath := base+OutName, base+LogName
+	outPath, logPath, artDir := base+OutName, base+LogName, base+ArtifactsDir
 	defer os.Remove(outPath)
 	defer os.Remove(logPath)
+	defer os.RemoveAll(artDir)
+	conns, missing := s.connections(n)
+	scrub := s.scrub
 	if i != 0 { // the root's params were written when the run started
 		if err := s.stage(ctx, n.key+"/"+ParamsName, base+ParamsName, n.ref.Params); err != nil {
 			return fail(s.failure("writing the params of "+n.ref.Task, err), true)
@@ -297,26 +317,43 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		policy.Attempts = 1
 	}
 	backoff := policy.Backoff
+	var publish map[string]string
 	for attempt := 1; ; attempt++ {
-		msg, fatal := s.attempt(ctx, i, attempt, outPath, logPath, inputs)
+		os.RemoveAll(artDir) // a failed attempt's artifacts are not the next one's
+		var msg string
+		var fatal bool
+		if missing != "" {
+			msg = fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", n.ref.Task, missing, strings.ToUpper(missing))
+			appendText(logPath, msg+"\n")
+		} else {
+			msg, fatal, publish = s.attempt(ctx, i, attempt, outPath, logPath, artDir, inputs, conns, scrub)
+		}
 		if msg == "" {
 			break
 		}
 		if fatal || attempt >= policy.Attempts || ctx.Err() != nil {
-			s.commitLog(n, logPath)
+			s.commitLog(n, logPath, scrub)
 			return fail(msg, fatal)
 		}
 		appendText(logPath, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, msg, backoff))
 		select {
 		case <-ctx.Done():
-			s.commitLog(n, logPath)
+			s.commitLog(n, logPath, scrub)
 			return fail("cancelled: "+cancelReason(ctx), true)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
-	if err := s.commitLog(n, logPath); err != nil {
+	if err := s.commitLog(n, logPath, scrub); err != nil {
 		return fail(s.failure("committing the log of "+n.ref.Task, err), true)
+	}
+	// Artifacts (and their published copies) before out: an out always means all of them.
+	arts, err := s.commitArtifacts(ctx, n, artDir, publish)
+	if err != nil {
+		return fail(s.failure("committing the artifacts of "+n.ref.Task, err), true)
+	}
+	if len(arts) > 0 {
+		s.setTask(i, func(t *TaskState) { t.Artifacts = arts })
 	}
 	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
 		return fail(s.failure("committing the out of "+n.ref.Task, err), true)
@@ -326,13 +363,14 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 
 // attempt runs task i once, with its timeout, and records the attempt. It returns "" on
 // success, else why it failed; fatal means the run cannot go on (cancelled, no plugin).
-func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath string, inputs []string) (msg string, fatal bool) {
+func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath, artDir string, inputs []string, conns map[string]string, scrub *strings.Replacer) (msg string, fatal bool, publish map[string]string) {
 	n := s.nodes[i]
 	started := time.Now().UTC()
 	s.setTask(i, func(t *TaskState) {
 		t.Attempts = append(t.Attempts, Attempt{Number: number, StartedAt: started})
 	})
 	defer func() {
+		msg = scrub.Replace(msg) // a task's error may quote its connection
 		finished := time.Now().UTC()
 		s.setTask(i, func(t *TaskState) {
 			a := &t.Attempts[len(t.Attempts)-1]
@@ -344,11 +382,11 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	if n.isolate {
 		// A process of its own: its figures are this task's alone.
 		if proc, err = s.launch(); err != nil {
-			return err.Error(), true
+			return err.Error(), true, nil
 		}
 		defer s.isolatedDone(n, proc, started)
 	} else if proc, err = s.process(); err != nil {
-		return err.Error(), true
+		return err.Error(), true, nil
 	}
 	s.watchMu.Lock()
 	if s.tasksIn[proc] == nil {
@@ -369,7 +407,8 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	defer cancel()
 
 	outStart := s.outputSize()
-	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: outPath, LogPath: logPath, Inputs: inputs})
+	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: outPath, LogPath: logPath, Inputs: inputs,
+		ArtifactDir: artDir, Connections: conns})
 	if err == nil && resp.Progress != nil {
 		s.setTask(i, func(t *TaskState) { t.Progress = progressOf(resp.Progress) })
 	}
@@ -385,7 +424,7 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 		proc.KillNow() // the process group, at once: user code may ignore its context
 		why := "cancelled: " + cancelReason(ctx)
 		s.appendOutput(logPath, outStart, why)
-		return why, true
+		return why, true, nil
 	case err != nil && actx.Err() != nil:
 		// The task outlived its timeout. Its goroutine may ignore the context, so the process
 		// goes (the next attempt, and other tasks, get a new one).
@@ -393,7 +432,7 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 		s.discard(proc)
 		why := fmt.Sprintf("timed out after %s", timeout)
 		s.appendOutput(logPath, outStart, why)
-		return why, false
+		return why, false, nil
 	case err != nil:
 		why := s.crashCause(proc, err)
 		if !proc.Exited() { // alive but not answering: do not trust it with more tasks
@@ -401,10 +440,10 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 			s.discard(proc)
 		}
 		s.appendOutput(logPath, outStart, why)
-		return why, false
+		return why, false, nil
 	}
 	s.appendOutput(logPath, outStart, "")
-	return resp.Error, false
+	return resp.Error, false, resp.Publish
 }
 
 // process returns the live plugin process, starting a new one if the last died (a crash, a
@@ -554,13 +593,93 @@ func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error
 	return p, errors.Join(err, f.Close())
 }
 
-func (s *scheduler) commitLog(n *node, logPath string) error {
+// commitLog stores a task's log, with the values of its connections replaced by their names
+// (the plugin scrubs what it writes line by line; this catches what it could not: prints of
+// user code, a secret split across writes).
+func (s *scheduler) commitLog(n *node, logPath string, scrub *strings.Replacer) error {
 	if _, err := os.Stat(logPath); err != nil {
 		if err := os.WriteFile(logPath, nil, 0o600); err != nil {
 			return fmt.Errorf("%w: %w", errStaging, err)
 		}
 	}
+	if s.secrets {
+		b, err := os.ReadFile(logPath)
+		if err != nil {
+			return fmt.Errorf("%w: %w", errStaging, err)
+		}
+		if clean := scrub.Replace(string(b)); clean != string(b) {
+			if err := os.WriteFile(logPath, []byte(clean), 0o600); err != nil {
+				return fmt.Errorf("%w: %w", errStaging, err)
+			}
+		}
+	}
 	return s.commit(context.Background(), n.key+"/"+LogName, logPath)
+}
+
+// connections are the values of the connections n declares; missing names the first one the
+// server does not configure.
+func (s *scheduler) connections(n *node) (conns map[string]string, missing string) {
+	for _, name := range n.conns {
+		v := ""
+		if s.m.cfg.Connection != nil {
+			v = s.m.cfg.Connection(name)
+		}
+		if v == "" {
+			return nil, name
+		}
+		if conns == nil {
+			conns = map[string]string{}
+		}
+		conns[name] = v
+	}
+	return conns, ""
+}
+
+// commitArtifacts stores every file the task wrote in artDir at <key>/artifacts/<name>, and
+// each published one at its stable path too (a copy: the artifact under the key stays the
+// record of this run).
+func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string, publish map[string]string) ([]Artifact, error) {
+	var arts []Artifact
+	err := filepath.WalkDir(artDir, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == artDir {
+			return fs.SkipAll // the task made no artifact
+		}
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(artDir, p)
+		name := filepath.ToSlash(rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		a := Artifact{Name: name, Size: fi.Size(), ContentType: ContentType(name), Published: publish[name]}
+		if a.Published != "" {
+			f, err := os.Open(p)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errStaging, err)
+			}
+			err = s.m.cfg.Store.Put(ctx, a.Published, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		if err := s.commit(ctx, n.key+"/"+ArtifactsDir+"/"+name, p); err != nil {
+			return err
+		}
+		arts = append(arts, a)
+		return nil
+	})
+	return arts, err
+}
+
+// ContentType is an artifact's media type, from its name's extension.
+func ContentType(name string) string {
+	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
+		return t
+	}
+	return "application/octet-stream"
 }
 
 // stage writes small metadata (params) through the spool and commits it like a log: atomic,
@@ -621,7 +740,12 @@ func (s *scheduler) appendOutput(logPath string, start int64, ending string) {
 	defer f.Close()
 	if end > start {
 		fmt.Fprintf(f, "--- stdout/stderr of the plugin process ---\n")
-		io.Copy(f, io.NewSectionReader(s.procOut, start, end-start))
+		if s.secrets { // scrubbed before anyone can read it live
+			b, _ := io.ReadAll(io.NewSectionReader(s.procOut, start, end-start))
+			io.WriteString(f, s.scrub.Replace(string(b)))
+		} else {
+			io.Copy(f, io.NewSectionReader(s.procOut, start, end-start))
+		}
 	}
 	if ending != "" {
 		fmt.Fprintf(f, "--- %s ---\n", ending)

@@ -16,6 +16,9 @@ import (
 
 // Compile-time guards: if a chain file changes without `make generate`, the build fails here.
 var (
+	_ chains.Task     = testchains.ArtifactsTask{}
+	_ chains.Task     = testchains.SecretTask{}
+	_ chains.Task     = testchains.SourceTask{}
 	_ chains.Task     = testchains.JoinTask{}
 	_ chains.Requirer = testchains.JoinTask{}
 	_ chains.Task     = testchains.LeafTask{}
@@ -52,6 +55,9 @@ func main() {
 	serve.Main(serve.Registry{
 		Type: "testchains",
 		Tasks: []serve.TaskDef{
+			{Chain: "data_chain", Name: "ArtifactsTask", Decode: decodeArtifactsTask},
+			{Chain: "data_chain", Name: "SecretTask", Decode: decodeSecretTask},
+			{Chain: "data_chain", Name: "SourceTask", Decode: decodeSourceTask},
 			{Chain: "fanin_chain", Name: "JoinTask", Decode: decodeJoinTask},
 			{Chain: "fanin_chain", Name: "LeafTask", Decode: decodeLeafTask},
 			{Chain: "faults_chain", Name: "ExitTask", Decode: decodeExitTask},
@@ -83,6 +89,24 @@ func main() {
 // describe maps a task value returned by Requires back to its chain, name and parameters.
 func describe(t chains.Task) (plugins.TaskRef, error) {
 	switch v := t.(type) {
+	case testchains.ArtifactsTask:
+		p, err := encodeArtifactsTask(&v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "ArtifactsTask", Params: p}, err
+	case *testchains.ArtifactsTask:
+		p, err := encodeArtifactsTask(v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "ArtifactsTask", Params: p}, err
+	case testchains.SecretTask:
+		p, err := encodeSecretTask(&v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "SecretTask", Params: p}, err
+	case *testchains.SecretTask:
+		p, err := encodeSecretTask(v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "SecretTask", Params: p}, err
+	case testchains.SourceTask:
+		p, err := encodeSourceTask(&v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "SourceTask", Params: p}, err
+	case *testchains.SourceTask:
+		p, err := encodeSourceTask(v)
+		return plugins.TaskRef{Chain: "data_chain", Task: "SourceTask", Params: p}, err
 	case testchains.JoinTask:
 		p, err := encodeJoinTask(&v)
 		return plugins.TaskRef{Chain: "fanin_chain", Task: "JoinTask", Params: p}, err
@@ -223,6 +247,79 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 		return plugins.TaskRef{Chain: "metrics_chain", Task: "CountedTask", Params: p}, err
 	}
 	return plugins.TaskRef{}, fmt.Errorf("%T is not a task of chain type testchains (a task can only require tasks of its own type)", t)
+}
+
+func decodeArtifactsTask(b []byte) (chains.Task, error) {
+	var t testchains.ArtifactsTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("count"); err != nil {
+		return nil, err
+	} else {
+		t.Count = int(v)
+	}
+	if t.Fail, err = r.Bool("fail"); err != nil {
+		return nil, err
+	}
+	if t.Publish, err = r.String("publish"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeArtifactsTask(t *testchains.ArtifactsTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.ArtifactsTask")
+	}
+	var w params.Writer
+	w.Int("count", int64(t.Count))
+	w.Bool("fail", t.Fail)
+	w.String("publish", t.Publish)
+	return w.Bytes(), nil
+}
+
+func decodeSecretTask(b []byte) (chains.Task, error) {
+	var t testchains.SecretTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Fail, err = r.Bool("fail"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeSecretTask(t *testchains.SecretTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.SecretTask")
+	}
+	var w params.Writer
+	w.Bool("fail", t.Fail)
+	return w.Bytes(), nil
+}
+
+func decodeSourceTask(b []byte) (chains.Task, error) {
+	var t testchains.SourceTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Path, err = r.String("path"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeSourceTask(t *testchains.SourceTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.SourceTask")
+	}
+	var w params.Writer
+	w.String("path", t.Path)
+	return w.Bytes(), nil
 }
 
 func decodeJoinTask(b []byte) (chains.Task, error) {

@@ -47,3 +47,10 @@ func (NightlyTask) Schedule() chains.Schedule {
 }
 
 func (NightlyTask) Run(*chains.Context) error { return nil }
+
+// LoadTask loads into the warehouse.
+type LoadTask struct{}
+
+func (LoadTask) Connections() []string { return []string{"warehouse", "warehouse"} }
+
+func (LoadTask) Run(*chains.Context) error { return nil }

@@ -94,3 +94,13 @@ type FieldNamedScheduleTask struct {
 }
 
 func (FieldNamedScheduleTask) Run(*chains.Context) error { return nil }
+
+type BadConnectionsTask struct{}
+
+func (BadConnectionsTask) Connections() []string     { return []string{"warehouse", "Bad-Name"} }
+func (BadConnectionsTask) Run(*chains.Context) error { return nil }
+
+type DynamicConnectionsTask struct{}
+
+func (DynamicConnectionsTask) Connections() []string     { return nil }
+func (DynamicConnectionsTask) Run(*chains.Context) error { return nil }

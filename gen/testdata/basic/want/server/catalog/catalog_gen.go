@@ -19,6 +19,15 @@ var generated = []*Task{
 		Parse:  parseEtlEmptyChainPingTask,
 	},
 	{
+		Type:        "etl",
+		Chain:       "resize_chain",
+		Name:        "LoadTask",
+		Doc:         "LoadTask loads into the warehouse.",
+		Params:      []Param{},
+		Connections: []string{"warehouse"},
+		Parse:       parseEtlResizeChainLoadTask,
+	},
+	{
 		Type:  "etl",
 		Chain: "resize_chain",
 		Name:  "NightlyTask",
@@ -63,6 +72,12 @@ var generated = []*Task{
 
 // parseEtlEmptyChainPingTask turns the query of a POST into the canonical parameters of etl/empty_chain/PingTask.
 func parseEtlEmptyChainPingTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	return w.Bytes(), nil
+}
+
+// parseEtlResizeChainLoadTask turns the query of a POST into the canonical parameters of etl/resize_chain/LoadTask.
+func parseEtlResizeChainLoadTask(q url.Values) ([]byte, error) {
 	var w params.Writer
 	return w.Bytes(), nil
 }

@@ -17,6 +17,7 @@ import (
 // Compile-time guards: if a chain file changes without `make generate`, the build fails here.
 var (
 	_ chains.Task     = etl.PingTask{}
+	_ chains.Task     = etl.LoadTask{}
 	_ chains.Task     = etl.NightlyTask{}
 	_ chains.Task     = (*etl.PublishTask)(nil)
 	_ chains.Requirer = (*etl.PublishTask)(nil)
@@ -28,6 +29,7 @@ func main() {
 		Type: "etl",
 		Tasks: []serve.TaskDef{
 			{Chain: "empty_chain", Name: "PingTask", Decode: decodePingTask},
+			{Chain: "resize_chain", Name: "LoadTask", Decode: decodeLoadTask},
 			{Chain: "resize_chain", Name: "NightlyTask", Decode: decodeNightlyTask},
 			{Chain: "resize_chain", Name: "PublishTask", Decode: decodePublishTask},
 			{Chain: "resize_chain", Name: "ResizeTask", Decode: decodeResizeTask},
@@ -45,6 +47,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *etl.PingTask:
 		p, err := encodePingTask(v)
 		return plugins.TaskRef{Chain: "empty_chain", Task: "PingTask", Params: p}, err
+	case etl.LoadTask:
+		p, err := encodeLoadTask(&v)
+		return plugins.TaskRef{Chain: "resize_chain", Task: "LoadTask", Params: p}, err
+	case *etl.LoadTask:
+		p, err := encodeLoadTask(v)
+		return plugins.TaskRef{Chain: "resize_chain", Task: "LoadTask", Params: p}, err
 	case etl.NightlyTask:
 		p, err := encodeNightlyTask(&v)
 		return plugins.TaskRef{Chain: "resize_chain", Task: "NightlyTask", Params: p}, err
@@ -72,6 +80,19 @@ func decodePingTask(b []byte) (chains.Task, error) {
 func encodePingTask(t *etl.PingTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *etl.PingTask")
+	}
+	var w params.Writer
+	return w.Bytes(), nil
+}
+
+func decodeLoadTask(b []byte) (chains.Task, error) {
+	var t etl.LoadTask
+	return t, nil
+}
+
+func encodeLoadTask(t *etl.LoadTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *etl.LoadTask")
 	}
 	var w params.Writer
 	return w.Bytes(), nil

@@ -1,0 +1,172 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"nectar/server/runs"
+	"nectar/targets"
+)
+
+// A task reads a source object no task produced, on every kind of store: the local folder (a
+// file path handed to the plugin) and MinIO through both SDKs (a presigned URL); the plugin
+// never holds the store's credentials.
+func TestTaskReadsASourceObject(t *testing.T) {
+	data := bytes.Repeat([]byte("FL_DATE,ORIGIN,DEP_DELAY\n2009-01-01,ATL,7\n"), 20_000) // ~860 KB: streamed
+	sum := sha256.Sum256(data)
+	want := fmt.Sprintf("%d %s\n", len(data), hex.EncodeToString(sum[:]))
+	targetsToTry := map[string]string{"local": t.TempDir()}
+	for k, v := range remoteTargets(minioSrv, "sources-"+strings.ToLower(t.Name())) {
+		targetsToTry[k] = v
+	}
+	minioEnv(t, minioSrv)
+	for name, target := range targetsToTry {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) })
+			if err := ts.Store().Put(context.Background(), "datasets/test/flights.csv", bytes.NewReader(data)); err != nil {
+				t.Fatal(err)
+			}
+			a := ts.postWait(t, "/api/chains/testchains/data_chain/SourceTask?path=datasets/test/flights.csv&wait=30s", nil)
+			if a.run.JobStatus == nil || *a.run.JobStatus != runs.Done {
+				t.Fatalf("SourceTask: %d %s %v", a.Code, a.Message, a.run.Error)
+			}
+			if got := ts.read(t, a.run.Key+"/out"); got != want {
+				t.Errorf("out = %q, want %q", got, want)
+			}
+			for _, tc := range []struct{ path, says string }{
+				{"datasets/test/missing.csv", "no object at this path in the store"},
+				{".signing-key", "do not start with '.'"},
+			} {
+				a := ts.postWait(t, "/api/chains/testchains/data_chain/SourceTask?wait=30s&path="+tc.path, nil)
+				if a.run.JobStatus == nil || *a.run.JobStatus != runs.Failed || a.run.Error == nil || !strings.Contains(*a.run.Error, tc.says) {
+					t.Errorf("SourceTask of %s = %v %v, want FAILED saying %q", tc.path, a.run.JobStatus, a.run.Error, tc.says)
+				}
+			}
+		})
+	}
+}
+
+// read returns a stored object's content.
+func (ts *testServer) read(t *testing.T, key string) string {
+	t.Helper()
+	rc, err := ts.Store().Get(context.Background(), key)
+	if err != nil {
+		t.Fatalf("reading %s: %v", key, err)
+	}
+	defer rc.Close()
+	b, _ := io.ReadAll(rc)
+	return string(b)
+}
+
+// Named artifacts are committed with out (listed in the status answer with signed URLs and
+// content types, one published at a stable path), and a failing task commits none of them.
+func TestArtifactsAreCommittedWithOut(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.postWait(t, "/api/chains/testchains/data_chain/ArtifactsTask?count=3&publish=daily&wait=30s", nil)
+	if a.run.JobStatus == nil || *a.run.JobStatus != runs.Done {
+		t.Fatalf("ArtifactsTask: %d %s %v", a.Code, a.Message, a.run.Error)
+	}
+	st := ts.do(t, http.MethodGet, a.run.StatusURL)
+	var data struct {
+		Tasks []struct {
+			Artifacts []struct {
+				Name, URL, Published string
+				ContentType          string `json:"content_type"`
+				Size                 int64
+				PublishedURL         string `json:"published_url"`
+			}
+		}
+	}
+	if err := json.Unmarshal(st.Data, &data); err != nil || len(data.Tasks) != 1 {
+		t.Fatalf("status: %v %s", err, st.Data)
+	}
+	arts := data.Tasks[0].Artifacts
+	if len(arts) != 3 {
+		t.Fatalf("status lists %d artifacts, want 3: %s", len(arts), st.Data)
+	}
+	for i, art := range arts {
+		want := fmt.Sprintf("part %d of 3\n", i)
+		if art.Name != fmt.Sprintf("parts/%d.txt", i) || art.ContentType != "text/plain; charset=utf-8" || art.Size != int64(len(want)) {
+			t.Errorf("artifact %d = %+v", i, art)
+		}
+		code, body := fetch(t, art.URL)
+		if code != 200 || body != want {
+			t.Errorf("GET artifact %s = %d %q, want %q", art.Name, code, body, want)
+		}
+	}
+	if arts[0].Published != "reports/testchains/daily/first.txt" || ts.read(t, "reports/testchains/daily/first.txt") != "part 0 of 3\n" {
+		t.Errorf("published copy: %+v", arts[0])
+	}
+	if code, body := fetch(t, arts[0].PublishedURL); code != 200 || body != "part 0 of 3\n" {
+		t.Errorf("GET published = %d %q", code, body)
+	}
+
+	// A failing task: nothing of it is committed, nothing published.
+	f := ts.postWait(t, "/api/chains/testchains/data_chain/ArtifactsTask?count=2&publish=failed&fail=true&wait=30s", nil)
+	if f.run.JobStatus == nil || *f.run.JobStatus != runs.Failed {
+		t.Fatalf("failing ArtifactsTask: %v", f.run.JobStatus)
+	}
+	keys, err := ts.Store().List(context.Background(), f.run.Key+"/"+runs.ArtifactsDir+"/")
+	if err != nil || len(keys) != 0 {
+		t.Errorf("a failed task left artifacts: %v %v", keys, err)
+	}
+	if ok, _ := targets.Exists(context.Background(), ts.Store(), "reports/testchains/failed/first.txt"); ok {
+		t.Errorf("a failed task published its artifact")
+	}
+}
+
+// A connection reaches the task that declares it, from NECTAR_CONN_<NAME>, and its value is in
+// no log, error, record, params or key, even when the task prints it.
+func TestConnectionSecretsStayOutOfEverything(t *testing.T) {
+	const secret = "s3cret-Pa55word"
+	dsn := "postgres://loader:" + secret + "@127.0.0.1:5432/warehouse"
+	env := map[string]string{"NECTAR_CONN_TESTDB": dsn}
+	ts := newTestServer(t, func(c *Config) { c.Getenv = func(k string) string { return env[k] } })
+	ok := ts.postWait(t, "/api/chains/testchains/data_chain/SecretTask?wait=30s", nil)
+	if ok.run.JobStatus == nil || *ok.run.JobStatus != runs.Done {
+		t.Fatalf("SecretTask: %v %v", ok.run.JobStatus, ok.run.Error)
+	}
+	sum := sha256.Sum256([]byte(dsn))
+	if got, want := ts.read(t, ok.run.Key+"/out"), fmt.Sprintf("connected with a %d-byte dsn %s\n", len(dsn), hex.EncodeToString(sum[:4])); got != want {
+		t.Errorf("out = %q, want %q (the task did not get the configured value)", got, want)
+	}
+	failed := ts.postWait(t, "/api/chains/testchains/data_chain/SecretTask?fail=true&wait=30s", nil)
+	if failed.run.JobStatus == nil || *failed.run.JobStatus != runs.Failed || failed.run.Error == nil ||
+		!strings.Contains(*failed.run.Error, "cannot connect to [connection testdb]") {
+		t.Fatalf("failing SecretTask: %v %v", failed.run.JobStatus, failed.run.Error)
+	}
+	for _, key := range []string{ok.run.Key, failed.run.Key} {
+		log := ts.read(t, key+"/log")
+		if !strings.Contains(log, "[connection testdb]") {
+			t.Errorf("the log does not show where the secret was:\n%s", log)
+		}
+		for _, obj := range []string{"log", "run", "params"} {
+			if body := ts.read(t, key+"/"+obj); strings.Contains(body, secret) {
+				t.Errorf("%s of %s holds the secret:\n%s", obj, key, body)
+			}
+		}
+		if strings.Contains(key, secret) {
+			t.Errorf("the key holds the secret")
+		}
+	}
+	for _, a := range []answer{ok, failed} {
+		if st := ts.do(t, http.MethodGet, a.run.StatusURL); strings.Contains(string(st.Data), secret) {
+			t.Errorf("the status answer holds the secret: %s", st.Data)
+		}
+	}
+
+	// Not configured: the task fails saying what to set, and never runs.
+	bare := newTestServer(t)
+	m := bare.postWait(t, "/api/chains/testchains/data_chain/SecretTask?wait=30s", nil)
+	if m.run.Error == nil || !strings.Contains(*m.run.Error, `declares connection "testdb", which this server does not configure: set NECTAR_CONN_TESTDB`) {
+		t.Errorf("SecretTask without the connection: %v %v", m.run.JobStatus, m.run.Error)
+	}
+}
