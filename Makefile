@@ -9,7 +9,7 @@ MINIO         := .tools/minio-$(MINIO_VERSION)/minio
 
 .DEFAULT_GOAL := help
 
-.PHONY: help generate check-generate build run dev tools test fuzz bench lint fmt clean
+.PHONY: help generate check-generate build run dev demo-data tools test fuzz bench lint fmt clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -35,6 +35,25 @@ run: build ## serve on 127.0.0.1:5000 (NECTAR_ADDR, NECTAR_TARGET, ... override)
 
 dev: build ## serve as make run does, and rebuild a chain's plugin (or the server) on every save under chains/
 	./$(BIN)/nectar dev
+
+# The real data of the airline chain: the npm package vega-datasets (3,000,000 US flights of
+# 2001-01 to 2001-06 as parquet, and the airports), fetched with npm pack, checked, then put in
+# the configured store (NECTAR_TARGET) under datasets/flights/.
+DEMO_DATA := .tools/vega-datasets-3.2.1
+DEMO_FLIGHTS_SHA256 := dbeb920c90f59b6ccaff823dcc3d08f25a97fa1ce128d93f40be4e931f5900b0
+DEMO_AIRPORTS_SHA256 := 903c7169e6d558eefb95295fe2947ec8503135fbb855ea5c737cf4a90ea603ad
+
+demo-data: build ## fetch the real flight data (npm vega-datasets 3.2.1) and put it in the store under datasets/flights/
+	@command -v npm >/dev/null || { echo "installing Debian's npm (make demo-data fetches the data with npm pack)"; \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
+	@mkdir -p $(DEMO_DATA)
+	@test -f $(DEMO_DATA)/package/data/flights-3m.parquet || { cd $(DEMO_DATA) && npm pack --silent vega-datasets@3.2.1 >/dev/null && \
+		tar xzf vega-datasets-3.2.1.tgz package/data/flights-3m.parquet package/data/airports.csv && rm vega-datasets-3.2.1.tgz; }
+	@printf '%s  %s\n%s  %s\n' $(DEMO_FLIGHTS_SHA256) $(DEMO_DATA)/package/data/flights-3m.parquet \
+		$(DEMO_AIRPORTS_SHA256) $(DEMO_DATA)/package/data/airports.csv | sha256sum -c --quiet
+	./$(BIN)/nectar put $(DEMO_DATA)/package/data/flights-3m.parquet datasets/flights/flights-3m.parquet
+	./$(BIN)/nectar put $(DEMO_DATA)/package/data/airports.csv datasets/flights/airports.csv
 
 # PostgreSQL 15 for the run-history tests (they start a throwaway cluster of their own), from
 # Debian's packages when the machine lacks it.

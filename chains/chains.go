@@ -103,6 +103,7 @@ type Context struct {
 
 	artMu     sync.Mutex
 	artifacts map[string]*os.File // created by Artifact, closed when Run returns
+	temps     []*os.File          // SourceFile downloads, removed when Run returns
 
 	report   func(taskio.Progress)
 	mu       sync.Mutex
@@ -214,6 +215,34 @@ func (c *Context) Source(path string) (io.ReadCloser, error) {
 	return c.io.Source(path)
 }
 
+// SourceFile is Source for formats read out of order (parquet keeps its index at the end): an
+// open file. On the local store it is the stored file itself; otherwise the object is first
+// downloaded to a temporary file, removed when Run returns. Do not write to it.
+func (c *Context) SourceFile(path string) (*os.File, error) {
+	rc, err := c.Source(path)
+	if err != nil {
+		return nil, err
+	}
+	if f, ok := rc.(*os.File); ok {
+		return f, nil
+	}
+	defer rc.Close()
+	f, err := os.CreateTemp("", "nectar-source-*")
+	if err != nil {
+		return nil, fmt.Errorf("chains: SourceFile(%q): %w", path, err)
+	}
+	c.artMu.Lock()
+	c.temps = append(c.temps, f)
+	c.artMu.Unlock()
+	if _, err := io.Copy(f, rc); err != nil {
+		return nil, fmt.Errorf("chains: SourceFile(%q): downloading: %w", path, err)
+	}
+	if _, err := f.Seek(0, io.SeekStart); err != nil {
+		return nil, err
+	}
+	return f, nil
+}
+
 // Artifact creates a named output of the task besides out: a plot, a report, a file per
 // airport. name is a relative path of letters, digits and "._=-" segments ("ATL/daily.png").
 // What is written becomes visible only when Run returns nil, at the same moment as out, at
@@ -305,6 +334,11 @@ func (c *Context) closeArtifacts() error {
 			errs = append(errs, fmt.Errorf("artifact %s: %w", name, err))
 		}
 	}
+	for _, f := range c.temps {
+		f.Close()
+		os.Remove(f.Name())
+	}
+	c.temps = nil
 	return errors.Join(errs...)
 }
 

@@ -63,3 +63,15 @@ func checkSourcePath(p string) error {
 	}
 	return nil
 }
+
+// CheckDataPath accepts a path where data may be put by hand (nectar put, make demo-data): a
+// source path outside the server's own areas (chains/ holds task files, schedules/ their state).
+func CheckDataPath(p string) error {
+	if err := checkSourcePath(p); err != nil {
+		return err
+	}
+	if strings.HasPrefix(p, "chains/") || strings.HasPrefix(p, "schedules/") {
+		return errors.New("chains/ and schedules/ are the server's own; put data elsewhere, such as datasets/")
+	}
+	return nil
+}

@@ -11,6 +11,29 @@ import (
 // generated lists every task found in chains/<type>/*_chain.go, sorted by type, chain and name.
 var generated = []*Task{
 	{
+		Type:  "airline",
+		Chain: "delays_chain",
+		Name:  "DetectTask",
+		Doc:   "DetectTask flags, per airport over the year's days, the days whose mean delay lies more than\n3 sample standard deviations from the mean of the airport's daily means (z-score). Airports\naveraging fewer than min_flights flights over their days are left out. Its out is the daily\nsummary with z_score and is_anomaly, CSV.",
+		Params: []Param{
+			{Name: "min_flights", Kind: "int", Default: "20", Required: false, Doc: "Airports averaging fewer flights a day are skipped."},
+			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: ""},
+			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: ""},
+		},
+		Parse: parseAirlineDelaysChainDetectTask,
+	},
+	{
+		Type:  "airline",
+		Chain: "delays_chain",
+		Name:  "ExtractTask",
+		Doc:   "ExtractTask streams the year's flights from a source object of the store and aggregates them\nper origin airport and day: flights that departed, cancellations, mean and 95th percentile\n(numpy's linear interpolation) of the departure delay. Its out is the daily summary, CSV.",
+		Params: []Param{
+			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: "The data set: a .parquet (vega-datasets' layout) or a .csv (Kaggle's yearly layout)."},
+			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: "The flights' year."},
+		},
+		Parse: parseAirlineDelaysChainExtractTask,
+	},
+	{
 		Type:  "testchains",
 		Chain: "data_chain",
 		Name:  "ArtifactsTask",
@@ -280,6 +303,43 @@ var generated = []*Task{
 		},
 		Parse: parseTestchainsMetricsChainCountedTask,
 	},
+}
+
+// parseAirlineDelaysChainDetectTask turns the query of a POST into the canonical parameters of airline/delays_chain/DetectTask.
+func parseAirlineDelaysChainDetectTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryInt(q, "min_flights", "20", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("min_flights", p0)
+	p1, err := params.QueryString(q, "source", "datasets/flights/flights-3m.parquet", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p1)
+	p2, err := params.QueryInt(q, "year", "2001", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("year", p2)
+	return w.Bytes(), nil
+}
+
+// parseAirlineDelaysChainExtractTask turns the query of a POST into the canonical parameters of airline/delays_chain/ExtractTask.
+func parseAirlineDelaysChainExtractTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "source", "datasets/flights/flights-3m.parquet", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p0)
+	p1, err := params.QueryInt(q, "year", "2001", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("year", p1)
+	return w.Bytes(), nil
 }
 
 // parseTestchainsDataChainArtifactsTask turns the query of a POST into the canonical parameters of testchains/data_chain/ArtifactsTask.

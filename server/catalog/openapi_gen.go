@@ -270,6 +270,501 @@ const OpenAPI = `{
         "summary": "Chain types and their chains"
       }
     },
+    "/api/chains/airline/delays_chain/DetectTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.DetectTask",
+        "parameters": [
+          {
+            "description": "Airports averaging fewer flights a day are skipped.",
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "DetectTask flags, per airport over the year's days, the days whose mean delay lies more than\n3 sample standard deviations from the mean of the airport's daily means (z-score). Airports\naveraging fewer than min_flights flights over their days are left out. Its out is the daily\nsummary with z_score and is_anomaly, CSV.",
+        "operationId": "run.airline.delays_chain.DetectTask",
+        "parameters": [
+          {
+            "description": "Airports averaging fewer flights a day are skipped.",
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "min_flights": {
+                    "default": 20,
+                    "format": "int64",
+                    "type": "integer"
+                  },
+                  "source": {
+                    "default": "datasets/flights/flights-3m.parquet",
+                    "type": "string"
+                  },
+                  "year": {
+                    "default": 2001,
+                    "format": "int64",
+                    "type": "integer"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "DetectTask flags, per airport over the year's days, the days whose mean delay lies more than",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
+    "/api/chains/airline/delays_chain/ExtractTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.ExtractTask",
+        "parameters": [
+          {
+            "description": "The data set: a .parquet (vega-datasets' layout) or a .csv (Kaggle's yearly layout).",
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "description": "The flights' year.",
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "ExtractTask streams the year's flights from a source object of the store and aggregates them\nper origin airport and day: flights that departed, cancellations, mean and 95th percentile\n(numpy's linear interpolation) of the departure delay. Its out is the daily summary, CSV.",
+        "operationId": "run.airline.delays_chain.ExtractTask",
+        "parameters": [
+          {
+            "description": "The data set: a .parquet (vega-datasets' layout) or a .csv (Kaggle's yearly layout).",
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "description": "The flights' year.",
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "source": {
+                    "default": "datasets/flights/flights-3m.parquet",
+                    "type": "string"
+                  },
+                  "year": {
+                    "default": 2001,
+                    "format": "int64",
+                    "type": "integer"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "ExtractTask streams the year's flights from a source object of the store and aggregates them",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
     "/api/chains/testchains/data_chain/ArtifactsTask": {
       "delete": {
         "operationId": "cancel.testchains.data_chain.ArtifactsTask",

@@ -4,6 +4,7 @@
 //	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
 //	nectar reindex                                rebuild the run history from the store's run records
+//	nectar put <file> <path>                      store a source data file in the store
 //	nectar dev                                    serve, rebuilding chains on save (make dev)
 //	nectar trigger|status|logs|cancel|runs ...    drive a running server (see usage)
 //	nectar schedules|backfill ...                 list, pause, resume and backfill schedules
@@ -53,6 +54,8 @@ commands:
                                       (and its test)
   reindex                             rebuild the run history (NECTAR_DATABASE_URL) from the
                                       run records in the store (NECTAR_TARGET)
+  put <local file> <path>             store a file in NECTAR_TARGET at path, for tasks that read
+                                      it with ctx.Source (make demo-data uses it)
   dev                                 serve, and on every save under chains/ regenerate and
                                       rebuild what changed (in the repository; make dev)
   version                             print the plugin protocol version
@@ -89,6 +92,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return newChain(args[1:], stdout)
 	case "reindex":
 		return reindex(ctx, getenv, stdout, stderr)
+	case "put":
+		return put(ctx, args[1:], getenv, stdout, stderr)
 	case "dev":
 		return devCmd(ctx, args[1:], getenv, stdout, stderr)
 	case "trigger":
