@@ -106,7 +106,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	for _, t := range cat.Tasks() {
 		for _, name := range t.Connections {
 			if cfg.Getenv(ConnectionEnv(name)) == "" {
-				logger.Warn("a task declares a connection this server does not configure: its runs will fail until it is set",
+				logger.Info("a task declares a connection this server does not configure: its runs will fail until it is set",
 					"task", t.Type+"/"+t.Chain+"/"+t.Name, "connection", name, "set", ConnectionEnv(name))
 			}
 		}

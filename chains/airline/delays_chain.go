@@ -5,9 +5,12 @@
 package airline
 
 import (
+	"bufio"
 	"fmt"
 	"path"
+	"runtime"
 	"strings"
+	"sync"
 
 	"nectar/chains"
 )
@@ -91,4 +94,138 @@ func (t DetectTask) Run(ctx *chains.Context) error {
 	}
 	ctx.Log().Info("detected", "airport_days", len(flagged), "anomalies", anomalies)
 	return writeDays(ctx.Out(), flagged)
+}
+
+// PlotTask draws each airport that DetectTask kept: flights per day with the anomalous days
+// marked, and the mean delay below, titled with the airport's name from airports.csv. One PNG
+// artifact per airport (<IATA>.png, 1200x700), also published at
+// reports/airline_delays/year=<year>/airport=<IATA>/daily.png; drawn on every core. Its out
+// lists the airports: airport,name,anomalies,artifact.
+type PlotTask struct {
+	Year       int    `param:"year" default:"2001"`
+	Source     string `param:"source" default:"datasets/flights/flights-3m.parquet"`
+	MinFlights int    `param:"min_flights" default:"20"`
+	// airports.csv (iata, name, city, state, ...) in the store.
+	Airports string `param:"airports" default:"datasets/flights/airports.csv"`
+}
+
+func (t PlotTask) Requires() []chains.Task {
+	return []chains.Task{DetectTask{Year: t.Year, Source: t.Source, MinFlights: t.MinFlights}}
+}
+
+func (t PlotTask) Run(ctx *chains.Context) error {
+	in, err := ctx.Input(0)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	days, err := readDays(in)
+	if err != nil {
+		return err
+	}
+	ar, err := ctx.Source(t.Airports)
+	if err != nil {
+		return err
+	}
+	names, err := airportNames(ar)
+	ar.Close()
+	if err != nil {
+		return err
+	}
+	groups := byAirport(days)
+	jobs := make(chan []dayStats)
+	results := make(chan plotResult)
+	var wg sync.WaitGroup
+	for range runtime.NumCPU() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := range jobs {
+				results <- t.plot(ctx, g, names)
+			}
+		}()
+	}
+	go func() {
+		for _, g := range groups {
+			if ctx.Context().Err() != nil {
+				break
+			}
+			jobs <- g
+		}
+		close(jobs)
+		wg.Wait()
+		close(results)
+	}()
+	done := map[string]int{}
+	var firstErr error
+	for r := range results {
+		if r.err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("plotting %s: %w", r.airport, r.err)
+		}
+		done[r.airport] = r.anomalies
+		ctx.Progress(int64(len(done)), int64(len(groups)))
+	}
+	if firstErr != nil {
+		return firstErr
+	}
+	if err := ctx.Context().Err(); err != nil {
+		return err
+	}
+	w := bufio.NewWriter(ctx.Out())
+	fmt.Fprintln(w, "airport,name,anomalies,artifact")
+	for _, g := range groups {
+		ap := g[0].Airport
+		fmt.Fprintf(w, "%s,%q,%d,%s.png\n", ap, names[ap], done[ap], ap)
+	}
+	return w.Flush()
+}
+
+// plotResult is what drawing one airport gave.
+type plotResult struct {
+	airport   string
+	anomalies int
+	err       error
+}
+
+// plot draws one airport's PNG artifact and publishes it.
+func (t PlotTask) plot(ctx *chains.Context, days []dayStats, names map[string]string) (r plotResult) {
+	ap := days[0].Airport
+	r.airport = ap
+	for _, d := range days {
+		if d.Anomaly {
+			r.anomalies++
+		}
+	}
+	title := fmt.Sprintf("%s %s: %d (%d anomalous days)", ap, names[ap], t.Year, r.anomalies)
+	if names[ap] == "" {
+		title = fmt.Sprintf("%s: %d (%d anomalous days)", ap, t.Year, r.anomalies)
+	}
+	w, err := ctx.Artifact(ap + ".png")
+	if err != nil {
+		r.err = err
+		return r
+	}
+	if r.err = drawAirport(w, title, days); r.err != nil {
+		w.Close()
+		return r
+	}
+	if r.err = w.Close(); r.err != nil {
+		return r
+	}
+	r.err = ctx.Publish(ap+".png", fmt.Sprintf("reports/airline_delays/year=%d/airport=%s/daily.png", t.Year, ap))
+	return r
+}
+
+// byAirport splits the (sorted) summary into one slice per airport.
+func byAirport(days []dayStats) [][]dayStats {
+	var out [][]dayStats
+	for i := 0; i < len(days); {
+		j := i
+		for j < len(days) && days[j].Airport == days[i].Airport {
+			j++
+		}
+		out = append(out, days[i:j])
+		i = j
+	}
+	return out
 }

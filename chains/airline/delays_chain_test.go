@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/csv"
 	"fmt"
+	"image/png"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -214,4 +215,46 @@ func TestExtractErrorsNameTheProblem(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestPlotDrawsEveryKeptAirport(t *testing.T) {
+	flights, _ := generate(5)
+	ex := chainstest.Run(t, ExtractTask{Year: 2001, Source: "d.csv"}, chainstest.Sources(map[string]string{"d.csv": kaggleCSV(flights)}))
+	det := chainstest.Run(t, DetectTask{Year: 2001, Source: "d.csv", MinFlights: 20}, chainstest.InputBytes(ex.Out))
+	if ex.Err != nil || det.Err != nil {
+		t.Fatal(ex.Err, det.Err)
+	}
+	airports := "iata,name,city,state,country,latitude,longitude\nATL,William B Hartsfield-Atlanta Intl,Atlanta,GA,USA,33.64,-84.42\n"
+	res := chainstest.Run(t, PlotTask{Year: 2001, Source: "d.csv", MinFlights: 20, Airports: "datasets/flights/airports.csv"},
+		chainstest.InputBytes(det.Out), chainstest.Sources(map[string]string{"datasets/flights/airports.csv": airports}))
+	if res.Err != nil {
+		t.Fatalf("plot: %v\n%s", res.Err, res.Log)
+	}
+	if len(res.Artifacts) != 2 {
+		t.Fatalf("artifacts %v, want ATL.png and ORD.png", keys(res.Artifacts))
+	}
+	for _, ap := range []string{"ATL", "ORD"} {
+		img, err := png.Decode(bytes.NewReader(res.Artifacts[ap+".png"]))
+		if err != nil {
+			t.Fatalf("%s.png: %v", ap, err)
+		}
+		if b := img.Bounds(); b.Dx() != PlotWidthPx || b.Dy() != PlotHeightPx {
+			t.Errorf("%s.png is %dx%d, want %dx%d", ap, b.Dx(), b.Dy(), PlotWidthPx, PlotHeightPx)
+		}
+		if got, want := res.Published[ap+".png"], "reports/airline_delays/year=2001/airport="+ap+"/daily.png"; got != want {
+			t.Errorf("%s published at %q, want %q", ap, got, want)
+		}
+	}
+	if !strings.Contains(string(res.Out), `ATL,"William B Hartsfield-Atlanta Intl, Atlanta GA",1,ATL.png`) {
+		t.Errorf("index:\n%s", res.Out)
+	}
+}
+
+func keys[V any](m map[string]V) []string {
+	var out []string
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }

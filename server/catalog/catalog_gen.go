@@ -34,6 +34,19 @@ var generated = []*Task{
 		Parse: parseAirlineDelaysChainExtractTask,
 	},
 	{
+		Type:  "airline",
+		Chain: "delays_chain",
+		Name:  "PlotTask",
+		Doc:   "PlotTask draws each airport that DetectTask kept: flights per day with the anomalous days\nmarked, and the mean delay below, titled with the airport's name from airports.csv. One PNG\nartifact per airport (<IATA>.png, 1200x700), also published at\nreports/airline_delays/year=<year>/airport=<IATA>/daily.png; drawn on every core. Its out\nlists the airports: airport,name,anomalies,artifact.",
+		Params: []Param{
+			{Name: "airports", Kind: "string", Default: "datasets/flights/airports.csv", Required: false, Doc: "airports.csv (iata, name, city, state, ...) in the store."},
+			{Name: "min_flights", Kind: "int", Default: "20", Required: false, Doc: ""},
+			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: ""},
+			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: ""},
+		},
+		Parse: parseAirlineDelaysChainPlotTask,
+	},
+	{
 		Type:  "testchains",
 		Chain: "data_chain",
 		Name:  "ArtifactsTask",
@@ -339,6 +352,32 @@ func parseAirlineDelaysChainExtractTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Int("year", p1)
+	return w.Bytes(), nil
+}
+
+// parseAirlineDelaysChainPlotTask turns the query of a POST into the canonical parameters of airline/delays_chain/PlotTask.
+func parseAirlineDelaysChainPlotTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "airports", "datasets/flights/airports.csv", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("airports", p0)
+	p1, err := params.QueryInt(q, "min_flights", "20", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("min_flights", p1)
+	p2, err := params.QueryString(q, "source", "datasets/flights/flights-3m.parquet", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p2)
+	p3, err := params.QueryInt(q, "year", "2001", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("year", p3)
 	return w.Bytes(), nil
 }
 

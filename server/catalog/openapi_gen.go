@@ -765,6 +765,287 @@ const OpenAPI = `{
         ]
       }
     },
+    "/api/chains/airline/delays_chain/PlotTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.PlotTask",
+        "parameters": [
+          {
+            "description": "airports.csv (iata, name, city, state, ...) in the store.",
+            "in": "query",
+            "name": "airports",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/airports.csv",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "PlotTask draws each airport that DetectTask kept: flights per day with the anomalous days\nmarked, and the mean delay below, titled with the airport's name from airports.csv. One PNG\nartifact per airport (<IATA>.png, 1200x700), also published at\nreports/airline_delays/year=<year>/airport=<IATA>/daily.png; drawn on every core. Its out\nlists the airports: airport,name,anomalies,artifact.",
+        "operationId": "run.airline.delays_chain.PlotTask",
+        "parameters": [
+          {
+            "description": "airports.csv (iata, name, city, state, ...) in the store.",
+            "in": "query",
+            "name": "airports",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/airports.csv",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "airports": {
+                    "default": "datasets/flights/airports.csv",
+                    "type": "string"
+                  },
+                  "min_flights": {
+                    "default": 20,
+                    "format": "int64",
+                    "type": "integer"
+                  },
+                  "source": {
+                    "default": "datasets/flights/flights-3m.parquet",
+                    "type": "string"
+                  },
+                  "year": {
+                    "default": 2001,
+                    "format": "int64",
+                    "type": "integer"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "PlotTask draws each airport that DetectTask kept: flights per day with the anomalous days",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
     "/api/chains/testchains/data_chain/ArtifactsTask": {
       "delete": {
         "operationId": "cancel.testchains.data_chain.ArtifactsTask",
