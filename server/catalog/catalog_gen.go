@@ -36,6 +36,19 @@ var generated = []*Task{
 	{
 		Type:  "airline",
 		Chain: "delays_chain",
+		Name:  "LoadTask",
+		Doc:   "LoadTask loads DetectTask's summary into PostgreSQL, the connection \"warehouse\"\n(NECTAR_CONN_WAREHOUSE=postgres://...): table airport_daily_delays (year, airport, day,\nflights, mean_delay, p95_delay, cancelled, z_score, is_anomaly), made if missing. The year is\nreplaced in one transaction (DELETE, then COPY): a rerun leaves no duplicates, a failure\nleaves the previous rows.",
+		Params: []Param{
+			{Name: "min_flights", Kind: "int", Default: "20", Required: false, Doc: ""},
+			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: ""},
+			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: ""},
+		},
+		Connections: []string{"warehouse"},
+		Parse:       parseAirlineDelaysChainLoadTask,
+	},
+	{
+		Type:  "airline",
+		Chain: "delays_chain",
 		Name:  "PlotTask",
 		Doc:   "PlotTask draws each airport that DetectTask kept: flights per day with the anomalous days\nmarked, and the mean delay below, titled with the airport's name from airports.csv. One PNG\nartifact per airport (<IATA>.png, 1200x700), also published at\nreports/airline_delays/year=<year>/airport=<IATA>/daily.png; drawn on every core. Its out\nlists the airports: airport,name,anomalies,artifact.",
 		Params: []Param{
@@ -352,6 +365,27 @@ func parseAirlineDelaysChainExtractTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Int("year", p1)
+	return w.Bytes(), nil
+}
+
+// parseAirlineDelaysChainLoadTask turns the query of a POST into the canonical parameters of airline/delays_chain/LoadTask.
+func parseAirlineDelaysChainLoadTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryInt(q, "min_flights", "20", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("min_flights", p0)
+	p1, err := params.QueryString(q, "source", "datasets/flights/flights-3m.parquet", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p1)
+	p2, err := params.QueryInt(q, "year", "2001", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("year", p2)
 	return w.Bytes(), nil
 }
 

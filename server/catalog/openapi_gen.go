@@ -765,6 +765,263 @@ const OpenAPI = `{
         ]
       }
     },
+    "/api/chains/airline/delays_chain/LoadTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.LoadTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "LoadTask loads DetectTask's summary into PostgreSQL, the connection \"warehouse\"\n(NECTAR_CONN_WAREHOUSE=postgres://...): table airport_daily_delays (year, airport, day,\nflights, mean_delay, p95_delay, cancelled, z_score, is_anomaly), made if missing. The year is\nreplaced in one transaction (DELETE, then COPY): a rerun leaves no duplicates, a failure\nleaves the previous rows.",
+        "operationId": "run.airline.delays_chain.LoadTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "min_flights": {
+                    "default": 20,
+                    "format": "int64",
+                    "type": "integer"
+                  },
+                  "source": {
+                    "default": "datasets/flights/flights-3m.parquet",
+                    "type": "string"
+                  },
+                  "year": {
+                    "default": 2001,
+                    "format": "int64",
+                    "type": "integer"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "LoadTask loads DetectTask's summary into PostgreSQL, the connection \"warehouse\"",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
     "/api/chains/airline/delays_chain/PlotTask": {
       "delete": {
         "operationId": "cancel.airline.delays_chain.PlotTask",

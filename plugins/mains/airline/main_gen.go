@@ -19,6 +19,8 @@ var (
 	_ chains.Task     = airline.DetectTask{}
 	_ chains.Requirer = airline.DetectTask{}
 	_ chains.Task     = airline.ExtractTask{}
+	_ chains.Task     = airline.LoadTask{}
+	_ chains.Requirer = airline.LoadTask{}
 	_ chains.Task     = airline.PlotTask{}
 	_ chains.Requirer = airline.PlotTask{}
 )
@@ -29,6 +31,7 @@ func main() {
 		Tasks: []serve.TaskDef{
 			{Chain: "delays_chain", Name: "DetectTask", Decode: decodeDetectTask},
 			{Chain: "delays_chain", Name: "ExtractTask", Decode: decodeExtractTask},
+			{Chain: "delays_chain", Name: "LoadTask", Decode: decodeLoadTask},
 			{Chain: "delays_chain", Name: "PlotTask", Decode: decodePlotTask},
 		},
 		Describe: describe,
@@ -50,6 +53,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *airline.ExtractTask:
 		p, err := encodeExtractTask(v)
 		return plugins.TaskRef{Chain: "delays_chain", Task: "ExtractTask", Params: p}, err
+	case airline.LoadTask:
+		p, err := encodeLoadTask(&v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "LoadTask", Params: p}, err
+	case *airline.LoadTask:
+		p, err := encodeLoadTask(v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "LoadTask", Params: p}, err
 	case airline.PlotTask:
 		p, err := encodePlotTask(&v)
 		return plugins.TaskRef{Chain: "delays_chain", Task: "PlotTask", Params: p}, err
@@ -115,6 +124,39 @@ func encodeExtractTask(t *airline.ExtractTask) ([]byte, error) {
 		return nil, fmt.Errorf("nil *airline.ExtractTask")
 	}
 	var w params.Writer
+	w.String("source", t.Source)
+	w.Int("year", int64(t.Year))
+	return w.Bytes(), nil
+}
+
+func decodeLoadTask(b []byte) (chains.Task, error) {
+	var t airline.LoadTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("min_flights"); err != nil {
+		return nil, err
+	} else {
+		t.MinFlights = int(v)
+	}
+	if t.Source, err = r.String("source"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("year"); err != nil {
+		return nil, err
+	} else {
+		t.Year = int(v)
+	}
+	return t, nil
+}
+
+func encodeLoadTask(t *airline.LoadTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *airline.LoadTask")
+	}
+	var w params.Writer
+	w.Int("min_flights", int64(t.MinFlights))
 	w.String("source", t.Source)
 	w.Int("year", int64(t.Year))
 	return w.Bytes(), nil
