@@ -6,7 +6,9 @@ package airline
 
 import (
 	"bufio"
+	"encoding/csv"
 	"fmt"
+	"io"
 	"path"
 	"runtime"
 	"strings"
@@ -212,7 +214,7 @@ func (t PlotTask) plot(ctx *chains.Context, days []dayStats, names map[string]st
 	if r.err = w.Close(); r.err != nil {
 		return r
 	}
-	r.err = ctx.Publish(ap+".png", fmt.Sprintf("reports/airline_delays/year=%d/airport=%s/daily.png", t.Year, ap))
+	r.err = ctx.Publish(ap+".png", plotPath(t.Year, ap))
 	return r
 }
 
@@ -269,4 +271,89 @@ func (t LoadTask) Run(ctx *chains.Context) error {
 	ctx.Log().Info("loaded", "year", t.Year, "rows", n)
 	_, err = fmt.Fprintf(ctx.Out(), "loaded %d rows of %d into airport_daily_delays\n", n, t.Year)
 	return err
+}
+
+// ReportTask reads the loaded year back from PostgreSQL and writes the dashboard: the airports
+// ranked by anomalous days, a national daily chart, and each airport's plot. One self-contained
+// HTML artifact (dashboard.html: images inline, no request anywhere, so it works offline),
+// published at reports/airline_delays/year=<year>/dashboard.html.
+type ReportTask struct {
+	Year       int    `param:"year" default:"2001"`
+	Source     string `param:"source" default:"datasets/flights/flights-3m.parquet"`
+	MinFlights int    `param:"min_flights" default:"20"`
+	Airports   string `param:"airports" default:"datasets/flights/airports.csv"`
+}
+
+func (ReportTask) Connections() []string { return []string{"warehouse"} }
+
+func (t ReportTask) Requires() []chains.Task {
+	return []chains.Task{
+		LoadTask{Year: t.Year, Source: t.Source, MinFlights: t.MinFlights},
+		//lint:ignore S1016 spelled out, as for LoadTask
+		PlotTask{Year: t.Year, Source: t.Source, MinFlights: t.MinFlights, Airports: t.Airports},
+	}
+}
+
+func (t ReportTask) Run(ctx *chains.Context) error {
+	index, err := ctx.Input(1) // PlotTask's list: airport, name, anomalies, artifact
+	if err != nil {
+		return err
+	}
+	recs, err := csv.NewReader(index).ReadAll()
+	index.Close()
+	if err != nil {
+		return fmt.Errorf("reading PlotTask's list: %w", err)
+	}
+	names := map[string]string{}
+	for _, rec := range recs[1:] {
+		names[rec[0]] = rec[1]
+	}
+	dsn, err := ctx.Connection("warehouse")
+	if err != nil {
+		return err
+	}
+	airports, national, err := readBack(ctx.Context(), dsn, t.Year)
+	if err != nil {
+		return err
+	}
+	if len(airports) == 0 {
+		return fmt.Errorf("airport_daily_delays has no rows of %d", t.Year)
+	}
+	data := dashboardData{Year: t.Year, MinFlights: t.MinFlights, National: nationalSVG(national)}
+	for i := range airports {
+		a := &airports[i]
+		a.Name = names[a.Airport]
+		data.Flights += a.Flights
+		png, err := ctx.Source(plotPath(t.Year, a.Airport))
+		if err != nil {
+			return fmt.Errorf("the plot of %s: %w", a.Airport, err)
+		}
+		b, err := io.ReadAll(png)
+		png.Close()
+		if err != nil {
+			return fmt.Errorf("the plot of %s: %w", a.Airport, err)
+		}
+		a.Plot = pngURI(b)
+	}
+	data.Airports = airports
+	w, err := ctx.Artifact("dashboard.html")
+	if err != nil {
+		return err
+	}
+	if err := writeDashboard(w, data); err != nil {
+		return err
+	}
+	if err := w.Close(); err != nil {
+		return err
+	}
+	if err := ctx.Publish("dashboard.html", fmt.Sprintf("reports/airline_delays/year=%d/dashboard.html", t.Year)); err != nil {
+		return err
+	}
+	_, err = fmt.Fprintf(ctx.Out(), "dashboard of %d: %d airports, %d flights\n", t.Year, len(airports), data.Flights)
+	return err
+}
+
+// plotPath is where PlotTask publishes an airport's plot.
+func plotPath(year int, airport string) string {
+	return fmt.Sprintf("reports/airline_delays/year=%d/airport=%s/daily.png", year, airport)
 }

@@ -86,3 +86,53 @@ func checkTable(t *testing.T, dsn string, want []dayStats) {
 		}
 	}
 }
+
+// The dashboard reads the loaded rows back: airports ranked by anomalous days, each with its
+// plot inline, a national chart, and nothing fetched from anywhere.
+func TestReportReadsTheLoadedYearBack(t *testing.T) {
+	dsn := pgtest.NewDatabase(t)
+	flights, spike := generate(17)
+	conns := chainstest.Connections(map[string]string{"warehouse": dsn})
+	ex := chainstest.Run(t, ExtractTask{Year: 2001, Source: "d.csv"}, chainstest.Sources(map[string]string{"d.csv": kaggleCSV(flights)}))
+	det := chainstest.Run(t, DetectTask{Year: 2001, Source: "d.csv", MinFlights: 20}, chainstest.InputBytes(ex.Out))
+	airports := "iata,name,city,state,country,latitude,longitude\nATL,Hartsfield,Atlanta,GA,USA,0,0\nORD,O'Hare,Chicago,IL,USA,0,0\n"
+	plot := chainstest.Run(t, PlotTask{Year: 2001, Source: "d.csv", MinFlights: 20, Airports: "a.csv"}, chainstest.InputBytes(det.Out),
+		chainstest.Sources(map[string]string{"a.csv": airports}))
+	ld := chainstest.Run(t, LoadTask{Year: 2001, Source: "d.csv", MinFlights: 20}, chainstest.InputBytes(det.Out), conns)
+	for _, r := range []chainstest.Result{ex, det, plot, ld} {
+		if r.Err != nil {
+			t.Fatalf("%v\n%s", r.Err, r.Log)
+		}
+	}
+	pngs := map[string]string{}
+	for name, b := range plot.Artifacts {
+		pngs[plotPath(2001, strings.TrimSuffix(name, ".png"))] = string(b)
+	}
+	rep := chainstest.Run(t, ReportTask{Year: 2001, Source: "d.csv", MinFlights: 20, Airports: "a.csv"},
+		chainstest.InputBytes(ld.Out, plot.Out), conns, chainstest.Sources(pngs))
+	if rep.Err != nil {
+		t.Fatalf("report: %v\n%s", rep.Err, rep.Log)
+	}
+	html := string(rep.Artifacts["dashboard.html"])
+	if rep.Published["dashboard.html"] != "reports/airline_delays/year=2001/dashboard.html" {
+		t.Errorf("published at %q", rep.Published["dashboard.html"])
+	}
+	atl, ord := strings.Index(html, `<td><a href="#ATL">ATL</a></td><td>Hartsfield, Atlanta GA</td><td>1</td>`), strings.Index(html, `<td><a href="#ORD">ORD</a></td>`)
+	if atl < 0 || ord < 0 || atl > ord {
+		t.Errorf("the ranking does not put ATL (1 anomalous day) first, then ORD (0)")
+	}
+	if !strings.Contains(html, spike.Format("Jan 2")) {
+		t.Errorf("ATL's worst day %s is not named", spike.Format("Jan 2"))
+	}
+	if n := strings.Count(html, `<img src="data:image/png;base64,`); n != 2 {
+		t.Errorf("%d inline plots, want 2", n)
+	}
+	if !strings.Contains(html, `<svg class="national"`) || strings.Count(html, `class="bar"`) != 60 {
+		t.Errorf("the national chart is missing or has not one bar per day")
+	}
+	for _, external := range []string{`src="http`, `href="http`, `url(http`, "<script"} {
+		if strings.Contains(html, external) {
+			t.Errorf("the dashboard is not self-contained: it has %s", external)
+		}
+	}
+}

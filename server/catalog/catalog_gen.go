@@ -60,6 +60,20 @@ var generated = []*Task{
 		Parse: parseAirlineDelaysChainPlotTask,
 	},
 	{
+		Type:  "airline",
+		Chain: "delays_chain",
+		Name:  "ReportTask",
+		Doc:   "ReportTask reads the loaded year back from PostgreSQL and writes the dashboard: the airports\nranked by anomalous days, a national daily chart, and each airport's plot. One self-contained\nHTML artifact (dashboard.html: images inline, no request anywhere, so it works offline),\npublished at reports/airline_delays/year=<year>/dashboard.html.",
+		Params: []Param{
+			{Name: "airports", Kind: "string", Default: "datasets/flights/airports.csv", Required: false, Doc: ""},
+			{Name: "min_flights", Kind: "int", Default: "20", Required: false, Doc: ""},
+			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: ""},
+			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: ""},
+		},
+		Connections: []string{"warehouse"},
+		Parse:       parseAirlineDelaysChainReportTask,
+	},
+	{
 		Type:  "testchains",
 		Chain: "data_chain",
 		Name:  "ArtifactsTask",
@@ -391,6 +405,32 @@ func parseAirlineDelaysChainLoadTask(q url.Values) ([]byte, error) {
 
 // parseAirlineDelaysChainPlotTask turns the query of a POST into the canonical parameters of airline/delays_chain/PlotTask.
 func parseAirlineDelaysChainPlotTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "airports", "datasets/flights/airports.csv", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("airports", p0)
+	p1, err := params.QueryInt(q, "min_flights", "20", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("min_flights", p1)
+	p2, err := params.QueryString(q, "source", "datasets/flights/flights-3m.parquet", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p2)
+	p3, err := params.QueryInt(q, "year", "2001", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("year", p3)
+	return w.Bytes(), nil
+}
+
+// parseAirlineDelaysChainReportTask turns the query of a POST into the canonical parameters of airline/delays_chain/ReportTask.
+func parseAirlineDelaysChainReportTask(q url.Values) ([]byte, error) {
 	var w params.Writer
 	p0, err := params.QueryString(q, "airports", "datasets/flights/airports.csv", false)
 	if err != nil {

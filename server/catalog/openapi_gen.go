@@ -1303,6 +1303,285 @@ const OpenAPI = `{
         ]
       }
     },
+    "/api/chains/airline/delays_chain/ReportTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.ReportTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "airports",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/airports.csv",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "ReportTask reads the loaded year back from PostgreSQL and writes the dashboard: the airports\nranked by anomalous days, a national daily chart, and each airport's plot. One self-contained\nHTML artifact (dashboard.html: images inline, no request anywhere, so it works offline),\npublished at reports/airline_delays/year=<year>/dashboard.html.",
+        "operationId": "run.airline.delays_chain.ReportTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "airports",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/airports.csv",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "min_flights",
+            "required": false,
+            "schema": {
+              "default": 20,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/flights-3m.parquet",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "year",
+            "required": false,
+            "schema": {
+              "default": 2001,
+              "format": "int64",
+              "type": "integer"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "airports": {
+                    "default": "datasets/flights/airports.csv",
+                    "type": "string"
+                  },
+                  "min_flights": {
+                    "default": 20,
+                    "format": "int64",
+                    "type": "integer"
+                  },
+                  "source": {
+                    "default": "datasets/flights/flights-3m.parquet",
+                    "type": "string"
+                  },
+                  "year": {
+                    "default": 2001,
+                    "format": "int64",
+                    "type": "integer"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "ReportTask reads the loaded year back from PostgreSQL and writes the dashboard: the airports",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
     "/api/chains/testchains/data_chain/ArtifactsTask": {
       "delete": {
         "operationId": "cancel.testchains.data_chain.ArtifactsTask",

@@ -23,6 +23,8 @@ var (
 	_ chains.Requirer = airline.LoadTask{}
 	_ chains.Task     = airline.PlotTask{}
 	_ chains.Requirer = airline.PlotTask{}
+	_ chains.Task     = airline.ReportTask{}
+	_ chains.Requirer = airline.ReportTask{}
 )
 
 func main() {
@@ -33,6 +35,7 @@ func main() {
 			{Chain: "delays_chain", Name: "ExtractTask", Decode: decodeExtractTask},
 			{Chain: "delays_chain", Name: "LoadTask", Decode: decodeLoadTask},
 			{Chain: "delays_chain", Name: "PlotTask", Decode: decodePlotTask},
+			{Chain: "delays_chain", Name: "ReportTask", Decode: decodeReportTask},
 		},
 		Describe: describe,
 	})
@@ -65,6 +68,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *airline.PlotTask:
 		p, err := encodePlotTask(v)
 		return plugins.TaskRef{Chain: "delays_chain", Task: "PlotTask", Params: p}, err
+	case airline.ReportTask:
+		p, err := encodeReportTask(&v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "ReportTask", Params: p}, err
+	case *airline.ReportTask:
+		p, err := encodeReportTask(v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "ReportTask", Params: p}, err
 	}
 	return plugins.TaskRef{}, fmt.Errorf("%T is not a task of chain type airline (a task can only require tasks of its own type)", t)
 }
@@ -190,6 +199,43 @@ func decodePlotTask(b []byte) (chains.Task, error) {
 func encodePlotTask(t *airline.PlotTask) ([]byte, error) {
 	if t == nil {
 		return nil, fmt.Errorf("nil *airline.PlotTask")
+	}
+	var w params.Writer
+	w.String("airports", t.Airports)
+	w.Int("min_flights", int64(t.MinFlights))
+	w.String("source", t.Source)
+	w.Int("year", int64(t.Year))
+	return w.Bytes(), nil
+}
+
+func decodeReportTask(b []byte) (chains.Task, error) {
+	var t airline.ReportTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Airports, err = r.String("airports"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("min_flights"); err != nil {
+		return nil, err
+	} else {
+		t.MinFlights = int(v)
+	}
+	if t.Source, err = r.String("source"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("year"); err != nil {
+		return nil, err
+	} else {
+		t.Year = int(v)
+	}
+	return t, nil
+}
+
+func encodeReportTask(t *airline.ReportTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *airline.ReportTask")
 	}
 	var w params.Writer
 	w.String("airports", t.Airports)
