@@ -85,12 +85,13 @@ func scratchModule(t *testing.T, chainsDir string) string {
 	}
 	must(os.WriteFile(filepath.Join(root, "go.mod"), []byte("module nectar\n\ngo 1.26\n"), 0o644))
 	must(os.MkdirAll(filepath.Join(root, "chains"), 0o755))
-	// The SDK and its runtime packages, without tests, test data and the example chains.
+	// The SDK and its runtime packages, without tests, test data and the chain types (a folder
+	// with a _chain.go file: the repository's own chains are not the case's).
 	must(filepath.WalkDir("../chains", func(p string, d os.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
-		if d.IsDir() && (d.Name() == "testchains" || d.Name() == "testdata") {
+		if chainFiles, _ := filepath.Glob(filepath.Join(p, "*_chain.go")); d.IsDir() && (d.Name() == "testdata" || len(chainFiles) > 0) {
 			return filepath.SkipDir
 		}
 		if d.IsDir() || strings.HasSuffix(p, "_test.go") || !strings.HasSuffix(p, ".go") {
