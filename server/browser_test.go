@@ -121,6 +121,10 @@ func (bs *browserSession) checkConsole(t *testing.T) {
 		if strings.Contains(p, "/catalog/") && strings.Contains(p, "status of 422") {
 			continue
 		}
+		// A report artifact's script blocked by its sandbox is the sandbox working.
+		if strings.Contains(p, "Blocked script execution") && strings.Contains(p, "sandboxed") {
+			continue
+		}
 		t.Errorf("browser console: %s", p)
 	}
 	bs.problems = nil
@@ -242,5 +246,18 @@ func TestBrowser(t *testing.T) {
 	bs.do(t, "pause", chromedp.Navigate(ts.url+"/schedules"), chromedp.WaitVisible(chromedp.CSS(`table.schedules`)),
 		chromedp.Click(chromedp.CSS(`form[action$="/pause"] button`)), chromedp.WaitVisible(chromedp.CSS(`form[action$="/resume"]`)))
 	bs.screenshot(t, "schedules")
+
+	// Artifacts: images in a gallery, an HTML report framed in a sandbox whose script cannot run.
+	ts.postWait(t, "/api/chains/testchains/data_chain/ArtifactsTask?count=2&pictures=true&wait=30s", nil)
+	ts.flushHistory(t)
+	art := ts.runs(t, "task=ArtifactsTask").Runs[0]
+	bs.do(t, "artifacts", chromedp.Navigate(ts.url+"/runs/"+art.RunID+"?task=0"), chromedp.WaitVisible(chromedp.CSS(`.gallery img`)))
+	bs.do(t, "gallery images load", chromedp.Poll[chromedp.Void](
+		`[...document.querySelectorAll(".gallery img")].every(i => i.complete && i.naturalWidth === 120)`, chromedp.WithPollingTimeout(10*time.Second)))
+	time.Sleep(300 * time.Millisecond) // the frame's script would have run by now
+	if title := browserRun(t, bs, "title", chromedp.Evaluate[string](`document.title`)); strings.Contains(title, "escaped") {
+		t.Errorf("a report artifact's script changed the page: title %q", title)
+	}
+	bs.screenshot(t, "run-artifacts")
 	bs.checkConsole(t)
 }

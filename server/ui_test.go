@@ -317,3 +317,42 @@ func TestUISchedulesPage(t *testing.T) {
 		t.Errorf("schedules page after a backfill = %d", p.code)
 	}
 }
+
+// A task's artifacts on its run page: images in a gallery (filtered by name), an HTML report
+// in a sandboxed frame whose file is served sandboxed too.
+func TestUIShowsArtifacts(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.postWait(t, "/api/chains/testchains/data_chain/ArtifactsTask?count=2&pictures=true&wait=30s", nil)
+	if a.run.JobStatus == nil || *a.run.JobStatus != "DONE" {
+		t.Fatalf("ArtifactsTask: %v %v", a.run.JobStatus, a.run.Error)
+	}
+	ts.flushHistory(t)
+	id := ts.runs(t, "task=ArtifactsTask").Runs[0].RunID
+	b := newBrowser(t, ts)
+	p := b.get("/runs/" + id + "?task=0")
+	if n := strings.Count(p.body, `<figure><a href=`); n != 2 || !strings.Contains(p.body, `alt="plots/ATL.png"`) {
+		t.Errorf("gallery has %d images, want ATL and ORD", n)
+	}
+	if !strings.Contains(p.body, `<iframe class="report" sandbox src="`) || !strings.Contains(p.body, `>parts/1.txt</a>`) {
+		t.Errorf("run page lacks the sandboxed report or the text artifacts")
+	}
+	if csp := p.h.Get("Content-Security-Policy"); !strings.Contains(csp, "frame-src 'self'") {
+		t.Errorf("page CSP does not allow the report frame: %s", csp)
+	}
+	f := b.get("/runs/" + id + "?task=0&artifact=atl")
+	if strings.Count(f.body, `<figure><a href=`) != 1 || strings.Contains(f.body, `alt="plots/ORD.png"`) || strings.Contains(f.body, "<iframe") {
+		t.Errorf("the filter atl does not keep ATL's image alone")
+	}
+	m := regexp.MustCompile(`<iframe class="report" sandbox src="([^"]+)"`).FindStringSubmatch(p.body)
+	if m == nil {
+		t.Fatal("no report frame")
+	}
+	resp, err := http.Get(strings.ReplaceAll(m[1], "&amp;", "&"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || !strings.HasPrefix(resp.Header.Get("Content-Security-Policy"), "sandbox;") {
+		t.Errorf("the report is served %d %q with CSP %q: want text/html in a sandbox", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
+	}
+}

@@ -5,6 +5,10 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"image"
+	"image/color"
+	"image/draw"
+	"image/png"
 	"io"
 
 	"nectar/chains"
@@ -34,11 +38,13 @@ func (t SourceTask) Run(ctx *chains.Context) error {
 
 // ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at
 // reports/testchains/<publish>/first.txt when publish is given; with fail it fails after
-// writing them (so none may be committed).
+// writing them (so none may be committed); with pictures it also writes two PNGs
+// (plots/ATL.png, plots/ORD.png) and an HTML report, for the web UI's gallery.
 type ArtifactsTask struct {
-	Count   int    `param:"count" default:"3"`
-	Publish string `param:"publish"`
-	Fail    bool   `param:"fail"`
+	Count    int    `param:"count" default:"3"`
+	Publish  string `param:"publish"`
+	Fail     bool   `param:"fail"`
+	Pictures bool   `param:"pictures"`
 }
 
 func (t ArtifactsTask) Run(ctx *chains.Context) error {
@@ -58,6 +64,24 @@ func (t ArtifactsTask) Run(ctx *chains.Context) error {
 		if err := ctx.Publish("parts/0.txt", "reports/testchains/"+t.Publish+"/first.txt"); err != nil {
 			return err
 		}
+	}
+	if t.Pictures {
+		for i, name := range []string{"ATL", "ORD"} {
+			img := image.NewRGBA(image.Rect(0, 0, 120, 80))
+			draw.Draw(img, img.Bounds(), &image.Uniform{color.RGBA{R: uint8(80 * i), G: 120, B: 200, A: 255}}, image.Point{}, draw.Src)
+			w, err := ctx.Artifact("plots/" + name + ".png")
+			if err != nil {
+				return err
+			}
+			if err := png.Encode(w, img); err != nil {
+				return err
+			}
+		}
+		w, err := ctx.Artifact("report.html")
+		if err != nil {
+			return err
+		}
+		fmt.Fprint(w, `<!doctype html><title>report</title><h1 id="r">The report</h1><script>parent.document.title = "escaped"</script>`)
 	}
 	if t.Fail {
 		return errors.New("failing after writing the artifacts")

@@ -77,10 +77,11 @@ var generated = []*Task{
 		Type:  "testchains",
 		Chain: "data_chain",
 		Name:  "ArtifactsTask",
-		Doc:   "ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at\nreports/testchains/<publish>/first.txt when publish is given; with fail it fails after\nwriting them (so none may be committed).",
+		Doc:   "ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at\nreports/testchains/<publish>/first.txt when publish is given; with fail it fails after\nwriting them (so none may be committed); with pictures it also writes two PNGs\n(plots/ATL.png, plots/ORD.png) and an HTML report, for the web UI's gallery.",
 		Params: []Param{
 			{Name: "count", Kind: "int", Default: "3", Required: false, Doc: ""},
 			{Name: "fail", Kind: "bool", Default: "false", Required: false, Doc: ""},
+			{Name: "pictures", Kind: "bool", Default: "false", Required: false, Doc: ""},
 			{Name: "publish", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
 		Parse: parseTestchainsDataChainArtifactsTask,
@@ -468,11 +469,16 @@ func parseTestchainsDataChainArtifactsTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Bool("fail", p1)
-	p2, err := params.QueryString(q, "publish", "", false)
+	p2, err := params.QueryBool(q, "pictures", "false", false)
 	if err != nil {
 		return nil, err
 	}
-	w.String("publish", p2)
+	w.Bool("pictures", p2)
+	p3, err := params.QueryString(q, "publish", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("publish", p3)
 	return w.Bytes(), nil
 }
 

@@ -1607,6 +1607,15 @@ const OpenAPI = `{
           },
           {
             "in": "query",
+            "name": "pictures",
+            "required": false,
+            "schema": {
+              "default": false,
+              "type": "boolean"
+            }
+          },
+          {
+            "in": "query",
             "name": "publish",
             "required": false,
             "schema": {
@@ -1673,7 +1682,7 @@ const OpenAPI = `{
         ]
       },
       "post": {
-        "description": "ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at\nreports/testchains/<publish>/first.txt when publish is given; with fail it fails after\nwriting them (so none may be committed).",
+        "description": "ArtifactsTask writes count artifacts, parts/<i>.txt, and publishes the first at\nreports/testchains/<publish>/first.txt when publish is given; with fail it fails after\nwriting them (so none may be committed); with pictures it also writes two PNGs\n(plots/ATL.png, plots/ORD.png) and an HTML report, for the web UI's gallery.",
         "operationId": "run.testchains.data_chain.ArtifactsTask",
         "parameters": [
           {
@@ -1689,6 +1698,15 @@ const OpenAPI = `{
           {
             "in": "query",
             "name": "fail",
+            "required": false,
+            "schema": {
+              "default": false,
+              "type": "boolean"
+            }
+          },
+          {
+            "in": "query",
+            "name": "pictures",
             "required": false,
             "schema": {
               "default": false,
@@ -1734,6 +1752,10 @@ const OpenAPI = `{
                     "type": "integer"
                   },
                   "fail": {
+                    "default": false,
+                    "type": "boolean"
+                  },
+                  "pictures": {
                     "default": false,
                     "type": "boolean"
                   },

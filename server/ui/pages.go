@@ -151,7 +151,21 @@ type selView struct {
 	LogTruncated             bool
 	OutURL, LogDL, ParamsURL string
 	Preview                  *preview
+	// Artifacts: images as a gallery, HTML reports in a sandboxed frame, the rest as links;
+	// Filter keeps those whose name holds it (an airport code).
+	Images, Reports, Files []artifactView
+	Filter                 string
+	ArtifactCount          int
 }
+
+// artifactView is one artifact on the run page.
+type artifactView struct {
+	runs.Artifact
+	URL string
+}
+
+// maxGallery bounds the images a page shows at once (the filter narrows the rest down).
+const maxGallery = 60
 
 type chartView struct {
 	W, H           int
@@ -280,6 +294,7 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	}
 	if sel >= 0 {
 		v.Sel = u.taskDetail(ctx, rec.Tasks[sel], sel)
+		u.artifacts(ctx, v.Sel, strings.TrimSpace(c.QueryParam("artifact")))
 	}
 	if v.Final {
 		v.Chart = chart(u.b.Metrics(ctx, rec.Key))
@@ -327,6 +342,30 @@ func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
 	}
 	s.Preview = makePreview(b, s.OutURL)
 	return s
+}
+
+// artifacts sorts the selected task's artifacts into images, reports and other files, keeping
+// those whose name holds filter.
+func (u *UI) artifacts(ctx context.Context, s *selView, filter string) {
+	s.Filter, s.ArtifactCount = filter, len(s.Task.Artifacts)
+	for _, a := range s.Task.Artifacts {
+		if filter != "" && !strings.Contains(strings.ToLower(a.Name), strings.ToLower(filter)) {
+			continue
+		}
+		v := artifactView{Artifact: a, URL: u.b.DownloadURL(ctx, s.Task.Key+"/"+runs.ArtifactsDir+"/"+a.Name)}
+		switch ct, _, _ := strings.Cut(a.ContentType, ";"); {
+		case ct == "image/png" || ct == "image/jpeg" || ct == "image/gif" || ct == "image/svg+xml":
+			if len(s.Images) < maxGallery {
+				s.Images = append(s.Images, v)
+				continue
+			}
+			s.Files = append(s.Files, v)
+		case ct == "text/html":
+			s.Reports = append(s.Reports, v)
+		default:
+			s.Files = append(s.Files, v)
+		}
+	}
 }
 
 // makePreview picks how an out is shown: PNG and SVG as images (an <img> runs no script in an

@@ -191,7 +191,7 @@ func setHeaders(c echo.Context) string {
 	c.Set("nonce", nonce)
 	h := c.Response().Header()
 	h.Set("Content-Security-Policy", "default-src 'self'; script-src 'self' 'nonce-"+nonce+"'; style-src 'self'; "+
-		"img-src 'self' data: http: https:; connect-src 'self'; object-src 'none'; base-uri 'none'; "+
+		"img-src 'self' data: http: https:; frame-src 'self' http: https:; connect-src 'self'; object-src 'none'; base-uri 'none'; "+
 		"frame-ancestors 'none'; form-action 'self'")
 	h.Set("X-Frame-Options", "DENY")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -263,6 +263,9 @@ func decodeArtifactsTask(b []byte) (chains.Task, error) {
 	if t.Fail, err = r.Bool("fail"); err != nil {
 		return nil, err
 	}
+	if t.Pictures, err = r.Bool("pictures"); err != nil {
+		return nil, err
+	}
 	if t.Publish, err = r.String("publish"); err != nil {
 		return nil, err
 	}
@@ -276,6 +279,7 @@ func encodeArtifactsTask(t *testchains.ArtifactsTask) ([]byte, error) {
 	var w params.Writer
 	w.Int("count", int64(t.Count))
 	w.Bool("fail", t.Fail)
+	w.Bool("pictures", t.Pictures)
 	w.String("publish", t.Publish)
 	return w.Bytes(), nil
 }
