@@ -43,15 +43,19 @@ DEMO_DATA := .tools/vega-datasets-3.2.1
 DEMO_FLIGHTS_SHA256 := dbeb920c90f59b6ccaff823dcc3d08f25a97fa1ce128d93f40be4e931f5900b0
 DEMO_AIRPORTS_SHA256 := 903c7169e6d558eefb95295fe2947ec8503135fbb855ea5c737cf4a90ea603ad
 
-demo-data: build ## fetch the real flight data (npm vega-datasets 3.2.1) and put it in the store under datasets/flights/
-	@command -v npm >/dev/null || { echo "installing Debian's npm (make demo-data fetches the data with npm pack)"; \
+DEMO_FILES := $(DEMO_DATA)/package/data/flights-3m.parquet
+
+$(DEMO_FILES):
+	@command -v npm >/dev/null || { echo "installing Debian's npm (the flight data is fetched with npm pack)"; \
 		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm; }
 	@mkdir -p $(DEMO_DATA)
-	@test -f $(DEMO_DATA)/package/data/flights-3m.parquet || { cd $(DEMO_DATA) && npm pack --silent vega-datasets@3.2.1 >/dev/null && \
-		tar xzf vega-datasets-3.2.1.tgz package/data/flights-3m.parquet package/data/airports.csv && rm vega-datasets-3.2.1.tgz; }
+	cd $(DEMO_DATA) && npm pack --silent vega-datasets@3.2.1 >/dev/null && \
+		tar xzf vega-datasets-3.2.1.tgz package/data/flights-3m.parquet package/data/airports.csv && rm vega-datasets-3.2.1.tgz
 	@printf '%s  %s\n%s  %s\n' $(DEMO_FLIGHTS_SHA256) $(DEMO_DATA)/package/data/flights-3m.parquet \
-		$(DEMO_AIRPORTS_SHA256) $(DEMO_DATA)/package/data/airports.csv | sha256sum -c --quiet
+		$(DEMO_AIRPORTS_SHA256) $(DEMO_DATA)/package/data/airports.csv | sha256sum -c --quiet || { rm -f $@; exit 1; }
+
+demo-data: build $(DEMO_FILES) ## fetch the real flight data (npm vega-datasets 3.2.1) and put it in the store under datasets/flights/
 	./$(BIN)/nectar put $(DEMO_DATA)/package/data/flights-3m.parquet datasets/flights/flights-3m.parquet
 	./$(BIN)/nectar put $(DEMO_DATA)/package/data/airports.csv datasets/flights/airports.csv
 
@@ -94,7 +98,7 @@ fuzz: tools ## fuzz each network-facing parser for 2 minutes
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 2m ./server
 	$(GO) test -run '^$$' -fuzz FuzzVerify -fuzztime 2m ./server/signing
 
-bench: build tools ## Go benchmarks, then the end-to-end table (real binary, local and MinIO targets, load driver at 16 connections)
+bench: build tools $(DEMO_FILES) ## Go benchmarks, then the end-to-end table (real binary, local and MinIO targets, load driver at 16 connections, the airline chain on the real flights)
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench 'SingleRun|FanIn' -benchtime 20x ./server
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench CacheHit -benchtime 2s ./server
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) run ./tools/bench

@@ -50,7 +50,15 @@ func run() error {
 	duration := flag.Duration("duration", 5*time.Second, "how long the load driver runs")
 	conns := flag.Int("conns", 16, "connections of the load driver")
 	bin := flag.String("bin", "bin", "folder holding nectar and plugins/")
+	airlineOnly := flag.Bool("airline", false, "run only the airline chain on the real flights (make demo-data fetches them)")
 	flag.Parse()
+	if *airlineOnly {
+		rows, err := airlineRows(*bin)
+		if err != nil {
+			return err
+		}
+		return printRows(rows)
+	}
 
 	pluginBin := filepath.Join(*bin, "plugins", "testchains")
 	if _, err := os.Stat(pluginBin); err != nil {
@@ -169,6 +177,13 @@ func run() error {
 	}
 	rows = append(rows, lists...)
 
+	// A real ETL on real data: the airline chain, end to end.
+	arows, err := airlineRows(*bin)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, arows...)
+
 	// The same on a real MinIO, through each SDK, beside the floor of one small PUT.
 	mrows, err := minioRows(*bin, *runs, *conns, *duration)
 	if err != nil {
@@ -176,6 +191,10 @@ func run() error {
 	}
 	rows = append(rows, mrows...)
 
+	return printRows(rows)
+}
+
+func printRows(rows []row) error {
 	w := tabwriter.NewWriter(os.Stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "benchmark\tp50\tp95\tthroughput\tgoal")
 	fmt.Fprintln(w, "---------\t---\t---\t----------\t----")
