@@ -8,10 +8,15 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
+	"nectar/server/history/pgtest"
 	"nectar/server/runs"
 	"nectar/targets"
 )
@@ -168,5 +173,58 @@ func TestConnectionSecretsStayOutOfEverything(t *testing.T) {
 	m := bare.postWait(t, "/api/chains/testchains/data_chain/SecretTask?wait=30s", nil)
 	if m.run.Error == nil || !strings.Contains(*m.run.Error, `declares connection "testdb", which this server does not configure: set NECTAR_CONN_TESTDB`) {
 		t.Errorf("SecretTask without the connection: %v %v", m.run.JobStatus, m.run.Error)
+	}
+}
+
+// The airline chain's load through a server: the warehouse password (in NECTAR_CONN_WAREHOUSE)
+// is in no object of the store, log, record, params or key, and not in the run history.
+func TestWarehousePasswordIsNowhere(t *testing.T) {
+	const password = "Wh-Pa55-9f3c1e"
+	u, err := url.Parse(pgtest.NewDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(u.User.Username(), password) // the test cluster trusts loopback: any password does
+	env := map[string]string{"NECTAR_CONN_WAREHOUSE": u.String()}
+	target := t.TempDir()
+	ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = func(k string) string { return env[k] } })
+	var csv strings.Builder
+	csv.WriteString("FL_DATE,ORIGIN,DEST,DEP_DELAY,CANCELLED\n")
+	for d := 1; d <= 20; d++ {
+		for i := range 5 {
+			fmt.Fprintf(&csv, "2009-01-%02d,ATL,JFK,%d.0,0.0\n", d, (d*7+i*3)%23)
+		}
+	}
+	if err := ts.Store().Put(context.Background(), "datasets/test/2009.csv", strings.NewReader(csv.String())); err != nil {
+		t.Fatal(err)
+	}
+	a := ts.postWait(t, "/api/chains/airline/delays_chain/LoadTask?year=2009&source=datasets/test/2009.csv&min_flights=1&wait=60s", nil)
+	if a.run.JobStatus == nil || *a.run.JobStatus != runs.Done {
+		t.Fatalf("LoadTask: %v %v", a.run.JobStatus, a.run.Error)
+	}
+	if got := ts.read(t, a.run.Key+"/out"); got != "loaded 20 rows of 2009 into airport_daily_delays\n" {
+		t.Errorf("out = %q", got)
+	}
+	ts.flushHistory(t)
+	found := 0
+	err = filepath.WalkDir(target, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		found++
+		if bytes.Contains(b, []byte(password)) {
+			t.Errorf("%s holds the warehouse password", p)
+		}
+		return nil
+	})
+	if err != nil || found < 10 {
+		t.Fatalf("scanned %d files: %v", found, err)
+	}
+	if st := ts.do(t, http.MethodGet, a.run.StatusURL); strings.Contains(string(st.Data), password) {
+		t.Errorf("the status answer holds the password")
 	}
 }
