@@ -130,6 +130,9 @@ func (bs *browserSession) checkConsole(t *testing.T) {
 	bs.problems = nil
 }
 
+// dailyBackfill is DailyTask's backfill form on the schedules page.
+const dailyBackfill = `form[action="/schedules/testchains/hello_chain/DailyTask/backfill"]`
+
 func TestBrowser(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond; c.Schedules = true })
 	bs := newBrowserSession(t)
@@ -235,16 +238,17 @@ func TestBrowser(t *testing.T) {
 	// Schedules: backfill three days from the schedules page; the runs list shows them marked.
 	bs.do(t, "schedules", chromedp.EmulateViewport(1280, 800), chromedp.Click(chromedp.CSS(`a[href="/schedules"]`)), chromedp.WaitVisible(chromedp.CSS(`table.schedules`)))
 	bs.do(t, "backfill",
-		chromedp.SetValue(chromedp.CSS(`form.backfill input[name=from]`), "2026-01-01"),
-		chromedp.SetValue(chromedp.CSS(`form.backfill input[name=to]`), "2026-01-03"),
-		chromedp.Submit(chromedp.CSS(`form.backfill`)),
+		chromedp.SetValue(chromedp.CSS(dailyBackfill+` input[name=from]`), "2026-01-01"),
+		chromedp.SetValue(chromedp.CSS(dailyBackfill+` input[name=to]`), "2026-01-03"),
+		chromedp.Submit(chromedp.CSS(dailyBackfill)),
 		chromedp.WaitVisible(chromedp.CSS(`table.runs`)))
 	bs.do(t, "backfilled runs DONE", chromedp.Poll[chromedp.Void](
 		`document.querySelectorAll("table.runs tbody .t-backfill").length == 3 && document.querySelectorAll("table.runs tbody .s-done").length == 3`,
 		chromedp.WithPollingTimeout(20*time.Second)))
 	bs.screenshot(t, "runs-backfill")
 	bs.do(t, "pause", chromedp.Navigate(ts.url+"/schedules"), chromedp.WaitVisible(chromedp.CSS(`table.schedules`)),
-		chromedp.Click(chromedp.CSS(`form[action$="/pause"] button`)), chromedp.WaitVisible(chromedp.CSS(`form[action$="/resume"]`)))
+		chromedp.Click(chromedp.CSS(`form[action="/schedules/testchains/hello_chain/DailyTask/pause"] button`)),
+		chromedp.WaitVisible(chromedp.CSS(`form[action="/schedules/testchains/hello_chain/DailyTask/resume"]`)))
 	bs.screenshot(t, "schedules")
 
 	// Artifacts: images in a gallery, an HTML report framed in a sandbox whose script cannot run.

@@ -134,7 +134,7 @@ func TestScheduleFiresOncePerTickWithTwoServers(t *testing.T) {
 		Firing    bool              `json:"firing"`
 		Schedules []json.RawMessage `json:"schedules"`
 	}
-	if r := off.do(t, http.MethodGet, "/api/schedules"); json.Unmarshal(r.Data, &list) != nil || list.Firing || len(list.Schedules) != 1 {
+	if r := off.do(t, http.MethodGet, "/api/schedules"); json.Unmarshal(r.Data, &list) != nil || list.Firing || len(list.Schedules) != len(off.sched.Plans()) {
 		t.Errorf("GET /api/schedules on the server that does not fire: %s", r.Data)
 	}
 	a.stop()
@@ -194,7 +194,8 @@ func TestScheduleCatchesUpAfterDowntime(t *testing.T) {
 			time.Sleep(6500 * time.Millisecond) // three ticks or more with no server
 			b := startScheduling(t, cat, target)
 			// Wait for the interval that ended last before b started to run.
-			latest := b.sched.Plans()[0].Expr.Prev(time.Now()).Add(-2 * time.Second)
+			daily, _ := b.sched.Plan("testchains", "hello_chain", "DailyTask")
+			latest := daily.Expr.Prev(time.Now()).Add(-2 * time.Second)
 			deadline := time.Now().Add(10 * time.Second)
 			var after []scheduledRun
 			for {

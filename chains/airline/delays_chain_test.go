@@ -258,3 +258,12 @@ func keys[V any](m map[string]V) []string {
 	sort.Strings(out)
 	return out
 }
+
+// The yearly task asks for the whole chain of the year its interval starts, from that year's file.
+func TestYearlyReportRequiresTheYearsChain(t *testing.T) {
+	req := YearlyReportTask{YearStart: time.Date(2009, 1, 1, 0, 0, 0, 0, time.UTC), Source: "datasets/flights/{year}.csv"}.Requires()
+	want := ReportTask{Year: 2009, Source: "datasets/flights/2009.csv", MinFlights: 20, Airports: "datasets/flights/airports.csv"}
+	if len(req) != 1 || req[0] != want {
+		t.Errorf("Requires = %+v, want %+v", req, want)
+	}
+}

@@ -74,6 +74,18 @@ var generated = []*Task{
 		Parse:       parseAirlineDelaysChainReportTask,
 	},
 	{
+		Type:  "airline",
+		Chain: "delays_chain",
+		Name:  "YearlyReportTask",
+		Doc:   "YearlyReportTask is the job on its schedule: every 1 January (UTC) it runs ReportTask, and so\nthe whole chain, for the year that just ended. The schedule's interval is a year; its start\nsays which. source may name the year as {year}, for a data set with one file per year.",
+		Params: []Param{
+			{Name: "source", Kind: "string", Default: "datasets/flights/{year}.csv", Required: false, Doc: ""},
+			{Name: "year_start", Kind: "time", Default: "0001-01-01", Required: true, Doc: "The start of the year (the scheduler fills it in)."},
+		},
+		Schedule: &Schedule{Cron: "@yearly", TimeZone: "", Start: "", CatchUp: false, Param: "year_start"},
+		Parse:    parseAirlineDelaysChainYearlyReportTask,
+	},
+	{
 		Type:  "testchains",
 		Chain: "data_chain",
 		Name:  "ArtifactsTask",
@@ -453,6 +465,22 @@ func parseAirlineDelaysChainReportTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Int("year", p3)
+	return w.Bytes(), nil
+}
+
+// parseAirlineDelaysChainYearlyReportTask turns the query of a POST into the canonical parameters of airline/delays_chain/YearlyReportTask.
+func parseAirlineDelaysChainYearlyReportTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "source", "datasets/flights/{year}.csv", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("source", p0)
+	p1, err := params.QueryTime(q, "year_start", "0001-01-01", true)
+	if err != nil {
+		return nil, err
+	}
+	w.Time("year_start", p1)
 	return w.Bytes(), nil
 }
 

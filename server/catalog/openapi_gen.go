@@ -1582,6 +1582,237 @@ const OpenAPI = `{
         ]
       }
     },
+    "/api/chains/airline/delays_chain/YearlyReportTask": {
+      "delete": {
+        "operationId": "cancel.airline.delays_chain.YearlyReportTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/{year}.csv",
+              "type": "string"
+            }
+          },
+          {
+            "description": "The start of the year (the scheduler fills it in).",
+            "in": "query",
+            "name": "year_start",
+            "required": false,
+            "schema": {
+              "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+              "type": "string"
+            }
+          }
+        ],
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was cancelled"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run is being cancelled"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "404": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "no run of these parameters is in progress"
+          }
+        },
+        "summary": "Cancel the run of these parameters",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      },
+      "post": {
+        "description": "YearlyReportTask is the job on its schedule: every 1 January (UTC) it runs ReportTask, and so\nthe whole chain, for the year that just ended. The schedule's interval is a year; its start\nsays which. source may name the year as {year}, for a data set with one file per year. Required parameters (in the query or the body): year_start.",
+        "operationId": "run.airline.delays_chain.YearlyReportTask",
+        "parameters": [
+          {
+            "in": "query",
+            "name": "source",
+            "required": false,
+            "schema": {
+              "default": "datasets/flights/{year}.csv",
+              "type": "string"
+            }
+          },
+          {
+            "description": "The start of the year (the scheduler fills it in).",
+            "in": "query",
+            "name": "year_start",
+            "required": false,
+            "schema": {
+              "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "wait",
+            "schema": {
+              "description": "hold the answer until the run ends or this long (such as 10s)",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "force",
+            "schema": {
+              "default": false,
+              "description": "run the task even if its out exists",
+              "type": "boolean"
+            }
+          }
+        ],
+        "requestBody": {
+          "content": {
+            "application/json": {
+              "schema": {
+                "additionalProperties": false,
+                "properties": {
+                  "source": {
+                    "default": "datasets/flights/{year}.csv",
+                    "type": "string"
+                  },
+                  "year_start": {
+                    "description": "a date (2006-01-02, midnight UTC) or an RFC 3339 time",
+                    "type": "string"
+                  }
+                },
+                "type": "object"
+              }
+            }
+          },
+          "required": false
+        },
+        "responses": {
+          "200": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run ended (wait) or its out already existed"
+          },
+          "202": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Run"
+                }
+              }
+            },
+            "description": "the run was started or joined; poll its status_url"
+          },
+          "400": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a parameter is wrong; the message names it"
+          },
+          "401": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a bearer token is needed"
+          },
+          "413": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the body is over 1 MB"
+          },
+          "415": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "a body that is not JSON"
+          },
+          "429": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the run queue is full; retry after Retry-After"
+          },
+          "503": {
+            "content": {
+              "application/json": {
+                "schema": {
+                  "$ref": "#/components/schemas/Error"
+                }
+              }
+            },
+            "description": "the store is unavailable or the server is shutting down"
+          }
+        },
+        "summary": "YearlyReportTask is the job on its schedule: every 1 January (UTC) it runs ReportTask, and so",
+        "tags": [
+          "airline/delays_chain"
+        ]
+      }
+    },
     "/api/chains/testchains/data_chain/ArtifactsTask": {
       "delete": {
         "operationId": "cancel.testchains.data_chain.ArtifactsTask",

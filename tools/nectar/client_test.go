@@ -98,7 +98,9 @@ func TestClientCommands(t *testing.T) {
 	check(nectar(nil, "status", slow[1]), 1, "CANCELLED", "", "status of a cancelled run")
 
 	// schedules: list, pause (kept, shown), resume; backfill three days and wait for them.
-	check(nectar(nil, "schedules"), 0, "testchains/hello_chain/DailyTask  @daily", "", "schedules")
+	if r := nectar(nil, "schedules"); r.code != 0 || !regexp.MustCompile(`(?m)^testchains/hello_chain/DailyTask +@daily +Europe/Paris `).MatchString(r.stdout) {
+		t.Errorf("schedules: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	check(nectar(nil, "schedules", "pause", "testchains/hello_chain/DailyTask"), 0, "DailyTask paused", "", "schedules pause")
 	if r := nectar(nil, "schedules", "--json"); !strings.Contains(r.stdout, `"paused":true`) {
 		t.Errorf("schedules --json after a pause: %q", r.stdout)

@@ -25,6 +25,8 @@ var (
 	_ chains.Requirer = airline.PlotTask{}
 	_ chains.Task     = airline.ReportTask{}
 	_ chains.Requirer = airline.ReportTask{}
+	_ chains.Task     = airline.YearlyReportTask{}
+	_ chains.Requirer = airline.YearlyReportTask{}
 )
 
 func main() {
@@ -36,6 +38,7 @@ func main() {
 			{Chain: "delays_chain", Name: "LoadTask", Decode: decodeLoadTask},
 			{Chain: "delays_chain", Name: "PlotTask", Decode: decodePlotTask},
 			{Chain: "delays_chain", Name: "ReportTask", Decode: decodeReportTask},
+			{Chain: "delays_chain", Name: "YearlyReportTask", Decode: decodeYearlyReportTask},
 		},
 		Describe: describe,
 	})
@@ -74,6 +77,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *airline.ReportTask:
 		p, err := encodeReportTask(v)
 		return plugins.TaskRef{Chain: "delays_chain", Task: "ReportTask", Params: p}, err
+	case airline.YearlyReportTask:
+		p, err := encodeYearlyReportTask(&v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "YearlyReportTask", Params: p}, err
+	case *airline.YearlyReportTask:
+		p, err := encodeYearlyReportTask(v)
+		return plugins.TaskRef{Chain: "delays_chain", Task: "YearlyReportTask", Params: p}, err
 	}
 	return plugins.TaskRef{}, fmt.Errorf("%T is not a task of chain type airline (a task can only require tasks of its own type)", t)
 }
@@ -242,5 +251,30 @@ func encodeReportTask(t *airline.ReportTask) ([]byte, error) {
 	w.Int("min_flights", int64(t.MinFlights))
 	w.String("source", t.Source)
 	w.Int("year", int64(t.Year))
+	return w.Bytes(), nil
+}
+
+func decodeYearlyReportTask(b []byte) (chains.Task, error) {
+	var t airline.YearlyReportTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Source, err = r.String("source"); err != nil {
+		return nil, err
+	}
+	if t.YearStart, err = r.Time("year_start"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeYearlyReportTask(t *airline.YearlyReportTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *airline.YearlyReportTask")
+	}
+	var w params.Writer
+	w.String("source", t.Source)
+	w.Time("year_start", t.YearStart)
 	return w.Bytes(), nil
 }
