@@ -104,6 +104,8 @@ type Context struct {
 	artMu     sync.Mutex
 	artifacts map[string]*os.File // created by Artifact, closed when Run returns
 	temps     []*os.File          // SourceFile downloads, removed when Run returns
+	opened    []*os.File          // SourceFile's stored files, closed when Run returns
+	finished  bool                // Run has returned: no more artifacts
 
 	report   func(taskio.Progress)
 	mu       sync.Mutex
@@ -224,6 +226,9 @@ func (c *Context) SourceFile(path string) (*os.File, error) {
 		return nil, err
 	}
 	if f, ok := rc.(*os.File); ok {
+		c.artMu.Lock()
+		c.opened = append(c.opened, f) // closed when Run returns
+		c.artMu.Unlock()
 		return f, nil
 	}
 	defer rc.Close()
@@ -266,6 +271,12 @@ func (c *Context) Artifact(name string) (io.WriteCloser, error) {
 		return nil, fmt.Errorf("chains: Artifact(%q): %w", name, err)
 	}
 	c.artMu.Lock()
+	if c.finished { // a goroutine the task left running: too late to add to its outputs
+		c.artMu.Unlock()
+		f.Close()
+		os.Remove(p)
+		return nil, fmt.Errorf("chains: Artifact(%q): Run has returned", name)
+	}
 	if c.artifacts == nil {
 		c.artifacts = map[string]*os.File{}
 	}
@@ -338,7 +349,10 @@ func (c *Context) closeArtifacts() error {
 		f.Close()
 		os.Remove(f.Name())
 	}
-	c.temps = nil
+	for _, f := range c.opened {
+		f.Close()
+	}
+	c.temps, c.opened, c.finished = nil, nil, true
 	return errors.Join(errs...)
 }
 

@@ -126,6 +126,11 @@ type Host interface {
 	Source(ctx context.Context, req *SourceRequest) (*SourceResponse, error)
 }
 
+// HostServiceID is the broker id the host serves its Host service on. It is fixed, so the plugin
+// can dial it as soon as it starts: go-plugin forgets the connection details of a broker id
+// that is not dialled within 5 seconds, and a warm spare waits far longer for its first task.
+const HostServiceID uint32 = 0x6e656374 // "nect"
+
 // brokerUser is implemented by the plugin side to receive the broker it dials the Host through.
 type brokerUser interface {
 	UseBroker(b *plugin.GRPCBroker)
@@ -177,7 +182,7 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
 	c := &grpcClient{conn: conn}
 	if p.Host != nil {
-		c.hostID = broker.NextId()
+		c.hostID = HostServiceID
 		go broker.AcceptAndServe(c.hostID, func(opts []grpc.ServerOption) *grpc.Server {
 			s := grpc.NewServer(opts...)
 			s.RegisterService(&hostServiceDesc, p.Host)

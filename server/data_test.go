@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"nectar/server/history/pgtest"
 	"nectar/server/runs"
@@ -33,9 +34,19 @@ func TestTaskReadsASourceObject(t *testing.T) {
 		targetsToTry[k] = v
 	}
 	minioEnv(t, minioSrv)
+	targetsToTry["local, warm plugin idle 6s"] = t.TempDir()
 	for name, target := range targetsToTry {
 		t.Run(name, func(t *testing.T) {
-			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) })
+			warm := strings.Contains(name, "warm")
+			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv); c.WarmPlugins = warm })
+			if warm {
+				// go-plugin forgets a broker id's connection details after 5 s: a spare that
+				// waits longer for its first task must still reach the host. (A first run
+				// makes the server start the spare.)
+				ts.postWait(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm&wait=30s", nil)
+				waitForSpare(t, ts)
+				time.Sleep(6 * time.Second)
+			}
 			if err := ts.Store().Put(context.Background(), "datasets/test/flights.csv", bytes.NewReader(data)); err != nil {
 				t.Fatal(err)
 			}
@@ -112,6 +123,18 @@ func TestArtifactsAreCommittedWithOut(t *testing.T) {
 	}
 	if code, body := fetch(t, arts[0].PublishedURL); code != 200 || body != "part 0 of 3\n" {
 		t.Errorf("GET published = %d %q", code, body)
+	}
+	// Every download is sandboxed, an out as much as an artifact: an HTML file a task wrote
+	// cannot run script for the UI's user.
+	for _, u := range []string{a.run.ResourceURL, arts[0].URL} {
+		resp, err := http.Get(u)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if csp := resp.Header.Get("Content-Security-Policy"); !strings.HasPrefix(csp, "sandbox;") || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+			t.Errorf("download %s: CSP %q, nosniff %q", u, csp, resp.Header.Get("X-Content-Type-Options"))
+		}
 	}
 
 	// A failing task: nothing of it is committed, nothing published.
@@ -226,5 +249,15 @@ func TestWarehousePasswordIsNowhere(t *testing.T) {
 	}
 	if st := ts.do(t, http.MethodGet, a.run.StatusURL); strings.Contains(string(st.Data), password) {
 		t.Errorf("the status answer holds the password")
+	}
+}
+
+// waitForSpare waits until the server keeps a warm plugin process.
+func waitForSpare(t *testing.T, ts *testServer) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ts.Runs().WarmSpares() == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no warm plugin process")
+		}
 	}
 }

@@ -442,13 +442,13 @@ func (s *Server) download(c echo.Context) error {
 		h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	default:
 		if strings.Contains(key, "/"+runs.ArtifactsDir+"/") || !strings.HasPrefix(key, "chains/") {
-			// An artifact is whatever a task wrote: served as its type, but in a sandbox (a
-			// unique origin, no network), so an HTML report cannot act for the UI's user.
-			h.Set(echo.HeaderContentType, runs.ContentType(key))
-			h.Set("Content-Security-Policy", artifactCSP)
-			h.Set("X-Content-Type-Options", "nosniff")
+			h.Set(echo.HeaderContentType, runs.ContentType(key)) // an artifact: as its name says
 		}
 	}
+	// Whatever a task wrote (an out, an artifact, a log) is served in a sandbox (a unique
+	// origin, no script, no requests), so an HTML file cannot act for the UI's user.
+	h.Set("Content-Security-Policy", artifactCSP)
+	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Cache-Control", "private, max-age=60")
 	if f, ok := rc.(*os.File); ok {
 		fi, err := f.Stat()

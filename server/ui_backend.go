@@ -143,3 +143,17 @@ func (b uiBackend) Backfill(_ context.Context, typ, chain, task string, q url.Va
 	list, err := b.s.startBackfill(p, q)
 	return len(list), err
 }
+
+func (b uiBackend) Artifacts(ctx context.Context, taskKey string) []runs.Artifact {
+	prefix := taskKey + "/" + runs.ArtifactsDir + "/"
+	keys, err := b.s.store.List(ctx, prefix)
+	if err != nil {
+		return nil
+	}
+	out := make([]runs.Artifact, 0, len(keys))
+	for _, k := range keys {
+		name := strings.TrimPrefix(k, prefix)
+		out = append(out, runs.Artifact{Name: name, ContentType: runs.ContentType(name)})
+	}
+	return out
+}

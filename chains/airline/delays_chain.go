@@ -41,6 +41,7 @@ func (t ExtractTask) Run(ctx *chains.Context) error {
 		if err != nil {
 			return err
 		}
+		defer f.Close()
 		if err := readParquet(f, agg.add); err != nil {
 			return fmt.Errorf("%s: %w", t.Source, err)
 		}

@@ -103,6 +103,7 @@ func (t SecretTask) Run(ctx *chains.Context) error {
 	if err != nil {
 		return err
 	}
+	ctx.Status("connecting to " + dsn)
 	ctx.Log().Info("connecting", "dsn", dsn)
 	fmt.Println("printing the dsn:", dsn)
 	if t.Fail {

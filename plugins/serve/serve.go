@@ -15,6 +15,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/hashicorp/go-hclog"
 
@@ -96,37 +97,38 @@ type runner struct {
 	progress   map[string]plugins.TaskProgress
 	changed    map[string]bool
 
-	// The host's Host service (source reads), dialed once through the broker.
-	brokerMu sync.Mutex
-	broker   *plugin.GRPCBroker
-	hosts    map[uint32]plugins.Host
+	// The host's Host service (source reads), dialed once, as soon as the process starts.
+	hostDial  chan struct{} // closed when the dial has ended
+	hostConn  plugins.Host
+	hostErr   error
+	brokerSet sync.Once
 }
 
-// UseBroker keeps the broker the Host service is dialed through.
+// UseBroker dials the host's Host service at once, in the background: go-plugin keeps the
+// connection details of a broker id for 5 seconds only, and a warm spare may wait much longer
+// for its first task.
 func (r *runner) UseBroker(b *plugin.GRPCBroker) {
-	r.brokerMu.Lock()
-	r.broker = b
-	r.brokerMu.Unlock()
+	r.brokerSet.Do(func() {
+		go func() {
+			defer close(r.hostDial)
+			r.hostConn, r.hostErr = plugins.DialHost(b, plugins.HostServiceID)
+		}()
+	})
 }
 
 func (r *runner) host(id uint32) (plugins.Host, error) {
-	r.brokerMu.Lock()
-	defer r.brokerMu.Unlock()
-	if h, ok := r.hosts[id]; ok {
-		return h, nil
-	}
-	if r.broker == nil || id == 0 {
+	if id == 0 {
 		return nil, errors.New("the host offers no store to read from")
 	}
-	h, err := plugins.DialHost(r.broker, id)
-	if err != nil {
-		return nil, fmt.Errorf("connecting to the host: %w", err)
+	select {
+	case <-r.hostDial:
+	case <-time.After(10 * time.Second):
+		return nil, errors.New("connecting to the host: no answer")
 	}
-	if r.hosts == nil {
-		r.hosts = map[uint32]plugins.Host{}
+	if r.hostErr != nil {
+		return nil, fmt.Errorf("connecting to the host: %w", r.hostErr)
 	}
-	r.hosts[id] = h
-	return h, nil
+	return r.hostConn, nil
 }
 
 // source opens a store object the way the host says: a local file, or a presigned URL.
@@ -181,7 +183,7 @@ func (r *runner) restoreStdio() {
 // NewRunner returns the plugin-side Runner for reg (exported for in-process tests).
 func NewRunner(reg Registry) plugins.Runner {
 	r := &runner{reg: reg, byName: make(map[string]TaskDef, len(reg.Tasks)),
-		progress: map[string]plugins.TaskProgress{}, changed: map[string]bool{}}
+		progress: map[string]plugins.TaskProgress{}, changed: map[string]bool{}, hostDial: make(chan struct{})}
 	for _, t := range reg.Tasks {
 		r.byName[t.Chain+"/"+t.Name] = t
 	}

@@ -286,10 +286,10 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 
 	// Flat, run-unique names in the spool: no folder to make and remove per task.
 	base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
-	outPath, logPath, artDir := base+OutName, base+LogName, base+ArtifactsDir
+	outPath, logPath, artDir := base+OutName, base+LogName, ""
 	defer os.Remove(outPath)
 	defer os.Remove(logPath)
-	defer os.RemoveAll(artDir)
+	defer func() { os.RemoveAll(artDir) }()
 	conns, missing := s.connections(n)
 	scrub := s.scrub
 	if i != 0 { // the root's params were written when the run started
@@ -319,15 +319,18 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	backoff := policy.Backoff
 	var publish map[string]string
 	for attempt := 1; ; attempt++ {
-		os.RemoveAll(artDir) // a failed attempt's artifacts are not the next one's
-		var msg string
-		var fatal bool
-		if missing != "" {
-			msg = fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", n.ref.Task, missing, strings.ToUpper(missing))
+		// A folder per attempt: what a failed attempt wrote (even late, from a goroutine it
+		// left running) is never the next one's.
+		os.RemoveAll(artDir)
+		artDir = fmt.Sprintf("%s%s-%d", base, ArtifactsDir, attempt)
+		if missing != "" { // no retry can help
+			msg := fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", n.ref.Task, missing, strings.ToUpper(missing))
 			appendText(logPath, msg+"\n")
-		} else {
-			msg, fatal, publish = s.attempt(ctx, i, attempt, outPath, logPath, artDir, inputs, conns, scrub)
+			s.commitLog(n, logPath, scrub)
+			return fail(msg, false)
 		}
+		msg, fatal, pub := s.attempt(ctx, i, attempt, outPath, logPath, artDir, inputs, conns, scrub)
+		publish = pub
 		if msg == "" {
 			break
 		}
@@ -347,16 +350,17 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	if err := s.commitLog(n, logPath, scrub); err != nil {
 		return fail(s.failure("committing the log of "+n.ref.Task, err), true)
 	}
-	// Artifacts (and their published copies) before out: an out always means all of them.
+	// Artifacts (and their published copies) before out: an out always means all of them. The
+	// record lists them once out is there too.
 	arts, err := s.commitArtifacts(ctx, n, artDir, publish)
 	if err != nil {
 		return fail(s.failure("committing the artifacts of "+n.ref.Task, err), true)
 	}
-	if len(arts) > 0 {
-		s.setTask(i, func(t *TaskState) { t.Artifacts = arts })
-	}
 	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
 		return fail(s.failure("committing the out of "+n.ref.Task, err), true)
+	}
+	if len(arts) > 0 {
+		s.setTask(i, func(t *TaskState) { t.Artifacts = arts })
 	}
 	return taskResult{idx: i}
 }
@@ -410,7 +414,7 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: outPath, LogPath: logPath, Inputs: inputs,
 		ArtifactDir: artDir, Connections: conns})
 	if err == nil && resp.Progress != nil {
-		s.setTask(i, func(t *TaskState) { t.Progress = progressOf(resp.Progress) })
+		s.setTask(i, func(t *TaskState) { t.Progress = s.progressOf(resp.Progress) })
 	}
 	if err != nil && actx.Err() == nil {
 		// The plugin side may report its deadline (a cancelled stream) a moment before our
@@ -655,6 +659,10 @@ func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string,
 		}
 		a := Artifact{Name: name, Size: fi.Size(), ContentType: ContentType(name), Published: publish[name]}
 		if a.Published != "" {
+			// The plugin checked the path; the host does not take its word for it.
+			if err := checkPublishPath(a.Published); err != nil {
+				return fmt.Errorf("artifact %s: publish path %q: %w", name, a.Published, err)
+			}
 			f, err := os.Open(p)
 			if err != nil {
 				return fmt.Errorf("%w: %w", errStaging, err)
@@ -672,6 +680,32 @@ func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string,
 		return nil
 	})
 	return arts, err
+}
+
+// progressOf is a task's report for its record, its status line cleaned of the run's secrets.
+func (s *scheduler) progressOf(p *plugins.TaskProgress) *Progress {
+	pr := progressOf(p)
+	if pr != nil && s.secrets {
+		pr.Status = s.scrub.Replace(pr.Status)
+	}
+	return pr
+}
+
+// checkPublishPath refuses paths outside what a task may publish to: the server's own areas
+// and its files (a segment starting with ".").
+func checkPublishPath(p string) error {
+	if err := targets.CheckKey(p); err != nil {
+		return err
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if strings.HasPrefix(seg, ".") {
+			return errors.New("segments may not start with '.'")
+		}
+	}
+	if strings.HasPrefix(p, "chains/") || strings.HasPrefix(p, "schedules/") {
+		return errors.New("chains/ and schedules/ are the server's own")
+	}
+	return nil
 }
 
 // ContentType is an artifact's media type, from its name's extension.
@@ -764,7 +798,7 @@ func (s *scheduler) pollProgress(p Process, running map[string]int) {
 	for _, tp := range resp.Tasks {
 		if i, ok := running[tp.Key]; ok {
 			tp := tp
-			s.setTask(i, func(t *TaskState) { t.Progress = progressOf(&tp) })
+			s.setTask(i, func(t *TaskState) { t.Progress = s.progressOf(&tp) })
 		}
 	}
 }

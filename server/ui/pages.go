@@ -347,8 +347,12 @@ func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
 // artifacts sorts the selected task's artifacts into images, reports and other files, keeping
 // those whose name holds filter.
 func (u *UI) artifacts(ctx context.Context, s *selView, filter string) {
-	s.Filter, s.ArtifactCount = filter, len(s.Task.Artifacts)
-	for _, a := range s.Task.Artifacts {
+	arts := s.Task.Artifacts
+	if len(arts) == 0 && s.Task.Cached { // made by an earlier run: the store lists them
+		arts = u.b.Artifacts(ctx, s.Task.Key)
+	}
+	s.Filter, s.ArtifactCount = filter, len(arts)
+	for _, a := range arts {
 		if filter != "" && !strings.Contains(strings.ToLower(a.Name), strings.ToLower(filter)) {
 			continue
 		}

@@ -79,6 +79,9 @@ type Backend interface {
 	PauseSchedule(ctx context.Context, typ, chain, task string, pause bool, by string) error
 	// Backfill starts the intervals within q's from and to (the API's checks) and says how many.
 	Backfill(ctx context.Context, typ, chain, task string, q url.Values) (int, error)
+	// Artifacts lists a task's artifacts from the store (for a task found done, whose record
+	// in this run does not list them).
+	Artifacts(ctx context.Context, taskKey string) []runs.Artifact
 }
 
 // ScheduleRow is a schedule as the schedules page shows it.
