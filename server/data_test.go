@@ -261,3 +261,42 @@ func waitForSpare(t *testing.T, ts *testServer) {
 		}
 	}
 }
+
+// On S3 and MinIO an artifact's presigned URL names its content type (a bucket would serve it
+// as octet-stream): the run page's gallery and report frame show it as what it is.
+func TestRemoteArtifactsAreServedAsTheirType(t *testing.T) {
+	minioEnv(t, minioSrv)
+	for name, target := range remoteTargets(minioSrv, "artifacts-"+strings.ToLower(t.Name())) {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.Target = target; c.Getenv = getenvMap(minioSrv) })
+			a := ts.postWait(t, "/api/chains/testchains/data_chain/ArtifactsTask?count=1&pictures=true&wait=30s", nil)
+			if a.run.JobStatus == nil || *a.run.JobStatus != runs.Done {
+				t.Fatalf("ArtifactsTask: %v %v", a.run.JobStatus, a.run.Error)
+			}
+			var data struct {
+				Tasks []struct {
+					Artifacts []struct{ Name, URL string }
+				}
+			}
+			st := ts.do(t, http.MethodGet, a.run.StatusURL)
+			if err := json.Unmarshal(st.Data, &data); err != nil || len(data.Tasks) != 1 || len(data.Tasks[0].Artifacts) != 4 {
+				t.Fatalf("status: %v %s", err, st.Data)
+			}
+			want := map[string]string{"report.html": "text/html; charset=utf-8", "plots/ATL.png": "image/png", "parts/0.txt": "text/plain; charset=utf-8"}
+			for _, art := range data.Tasks[0].Artifacts {
+				ct, ok := want[art.Name]
+				if !ok {
+					continue
+				}
+				resp, err := http.Get(art.URL)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != ct {
+					t.Errorf("%s: %d %q, want %q", art.Name, resp.StatusCode, resp.Header.Get("Content-Type"), ct)
+				}
+			}
+		})
+	}
+}

@@ -358,7 +358,14 @@ func (s *Server) presign(ctx context.Context, key string) string {
 	if !ok {
 		return ""
 	}
-	u, err := p.PresignGet(ctx, key, s.cfg.URLExpiry)
+	var u string
+	var err error
+	if tp, ok := s.store.(targets.TypedPresigner); ok && isArtifact(key) {
+		// A bucket serves an object as stored (octet-stream): the URL names what it is.
+		u, err = tp.PresignGetAs(ctx, key, s.cfg.URLExpiry, runs.ContentType(key))
+	} else {
+		u, err = p.PresignGet(ctx, key, s.cfg.URLExpiry)
+	}
 	if err != nil {
 		s.log.Warn("presigning", "key", key, "err", err)
 		return ""
@@ -413,6 +420,11 @@ func parseStatusChain(chain string) (string, error) {
 	return path.Dir(chain), nil
 }
 
+// isArtifact reports whether key is a task's artifact or a published one.
+func isArtifact(key string) bool {
+	return strings.Contains(key, "/"+runs.ArtifactsDir+"/") || !strings.HasPrefix(key, "chains/")
+}
+
 // artifactCSP confines a served artifact: sandboxed (no cookies, no same-origin access), no
 // requests anywhere, inline styles and data: images allowed (a self-contained report).
 const artifactCSP = "sandbox; default-src 'none'; img-src data:; style-src 'unsafe-inline'"
@@ -441,8 +453,8 @@ func (s *Server) download(c echo.Context) error {
 	case runs.ParamsName, runs.RecordName, runs.MetricsName:
 		h.Set(echo.HeaderContentType, echo.MIMEApplicationJSON)
 	default:
-		if strings.Contains(key, "/"+runs.ArtifactsDir+"/") || !strings.HasPrefix(key, "chains/") {
-			h.Set(echo.HeaderContentType, runs.ContentType(key)) // an artifact: as its name says
+		if isArtifact(key) {
+			h.Set(echo.HeaderContentType, runs.ContentType(key)) // as its name says
 		}
 	}
 	// Whatever a task wrote (an out, an artifact, a log) is served in a sandbox (a unique

@@ -53,6 +53,13 @@ type Presigner interface {
 	PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error)
 }
 
+// TypedPresigner is offered by stores whose presigned URLs can set the content type the object
+// is served with (S3's response-content-type): an artifact stored without one is then served as
+// what it is, a PNG as an image, an HTML report as a page.
+type TypedPresigner interface {
+	PresignGetAs(ctx context.Context, key string, expiry time.Duration, contentType string) (string, error)
+}
+
 // FileCommitter is offered by stores that can take a finished local file without copying it
 // (the local store renames it into place).
 type FileCommitter interface {

@@ -223,11 +223,20 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 
 // PresignGet signs a GET for the public endpoint (computed locally: no request is made).
 func (s *Store) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	return s.PresignGetAs(ctx, key, expiry, "")
+}
+
+// PresignGetAs is PresignGet with the content type the object is served with ("": as stored).
+func (s *Store) PresignGetAs(ctx context.Context, key string, expiry time.Duration, contentType string) (string, error) {
 	obj, err := s.object(key)
 	if err != nil {
 		return "", err
 	}
-	u, err := s.presign.PresignedGetObject(ctx, s.cfg.Bucket, obj, expiry, nil)
+	var params url.Values
+	if contentType != "" {
+		params = url.Values{"response-content-type": {contentType}}
+	}
+	u, err := s.presign.PresignedGetObject(ctx, s.cfg.Bucket, obj, expiry, params)
 	if err != nil {
 		return "", fmt.Errorf("presign %s: %w", key, err)
 	}

@@ -340,11 +340,20 @@ func (s *Store) List(ctx context.Context, prefix string) ([]string, error) {
 
 // PresignGet signs a GET for the public endpoint; S3 caps expiry at 7 days.
 func (s *Store) PresignGet(ctx context.Context, key string, expiry time.Duration) (string, error) {
+	return s.PresignGetAs(ctx, key, expiry, "")
+}
+
+// PresignGetAs is PresignGet with the content type the object is served with ("": as stored).
+func (s *Store) PresignGetAs(ctx context.Context, key string, expiry time.Duration, contentType string) (string, error) {
 	obj, err := s.object(key)
 	if err != nil {
 		return "", err
 	}
-	req, err := s.presign.PresignGetObject(ctx, &awss3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)}, awss3.WithPresignExpires(expiry))
+	in := &awss3.GetObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)}
+	if contentType != "" {
+		in.ResponseContentType = aws.String(contentType)
+	}
+	req, err := s.presign.PresignGetObject(ctx, in, awss3.WithPresignExpires(expiry))
 	if err != nil {
 		return "", fmt.Errorf("presign %s: %w", key, err)
 	}
