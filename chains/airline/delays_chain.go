@@ -42,7 +42,7 @@ func (t ExtractTask) Run(ctx *chains.Context) error {
 			return err
 		}
 		defer f.Close()
-		if err := readParquet(f, agg.add); err != nil {
+		if agg, err = readParquet(f, t.Year); err != nil {
 			return fmt.Errorf("%s: %w", t.Source, err)
 		}
 	case ".csv":

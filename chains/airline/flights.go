@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/parquet-go/parquet-go"
@@ -21,44 +23,89 @@ type flight struct {
 	cancelled bool
 }
 
-// parquetFlight is a row of vega-datasets' flights-3m.parquet. It has no cancellation column:
-// a flight without a delay counts as cancelled.
-type parquetFlight struct {
-	Date   *int64  `parquet:"date,optional"` // TIMESTAMP(MICROS), wall time
-	Delay  *int64  `parquet:"delay,optional"`
-	Origin *string `parquet:"origin,optional"`
-}
-
-// readParquet calls each for every flight of f, one row group at a time (memory stays bounded
-// by a row group, not the file).
-func readParquet(f *os.File, each func(flight) error) error {
+// readParquet aggregates the flights of f (vega-datasets' layout: date, a TIMESTAMP in micro-
+// seconds of wall time; delay; origin) for year, its row groups shared among the cores (a row
+// group at a time each: memory stays bounded by a few row groups, not the file). The layout has
+// no cancellation column: a flight without a delay counts as cancelled.
+func readParquet(f *os.File, year int) (*aggregator, error) {
 	fi, err := f.Stat()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	pf, err := parquet.OpenFile(f, fi.Size())
 	if err != nil {
-		return fmt.Errorf("not a parquet file: %w", err)
+		return nil, fmt.Errorf("not a parquet file: %w", err)
 	}
 	for _, col := range []string{"date", "delay", "origin"} {
 		if _, ok := pf.Schema().Lookup(col); !ok {
-			return fmt.Errorf("the parquet file has no %q column (want date, delay, origin)", col)
+			return nil, fmt.Errorf("the parquet file has no %q column (want date, delay, origin)", col)
 		}
 	}
-	r := parquet.NewGenericReader[parquetFlight](f)
-	defer r.Close()
-	buf := make([]parquetFlight, 4096)
+	groups := pf.RowGroups()
+	workers := min(runtime.NumCPU(), len(groups))
+	aggs := make([]*aggregator, workers)
+	errs := make([]error, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		aggs[w] = newAggregator(year)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for g := w; g < len(groups) && errs[w] == nil; g += workers {
+				errs[w] = readRowGroup(groups[g], aggs[w].add)
+			}
+		}()
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	for _, a := range aggs[1:] {
+		aggs[0].merge(a)
+	}
+	return aggs[0], nil
+}
+
+// readRowGroup calls each for every flight of one row group. Rows are read raw, in the file's
+// own schema (no conversion to a Go struct: three times faster), columns found by name.
+func readRowGroup(rg parquet.RowGroup, each func(flight) error) error {
+	schema := rg.Schema()
+	col := func(name string) int {
+		leaf, _ := schema.Lookup(name)
+		return leaf.ColumnIndex
+	}
+	iDate, iDelay, iOrigin := col("date"), col("delay"), col("origin")
+	rows := rg.Rows()
+	defer rows.Close()
+	buf := make([]parquet.Row, 1024)
+	names := map[string]string{}
 	for {
-		n, err := r.Read(buf)
+		n, err := rows.ReadRows(buf)
 		for _, row := range buf[:n] {
-			if row.Date == nil || row.Origin == nil {
+			var date, delay, origin parquet.Value
+			for _, v := range row {
+				switch v.Column() {
+				case iDate:
+					date = v
+				case iDelay:
+					delay = v
+				case iOrigin:
+					origin = v
+				}
+			}
+			if date.IsNull() || origin.IsNull() {
 				continue
 			}
-			fl := flight{day: time.UnixMicro(*row.Date).UTC().Truncate(24 * time.Hour), origin: *row.Origin}
-			if row.Delay == nil {
+			code, ok := names[string(origin.ByteArray())] // no allocation for a code seen before
+			if !ok {
+				code = string(origin.ByteArray())
+				names[code] = code
+			}
+			fl := flight{day: time.UnixMicro(date.Int64()).UTC().Truncate(24 * time.Hour), origin: code}
+			if delay.IsNull() {
 				fl.cancelled = true
 			} else {
-				fl.delay = float64(*row.Delay)
+				fl.delay = float64(delay.Int64())
 			}
 			if err := each(fl); err != nil {
 				return err

@@ -57,6 +57,27 @@ func (a *aggregator) add(f flight) error {
 	return nil
 }
 
+// merge adds what o collected (another share of the same data set).
+func (a *aggregator) merge(o *aggregator) {
+	a.seen += o.seen
+	for ap, byDay := range o.delays {
+		if a.delays[ap] == nil {
+			a.delays[ap] = map[time.Time][]float64{}
+		}
+		for d, v := range byDay {
+			a.delays[ap][d] = append(a.delays[ap][d], v...)
+		}
+	}
+	for ap, byDay := range o.cancelled {
+		if a.cancelled[ap] == nil {
+			a.cancelled[ap] = map[time.Time]int{}
+		}
+		for d, n := range byDay {
+			a.cancelled[ap][d] += n
+		}
+	}
+}
+
 // days returns every airport-day, sorted by airport then day.
 func (a *aggregator) days() []dayStats {
 	var out []dayStats
