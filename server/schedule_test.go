@@ -64,12 +64,8 @@ func dailyRuns(t *testing.T, ts *testServer) []scheduledRun {
 		if !strings.HasSuffix(k, "/"+runs.RecordName) {
 			continue
 		}
-		b, err := readObject(ctx, ts, k)
-		if err != nil {
-			t.Fatal(err)
-		}
 		var rec runs.Record
-		if err := json.Unmarshal(b, &rec); err != nil {
+		if err := json.Unmarshal([]byte(ts.read(t, k)), &rec); err != nil {
 			t.Fatalf("%s: %v", k, err)
 		}
 		var p struct {
@@ -314,9 +310,8 @@ func TestBackfillRunsEachInterval(t *testing.T) {
 		if *st.JobStatus != runs.Done {
 			t.Fatalf("interval %s: %s %v", run.Start, *st.JobStatus, st.Error)
 		}
-		out, err := readObject(context.Background(), ts, run.Key+"/out")
-		if err != nil || string(out) != want.Format(time.RFC3339)+" done\n" {
-			t.Errorf("out of %s = %q, %v", run.Start, out, err)
+		if out := ts.read(t, run.Key+"/out"); out != want.Format(time.RFC3339)+" done\n" {
+			t.Errorf("out of %s = %q", run.Start, out)
 		}
 	}
 	if len(data.Runs) != 5 || len(keys) != 5 {
@@ -369,38 +364,5 @@ func TestScheduleErrors(t *testing.T) {
 				t.Errorf("%d %q, want %d saying %s", r.Code, r.Message, tc.code, tc.says)
 			}
 		})
-	}
-}
-
-func readObject(ctx context.Context, ts *testServer, key string) ([]byte, error) {
-	rc, err := ts.Store().Get(ctx, key)
-	if err != nil {
-		return nil, err
-	}
-	defer rc.Close()
-	return io.ReadAll(rc)
-}
-
-// A tick that cannot start (the queue is full) is not lost: the schedule is checked again
-// shortly and, with CatchUp, every interval runs once the slot frees.
-func TestScheduleRetriesATickThatCouldNotStart(t *testing.T) {
-	target := t.TempDir()
-	// No Start: the first interval is the one in progress when the server first sees it.
-	cat := scheduledCatalog(catalog.Schedule{Cron: "@every 2s", CatchUp: true, Param: "day"})
-	a := startScheduling(t, cat, target, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 0 })
-	first := waitRuns(t, a, 1, 10*time.Second)
-	if len(first) != 1 || time.Since(first[0].day) > 8*time.Second {
-		t.Fatalf("the first run of a schedule without Start: %d runs from %s; want one, for the interval in progress at start", len(first), first[0].day)
-	}
-	// Hold the only slot for about 5 s: two or three ticks find the queue full.
-	busy := a.post(t, "/api/chains/testchains/faults_chain/ProgressTask?count=50&every=100ms")
-	if busy.Code != http.StatusAccepted {
-		t.Fatalf("ProgressTask: %d %s", busy.Code, busy.Message)
-	}
-	a.poll(t, busy.run.StatusURL)
-	after := waitRuns(t, a, len(first)+3, 15*time.Second)
-	a.stop()
-	if g := gaps(dailyRuns(t, a), 2*time.Second); len(g) > 0 {
-		t.Errorf("intervals lost while the queue was full: %v (runs %d)", g, len(after))
 	}
 }

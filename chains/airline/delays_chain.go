@@ -81,12 +81,7 @@ func (t DetectTask) Requires() []chains.Task {
 }
 
 func (t DetectTask) Run(ctx *chains.Context) error {
-	in, err := ctx.Input(0)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	days, err := readDays(in)
+	days, err := inputDays(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -119,12 +114,7 @@ func (t PlotTask) Requires() []chains.Task {
 }
 
 func (t PlotTask) Run(ctx *chains.Context) error {
-	in, err := ctx.Input(0)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	days, err := readDays(in)
+	days, err := inputDays(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -254,12 +244,7 @@ func (t LoadTask) Requires() []chains.Task {
 }
 
 func (t LoadTask) Run(ctx *chains.Context) error {
-	in, err := ctx.Input(0)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	days, err := readDays(in)
+	days, err := inputDays(ctx, 0)
 	if err != nil {
 		return err
 	}
@@ -387,4 +372,14 @@ func (t YearlyReportTask) Run(ctx *chains.Context) error {
 	}
 	_, err = ctx.Out().Write(b)
 	return err
+}
+
+// inputDays reads the daily summary that required task i wrote.
+func inputDays(ctx *chains.Context, i int) ([]dayStats, error) {
+	in, err := ctx.Input(i)
+	if err != nil {
+		return nil, err
+	}
+	defer in.Close()
+	return readDays(in)
 }
