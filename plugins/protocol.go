@@ -93,6 +93,9 @@ type RunTaskRequest struct {
 	// HostService is the broker id of the host's Host service (source reads); set by the
 	// host-side client.
 	HostService uint32 `json:"host_service,omitempty"`
+	// NoSync tells the plugin not to fsync OutPath before it answers: the host makes a whole
+	// batch of tasks' files durable at once (one syncfs) before it commits them.
+	NoSync bool `json:"no_sync,omitempty"`
 }
 
 // RunTaskResponse reports how user code ended. A task failure is data, not an RPC error: an RPC
@@ -104,6 +107,8 @@ type RunTaskResponse struct {
 	Progress *TaskProgress `json:"progress,omitempty"`
 	// Publish maps artifact names to the store paths they are also to be stored at.
 	Publish map[string]string `json:"publish,omitempty"`
+	// Artifacts reports that the task made its ArtifactDir (so the host looks there only then).
+	Artifacts bool `json:"artifacts,omitempty"`
 }
 
 // SourceRequest asks the host how to read an object of the store that no task produced.

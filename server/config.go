@@ -43,6 +43,7 @@ type Config struct {
 	DatabaseURL     string        // NECTAR_DATABASE_URL: "" (embedded SQLite), sqlite:<file>, postgres://…, or off
 	Schedules       bool          // NECTAR_SCHEDULES (false: this server fires no schedule; the API still serves them)
 	ScheduleCatchUp int           // NECTAR_SCHEDULE_CATCHUP: missed intervals a catch-up schedule runs at once
+	Pprof           string        // NECTAR_PPROF: host:port of net/http/pprof ("" = off)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string
@@ -98,9 +99,17 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("NECTAR_PLUGIN_DIR", &c.PluginDir)
 	str("NECTAR_PUBLIC_URL", &c.PublicURL)
 	str("NECTAR_LOG_LEVEL", &c.LogLevel)
+	str("NECTAR_PPROF", &c.Pprof)
 
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		bad("NECTAR_ADDR", c.Addr, "want host:port, such as 127.0.0.1:5000")
+	}
+	if c.Pprof != "" {
+		// The profiles show the process's memory and code paths: loopback only, on purpose.
+		host, _, err := net.SplitHostPort(c.Pprof)
+		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
+			bad("NECTAR_PPROF", c.Pprof, "want a loopback host:port, such as 127.0.0.1:6060")
+		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -371,46 +372,81 @@ func (w lockedWriter) Write(p []byte) (int, error) {
 	return w.b.Write(p)
 }
 
-// With warm plugins a run takes a process started ahead of time, and another is started for
-// the next; a rebuilt binary makes the spare stale, so it is not used.
-func TestWarmPluginSpares(t *testing.T) {
+// With warm plugins a run takes a process started ahead of time; when the run has ended well
+// its process waits for the next run (at most two wait per chain type), so a stream of runs
+// starts no process at all. A rebuilt binary makes the waiting processes stale: they go.
+func TestWarmPluginsAreReused(t *testing.T) {
 	dir := copyPlugins(t)
 	ts := newTestServer(t, func(c *Config) { c.WarmPlugins, c.PluginDir = true, dir })
-	first := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm1&wait=10s")
-	if *first.run.JobStatus != runs.Done {
-		t.Fatal(first.run.Error)
+	bin := filepath.Join(dir, "testchains")
+	post := func(name string) {
+		t.Helper()
+		a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name="+name+"&wait=10s")
+		if *a.run.JobStatus != runs.Done {
+			t.Fatal(a.run.Error)
+		}
 	}
-	// waitSpare waits until a spare is ready and it is the only plugin process; it returns its pid.
-	waitSpare := func() int {
+	// waitIdle waits until n processes wait and they are the only plugin processes.
+	waitIdle := func(n int) []int {
 		t.Helper()
 		var pids []int
 		for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-			if pids = pluginPIDsOf(filepath.Join(dir, "testchains")); len(pids) == 1 && ts.Runs().WarmSpares() == 1 {
-				return pids[0]
+			if pids = pluginPIDsOf(bin); len(pids) == n && ts.Runs().WarmSpares() == n {
+				slices.Sort(pids)
+				return pids
 			}
 		}
-		t.Fatalf("plugin processes = %v, spares %d, want one spare", pids, ts.Runs().WarmSpares())
-		return 0
+		t.Fatalf("plugin processes = %v, waiting %d, want %d", pids, ts.Runs().WarmSpares(), n)
+		return nil
 	}
-	spare := waitSpare() // the first run's process is gone; the spare waits
-	second := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm2&wait=10s")
-	if *second.run.JobStatus != runs.Done {
-		t.Fatal(second.run.Error)
+	post("warm1") // started its own process, and a spare for the next
+	pool := waitIdle(2)
+	for i := range 5 {
+		post(fmt.Sprintf("reuse%d", i))
 	}
-	next := waitSpare()
-	if syscall.Kill(spare, 0) == nil || next == spare {
-		t.Errorf("the spare %d was not the one the run used (now %d)", spare, next)
+	if now := waitIdle(2); !slices.Equal(now, pool) {
+		t.Errorf("plugin processes went from %v to %v: runs did not reuse them", pool, now)
 	}
-	// Rebuild (here: replace) the binary: the waiting spare is stale and must not run tasks.
-	bin := filepath.Join(dir, "testchains")
+	if got := ts.Runs().Launches(); got != 6 {
+		t.Errorf("Launches() = %d, want one per run (6)", got)
+	}
+	// Rebuild (here: replace) the binary: the waiting processes are stale and must not run tasks.
 	b, _ := os.ReadFile(bin)
 	os.Remove(bin)
 	os.WriteFile(bin, b, 0o755)
-	third := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=warm3&wait=10s")
-	if *third.run.JobStatus != runs.Done {
-		t.Fatal(third.run.Error)
+	post("warm3")
+	for _, pid := range pool {
+		if syscall.Kill(pid, 0) == nil {
+			t.Errorf("the stale process %d is still alive", pid)
+		}
 	}
-	if syscall.Kill(next, 0) == nil {
-		t.Errorf("the stale spare %d is still alive", next)
+	waitIdle(2)
+}
+
+// A cancelled run's process is not kept: it may be in any state.
+func TestCancelledRunsProcessIsNotReused(t *testing.T) {
+	dir := copyPlugins(t)
+	ts := newTestServer(t, func(c *Config) { c.WarmPlugins, c.PluginDir = true, dir })
+	bin := filepath.Join(dir, "testchains")
+	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	ts.waitRunning(t, a.run.StatusURL)
+	running := pluginPIDsOf(bin)
+	if _, err := ts.Runs().Cancel(a.run.Key, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if final := ts.poll(t, a.run.StatusURL); *final.JobStatus != runs.Cancelled {
+		t.Fatalf("status = %v", *final.JobStatus)
+	}
+	time.Sleep(300 * time.Millisecond)
+	after := pluginPIDsOf(bin)
+	kept := 0
+	for _, pid := range running {
+		if slices.Contains(after, pid) {
+			kept++
+		}
+	}
+	// Before the cancel: the run's process and the spare; after: the spare only.
+	if len(running) != 2 || kept != 1 || ts.Runs().WarmSpares() != 1 {
+		t.Errorf("processes %v before the cancel, %v after (waiting %d): want the run's one gone, the spare kept", running, after, ts.Runs().WarmSpares())
 	}
 }

@@ -62,10 +62,17 @@ func TestRunsOnS3AndMinIO(t *testing.T) {
 				t.Errorf("params = %d %q", code, body)
 			}
 			hello := runs.Key("testchains", "hello_chain", "HelloTask", []byte(`{"name":"ada"}`))
-			for _, k := range []string{a.run.Key + "/out", a.run.Key + "/log", a.run.Key + "/params", a.run.Key + "/run", hello + "/out", hello + "/log", hello + "/params"} {
+			for _, k := range []string{a.run.Key + "/out", a.run.Key + "/log", a.run.Key + "/params", a.run.Key + "/run", hello + "/out", hello + "/log"} {
 				if !storeHas(t, ts.Store(), k) {
 					t.Errorf("%s missing from the bucket", k)
 				}
+			}
+			// A dependency's params are in the run record, not a file of its own.
+			if storeHas(t, ts.Store(), hello+"/params") {
+				t.Errorf("%s/params was written: a dependency's params live in the run record", hello)
+			}
+			if len(a.run.Tasks) != 2 || a.run.Tasks[1].Key != hello || string(a.run.Tasks[1].Params) != `{"name":"ada"}` {
+				t.Errorf("tasks = %+v, want HelloTask with its params second", a.run.Tasks)
 			}
 			if storeHas(t, ts.Store(), a.run.Key+"/lease") {
 				t.Errorf("the run lease was not released")
@@ -195,7 +202,7 @@ func TestStoreOutageMidRunIsRecordedWithoutDetails(t *testing.T) {
 			ts.waitRunning(t, a.run.StatusURL)
 			own.Kill()
 			final := ts.poll(t, a.run.StatusURL) // answered from memory: the record cannot be stored
-			want := regexp.MustCompile(`^target store unavailable while committing the log of SleepTask; see the server log \(run ([0-9a-f]{12})\)$`)
+			want := regexp.MustCompile(`^target store unavailable while committing the files of SleepTask; see the server log \(run ([0-9a-f]{12})\)$`)
 			if *final.JobStatus != runs.Failed || len(final.Tasks) != 1 || !want.MatchString(final.Tasks[0].Error) {
 				t.Fatalf("after the store went away: %v, tasks %+v, want FAILED with a fixed task error", *final.JobStatus, final.Tasks)
 			}
@@ -207,7 +214,7 @@ func TestStoreOutageMidRunIsRecordedWithoutDetails(t *testing.T) {
 			logged := logs.String()
 			mu.Unlock()
 			line := regexp.MustCompile(`(?m)^.*level=ERROR.*run_id=` + runID + `.*$`).FindString(logged)
-			if !strings.Contains(line, "committing the log of SleepTask") || !strings.Contains(line, own.Bucket) || !strings.Contains(line, own.Endpoint) {
+			if !strings.Contains(line, "committing the files of SleepTask") || !strings.Contains(line, own.Bucket) || !strings.Contains(line, own.Endpoint) {
 				t.Errorf("no error log line for run %s naming the store and the cause:\n%s", runID, logged)
 			}
 		})

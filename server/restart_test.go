@@ -17,8 +17,9 @@ import (
 	"nectar/server/runs"
 )
 
-// startBinary runs the real nectar binary on a free port; the returned stop SIGKILLs it.
-func startBinary(t *testing.T, target string) (base string, cmd *exec.Cmd) {
+// startBinary runs the real nectar binary on a free port (env adds NAME=value settings); the
+// test's cleanup SIGKILLs it.
+func startBinary(t *testing.T, target string, env ...string) (base string, cmd *exec.Cmd) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -27,7 +28,7 @@ func startBinary(t *testing.T, target string) (base string, cmd *exec.Cmd) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd = exec.Command(filepath.Join(pluginDir, "nectar"), "serve")
-	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+pluginDir, "NECTAR_LOG_LEVEL=warn")
+	cmd.Env = append(append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+pluginDir, "NECTAR_LOG_LEVEL=warn"), env...)
 	var logs bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {

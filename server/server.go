@@ -318,6 +318,13 @@ func (s *Server) downloadURL(key string, expiry time.Duration) string {
 // cancelled and their records written.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	s.SetPublicURL("http://" + ln.Addr().String())
+	if s.cfg.Pprof != "" {
+		pctx, stopPprof := context.WithCancel(context.Background())
+		defer stopPprof()
+		if err := s.servePprof(pctx); err != nil {
+			return fmt.Errorf("NECTAR_PPROF=%s: %w", s.cfg.Pprof, err)
+		}
+	}
 	s.StartSchedules()
 	srv := &http.Server{
 		Handler:           s.echo,

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
+	"nectar/targets"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -412,10 +414,20 @@ func TestFaultyTasksFailWithTheirCause(t *testing.T) {
 	if a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=after&wait=10s"); *a.run.JobStatus != runs.Done {
 		t.Errorf("run after faults = %v", a.run.JobStatus)
 	}
-	// No partial files are left in the staging folder.
-	if left, _ := os.ReadDir(filepath.Join(ts.target, ".tmp")); len(left) != 0 {
-		t.Errorf("staging folder not empty: %v", left)
+	// No partial file is left, in the staging folder (where the output file of the process
+	// that waits for the next run stays) or beside any key.
+	left, _ := os.ReadDir(filepath.Join(ts.target, ".tmp"))
+	for _, e := range left {
+		if !strings.HasPrefix(e.Name(), "plugin-output-") {
+			t.Errorf("staging folder holds %s", e.Name())
+		}
 	}
+	filepath.WalkDir(ts.target, func(p string, d fs.DirEntry, err error) error {
+		if err == nil && strings.HasPrefix(d.Name(), targets.StagePrefix) {
+			t.Errorf("staged file left: %s", p)
+		}
+		return nil
+	})
 }
 
 func TestErrorsNameWhatWasWrong(t *testing.T) {

@@ -66,6 +66,30 @@ type FileCommitter interface {
 	CommitFile(ctx context.Context, key, file string) error
 }
 
+// Folders is offered by stores whose keys are files in folders on this machine (the local
+// store). The run scheduler writes a task's files beside their final place, commits each with
+// one rename, and makes a whole batch of them durable with one sync, because a fan-in of
+// thousands of tasks makes these calls thousands of times a second.
+type Folders interface {
+	// MakeFolder creates key's folder (it may exist) and returns its path.
+	MakeFolder(key string) (dir string, err error)
+	// Commit renames a file staged in key's folder (named StagePrefix...) to key.
+	Commit(staged, key string) error
+	// SyncAll makes every write to the store so far durable.
+	SyncAll() error
+}
+
+// StagePrefix begins the names of files staged in a key's folder before they are committed:
+// they are not keys, and List never returns them.
+const StagePrefix = ".stage-"
+
+// Volatile is offered by stores where a durable Put costs a disk flush: PutVolatile stores a
+// small derived object (a run record, a lease, metrics) atomically but without waiting for the
+// disk. After a power loss it may be empty, never partial: its readers take empty as absent.
+type Volatile interface {
+	PutVolatile(key string, b []byte) error
+}
+
 // LocalPather is offered by stores whose objects are local files that a plugin can read directly.
 type LocalPather interface {
 	LocalPath(key string) (string, error)

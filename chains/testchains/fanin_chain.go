@@ -10,7 +10,8 @@ import (
 
 // LeafTask writes its index: the trivial unit of the fan-in benchmark.
 type LeafTask struct {
-	Index int `param:"index"`
+	Index int    `param:"index"`
+	Salt  string `param:"salt" default:""` // sets a fan-in apart from earlier ones (benchmarks)
 }
 
 func (t LeafTask) Run(ctx *chains.Context) error {
@@ -21,13 +22,14 @@ func (t LeafTask) Run(ctx *chains.Context) error {
 // JoinTask requires `leaves` LeafTasks (independent, so they run in parallel) and writes the sum
 // of their indexes.
 type JoinTask struct {
-	Leaves int `param:"leaves" default:"100"`
+	Leaves int    `param:"leaves" default:"100"`
+	Salt   string `param:"salt" default:""`
 }
 
 func (t JoinTask) Requires() []chains.Task {
 	deps := make([]chains.Task, t.Leaves)
 	for i := range deps {
-		deps[i] = LeafTask{Index: i}
+		deps[i] = LeafTask{Index: i, Salt: t.Salt}
 	}
 	return deps
 }

@@ -126,6 +126,7 @@ var generated = []*Task{
 		Doc:   "JoinTask requires `leaves` LeafTasks (independent, so they run in parallel) and writes the sum\nof their indexes.",
 		Params: []Param{
 			{Name: "leaves", Kind: "int", Default: "100", Required: false, Doc: ""},
+			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
 		Parse: parseTestchainsFaninChainJoinTask,
 	},
@@ -136,6 +137,7 @@ var generated = []*Task{
 		Doc:   "LeafTask writes its index: the trivial unit of the fan-in benchmark.",
 		Params: []Param{
 			{Name: "index", Kind: "int", Default: "0", Required: false, Doc: ""},
+			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: "sets a fan-in apart from earlier ones (benchmarks)"},
 		},
 		Parse: parseTestchainsFaninChainLeafTask,
 	},
@@ -340,9 +342,10 @@ var generated = []*Task{
 		Type:  "testchains",
 		Chain: "metrics_chain",
 		Name:  "BurnTask",
-		Doc:   "BurnTask uses `for` of CPU time (not wall time: on a busy machine it takes longer), in a\nprocess of its own, so its CPU seconds are its own.",
+		Doc:   "BurnTask uses `for` of CPU time (not wall time: on a busy machine it takes longer), in a\nprocess of its own, so its CPU seconds are its own; with shared, in the run's process.",
 		Params: []Param{
 			{Name: "for", Kind: "duration", Default: "1s", Required: false, Doc: ""},
+			{Name: "shared", Kind: "bool", Default: "false", Required: false, Doc: ""},
 		},
 		Parse: parseTestchainsMetricsChainBurnTask,
 	},
@@ -540,6 +543,11 @@ func parseTestchainsFaninChainJoinTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Int("leaves", p0)
+	p1, err := params.QueryString(q, "salt", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("salt", p1)
 	return w.Bytes(), nil
 }
 
@@ -551,6 +559,11 @@ func parseTestchainsFaninChainLeafTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Int("index", p0)
+	p1, err := params.QueryString(q, "salt", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("salt", p1)
 	return w.Bytes(), nil
 }
 
@@ -801,6 +814,11 @@ func parseTestchainsMetricsChainBurnTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Duration("for", p0)
+	p1, err := params.QueryBool(q, "shared", "false", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Bool("shared", p1)
 	return w.Bytes(), nil
 }
 

@@ -2515,6 +2515,15 @@ const OpenAPI = `{
               "format": "int64",
               "type": "integer"
             }
+          },
+          {
+            "in": "query",
+            "name": "salt",
+            "required": false,
+            "schema": {
+              "default": "",
+              "type": "string"
+            }
           }
         ],
         "responses": {
@@ -2590,6 +2599,15 @@ const OpenAPI = `{
           },
           {
             "in": "query",
+            "name": "salt",
+            "required": false,
+            "schema": {
+              "default": "",
+              "type": "string"
+            }
+          },
+          {
+            "in": "query",
             "name": "wait",
             "schema": {
               "description": "hold the answer until the run ends or this long (such as 10s)",
@@ -2616,6 +2634,10 @@ const OpenAPI = `{
                     "default": 100,
                     "format": "int64",
                     "type": "integer"
+                  },
+                  "salt": {
+                    "default": "",
+                    "type": "string"
                   }
                 },
                 "type": "object"
@@ -2725,6 +2747,16 @@ const OpenAPI = `{
               "format": "int64",
               "type": "integer"
             }
+          },
+          {
+            "description": "sets a fan-in apart from earlier ones (benchmarks)",
+            "in": "query",
+            "name": "salt",
+            "required": false,
+            "schema": {
+              "default": "",
+              "type": "string"
+            }
           }
         ],
         "responses": {
@@ -2799,6 +2831,16 @@ const OpenAPI = `{
             }
           },
           {
+            "description": "sets a fan-in apart from earlier ones (benchmarks)",
+            "in": "query",
+            "name": "salt",
+            "required": false,
+            "schema": {
+              "default": "",
+              "type": "string"
+            }
+          },
+          {
             "in": "query",
             "name": "wait",
             "schema": {
@@ -2826,6 +2868,10 @@ const OpenAPI = `{
                     "default": 0,
                     "format": "int64",
                     "type": "integer"
+                  },
+                  "salt": {
+                    "default": "",
+                    "type": "string"
                   }
                 },
                 "type": "object"
@@ -7047,6 +7093,15 @@ const OpenAPI = `{
               "pattern": "^[0-9.]+(ns|us|µs|ms|s|m|h)([0-9.]+(ns|us|µs|ms|s|m|h))*$",
               "type": "string"
             }
+          },
+          {
+            "in": "query",
+            "name": "shared",
+            "required": false,
+            "schema": {
+              "default": false,
+              "type": "boolean"
+            }
           }
         ],
         "responses": {
@@ -7107,7 +7162,7 @@ const OpenAPI = `{
         ]
       },
       "post": {
-        "description": "BurnTask uses \u0060for\u0060 of CPU time (not wall time: on a busy machine it takes longer), in a\nprocess of its own, so its CPU seconds are its own.",
+        "description": "BurnTask uses \u0060for\u0060 of CPU time (not wall time: on a busy machine it takes longer), in a\nprocess of its own, so its CPU seconds are its own; with shared, in the run's process.",
         "operationId": "run.testchains.metrics_chain.BurnTask",
         "parameters": [
           {
@@ -7119,6 +7174,15 @@ const OpenAPI = `{
               "description": "a Go duration such as 90s or 1h30m",
               "pattern": "^[0-9.]+(ns|us|µs|ms|s|m|h)([0-9.]+(ns|us|µs|ms|s|m|h))*$",
               "type": "string"
+            }
+          },
+          {
+            "in": "query",
+            "name": "shared",
+            "required": false,
+            "schema": {
+              "default": false,
+              "type": "boolean"
             }
           },
           {
@@ -7150,6 +7214,10 @@ const OpenAPI = `{
                     "description": "a Go duration such as 90s or 1h30m",
                     "pattern": "^[0-9.]+(ns|us|µs|ms|s|m|h)([0-9.]+(ns|us|µs|ms|s|m|h))*$",
                     "type": "string"
+                  },
+                  "shared": {
+                    "default": false,
+                    "type": "boolean"
                   }
                 },
                 "type": "object"

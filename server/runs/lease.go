@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strconv"
 	"strings"
@@ -46,6 +47,14 @@ func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, er
 		}
 		l, err := m.readLease(ctx, key)
 		switch {
+		case errors.Is(err, errEmpty):
+			// A lease is linked into place whole: an empty one is what a power loss left of a
+			// lease whose holder is gone with the machine.
+			m.cfg.Logger.Warn("taking over an empty run lease", "key", key)
+			if err := store.Delete(ctx, key+"/"+LeaseName); err != nil {
+				return false, err
+			}
+			continue
 		case errors.Is(err, targets.ErrNotExist):
 			continue // released between our create and read: try again
 		case err != nil:
@@ -74,11 +83,19 @@ func (m *Manager) readJSON(ctx context.Context, key string, v any) error {
 	}
 	defer rc.Close()
 	if err := json.NewDecoder(rc).Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			// Empty: what a power loss may leave of an object written without waiting for the
+			// disk (targets.Volatile). It holds nothing, so it counts as absent.
+			return fmt.Errorf("%s: %w: %w", key, errEmpty, targets.ErrNotExist)
+		}
 		// Unreadable is as good as unreachable to every caller; the JSON error stays for the log.
 		return fmt.Errorf("%w: %w: %s: %w", targets.ErrUnavailable, errCorrupt, key, err)
 	}
 	return nil
 }
+
+// errEmpty marks a stored object with no bytes at all (see readJSON).
+var errEmpty = errors.New("empty object")
 
 // errCorrupt marks a stored JSON object that does not decode.
 var errCorrupt = errors.New("corrupt object")
@@ -127,7 +144,7 @@ func (m *Manager) heartbeat(r *Run, key string, stop <-chan struct{}) {
 			return
 		case <-renew.C:
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
-			if err := m.cfg.Store.Put(ctx, key+"/"+LeaseName, bytes.NewReader(m.leaseBody(runID))); err != nil {
+			if err := m.putMeta(ctx, key+"/"+LeaseName, m.leaseBody(runID)); err != nil {
 				m.cfg.Logger.Warn("renewing run lease", "key", key, "err", err)
 			}
 			cancel()
@@ -165,7 +182,7 @@ func (m *Manager) requestCancel(ctx context.Context, key, reason string) error {
 		return fmt.Errorf("no server holds %s: %w", key, err)
 	}
 	b, _ := json.Marshal(cancelRequest{RunID: l.RunID, Reason: reason + " (via " + m.id + ")"})
-	return m.cfg.Store.Put(ctx, key+"/"+CancelName, bytes.NewReader(b))
+	return m.putMeta(ctx, key+"/"+CancelName, b)
 }
 
 func (m *Manager) releaseLease(key string) {

@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -96,7 +95,7 @@ type Manager struct {
 	launches atomic.Int64
 	pending  int                 // runs waiting for a slot (guarded by mu)
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
-	spares   map[string]*spare   // chain type -> warm plugin process (guarded by mu)
+	idle     map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
 	draining bool                // shutting down: no new runs (guarded by mu)
 	ctx      context.Context
 	stop     context.CancelCauseFunc
@@ -162,7 +161,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		slots:  make(chan struct{}, cfg.MaxRuns),
 		active: map[string]*Run{},
 		logs:   map[string]*LiveLog{},
-		spares: map[string]*spare{},
+		idle:   map[string][]*spare{},
 		ctx:    ctx,
 		stop:   stop,
 	}, nil
@@ -171,8 +170,9 @@ func NewManager(cfg Config) (*Manager, error) {
 // Context ends when the manager shuts down (background work tied to the server stops with it).
 func (m *Manager) Context() context.Context { return m.ctx }
 
-// Launches counts the plugin processes put to work for runs (a warm spare counts when a run
-// takes it; spares never used are not counted).
+// Launches counts the plugin processes put to work for runs: one per run that executes tasks,
+// whether its process was started for it, started ahead (a warm spare) or reused from an
+// earlier run; spares never used are not counted.
 func (m *Manager) Launches() int64 { return m.launches.Load() }
 
 // Spec names the task a run is for.
@@ -481,7 +481,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	putMetrics := func() error {
 		if mt := r.metrics(); mt != nil {
 			if b, err := json.Marshal(mt); err == nil {
-				if err := m.cfg.Store.Put(context.Background(), rec.Key+"/"+MetricsName, bytes.NewReader(b)); err != nil {
+				if err := m.putMeta(context.Background(), rec.Key+"/"+MetricsName, b); err != nil {
 					log.Warn("writing the metrics object", "err", err)
 				}
 			}
@@ -543,7 +543,16 @@ func (m *Manager) putRecord(ctx context.Context, r *Run) error {
 	if err != nil {
 		return err
 	}
-	return m.cfg.Store.Put(ctx, rec.Key+"/"+RecordName, bytes.NewReader(b))
+	return m.putMeta(ctx, rec.Key+"/"+RecordName, b)
+}
+
+// putMeta stores a small derived object (a record, params, metrics, a lease): atomically, and
+// without waiting for the disk where the store allows it (targets.Volatile).
+func (m *Manager) putMeta(ctx context.Context, key string, b []byte) error {
+	if v, ok := m.cfg.Store.(targets.Volatile); ok {
+		return v.PutVolatile(key, b)
+	}
+	return m.cfg.Store.Put(ctx, key, bytes.NewReader(b))
 }
 
 // lead takes the key's lease and drives the run, or follows the server that holds it.
@@ -595,6 +604,13 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	started := time.Now().UTC()
 	r.update(func(rec *Record) { rec.Status, rec.StartedAt = Running, &started })
 
+	// The plugin is taken and asked for the task graph while the store is asked about the key:
+	// on a remote store each question is a round trip, and even here the graph call costs as
+	// much as the rest. Whatever path returns, the process is collected.
+	plan := make(chan plannedRun, 1)
+	go func() { plan <- m.plan(ctx, rec) }()
+	unused := func() { m.giveBack(rec.Type, <-plan) }
+
 	// A run joined late, or raced with another that just finished: nothing to execute. The
 	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
 	var done bool
@@ -622,6 +638,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 			return nil
 		},
 	); err != nil {
+		unused()
 		return Failed, m.failure(log, r, "looking for the out of "+rec.Task, err), finish
 	}
 	if prev != nil && prev.RunID != rec.RunID {
@@ -633,6 +650,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		})
 	}
 	if done && !r.force {
+		unused()
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
 		})
@@ -640,48 +658,43 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	}
 	// Independent writes go side by side: on S3 each is a round trip.
 	if err := concurrently(
-		func() error { return m.cfg.Store.Put(ctx, rec.Key+"/"+ParamsName, bytes.NewReader(rec.Params)) },
+		func() error { return m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) },
 		func() error { return m.putRecord(ctx, r) },
 	); err != nil {
+		unused()
 		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
 	}
 
-	proc, procOut, err := m.takePlugin(rec.Type)
-	if errors.Is(err, errStaging) {
-		return Failed, m.failure(log, r, "creating the plugin output file", err), finish
+	p := <-plan
+	if errors.Is(p.takeErr, errStaging) {
+		return Failed, m.failure(log, r, "creating the plugin output file", p.takeErr), finish
 	}
-	if err != nil {
-		log.Error("starting plugin", "err", err)
-		return Failed, err.Error(), finish
+	if p.takeErr != nil {
+		log.Error("starting plugin", "err", p.takeErr)
+		return Failed, p.takeErr.Error(), finish
 	}
-	defer func() { // the output file goes once the processes writing it are gone
-		f := finish
-		finish = func() { f(); procOut.Close(); os.Remove(procOut.Name()) }
-	}()
-	s := &scheduler{m: m, r: r, procOut: procOut, log: log, typ: rec.Type,
-		spoolPrefix: strings.TrimSuffix(procOut.Name(), filepath.Ext(procOut.Name())) + "-task",
+	m.launches.Add(1)
+	folders, _ := m.cfg.Store.(targets.Folders)
+	_, local := m.cfg.Store.(targets.LocalPather)
+	s := &scheduler{m: m, r: r, procOut: p.out, log: log, typ: rec.Type, runID: rec.RunID,
+		folders: folders, spooledInputs: !local,
+		spoolPrefix: filepath.Join(m.spool, "task-"+rec.RunID),
 		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
-		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}}
+		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}, base: map[Process]float64{}}
 	r.mu.Lock()
 	r.meter = s.meter
 	r.mu.Unlock()
-	s.adopt(proc)
-	s.proc = proc
-	finish = func() {
-		s.procMu.Lock()
-		defer s.procMu.Unlock()
-		if s.proc != nil {
-			s.retire(s.proc)
-		}
-	}
-
-	graph, err := proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
-	if err != nil {
+	s.adopt(p.proc, p.base)
+	s.proc = p.proc
+	// A cancelled run's process may be in any state: it is not kept for the next run.
+	finish = func() { s.end(ctx.Err() == nil) }
+	if p.graphErr != nil {
 		if ctx.Err() != nil {
 			return Cancelled, "cancelled: " + cancelReason(ctx), finish
 		}
-		return Failed, "building the task graph: " + rpcMessage(err), finish
+		return Failed, "building the task graph: " + rpcMessage(p.graphErr), finish
 	}
+	graph := p.graph
 	status, errMsg = s.run(ctx, graph)
 	return status, errMsg, finish
 }
@@ -709,128 +722,6 @@ func rpcMessage(err error) string {
 		return msg[i+len(marker):]
 	}
 	return msg
-}
-
-// newOutput makes the file a plugin process writes its output to (O_APPEND: the plugin and
-// go-plugin's stderr copier both write to it).
-func (m *Manager) newOutput() (*os.File, error) {
-	f, err := os.CreateTemp(m.spool, "plugin-output-*")
-	if err != nil {
-		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
-	}
-	f.Close()
-	if f, err = os.OpenFile(f.Name(), os.O_RDWR|os.O_APPEND, 0o600); err != nil {
-		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
-	}
-	return f, nil
-}
-
-// spare is a plugin process started ahead of need, with its output file.
-type spare struct {
-	proc Process
-	out  *os.File
-}
-
-func (sp *spare) discard() {
-	sp.proc.Kill()
-	sp.out.Close()
-	os.Remove(sp.out.Name())
-}
-
-// takePlugin gives a run its first plugin process: the warm spare of that chain type when
-// there is a current one (a process is still used by one run only; it was just started
-// earlier), else a new one. Taking a spare starts the next in the background.
-func (m *Manager) takePlugin(typ string) (Process, *os.File, error) {
-	m.mu.Lock()
-	sp := m.spares[typ]
-	delete(m.spares, typ)
-	m.mu.Unlock()
-	if m.cfg.WarmPlugins {
-		defer m.refill(typ)
-	}
-	if sp != nil {
-		if !sp.proc.Exited() && m.cfg.Plugins.Current(typ, sp.proc) {
-			m.launches.Add(1)
-			return sp.proc, sp.out, nil
-		}
-		sp.discard() // died, or the binary was rebuilt since
-	}
-	out, err := m.newOutput()
-	if err != nil {
-		return nil, nil, err
-	}
-	p, err := m.startPlugin(typ, out)
-	if err != nil {
-		out.Close()
-		os.Remove(out.Name())
-		return nil, nil, err
-	}
-	return p, out, nil
-}
-
-// refill starts a spare for typ unless one exists or the server is stopping.
-func (m *Manager) refill(typ string) {
-	m.wg.Add(1)
-	go func() {
-		defer m.wg.Done()
-		m.mu.Lock()
-		skip := m.draining || m.spares[typ] != nil
-		m.mu.Unlock()
-		if skip {
-			return
-		}
-		out, err := m.newOutput()
-		if err != nil {
-			return
-		}
-		start := time.Now()
-		p, err := m.cfg.Plugins.Start(typ, out)
-		m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
-		if err != nil {
-			out.Close()
-			os.Remove(out.Name())
-			return
-		}
-		sp := &spare{proc: p, out: out}
-		m.mu.Lock()
-		if m.draining || m.spares[typ] != nil {
-			m.mu.Unlock()
-			sp.discard()
-			return
-		}
-		m.spares[typ] = sp
-		m.mu.Unlock()
-	}()
-}
-
-// WarmSpares is the number of plugin processes waiting for a run.
-func (m *Manager) WarmSpares() int {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.spares)
-}
-
-// dropSpares stops the warm spares (at shutdown).
-func (m *Manager) dropSpares() {
-	m.mu.Lock()
-	spares := m.spares
-	m.spares = map[string]*spare{}
-	m.mu.Unlock()
-	for _, sp := range spares {
-		sp.discard()
-	}
-}
-
-// startPlugin launches the chain type's plugin and counts the launch.
-func (m *Manager) startPlugin(typ string, output *os.File) (Process, error) {
-	m.launches.Add(1)
-	start := time.Now()
-	p, err := m.cfg.Plugins.Start(typ, output)
-	m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
-	if err != nil {
-		return nil, fmt.Errorf("starting the plugin for chain type %s failed: %w", typ, err)
-	}
-	return p, nil
 }
 
 // LiveLog is the log file of a task running on this server.
@@ -898,5 +789,3 @@ func randomID() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-func bytesReader(b []byte) io.Reader { return bytes.NewReader(b) }

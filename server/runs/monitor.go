@@ -3,6 +3,10 @@ package runs
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -72,16 +76,18 @@ type meter struct {
 	m       Metrics
 	cpu     float64 // CPU seconds of processes that have ended (exact, from rusage)
 	running map[int]float64
+	gone    map[int]bool // processes whose final figure is in cpu (no sample may add to it)
 }
 
 func newMeter(interval time.Duration, pricing Pricing) *meter {
 	return &meter{interval: interval, pricing: pricing, started: time.Now(),
-		m: Metrics{Interval: interval.String(), Pricing: pricing, Tasks: map[string]TaskMetrics{}}, running: map[int]float64{}}
+		m: Metrics{Interval: interval.String(), Pricing: pricing, Tasks: map[string]TaskMetrics{}}, running: map[int]float64{}, gone: map[int]bool{}}
 }
 
 // watch samples p every interval until stop is closed; onSample runs after each reading (the
 // scheduler uses it to ask running tasks for their custom metrics).
-func (mt *meter) watch(p Process, stop <-chan struct{}, onSample func(Sample)) {
+// base is the CPU the process had used before this run took it (a reused process).
+func (mt *meter) watch(p Process, base float64, stop <-chan struct{}, onSample func(Sample)) {
 	pid := p.Pid()
 	proc, err := process.NewProcess(int32(pid))
 	if err != nil {
@@ -92,7 +98,7 @@ func (mt *meter) watch(p Process, stop <-chan struct{}, onSample func(Sample)) {
 	mt.mu.Unlock()
 	t := time.NewTicker(mt.interval)
 	defer t.Stop()
-	var lastCPU float64
+	lastCPU := base
 	lastAt := time.Now()
 	for {
 		select {
@@ -109,8 +115,12 @@ func (mt *meter) watch(p Process, stop <-chan struct{}, onSample func(Sample)) {
 			}
 			lastCPU, lastAt = cpu, now
 			mt.mu.Lock()
+			if mt.gone[pid] { // ended while this sample was taken: its final figure stands
+				mt.mu.Unlock()
+				return
+			}
 			mt.m.Samples = append(mt.m.Samples, s)
-			mt.running[pid] = cpu
+			mt.running[pid] = max(cpu-base, 0)
 			mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, rss)
 			mt.mu.Unlock()
 			if onSample != nil {
@@ -141,8 +151,8 @@ func readTree(p *process.Process) (cpuSeconds float64, rss uint64, ok bool) {
 	return cpuSeconds, rss, true
 }
 
-// ended adds a finished process's exact usage (from the kernel) to the run.
-func (mt *meter) ended(p Process) {
+// ended adds a finished process's exact usage (from the kernel) to the run, from base on.
+func (mt *meter) ended(p Process, base float64) {
 	cpu, peak, ok := p.Usage()
 	if !ok {
 		return
@@ -150,9 +160,67 @@ func (mt *meter) ended(p Process) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
 	delete(mt.running, p.Pid())
+	mt.gone[p.Pid()] = true
+	mt.cpu += max(cpu-base, 0)
+	mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, peak)
+}
+
+// endedIdle adds the usage of a process read while it idles at the run's end (see
+// scheduler.end): what wait4 would report once it has exited.
+func (mt *meter) endedIdle(pid int, cpu float64, peak uint64) {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	delete(mt.running, pid)
+	mt.gone[pid] = true
 	mt.cpu += cpu
 	mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, peak)
 }
+
+// idleUsage reads a live process's CPU seconds (with its reaped children's, as wait4 counts
+// them), its peak resident memory (the kernel's high-water mark, VmHWM) and its resident
+// memory now, from two small files of /proc.
+func idleUsage(pid int) (cpu float64, peak, rss uint64, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0, 0, false
+	}
+	// The command name may hold spaces and parentheses: fields count from the last ')'.
+	end := strings.LastIndexByte(string(b), ')')
+	if end < 0 {
+		return 0, 0, 0, false
+	}
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 15 { // state is f[0]; utime, stime, cutime, cstime are f[11:15]
+		return 0, 0, 0, false
+	}
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, 0, 0, false
+		}
+		ticks += n
+	}
+	cpu = float64(ticks) / clockTicks
+	if b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err != nil {
+		return 0, 0, 0, false
+	}
+	kb := func(v string) uint64 {
+		n, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+		return n << 10
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+			peak = kb(v)
+		} else if v, found := strings.CutPrefix(line, "VmRSS:"); found {
+			rss = kb(v)
+		}
+	}
+	return cpu, peak, rss, peak > 0
+}
+
+// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on every Linux Go runs on).
+const clockTicks = 100
 
 // setTask records an isolated task's usage or custom metrics.
 func (mt *meter) setTask(key string, f func(*TaskMetrics)) {

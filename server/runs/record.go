@@ -45,15 +45,18 @@ func Key(typ, chain, task string, params []byte) string {
 
 // TaskState is one task of a run.
 type TaskState struct {
-	Chain      string     `json:"chain"`
-	Task       string     `json:"task"`
-	Key        string     `json:"key"`
-	Status     Status     `json:"status"`
-	Cached     bool       `json:"cached,omitempty"` // its out existed: it was not run again
-	Error      string     `json:"error,omitempty"`
-	StartedAt  *time.Time `json:"started_at,omitempty"`
-	FinishedAt *time.Time `json:"finished_at,omitempty"`
-	Attempts   []Attempt  `json:"attempts,omitempty"`
+	Chain string `json:"chain"`
+	Task  string `json:"task"`
+	Key   string `json:"key"`
+	// Params are the task's canonical parameters: the root's are also stored at <key>/params,
+	// a dependency's only here.
+	Params     json.RawMessage `json:"params,omitempty"`
+	Status     Status          `json:"status"`
+	Cached     bool            `json:"cached,omitempty"` // its out existed: it was not run again
+	Error      string          `json:"error,omitempty"`
+	StartedAt  *time.Time      `json:"started_at,omitempty"`
+	FinishedAt *time.Time      `json:"finished_at,omitempty"`
+	Attempts   []Attempt       `json:"attempts,omitempty"`
 	// Requires are the positions in the run's tasks of the tasks this one waits for.
 	Requires []int `json:"requires,omitempty"`
 	// Progress is what the task last reported of itself (ctx.Progress, ctx.Status).

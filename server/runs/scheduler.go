@@ -5,15 +5,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"log/slog"
 	"maps"
 	"mime"
 	"os"
 	"path"
-	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"nectar/chains"
@@ -34,12 +33,20 @@ type scheduler struct {
 
 	watchMu  sync.Mutex
 	watchers map[Process]chan struct{}     // sampling goroutines, stopped at retire
+	base     map[Process]float64           // CPU seconds each process had used before this run
 	tasksIn  map[Process]map[int]time.Time // tasks running in each process, and since when
 	log      *slog.Logger
 	typ      string
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
-	nodes       []*node
+	runID       string
+	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
+	folders       targets.Folders
+	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
+	noSync        bool            // the host syncs tasks' files in batches (commit.go)
+	commits       chan *commitJob // to the batcher (local store)
+	outSeen       atomic.Int64    // how far the plugin output has been handed to task logs
+	nodes         []*node
 	// scrub replaces the values of every connection a task of this run declares: tasks sharing
 	// a process share its output, so each task's log is cleaned of all of them.
 	scrub   *strings.Replacer
@@ -121,7 +128,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			done = false // ?force=true: rerun the named task; its upstream outs are kept
 		}
 		n.slot = len(tasks)
-		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Status: Pending}
+		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Params: n.ref.Params, Status: Pending}
 		if done {
 			st.Status, st.Cached = Done, true
 		}
@@ -156,6 +163,21 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
+
+	toRun := 0
+	for _, t := range tasks {
+		if !t.Cached {
+			toRun++
+		}
+	}
+	// Many tasks: the host makes their files durable in batches; a few: each plugin syncs its
+	// own out (commit.go). A remote store's PUT is the durable write.
+	s.noSync = s.folders == nil || toRun >= batchSyncFrom
+	if s.folders != nil {
+		s.commits = make(chan *commitJob)
+		go s.batcher(s.commits)
+		defer close(s.commits) // every task has returned when run does
+	}
 
 	results := make(chan taskResult)
 	running := 0
@@ -277,108 +299,115 @@ func (s *scheduler) markUpstreamFailed(i int) {
 	}
 }
 
-// runTask executes one task in the plugin and commits its files: params first, then log, then
-// out last, so an existing out always means a finished task.
+// runTask executes one task in the plugin and commits its files (commit.go): log and
+// artifacts first, out last, so an existing out always means a finished task.
 func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	n := s.nodes[i]
-	store := s.m.cfg.Store
 	fail := func(msg string, fatal bool) taskResult { return taskResult{idx: i, err: msg, fatal: fatal} }
 
-	// Flat, run-unique names in the spool: no folder to make and remove per task.
-	base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
-	outPath, logPath, artDir := base+OutName, base+LogName, ""
-	defer os.Remove(outPath)
-	defer os.Remove(logPath)
-	defer func() { os.RemoveAll(artDir) }()
-	conns, missing := s.connections(n)
-	scrub := s.scrub
-	if i != 0 { // the root's params were written when the run started
-		if err := s.stage(ctx, n.key+"/"+ParamsName, base+ParamsName, n.ref.Params); err != nil {
-			return fail(s.failure("writing the params of "+n.ref.Task, err), true)
-		}
+	files, err := s.prepare(i)
+	if err != nil {
+		return fail(s.failure("making the folder of "+n.ref.Task, err), true)
 	}
+	artDir := ""
+	committed, madeArts := false, false
+	defer func() {
+		if !committed || !files.beside { // beside the key, a committed file was renamed away
+			s.discardOut(files)
+		}
+		if madeArts || !committed { // a task that made none leaves nothing to remove
+			os.RemoveAll(artDir)
+		}
+	}()
+	conns, missing := s.connections(n)
 	inputs := make([]string, len(n.deps))
 	for j, d := range n.deps {
-		p, err := s.inputPath(ctx, fmt.Sprintf("%sinput-%d", base, j), s.nodes[d].key+"/"+OutName)
+		p, err := s.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", s.spoolPrefix, i, j), s.nodes[d].key+"/"+OutName)
 		if err != nil {
 			return fail(s.failure("reading the out of "+s.nodes[d].ref.Task, err), true)
 		}
 		inputs[j] = p
-		if _, local := store.(targets.LocalPather); !local {
+		if s.spooledInputs {
 			defer os.Remove(p)
 		}
 	}
 
 	// Readable (and followable) while it runs; the plugin creates the file when the task starts.
-	defer s.m.live(n.key, logPath)()
+	defer s.m.live(n.key, files.log)()
 
 	policy := n.retry
 	if policy.Attempts < 1 {
 		policy.Attempts = 1
 	}
 	backoff := policy.Backoff
-	var publish map[string]string
+	var res attemptResult
 	for attempt := 1; ; attempt++ {
 		// A folder per attempt: what a failed attempt wrote (even late, from a goroutine it
 		// left running) is never the next one's.
-		os.RemoveAll(artDir)
-		artDir = fmt.Sprintf("%s%s-%d", base, ArtifactsDir, attempt)
+		if attempt > 1 {
+			os.RemoveAll(artDir)
+		}
+		artDir = files.artDir(attempt)
 		if missing != "" { // no retry can help
 			msg := fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", n.ref.Task, missing, strings.ToUpper(missing))
-			appendText(logPath, msg+"\n")
-			s.commitLog(n, logPath, scrub)
+			appendText(files.log, msg+"\n")
+			s.commitLog(n, files)
 			return fail(msg, false)
 		}
-		msg, fatal, pub := s.attempt(ctx, i, attempt, outPath, logPath, artDir, inputs, conns, scrub)
-		publish = pub
-		if msg == "" {
+		res = s.attempt(ctx, i, attempt, files, artDir, inputs, conns)
+		madeArts = madeArts || res.artifacts
+		if res.msg == "" {
 			break
 		}
-		if fatal || attempt >= policy.Attempts || ctx.Err() != nil {
-			s.commitLog(n, logPath, scrub)
-			return fail(msg, fatal)
+		if res.fatal || attempt >= policy.Attempts || ctx.Err() != nil {
+			s.commitLog(n, files)
+			return fail(res.msg, res.fatal)
 		}
-		appendText(logPath, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, msg, backoff))
+		appendText(files.log, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, res.msg, backoff))
 		select {
 		case <-ctx.Done():
-			s.commitLog(n, logPath, scrub)
+			s.commitLog(n, files)
 			return fail("cancelled: "+cancelReason(ctx), true)
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
-	if err := s.commitLog(n, logPath, scrub); err != nil {
-		return fail(s.failure("committing the log of "+n.ref.Task, err), true)
-	}
-	// Artifacts (and their published copies) before out: an out always means all of them. The
-	// record lists them once out is there too.
-	arts, err := s.commitArtifacts(ctx, n, artDir, publish)
+	arts, err := s.commitDone(ctx, n, files, artDir, res.artifacts, res.publish, !s.noSync)
 	if err != nil {
-		return fail(s.failure("committing the artifacts of "+n.ref.Task, err), true)
+		s.commitLog(n, files)
+		return fail(s.failure("committing the files of "+n.ref.Task, err), true)
 	}
-	if err := s.commit(ctx, n.key+"/"+OutName, outPath); err != nil {
-		return fail(s.failure("committing the out of "+n.ref.Task, err), true)
-	}
+	committed = true
 	if len(arts) > 0 {
 		s.setTask(i, func(t *TaskState) { t.Artifacts = arts })
 	}
 	return taskResult{idx: i}
 }
 
-// attempt runs task i once, with its timeout, and records the attempt. It returns "" on
-// success, else why it failed; fatal means the run cannot go on (cancelled, no plugin).
-func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath, artDir string, inputs []string, conns map[string]string, scrub *strings.Replacer) (msg string, fatal bool, publish map[string]string) {
+// attemptResult is how one attempt ended: msg is "" on success, else why it failed; fatal
+// means the run cannot go on (cancelled, no plugin).
+type attemptResult struct {
+	msg       string
+	fatal     bool
+	publish   map[string]string
+	artifacts bool // the task made its artifact folder
+}
+
+// attempt runs task i once, with its timeout, and records the attempt.
+func (s *scheduler) attempt(ctx context.Context, i, number int, files taskFiles, artDir string, inputs []string, conns map[string]string) (res attemptResult) {
 	n := s.nodes[i]
 	started := time.Now().UTC()
 	s.setTask(i, func(t *TaskState) {
 		t.Attempts = append(t.Attempts, Attempt{Number: number, StartedAt: started})
 	})
 	defer func() {
-		msg = scrub.Replace(msg) // a task's error may quote its connection
+		if s.secrets {
+			res.msg = s.scrub.Replace(res.msg) // a task's error may quote its connection
+		}
 		finished := time.Now().UTC()
 		s.setTask(i, func(t *TaskState) {
 			a := &t.Attempts[len(t.Attempts)-1]
-			a.FinishedAt, a.Error = &finished, msg
+			a.FinishedAt, a.Error = &finished, res.msg
 		})
 	}()
 	var proc Process
@@ -386,11 +415,11 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	if n.isolate {
 		// A process of its own: its figures are this task's alone.
 		if proc, err = s.launch(); err != nil {
-			return err.Error(), true, nil
+			return attemptResult{msg: err.Error(), fatal: true}
 		}
 		defer s.isolatedDone(n, proc, started)
 	} else if proc, err = s.process(); err != nil {
-		return err.Error(), true, nil
+		return attemptResult{msg: err.Error(), fatal: true}
 	}
 	s.watchMu.Lock()
 	if s.tasksIn[proc] == nil {
@@ -410,9 +439,9 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	actx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	outStart := s.outputSize()
-	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: outPath, LogPath: logPath, Inputs: inputs,
-		ArtifactDir: artDir, Connections: conns})
+	outStart := s.outSeen.Load()
+	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: n.ref, Key: n.key, OutPath: files.out, LogPath: files.log, Inputs: inputs,
+		ArtifactDir: artDir, Connections: conns, NoSync: s.noSync})
 	if err == nil && resp.Progress != nil {
 		s.setTask(i, func(t *TaskState) { t.Progress = s.progressOf(resp.Progress) })
 	}
@@ -427,27 +456,27 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, outPath, logPath
 	case err != nil && ctx.Err() != nil:
 		proc.KillNow() // the process group, at once: user code may ignore its context
 		why := "cancelled: " + cancelReason(ctx)
-		s.appendOutput(logPath, outStart, why)
-		return why, true, nil
+		s.appendOutput(files.log, outStart, why)
+		return attemptResult{msg: why, fatal: true}
 	case err != nil && actx.Err() != nil:
 		// The task outlived its timeout. Its goroutine may ignore the context, so the process
 		// goes (the next attempt, and other tasks, get a new one).
 		proc.KillNow()
 		s.discard(proc)
 		why := fmt.Sprintf("timed out after %s", timeout)
-		s.appendOutput(logPath, outStart, why)
-		return why, false, nil
+		s.appendOutput(files.log, outStart, why)
+		return attemptResult{msg: why}
 	case err != nil:
 		why := s.crashCause(proc, err)
 		if !proc.Exited() { // alive but not answering: do not trust it with more tasks
 			proc.KillNow()
 			s.discard(proc)
 		}
-		s.appendOutput(logPath, outStart, why)
-		return why, false, nil
+		s.appendOutput(files.log, outStart, why)
+		return attemptResult{msg: why}
 	}
-	s.appendOutput(logPath, outStart, "")
-	return resp.Error, false, resp.Publish
+	s.appendOutput(files.log, outStart, "")
+	return attemptResult{msg: resp.Error, publish: resp.Publish, artifacts: resp.Artifacts}
 }
 
 // process returns the live plugin process, starting a new one if the last died (a crash, a
@@ -487,31 +516,83 @@ func (s *scheduler) launch() (Process, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.adopt(p)
+	s.adopt(p, 0)
 	return p, nil
 }
 
-// adopt samples p, a process of this run, until it is retired.
-func (s *scheduler) adopt(p Process) {
+// adopt samples p, a process of this run, until it is retired; base is the CPU it had used
+// before (a process reused from an earlier run).
+func (s *scheduler) adopt(p Process, base float64) {
 	stop := make(chan struct{})
 	s.watchMu.Lock()
 	s.watchers[p] = stop
+	s.base[p] = base
 	s.watchMu.Unlock()
-	go s.meter.watch(p, stop, func(sample Sample) { s.onSample(p, sample) })
+	go s.meter.watch(p, base, stop, func(sample Sample) { s.onSample(p, sample) })
 }
 
-// retire ends a process and adds its exact usage to the run's metrics (once).
+// retire ends a process and adds its exact usage to the run's metrics (once). The process has
+// nothing left to do (its tasks' files are committed, its output is in a file), so it is
+// killed at once rather than asked to shut down.
 func (s *scheduler) retire(p Process) {
-	p.Kill()
+	p.KillNow()
+	if base, ok := s.unwatch(p); ok {
+		s.meter.ended(p, base)
+	}
+}
+
+// unwatch stops sampling p and forgets it; ok is false if it was not watched (any more).
+func (s *scheduler) unwatch(p Process) (base float64, ok bool) {
 	s.watchMu.Lock()
 	stop, ok := s.watchers[p]
+	base = s.base[p]
 	delete(s.watchers, p)
 	delete(s.tasksIn, p)
+	delete(s.base, p)
 	s.watchMu.Unlock()
 	if ok {
 		close(stop)
-		s.meter.ended(p)
 	}
+	return base, ok
+}
+
+// end is the run's last word to its shared process, once every task has returned. Its usage
+// is read from /proc while it idles (the figure wait4 would give once it has exited), so the
+// run's answer waits for no exit; then it waits for the next run of its chain type (pool.go),
+// unless the run was cancelled or the process should not be kept, and is killed in the
+// background. A process that cannot be read is retired the slow, exact way.
+func (s *scheduler) end(reuse bool) {
+	s.procMu.Lock()
+	p := s.proc
+	s.proc = nil
+	s.procMu.Unlock()
+	keepOut := false
+	defer func() {
+		if !keepOut { // the output file goes once no process of this run writes it
+			s.procOut.Close()
+			os.Remove(s.procOut.Name())
+		}
+	}()
+	if p == nil {
+		return
+	}
+	cpu, peak, rss, ok := idleUsage(p.Pid())
+	if !ok || p.Exited() {
+		s.retire(p)
+		return
+	}
+	if base, ok := s.unwatch(p); ok {
+		s.meter.endedIdle(p.Pid(), max(cpu-base, 0), peak)
+	}
+	if reuse && s.m.release(s.typ, p, s.procOut, cpu, rss) {
+		keepOut = true
+		return
+	}
+	s.m.wg.Add(1)
+	go func() {
+		defer s.m.wg.Done()
+		p.KillNow()
+	}()
 }
 
 // onSample asks the tasks running in p that define metrics for their values, and p for the
@@ -597,29 +678,6 @@ func (s *scheduler) inputPath(ctx context.Context, p, key string) (string, error
 	return p, errors.Join(err, f.Close())
 }
 
-// commitLog stores a task's log, with the values of its connections replaced by their names
-// (the plugin scrubs what it writes line by line; this catches what it could not: prints of
-// user code, a secret split across writes).
-func (s *scheduler) commitLog(n *node, logPath string, scrub *strings.Replacer) error {
-	if _, err := os.Stat(logPath); err != nil {
-		if err := os.WriteFile(logPath, nil, 0o600); err != nil {
-			return fmt.Errorf("%w: %w", errStaging, err)
-		}
-	}
-	if s.secrets {
-		b, err := os.ReadFile(logPath)
-		if err != nil {
-			return fmt.Errorf("%w: %w", errStaging, err)
-		}
-		if clean := scrub.Replace(string(b)); clean != string(b) {
-			if err := os.WriteFile(logPath, []byte(clean), 0o600); err != nil {
-				return fmt.Errorf("%w: %w", errStaging, err)
-			}
-		}
-	}
-	return s.commit(context.Background(), n.key+"/"+LogName, logPath)
-}
-
 // connections are the values of the connections n declares; missing names the first one the
 // server does not configure.
 func (s *scheduler) connections(n *node) (conns map[string]string, missing string) {
@@ -639,49 +697,6 @@ func (s *scheduler) connections(n *node) (conns map[string]string, missing strin
 	return conns, ""
 }
 
-// commitArtifacts stores every file the task wrote in artDir at <key>/artifacts/<name>, and
-// each published one at its stable path too (a copy: the artifact under the key stays the
-// record of this run).
-func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string, publish map[string]string) ([]Artifact, error) {
-	var arts []Artifact
-	err := filepath.WalkDir(artDir, func(p string, d fs.DirEntry, err error) error {
-		if errors.Is(err, fs.ErrNotExist) && p == artDir {
-			return fs.SkipAll // the task made no artifact
-		}
-		if err != nil || d.IsDir() {
-			return err
-		}
-		rel, _ := filepath.Rel(artDir, p)
-		name := filepath.ToSlash(rel)
-		fi, err := d.Info()
-		if err != nil {
-			return err
-		}
-		a := Artifact{Name: name, Size: fi.Size(), ContentType: ContentType(name), Published: publish[name]}
-		if a.Published != "" {
-			// The plugin checked the path; the host does not take its word for it.
-			if err := checkPublishPath(a.Published); err != nil {
-				return fmt.Errorf("artifact %s: publish path %q: %w", name, a.Published, err)
-			}
-			f, err := os.Open(p)
-			if err != nil {
-				return fmt.Errorf("%w: %w", errStaging, err)
-			}
-			err = s.m.cfg.Store.Put(ctx, a.Published, f)
-			f.Close()
-			if err != nil {
-				return err
-			}
-		}
-		if err := s.commit(ctx, n.key+"/"+ArtifactsDir+"/"+name, p); err != nil {
-			return err
-		}
-		arts = append(arts, a)
-		return nil
-	})
-	return arts, err
-}
-
 // progressOf is a task's report for its record, its status line cleaned of the run's secrets.
 func (s *scheduler) progressOf(p *plugins.TaskProgress) *Progress {
 	pr := progressOf(p)
@@ -691,54 +706,12 @@ func (s *scheduler) progressOf(p *plugins.TaskProgress) *Progress {
 	return pr
 }
 
-// checkPublishPath refuses paths outside what a task may publish to: the server's own areas
-// and its files (a segment starting with ".").
-func checkPublishPath(p string) error {
-	if err := targets.CheckKey(p); err != nil {
-		return err
-	}
-	for _, seg := range strings.Split(p, "/") {
-		if strings.HasPrefix(seg, ".") {
-			return errors.New("segments may not start with '.'")
-		}
-	}
-	if strings.HasPrefix(p, "chains/") || strings.HasPrefix(p, "schedules/") {
-		return errors.New("chains/ and schedules/ are the server's own")
-	}
-	return nil
-}
-
 // ContentType is an artifact's media type, from its name's extension.
 func ContentType(name string) string {
 	if t := mime.TypeByExtension(path.Ext(name)); t != "" {
 		return t
 	}
 	return "application/octet-stream"
-}
-
-// stage writes small metadata (params) through the spool and commits it like a log: atomic,
-// without the fsync that Put pays, since it is rewritten by every run that needs it.
-func (s *scheduler) stage(ctx context.Context, key, file string, b []byte) error {
-	if _, ok := s.m.cfg.Store.(targets.FileCommitter); !ok {
-		return s.m.cfg.Store.Put(ctx, key, bytesReader(b))
-	}
-	if err := os.WriteFile(file, b, 0o600); err != nil {
-		return fmt.Errorf("%w: %w", errStaging, err)
-	}
-	return s.commit(ctx, key, file)
-}
-
-func (s *scheduler) commit(ctx context.Context, key, file string) error {
-	store := s.m.cfg.Store
-	if fc, ok := store.(targets.FileCommitter); ok {
-		return fc.CommitFile(ctx, key, file)
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return fmt.Errorf("%w: %w", errStaging, err)
-	}
-	defer f.Close()
-	return store.Put(ctx, key, f)
 }
 
 func appendText(path, text string) {
@@ -750,12 +723,20 @@ func appendText(path, text string) {
 	f.WriteString(text)
 }
 
+// outputSize is the size of the plugin's output file now; it moves outSeen forward, which is
+// where the next task's share of the output starts (one fstat per task, at its end).
 func (s *scheduler) outputSize() int64 {
 	fi, err := s.procOut.Stat()
 	if err != nil {
 		return 0
 	}
-	return fi.Size()
+	end := fi.Size()
+	for {
+		seen := s.outSeen.Load()
+		if end <= seen || s.outSeen.CompareAndSwap(seen, end) {
+			return end
+		}
+	}
 }
 
 // appendOutput copies what the plugin process printed since start into the task's log: the

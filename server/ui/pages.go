@@ -150,6 +150,7 @@ type selView struct {
 	LogText                  string
 	LogTruncated             bool
 	OutURL, LogDL, ParamsURL string
+	Params                   string // the task's canonical parameters, from the run record
 	Preview                  *preview
 	// Artifacts: images as a gallery, HTML reports in a sandboxed frame, the rest as links;
 	// Filter keeps those whose name holds it (an airport code).
@@ -319,15 +320,18 @@ func shellQuote(s string) string {
 }
 
 func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
-	s := &selView{Task: taskRow{TaskState: t, Index: i, Selected: true}}
+	s := &selView{Task: taskRow{TaskState: t, Index: i, Selected: true}, Params: string(t.Params)}
 	live := t.Status == runs.Running || t.Status == runs.Pending
 	if live {
 		s.Live, s.LogURL = true, u.b.LiveLogURL(t.Key)
 		return s
 	}
-	s.LogDL = u.b.DownloadURL(ctx, t.Key+"/"+runs.LogName)
-	s.ParamsURL = u.b.DownloadURL(ctx, t.Key+"/"+runs.ParamsName)
+	if i == 0 { // a dependency's params are in the record only (below)
+		s.ParamsURL = u.b.DownloadURL(ctx, t.Key+"/"+runs.ParamsName)
+	}
 	if b, err := u.b.Head(ctx, t.Key+"/"+runs.LogName, previewBytes+1); err == nil {
+		// Signed only when there is one: a task that never started has no log.
+		s.LogDL = u.b.DownloadURL(ctx, t.Key+"/"+runs.LogName)
 		s.LogTruncated = len(b) > previewBytes
 		s.LogText = validText(b[:min(len(b), previewBytes)])
 	}

@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -27,6 +29,11 @@ type Store struct {
 	root   string
 	tmp    string
 	signer URLSigner
+
+	seq      atomic.Int64 // names PutVolatile's staged files apart
+	syncOnce sync.Once    // opens rootFD, the handle SyncAll passes to syncfs
+	rootFD   int
+	rootErr  error
 }
 
 // TmpDirName is the folder under the root that holds uncommitted files; it is not a key space.
@@ -111,35 +118,25 @@ func (s *Store) Put(_ context.Context, key string, r io.Reader) error {
 	return nil
 }
 
-// CreateIfAbsent links a finished temp file to key: link(2) fails if key exists, so exactly one
-// of any number of concurrent creators wins, across processes too.
+// CreateIfAbsent links a finished file to key: link(2) fails if key exists, so exactly one of
+// any number of concurrent creators wins, across processes too. It is meant for markers (run
+// leases) and does not wait for the disk: after a power loss the marker may be empty, which
+// its readers take as absent.
 func (s *Store) CreateIfAbsent(_ context.Context, key string, r io.Reader) error {
 	dst, err := s.path(key)
 	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.tmp, "create-*")
+	b, err := targets.ReadSmall(key, r)
 	if err != nil {
 		return err
 	}
-	tmp := f.Name()
-	defer os.Remove(tmp)
-	_, err = io.Copy(f, r)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
+	tmp, err := s.stageBeside(dst, b)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", key, err)
 	}
-	err = os.Link(tmp, dst)
-	if errors.Is(err, fs.ErrNotExist) {
-		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
-			err = os.Link(tmp, dst)
-		}
-	}
+	err = link(tmp, dst)
+	syscall.Unlink(tmp)
 	switch {
 	case errors.Is(err, fs.ErrExist):
 		return fmt.Errorf("%s: %w", key, targets.ErrExist)
@@ -147,6 +144,18 @@ func (s *Store) CreateIfAbsent(_ context.Context, key string, r io.Reader) error
 		return fmt.Errorf("create %s: %w", key, err)
 	}
 	return nil
+}
+
+func link(src, dst string) error {
+	for {
+		err := syscall.Link(src, dst)
+		if err != syscall.EINTR {
+			if err != nil {
+				return &os.LinkError{Op: "link", Old: src, New: dst, Err: err}
+			}
+			return nil
+		}
+	}
 }
 
 // CommitFile moves a finished file (which must be under TempDir) to key in one rename.
@@ -246,7 +255,7 @@ func (s *Store) List(_ context.Context, prefix string) ([]string, error) {
 			}
 			return nil
 		}
-		if strings.HasPrefix(rel, prefix) {
+		if strings.HasPrefix(rel, prefix) && !strings.HasPrefix(d.Name(), StagePrefix) {
 			keys = append(keys, rel)
 		}
 		return nil

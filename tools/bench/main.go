@@ -51,7 +51,20 @@ func run() error {
 	conns := flag.Int("conns", 16, "connections of the load driver")
 	bin := flag.String("bin", "bin", "folder holding nectar and plugins/")
 	airlineOnly := flag.Bool("airline", false, "run only the airline chain on the real flights (make demo-data fetches them)")
+	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls)")
+	flag.Func("env", "NAME=value for every benchmark server (repeatable), to compare settings", func(v string) error {
+		extraEnv = append(extraEnv, v)
+		return nil
+	})
 	flag.Parse()
+	if *dagOnly {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
+		rows, err := dagRows(client, *bin, []int{10, 100, 1000, 5000}, max(*runs/10, 3), nil)
+		if err != nil {
+			return err
+		}
+		return printRows(rows)
+	}
 	if *airlineOnly {
 		rows, err := airlineRows(*bin)
 		if err != nil {
@@ -330,16 +343,31 @@ func graphReq() *plugins.GraphRequest {
 	return &plugins.GraphRequest{Root: plugins.TaskRef{Chain: "hello_chain", Task: "HelloTask", Params: []byte(`{"name":"floor"}`)}}
 }
 
+// server is a nectar serve process of the benchmark.
+type server struct {
+	base string
+	pid  int
+	stop func()
+}
+
 func startServer(nectar, plugins string, env []string, extra ...string) (string, func(), error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	srv, err := startServerProc(nectar, plugins, env, extra...)
 	if err != nil {
 		return "", nil, err
+	}
+	return srv.base, srv.stop, nil
+}
+
+func startServerProc(nectar, plugins string, env []string, extra ...string) (*server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
 	cmd := exec.Command(nectar, "serve")
-	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn")
-	for _, kv := range append(env, extra...) {
+	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn", "NECTAR_SCHEDULES=off")
+	for _, kv := range append(append(env, extra...), extraEnv...) {
 		if kv != "" {
 			cmd.Env = append(cmd.Env, kv)
 		}
@@ -347,7 +375,7 @@ func startServer(nectar, plugins string, env []string, extra ...string) (string,
 	cmd.Stderr = os.Stderr
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		return "", nil, err
+		return nil, err
 	}
 	stop := func() {
 		cmd.Process.Signal(syscall.SIGTERM)
@@ -358,13 +386,16 @@ func startServer(nectar, plugins string, env []string, extra ...string) (string,
 	for time.Now().Before(deadline) {
 		if resp, err := http.Get(base + "/healthz"); err == nil {
 			resp.Body.Close()
-			return base, stop, nil
+			return &server{base: base, pid: cmd.Process.Pid, stop: stop}, nil
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	stop()
-	return "", nil, errors.New("server did not answer /healthz within 10s")
+	return nil, errors.New("server did not answer /healthz within 10s")
 }
+
+// extraEnv is set by -env: variables every benchmark server gets (to compare settings).
+var extraEnv []string
 
 func postDone(client *http.Client, u string) error {
 	resp, err := client.Post(u, "", nil)

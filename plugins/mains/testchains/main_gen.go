@@ -337,6 +337,9 @@ func decodeJoinTask(b []byte) (chains.Task, error) {
 	} else {
 		t.Leaves = int(v)
 	}
+	if t.Salt, err = r.String("salt"); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -346,6 +349,7 @@ func encodeJoinTask(t *testchains.JoinTask) ([]byte, error) {
 	}
 	var w params.Writer
 	w.Int("leaves", int64(t.Leaves))
+	w.String("salt", t.Salt)
 	return w.Bytes(), nil
 }
 
@@ -360,6 +364,9 @@ func decodeLeafTask(b []byte) (chains.Task, error) {
 	} else {
 		t.Index = int(v)
 	}
+	if t.Salt, err = r.String("salt"); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -369,6 +376,7 @@ func encodeLeafTask(t *testchains.LeafTask) ([]byte, error) {
 	}
 	var w params.Writer
 	w.Int("index", int64(t.Index))
+	w.String("salt", t.Salt)
 	return w.Bytes(), nil
 }
 
@@ -829,6 +837,9 @@ func decodeBurnTask(b []byte) (chains.Task, error) {
 	if t.For, err = r.Duration("for"); err != nil {
 		return nil, err
 	}
+	if t.Shared, err = r.Bool("shared"); err != nil {
+		return nil, err
+	}
 	return t, nil
 }
 
@@ -841,6 +852,7 @@ func encodeBurnTask(t *testchains.BurnTask) ([]byte, error) {
 		return nil, fmt.Errorf("testchains.BurnTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
 	}
 	w.Duration("for", t.For)
+	w.Bool("shared", t.Shared)
 	return w.Bytes(), nil
 }
 

@@ -1,0 +1,267 @@
+package runs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"nectar/targets"
+)
+
+// How a task's files reach the store. The plugin writes out, log and artifacts to staging
+// paths the host chose; the host then commits them, artifacts and log first and out last, so
+// an out under its key always means a finished task with all its files.
+//
+// On the local store (targets.Folders) the staging paths are in the task's own key folder,
+// so a commit is one rename within that folder: no shared staging folder whose lock every task
+// takes, no copy, no cleanup after success. Elsewhere (S3, MinIO) they are in the spool and a
+// commit is a PUT.
+
+// taskFiles are where the plugin writes one task's files.
+type taskFiles struct {
+	out, log string
+	artBase  string // + "-<attempt>": a folder per attempt
+	beside   bool   // in the key's folder (the local store)
+}
+
+func (f taskFiles) artDir(attempt int) string { return fmt.Sprintf("%s-%d", f.artBase, attempt) }
+
+// maxCommitBatch bounds the commits one sync covers, so the first task of a batch does not
+// wait on the renames of thousands.
+const maxCommitBatch = 256
+
+// batchSyncFrom is the number of tasks a run must execute for the host to make their files
+// durable in batches (one syncfs for all the tasks finished meanwhile) rather than each plugin
+// fsyncing its own out. Below it, a single task's own fdatasync is cheaper than a syncfs,
+// and it does not wait for whatever else the machine is writing.
+const batchSyncFrom = 8
+
+// prepare makes the task's folder and returns where the plugin writes. A dependency's
+// params are not written to its folder: the run record lists them with the task (one file
+// less per task, on a disk where creating a file is most of a trivial task's cost); the
+// root's were written when the run started.
+func (s *scheduler) prepare(i int) (taskFiles, error) {
+	n := s.nodes[i]
+	if s.folders == nil {
+		base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
+		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
+	}
+	dir, err := s.folders.MakeFolder(n.key)
+	if err != nil {
+		return taskFiles{}, err
+	}
+	// The run id keeps two runs that share a task (two roots needing one leaf) apart.
+	stage := dir + "/" + targets.StagePrefix + s.runID + "-"
+	return taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}, nil
+}
+
+// discardOut removes the staged out and log that remain after a task: the out of a task that
+// failed, and both in the spool once they were PUT to a remote store.
+func (s *scheduler) discardOut(f taskFiles) {
+	os.Remove(f.out)
+	if !f.beside {
+		os.Remove(f.log)
+	}
+}
+
+// commitLog stores the log of a task that failed (the plugin may not even have made it), with
+// the values of its connections replaced by their names.
+func (s *scheduler) commitLog(n *node, f taskFiles) error {
+	if _, err := os.Stat(f.log); err != nil {
+		if err := os.WriteFile(f.log, nil, 0o600); err != nil {
+			return fmt.Errorf("%w: %w", errStaging, err)
+		}
+	}
+	if err := s.scrubLog(f.log); err != nil {
+		return err
+	}
+	return s.commitFile(context.Background(), f.log, n.key+"/"+LogName)
+}
+
+// scrubLog rewrites a log that shows a connection's value: the plugin scrubs what it writes
+// line by line; this catches what it could not (prints of user code, a secret split across
+// writes).
+func (s *scheduler) scrubLog(path string) error {
+	if !s.secrets {
+		return nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errStaging, err)
+	}
+	if clean := s.scrub.Replace(string(b)); clean != string(b) {
+		if err := os.WriteFile(path, []byte(clean), 0o600); err != nil {
+			return fmt.Errorf("%w: %w", errStaging, err)
+		}
+	}
+	return nil
+}
+
+// commitDone commits a finished task: its artifacts (and their published copies), its log,
+// then its out. synced says the plugin already made the out durable.
+func (s *scheduler) commitDone(ctx context.Context, n *node, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) ([]Artifact, error) {
+	if err := s.scrubLog(f.log); err != nil {
+		return nil, err
+	}
+	var arts []Artifact
+	var staged []stagedFile
+	if hasArts {
+		var err error
+		if arts, staged, err = s.commitArtifacts(ctx, n, artDir, publish, f.beside); err != nil {
+			return nil, err
+		}
+	}
+	staged = append(staged, stagedFile{f.log, n.key + "/" + LogName}, stagedFile{f.out, n.key + "/" + OutName})
+	if !f.beside {
+		for _, st := range staged {
+			if err := s.commitFile(ctx, st.file, st.key); err != nil {
+				return nil, err
+			}
+		}
+		return arts, nil
+	}
+	// Artifacts are not synced by the plugin: they always go through a sync.
+	if synced && !hasArts { // nothing to wait for: rename here, in order
+		for _, st := range staged {
+			if err := s.folders.Commit(st.file, st.key); err != nil {
+				return nil, err
+			}
+		}
+		return arts, nil
+	}
+	job := &commitJob{files: staged, done: make(chan error, 1)}
+	s.commits <- job
+	return arts, <-job.done
+}
+
+// stagedFile is a file waiting to be renamed to its key.
+type stagedFile struct{ file, key string }
+
+// commitJob is one finished task's files, in the order they are committed.
+type commitJob struct {
+	files []stagedFile
+	done  chan error
+}
+
+// batcher commits finished tasks' staged files on the local store: it takes every job
+// waiting, makes their files durable with one sync, then renames each
+// job's files into place, its out last. The order is what makes this safe: a file reaches its
+// name only after its data is on disk, so a crash (of the server, the plugin or the machine)
+// can lose a rename, never leave a partial out; a task whose rename was lost runs again, and
+// the next run of its key sweeps the staged files (MakeFolder). The renames themselves reach
+// the disk with the next sync or the file system's own journal commit: a task reported DONE
+// just before a power loss may have to run again, which keys make harmless.
+//
+// Batches form by themselves: while one sync runs, the tasks finishing meanwhile queue for
+// the next, so the number of syncs follows the disk, not the number of tasks.
+func (s *scheduler) batcher(jobs <-chan *commitJob) {
+	batch := make([]*commitJob, 0, maxCommitBatch)
+	for job := range jobs {
+		batch = append(batch[:0], job)
+	more:
+		for len(batch) < maxCommitBatch {
+			select {
+			case j, ok := <-jobs:
+				if !ok {
+					break more
+				}
+				batch = append(batch, j)
+			default:
+				break more
+			}
+		}
+		err := s.folders.SyncAll()
+		for _, j := range batch {
+			jerr := err
+			for _, st := range j.files {
+				if jerr != nil {
+					break
+				}
+				jerr = s.folders.Commit(st.file, st.key)
+			}
+			j.done <- jerr
+		}
+	}
+}
+
+// commitFile moves a finished file to key: a rename beside it, or a PUT from the spool.
+func (s *scheduler) commitFile(ctx context.Context, file, key string) error {
+	if s.folders != nil {
+		return s.folders.Commit(file, key)
+	}
+	f, err := os.Open(file)
+	if err != nil {
+		return fmt.Errorf("%w: %w", errStaging, err)
+	}
+	defer f.Close()
+	return s.m.cfg.Store.Put(ctx, key, f)
+}
+
+// commitArtifacts lists every file the task wrote in artDir, to be stored at
+// <key>/artifacts/<name>, and stores each published one at its stable path (a copy: the
+// artifact under the key stays the record of this run). Beside the key, the artifacts are
+// returned to be renamed with the task's other files; otherwise they are PUT here.
+func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string, publish map[string]string, beside bool) ([]Artifact, []stagedFile, error) {
+	var arts []Artifact
+	var staged []stagedFile
+	err := filepath.WalkDir(artDir, func(p string, d fs.DirEntry, err error) error {
+		if errors.Is(err, fs.ErrNotExist) && p == artDir {
+			return fs.SkipAll // the task made no artifact
+		}
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(artDir, p)
+		name := filepath.ToSlash(rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		a := Artifact{Name: name, Size: fi.Size(), ContentType: ContentType(name), Published: publish[name]}
+		if a.Published != "" {
+			// The plugin checked the path; the host does not take its word for it.
+			if err := checkPublishPath(a.Published); err != nil {
+				return fmt.Errorf("artifact %s: publish path %q: %w", name, a.Published, err)
+			}
+			f, err := os.Open(p)
+			if err != nil {
+				return fmt.Errorf("%w: %w", errStaging, err)
+			}
+			err = s.m.cfg.Store.Put(ctx, a.Published, f)
+			f.Close()
+			if err != nil {
+				return err
+			}
+		}
+		key := n.key + "/" + ArtifactsDir + "/" + name
+		if beside {
+			staged = append(staged, stagedFile{p, key})
+		} else if err := s.commitFile(ctx, p, key); err != nil {
+			return err
+		}
+		arts = append(arts, a)
+		return nil
+	})
+	return arts, staged, err
+}
+
+// checkPublishPath refuses paths outside what a task may publish to: the server's own areas
+// and its files (a segment starting with ".").
+func checkPublishPath(p string) error {
+	if err := targets.CheckKey(p); err != nil {
+		return err
+	}
+	for _, seg := range strings.Split(p, "/") {
+		if strings.HasPrefix(seg, ".") {
+			return errors.New("segments may not start with '.'")
+		}
+	}
+	if strings.HasPrefix(p, "chains/") || strings.HasPrefix(p, "schedules/") {
+		return errors.New("chains/ and schedules/ are the server's own")
+	}
+	return nil
+}

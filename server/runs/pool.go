@@ -1,0 +1,228 @@
+package runs
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"time"
+
+	"nectar/plugins"
+)
+
+// The plugin process pool. A process serves one run at a time (its output file is sliced into
+// that run's task logs, its usage is that run's), and once the run has ended well it waits for
+// the next run of its chain type: starting a process costs ~10 ms of exec and handshake and
+// its first calls a few more, which a trivial run would otherwise pay every time. A run that
+// was cancelled, a process that crashed, timed out, runs an older binary or grew fat is not
+// kept. User code should know: package-level state lives on from one run to the next in the
+// same process, as in any worker pool.
+
+// maxIdle bounds the processes of one chain type waiting for a run.
+const maxIdle = 2
+
+// maxIdleRSS is the resident size above which a process is not kept for another run: it
+// would hold that memory while it waits.
+const maxIdleRSS = 256 << 20
+
+// spare is a plugin process waiting for a run, with its output file.
+type spare struct {
+	proc Process
+	out  *os.File
+	cpu0 float64 // CPU seconds it had used when it began to wait: the next run's usage starts there
+}
+
+func (sp *spare) discard() {
+	sp.proc.KillNow()
+	sp.out.Close()
+	os.Remove(sp.out.Name())
+}
+
+// plannedRun is a run's first plugin process and the task graph it gave.
+type plannedRun struct {
+	proc     Process
+	out      *os.File
+	base     float64
+	graph    *plugins.GraphResponse
+	takeErr  error // no process
+	graphErr error // a process, but no graph
+}
+
+// plan takes a plugin process for rec's run and asks it for the task graph.
+func (m *Manager) plan(ctx context.Context, rec Record) (p plannedRun) {
+	if p.proc, p.out, p.base, p.takeErr = m.takePlugin(rec.Type); p.takeErr != nil {
+		return p
+	}
+	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
+	return p
+}
+
+// giveBack returns the process of a run that turned out to have nothing to execute.
+func (m *Manager) giveBack(typ string, p plannedRun) {
+	if p.takeErr != nil {
+		return
+	}
+	if cpu, _, rss, ok := idleUsage(p.proc.Pid()); ok && m.release(typ, p.proc, p.out, cpu, rss) {
+		return
+	}
+	(&spare{proc: p.proc, out: p.out}).discard()
+}
+
+// takePlugin gives a run its first plugin process: the one of that chain type that waited
+// last (the warmest), else a new one, with where its usage starts. With warm plugins, taking
+// the last waiting process starts the next in the background.
+func (m *Manager) takePlugin(typ string) (Process, *os.File, float64, error) {
+	if m.cfg.WarmPlugins {
+		defer m.refill(typ)
+	}
+	for {
+		m.mu.Lock()
+		var sp *spare
+		if n := len(m.idle[typ]); n > 0 {
+			sp = m.idle[typ][n-1]
+			m.idle[typ] = m.idle[typ][:n-1]
+		}
+		m.mu.Unlock()
+		if sp == nil {
+			break
+		}
+		if !sp.proc.Exited() && m.cfg.Plugins.Current(typ, sp.proc) {
+			return sp.proc, sp.out, sp.cpu0, nil
+		}
+		sp.discard() // died, or the binary was rebuilt since
+	}
+	out, err := m.newOutput()
+	if err != nil {
+		return nil, nil, 0, err
+	}
+	p, err := m.spawn(typ, out) // counted by the run, once it executes
+	if err != nil {
+		out.Close()
+		os.Remove(out.Name())
+		return nil, nil, 0, err
+	}
+	return p, out, 0, nil
+}
+
+// release offers a process whose run has ended well to the next run of its type. It reports
+// false (and the caller stops the process) when the process should not be kept.
+func (m *Manager) release(typ string, p Process, out *os.File, cpu float64, rss uint64) bool {
+	if rss > maxIdleRSS || p.Exited() || !m.cfg.Plugins.Current(typ, p) {
+		return false
+	}
+	// The next run's task logs start at the beginning of the file (the plugin appends).
+	if err := out.Truncate(0); err != nil {
+		return false
+	}
+	resetPeak(p.Pid())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.draining || len(m.idle[typ]) >= maxIdle {
+		return false
+	}
+	m.idle[typ] = append(m.idle[typ], &spare{proc: p, out: out, cpu0: cpu})
+	return true
+}
+
+// resetPeak restarts the kernel's record of pid's peak resident size (VmHWM), so the next
+// run's peak is its own.
+func resetPeak(pid int) {
+	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// refill starts a spare for typ unless one waits already or the server is stopping.
+func (m *Manager) refill(typ string) {
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		m.mu.Lock()
+		skip := m.draining || len(m.idle[typ]) > 0
+		m.mu.Unlock()
+		if skip {
+			return
+		}
+		out, err := m.newOutput()
+		if err != nil {
+			return
+		}
+		start := time.Now()
+		p, err := m.cfg.Plugins.Start(typ, out)
+		m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
+		if err != nil {
+			out.Close()
+			os.Remove(out.Name())
+			return
+		}
+		// One call through the connection while nobody waits: the first call of a fresh
+		// process costs milliseconds (HTTP/2 setup, code paths paged in on both sides), and
+		// it would otherwise be a run's.
+		wctx, cancel := context.WithTimeout(m.ctx, 5*time.Second)
+		p.Progress(wctx, &plugins.ProgressRequest{})
+		cancel()
+		cpu, _, _, _ := idleUsage(p.Pid()) // its start is not the first run's usage
+		resetPeak(p.Pid())
+		sp := &spare{proc: p, out: out, cpu0: cpu}
+		m.mu.Lock()
+		if m.draining || len(m.idle[typ]) >= maxIdle {
+			m.mu.Unlock()
+			sp.discard()
+			return
+		}
+		m.idle[typ] = append(m.idle[typ], sp)
+		m.mu.Unlock()
+	}()
+}
+
+// WarmSpares is the number of plugin processes waiting for a run.
+func (m *Manager) WarmSpares() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	n := 0
+	for _, l := range m.idle {
+		n += len(l)
+	}
+	return n
+}
+
+// dropSpares stops the waiting processes (at shutdown).
+func (m *Manager) dropSpares() {
+	m.mu.Lock()
+	idle := m.idle
+	m.idle = map[string][]*spare{}
+	m.mu.Unlock()
+	for _, l := range idle {
+		for _, sp := range l {
+			sp.discard()
+		}
+	}
+}
+
+// startPlugin launches the chain type's plugin and counts the launch.
+func (m *Manager) startPlugin(typ string, output *os.File) (Process, error) {
+	m.launches.Add(1)
+	return m.spawn(typ, output)
+}
+
+// spawn launches the chain type's plugin.
+func (m *Manager) spawn(typ string, output *os.File) (Process, error) {
+	start := time.Now()
+	p, err := m.cfg.Plugins.Start(typ, output)
+	m.cfg.Observer.PluginLaunched(typ, time.Since(start), err)
+	if err != nil {
+		return nil, fmt.Errorf("starting the plugin for chain type %s failed: %w", typ, err)
+	}
+	return p, nil
+}
+
+// newOutput makes the file a plugin process writes its output to (O_APPEND: the plugin and
+// go-plugin's stderr copier both write to it).
+func (m *Manager) newOutput() (*os.File, error) {
+	f, err := os.CreateTemp(m.spool, "plugin-output-*")
+	if err != nil {
+		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
+	}
+	f.Close()
+	if f, err = os.OpenFile(f.Name(), os.O_RDWR|os.O_APPEND, 0o600); err != nil {
+		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
+	}
+	return f, nil
+}
