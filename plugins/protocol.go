@@ -17,8 +17,10 @@ import (
 	"nectar/chains"
 )
 
-// ProtocolVersion is bumped only when host and plugin can no longer talk to each other.
-const ProtocolVersion = 1
+// ProtocolVersion is bumped only when host and plugin can no longer talk to each other. 2: the
+// host relies on RunTaskResponse.Artifacts and syncs batches itself (RunTaskRequest.NoSync), so
+// a plugin built before would lose its tasks' artifacts.
+const ProtocolVersion = 2
 
 // Handshake is shared by host and plugins. The cookie never changes: it only stops a plugin
 // binary from being run by hand by mistake.
@@ -38,9 +40,11 @@ type TaskRef struct {
 	Params json.RawMessage `json:"params"`
 }
 
-// GraphRequest asks the plugin for everything Root requires, transitively.
+// GraphRequest asks the plugin for everything Root requires, transitively, up to MaxTasks
+// tasks (0: the plugin's own bound).
 type GraphRequest struct {
-	Root TaskRef `json:"root"`
+	Root     TaskRef `json:"root"`
+	MaxTasks int     `json:"max_tasks,omitempty"`
 }
 
 // GraphNode is one task of the graph; Requires holds indices into GraphResponse.Nodes in the
@@ -72,9 +76,12 @@ type MetricsResponse struct {
 	Error string          `json:"error,omitempty"`
 }
 
-// GraphResponse lists every distinct task once; Nodes[0] is the root.
+// GraphResponse lists every distinct task once; Nodes[0] is the root. When the graph has more
+// than the request's MaxTasks, the plugin stops expanding it and says so in OverLimit instead
+// (with no nodes).
 type GraphResponse struct {
-	Nodes []GraphNode `json:"nodes"`
+	Nodes     []GraphNode `json:"nodes"`
+	OverLimit int         `json:"over_limit,omitempty"`
 }
 
 // RunTaskRequest runs one task. The host chose the paths: the plugin writes OutPath and LogPath

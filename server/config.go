@@ -38,6 +38,7 @@ type Config struct {
 	PriceVCPUHour   float64       // NECTAR_PRICE_VCPU_HOUR (USD)
 	PriceGBHour     float64       // NECTAR_PRICE_GB_HOUR (USD)
 	TaskParallelism int           // NECTAR_TASK_PARALLELISM
+	MaxTasks        int           // NECTAR_MAX_TASKS: the largest task graph a run takes
 	MaxWait         time.Duration // NECTAR_MAX_WAIT
 	LogLevel        string        // NECTAR_LOG_LEVEL
 	DatabaseURL     string        // NECTAR_DATABASE_URL: "" (embedded SQLite), sqlite:<file>, postgres://…, or off
@@ -73,6 +74,7 @@ func Defaults() Config {
 		PriceVCPUHour:   runs.DefaultPricing.VCPUHour, // AWS Fargate, Linux/x86, us-east-1
 		PriceGBHour:     runs.DefaultPricing.GBHour,
 		TaskParallelism: max(8, 8*runtime.NumCPU()), // tasks mostly wait on I/O; parallel fsyncs share journal commits
+		MaxTasks:        runs.DefaultMaxTasks,
 		MaxWait:         5 * time.Minute,
 		LogLevel:        "info",
 		Schedules:       true,
@@ -211,6 +213,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	num("NECTAR_TASK_PARALLELISM", &c.TaskParallelism, 1, 10000)
+	num("NECTAR_MAX_TASKS", &c.MaxTasks, 1, 10_000_000)
 	if v := getenv("NECTAR_DATABASE_URL"); v != "" {
 		switch {
 		case v == "off", strings.HasPrefix(v, "postgres://"), strings.HasPrefix(v, "postgresql://"):

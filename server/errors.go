@@ -45,6 +45,7 @@ var errorTable = []struct {
 }{
 	{target: params.ErrBad, code: http.StatusBadRequest},
 	{target: targets.ErrBadKey, code: http.StatusBadRequest},
+	{target: runs.ErrGraphTooLarge, code: http.StatusBadRequest},
 	{target: ErrUnauthorized, code: http.StatusUnauthorized},
 	{target: signing.ErrBadSignature, code: http.StatusForbidden},
 	{target: signing.ErrExpired, code: http.StatusForbidden},

@@ -7,14 +7,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
+	"golang.org/x/sync/errgroup"
 
 	"nectar/chains/params"
 	"nectar/server/catalog"
@@ -147,12 +150,21 @@ type runData struct {
 	SubmittedAt *time.Time      `json:"submitted_at,omitempty"`
 	StartedAt   *time.Time      `json:"started_at,omitempty"`
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	Tasks       []taskData      `json:"tasks,omitempty"`
-	Metrics     *runs.Metrics   `json:"metrics,omitempty"`
-	MetricsURL  string          `json:"metrics_url,omitempty"`
+	// Tasks lists at most runs.MaxTaskPage tasks, from TasksFrom; TasksNextURL (the status URL
+	// with tasks_from set) lists the next ones, and FailedTasks and RunningTasks the first
+	// failed and running tasks outside this page. TaskCounts counts them all.
+	TaskCounts   *runs.TaskCounts `json:"task_counts,omitempty"`
+	Tasks        []taskData       `json:"tasks,omitempty"`
+	TasksFrom    int              `json:"tasks_from,omitempty"`
+	TasksNextURL string           `json:"tasks_next_url,omitempty"`
+	FailedTasks  []taskData       `json:"failed_tasks,omitempty"`
+	RunningTasks []taskData       `json:"running_tasks,omitempty"`
+	Metrics      *runs.Metrics    `json:"metrics,omitempty"`
+	MetricsURL   string           `json:"metrics_url,omitempty"`
 }
 
 type taskData struct {
+	Index int `json:"index"` // its position in the run's tasks (what requires lists)
 	runs.TaskState
 	LogURL    string         `json:"log_url,omitempty"`
 	Artifacts []artifactData `json:"artifacts,omitempty"` // the record's, with their URLs
@@ -191,6 +203,13 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 		if done {
 			return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
 		}
+		if !joined {
+			// A graph over NECTAR_MAX_TASKS is refused here, with a 400, not accepted and
+			// failed later (unless the run waits in the queue: then its status says so).
+			if err := l.Run.AwaitPlan(ctx); err != nil {
+				return err
+			}
+		}
 		if wait > 0 {
 			timer := time.NewTimer(wait)
 			defer timer.Stop()
@@ -201,7 +220,7 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 				return ctx.Err()
 			}
 		}
-		return s.respondRun(c, l.Run.Snapshot(), joined)
+		return s.respondRun(c, l.Run, joined)
 	}
 }
 
@@ -220,8 +239,8 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 	if _, running := s.runs.Active(key); !running && !force {
 		done = s.done.hit(key)
 		if !done {
-			if done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); err != nil {
-				return l, false, false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+			if done, err = s.doneWithParams(ctx, key, canon); err != nil {
+				return l, false, false, err
 			}
 			if done {
 				s.done.add(key)
@@ -242,20 +261,41 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 	return l, joined, false, nil
 }
 
-// respondRun answers a POST from one snapshot of its run, so that code, message and job_status
+// doneWithParams reports whether key's out exists and, if so, makes sure its params are
+// stored too: a task that ran only as another's dependency has its params in that run's
+// record, and the answer of this POST hands out a params_url.
+func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (bool, error) {
+	var done, hasParams bool
+	var g errgroup.Group // on S3 each is a round trip
+	g.Go(func() (err error) { done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); return err })
+	g.Go(func() (err error) { hasParams, err = targets.Exists(ctx, s.store, key+"/"+runs.ParamsName); return err })
+	if err := g.Wait(); err != nil {
+		return false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+	}
+	if done && !hasParams {
+		if err := s.runs.PutParams(ctx, key, canon); err != nil {
+			return false, fmt.Errorf("writing the params of %s: %w", key, targets.Unavailable(err))
+		}
+	}
+	return done, nil
+}
+
+// respondRun answers a POST from one view of its run, so that code, message and job_status
 // agree: a run may end between Submit and the answer (a joiner often arrives as it does), and
 // then the answer is its final status, not "in progress".
-func (s *Server) respondRun(c echo.Context, rec runs.Record, joined bool) error {
+func (s *Server) respondRun(c echo.Context, r *runs.Run, joined bool) error {
 	ctx := c.Request().Context()
+	rec, page := r.View(0, runs.MaxTaskPage)
+	d := s.runDataPage(ctx, rec, page)
 	switch {
 	case rec.Status.Final():
-		return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
+		return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), d)
 	case !joined:
-		return respond(c, http.StatusAccepted, "run started", s.runData(ctx, rec))
+		return respond(c, http.StatusAccepted, "run started", d)
 	case rec.Status == runs.Pending:
-		return respond(c, http.StatusAccepted, "joined the run already waiting to start", s.runData(ctx, rec))
+		return respond(c, http.StatusAccepted, "joined the run already waiting to start", d)
 	}
-	return respond(c, http.StatusAccepted, "joined the run already in progress", s.runData(ctx, rec))
+	return respond(c, http.StatusAccepted, "joined the run already in progress", d)
 }
 
 // cancelByKey answers DELETE /api/chains/<type>/<chain>/<Task>?params: cancel that key's run.
@@ -286,11 +326,11 @@ func (s *Server) cancel(c echo.Context, key string) error {
 	case <-r.Done():
 	case <-time.After(5 * time.Second):
 	}
-	rec := r.Snapshot() // one snapshot: the message and job_status must agree
+	rec, page := r.View(0, runs.MaxTaskPage) // one view: the message and job_status must agree
 	if !rec.Status.Final() {
-		return respond(c, http.StatusAccepted, "cancelling", s.runData(c.Request().Context(), rec))
+		return respond(c, http.StatusAccepted, "cancelling", s.runDataPage(c.Request().Context(), rec, page))
 	}
-	return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runData(c.Request().Context(), rec))
+	return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runDataPage(c.Request().Context(), rec, page))
 }
 
 func (s *Server) parseWait(q url.Values) (time.Duration, error) {
@@ -304,8 +344,14 @@ func (s *Server) parseWait(q url.Values) (time.Duration, error) {
 	return d, nil
 }
 
-// runData turns a record into the API's answer, with signed URLs for what exists.
+// runData turns a record into the API's answer, with its first page of tasks.
 func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
+	return s.runDataPage(ctx, rec.Header(), rec.Page(0, runs.MaxTaskPage))
+}
+
+// runDataPage turns a record (without tasks) and a page of its tasks into the API's answer,
+// with signed URLs for what exists.
+func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.TaskPage) runData {
 	st := rec.Status
 	d := runData{
 		Key: rec.Key, JobStatus: &st, Type: rec.Type, Chain: rec.Chain, Task: rec.Task, Params: rec.Params,
@@ -321,36 +367,60 @@ func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
 	if st == runs.Done {
 		d.ResourceURL = s.presign(ctx, rec.Key+"/"+runs.OutName)
 	}
-	if st != runs.Pending {
+	// Signed only for objects that exist: a run writes its params when it starts (the done
+	// answer of a POST writes them if a run of another key made the out); the root's log
+	// exists once it finished an attempt, and always when its out does.
+	if st != runs.Pending && (rec.RunID != "" || rec.Params != nil) {
 		d.ParamsURL = s.presign(ctx, rec.Key+"/"+runs.ParamsName)
 	}
-	if st.Final() {
+	rootHasLog := page.From == 0 && len(page.Tasks) > 0 && page.Tasks[0].HasLog()
+	if st == runs.Done || (st.Final() && rootHasLog) {
 		d.LogURL = s.presign(ctx, rec.Key+"/"+runs.LogName)
 	}
 	if d.Metrics = rec.Metrics; d.Metrics != nil && st.Final() {
 		d.MetricsURL = s.presign(ctx, rec.Key+"/"+runs.MetricsName)
 	}
-	for _, t := range rec.Tasks {
-		td := taskData{TaskState: t}
-		switch {
-		case isLive(t.Status):
-			td.LogURL = s.liveLogURL(t.Key)
-		case t.Status == runs.Done || t.Status == runs.Failed || t.Status == runs.Cancelled:
-			td.LogURL = s.presign(ctx, t.Key+"/"+runs.LogName)
-		}
+	if page.Total > 0 {
+		d.TaskCounts = &page.Counts
+		d.TasksFrom = page.From
+	}
+	for i, t := range page.Tasks {
+		td := s.taskData(ctx, page.From+i, t)
 		if t.Key == rec.Key && isLive(t.Status) {
 			d.LogURL = td.LogURL
 		}
-		for _, a := range t.Artifacts {
-			ad := artifactData{Artifact: a, URL: s.presign(ctx, t.Key+"/"+runs.ArtifactsDir+"/"+a.Name)}
-			if a.Published != "" {
-				ad.PublishedURL = s.presign(ctx, a.Published)
-			}
-			td.Artifacts = append(td.Artifacts, ad)
-		}
 		d.Tasks = append(d.Tasks, td)
 	}
+	for _, t := range page.Failed {
+		d.FailedTasks = append(d.FailedTasks, s.taskData(ctx, t.Index, t.TaskState))
+	}
+	for _, t := range page.Running {
+		d.RunningTasks = append(d.RunningTasks, s.taskData(ctx, t.Index, t.TaskState))
+	}
+	if next := page.From + len(page.Tasks); next < page.Total {
+		d.TasksNextURL = s.statusURL(rec.Key) + fmt.Sprintf("&tasks_from=%d&tasks_limit=%d", next, max(len(page.Tasks), 1))
+	}
 	return d
+}
+
+// taskData is task t (at index i of its run) in an answer, with the URLs of its log and
+// artifacts.
+func (s *Server) taskData(ctx context.Context, i int, t runs.TaskState) taskData {
+	td := taskData{Index: i, TaskState: t}
+	switch {
+	case isLive(t.Status):
+		td.LogURL = s.liveLogURL(t.Key)
+	case t.HasLog():
+		td.LogURL = s.presign(ctx, t.Key+"/"+runs.LogName)
+	}
+	for _, a := range t.Artifacts {
+		ad := artifactData{Artifact: a, URL: s.presign(ctx, t.Key+"/"+runs.ArtifactsDir+"/"+a.Name)}
+		if a.Published != "" {
+			ad.PublishedURL = s.presign(ctx, a.Published)
+		}
+		td.Artifacts = append(td.Artifacts, ad)
+	}
+	return td
 }
 
 func (s *Server) presign(ctx context.Context, key string) string {
@@ -390,8 +460,16 @@ func (s *Server) status(c echo.Context) error {
 	if c.Request().Method == http.MethodDelete {
 		return s.cancel(c, key)
 	}
+	from, err := queryRange(q, "tasks_from", 0, 0, math.MaxInt32)
+	if err != nil {
+		return err
+	}
+	limit, err := queryRange(q, "tasks_limit", runs.MaxTaskPage, 1, runs.MaxTaskPage)
+	if err != nil {
+		return err
+	}
 	ctx := c.Request().Context()
-	rec, err := s.runs.Lookup(ctx, key)
+	rec, page, err := s.runs.Status(ctx, key, from, limit)
 	if errors.Is(err, runs.ErrUnknownKey) {
 		return &answerError{kind: err, msg: "no run, record or output for key " + key,
 			data: map[string]any{"key": key, "job_status": nil}}
@@ -399,7 +477,19 @@ func (s *Server) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return respond(c, http.StatusOK, strings.ToLower(string(rec.Status)), s.runData(ctx, rec))
+	return respond(c, http.StatusOK, strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page))
+}
+
+// queryRange reads the whole number name (def when absent) and checks it is in [lo, hi].
+func queryRange(q url.Values, name string, def, lo, hi int) (int, error) {
+	n, err := params.QueryInt(q, name, strconv.Itoa(def), false)
+	if err != nil {
+		return 0, err
+	}
+	if n < int64(lo) || n > int64(hi) {
+		return 0, &params.Error{Param: name, Value: q.Get(name), Reason: fmt.Sprintf("must be between %d and %d", lo, hi)}
+	}
+	return int(n), nil
 }
 
 // parseStatusChain checks that chain is chains/<type>/<chain>/<task>/<md5>/out and returns the key.

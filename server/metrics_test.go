@@ -51,15 +51,24 @@ func TestRunsReportTheirUsageAndCost(t *testing.T) {
 	}
 
 	// Runs that share a reused process (pool.go) each show their own usage, not the process's.
+	var pids []int
 	for _, d := range []string{"600ms", "700ms"} {
 		b := ts.post(t, "/api/chains/testchains/metrics_chain/BurnTask?shared=true&for="+d+"&wait=30s")
 		if b.run.JobStatus == nil || *b.run.JobStatus != runs.Done {
 			t.Fatalf("BurnTask shared = %d %+v", b.Code, b.run)
 		}
+		var obj runs.Metrics // the metrics object holds the samples, each naming its process
+		if _, body := fetch(t, b.run.MetricsURL); json.Unmarshal([]byte(body), &obj) != nil || len(obj.Samples) == 0 {
+			t.Fatalf("BurnTask shared for=%s: no samples in the metrics object %.200s", d, body)
+		}
+		pids = append(pids, obj.Samples[0].PID)
 		want, _ := time.ParseDuration(d)
 		if sum := b.run.Metrics.Summary; sum.CPUSeconds < want.Seconds()-0.05 || sum.CPUSeconds > want.Seconds()+0.5 {
 			t.Errorf("BurnTask shared for=%s: summary %+v, want about %s of CPU", d, sum, d)
 		}
+	}
+	if pids[0] != pids[1] {
+		t.Errorf("the two runs ran in processes %v: the second did not reuse the first's", pids)
 	}
 
 	alloc := ts.post(t, "/api/chains/testchains/metrics_chain/AllocTask?mb=200&hold=300ms&wait=30s")

@@ -122,6 +122,27 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 	if st.Code != 200 || *st.run.JobStatus != runs.Failed || st.run.Error == nil || !strings.Contains(*st.run.Error, "interrupted") {
 		t.Errorf("status after restart = %d %v %v, want FAILED: interrupted", st.Code, st.run.JobStatus, st.run.Error)
 	}
+	// The record kept the task list (stored while the run ran); nothing in it shows as still
+	// running or waiting, the run ended when its server was last heard of, and every signed URL
+	// points at something that exists.
+	if len(st.run.Tasks) != 3 || st.run.FinishedAt == nil {
+		t.Errorf("status after restart: finished_at %v, tasks:\n%s\nwant the 3 tasks and a finish time", st.run.FinishedAt, taskTable(st.run.Tasks))
+	}
+	urls := []string{st.run.LogURL, st.run.ParamsURL}
+	for _, task := range st.run.Tasks {
+		if !task.Status.Final() {
+			t.Errorf("task %s is %s after its server died", task.Task, task.Status)
+		}
+		urls = append(urls, task.LogURL)
+	}
+	for _, u := range urls {
+		if u == "" {
+			continue
+		}
+		if code, _ := fetch(t, strings.Replace(u, base, base2, 1)); code != 200 {
+			t.Errorf("GET %s = %d after the restart", u, code)
+		}
+	}
 	if err := os.Remove(gate); err != nil {
 		t.Fatal(err)
 	}

@@ -60,11 +60,17 @@ func sqlitePath(databaseURL string, store targets.Store) string {
 
 // entryFromRecord is the index row of a run record's own run.
 func entryFromRecord(rec runs.Record, updated time.Time) history.Entry {
+	return entryOf(rec, rec.Counts(), rec.Progress(), updated)
+}
+
+// entryOf is the index row of a run, from its record without tasks, their counts and the
+// progress it shows.
+func entryOf(rec runs.Record, counts runs.TaskCounts, progress *runs.Progress, updated time.Time) history.Entry {
 	e := history.Entry{
 		RunID: rec.RunID, Key: rec.Key, Type: rec.Type, Chain: rec.Chain, Task: rec.Task,
 		Params: string(rec.Params), Status: string(rec.Status), Trigger: triggerOr(rec.Trigger),
 		SubmittedAt: rec.SubmittedAt.UTC(), StartedAt: utc(rec.StartedAt), FinishedAt: utc(rec.FinishedAt),
-		Error: history.Summarize(rec.Error), Tasks: historyCounts(rec.Counts()), UpdatedAt: updated.UTC(),
+		Error: history.Summarize(rec.Error), Tasks: historyCounts(counts), UpdatedAt: updated.UTC(),
 	}
 	if e.Params == "" {
 		e.Params = "{}"
@@ -73,7 +79,7 @@ func entryFromRecord(rec runs.Record, updated time.Time) history.Entry {
 		e.CostUSD = rec.Metrics.Summary.CostUSD
 	}
 	e.DurationMS = durationMS(e.SubmittedAt, e.StartedAt, e.FinishedAt)
-	if p := rec.Progress(); p != nil {
+	if p := progress; p != nil {
 		e.Progress, e.StatusLine = p.Fraction, p.Status
 	}
 	return e
@@ -104,12 +110,13 @@ func entriesFromStored(rec runs.Record) []history.Entry {
 // liveEntry is the index row of a run executing here, as of now. A final run is stamped with
 // its finish time (what a rebuild from its record gives); a live one with now, which is always
 // before its finish, so an older state never wins.
-func liveEntry(rec runs.Record) history.Entry {
+func liveEntry(r *runs.Run) history.Entry {
+	rec, counts, progress := r.Summary() // a big run's tasks are not copied for it
 	updated := time.Now()
 	if rec.Status.Final() && rec.FinishedAt != nil {
 		updated = *rec.FinishedAt
 	}
-	return entryFromRecord(rec, updated)
+	return entryOf(rec, counts, progress, updated)
 }
 
 func triggerOr(t string) string {

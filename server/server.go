@@ -136,7 +136,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	if db != nil {
 		s.history = history.NewIndex(db, logger, s.metrics.HistoryError)
 		onChange = func(r *runs.Run) {
-			s.history.Changed(r.ID(), func() history.Entry { return liveEntry(r.Snapshot()) })
+			s.history.Changed(r.ID(), func() history.Entry { return liveEntry(r) })
 		}
 	}
 	s.runs, err = runs.NewManager(runs.Config{
@@ -152,6 +152,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		TaskTimeout:     cfg.TaskTimeout,
 		WarmPlugins:     cfg.WarmPlugins,
 		TaskParallelism: cfg.TaskParallelism,
+		MaxTasks:        cfg.MaxTasks,
 		Logger:          logger,
 	})
 	if err != nil {

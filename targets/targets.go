@@ -29,6 +29,9 @@ var (
 type Info struct {
 	Size    int64
 	ModTime time.Time
+	// ETag tells two versions of an object apart where ModTime cannot (S3 keeps whole
+	// seconds); "" where ModTime can (a local file's nanoseconds).
+	ETag string
 }
 
 // Store is the four-plus-one-method storage every backend offers. Keys are slash-separated paths
@@ -71,8 +74,9 @@ type FileCommitter interface {
 // one rename, and makes a whole batch of them durable with one sync, because a fan-in of
 // thousands of tasks makes these calls thousands of times a second.
 type Folders interface {
-	// MakeFolder creates key's folder (it may exist) and returns its path.
-	MakeFolder(key string) (dir string, err error)
+	// MakeFolder creates key's folder (it may exist) and returns its path. In a folder that
+	// was there, the files staged by deadRun (a run whose server died) are removed.
+	MakeFolder(key, deadRun string) (dir string, err error)
 	// Commit renames a file staged in key's folder (named StagePrefix...) to key.
 	Commit(staged, key string) error
 	// SyncAll makes every write to the store so far durable.

@@ -183,12 +183,13 @@ func (t TickTask) Run(ctx *chains.Context) error {
 // FlakyTask fails until it has been tried `succeed_on` times (counted in the file named by
 // counter), and declares 3 attempts with a short backoff: a retry that works.
 type FlakyTask struct {
-	Counter   string `param:"counter" required:"true"`
-	SucceedOn int    `param:"succeed_on" default:"3"`
+	Counter   string        `param:"counter" required:"true"`
+	SucceedOn int           `param:"succeed_on" default:"3"`
+	Backoff   time.Duration `param:"backoff" default:"50ms"`
 }
 
 func (t FlakyTask) Retry() chains.RetryPolicy {
-	return chains.RetryPolicy{Attempts: 3, Backoff: 50 * time.Millisecond}
+	return chains.RetryPolicy{Attempts: 3, Backoff: t.Backoff}
 }
 
 func (t FlakyTask) Run(ctx *chains.Context) error {

@@ -78,7 +78,8 @@ func redirectOutput() *os.File {
 	return os.NewFile(2, "/dev/stderr")
 }
 
-// maxGraphNodes bounds a graph so a Requires that grows without end fails instead of eating RAM.
+// maxGraphNodes bounds a graph when the host sets no limit, so a Requires that grows without end
+// fails instead of eating RAM.
 const maxGraphNodes = 100_000
 
 type runner struct {
@@ -213,15 +214,27 @@ func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plug
 	if err != nil {
 		return nil, err
 	}
-	g := &graphBuilder{r: r, index: map[string]int{}, state: map[int]int{}}
-	if _, err := g.visit(req.Root, root); err != nil {
+	limit := maxGraphNodes
+	if req.MaxTasks > 0 {
+		limit = req.MaxTasks
+	}
+	g := &graphBuilder{r: r, index: map[string]int{}, state: map[int]int{}, limit: limit}
+	_, err = g.visit(req.Root, root)
+	switch {
+	case errors.Is(err, errOverLimit):
+		return &plugins.GraphResponse{OverLimit: limit}, nil
+	case err != nil:
 		return nil, err
 	}
 	return &plugins.GraphResponse{Nodes: g.nodes}, nil
 }
 
+// errOverLimit stops the expansion of a graph larger than the host allows.
+var errOverLimit = errors.New("task graph over the limit")
+
 type graphBuilder struct {
 	r     *runner
+	limit int
 	nodes []plugins.GraphNode
 	index map[string]int
 	state map[int]int // 1 while visiting (a cycle if seen again), 2 when done
@@ -235,8 +248,8 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 		}
 		return i, nil
 	}
-	if len(g.nodes) >= maxGraphNodes {
-		return 0, fmt.Errorf("task graph has more than %d tasks", maxGraphNodes)
+	if len(g.nodes) >= g.limit {
+		return 0, errOverLimit
 	}
 	i := len(g.nodes)
 	node := plugins.GraphNode{TaskRef: ref}

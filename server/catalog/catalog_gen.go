@@ -167,6 +167,7 @@ var generated = []*Task{
 		Name:  "FlakyTask",
 		Doc:   "FlakyTask fails until it has been tried `succeed_on` times (counted in the file named by\ncounter), and declares 3 attempts with a short backoff: a retry that works.",
 		Params: []Param{
+			{Name: "backoff", Kind: "duration", Default: "50ms", Required: false, Doc: ""},
 			{Name: "counter", Kind: "string", Default: "", Required: true, Doc: ""},
 			{Name: "succeed_on", Kind: "int", Default: "3", Required: false, Doc: ""},
 		},
@@ -592,16 +593,21 @@ func parseTestchainsFaultsChainFailTask(q url.Values) ([]byte, error) {
 // parseTestchainsFaultsChainFlakyTask turns the query of a POST into the canonical parameters of testchains/faults_chain/FlakyTask.
 func parseTestchainsFaultsChainFlakyTask(q url.Values) ([]byte, error) {
 	var w params.Writer
-	p0, err := params.QueryString(q, "counter", "", true)
+	p0, err := params.QueryDuration(q, "backoff", "50ms", false, false)
 	if err != nil {
 		return nil, err
 	}
-	w.String("counter", p0)
-	p1, err := params.QueryInt(q, "succeed_on", "3", false)
+	w.Duration("backoff", p0)
+	p1, err := params.QueryString(q, "counter", "", true)
 	if err != nil {
 		return nil, err
 	}
-	w.Int("succeed_on", p1)
+	w.String("counter", p1)
+	p2, err := params.QueryInt(q, "succeed_on", "3", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("succeed_on", p2)
 	return w.Bytes(), nil
 }
 

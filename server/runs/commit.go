@@ -50,7 +50,13 @@ func (s *scheduler) prepare(i int) (taskFiles, error) {
 		base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
 		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
 	}
-	dir, err := s.folders.MakeFolder(n.key)
+	var dir string
+	var err error
+	if lp, ok := s.m.cfg.Store.(targets.LocalPather); ok && i == 0 && s.deadRun == "" {
+		dir, err = lp.LocalPath(n.key) // made when the run stored its params
+	} else {
+		dir, err = s.folders.MakeFolder(n.key, s.deadRun)
+	}
 	if err != nil {
 		return taskFiles{}, err
 	}
@@ -68,10 +74,14 @@ func (s *scheduler) discardOut(f taskFiles) {
 	}
 }
 
-// commitLog stores the log of a task that failed (the plugin may not even have made it), with
-// the values of its connections replaced by their names.
-func (s *scheduler) commitLog(n *node, f taskFiles) error {
+// commitLog stores the log of a task that failed, with the values of its connections replaced
+// by their names. When the plugin never made one, an empty log is stored, unless committed:
+// then the log went in with a commit that failed later (at the out), and is the real one.
+func (s *scheduler) commitLog(n *node, f taskFiles, committed bool) error {
 	if _, err := os.Stat(f.log); err != nil {
+		if committed {
+			return nil
+		}
 		if err := os.WriteFile(f.log, nil, 0o600); err != nil {
 			return fmt.Errorf("%w: %w", errStaging, err)
 		}

@@ -100,12 +100,6 @@ var errEmpty = errors.New("empty object")
 // errCorrupt marks a stored JSON object that does not decode.
 var errCorrupt = errors.New("corrupt object")
 
-// leaseAlive reports whether some server holds a fresh lease on key.
-func (m *Manager) leaseAlive(ctx context.Context, key string) bool {
-	l, err := m.readLease(ctx, key)
-	return err == nil && m.fresh(l)
-}
-
 // fresh reports whether a lease's holder still counts as alive: its heartbeat is recent and,
 // when it ran on this machine, its process still exists (so a restart after kill -9 resumes at
 // once instead of waiting LeaseTTL).

@@ -56,7 +56,10 @@ type Config struct {
 	MaxRuns         int // runs executing at once; more wait as PENDING
 	MaxQueue        int // PENDING runs allowed; beyond, Submit answers ErrQueueFull
 	TaskParallelism int // tasks of one run executing at once
-	Logger          *slog.Logger
+	// MaxTasks bounds a run's task graph (default 100,000): a larger one is refused
+	// (ErrGraphTooLarge), and the plugin stops expanding it there.
+	MaxTasks int
+	Logger   *slog.Logger
 	// LeaseTTL is how old a run lease may get before its holder counts as dead (default 30s).
 	LeaseTTL time.Duration
 	// FollowInterval is how often a server polls a run another server executes (default 250ms).
@@ -97,6 +100,7 @@ type Manager struct {
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
 	idle     map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
 	draining bool                // shutting down: no new runs (guarded by mu)
+	records  *recordCache        // decoded records of stored runs, for status reads
 	ctx      context.Context
 	stop     context.CancelCauseFunc
 }
@@ -114,6 +118,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.TaskParallelism < 1 {
 		cfg.TaskParallelism = 1
+	}
+	if cfg.MaxTasks < 1 {
+		cfg.MaxTasks = DefaultMaxTasks
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -153,18 +160,21 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	ctx, stop := context.WithCancelCause(context.Background())
 	host, _ := os.Hostname()
-	return &Manager{
-		id:     fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
-		host:   host,
-		cfg:    cfg,
-		spool:  spool,
-		slots:  make(chan struct{}, cfg.MaxRuns),
-		active: map[string]*Run{},
-		logs:   map[string]*LiveLog{},
-		idle:   map[string][]*spare{},
-		ctx:    ctx,
-		stop:   stop,
-	}, nil
+	m := &Manager{
+		id:      fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
+		host:    host,
+		cfg:     cfg,
+		spool:   spool,
+		slots:   make(chan struct{}, cfg.MaxRuns),
+		active:  map[string]*Run{},
+		logs:    map[string]*LiveLog{},
+		idle:    map[string][]*spare{},
+		records: newRecordCache(recordCacheTasks),
+		ctx:     ctx,
+		stop:    stop,
+	}
+	go m.reapIdle() // not in wg: Drain waits for runs, and it ends with ctx
+	return m, nil
 }
 
 // Context ends when the manager shuts down (background work tied to the server stops with it).
@@ -203,6 +213,41 @@ type Run struct {
 	// to onChange (guarded by mu).
 	owned    bool
 	onChange func(*Run)
+	ver      uint64 // counts changes (guarded by mu): the recorder writes when it moved
+
+	// planned is closed once the run's task graph was checked, or the run ended without one;
+	// queued once it waits for a slot. refusal says why the graph was refused (set before
+	// planned is closed).
+	planned, queued     chan struct{}
+	planOnce, queueOnce sync.Once
+	refusal             error
+}
+
+// AwaitPlan waits until the run's task graph has been checked, or the run waits in the queue
+// for a slot (then the check comes later), or ctx ends. It returns the refusal of a graph over
+// the limit (ErrGraphTooLarge), so a POST can answer 400 rather than accept the run.
+func (r *Run) AwaitPlan(ctx context.Context) error {
+	select {
+	case <-r.planned:
+		return r.refusal
+	case <-r.queued:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (r *Run) markPlanned(refusal error) {
+	r.planOnce.Do(func() { r.refusal = refusal; close(r.planned) })
+}
+
+func (r *Run) markQueued() { r.queueOnce.Do(func() { close(r.queued) }) }
+
+// version counts the changes of the run's record so far.
+func (r *Run) version() uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.ver
 }
 
 // Snapshot is the current record, with the metrics so far (samples are in the metrics object).
@@ -216,6 +261,39 @@ func (r *Run) Snapshot() Record {
 		rec.Metrics = &m
 	}
 	return rec
+}
+
+// View is the run's record without its tasks and a window on them (Record.Page): what a status
+// answer needs, without copying a big run's every task.
+func (r *Run) View(from, limit int) (Record, TaskPage) {
+	r.mu.Lock()
+	h, page, mt := r.rec.Header(), r.rec.Page(from, limit), r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples = nil
+		h.Metrics = &m
+	}
+	return h, page
+}
+
+// Summary is the run's record without its tasks, their counts and the progress it shows (what
+// the run history keeps of it), read without copying the tasks.
+func (r *Run) Summary() (Record, TaskCounts, *Progress) {
+	r.mu.Lock()
+	h, counts, pr := r.rec.Header(), r.rec.Counts(), r.rec.Progress()
+	mt := r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples, m.Tasks = nil, nil
+		h.Metrics = &m
+	}
+	if pr != nil {
+		c := *pr
+		pr = &c
+	}
+	return h, counts, pr
 }
 
 // metrics is the full metrics object (nil if the run did not execute here).
@@ -236,6 +314,7 @@ func (r *Run) Done() <-chan struct{} { return r.done }
 func (r *Run) update(f func(*Record)) {
 	r.mu.Lock()
 	f(&r.rec)
+	r.ver++
 	notify := r.owned && r.onChange != nil
 	r.mu.Unlock()
 	if notify {
@@ -259,11 +338,22 @@ func (r *Run) ID() string {
 	return r.rec.RunID
 }
 
+// DefaultMaxTasks is the largest task graph a run takes unless configured otherwise.
+const DefaultMaxTasks = 100_000
+
+// graphTooLarge is ErrGraphTooLarge with the sentence that names the task and the limit.
+type graphTooLarge string
+
+func (e graphTooLarge) Error() string        { return string(e) }
+func (e graphTooLarge) Is(target error) bool { return target == ErrGraphTooLarge }
+
 // Errors of Submit and Cancel.
 var (
-	ErrQueueFull  = errors.New("run queue is full")
-	ErrDraining   = errors.New("server is shutting down")
-	ErrNotRunning = errors.New("no run in progress for this key on this server")
+	// ErrGraphTooLarge refuses a run whose task graph has more tasks than Config.MaxTasks.
+	ErrGraphTooLarge = errors.New("task graph too large")
+	ErrQueueFull     = errors.New("run queue is full")
+	ErrDraining      = errors.New("server is shutting down")
+	ErrNotRunning    = errors.New("no run in progress for this key on this server")
 )
 
 // Submit starts a run for spec, or joins the one already running for the same key (single
@@ -311,6 +401,8 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 			Trigger: spec.Trigger,
 		},
 		onChange: m.cfg.OnChange,
+		planned:  make(chan struct{}),
+		queued:   make(chan struct{}),
 		done:     make(chan struct{}),
 		retired:  make(chan struct{}),
 		cancel:   cancel,
@@ -398,22 +490,55 @@ func (m *Manager) Active(key string) (*Run, bool) {
 var ErrUnknownKey = errors.New("unknown key")
 
 // Lookup answers a status query: the live run if there is one, else the stored record, else
-// DONE when only the out exists (the task ran as a dependency of another run).
+// DONE when only the out exists (the task ran as a dependency of another run). The record may
+// be shared with other readers: it must not be modified.
 func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 	if r, ok := m.Active(key); ok {
 		return r.Snapshot(), nil
 	}
-	rec, err := m.storedRecord(ctx, key)
-	if err == nil {
-		if !rec.Status.Final() && !m.leaseAlive(ctx, key) {
+	rec, err := m.stored(ctx, key)
+	if err != nil {
+		return Record{}, err
+	}
+	if !rec.Status.Final() && rec.RunID != "" {
+		if l, err := m.readLease(ctx, key); err != nil || !m.fresh(l) {
 			if _, ok := m.Active(key); ok { // it just started here
 				return m.Lookup(ctx, key)
 			}
-			// No live server holds it, yet the record says it runs: its server died mid-run.
-			rec.Status = Failed
-			rec.Error = interruptedError
+			// No live server holds it, yet the record says it runs: its server died mid-run,
+			// last heard of at its lease's heartbeat.
+			rec.Interrupted(l.Heartbeat)
 		}
-		return rec, nil
+	}
+	return rec, nil
+}
+
+// Status is Lookup for a status answer: the record without its tasks and a window on them
+// (Record.Page). A run executing here is read from memory; a stored one costs a metadata read
+// while its record is cached.
+func (m *Manager) Status(ctx context.Context, key string, from, limit int) (Record, TaskPage, error) {
+	if r, ok := m.Active(key); ok {
+		h, p := r.View(from, limit)
+		return h, p, nil
+	}
+	rec, err := m.Lookup(ctx, key)
+	if err != nil {
+		return Record{}, TaskPage{}, err
+	}
+	return rec.Header(), rec.Page(from, limit), nil
+}
+
+// stored is key's stored record (through the cache), or a DONE one when only its out exists.
+func (m *Manager) stored(ctx context.Context, key string) (Record, error) {
+	info, err := m.cfg.Store.Stat(ctx, key+"/"+RecordName)
+	if err == nil {
+		if rec, ok := m.records.get(key, info); ok {
+			return rec, nil
+		}
+		rec, err := m.records.load(ctx, key, info, func(ctx context.Context) (Record, error) { return m.storedRecord(ctx, key) })
+		if err == nil {
+			return rec, nil
+		}
 	}
 	if !errors.Is(err, targets.ErrNotExist) {
 		return Record{}, fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))
@@ -448,6 +573,7 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 func (m *Manager) execute(ctx context.Context, r *Run) {
 	defer m.wg.Done()
 	defer r.cancel(nil)
+	defer r.markPlanned(nil) // whatever way it ended
 	rec := r.Snapshot()
 	// run_id is what a run record names when it sends the reader to the server log.
 	log := m.cfg.Logger.With("key", rec.Key, "run_id", rec.RunID)
@@ -500,8 +626,18 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	if leased {
 		m.releaseLease(rec.Key)
 	}
+	m.remember(r)
 	m.retire(r)
 	close(r.done) // waiters read the stored state from here on
+}
+
+// remember puts a run's stored final record in the record cache: status reads of a run this
+// server has just executed need no decode.
+func (m *Manager) remember(r *Run) {
+	rec := r.Snapshot()
+	if info, err := m.cfg.Store.Stat(context.Background(), rec.Key+"/"+RecordName); err == nil {
+		m.records.put(rec.Key, info, rec)
+	}
 }
 
 // retire removes a run whose record is stored: status queries now read the store.
@@ -546,6 +682,11 @@ func (m *Manager) putRecord(ctx context.Context, r *Run) error {
 	return m.putMeta(ctx, rec.Key+"/"+RecordName, b)
 }
 
+// PutParams stores key's params (the canonical JSON), as a run does when it starts.
+func (m *Manager) PutParams(ctx context.Context, key string, canon []byte) error {
+	return m.putMeta(ctx, key+"/"+ParamsName, canon)
+}
+
 // putMeta stores a small derived object (a record, params, metrics, a lease): atomically, and
 // without waiting for the disk where the store allows it (targets.Volatile).
 func (m *Manager) putMeta(ctx context.Context, key string, b []byte) error {
@@ -572,6 +713,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			break
 		}
 		log.Info("another server is running this key; following it")
+		r.markPlanned(nil) // its graph is that server's to check
 		m.leavePending(r)
 		r.mu.Lock()
 		r.remote = true
@@ -595,21 +737,37 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	finish = func() {}
 	select {
 	case m.slots <- struct{}{}:
-		m.leavePending(r)
-		defer func() { <-m.slots }()
-	case <-ctx.Done():
-		return Cancelled, "cancelled before it started: " + cancelReason(ctx), finish
+	default:
+		r.markQueued()
+		select {
+		case m.slots <- struct{}{}:
+		case <-ctx.Done():
+			return Cancelled, "cancelled before it started: " + cancelReason(ctx), finish
+		}
 	}
+	m.leavePending(r)
+	defer func() { <-m.slots }()
 	rec := r.Snapshot()
 	started := time.Now().UTC()
 	r.update(func(rec *Record) { rec.Status, rec.StartedAt = Running, &started })
 
-	// The plugin is taken and asked for the task graph while the store is asked about the key:
-	// on a remote store each question is a round trip, and even here the graph call costs as
-	// much as the rest. Whatever path returns, the process is collected.
+	// A process waiting for a run of this type is asked for the task graph while the store is
+	// asked about the key: on a remote store each question is a round trip, and even here the
+	// graph call costs as much as the rest. (None waiting: the process is started only once
+	// the run is known to execute.) Whatever path returns, the process is collected.
 	plan := make(chan plannedRun, 1)
-	go func() { plan <- m.plan(ctx, rec) }()
-	unused := func() { m.giveBack(rec.Type, <-plan) }
+	planCtx, stopPlan := context.WithCancel(ctx)
+	defer stopPlan()
+	early := m.hasIdle(rec.Type)
+	if early {
+		go func() { plan <- m.plan(planCtx, rec) }()
+	}
+	unused := func() {
+		if early {
+			stopPlan()
+			m.giveBack(rec.Type, <-plan)
+		}
+	}
 
 	// A run joined late, or raced with another that just finished: nothing to execute. The
 	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
@@ -641,6 +799,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		unused()
 		return Failed, m.failure(log, r, "looking for the out of "+rec.Task, err), finish
 	}
+	deadRun := ""
+	if prev != nil && !prev.Status.Final() && prev.RunID != rec.RunID {
+		deadRun = prev.RunID // we hold the lease: its server died mid-run
+	}
 	if prev != nil && prev.RunID != rec.RunID {
 		r.update(func(rec *Record) {
 			rec.Previous = append([]PastRun{prev.Past()}, prev.Previous...)
@@ -665,6 +827,9 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
 	}
 
+	if !early {
+		go func() { plan <- m.plan(planCtx, rec) }()
+	}
 	p := <-plan
 	if errors.Is(p.takeErr, errStaging) {
 		return Failed, m.failure(log, r, "creating the plugin output file", p.takeErr), finish
@@ -677,7 +842,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	folders, _ := m.cfg.Store.(targets.Folders)
 	_, local := m.cfg.Store.(targets.LocalPather)
 	s := &scheduler{m: m, r: r, procOut: p.out, log: log, typ: rec.Type, runID: rec.RunID,
-		folders: folders, spooledInputs: !local,
+		folders: folders, spooledInputs: !local, deadRun: deadRun,
 		spoolPrefix: filepath.Join(m.spool, "task-"+rec.RunID),
 		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}, base: map[Process]float64{}}
@@ -686,8 +851,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	r.mu.Unlock()
 	s.adopt(p.proc, p.base)
 	s.proc = p.proc
-	// A cancelled run's process may be in any state: it is not kept for the next run.
-	finish = func() { s.end(ctx.Err() == nil) }
+	// Only a process that served a run to its end, with nothing unusual, waits for the next:
+	// a cancel, a panic, a timeout may have left it in any state, and a task's goroutine left
+	// running could print a connection's value where the next run would not scrub it.
+	finish = func() { s.end(status == Done && ctx.Err() == nil && !s.tainted.Load() && !s.secrets) }
 	if p.graphErr != nil {
 		if ctx.Err() != nil {
 			return Cancelled, "cancelled: " + cancelReason(ctx), finish
@@ -695,6 +862,12 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		return Failed, "building the task graph: " + rpcMessage(p.graphErr), finish
 	}
 	graph := p.graph
+	if graph.OverLimit > 0 {
+		msg := fmt.Sprintf("the task graph of %s has more than %d tasks: the limit is NECTAR_MAX_TASKS=%d", rec.Task, graph.OverLimit, m.cfg.MaxTasks)
+		r.markPlanned(graphTooLarge(msg))
+		return Failed, msg, finish
+	}
+	r.markPlanned(nil)
 	status, errMsg = s.run(ctx, graph)
 	return status, errMsg, finish
 }

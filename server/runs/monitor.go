@@ -130,17 +130,18 @@ func (mt *meter) watch(p Process, base float64, stop <-chan struct{}, onSample f
 	}
 }
 
-// readTree reads CPU seconds and RSS of a process and its children.
+// readTree reads CPU seconds (counted as statCPU does) and RSS of a process and its live
+// children.
 func readTree(p *process.Process) (cpuSeconds float64, rss uint64, ok bool) {
-	times, err := p.Times()
-	if err != nil {
+	cpuSeconds, ok = statCPU(int(p.Pid))
+	if !ok {
 		return 0, 0, false
 	}
 	mem, err := p.MemoryInfo()
 	if err != nil {
 		return 0, 0, false
 	}
-	cpuSeconds, rss = times.User+times.System, mem.RSS
+	rss = mem.RSS
 	if kids, err := p.Children(); err == nil {
 		for _, k := range kids {
 			if c, r, ok := readTree(k); ok {
@@ -180,29 +181,11 @@ func (mt *meter) endedIdle(pid int, cpu float64, peak uint64) {
 // them), its peak resident memory (the kernel's high-water mark, VmHWM) and its resident
 // memory now, from two small files of /proc.
 func idleUsage(pid int) (cpu float64, peak, rss uint64, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if cpu, ok = statCPU(pid); !ok {
+		return 0, 0, 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0, 0, 0, false
-	}
-	// The command name may hold spaces and parentheses: fields count from the last ')'.
-	end := strings.LastIndexByte(string(b), ')')
-	if end < 0 {
-		return 0, 0, 0, false
-	}
-	f := strings.Fields(string(b[end+1:]))
-	if len(f) < 15 { // state is f[0]; utime, stime, cutime, cstime are f[11:15]
-		return 0, 0, 0, false
-	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, 0, 0, false
-		}
-		ticks += n
-	}
-	cpu = float64(ticks) / clockTicks
-	if b, err = os.ReadFile(fmt.Sprintf("/proc/%d/status", pid)); err != nil {
 		return 0, 0, 0, false
 	}
 	kb := func(v string) uint64 {
@@ -221,6 +204,34 @@ func idleUsage(pid int) (cpu float64, peak, rss uint64, ok bool) {
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on every Linux Go runs on).
 const clockTicks = 100
+
+// statCPU is the CPU seconds pid used, with those of the children it has reaped (as wait4
+// counts them), from /proc/<pid>/stat. Samples and the figures at a run's start and end all
+// count this way, so a reused process's usage is a plain difference.
+func statCPU(pid int) (float64, bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, false
+	}
+	// The command name may hold spaces and parentheses: fields count from the last ')'.
+	end := strings.LastIndexByte(string(b), ')')
+	if end < 0 {
+		return 0, false
+	}
+	f := strings.Fields(string(b[end+1:]))
+	if len(f) < 15 { // state is f[0]; utime, stime, cutime, cstime are f[11:15]
+		return 0, false
+	}
+	var ticks int64
+	for _, v := range f[11:15] {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		ticks += n
+	}
+	return float64(ticks) / clockTicks, true
+}
 
 // setTask records an isolated task's usage or custom metrics.
 func (mt *meter) setTask(key string, f func(*TaskMetrics)) {

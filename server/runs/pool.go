@@ -24,11 +24,47 @@ const maxIdle = 2
 // would hold that memory while it waits.
 const maxIdleRSS = 256 << 20
 
+// idleTTL is how long a process beyond the first of its type waits for a run before it goes:
+// a burst of concurrent runs leaves several, and they should not hold memory for good.
+const idleTTL = 5 * time.Minute
+
 // spare is a plugin process waiting for a run, with its output file.
 type spare struct {
-	proc Process
-	out  *os.File
-	cpu0 float64 // CPU seconds it had used when it began to wait: the next run's usage starts there
+	proc  Process
+	out   *os.File
+	cpu0  float64   // CPU seconds it had used when it began to wait: the next run's usage starts there
+	since time.Time // when it began to wait
+}
+
+// reapIdle stops, every minute, the processes that waited longer than idleTTL, keeping the
+// most recent one of each type (the warm spare), until the manager stops.
+func (m *Manager) reapIdle() {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-t.C:
+		}
+		var old []*spare
+		m.mu.Lock()
+		for typ, l := range m.idle {
+			keep := l[:0]
+			for i, sp := range l {
+				if i < len(l)-1 && time.Since(sp.since) > idleTTL {
+					old = append(old, sp)
+				} else {
+					keep = append(keep, sp)
+				}
+			}
+			m.idle[typ] = keep
+		}
+		m.mu.Unlock()
+		for _, sp := range old {
+			sp.discard()
+		}
+	}
 }
 
 func (sp *spare) discard() {
@@ -52,19 +88,30 @@ func (m *Manager) plan(ctx context.Context, rec Record) (p plannedRun) {
 	if p.proc, p.out, p.base, p.takeErr = m.takePlugin(rec.Type); p.takeErr != nil {
 		return p
 	}
-	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}})
+	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params},
+		MaxTasks: m.cfg.MaxTasks})
 	return p
 }
 
-// giveBack returns the process of a run that turned out to have nothing to execute.
+// giveBack returns the process of a run that turned out to have nothing to execute; one whose
+// graph call failed or was cut short goes.
 func (m *Manager) giveBack(typ string, p plannedRun) {
 	if p.takeErr != nil {
 		return
 	}
-	if cpu, _, rss, ok := idleUsage(p.proc.Pid()); ok && m.release(typ, p.proc, p.out, cpu, rss) {
-		return
+	if p.graphErr == nil {
+		if cpu, _, rss, ok := idleUsage(p.proc.Pid()); ok && m.release(typ, p.proc, p.out, cpu, rss) {
+			return
+		}
 	}
 	(&spare{proc: p.proc, out: p.out}).discard()
+}
+
+// hasIdle reports whether a process of typ waits for a run.
+func (m *Manager) hasIdle(typ string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.idle[typ]) > 0
 }
 
 // takePlugin gives a run its first plugin process: the one of that chain type that waited
@@ -119,7 +166,7 @@ func (m *Manager) release(typ string, p Process, out *os.File, cpu float64, rss 
 	if m.draining || len(m.idle[typ]) >= maxIdle {
 		return false
 	}
-	m.idle[typ] = append(m.idle[typ], &spare{proc: p, out: out, cpu0: cpu})
+	m.idle[typ] = append(m.idle[typ], &spare{proc: p, out: out, cpu0: cpu, since: time.Now()})
 	return true
 }
 
@@ -160,7 +207,7 @@ func (m *Manager) refill(typ string) {
 		cancel()
 		cpu, _, _, _ := idleUsage(p.Pid()) // its start is not the first run's usage
 		resetPeak(p.Pid())
-		sp := &spare{proc: p, out: out, cpu0: cpu}
+		sp := &spare{proc: p, out: out, cpu0: cpu, since: time.Now()}
 		m.mu.Lock()
 		if m.draining || len(m.idle[typ]) >= maxIdle {
 			m.mu.Unlock()

@@ -193,17 +193,45 @@ func (r *Record) Past() PastRun {
 	return p
 }
 
+// Interrupted reports the record of a run whose server died before it finished, as a status
+// answer should: FAILED with the cause, ended when its server was last heard of (lastSeen, if
+// known), its unfinished tasks ended too (a task that was running FAILED, one that had not
+// started CANCELLED), so nothing shows as running forever.
+func (r *Record) Interrupted(lastSeen time.Time) {
+	r.Status, r.Error = Failed, interruptedError
+	if !lastSeen.IsZero() && r.FinishedAt == nil {
+		r.FinishedAt = &lastSeen
+	}
+	tasks := make([]TaskState, len(r.Tasks)) // the caller's copy may share the array
+	copy(tasks, r.Tasks)
+	for i := range tasks {
+		switch tasks[i].Status {
+		case Running:
+			tasks[i].Status, tasks[i].Error = Failed, "interrupted: the server running it stopped"
+		case Pending:
+			tasks[i].Status, tasks[i].Error = Cancelled, "not started: the run was interrupted"
+		}
+	}
+	r.Tasks = tasks
+}
+
+// HasLog reports whether t's log was stored: a task that finished an attempt committed it, and
+// one whose out was there already (Cached) committed it when it ran. A task that never started,
+// or whose attempt a crash cut short, has none.
+func (t *TaskState) HasLog() bool {
+	if t.Cached {
+		return true
+	}
+	n := len(t.Attempts)
+	return n > 0 && t.Attempts[n-1].FinishedAt != nil && t.Status.Final()
+}
+
 // interruptedError is what a run whose server died before it finished is reported with.
 const interruptedError = "run was interrupted: the server running it stopped before it finished (POST again to resume)"
 
 func (r *Record) clone() Record {
-	c := *r
-	c.Tasks = append([]TaskState(nil), r.Tasks...)
-	c.Previous = append([]PastRun(nil), r.Previous...)
-	for i := range c.Tasks {
-		c.Tasks[i].Attempts = append([]Attempt(nil), c.Tasks[i].Attempts...)
-		c.Tasks[i].Artifacts = append([]Artifact(nil), c.Tasks[i].Artifacts...)
-	}
+	c := r.Header()
+	c.Tasks = cloneTasks(r.Tasks)
 	return c
 }
 
@@ -221,4 +249,77 @@ func (r *Record) Progress() *Progress {
 		}
 	}
 	return nil
+}
+
+// MaxTaskPage is the most tasks one status answer lists; the rest are a page away.
+const MaxTaskPage = 1000
+
+// MaxHighlights is the most failed and running tasks a paged status answer lists besides its
+// page.
+const MaxHighlights = 100
+
+// TaskPage is a window on a run's tasks, what one status answer carries of them: the counts
+// of all, the tasks from From on (at most a page), and, when the run has more tasks than the
+// page shows, the first failed and running ones outside it. It is built without copying the
+// rest, so an answer costs the same for a run of 50 tasks or of 50,000.
+type TaskPage struct {
+	From    int
+	Total   int
+	Counts  TaskCounts
+	Tasks   []TaskState
+	Failed  []IndexedTask // FAILED tasks outside the page (at most MaxHighlights)
+	Running []IndexedTask // RUNNING tasks outside the page (at most MaxHighlights)
+}
+
+// IndexedTask is a task with its position in the run's tasks.
+type IndexedTask struct {
+	Index int
+	TaskState
+}
+
+// Page is the window of r's tasks from from, at most limit of them (1 to MaxTaskPage).
+func (r *Record) Page(from, limit int) TaskPage {
+	limit = min(max(limit, 1), MaxTaskPage)
+	n := len(r.Tasks)
+	from = min(max(from, 0), n)
+	end := min(from+limit, n)
+	p := TaskPage{From: from, Total: n, Counts: r.Counts(), Tasks: cloneTasks(r.Tasks[from:end])}
+	if from == 0 && end == n {
+		return p
+	}
+	for i, t := range r.Tasks {
+		if i >= from && i < end {
+			continue
+		}
+		switch {
+		case t.Status == Failed && len(p.Failed) < MaxHighlights:
+			p.Failed = append(p.Failed, IndexedTask{i, cloneTask(t)})
+		case t.Status == Running && len(p.Running) < MaxHighlights:
+			p.Running = append(p.Running, IndexedTask{i, cloneTask(t)})
+		}
+	}
+	return p
+}
+
+// Header is the record without its tasks (the page carries those).
+func (r *Record) Header() Record {
+	h := *r
+	h.Tasks = nil
+	h.Previous = append([]PastRun(nil), r.Previous...)
+	return h
+}
+
+func cloneTasks(ts []TaskState) []TaskState {
+	out := make([]TaskState, len(ts))
+	for i, t := range ts {
+		out[i] = cloneTask(t)
+	}
+	return out
+}
+
+func cloneTask(t TaskState) TaskState {
+	t.Attempts = append([]Attempt(nil), t.Attempts...)
+	t.Artifacts = append([]Artifact(nil), t.Artifacts...)
+	t.Requires = append([]int(nil), t.Requires...)
+	return t
 }

@@ -43,6 +43,8 @@ type scheduler struct {
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
 	folders       targets.Folders
 	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
+	deadRun       string          // the run of this key whose server died: its staged files go
+	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
 	noSync        bool            // the host syncs tasks' files in batches (commit.go)
 	commits       chan *commitJob // to the batcher (local store)
 	outSeen       atomic.Int64    // how far the plugin output has been handed to task logs
@@ -163,6 +165,8 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
+	stopRecorder := s.startRecorder()
+	defer stopRecorder()
 
 	toRun := 0
 	for _, t := range tasks {
@@ -250,6 +254,40 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		firstErr = ""
 	}
 	return final, firstErr
+}
+
+// recordEvery is how often, at most, the record of a running run is stored while it changes.
+const recordEvery = time.Second
+
+// startRecorder stores the run record while the run executes: at once (the task list is now
+// known), then every recordEvery if it changed, never spending more than a tenth of the time
+// on it (a record of 50,000 tasks takes a while to encode). A server killed mid-run thus leaves
+// a record that lists the tasks and how far they got. The returned stop waits for the last
+// write, so none lands after the final record.
+func (s *scheduler) startRecorder() (stop func()) {
+	quit, finished := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(finished)
+		var written uint64
+		wait := recordEvery
+		for {
+			if v := s.r.version(); v != written {
+				start := time.Now()
+				if err := s.m.putRecord(context.Background(), s.r); err != nil {
+					s.log.Warn("storing the run record of a running run", "err", err)
+				} else {
+					written = v
+				}
+				wait = max(recordEvery, 10*time.Since(start))
+			}
+			select {
+			case <-quit:
+				return
+			case <-time.After(wait):
+			}
+		}
+	}()
+	return func() { close(quit); <-finished }
 }
 
 // outsExist asks the store, TaskParallelism at a time, which tasks of the graph have an out.
@@ -351,7 +389,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		if missing != "" { // no retry can help
 			msg := fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", n.ref.Task, missing, strings.ToUpper(missing))
 			appendText(files.log, msg+"\n")
-			s.commitLog(n, files)
+			s.commitLog(n, files, false)
 			return fail(msg, false)
 		}
 		res = s.attempt(ctx, i, attempt, files, artDir, inputs, conns)
@@ -360,13 +398,13 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 			break
 		}
 		if res.fatal || attempt >= policy.Attempts || ctx.Err() != nil {
-			s.commitLog(n, files)
+			s.commitLog(n, files, false)
 			return fail(res.msg, res.fatal)
 		}
 		appendText(files.log, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, res.msg, backoff))
 		select {
 		case <-ctx.Done():
-			s.commitLog(n, files)
+			s.commitLog(n, files, false)
 			return fail("cancelled: "+cancelReason(ctx), true)
 		case <-time.After(backoff):
 		}
@@ -374,7 +412,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	}
 	arts, err := s.commitDone(ctx, n, files, artDir, res.artifacts, res.publish, !s.noSync)
 	if err != nil {
-		s.commitLog(n, files)
+		s.commitLog(n, files, true)
 		return fail(s.failure("committing the files of "+n.ref.Task, err), true)
 	}
 	committed = true
@@ -444,6 +482,11 @@ func (s *scheduler) attempt(ctx context.Context, i, number int, files taskFiles,
 		ArtifactDir: artDir, Connections: conns, NoSync: s.noSync})
 	if err == nil && resp.Progress != nil {
 		s.setTask(i, func(t *TaskState) { t.Progress = s.progressOf(resp.Progress) })
+	}
+	if err != nil || resp.Panic {
+		// A panic may have left a lock held, a timeout or a lost call a goroutine running:
+		// this process serves no other run.
+		s.tainted.Store(true)
 	}
 	if err != nil && actx.Err() == nil {
 		// The plugin side may report its deadline (a cancelled stream) a moment before our

@@ -131,7 +131,8 @@ type taskRow struct {
 
 type groupView struct {
 	Label, Detail string
-	Members       []taskRow
+	Members       []taskRow // the first maxTaskRows (failed ones first), and the selected one
+	More          int       // members not listed
 	Open          bool
 }
 
@@ -288,9 +289,24 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 			continue
 		}
 		g := groupView{Label: n.Label, Detail: n.Detail, Open: slices.Contains(n.Tasks, sel)}
-		for _, m := range n.Tasks {
-			g.Members = append(g.Members, taskRow{TaskState: rec.Tasks[m], Index: m})
+		// A group may hold 50,000 tasks: list a page of them, the failed ones (and the selected
+		// one) first, so the page stays small and still shows what went wrong.
+		listed := map[int]bool{}
+		add := func(m int) {
+			if !listed[m] && (len(g.Members) < maxTaskRows || m == sel) {
+				listed[m] = true
+				g.Members = append(g.Members, taskRow{TaskState: rec.Tasks[m], Index: m})
+			}
 		}
+		for _, m := range n.Tasks {
+			if m == sel || rec.Tasks[m].Status == runs.Failed {
+				add(m)
+			}
+		}
+		for _, m := range n.Tasks {
+			add(m)
+		}
+		g.More = len(n.Tasks) - len(g.Members)
 		v.Groups = append(v.Groups, g)
 	}
 	if sel >= 0 {

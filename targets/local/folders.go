@@ -25,9 +25,10 @@ import (
 const StagePrefix = targets.StagePrefix
 
 // MakeFolder creates key's folder, and its parents when it is the first key of its task. A
-// folder that was there (a run's own key, a failed or crashed run of the key) is cleared, in
-// the background, of staged files older than StaleTmpAge: their writers are gone.
-func (s *Store) MakeFolder(key string) (string, error) {
+// folder that was there already (a failed or crashed run of the key) is cleared of staged
+// files older than StaleTmpAge, whose writers are gone, and of those of deadRun, a run whose
+// server died ("" for none).
+func (s *Store) MakeFolder(key, deadRun string) (string, error) {
 	dir, err := s.path(key)
 	if err != nil {
 		return "", err
@@ -42,9 +43,7 @@ func (s *Store) MakeFolder(key string) (string, error) {
 	case err == nil:
 		return dir, nil
 	case errors.Is(err, syscall.EEXIST):
-		// Off the caller's path: a run's own key folder always exists by now, and only what
-		// a crash left a day ago goes.
-		go sweepStaged(dir, StaleTmpAge)
+		sweepStaged(dir, StaleTmpAge, deadRun)
 		return dir, nil
 	}
 	return "", fmt.Errorf("making the folder of %s: %w", key, err)
@@ -59,20 +58,37 @@ func mkdir(dir string) error {
 	}
 }
 
-// sweepStaged removes the staged files in dir that are older than age.
-func sweepStaged(dir string, age time.Duration) {
+// sweepStaged removes the staged files and folders in dir of deadRun, and those nothing has
+// written to for longer than age (a staged artifact folder counts its newest file).
+func sweepStaged(dir string, age time.Duration, deadRun string) {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return
 	}
 	for _, e := range entries {
-		if !strings.HasPrefix(e.Name(), StagePrefix) {
+		name := e.Name()
+		if !strings.HasPrefix(name, StagePrefix) {
 			continue
 		}
-		if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > age {
-			os.RemoveAll(filepath.Join(dir, e.Name()))
+		p := filepath.Join(dir, name)
+		if deadRun != "" && strings.HasPrefix(name, StagePrefix+deadRun+"-") || time.Since(newest(p)) > age {
+			os.RemoveAll(p)
 		}
 	}
+}
+
+// newest is the latest modification time of p or, for a folder, of anything in it.
+func newest(p string) time.Time {
+	var t time.Time
+	filepath.WalkDir(p, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil {
+			if fi, err := d.Info(); err == nil && fi.ModTime().After(t) {
+				t = fi.ModTime()
+			}
+		}
+		return nil
+	})
+	return t
 }
 
 // WriteNew writes b to a file that must not exist yet (O_EXCL) in three system calls. Callers
@@ -144,23 +160,41 @@ func (s *Store) Commit(src, key string) error {
 	return nil
 }
 
-// SyncAll makes everything written to the store's file system so far durable: one syncfs(2)
-// however many files a batch of tasks wrote, instead of an fsync per file.
+// SyncAll makes everything written to the file system of the store's keys (its chains/
+// folder) so far durable: one syncfs(2) however many files a batch of tasks wrote, instead of
+// an fsync per file.
+//
+// A failure is final: the kernel reports a write error to one syncfs only, and the data it
+// lost may belong to a file another batch is about to rename into place. So once a sync has
+// failed, every later one fails too, and no out is committed until the server is restarted
+// (after the disk is looked at): the choice PostgreSQL made after "fsyncgate".
 func (s *Store) SyncAll() error {
-	s.syncOnce.Do(func() {
-		s.rootFD, s.rootErr = open(s.root, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
-	})
-	if s.rootErr != nil {
-		return fmt.Errorf("sync %s: %w", s.root, s.rootErr)
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	if s.syncErr != nil {
+		return s.syncErr
+	}
+	if s.syncFD < 0 {
+		dir := filepath.Join(s.root, "chains")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+		fd, err := open(dir, syscall.O_RDONLY|syscall.O_DIRECTORY|syscall.O_CLOEXEC, 0)
+		if err != nil {
+			return fmt.Errorf("sync %s: %w", dir, err)
+		}
+		s.syncFD = fd
 	}
 	for {
-		err := unix.Syncfs(s.rootFD)
-		if err != unix.EINTR {
-			if err != nil {
-				return fmt.Errorf("sync %s: %w", s.root, err)
-			}
-			return nil
+		err := unix.Syncfs(s.syncFD)
+		if err == unix.EINTR {
+			continue
 		}
+		if err != nil {
+			s.syncErr = fmt.Errorf("sync %s (no out is committed from now on; restart the server once the disk is sound): %w", s.root, err)
+			return s.syncErr
+		}
+		return nil
 	}
 }
 

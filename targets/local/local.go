@@ -30,10 +30,10 @@ type Store struct {
 	tmp    string
 	signer URLSigner
 
-	seq      atomic.Int64 // names PutVolatile's staged files apart
-	syncOnce sync.Once    // opens rootFD, the handle SyncAll passes to syncfs
-	rootFD   int
-	rootErr  error
+	seq     atomic.Int64 // names PutVolatile's staged files apart
+	syncMu  sync.Mutex
+	syncFD  int   // the handle SyncAll passes to syncfs (-1 until opened)
+	syncErr error // a sync that failed: every later one fails too
 }
 
 // TmpDirName is the folder under the root that holds uncommitted files; it is not a key space.
@@ -50,7 +50,7 @@ func New(root string, signer URLSigner) (*Store, error) {
 		return nil, fmt.Errorf("local target %s: %w", abs, err)
 	}
 	sweep(tmp, StaleTmpAge)
-	return &Store{root: abs, tmp: tmp, signer: signer}, nil
+	return &Store{root: abs, tmp: tmp, signer: signer, syncFD: -1}, nil
 }
 
 // StaleTmpAge is how old a staging file must be before a starting store removes it: such
@@ -246,7 +246,7 @@ func (s *Store) List(_ context.Context, prefix string) ([]string, error) {
 		rel, _ := filepath.Rel(s.root, p)
 		rel = filepath.ToSlash(rel)
 		if d.IsDir() {
-			if rel == TmpDirName {
+			if rel == TmpDirName || strings.HasPrefix(d.Name(), StagePrefix) { // not keys
 				return filepath.SkipDir
 			}
 			// Skip folders that cannot hold a key with this prefix.

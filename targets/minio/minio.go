@@ -195,7 +195,7 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
-	return targets.Info{Size: info.Size, ModTime: info.LastModified}, nil
+	return targets.Info{Size: info.Size, ModTime: info.LastModified, ETag: info.ETag}, nil
 }
 
 func (s *Store) Delete(ctx context.Context, key string) error {

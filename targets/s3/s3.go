@@ -304,7 +304,7 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
-	info := targets.Info{Size: aws.ToInt64(out.ContentLength)}
+	info := targets.Info{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag)}
 	if out.LastModified != nil {
 		info.ModTime = *out.LastModified
 	}

@@ -430,6 +430,9 @@ func decodeFlakyTask(b []byte) (chains.Task, error) {
 	if err != nil {
 		return nil, err
 	}
+	if t.Backoff, err = r.Duration("backoff"); err != nil {
+		return nil, err
+	}
 	if t.Counter, err = r.String("counter"); err != nil {
 		return nil, err
 	}
@@ -446,6 +449,10 @@ func encodeFlakyTask(t *testchains.FlakyTask) ([]byte, error) {
 		return nil, fmt.Errorf("nil *testchains.FlakyTask")
 	}
 	var w params.Writer
+	if t.Backoff < 0 {
+		return nil, fmt.Errorf("testchains.FlakyTask: %w", &params.Error{Param: "backoff", Value: t.Backoff.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
+	w.Duration("backoff", t.Backoff)
 	w.String("counter", t.Counter)
 	w.Int("succeed_on", int64(t.SucceedOn))
 	return w.Bytes(), nil

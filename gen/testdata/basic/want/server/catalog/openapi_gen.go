@@ -64,6 +64,12 @@ const OpenAPI = `{
               "expires_in": {
                 "type": "integer"
               },
+              "failed_tasks": {
+                "items": {
+                  "type": "object"
+                },
+                "type": "array"
+              },
               "finished_at": {
                 "format": "date-time",
                 "type": "string"
@@ -104,6 +110,12 @@ const OpenAPI = `{
               "resource_url": {
                 "type": "string"
               },
+              "running_tasks": {
+                "items": {
+                  "type": "object"
+                },
+                "type": "array"
+              },
               "started_at": {
                 "format": "date-time",
                 "type": "string"
@@ -118,11 +130,20 @@ const OpenAPI = `{
               "task": {
                 "type": "string"
               },
+              "task_counts": {
+                "type": "object"
+              },
               "tasks": {
                 "items": {
                   "type": "object"
                 },
                 "type": "array"
+              },
+              "tasks_from": {
+                "type": "integer"
+              },
+              "tasks_next_url": {
+                "type": "string"
               },
               "type": {
                 "type": "string"
@@ -1718,6 +1739,25 @@ const OpenAPI = `{
             }
           },
           {
+            "description": "the position of the first task to list (tasks_next_url sets it)",
+            "in": "query",
+            "name": "tasks_from",
+            "schema": {
+              "minimum": 0,
+              "type": "integer"
+            }
+          },
+          {
+            "description": "how many tasks to list (default and most: 1000)",
+            "in": "query",
+            "name": "tasks_limit",
+            "schema": {
+              "maximum": 1000,
+              "minimum": 1,
+              "type": "integer"
+            }
+          },
+          {
             "description": "expiry of the signed URL (Unix seconds)",
             "in": "query",
             "name": "expires",
@@ -1788,7 +1828,7 @@ const OpenAPI = `{
             "description": "HTTP 503"
           }
         },
-        "summary": "The status of a run (the status_url a POST returned)"
+        "summary": "The status of a run (the status_url a POST returned): its task counts and up to 1,000 of its tasks, with a link to the next ones"
       }
     },
     "/api/openapi.json": {

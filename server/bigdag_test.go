@@ -1,0 +1,146 @@
+package server
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"nectar/server/runs"
+)
+
+// A graph over NECTAR_MAX_TASKS is refused with a 400 that names the task and the limit, with
+// or without wait, and no task of it runs; one within the limit runs.
+func TestGraphOverTheLimitIsRefused(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxTasks = 50 })
+	for _, path := range []string{
+		"/api/chains/testchains/fanin_chain/JoinTask?leaves=60",
+		"/api/chains/testchains/fanin_chain/JoinTask?leaves=50&salt=big&wait=10s", // 51 tasks with the join
+	} {
+		a := ts.post(t, path)
+		want := "the task graph of JoinTask has more than 50 tasks: the limit is NECTAR_MAX_TASKS=50"
+		if a.Code != http.StatusBadRequest || a.Message != want {
+			t.Errorf("POST %s = %d %q, want 400 %q", path, a.Code, a.Message, want)
+		}
+	}
+	if leaves, _ := os.ReadDir(filepath.Join(ts.target, "chains", "testchains", "fanin_chain", "LeafTask")); len(leaves) != 0 {
+		t.Errorf("a refused graph ran %d leaves", len(leaves))
+	}
+	ok := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=49&wait=10s")
+	if ok.Code != 200 || *ok.run.JobStatus != runs.Done || len(ok.run.Tasks) != 50 {
+		t.Errorf("JoinTask with 49 leaves = %d %v, %d tasks", ok.Code, ok.run.JobStatus, len(ok.run.Tasks))
+	}
+	if !strings.Contains(ok.Message, "done") {
+		t.Errorf("message %q", ok.Message)
+	}
+}
+
+// A run of many tasks: its status answer counts them all, lists a page of them and the failed
+// ones outside it, and links to the next page, which lists the rest; a bad page is a 400; a
+// record rewritten in the store (by another server) is read again, not served stale from the
+// cache.
+func TestStatusOfABigRunIsPaged(t *testing.T) {
+	ts := newTestServer(t)
+	const n = 2500
+	key := runs.Key("testchains", "fanin_chain", "JoinTask", []byte(`{"leaves":2499,"salt":"paged"}`))
+	rec := runs.Record{RunID: "0123456789ab", Key: key, Type: "testchains", Chain: "fanin_chain", Task: "JoinTask",
+		Params: []byte(`{"leaves":2499,"salt":"paged"}`), Status: runs.Failed, Error: "LeafTask failed: boom"}
+	for i := range n {
+		st := runs.TaskState{Chain: "fanin_chain", Task: "LeafTask", Key: fmt.Sprintf("%s-leaf-%d", key, i), Status: runs.Done, Cached: true}
+		switch {
+		case i == 0:
+			st.Task, st.Key, st.Status, st.Cached = "JoinTask", key, runs.UpstreamFailed, false
+		case i%500 == 7:
+			st.Status, st.Cached, st.Error = runs.Failed, false, "boom"
+		}
+		rec.Tasks = append(rec.Tasks, st)
+	}
+	put := func(rec runs.Record) {
+		t.Helper()
+		b, _ := json.Marshal(rec)
+		if err := ts.Store().Put(context.Background(), key+"/"+runs.RecordName, bytes.NewReader(b)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(rec)
+
+	first := ts.do(t, http.MethodGet, ts.statusURL(key))
+	if first.Code != 200 || first.run.TaskCounts == nil {
+		t.Fatalf("status = %d %q", first.Code, first.Message)
+	}
+	if c := *first.run.TaskCounts; c.Total != n || c.Failed != 5 || c.UpstreamFailed != 1 || c.Done != n-6 {
+		t.Errorf("task_counts = %+v", c)
+	}
+	if len(first.run.Tasks) != runs.MaxTaskPage || first.run.Tasks[999].Index != 999 || first.run.TasksNextURL == "" {
+		t.Fatalf("first page: %d tasks, next %q", len(first.run.Tasks), first.run.TasksNextURL)
+	}
+	// The failures outside the page (at 1007, 1507, 2007) are listed beside it.
+	var failed []int
+	for _, f := range first.run.FailedTasks {
+		failed = append(failed, f.Index)
+	}
+	if !slices.Equal(failed, []int{1007, 1507, 2007}) {
+		t.Errorf("failed_tasks at %v, want 1007, 1507, 2007", failed)
+	}
+	seen := len(first.run.Tasks)
+	for next := first.run.TasksNextURL; next != ""; {
+		page := ts.do(t, http.MethodGet, next)
+		if page.Code != 200 || len(page.run.Tasks) == 0 || page.run.Tasks[0].Index != seen || page.run.TasksFrom != seen {
+			t.Fatalf("page at %d = %d %q, from %d", seen, page.Code, page.Message, page.run.TasksFrom)
+		}
+		seen += len(page.run.Tasks)
+		next = page.run.TasksNextURL
+	}
+	if seen != n {
+		t.Errorf("the pages listed %d tasks, want %d", seen, n)
+	}
+	small := ts.do(t, http.MethodGet, ts.statusURL(key)+"&tasks_from=2490&tasks_limit=5")
+	if len(small.run.Tasks) != 5 || small.run.Tasks[0].Index != 2490 || !strings.Contains(small.run.TasksNextURL, "tasks_from=2495") {
+		t.Errorf("tasks_from=2490&tasks_limit=5: %d tasks, next %q", len(small.run.Tasks), small.run.TasksNextURL)
+	}
+	for q, want := range map[string]string{
+		"&tasks_limit=0":     `parameter "tasks_limit": "0" must be between 1 and 1000`,
+		"&tasks_limit=1001":  `parameter "tasks_limit": "1001" must be between 1 and 1000`,
+		"&tasks_from=-1":     `parameter "tasks_from": "-1" must be between 0 and`,
+		"&tasks_from=banana": `parameter "tasks_from"`,
+	} {
+		if a := ts.do(t, http.MethodGet, ts.statusURL(key)+q); a.Code != 400 || !strings.Contains(a.Message, want) {
+			t.Errorf("%s = %d %q, want 400 %q", q, a.Code, a.Message, want)
+		}
+	}
+
+	rec.Error, rec.Tasks = "rewritten by another server", rec.Tasks[:3]
+	put(rec)
+	again := ts.do(t, http.MethodGet, ts.statusURL(key))
+	if again.run.Error == nil || *again.run.Error != rec.Error || again.run.TaskCounts.Total != 3 || again.run.TasksNextURL != "" {
+		t.Errorf("after the record was rewritten: error %v, counts %+v", again.run.Error, again.run.TaskCounts)
+	}
+}
+
+// A run executing here answers from memory with the same paging, and its POST?wait answer is
+// bounded too.
+func TestBigRunAnswersArePaged(t *testing.T) {
+	ts := newTestServer(t)
+	a := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=1200&salt=pagedrun&wait=60s")
+	if a.Code != 200 || *a.run.JobStatus != runs.Done {
+		t.Fatalf("POST = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
+	}
+	if len(a.run.Tasks) != runs.MaxTaskPage || a.run.TaskCounts.Total != 1201 || a.run.TaskCounts.Done != 1201 || a.run.TasksNextURL == "" {
+		t.Fatalf("POST answer: %d tasks, counts %+v, next %q", len(a.run.Tasks), a.run.TaskCounts, a.run.TasksNextURL)
+	}
+	rest := ts.do(t, http.MethodGet, a.run.TasksNextURL)
+	if len(rest.run.Tasks) != 201 || rest.run.TasksNextURL != "" {
+		t.Errorf("next page: %d tasks, next %q", len(rest.run.Tasks), rest.run.TasksNextURL)
+	}
+	for _, task := range rest.run.Tasks {
+		if string(task.Params) == "" || task.LogURL == "" {
+			t.Fatalf("task %d: params %s, log_url %q", task.Index, task.Params, task.LogURL)
+		}
+	}
+}
