@@ -66,7 +66,10 @@ PG_BIN := /usr/lib/postgresql/15/bin
 # Chromium for the browser tests of the web UI, from Debian's packages when missing.
 CHROMIUM := /usr/bin/chromium
 
-tools: $(MINIO) $(PG_BIN)/initdb $(CHROMIUM) ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15 and Chromium
+# strace counts the server's system calls per task (a test and make bench), from Debian.
+STRACE := /usr/bin/strace
+
+tools: $(MINIO) $(PG_BIN)/initdb $(CHROMIUM) $(STRACE) ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15, Chromium and strace
 
 $(PG_BIN)/initdb:
 	@echo "installing Debian's postgresql-15 (the run-history tests start their own cluster from it)"
@@ -77,6 +80,11 @@ $(CHROMIUM):
 	@echo "installing Debian's chromium (the web UI's browser tests drive it headless)"
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium
+
+$(STRACE):
+	@echo "installing Debian's strace (it counts the system calls of a fan-in's tasks)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq strace
 
 $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"

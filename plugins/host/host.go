@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -38,6 +39,7 @@ type Launcher struct {
 
 	mu       sync.Mutex
 	verified map[string]fileID // chain type -> identity of the file last hashed and found good
+	killed   *sync.Map         // processes killed on purpose, whose exit is no error to log
 }
 
 // fileID identifies a file's content without reading it: if any of these change, hash again.
@@ -77,12 +79,14 @@ func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
 	if err != nil {
 		return nil, fmt.Errorf("plugin socket folder: %w", err)
 	}
+	killed := &sync.Map{}
 	return &Launcher{
+		killed:    killed,
 		dir:       abs,
 		verified:  map[string]fileID{},
 		socketDir: sock,
 		env:       pluginEnv(os.Environ()),
-		logger:    hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: slogWriter{logger}}),
+		logger:    hclog.New(&hclog.LoggerOptions{Name: "plugin", Level: hclog.Warn, Output: slogWriter{l: logger, killed: killed}}),
 	}, nil
 }
 
@@ -213,6 +217,7 @@ type Process struct {
 	pid    int
 	bin    fileID // the binary it was started from
 	once   sync.Once
+	killed *sync.Map // the launcher's: a kill on purpose is marked there
 }
 
 // OutputEnv names the file a plugin points its fd 2, os.Stdout and os.Stderr at. The kernel
@@ -265,7 +270,7 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", chainType, err)
 	}
-	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin}
+	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin, killed: l.killed}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
 	}
@@ -311,18 +316,33 @@ func (p *Process) Kill() {
 	})
 }
 
-// KillNow SIGKILLs the process group at once (cancel, timeout), then reaps it.
+// KillNow SIGKILLs the process group at once (cancel, timeout, a run's end), then reaps it.
 func (p *Process) KillNow() {
+	if p.pid > 0 && p.killed != nil {
+		p.killed.Store(strconv.Itoa(p.pid), true)
+	}
 	if p.pid > 0 {
 		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
 	}
 	p.Kill()
 }
 
-// slogWriter lets go-plugin's hclog logger write into the server's slog output.
-type slogWriter struct{ l *slog.Logger }
+// slogWriter lets go-plugin's hclog logger write into the server's slog output. go-plugin
+// reports every exit as an error; the exit of a process the host killed on purpose (a run's
+// end, a spare no longer needed) is not one, and is dropped.
+type slogWriter struct {
+	l      *slog.Logger
+	killed *sync.Map // pid (as "id=<pid>") -> killed on purpose
+}
+
+var exitLine = regexp.MustCompile(`plugin process exited: .* id=(\d+) `)
 
 func (w slogWriter) Write(b []byte) (int, error) {
+	if m := exitLine.FindSubmatch(b); m != nil && w.killed != nil {
+		if _, ok := w.killed.LoadAndDelete(string(m[1])); ok {
+			return len(b), nil
+		}
+	}
 	w.l.Warn(strings.TrimSpace(string(b)), "source", "go-plugin")
 	return len(b), nil
 }

@@ -358,16 +358,18 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}()
 	conns, missing := s.connections(n)
-	inputs := make([]string, len(n.deps))
-	for j, d := range n.deps {
-		p, err := s.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", s.spoolPrefix, i, j), s.nodes[d].key+"/"+OutName)
-		if err != nil {
-			return fail(s.failure("reading the out of "+s.nodes[d].ref.Task, err), true)
-		}
-		inputs[j] = p
-		if s.spooledInputs {
-			defer os.Remove(p)
-		}
+	inputs, err := s.inputs(ctx, i)
+	if s.spooledInputs {
+		defer func() {
+			for _, p := range inputs {
+				if p != "" {
+					os.Remove(p)
+				}
+			}
+		}()
+	}
+	if err != nil {
+		return fail(err.Error(), true)
 	}
 
 	// Readable (and followable) while it runs; the plugin creates the file when the task starts.
@@ -698,6 +700,38 @@ func (s *scheduler) crashCause(proc Process, rpcErr error) string {
 // failure is Manager.failure for this run.
 func (s *scheduler) failure(doing string, err error) string {
 	return s.m.failure(s.log, s.r, doing, err)
+}
+
+// inputs are the paths of task i's upstream outs. From a remote store they are downloaded
+// side by side, TaskParallelism at a time: a join of 1,000 leaves would otherwise wait for
+// 1,000 round trips in a row. The error is the run record's sentence.
+func (s *scheduler) inputs(ctx context.Context, i int) ([]string, error) {
+	deps := s.nodes[i].deps
+	paths := make([]string, len(deps))
+	errs := make([]error, len(deps))
+	get := func(j int) {
+		paths[j], errs[j] = s.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", s.spoolPrefix, i, j), s.nodes[deps[j]].key+"/"+OutName)
+	}
+	if !s.spooledInputs {
+		for j := range deps {
+			get(j) // a local path: no I/O
+		}
+	} else {
+		sem := make(chan struct{}, s.m.cfg.TaskParallelism)
+		var wg sync.WaitGroup
+		for j := range deps {
+			wg.Add(1)
+			sem <- struct{}{}
+			go func() { defer func() { <-sem; wg.Done() }(); get(j) }()
+		}
+		wg.Wait()
+	}
+	for j, err := range errs {
+		if err != nil {
+			return paths, errors.New(s.failure("reading the out of "+s.nodes[deps[j]].ref.Task, err))
+		}
+	}
+	return paths, nil
 }
 
 // inputPath is where the plugin reads an upstream out: the object itself for a local store,

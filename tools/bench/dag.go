@@ -1,6 +1,8 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -8,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"nectar/tools/syscount"
 )
 
 // dagRows times fan-ins of n leaves + 1 join (testchains JoinTask) through a real server on a
@@ -64,16 +68,110 @@ func dagRows(client *http.Client, bin string, sizes []int, reps int, env []strin
 var dagGoal = map[int]string{100: "<= 40 ms", 1000: "<= 250 ms", 5000: "<= 1.2 s"}
 
 // vmHWM is a process's peak resident set size in bytes (0 if unknown).
-func vmHWM(pid int) int64 {
+func vmHWM(pid int) int64 { return procStatusKB(pid, "VmHWM:") }
+
+// procStatusKB is the field (a size in kB) of /proc/<pid>/status, in bytes.
+func procStatusKB(pid int, field string) int64 {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return 0
 	}
 	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+		if v, ok := strings.CutPrefix(line, field); ok {
 			kb, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
 			return kb << 10
 		}
 	}
 	return 0
 }
+
+// syscallRow counts, with strace, the server's system calls on the store's files during a
+// 1,000-leaf fan-in, per task.
+func syscallRow(client *http.Client, bin string) (row, error) {
+	target, err := os.MkdirTemp("", "nectar-bench-sys-")
+	if err != nil {
+		return row{}, err
+	}
+	defer os.RemoveAll(target)
+	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
+	if err != nil {
+		return row{}, err
+	}
+	defer srv.stop()
+	if err := postDone(client, srv.base+"/api/chains/testchains/fanin_chain/JoinTask?leaves=10&salt=warm&wait=60s"); err != nil {
+		return row{}, err
+	}
+	tr, err := syscount.Start(srv.pid, target)
+	if err != nil {
+		return row{}, err
+	}
+	err = postDone(client, srv.base+"/api/chains/testchains/fanin_chain/JoinTask?leaves=1000&salt=sys&wait=120s")
+	c, serr := tr.Stop()
+	if err = errors.Join(err, serr); err != nil {
+		return row{}, err
+	}
+	return row{name: "server system calls on the store per task (fan-in 1,000, strace)",
+		p50: fmt.Sprintf("%.1f", float64(c.Total)/1001), extra: c.String(), goal: "<= 12"}, nil
+}
+
+// bigStatusRows runs a 50,000-leaf fan-in, then has conns clients read its status for d and
+// reports the server's resident memory: peak during the reads, and the answers' rate.
+func bigStatusRows(bin string, conns int, d time.Duration) ([]row, error) {
+	target, err := os.MkdirTemp("", "nectar-bench-big-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(target)
+	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
+	if err != nil {
+		return nil, err
+	}
+	defer srv.stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}, Timeout: 10 * time.Minute}
+	start := time.Now()
+	resp, err := client.Post(srv.base+"/api/chains/testchains/fanin_chain/JoinTask?leaves=50000&salt=big&wait=5m", "", nil)
+	if err != nil {
+		return nil, err
+	}
+	var env struct {
+		Data struct {
+			JobStatus string `json:"job_status"`
+			StatusURL string `json:"status_url"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&env)
+	resp.Body.Close()
+	if err != nil || env.Data.JobStatus != "DONE" {
+		return nil, fmt.Errorf("the 50,000-leaf fan-in: %v %s", err, env.Data.JobStatus)
+	}
+	took := time.Since(start)
+	before := vmRSS(srv.pid)
+	stop := make(chan struct{})
+	peak := make(chan int64)
+	go func() {
+		var p int64
+		for {
+			p = max(p, vmRSS(srv.pid))
+			select {
+			case <-stop:
+				peak <- p
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+	}()
+	rps, lat, err := load(client, http.MethodGet, env.Data.StatusURL, conns, d)
+	close(stop)
+	p := <-peak
+	if err != nil {
+		return nil, err
+	}
+	return []row{
+		{name: "fan-in 50,000 leaves + join, local", p50: ms(took), extra: fmt.Sprintf("%.3f ms per task", float64(took.Microseconds())/1000/50001)},
+		{name: fmt.Sprintf("status GET of the 50,000-task run (%d connections)", conns), p50: ms(pct(lat, 50)), p95: ms(pct(lat, 95)),
+			extra: fmt.Sprintf("%.0f req/s; server RSS %d MB before, %d MB peak", rps, before>>20, p>>20), goal: "RSS <= 200 MB"},
+	}, nil
+}
+
+// vmRSS is a process's resident set size now, in bytes.
+func vmRSS(pid int) int64 { return procStatusKB(pid, "VmRSS:") }
