@@ -470,6 +470,10 @@ func (s *Server) status(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	rec, page, err := s.runs.Status(ctx, key, from, limit)
+	if _, queued := s.backfilled.Load(key); queued && errors.Is(err, runs.ErrUnknownKey) {
+		pending := runs.Record{Key: key, Status: runs.Pending}
+		return respond(c, http.StatusOK, "pending: a backfill starts it in turn", s.runDataPage(ctx, pending, pending.Page(0, 1)))
+	}
 	if errors.Is(err, runs.ErrUnknownKey) {
 		return &answerError{kind: err, msg: "no run, record or output for key " + key,
 			data: map[string]any{"key": key, "job_status": nil}}

@@ -229,7 +229,13 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, 
 		key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
 		list[i] = backfillRun{Interval: iv, Key: key, StatusURL: s.statusURL(key)}
 	}
+	for _, r := range list {
+		s.backfilled.Store(r.Key, true)
+	}
 	if !s.background(func() { s.runBackfill(p, ivs, force) }) {
+		for _, r := range list {
+			s.backfilled.Delete(r.Key)
+		}
 		return nil, runs.ErrDraining
 	}
 	s.log.Info("backfill", "schedule", p.Path(), "intervals", len(ivs), "from", ivs[0].Start, "to", ivs[len(ivs)-1].Start)
@@ -239,10 +245,22 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, 
 // runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals.
 func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force bool) {
 	ctx := s.schedCtx
-	for _, iv := range ivs {
+	keys := make([]string, len(ivs))
+	for i, iv := range ivs {
+		if canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}}); err == nil {
+			keys[i] = runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
+		}
+	}
+	defer func() { // an interval not started (the server stops, an error) is no longer pending
+		for _, k := range keys {
+			s.backfilled.Delete(k)
+		}
+	}()
+	for i, iv := range ivs {
 		for {
 			_, err := s.fireInterval(ctx, p, iv, history.TriggerBackfill, force)
 			if err == nil {
+				s.backfilled.Delete(keys[i]) // submitted (or done): its status is the run's
 				break
 			}
 			if !errors.Is(err, runs.ErrQueueFull) {

@@ -55,10 +55,13 @@ type Server struct {
 	rebuilding   atomic.Bool
 	closeHistory sync.Once
 	bg           sync.WaitGroup // background work to wait for at Close
-	ui           *ui.UI
-	sched        *schedules.Scheduler
-	schedCtx     context.Context // ends when the server begins to stop: stops the scheduler and backfills
-	stopSched    context.CancelFunc
+	// backfilled holds the keys a backfill has handed status URLs out for but not submitted
+	// yet (it submits them oldest first): their status is PENDING, not unknown.
+	backfilled sync.Map
+	ui         *ui.UI
+	sched      *schedules.Scheduler
+	schedCtx   context.Context // ends when the server begins to stop: stops the scheduler and backfills
+	stopSched  context.CancelFunc
 	// bgMu guards adding to bg against Close waiting for it: once closing is set, no background
 	// work starts (a backfill is then a 503).
 	bgMu    sync.Mutex

@@ -92,6 +92,9 @@ const StagePrefix = ".stage-"
 // disk. After a power loss it may be empty, never partial: its readers take empty as absent.
 type Volatile interface {
 	PutVolatile(key string, b []byte) error
+	// WriteVolatile is PutVolatile of what write writes, streamed to the object: a record of
+	// 50,000 tasks is never whole in memory.
+	WriteVolatile(key string, write func(io.Writer) error) error
 }
 
 // LocalPather is offered by stores whose objects are local files that a plugin can read directly.

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -331,6 +332,61 @@ func (r *Run) own() {
 	r.update(func(*Record) { r.owned = true })
 }
 
+// Key is the run's key.
+func (r *Run) Key() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Key
+}
+
+// encodeChunk is how many tasks encode copies at a time under the run's lock.
+const encodeChunk = 1000
+
+// encode writes the run's record as JSON, its tasks a chunk at a time: a run of 50,000 tasks is
+// neither copied whole (the scheduler would wait on the lock) nor encoded into one buffer (it
+// is 15 MB). A record written while the run executes is a moment's picture anyway; the final
+// one is written once every task has ended.
+func (r *Run) encode(w io.Writer) error {
+	r.mu.Lock()
+	h, n, mt := r.rec.Header(), len(r.rec.Tasks), r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples = nil
+		h.Metrics = &m
+	}
+	b, err := json.Marshal(h) // without tasks: they follow
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(b[:len(b)-1]); err != nil {
+		return err
+	}
+	if n > 0 {
+		io.WriteString(w, `,"tasks":[`)
+		for from := 0; from < n; from += encodeChunk {
+			r.mu.Lock()
+			chunk := cloneTasks(r.rec.Tasks[from:min(from+encodeChunk, len(r.rec.Tasks))])
+			r.mu.Unlock()
+			for i, t := range chunk {
+				if from+i > 0 {
+					io.WriteString(w, ",")
+				}
+				tb, err := json.Marshal(t)
+				if err != nil {
+					return err
+				}
+				if _, err := w.Write(tb); err != nil {
+					return err
+				}
+			}
+		}
+		io.WriteString(w, "]")
+	}
+	_, err = io.WriteString(w, "}")
+	return err
+}
+
 // ID is the run's id.
 func (r *Run) ID() string {
 	r.mu.Lock()
@@ -632,9 +688,18 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 }
 
 // remember puts a run's stored final record in the record cache: status reads of a run this
-// server has just executed need no decode.
+// server has just executed need no decode. The run no longer changes: its tasks are shared.
 func (m *Manager) remember(r *Run) {
-	rec := r.Snapshot()
+	r.mu.Lock()
+	rec := r.rec
+	rec.Previous = append([]PastRun(nil), r.rec.Previous...)
+	mt := r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples = nil
+		rec.Metrics = &m
+	}
 	if info, err := m.cfg.Store.Stat(context.Background(), rec.Key+"/"+RecordName); err == nil {
 		m.records.put(rec.Key, info, rec)
 	}
@@ -674,12 +739,15 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 }
 
 func (m *Manager) putRecord(ctx context.Context, r *Run) error {
-	rec := r.Snapshot()
-	b, err := json.Marshal(rec)
-	if err != nil {
+	key := r.Key() + "/" + RecordName
+	if v, ok := m.cfg.Store.(targets.Volatile); ok {
+		return v.WriteVolatile(key, r.encode)
+	}
+	var buf bytes.Buffer
+	if err := r.encode(&buf); err != nil {
 		return err
 	}
-	return m.putMeta(ctx, rec.Key+"/"+RecordName, b)
+	return m.cfg.Store.Put(ctx, key, &buf)
 }
 
 // PutParams stores key's params (the canonical JSON), as a run does when it starts.

@@ -1,8 +1,10 @@
 package local
 
 import (
+	"bufio"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -217,6 +219,49 @@ func (s *Store) PutVolatile(key string, b []byte) error {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	return nil
+}
+
+// WriteVolatile is PutVolatile of what write writes, through a 64 KB buffer.
+func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
+	f, err := openFile(tmp)
+	if errors.Is(err, syscall.ENOENT) {
+		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			f, err = openFile(tmp)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	bw := bufio.NewWriterSize(f, 64<<10)
+	err = write(bw)
+	if err == nil {
+		err = bw.Flush()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	return nil
+}
+
+// openFile creates a new file for writing (O_EXCL), in two system calls.
+func openFile(path string) (*os.File, error) {
+	fd, err := open(path, syscall.O_WRONLY|syscall.O_CREAT|syscall.O_EXCL|syscall.O_CLOEXEC, 0o644)
+	if err != nil {
+		return nil, &fs.PathError{Op: "create", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // stageBeside writes b to a new staged file in dst's folder (made if needed) and returns it.

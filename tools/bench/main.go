@@ -51,7 +51,7 @@ func run() error {
 	conns := flag.Int("conns", 16, "connections of the load driver")
 	bin := flag.String("bin", "bin", "folder holding nectar and plugins/")
 	airlineOnly := flag.Bool("airline", false, "run only the airline chain on the real flights (make demo-data fetches them)")
-	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls)")
+	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls, the 50,000-task run)")
 	flag.Func("env", "NAME=value for every benchmark server (repeatable), to compare settings", func(v string) error {
 		extraEnv = append(extraEnv, v)
 		return nil
@@ -63,7 +63,15 @@ func run() error {
 		if err != nil {
 			return err
 		}
-		return printRows(rows)
+		sys, err := syscallRow(client, *bin)
+		if err != nil {
+			return err
+		}
+		big, err := bigStatusRows(*bin, *conns, *duration)
+		if err != nil {
+			return err
+		}
+		return printRows(append(append(rows, sys), big...))
 	}
 	if *airlineOnly {
 		rows, err := airlineRows(*bin)

@@ -1,0 +1,42 @@
+package runs
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+)
+
+// The record is encoded a chunk of tasks at a time; what decodes is the record, whatever the
+// number of tasks (none, fewer than a chunk, several chunks).
+func TestEncodeIsTheRecord(t *testing.T) {
+	for _, n := range []int{0, 1, encodeChunk - 1, encodeChunk, 2*encodeChunk + 3} {
+		started := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
+		rec := Record{RunID: "abc", Key: "chains/t/c/T/0", Type: "t", Chain: "c", Task: "T", Params: json.RawMessage(`{"n":1}`),
+			Status: Running, SubmittedAt: started, StartedAt: &started, Trigger: "api",
+			Previous: []PastRun{{RunID: "old", Status: Failed, SubmittedAt: started}}}
+		for i := range n {
+			rec.Tasks = append(rec.Tasks, TaskState{Chain: "c", Task: "Leaf", Key: fmt.Sprintf("k%d", i), Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i)),
+				Status: Done, Requires: []int{i}, Attempts: []Attempt{{Number: 1, StartedAt: started, FinishedAt: &started}}})
+		}
+		r := &Run{rec: rec}
+		var buf bytes.Buffer
+		if err := r.encode(&buf); err != nil {
+			t.Fatal(err)
+		}
+		var got Record
+		if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+			t.Fatalf("%d tasks: %v\n%.300s", n, err, buf.Bytes())
+		}
+		want, _ := json.Marshal(rec)
+		have, _ := json.Marshal(got)
+		var w, h any
+		json.Unmarshal(want, &w)
+		json.Unmarshal(have, &h)
+		if !reflect.DeepEqual(w, h) {
+			t.Errorf("%d tasks: decoded record differs:\n%.400s\nwant\n%.400s", n, have, want)
+		}
+	}
+}
