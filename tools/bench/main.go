@@ -51,12 +51,20 @@ func run() error {
 	conns := flag.Int("conns", 16, "connections of the load driver")
 	bin := flag.String("bin", "bin", "folder holding nectar and plugins/")
 	airlineOnly := flag.Bool("airline", false, "run only the airline chain on the real flights (make demo-data fetches them)")
+	minioOnly := flag.Bool("minio", false, "run only the MinIO and S3 rows")
 	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls, the 50,000-task run)")
 	flag.Func("env", "NAME=value for every benchmark server (repeatable), to compare settings", func(v string) error {
 		extraEnv = append(extraEnv, v)
 		return nil
 	})
 	flag.Parse()
+	if *minioOnly {
+		rows, err := minioRows(*bin, *runs, *conns, *duration)
+		if err != nil {
+			return err
+		}
+		return printRows(rows)
+	}
 	if *dagOnly {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
 		rows, err := dagRows(client, *bin, []int{10, 100, 1000, 5000}, max(*runs/10, 3), nil)
