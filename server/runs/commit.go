@@ -198,10 +198,14 @@ func (s *scheduler) batcher(jobs <-chan *commitJob) {
 	}
 }
 
-// commitFile moves a finished file to key: a rename beside it, or a PUT from the spool.
+// commitFile moves a finished file to key: a rename beside it, or an upload from the spool
+// (in parts read from the file, where the store offers it: a big out is never buffered).
 func (s *scheduler) commitFile(ctx context.Context, file, key string) error {
 	if s.folders != nil {
 		return s.folders.Commit(file, key)
+	}
+	if fc, ok := s.m.cfg.Store.(targets.FileCommitter); ok {
+		return fc.CommitFile(ctx, key, file)
 	}
 	f, err := os.Open(file)
 	if err != nil {
