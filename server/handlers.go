@@ -236,7 +236,15 @@ type launched struct {
 func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, force bool, trigger string) (l launched, joined, done bool, err error) {
 	key := runs.Key(t.Type, t.Chain, t.Name, canon)
 	l.Key = key
-	if _, running := s.runs.Active(key); !running && !force {
+	r, running := s.runs.Active(key)
+	if running {
+		select {
+		case <-r.Done(): // ended a moment ago and storing its record: its out decides
+			running = false
+		default:
+		}
+	}
+	if !running && !force {
 		done = s.done.hit(key)
 		if !done {
 			if done, err = s.doneWithParams(ctx, key, canon); err != nil {

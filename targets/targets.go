@@ -4,6 +4,7 @@
 package targets
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -149,6 +150,25 @@ func ReadSmall(key string, r io.Reader) ([]byte, error) {
 		return nil, fmt.Errorf("create %s: CreateIfAbsent takes at most %d bytes", key, MaxCreateSize)
 	}
 	return b, nil
+}
+
+// SinglePutSize is the most a remote store's Put sends in one request: below it, the body is
+// read into memory and sent with its length (one round trip); above it, a multipart upload
+// (at least three) streams it. Records, params, metrics and leases are all far smaller.
+const SinglePutSize = 5 << 20
+
+// ReadHead reads r up to SinglePutSize bytes: whole says that was all of it, so it goes in one
+// PUT; otherwise the upload continues with io.MultiReader(bytes.NewReader(head), r).
+func ReadHead(key string, r io.Reader) (head []byte, whole bool, err error) {
+	var buf bytes.Buffer
+	if l, ok := r.(interface{ Len() int }); ok && l.Len() <= SinglePutSize {
+		buf.Grow(l.Len() + 1) // a bytes.Reader or Buffer: one allocation of the right size
+	}
+	n, err := buf.ReadFrom(io.LimitReader(r, SinglePutSize+1))
+	if err != nil {
+		return nil, false, fmt.Errorf("put %s: reading: %w", key, err)
+	}
+	return buf.Bytes(), n <= SinglePutSize, nil
 }
 
 // CheckBucketName applies S3's bucket naming rules (MinIO's are the same), so a name the server

@@ -682,9 +682,11 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	if leased {
 		m.releaseLease(rec.Key)
 	}
+	// Waiters answer from memory: the record cache's stat (a round trip on S3) is not theirs
+	// to wait for. A POST of the key meanwhile waits for retired (Submit).
+	close(r.done)
 	m.remember(r)
 	m.retire(r)
-	close(r.done) // waiters read the stored state from here on
 }
 
 // remember puts a run's stored final record in the record cache: status reads of a run this
@@ -886,17 +888,22 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 		})
 		return Done, "", finish
 	}
-	// Independent writes go side by side: on S3 each is a round trip.
-	if err := concurrently(
-		func() error { return m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) },
-		func() error { return m.putRecord(ctx, r) },
-	); err != nil {
+	// Independent writes go side by side, and beside the graph call: on S3 each is a round
+	// trip. The run now executes, so a process is started if none waited.
+	wrote := make(chan error, 1)
+	go func() {
+		wrote <- concurrently(
+			func() error { return m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) },
+			func() error { return m.putRecord(ctx, r) },
+		)
+	}()
+	if !early {
+		early = true // from here, unused collects the process
+		go func() { plan <- m.plan(planCtx, rec) }()
+	}
+	if err := <-wrote; err != nil {
 		unused()
 		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
-	}
-
-	if !early {
-		go func() { plan <- m.plan(planCtx, rec) }()
 	}
 	p := <-plan
 	if errors.Is(p.takeErr, errStaging) {
@@ -910,7 +917,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	folders, _ := m.cfg.Store.(targets.Folders)
 	_, local := m.cfg.Store.(targets.LocalPather)
 	s := &scheduler{m: m, r: r, procOut: p.out, log: log, typ: rec.Type, runID: rec.RunID,
-		folders: folders, spooledInputs: !local, deadRun: deadRun,
+		folders: folders, spooledInputs: !local, deadRun: deadRun, rootAbsent: !done,
 		spoolPrefix: filepath.Join(m.spool, "task-"+rec.RunID),
 		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}, base: map[Process]float64{}}

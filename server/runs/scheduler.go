@@ -43,6 +43,7 @@ type scheduler struct {
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
 	folders       targets.Folders
 	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
+	rootAbsent    bool            // the run looked for the root's out under its lease: none
 	deadRun       string          // the run of this key whose server died: its staged files go
 	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
 	noSync        bool            // the host syncs tasks' files in batches (commit.go)
@@ -121,10 +122,14 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			return nil
 		}
 		var done bool
-		if known != nil {
+		switch {
+		case known != nil:
 			done = known[i]
-		} else if done, err = targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName); err != nil {
-			return err
+		case i == 0 && s.rootAbsent:
+		default:
+			if done, err = targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName); err != nil {
+				return err
+			}
 		}
 		if i == 0 && s.r.force {
 			done = false // ?force=true: rerun the named task; its upstream outs are kept
@@ -297,6 +302,9 @@ func (s *scheduler) outsExist(ctx context.Context) ([]bool, error) {
 	sem := make(chan struct{}, s.m.cfg.TaskParallelism)
 	var wg sync.WaitGroup
 	for i, n := range s.nodes {
+		if i == 0 && s.rootAbsent {
+			continue
+		}
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {

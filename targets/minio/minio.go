@@ -4,6 +4,7 @@
 package minio
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -133,7 +134,17 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, r, -1, s.putOptions()); err != nil {
+	// Small (every record, params, metrics): one PUT of known length. Of unknown length,
+	// minio-go makes a multipart upload, three round trips even for a few bytes.
+	head, whole, err := targets.ReadHead(key, r)
+	if err != nil {
+		return err
+	}
+	body, size := io.Reader(bytes.NewReader(head)), int64(len(head))
+	if !whole {
+		body, size = io.MultiReader(body, r), -1
+	}
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, body, size, s.putOptions()); err != nil {
 		return s.mapErr(key, err)
 	}
 	return nil

@@ -155,22 +155,27 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	buf := make([]byte, PartSize)
-	n, err := io.ReadFull(r, buf)
-	switch {
-	case err == io.EOF || err == io.ErrUnexpectedEOF: // fits in one PUT
+	head, whole, err := targets.ReadHead(key, r)
+	if err != nil {
+		return err
+	}
+	if whole { // fits in one PUT
 		_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
 			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj),
-			Body: bytes.NewReader(buf[:n]), ContentLength: aws.Int64(int64(n)),
+			Body: bytes.NewReader(head), ContentLength: aws.Int64(int64(len(head))),
 		})
 		if err != nil {
 			return s.mapErr(key, err)
 		}
 		return nil
-	case err != nil:
-		return fmt.Errorf("put %s: reading: %w", key, err)
 	}
 	// Larger: multipart, one part buffered at a time.
+	r = io.MultiReader(bytes.NewReader(head), r)
+	buf := make([]byte, PartSize)
+	n, err := io.ReadFull(r, buf)
+	if err != nil && err != io.ErrUnexpectedEOF {
+		return fmt.Errorf("put %s: reading: %w", key, err)
+	}
 	return s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
 		if part == 1 {
 			return bytes.NewReader(buf[:n]), int64(n), nil

@@ -127,6 +127,21 @@ func Run(t *testing.T, s targets.Store) {
 			t.Errorf("a reader saw %d partial objects (sizes %v)", len(partial), partial[:min(5, len(partial))])
 		}
 	})
+	t.Run("PutAroundTheSinglePutSize", func(t *testing.T) {
+		// Remote stores send a body up to SinglePutSize in one PUT and a larger one as a
+		// multipart upload that begins with what was read to decide: both must read back whole.
+		for _, n := range []int64{0, targets.SinglePutSize, targets.SinglePutSize + 1} {
+			key := fmt.Sprintf("conformance/single-put/%d", n)
+			if err := s.Put(ctx, key, &patternReader{n: n}); err != nil {
+				t.Fatalf("Put of %d bytes: %v", n, err)
+			}
+			got, want := sha256.Sum256([]byte(read(t, s, key))), sha256.New()
+			io.Copy(want, &patternReader{n: n})
+			if !bytes.Equal(got[:], want.Sum(nil)) {
+				t.Errorf("Put of %d bytes read back different", n)
+			}
+		}
+	})
 	t.Run("FailedPutLeavesNothing", func(t *testing.T) {
 		key := "conformance/failed/out"
 		err := s.Put(ctx, key, io.MultiReader(strings.NewReader("half"), errReader{}))

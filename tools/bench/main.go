@@ -342,6 +342,11 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 		return nil, err
 	}
 	rows := []row{{"floor: one small MinIO PUT (minio-go)", ms(pct(put, 50)), ms(pct(put, 95)), "", ""}}
+	floor, err := fanInFloor(client, srv.Bucket, conns)
+	if err != nil {
+		return nil, err
+	}
+	rows = append(rows, row{"floor: a 1,000-leaf fan-in's requests alone (see fanInFloor)", ms(floor), "", "", "<= 2 s (goal of the fan-in)"})
 	env := []string{"MINIO_ACCESS_KEY=" + srv.AccessKey, "MINIO_SECRET_KEY=" + srv.SecretKey,
 		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1"}
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
@@ -383,6 +388,76 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 		}
 	}
 	return rows, nil
+}
+
+// fanInFloor is the least a 1,000-leaf fan-in asks of the store, sent straight from a client
+// with the server's parallelism: a HEAD per leaf finding no out, a PUT of its log and of its
+// out, then a GET of each out for the join. MinIO runs on the same cores as the server here, so
+// this is the time under which no fan-in on it can go.
+func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, error) {
+	ctx := context.Background()
+	prefix := fmt.Sprintf("floor-fan-in/%d/", time.Now().UnixNano())
+	start := time.Now()
+	for _, step := range []func(i int) error{
+		func(i int) error {
+			_, err := client.StatObject(ctx, bucket, fmt.Sprintf("%s%d/out", prefix, i), minio.StatObjectOptions{})
+			if minio.ToErrorResponse(err).Code == "NoSuchKey" {
+				return nil
+			}
+			return fmt.Errorf("HEAD of a missing object: %v", err)
+		},
+		func(i int) error {
+			for _, name := range []string{"log", "out"} {
+				body := fmt.Sprintf("%d\n", i)
+				if _, err := client.PutObject(ctx, bucket, fmt.Sprintf("%s%d/%s", prefix, i, name), strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{}); err != nil {
+					return err
+				}
+			}
+			return nil
+		},
+		func(i int) error {
+			o, err := client.GetObject(ctx, bucket, fmt.Sprintf("%s%d/out", prefix, i), minio.GetObjectOptions{})
+			if err != nil {
+				return err
+			}
+			defer o.Close()
+			_, err = io.Copy(io.Discard, o)
+			return err
+		},
+	} {
+		if err := parallel(1000, conns, step); err != nil {
+			return 0, err
+		}
+	}
+	return time.Since(start), nil
+}
+
+// parallel calls f(0..n-1), conns at a time, and returns the first error.
+func parallel(n, conns int, f func(i int) error) error {
+	next := make(chan int)
+	errs := make(chan error, conns)
+	for range conns {
+		go func() {
+			var first error
+			for i := range next {
+				if err := f(i); err != nil && first == nil {
+					first = err
+				}
+			}
+			errs <- first
+		}()
+	}
+	for i := range n {
+		next <- i
+	}
+	close(next)
+	var first error
+	for range conns {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
 
 func graphReq() *plugins.GraphRequest {
