@@ -19,8 +19,9 @@ import (
 
 // ProtocolVersion is bumped only when host and plugin can no longer talk to each other. 2: the
 // host relies on RunTaskResponse.Artifacts and syncs batches itself (RunTaskRequest.NoSync), so
-// a plugin built before would lose its tasks' artifacts.
-const ProtocolVersion = 2
+// a plugin built before would lose its tasks' artifacts. 3: tasks go over the RunTasks stream
+// (taskstream.go).
+const ProtocolVersion = 3
 
 // Handshake is shared by host and plugins. The cookie never changes: it only stops a plugin
 // binary from being run by hand by mistake.
@@ -192,7 +193,7 @@ func (p *GRPCPlugin) GRPCServer(broker *plugin.GRPCBroker, s *grpc.Server) error
 // GRPCClient returns a Runner that calls over conn (host side), and serves the Host service to
 // the plugin through the broker.
 func (p *GRPCPlugin) GRPCClient(_ context.Context, broker *plugin.GRPCBroker, conn *grpc.ClientConn) (any, error) {
-	c := &grpcClient{conn: conn}
+	c := &grpcClient{conn: conn, tasks: newTaskMux(conn)}
 	if p.Host != nil {
 		c.hostID = HostServiceID
 		go broker.AcceptAndServe(c.hostID, func(opts []grpc.ServerOption) *grpc.Server {
@@ -230,13 +231,11 @@ const (
 	serviceName    = "nectar.plugin.v1.Runner"
 	codecName      = "nectarjson"
 	methodGraph    = "Graph"
-	methodRunTask  = "RunTask"
 	methodMetrics  = "Metrics"
 	methodProgress = "Progress"
 	hostService    = "nectar.plugin.v1.Host"
 	fullSource     = "/" + hostService + "/Source"
 	fullGraph      = "/" + serviceName + "/" + methodGraph
-	fullRunTask    = "/" + serviceName + "/" + methodRunTask
 	fullMetrics    = "/" + serviceName + "/" + methodMetrics
 	fullProgress   = "/" + serviceName + "/" + methodProgress
 	maxMessageSize = 64 << 20
@@ -257,15 +256,15 @@ var runnerServiceDesc = grpc.ServiceDesc{
 		{MethodName: methodGraph, Handler: unaryHandler(fullGraph, func(r Runner, ctx context.Context, req *GraphRequest) (any, error) {
 			return r.Graph(ctx, req)
 		})},
-		{MethodName: methodRunTask, Handler: unaryHandler(fullRunTask, func(r Runner, ctx context.Context, req *RunTaskRequest) (any, error) {
-			return r.RunTask(ctx, req)
-		})},
 		{MethodName: methodMetrics, Handler: unaryHandler(fullMetrics, func(r Runner, ctx context.Context, req *MetricsRequest) (any, error) {
 			return r.Metrics(ctx, req)
 		})},
 		{MethodName: methodProgress, Handler: unaryHandler(fullProgress, func(r Runner, ctx context.Context, req *ProgressRequest) (any, error) {
 			return r.Progress(ctx, req)
 		})},
+	},
+	Streams: []grpc.StreamDesc{
+		{StreamName: methodRunTasks, Handler: serveRunTasks, ServerStreams: true, ClientStreams: true},
 	},
 	Metadata: "nectar/plugins/protocol.go",
 }
@@ -301,6 +300,7 @@ func unaryHandler[Srv, Req any](fullMethod string, call func(Srv, context.Contex
 
 type grpcClient struct {
 	conn   *grpc.ClientConn
+	tasks  *taskMux
 	hostID uint32 // the broker id of the Host service this client serves (0: none)
 }
 
@@ -312,9 +312,7 @@ func (c *grpcClient) Graph(ctx context.Context, req *GraphRequest) (*GraphRespon
 
 func (c *grpcClient) RunTask(ctx context.Context, req *RunTaskRequest) (*RunTaskResponse, error) {
 	req.HostService = c.hostID
-	resp := new(RunTaskResponse)
-	err := c.conn.Invoke(ctx, fullRunTask, req, resp, grpc.CallContentSubtype(codecName))
-	return resp, err
+	return c.tasks.call(ctx, req)
 }
 
 func (c *grpcClient) Metrics(ctx context.Context, req *MetricsRequest) (*MetricsResponse, error) {

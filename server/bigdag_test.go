@@ -144,3 +144,21 @@ func TestBigRunAnswersArePaged(t *testing.T) {
 		}
 	}
 }
+
+// NECTAR_TASK_PARALLELISM bounds the tasks of a run executing at once, and the run uses all of
+// it: a task's slot is freed as its user code returns, while its files are committed. The
+// spans' own clocks say how many overlapped.
+func TestTaskParallelismBoundsExecutingTasks(t *testing.T) {
+	for _, par := range []int{1, 3} {
+		t.Run(fmt.Sprintf("parallelism %d", par), func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) { c.TaskParallelism = par })
+			a := ts.post(t, fmt.Sprintf("/api/chains/testchains/fanin_chain/OverlapTask?spans=12&hold=100ms&salt=par%d&wait=30s", par))
+			if a.Code != 200 || *a.run.JobStatus != runs.Done {
+				t.Fatalf("OverlapTask = %d %s %v", a.Code, a.Message, a.run.JobStatus)
+			}
+			if got := strings.TrimSpace(ts.read(t, a.run.Key+"/out")); got != fmt.Sprint(par) {
+				t.Errorf("at most %s spans ran at once, want %d", got, par)
+			}
+		})
+	}
+}

@@ -143,6 +143,30 @@ var generated = []*Task{
 	},
 	{
 		Type:  "testchains",
+		Chain: "fanin_chain",
+		Name:  "OverlapTask",
+		Doc:   "OverlapTask requires `spans` SpanTasks and writes how many of them ran at once, at most.",
+		Params: []Param{
+			{Name: "hold", Kind: "duration", Default: "50ms", Required: false, Doc: ""},
+			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: ""},
+			{Name: "spans", Kind: "int", Default: "10", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaninChainOverlapTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "fanin_chain",
+		Name:  "SpanTask",
+		Doc:   "SpanTask holds for a while and writes when it started and ended (Unix nanoseconds): what\nOverlapTask measures the parallelism of a run with.",
+		Params: []Param{
+			{Name: "hold", Kind: "duration", Default: "50ms", Required: false, Doc: ""},
+			{Name: "index", Kind: "int", Default: "0", Required: false, Doc: ""},
+			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaninChainSpanTask,
+	},
+	{
+		Type:  "testchains",
 		Chain: "faults_chain",
 		Name:  "ExitTask",
 		Doc:   "ExitTask calls os.Exit in the middle of its run, killing its plugin process.",
@@ -565,6 +589,48 @@ func parseTestchainsFaninChainLeafTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.String("salt", p1)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaninChainOverlapTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/OverlapTask.
+func parseTestchainsFaninChainOverlapTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "hold", "50ms", false, false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("hold", p0)
+	p1, err := params.QueryString(q, "salt", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("salt", p1)
+	p2, err := params.QueryInt(q, "spans", "10", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("spans", p2)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaninChainSpanTask turns the query of a POST into the canonical parameters of testchains/fanin_chain/SpanTask.
+func parseTestchainsFaninChainSpanTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryDuration(q, "hold", "50ms", false, false)
+	if err != nil {
+		return nil, err
+	}
+	w.Duration("hold", p0)
+	p1, err := params.QueryInt(q, "index", "0", false)
+	if err != nil {
+		return nil, err
+	}
+	w.Int("index", p1)
+	p2, err := params.QueryString(q, "salt", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("salt", p2)
 	return w.Bytes(), nil
 }
 

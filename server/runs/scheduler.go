@@ -23,6 +23,11 @@ import (
 // scheduler drives one run's graph through one plugin process: tasks whose out exists are
 // skipped (and so is everything below them), the rest run in dependency order, independent
 // ones in parallel up to TaskParallelism.
+//
+// TaskParallelism bounds the tasks executing (in the plugin, and fetching their inputs), not
+// those preparing their folder or committing their files: a task frees its slot the moment its
+// user code returns, so the plugin runs the next while the host makes a batch durable. Up to
+// commitBacklog times as many tasks are in hand in all.
 type scheduler struct {
 	m       *Manager
 	r       *Run
@@ -48,6 +53,8 @@ type scheduler struct {
 	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
 	noSync        bool            // the host syncs tasks' files in batches (commit.go)
 	commits       chan *commitJob // to the batcher (local store)
+	executing     chan struct{}   // a slot per task executing (TaskParallelism)
+	halted        atomic.Bool     // a fatal failure: tasks not yet executing do not start
 	outSeen       atomic.Int64    // how far the plugin output has been handed to task logs
 	nodes         []*node
 	// scrub replaces the values of every connection a task of this run declares: tasks sharing
@@ -71,10 +78,14 @@ type node struct {
 }
 
 type taskResult struct {
-	idx   int
-	err   string
-	fatal bool // the process or the store is gone: start nothing more
+	idx        int
+	err        string
+	fatal      bool // the process or the store is gone: start nothing more
+	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
 }
+
+// commitBacklog is how many tasks per execution slot a run holds at once (see scheduler).
+const commitBacklog = 4
 
 func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Status, string) {
 	if len(graph.Nodes) == 0 {
@@ -192,12 +203,12 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	running := 0
 	var firstErr string
 	stopped := false
+	s.executing = make(chan struct{}, s.m.cfg.TaskParallelism)
 	for len(ready) > 0 || running > 0 {
-		for !stopped && running < s.m.cfg.TaskParallelism && len(ready) > 0 {
+		for !stopped && running < commitBacklog*s.m.cfg.TaskParallelism && len(ready) > 0 {
 			i := ready[0]
 			ready = ready[1:]
 			running++
-			s.setTask(i, func(t *TaskState) { t.Status, t.StartedAt = Running, timePtr(time.Now().UTC()) })
 			go func() { results <- s.runTask(ctx, i) }()
 		}
 		if stopped {
@@ -209,6 +220,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		res := <-results
 		running--
 		n := s.nodes[res.idx]
+		if res.notStarted {
+			continue
+		}
 		if res.err == "" {
 			s.setTask(res.idx, func(t *TaskState) { t.Status, t.FinishedAt = Done, timePtr(time.Now().UTC()) })
 			for _, d := range n.dependents {
@@ -233,6 +247,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		s.markUpstreamFailed(res.idx)
 		if res.fatal || ctx.Err() != nil {
 			stopped = true
+			s.halted.Store(true)
 		}
 	}
 
@@ -365,6 +380,21 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 			os.RemoveAll(artDir)
 		}
 	}()
+	// An execution slot, from fetching the inputs to the end of the last attempt.
+	// (A cancel frees the slots at once: the tasks executing are killed.)
+	s.executing <- struct{}{}
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			<-s.executing
+		}
+	}
+	defer release()
+	if s.halted.Load() {
+		return taskResult{idx: i, notStarted: true}
+	}
+	s.setTask(i, func(t *TaskState) { t.Status, t.StartedAt = Running, timePtr(time.Now().UTC()) })
 	conns, missing := s.connections(n)
 	inputs, err := s.inputs(ctx, i)
 	if s.spooledInputs {
@@ -420,6 +450,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
+	release() // its user code has returned: the next task may execute while this one commits
 	arts, err := s.commitDone(ctx, n, files, artDir, res.artifacts, res.publish, !s.noSync)
 	if err != nil {
 		s.commitLog(n, files, true)

@@ -22,6 +22,9 @@ var (
 	_ chains.Task     = testchains.JoinTask{}
 	_ chains.Requirer = testchains.JoinTask{}
 	_ chains.Task     = testchains.LeafTask{}
+	_ chains.Task     = testchains.OverlapTask{}
+	_ chains.Requirer = testchains.OverlapTask{}
+	_ chains.Task     = testchains.SpanTask{}
 	_ chains.Task     = testchains.ExitTask{}
 	_ chains.Task     = testchains.FailTask{}
 	_ chains.Task     = testchains.FlakyTask{}
@@ -60,6 +63,8 @@ func main() {
 			{Chain: "data_chain", Name: "SourceTask", Decode: decodeSourceTask},
 			{Chain: "fanin_chain", Name: "JoinTask", Decode: decodeJoinTask},
 			{Chain: "fanin_chain", Name: "LeafTask", Decode: decodeLeafTask},
+			{Chain: "fanin_chain", Name: "OverlapTask", Decode: decodeOverlapTask},
+			{Chain: "fanin_chain", Name: "SpanTask", Decode: decodeSpanTask},
 			{Chain: "faults_chain", Name: "ExitTask", Decode: decodeExitTask},
 			{Chain: "faults_chain", Name: "FailTask", Decode: decodeFailTask},
 			{Chain: "faults_chain", Name: "FlakyTask", Decode: decodeFlakyTask},
@@ -119,6 +124,18 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.LeafTask:
 		p, err := encodeLeafTask(v)
 		return plugins.TaskRef{Chain: "fanin_chain", Task: "LeafTask", Params: p}, err
+	case testchains.OverlapTask:
+		p, err := encodeOverlapTask(&v)
+		return plugins.TaskRef{Chain: "fanin_chain", Task: "OverlapTask", Params: p}, err
+	case *testchains.OverlapTask:
+		p, err := encodeOverlapTask(v)
+		return plugins.TaskRef{Chain: "fanin_chain", Task: "OverlapTask", Params: p}, err
+	case testchains.SpanTask:
+		p, err := encodeSpanTask(&v)
+		return plugins.TaskRef{Chain: "fanin_chain", Task: "SpanTask", Params: p}, err
+	case *testchains.SpanTask:
+		p, err := encodeSpanTask(v)
+		return plugins.TaskRef{Chain: "fanin_chain", Task: "SpanTask", Params: p}, err
 	case testchains.ExitTask:
 		p, err := encodeExitTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "ExitTask", Params: p}, err
@@ -375,6 +392,74 @@ func encodeLeafTask(t *testchains.LeafTask) ([]byte, error) {
 		return nil, fmt.Errorf("nil *testchains.LeafTask")
 	}
 	var w params.Writer
+	w.Int("index", int64(t.Index))
+	w.String("salt", t.Salt)
+	return w.Bytes(), nil
+}
+
+func decodeOverlapTask(b []byte) (chains.Task, error) {
+	var t testchains.OverlapTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Hold, err = r.Duration("hold"); err != nil {
+		return nil, err
+	}
+	if t.Salt, err = r.String("salt"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("spans"); err != nil {
+		return nil, err
+	} else {
+		t.Spans = int(v)
+	}
+	return t, nil
+}
+
+func encodeOverlapTask(t *testchains.OverlapTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.OverlapTask")
+	}
+	var w params.Writer
+	if t.Hold < 0 {
+		return nil, fmt.Errorf("testchains.OverlapTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
+	w.Duration("hold", t.Hold)
+	w.String("salt", t.Salt)
+	w.Int("spans", int64(t.Spans))
+	return w.Bytes(), nil
+}
+
+func decodeSpanTask(b []byte) (chains.Task, error) {
+	var t testchains.SpanTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Hold, err = r.Duration("hold"); err != nil {
+		return nil, err
+	}
+	if v, err := r.Int("index"); err != nil {
+		return nil, err
+	} else {
+		t.Index = int(v)
+	}
+	if t.Salt, err = r.String("salt"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeSpanTask(t *testchains.SpanTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.SpanTask")
+	}
+	var w params.Writer
+	if t.Hold < 0 {
+		return nil, fmt.Errorf("testchains.SpanTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+	}
+	w.Duration("hold", t.Hold)
 	w.Int("index", int64(t.Index))
 	w.String("salt", t.Salt)
 	return w.Bytes(), nil
