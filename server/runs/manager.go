@@ -634,7 +634,10 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	// run_id is what a run record names when it sends the reader to the server log.
 	log := m.cfg.Logger.With("key", rec.Key, "run_id", rec.RunID)
 
-	leased, remote, status, errMsg, finish := m.lead(ctx, r, log)
+	// A run that will wait for a slot does not hold a waiting process meanwhile.
+	pl := m.newPlanner(ctx, rec, len(m.slots) < cap(m.slots))
+	defer pl.close()
+	leased, remote, status, errMsg, finish := m.lead(ctx, r, log, pl)
 	m.leavePending(r) // if it never got a slot
 	if remote {       // another server executed it; r mirrors its record
 		m.retire(r)
@@ -767,7 +770,7 @@ func (m *Manager) putMeta(ctx context.Context, key string, b []byte) error {
 }
 
 // lead takes the key's lease and drives the run, or follows the server that holds it.
-func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, remote bool, status Status, errMsg string, finish func()) {
+func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger, pl *planner) (leased, remote bool, status Status, errMsg string, finish func()) {
 	finish = func() {}
 	key := r.Snapshot().Key
 	for {
@@ -783,6 +786,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 			break
 		}
 		log.Info("another server is running this key; following it")
+		pl.unused()
 		r.markPlanned(nil) // its graph is that server's to check
 		m.leavePending(r)
 		r.mu.Lock()
@@ -795,7 +799,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 	stop := make(chan struct{})
 	beating := make(chan struct{})
 	go func() { m.heartbeat(r, key, stop); close(beating) }()
-	status, errMsg, finish = m.drive(ctx, r, log)
+	status, errMsg, finish = m.drive(ctx, r, log, pl)
 	close(stop)
 	<-beating // no renewal may land after the release
 	return true, false, status, errMsg, finish
@@ -803,7 +807,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger) (leased, r
 
 // drive runs the task graph and returns the run's final status and error, and finish, which
 // stops the run's plugin processes (the caller runs it after answering the waiters).
-func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status Status, errMsg string, finish func()) {
+func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *planner) (status Status, errMsg string, finish func()) {
 	finish = func() {}
 	select {
 	case m.slots <- struct{}{}:
@@ -821,23 +825,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 	started := time.Now().UTC()
 	r.update(func(rec *Record) { rec.Status, rec.StartedAt = Running, &started })
 
-	// A process waiting for a run of this type is asked for the task graph while the store is
-	// asked about the key: on a remote store each question is a round trip, and even here the
-	// graph call costs as much as the rest. (None waiting: the process is started only once
-	// the run is known to execute.) Whatever path returns, the process is collected.
-	plan := make(chan plannedRun, 1)
-	planCtx, stopPlan := context.WithCancel(ctx)
-	defer stopPlan()
-	early := m.hasIdle(rec.Type)
-	if early {
-		go func() { plan <- m.plan(planCtx, rec) }()
-	}
-	unused := func() {
-		if early {
-			stopPlan()
-			m.giveBack(rec.Type, <-plan)
-		}
-	}
+	unused := pl.unused // whatever path returns before the run takes the process
 
 	// A run joined late, or raced with another that just finished: nothing to execute. The
 	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
@@ -897,15 +885,12 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger) (status S
 			func() error { return m.putRecord(ctx, r) },
 		)
 	}()
-	if !early {
-		early = true // from here, unused collects the process
-		go func() { plan <- m.plan(planCtx, rec) }()
-	}
+	pl.start()
 	if err := <-wrote; err != nil {
 		unused()
 		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
 	}
-	p := <-plan
+	p := pl.take()
 	if errors.Is(p.takeErr, errStaging) {
 		return Failed, m.failure(log, r, "creating the plugin output file", p.takeErr), finish
 	}

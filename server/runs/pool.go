@@ -83,11 +83,77 @@ type plannedRun struct {
 	graphErr error // a process, but no graph
 }
 
-// plan takes a plugin process for rec's run and asks it for the task graph.
-func (m *Manager) plan(ctx context.Context, rec Record) (p plannedRun) {
-	if p.proc, p.out, p.base, p.takeErr = m.takePlugin(rec.Type); p.takeErr != nil {
-		return p
+// planner gets a run its first plugin process and task graph, as early as is useful, and
+// makes sure the process is used or given back whichever way the run goes. A process waiting
+// for a run of this type is taken when the run begins, and asked for the graph while the lease
+// is taken and the store asked about the key: each of these costs as much as the graph call.
+// None waiting: a process is started only once the run is known to execute (start).
+type planner struct {
+	m       *Manager
+	rec     Record
+	parent  context.Context
+	ctx     context.Context
+	cancel  context.CancelFunc
+	ch      chan plannedRun
+	started bool
+	taken   bool
+}
+
+func (m *Manager) newPlanner(ctx context.Context, rec Record, early bool) *planner {
+	pctx, cancel := context.WithCancel(ctx)
+	pl := &planner{m: m, rec: rec, parent: ctx, ctx: pctx, cancel: cancel, ch: make(chan plannedRun, 1)}
+	if !early {
+		return pl
 	}
+	if sp := m.takeIdle(rec.Type); sp != nil {
+		pl.started = true
+		go func() { pl.ch <- m.graphOf(pctx, rec, plannedRun{proc: sp.proc, out: sp.out, base: sp.cpu0}) }()
+	}
+	return pl
+}
+
+// start asks for the graph, taking or starting a process, unless that is under way already.
+func (pl *planner) start() {
+	if pl.started {
+		return
+	}
+	pl.started = true
+	go func() {
+		var p plannedRun
+		if p.proc, p.out, p.base, p.takeErr = pl.m.takePlugin(pl.rec.Type); p.takeErr == nil {
+			p = pl.m.graphOf(pl.ctx, pl.rec, p)
+		}
+		pl.ch <- p
+	}()
+}
+
+// take is the process and graph, for the run to execute.
+func (pl *planner) take() plannedRun {
+	pl.start()
+	pl.taken = true
+	return <-pl.ch
+}
+
+// unused gives the process back if the run has not taken it (nothing to execute, another
+// server runs the key, a failure first); start may ask again later (the other server died).
+// Safe to call more than once, and after take.
+func (pl *planner) unused() {
+	if pl.started && !pl.taken {
+		pl.cancel()
+		pl.m.giveBack(pl.rec.Type, <-pl.ch)
+		pl.started = false
+		pl.ctx, pl.cancel = context.WithCancel(pl.parent)
+	}
+}
+
+// close is unused, once the run is over.
+func (pl *planner) close() {
+	pl.unused()
+	pl.cancel()
+}
+
+// graphOf asks p's process for rec's task graph.
+func (m *Manager) graphOf(ctx context.Context, rec Record, p plannedRun) plannedRun {
 	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params},
 		MaxTasks: m.cfg.MaxTasks})
 	return p
@@ -107,35 +173,15 @@ func (m *Manager) giveBack(typ string, p plannedRun) {
 	(&spare{proc: p.proc, out: p.out}).discard()
 }
 
-// hasIdle reports whether a process of typ waits for a run.
-func (m *Manager) hasIdle(typ string) bool {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return len(m.idle[typ]) > 0
-}
-
 // takePlugin gives a run its first plugin process: the one of that chain type that waited
 // last (the warmest), else a new one, with where its usage starts. With warm plugins, taking
 // the last waiting process starts the next in the background.
 func (m *Manager) takePlugin(typ string) (Process, *os.File, float64, error) {
+	if sp := m.takeIdle(typ); sp != nil {
+		return sp.proc, sp.out, sp.cpu0, nil
+	}
 	if m.cfg.WarmPlugins {
 		defer m.refill(typ)
-	}
-	for {
-		m.mu.Lock()
-		var sp *spare
-		if n := len(m.idle[typ]); n > 0 {
-			sp = m.idle[typ][n-1]
-			m.idle[typ] = m.idle[typ][:n-1]
-		}
-		m.mu.Unlock()
-		if sp == nil {
-			break
-		}
-		if !sp.proc.Exited() && m.cfg.Plugins.Current(typ, sp.proc) {
-			return sp.proc, sp.out, sp.cpu0, nil
-		}
-		sp.discard() // died, or the binary was rebuilt since
 	}
 	out, err := m.newOutput()
 	if err != nil {
@@ -148,6 +194,31 @@ func (m *Manager) takePlugin(typ string) (Process, *os.File, float64, error) {
 		return nil, nil, 0, err
 	}
 	return p, out, 0, nil
+}
+
+// takeIdle takes the process of typ that waited last (the warmest), if one waits that is alive
+// and runs the binary now installed. With warm plugins, taking the last one starts the next
+// in the background.
+func (m *Manager) takeIdle(typ string) *spare {
+	for {
+		m.mu.Lock()
+		var sp *spare
+		if n := len(m.idle[typ]); n > 0 {
+			sp = m.idle[typ][n-1]
+			m.idle[typ] = m.idle[typ][:n-1]
+		}
+		m.mu.Unlock()
+		if sp == nil {
+			return nil
+		}
+		if m.cfg.WarmPlugins {
+			m.refill(typ) // (a no-op while another waits)
+		}
+		if !sp.proc.Exited() && m.cfg.Plugins.Current(typ, sp.proc) {
+			return sp
+		}
+		sp.discard() // died, or the binary was rebuilt since
+	}
 }
 
 // release offers a process whose run has ended well to the next run of its type. It reports

@@ -1,8 +1,13 @@
 package local_test
 
 import (
+	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -52,5 +57,68 @@ func TestStartSweepsStaleStagingFiles(t *testing.T) {
 	}
 	if _, err := os.Stat(fresh); err != nil {
 		t.Errorf("a fresh staging file (maybe another server's) was removed")
+	}
+}
+
+// A record, lease or metrics object rewritten in place (PutVolatile, WriteVolatile: swapped
+// with its new version, then the old one unlinked) is always there whole for a reader, and
+// leaves no staged file behind.
+func TestVolatileRewritesAreWholeForReaders(t *testing.T) {
+	root := t.TempDir()
+	s, err := local.New(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	versions := []string{strings.Repeat("a", 10), strings.Repeat("b", 5000), strings.Repeat("c", 100_000)}
+	const key = "chains/t/c/T/0123/run"
+	if err := s.PutVolatile(key, []byte(versions[0])); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	var mu sync.Mutex
+	var bad []string
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				b, err := os.ReadFile(filepath.Join(root, key))
+				if err != nil || !slices.Contains(versions, string(b)) {
+					mu.Lock()
+					bad = append(bad, fmt.Sprintf("%d bytes, %v", len(b), err))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	for i := range 300 {
+		v := versions[i%len(versions)]
+		if i%2 == 0 {
+			err = s.PutVolatile(key, []byte(v))
+		} else {
+			err = s.WriteVolatile(key, func(w io.Writer) error { _, err := io.WriteString(w, v); return err })
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if len(bad) > 0 {
+		t.Errorf("readers saw %d objects that were not a whole version, e.g. %s", len(bad), bad[0])
+	}
+	entries, _ := os.ReadDir(filepath.Dir(filepath.Join(root, key)))
+	if len(entries) != 1 || entries[0].Name() != "run" {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the folder holds %v, want only run", names)
 	}
 }
