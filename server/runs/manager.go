@@ -694,8 +694,14 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 
 // remember puts a run's stored final record in the record cache: status reads of a run this
 // server has just executed need no decode. The run no longer changes: its tasks are shared.
+// A big run's is left to its first reader: kept for every fan-in this server executes, they
+// would hold memory that few reads use (a read decodes it once, then it is cached).
 func (m *Manager) remember(r *Run) {
 	r.mu.Lock()
+	if len(r.rec.Tasks) > rememberTasks {
+		r.mu.Unlock()
+		return
+	}
 	rec := r.rec
 	rec.Previous = append([]PastRun(nil), r.rec.Previous...)
 	mt := r.meter
@@ -709,6 +715,9 @@ func (m *Manager) remember(r *Run) {
 		m.records.put(rec.Key, info, rec)
 	}
 }
+
+// rememberTasks is the most tasks a run may have for remember to cache its record.
+const rememberTasks = 1000
 
 // retire removes a run whose record is stored: status queries now read the store.
 func (m *Manager) retire(r *Run) {
