@@ -108,7 +108,7 @@ fuzz: tools ## fuzz each network-facing parser for 2 minutes
 
 bench: build tools $(DEMO_FILES) ## Go benchmarks, then the end-to-end table (real binary, local and MinIO targets, load driver at 16 connections, the airline chain on the real flights)
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench 'SingleRun|FanIn' -benchtime 20x ./server
-	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench CacheHit -benchtime 2s ./server
+	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -bench 'CacheHit|StatusGet' -benchtime 2s -benchmem ./server
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) run ./tools/bench
 
 lint: ## generated code up to date, gofmt, vet, staticcheck, go mod tidy -diff

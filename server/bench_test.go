@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"testing"
@@ -50,18 +51,36 @@ func BenchmarkCacheHit(b *testing.B) {
 	ts := newTestServer(&testing.T{})
 	defer ts.Close(b.Context())
 	postOK(b, ts, "/api/chains/testchains/hello_chain/HelloTask?name=hit&wait=30s")
+	serveParallel(b, ts, http.MethodPost, "/api/chains/testchains/hello_chain/HelloTask?name=hit")
+}
+
+// serveParallel calls the server's handler in-process from GOMAXPROCS goroutines, each call
+// wanting a 200.
+func serveParallel(b *testing.B, ts *testServer, method, target string) {
 	h := ts.Handler()
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
 			rec := httptest.NewRecorder()
-			h.ServeHTTP(rec, httptest.NewRequest(http.MethodPost, "/api/chains/testchains/hello_chain/HelloTask?name=hit", nil))
+			h.ServeHTTP(rec, httptest.NewRequest(method, target, nil))
 			if rec.Code != http.StatusOK {
-				b.Fatalf("cache hit = %d", rec.Code)
+				b.Fatalf("%s %s = %d", method, target, rec.Code)
 			}
 		}
 	})
+}
+
+// BenchmarkStatusGet reads the status URL of a finished run, as clients polling it do.
+func BenchmarkStatusGet(b *testing.B) {
+	ts := newTestServer(&testing.T{})
+	defer ts.Close(b.Context())
+	a := ts.post(&testing.T{}, "/api/chains/testchains/hello_chain/HelloTask?name=status&wait=30s")
+	u, err := url.Parse(a.run.StatusURL)
+	if err != nil || a.run.StatusURL == "" {
+		b.Fatalf("no status URL: %v", err)
+	}
+	serveParallel(b, ts, http.MethodGet, u.RequestURI())
 }
 
 func postOK(b *testing.B, ts *testServer, path string) {

@@ -309,13 +309,15 @@ func (s *Server) base() string {
 func (s *Server) statusURL(key string) string {
 	chain := key + "/" + runs.OutName
 	exp, sig := s.signer.Sign(signing.PurposeStatus, chain, s.cfg.URLExpiry)
-	return s.base() + "/api/chainstatus?" + url.Values{"chain": {chain}, "expires": {exp}, "signature": {sig}}.Encode()
+	// What url.Values.Encode gives (keys in order; the expiry and the hex signature need no
+	// escaping), without its map and sort: a status answer builds several of these.
+	return s.base() + "/api/chainstatus?chain=" + url.QueryEscape(chain) + "&expires=" + exp + "&signature=" + sig
 }
 
 // downloadURL is the local store's presigner: the server serves /api/download itself.
 func (s *Server) downloadURL(key string, expiry time.Duration) string {
 	exp, sig := s.signer.Sign(signing.PurposeDownload, key, expiry)
-	return s.base() + "/api/download/" + key + "?" + url.Values{"expires": {exp}, "signature": {sig}}.Encode()
+	return s.base() + "/api/download/" + key + "?expires=" + exp + "&signature=" + sig
 }
 
 // Serve answers on ln until ctx ends, then shuts down: no new requests, running runs are

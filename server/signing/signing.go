@@ -10,7 +10,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"strconv"
+	"sync"
 	"time"
 )
 
@@ -34,8 +36,15 @@ const MinKeyLen = 32
 
 // Signer holds the secret key.
 type Signer struct {
-	key []byte
-	now func() time.Time
+	key  []byte
+	now  func() time.Time
+	macs sync.Pool // of *macState: a status answer signs several URLs, and HMAC's setup is half its cost
+}
+
+// macState is a keyed HMAC and the buffer its message is put together in.
+type macState struct {
+	h   hash.Hash
+	msg []byte
 }
 
 // New returns a Signer; key must be at least MinKeyLen bytes.
@@ -57,13 +66,24 @@ func NewRandom() *Signer {
 }
 
 func (s *Signer) mac(purpose, path string, expires int64) string {
-	m := hmac.New(sha256.New, s.key)
-	m.Write([]byte(purpose))
-	m.Write([]byte{0})
-	m.Write([]byte(path))
-	m.Write([]byte{0})
-	m.Write(strconv.AppendInt(nil, expires, 10))
-	return hex.EncodeToString(m.Sum(nil))
+	st, _ := s.macs.Get().(*macState)
+	if st == nil {
+		st = &macState{h: hmac.New(sha256.New, s.key)}
+	}
+	st.h.Reset()
+	msg := append(st.msg[:0], purpose...)
+	msg = append(msg, 0)
+	msg = append(msg, path...)
+	msg = append(msg, 0)
+	msg = strconv.AppendInt(msg, expires, 10)
+	st.h.Write(msg)
+	var sum [sha256.Size]byte
+	sig := hex.EncodeToString(st.h.Sum(sum[:0]))
+	if cap(msg) <= 4096 { // a path is short; keep no outsized buffer
+		st.msg = msg
+		s.macs.Put(st)
+	}
+	return sig
 }
 
 // Sign returns the expires (unix seconds) and signature values for path, valid for ttl.

@@ -53,6 +53,7 @@ func run() error {
 	airlineOnly := flag.Bool("airline", false, "run only the airline chain on the real flights (make demo-data fetches them)")
 	minioOnly := flag.Bool("minio", false, "run only the MinIO and S3 rows")
 	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls, the 50,000-task run)")
+	httpOnly := flag.Bool("http", false, "run only the single run, cache-hit POST and status GET rows")
 	flag.Func("env", "NAME=value for every benchmark server (repeatable), to compare settings", func(v string) error {
 		extraEnv = append(extraEnv, v)
 		return nil
@@ -143,6 +144,13 @@ func run() error {
 		return err
 	}
 	rows = append(rows, row{"single HelloTask run (POST?wait to DONE), warm plugin", ms(pct(single, 50)), ms(pct(single, 95)), "", "<= 3 ms p50 (luigi 250 ms)"})
+	if *httpOnly {
+		load, err := loadRows(client, base, *conns, *duration)
+		if err != nil {
+			return err
+		}
+		return printRows(append(rows, load...))
+	}
 
 	// The monitor's cost: the same run with sampling effectively off (an hour apart) and at
 	// its densest (100 ms), each on its own server, interleaved to share the machine's mood.
@@ -184,16 +192,11 @@ func run() error {
 	}
 	rows = append(rows, big...)
 
-	hit, err := cacheHit(client, base, *conns, *duration)
+	load, err := loadRows(client, base, *conns, *duration)
 	if err != nil {
 		return err
 	}
-	rows = append(rows, hit)
-	st, err := statusGet(client, base, *conns, *duration)
-	if err != nil {
-		return err
-	}
-	rows = append(rows, st)
+	rows = append(rows, load...)
 
 	lists, err := historyRows(*bin, *runs)
 	if err != nil {
@@ -230,6 +233,13 @@ func printRows(rows []row) error {
 
 func singleRun(client *http.Client, base string, runs int) ([]time.Duration, error) {
 	prefix := fmt.Sprintf("bench%d-", time.Now().UnixNano())
+	// A server's first runs share the machine with its start (the warm spare's launch, the
+	// history's first writes): the row is about a warm server.
+	for i := range 20 {
+		if err := postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=%swarm%d&wait=30s", base, prefix, i)); err != nil {
+			return nil, err
+		}
+	}
 	return measure(runs, func(i int) error {
 		return postDone(client, fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=%s%d&wait=30s", base, prefix, i))
 	})
@@ -298,6 +308,19 @@ func cacheHit(client *http.Client, base string, conns int, d time.Duration) (row
 	}
 	return row{fmt.Sprintf("cache hit POST (%d connections)", conns), ms(pct(lat, 50)), ms(pct(lat, 95)),
 		fmt.Sprintf("%.0f req/s, p99 %s", rps, ms(pct(lat, 99))), ">= 10,000 req/s, p99 <= 5 ms"}, nil
+}
+
+// loadRows are the cache-hit POST and status GET rows, at conns connections.
+func loadRows(client *http.Client, base string, conns int, d time.Duration) ([]row, error) {
+	hit, err := cacheHit(client, base, conns, d)
+	if err != nil {
+		return nil, err
+	}
+	st, err := statusGet(client, base, conns, d)
+	if err != nil {
+		return nil, err
+	}
+	return []row{hit, st}, nil
 }
 
 // statusGet drives GETs of a finished run's status URL.
