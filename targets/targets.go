@@ -4,7 +4,6 @@
 package targets
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -24,6 +23,8 @@ var (
 	ErrUnavailable = errors.New("store unavailable")
 	// ErrExist is CreateIfAbsent's answer when the object is already there (S3's 412).
 	ErrExist = errors.New("object already exists")
+	// ErrChanged is ReplaceIf's answer when the object is no longer the version seen.
+	ErrChanged = errors.New("object changed since it was read")
 )
 
 // Info describes a stored object.
@@ -87,6 +88,16 @@ type Folders interface {
 // StagePrefix begins the names of files staged in a key's folder before they are committed:
 // they are not keys, and List never returns them.
 const StagePrefix = ".stage-"
+
+// Replacer is offered by stores that can replace an object only if it is still the version a
+// caller looked at (compare and swap): S3's and MinIO's PUT with If-Match, a lock on the local
+// file. It is how a lease whose holder died is taken over: of several servers that saw the
+// same dead lease, exactly one replaces it (a delete then a create would let two in).
+type Replacer interface {
+	// ReplaceIf stores b at key if the object there is still the version seen describes (from
+	// Stat); else, or if it is gone, ErrChanged.
+	ReplaceIf(ctx context.Context, key string, seen Info, b []byte) error
+}
 
 // Volatile is offered by stores where a durable Put costs a disk flush: PutVolatile stores a
 // small derived object (a run record, a lease, metrics) atomically but without waiting for the
@@ -152,23 +163,24 @@ func ReadSmall(key string, r io.Reader) ([]byte, error) {
 	return b, nil
 }
 
-// SinglePutSize is the most a remote store's Put sends in one request: below it, the body is
-// read into memory and sent with its length (one round trip); above it, a multipart upload
-// (at least three) streams it. Records, params, metrics and leases are all far smaller.
+// SinglePutSize is the most a remote store's Put sends in one request when it knows the
+// length beforehand: the body is read into memory and sent with its length (one round trip)
+// rather than as a multipart upload (at least three). Records, params, metrics and leases are
+// all far smaller. A body of unknown length streams as before, whatever its size.
 const SinglePutSize = 5 << 20
 
-// ReadHead reads r up to SinglePutSize bytes: whole says that was all of it, so it goes in one
-// PUT; otherwise the upload continues with io.MultiReader(bytes.NewReader(head), r).
-func ReadHead(key string, r io.Reader) (head []byte, whole bool, err error) {
-	var buf bytes.Buffer
-	if l, ok := r.(interface{ Len() int }); ok && l.Len() <= SinglePutSize {
-		buf.Grow(l.Len() + 1) // a bytes.Reader or Buffer: one allocation of the right size
+// SmallBody reads all of r when r says its length (a bytes.Reader, a bytes.Buffer, a
+// strings.Reader) and that is at most SinglePutSize; ok is false otherwise, and r is untouched.
+func SmallBody(key string, r io.Reader) (b []byte, ok bool, err error) {
+	l, known := r.(interface{ Len() int })
+	if !known || l.Len() > SinglePutSize {
+		return nil, false, nil
 	}
-	n, err := buf.ReadFrom(io.LimitReader(r, SinglePutSize+1))
-	if err != nil {
+	b = make([]byte, l.Len())
+	if _, err := io.ReadFull(r, b); err != nil {
 		return nil, false, fmt.Errorf("put %s: reading: %w", key, err)
 	}
-	return buf.Bytes(), n <= SinglePutSize, nil
+	return b, true, nil
 }
 
 // CheckBucketName applies S3's bucket naming rules (MinIO's are the same), so a name the server

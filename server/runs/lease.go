@@ -37,12 +37,21 @@ func (m *Manager) leaseBody(runID string) []byte {
 // has it. A stale lease (its holder died) is taken over.
 func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, error) {
 	store := m.cfg.Store
+	name := key + "/" + LeaseName
 	for attempt := 0; attempt < 3; attempt++ {
-		err := store.CreateIfAbsent(ctx, key+"/"+LeaseName, bytes.NewReader(m.leaseBody(runID)))
+		err := store.CreateIfAbsent(ctx, name, bytes.NewReader(m.leaseBody(runID)))
 		if err == nil {
 			return true, nil
 		}
 		if !errors.Is(err, targets.ErrExist) {
+			return false, err
+		}
+		// The version looked at, then what it says: a takeover replaces that version only.
+		seen, err := store.Stat(ctx, name)
+		if errors.Is(err, targets.ErrNotExist) {
+			continue // released between our create and now: try again
+		}
+		if err != nil {
 			return false, err
 		}
 		l, err := m.readLease(ctx, key)
@@ -51,19 +60,28 @@ func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, er
 			// A lease is linked into place whole: an empty one is what a power loss left of a
 			// lease whose holder is gone with the machine.
 			m.cfg.Logger.Warn("taking over an empty run lease", "key", key)
-			if err := store.Delete(ctx, key+"/"+LeaseName); err != nil {
-				return false, err
-			}
-			continue
 		case errors.Is(err, targets.ErrNotExist):
-			continue // released between our create and read: try again
+			continue
 		case err != nil:
 			return false, err
 		case m.fresh(l):
 			return false, nil
+		default:
+			m.cfg.Logger.Warn("taking over a stale run lease", "key", key, "holder", l.Holder, "heartbeat", l.Heartbeat)
 		}
-		m.cfg.Logger.Warn("taking over a stale run lease", "key", key, "holder", l.Holder, "heartbeat", l.Heartbeat)
-		if err := store.Delete(ctx, key+"/"+LeaseName); err != nil {
+		if r, ok := store.(targets.Replacer); ok {
+			// Of several servers that saw this dead lease, one replaces it; the others find a
+			// live one next time round.
+			switch err := r.ReplaceIf(ctx, name, seen, m.leaseBody(runID)); {
+			case err == nil:
+				return true, nil
+			case errors.Is(err, targets.ErrChanged):
+				continue
+			default:
+				return false, err
+			}
+		}
+		if err := store.Delete(ctx, name); err != nil {
 			return false, err
 		}
 	}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -220,7 +221,64 @@ func (s *Store) Stat(_ context.Context, key string) (targets.Info, error) {
 	if fi.IsDir() {
 		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrNotExist)
 	}
-	return targets.Info{Size: fi.Size(), ModTime: fi.ModTime()}, nil
+	return targets.Info{Size: fi.Size(), ModTime: fi.ModTime(), ETag: fileTag(fi)}, nil
+}
+
+// fileTag names a version of a local object: every write makes a new file (staged, then
+// renamed or swapped into place), so the inode tells versions apart where the modification
+// time cannot (it moves in clock ticks of a few milliseconds).
+func fileTag(fi os.FileInfo) string {
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
+		return strconv.FormatUint(st.Ino, 36) + "-" + strconv.FormatInt(fi.ModTime().UnixNano(), 36)
+	}
+	return ""
+}
+
+// ReplaceIf swaps b in at key while holding a lock on the file it replaces, if that file is
+// still the version seen and still at key: a second taker that opened the same file gets the
+// lock only after the swap, and then finds another file at key.
+func (s *Store) ReplaceIf(_ context.Context, key string, seen targets.Info, b []byte) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	f, err := os.Open(dst)
+	if errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+	}
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", key, err)
+	}
+	defer f.Close() // releases the lock
+	if err := flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		return fmt.Errorf("replace %s: lock: %w", key, err)
+	}
+	held, err := f.Stat()
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", key, err)
+	}
+	now, err := os.Stat(dst)
+	if err != nil || !os.SameFile(held, now) || fileTag(held) != seen.ETag || held.Size() != seen.Size {
+		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+	}
+	tmp, err := s.stageBeside(dst, b)
+	if err == nil {
+		if err = Rename(tmp, dst); err != nil {
+			os.Remove(tmp)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("replace %s: %w", key, err)
+	}
+	return nil
+}
+
+func flock(fd, how int) error {
+	for {
+		if err := syscall.Flock(fd, how); err != syscall.EINTR {
+			return err
+		}
+	}
 }
 
 func (s *Store) Delete(_ context.Context, key string) error {

@@ -136,13 +136,13 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 	}
 	// Small (every record, params, metrics): one PUT of known length. Of unknown length,
 	// minio-go makes a multipart upload, three round trips even for a few bytes.
-	head, whole, err := targets.ReadHead(key, r)
+	body, size := r, int64(-1)
+	small, ok, err := targets.SmallBody(key, r)
 	if err != nil {
 		return err
 	}
-	body, size := io.Reader(bytes.NewReader(head)), int64(len(head))
-	if !whole {
-		body, size = io.MultiReader(body, r), -1
+	if ok {
+		body, size = bytes.NewReader(small), int64(len(small))
 	}
 	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, body, size, s.putOptions()); err != nil {
 		return s.mapErr(key, err)
@@ -176,6 +176,26 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 	opts.SetMatchETagExcept("*")
 	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, strings.NewReader(string(b)), int64(len(b)), opts); err != nil {
 		return s.mapErr(key, err)
+	}
+	return nil
+}
+
+// ReplaceIf is a PUT with If-Match: the ETag seen.
+func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	if seen.ETag == "" {
+		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+	}
+	opts := s.putOptions()
+	opts.SetMatchETag(seen.ETag)
+	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts); err != nil {
+		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
+			return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		}
+		return err
 	}
 	return nil
 }

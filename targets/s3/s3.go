@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
@@ -155,14 +156,23 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 	if err != nil {
 		return err
 	}
-	head, whole, err := targets.ReadHead(key, r)
+	small, ok, err := targets.SmallBody(key, r)
 	if err != nil {
 		return err
 	}
-	if whole { // fits in one PUT
+	var buf []byte
+	n := len(small)
+	if !ok {
+		buf = make([]byte, PartSize)
+		if n, err = io.ReadFull(r, buf); err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
+			return fmt.Errorf("put %s: reading: %w", key, err)
+		}
+		ok, small = err != nil, buf[:n] // ended within the first part
+	}
+	if ok { // fits in one PUT
 		_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
 			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj),
-			Body: bytes.NewReader(head), ContentLength: aws.Int64(int64(len(head))),
+			Body: bytes.NewReader(small), ContentLength: aws.Int64(int64(len(small))),
 		})
 		if err != nil {
 			return s.mapErr(key, err)
@@ -170,12 +180,6 @@ func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
 		return nil
 	}
 	// Larger: multipart, one part buffered at a time.
-	r = io.MultiReader(bytes.NewReader(head), r)
-	buf := make([]byte, PartSize)
-	n, err := io.ReadFull(r, buf)
-	if err != nil && err != io.ErrUnexpectedEOF {
-		return fmt.Errorf("put %s: reading: %w", key, err)
-	}
 	return s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
 		if part == 1 {
 			return bytes.NewReader(buf[:n]), int64(n), nil
@@ -286,6 +290,36 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 		return s.mapErr(key, err)
 	}
 	return nil
+}
+
+// ReplaceIf is a PUT with If-Match: the ETag seen.
+func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) error {
+	obj, err := s.object(key)
+	if err != nil {
+		return err
+	}
+	if seen.ETag == "" {
+		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+	}
+	_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
+		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
+	})
+	if err != nil {
+		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
+			return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		}
+		return err
+	}
+	return nil
+}
+
+// quoteETag puts back the quotes Stat took off (If-Match compares the quoted form).
+func quoteETag(etag string) string {
+	if strings.HasPrefix(etag, `"`) {
+		return etag
+	}
+	return `"` + etag + `"`
 }
 
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {

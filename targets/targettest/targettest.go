@@ -128,17 +128,18 @@ func Run(t *testing.T, s targets.Store) {
 		}
 	})
 	t.Run("PutAroundTheSinglePutSize", func(t *testing.T) {
-		// Remote stores send a body up to SinglePutSize in one PUT and a larger one as a
-		// multipart upload that begins with what was read to decide: both must read back whole.
+		// Remote stores send a body of known length up to SinglePutSize in one PUT, and a
+		// longer one or one of unknown length as a stream: each must read back whole.
 		for _, n := range []int64{0, targets.SinglePutSize, targets.SinglePutSize + 1} {
-			key := fmt.Sprintf("conformance/single-put/%d", n)
-			if err := s.Put(ctx, key, &patternReader{n: n}); err != nil {
-				t.Fatalf("Put of %d bytes: %v", n, err)
-			}
-			got, want := sha256.Sum256([]byte(read(t, s, key))), sha256.New()
-			io.Copy(want, &patternReader{n: n})
-			if !bytes.Equal(got[:], want.Sum(nil)) {
-				t.Errorf("Put of %d bytes read back different", n)
+			want, _ := io.ReadAll(&patternReader{n: n})
+			for _, body := range []io.Reader{bytes.NewReader(want), &patternReader{n: n}} {
+				key := fmt.Sprintf("conformance/single-put/%d-%T", n, body)
+				if err := s.Put(ctx, key, body); err != nil {
+					t.Fatalf("Put of %d bytes from a %T: %v", n, body, err)
+				}
+				if got := read(t, s, key); got != string(want) {
+					t.Errorf("Put of %d bytes from a %T read back %d different bytes", n, body, len(got))
+				}
 			}
 		}
 	})
@@ -185,6 +186,88 @@ func Run(t *testing.T, s targets.Store) {
 		}
 		if got := read(t, s, key); !strings.HasPrefix(got, "writer ") {
 			t.Errorf("winner's object = %q", got)
+		}
+	})
+	t.Run("ReplaceIfOnlyTheVersionSeen", func(t *testing.T) {
+		r, ok := s.(targets.Replacer)
+		if !ok {
+			t.Skip("store does not replace conditionally")
+		}
+		key := "conformance/replace/lease"
+		if err := s.Put(ctx, key, strings.NewReader("v1")); err != nil {
+			t.Fatal(err)
+		}
+		v1, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Put(ctx, key, strings.NewReader("v2")); err != nil { // same size, at once
+			t.Fatal(err)
+		}
+		if err := r.ReplaceIf(ctx, key, v1, []byte("stale")); !errors.Is(err, targets.ErrChanged) {
+			t.Errorf("ReplaceIf of a version since rewritten = %v, want ErrChanged", err)
+		}
+		v2, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.ReplaceIf(ctx, key, v2, []byte("v3")); err != nil {
+			t.Fatalf("ReplaceIf of the current version: %v", err)
+		}
+		if got := read(t, s, key); got != "v3" {
+			t.Errorf("after ReplaceIf the object is %q, want v3", got)
+		}
+		s.Delete(ctx, key)
+		if err := r.ReplaceIf(ctx, key, v2, []byte("gone")); !errors.Is(err, targets.ErrChanged) {
+			t.Errorf("ReplaceIf of a deleted object = %v, want ErrChanged", err)
+		}
+		if ok, _ := targets.Exists(ctx, s, key); ok {
+			t.Errorf("ReplaceIf of a deleted object made one")
+		}
+	})
+	t.Run("ReplaceIfOneWinner", func(t *testing.T) {
+		r, ok := s.(targets.Replacer)
+		if !ok {
+			t.Skip("store does not replace conditionally")
+		}
+		key := "conformance/replace/contended"
+		if err := s.Put(ctx, key, strings.NewReader("")); err != nil { // an empty lease, as a power loss leaves
+			t.Fatal(err)
+		}
+		seen, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const takers = 8
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var winners []string
+		var other []error
+		start := make(chan struct{})
+		for i := range takers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				me := fmt.Sprintf("taker %d", i)
+				err := r.ReplaceIf(ctx, key, seen, []byte(me))
+				mu.Lock()
+				defer mu.Unlock()
+				switch {
+				case err == nil:
+					winners = append(winners, me)
+				case !errors.Is(err, targets.ErrChanged):
+					other = append(other, err)
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		if len(winners) != 1 || len(other) > 0 {
+			t.Fatalf("%d takers of one version: winners %v, other errors %v; want exactly one winner", takers, winners, other)
+		}
+		if got := read(t, s, key); got != winners[0] {
+			t.Errorf("the object is %q, the winner was %q", got, winners[0])
 		}
 	})
 	t.Run("Presign", func(t *testing.T) {
