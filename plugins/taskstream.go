@@ -2,6 +2,7 @@ package plugins
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -119,7 +120,11 @@ func (m *taskMux) call(ctx context.Context, req *RunTaskRequest) (*RunTaskRespon
 		m.mu.Lock()
 		if _, ok := m.waiting[id]; ok {
 			delete(m.waiting, id)
-			m.cancels = append(m.cancels, id)
+			if i := slices.IndexFunc(m.queue, func(c taskCall) bool { return c.ID == id }); i >= 0 {
+				m.queue = slices.Delete(m.queue, i, i+1) // not sent yet: it never starts
+			} else {
+				m.cancels = append(m.cancels, id)
+			}
 		}
 		m.mu.Unlock()
 		m.signal()
@@ -222,7 +227,10 @@ func serveRunTasks(srv any, stream grpc.ServerStream) error {
 	defer stop() // the stream ended: running tasks are cancelled
 
 	results := make(chan taskDone, maxResultBatch)
+	sending := make(chan struct{})
+	defer func() { stop(); <-sending }() // no SendMsg after the handler returns
 	go func() {
+		defer close(sending)
 		for {
 			var d taskDone
 			select {
@@ -255,11 +263,6 @@ func serveRunTasks(srv any, stream grpc.ServerStream) error {
 			return err // io.EOF: the host closed it
 		}
 		mu.Lock()
-		for _, id := range b.Cancel {
-			if cancel, ok := cancels[id]; ok {
-				cancel()
-			}
-		}
 		for _, c := range b.Run {
 			tctx, cancel := context.WithCancel(ctx)
 			if !c.Deadline.IsZero() {
@@ -284,6 +287,11 @@ func serveRunTasks(srv any, stream grpc.ServerStream) error {
 				case <-ctx.Done():
 				}
 			}()
+		}
+		for _, id := range b.Cancel { // after the runs, in case one names a run of this message
+			if cancel, ok := cancels[id]; ok {
+				cancel()
+			}
 		}
 		mu.Unlock()
 	}

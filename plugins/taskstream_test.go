@@ -19,9 +19,10 @@ import (
 // fakeRunner answers RunTask by the task name: "echo" answers with its key in the progress
 // status, "fail" returns an RPC error, "block" waits for its context and records how it ended.
 type fakeRunner struct {
-	mu    sync.Mutex
-	ended map[string]error // key -> the context error a blocked task saw
-	dl    map[string]bool  // key -> its context had a deadline
+	mu      sync.Mutex
+	ended   map[string]error // key -> the context error a blocked task saw
+	dl      map[string]bool  // key -> its context had a deadline
+	blocked int              // "block" tasks started
 }
 
 func (f *fakeRunner) Graph(context.Context, *GraphRequest) (*GraphResponse, error) {
@@ -43,6 +44,9 @@ func (f *fakeRunner) RunTask(ctx context.Context, req *RunTaskRequest) (*RunTask
 	case "fail":
 		return nil, fmt.Errorf("unknown task %s", req.Key)
 	case "block":
+		f.mu.Lock()
+		f.blocked++
+		f.mu.Unlock()
 		<-ctx.Done()
 		f.mu.Lock()
 		f.ended[req.Key] = ctx.Err()
@@ -140,6 +144,20 @@ func TestTaskStream(t *testing.T) {
 		}
 		stopOther()
 		<-otherDone
+	})
+
+	t.Run("ACallCancelledBeforeItIsSentNeverRunsUncancelled", func(t *testing.T) {
+		r := newRunner()
+		c, _ := startFake(t, r)
+		for i := range 50 {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			if _, err := c.RunTask(ctx, &RunTaskRequest{Task: TaskRef{Task: "block"}, Key: fmt.Sprint("early", i)}); status.Code(err) != codes.Canceled {
+				t.Fatalf("a cancelled call: err = %v", err)
+			}
+		}
+		c.RunTask(context.Background(), &RunTaskRequest{Task: TaskRef{Task: "echo"}, Key: "after"}) // the stream has caught up
+		waitFor(t, func() bool { r.mu.Lock(); defer r.mu.Unlock(); return len(r.ended) == r.blocked })
 	})
 
 	t.Run("TheDeadlineTravelsWithTheTask", func(t *testing.T) {

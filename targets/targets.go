@@ -95,8 +95,9 @@ const StagePrefix = ".stage-"
 // same dead lease, exactly one replaces it (a delete then a create would let two in).
 type Replacer interface {
 	// ReplaceIf stores b at key if the object there is still the version seen describes (from
-	// Stat); else, or if it is gone, ErrChanged.
-	ReplaceIf(ctx context.Context, key string, seen Info, b []byte) error
+	// Stat); else, or if it is gone, ErrChanged. It returns the version it stored, for the
+	// next ReplaceIf of the same writer.
+	ReplaceIf(ctx context.Context, key string, seen Info, b []byte) (Info, error)
 }
 
 // Volatile is offered by stores where a durable Put costs a disk flush: PutVolatile stores a

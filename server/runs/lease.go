@@ -34,13 +34,20 @@ func (m *Manager) leaseBody(runID string) []byte {
 }
 
 // acquireLease returns true when this server now holds key's lease, false when a live holder
-// has it. A stale lease (its holder died) is taken over.
-func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, error) {
+// has it. A stale lease (its holder died) is taken over. It records in r the version of the
+// lease it holds, which the heartbeat renews (Replacer stores).
+func (m *Manager) acquireLease(ctx context.Context, r *Run, runID, key string) (bool, error) {
 	store := m.cfg.Store
 	name := key + "/" + LeaseName
 	for attempt := 0; attempt < 3; attempt++ {
 		err := store.CreateIfAbsent(ctx, name, bytes.NewReader(m.leaseBody(runID)))
 		if err == nil {
+			if _, ok := store.(targets.Replacer); ok {
+				// Fresh, so nobody replaces it before this Stat: it is our version.
+				if r.lease, err = store.Stat(ctx, name); err != nil {
+					return false, err
+				}
+			}
 			return true, nil
 		}
 		if !errors.Is(err, targets.ErrExist) {
@@ -69,11 +76,13 @@ func (m *Manager) acquireLease(ctx context.Context, runID, key string) (bool, er
 		default:
 			m.cfg.Logger.Warn("taking over a stale run lease", "key", key, "holder", l.Holder, "heartbeat", l.Heartbeat)
 		}
-		if r, ok := store.(targets.Replacer); ok {
+		if rep, ok := store.(targets.Replacer); ok {
 			// Of several servers that saw this dead lease, one replaces it; the others find a
 			// live one next time round.
-			switch err := r.ReplaceIf(ctx, name, seen, m.leaseBody(runID)); {
+			ver, err := rep.ReplaceIf(ctx, name, seen, m.leaseBody(runID))
+			switch {
 			case err == nil:
+				r.lease = ver
 				return true, nil
 			case errors.Is(err, targets.ErrChanged):
 				continue
@@ -143,7 +152,9 @@ func parseHolder(h string) (host string, pid int, ok bool) {
 }
 
 // heartbeat rewrites the lease until stop is closed, and between renewals looks for a cancel
-// request another server left for this run.
+// request another server left for this run. Where the store can, a renewal replaces only the
+// version this server wrote last: if it finds another, a server took the key over (this one
+// was silent past LeaseTTL), and the run is cancelled without writing anything more.
 func (m *Manager) heartbeat(r *Run, key string, stop <-chan struct{}) {
 	runID := r.Snapshot().RunID
 	renew := time.NewTicker(m.cfg.LeaseTTL / 3)
@@ -156,10 +167,17 @@ func (m *Manager) heartbeat(r *Run, key string, stop <-chan struct{}) {
 			return
 		case <-renew.C:
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3)
-			if err := m.putMeta(ctx, key+"/"+LeaseName, m.leaseBody(runID)); err != nil {
+			err := m.renewLease(ctx, r, key, runID)
+			cancel()
+			if errors.Is(err, targets.ErrChanged) {
+				m.cfg.Logger.Error("lost the run lease: another server took the key over; this run stops", "key", key)
+				r.leaseLost.Store(true)
+				r.cancel(errors.New("lost the run lease: another server took this key over"))
+				return
+			}
+			if err != nil {
 				m.cfg.Logger.Warn("renewing run lease", "key", key, "err", err)
 			}
-			cancel()
 		case <-poll.C:
 			ctx, cancel := context.WithTimeout(context.Background(), m.cfg.CancelPoll)
 			var req cancelRequest
@@ -197,10 +215,34 @@ func (m *Manager) requestCancel(ctx context.Context, key, reason string) error {
 	return m.putMeta(ctx, key+"/"+CancelName, b)
 }
 
-func (m *Manager) releaseLease(key string) {
+// renewLease rewrites r's lease: over the version it holds where the store can tell.
+func (m *Manager) renewLease(ctx context.Context, r *Run, key, runID string) error {
+	rep, ok := m.cfg.Store.(targets.Replacer)
+	if !ok || r.lease.ETag == "" {
+		return m.putMeta(ctx, key+"/"+LeaseName, m.leaseBody(runID))
+	}
+	ver, err := rep.ReplaceIf(ctx, key+"/"+LeaseName, r.lease, m.leaseBody(runID))
+	if err == nil {
+		r.lease = ver
+	}
+	return err
+}
+
+// releaseLease deletes r's lease, unless it is no longer the version r wrote (another server
+// took the key over): that one is not ours to delete. (Between the check and the delete a
+// takeover cannot happen: this lease was renewed within LeaseTTL.)
+func (m *Manager) releaseLease(r *Run) {
+	key := r.Snapshot().Key
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	if err := m.cfg.Store.Delete(ctx, key+"/"+LeaseName); err != nil {
+	name := key + "/" + LeaseName
+	if r.lease.ETag != "" {
+		if now, err := m.cfg.Store.Stat(ctx, name); err == nil && now.ETag != r.lease.ETag {
+			m.cfg.Logger.Error("not releasing the run lease: another server holds it now", "key", key)
+			return
+		}
+	}
+	if err := m.cfg.Store.Delete(ctx, name); err != nil {
 		m.cfg.Logger.Warn("releasing run lease", "key", key, "err", err)
 	}
 }

@@ -60,7 +60,7 @@ func TestOneServerTakesOverADeadLease(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					<-start
-					ok, err := m.acquireLease(context.Background(), "run"+string(rune('a'+i)), key)
+					ok, err := m.acquireLease(context.Background(), &Run{}, "run"+string(rune('a'+i)), key)
 					if err != nil {
 						t.Errorf("server %d: %v", i, err)
 					}
@@ -77,5 +77,49 @@ func TestOneServerTakesOverADeadLease(t *testing.T) {
 				t.Errorf("%d servers raced for a %s lease: %d took it, want %d", servers, tc.name, held, tc.winners)
 			}
 		})
+	}
+}
+
+// A holder silent past LeaseTTL whose key another server took over finds out at its next
+// renewal: its run is cancelled, and it neither renews nor deletes the new holder's lease.
+func TestAHolderThatLostItsLeaseStops(t *testing.T) {
+	root := t.TempDir()
+	store, err := local.New(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := NewManager(Config{Store: store, Plugins: noPlugins{}, LeaseTTL: 60 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const key = "chains/t/c/T/lost"
+	ctx, cancel := context.WithCancelCause(context.Background())
+	r := &Run{rec: Record{Key: key, RunID: "mine"}, cancel: cancel}
+	if ok, err := m.acquireLease(context.Background(), r, "mine", key); !ok || err != nil {
+		t.Fatalf("acquireLease = %v, %v", ok, err)
+	}
+	if err := m.renewLease(context.Background(), r, key, "mine"); err != nil {
+		t.Fatalf("renewing its own lease: %v", err)
+	}
+	// Another server's lease in its place (as a takeover leaves it).
+	theirs := []byte(`{"holder":"elsewhere/1/x","run_id":"theirs","heartbeat":"` + time.Now().UTC().Format(time.RFC3339Nano) + `"}`)
+	if err := store.PutVolatile(key+"/"+LeaseName, theirs); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	beat := make(chan struct{})
+	go func() { m.heartbeat(r, key, stop); close(beat) }()
+	select {
+	case <-beat: // it returned by itself: the lease was lost
+	case <-time.After(5 * time.Second):
+		close(stop)
+		t.Fatal("the heartbeat went on renewing a lease another server holds")
+	}
+	if !r.leaseLost.Load() || context.Cause(ctx) == nil {
+		t.Errorf("lost = %v, run cancelled with %v; want both", r.leaseLost.Load(), context.Cause(ctx))
+	}
+	m.releaseLease(r)
+	if b, err := os.ReadFile(filepath.Join(root, key, LeaseName)); err != nil || string(b) != string(theirs) {
+		t.Errorf("after the loser's release the lease is %q, %v; want the new holder's", b, err)
 	}
 }

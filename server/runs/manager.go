@@ -210,6 +210,11 @@ type Run struct {
 	// for retired, so it starts a new run rather than join this finished one.
 	retired chan struct{}
 	left    bool // no longer counted as pending (guarded by Manager.mu)
+	// lease is the version of the run's lease this server wrote last (Replacer stores): set
+	// when taken, then by the heartbeat, then read at release, each after the other.
+	lease targets.Info
+	// leaseLost is set when another server took the key over: the run stops and writes nothing.
+	leaseLost atomic.Bool
 	// owned is set once this server holds the run's lease: from then on changes are reported
 	// to onChange (guarded by mu).
 	owned    bool
@@ -658,6 +663,12 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	m.cfg.Observer.RunFinished(rec.Type, rec.Chain, rec.Task, status, now.Sub(rec.SubmittedAt))
 	// Stop the plugin first: its exact usage (from the kernel) goes into the metrics.
 	finish()
+	if r.leaseLost.Load() {
+		// The key is another server's now: its record and lease are not ours to write.
+		m.retire(r)
+		close(r.done)
+		return
+	}
 	r.mu.Lock()
 	if r.meter != nil {
 		r.meter.stop(now)
@@ -683,7 +694,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	}
 	r.changed() // with the exact usage the record was stored with
 	if leased {
-		m.releaseLease(rec.Key)
+		m.releaseLease(r)
 	}
 	// Waiters answer from memory: the record cache's stat (a round trip on S3) is not theirs
 	// to wait for. A POST of the key meanwhile waits for retired (Submit).
@@ -711,7 +722,10 @@ func (m *Manager) remember(r *Run) {
 		m.Samples = nil
 		rec.Metrics = &m
 	}
-	if info, err := m.cfg.Store.Stat(context.Background(), rec.Key+"/"+RecordName); err == nil {
+	// Bounded: a POST of the key waits for this run to retire (Submit), a few seconds at most.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if info, err := m.cfg.Store.Stat(ctx, rec.Key+"/"+RecordName); err == nil {
 		m.records.put(rec.Key, info, rec)
 	}
 }
@@ -744,7 +758,7 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 		if err := m.putRecord(context.Background(), r); err == nil {
 			r.changed()
 			if leased {
-				m.releaseLease(r.Snapshot().Key)
+				m.releaseLease(r)
 			}
 			return
 		}
@@ -783,7 +797,7 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger, pl *planne
 	finish = func() {}
 	key := r.Snapshot().Key
 	for {
-		held, err := m.acquireLease(ctx, r.Snapshot().RunID, key)
+		held, err := m.acquireLease(ctx, r, r.Snapshot().RunID, key)
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, false, Cancelled, "cancelled before it started", finish

@@ -252,6 +252,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	}
 
 	// Anything still pending never started (the process died or the run was cancelled).
+	if firstErr == "" && ctx.Err() != nil {
+		firstErr = "cancelled: " + cancelReason(ctx)
+	}
 	final := Done
 	for i, n := range s.nodes {
 		if n.slot < 0 {
@@ -291,6 +294,9 @@ func (s *scheduler) startRecorder() (stop func()) {
 		var written uint64
 		wait := recordEvery
 		for {
+			if s.r.leaseLost.Load() { // the key is another server's: so is its record
+				return
+			}
 			if v := s.r.version(); v != written {
 				start := time.Now()
 				if err := s.m.putRecord(context.Background(), s.r); err != nil {
@@ -364,7 +370,13 @@ func (s *scheduler) markUpstreamFailed(i int) {
 // artifacts first, out last, so an existing out always means a finished task.
 func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 	n := s.nodes[i]
-	fail := func(msg string, fatal bool) taskResult { return taskResult{idx: i, err: msg, fatal: fatal} }
+	fail := func(msg string, fatal bool) taskResult {
+		if fatal || ctx.Err() != nil {
+			// Before this task's slot is freed (deferred): no task waiting for it may start.
+			s.halted.Store(true)
+		}
+		return taskResult{idx: i, err: msg, fatal: fatal}
+	}
 
 	files, err := s.prepare(i)
 	if err != nil {
@@ -381,8 +393,11 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}()
 	// An execution slot, from fetching the inputs to the end of the last attempt.
-	// (A cancel frees the slots at once: the tasks executing are killed.)
-	s.executing <- struct{}{}
+	select {
+	case s.executing <- struct{}{}:
+	case <-ctx.Done():
+		return taskResult{idx: i, notStarted: true}
+	}
 	released := false
 	release := func() {
 		if !released {
@@ -391,7 +406,7 @@ func (s *scheduler) runTask(ctx context.Context, i int) taskResult {
 		}
 	}
 	defer release()
-	if s.halted.Load() {
+	if s.halted.Load() || ctx.Err() != nil {
 		return taskResult{idx: i, notStarted: true}
 	}
 	s.setTask(i, func(t *TaskState) { t.Status, t.StartedAt = Running, timePtr(time.Now().UTC()) })

@@ -237,40 +237,44 @@ func fileTag(fi os.FileInfo) string {
 // ReplaceIf swaps b in at key while holding a lock on the file it replaces, if that file is
 // still the version seen and still at key: a second taker that opened the same file gets the
 // lock only after the swap, and then finds another file at key.
-func (s *Store) ReplaceIf(_ context.Context, key string, seen targets.Info, b []byte) error {
+func (s *Store) ReplaceIf(_ context.Context, key string, seen targets.Info, b []byte) (targets.Info, error) {
 	dst, err := s.path(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	f, err := os.Open(dst)
 	if errors.Is(err, fs.ErrNotExist) {
-		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
 	if err != nil {
-		return fmt.Errorf("replace %s: %w", key, err)
+		return targets.Info{}, fmt.Errorf("replace %s: %w", key, err)
 	}
 	defer f.Close() // releases the lock
 	if err := flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		return fmt.Errorf("replace %s: lock: %w", key, err)
+		return targets.Info{}, fmt.Errorf("replace %s: lock: %w", key, err)
 	}
 	held, err := f.Stat()
 	if err != nil {
-		return fmt.Errorf("replace %s: %w", key, err)
+		return targets.Info{}, fmt.Errorf("replace %s: %w", key, err)
 	}
 	now, err := os.Stat(dst)
 	if err != nil || !os.SameFile(held, now) || fileTag(held) != seen.ETag || held.Size() != seen.Size {
-		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
 	tmp, err := s.stageBeside(dst, b)
+	var written os.FileInfo
 	if err == nil {
-		if err = Rename(tmp, dst); err != nil {
+		if written, err = os.Stat(tmp); err == nil { // the same file once renamed
+			err = Rename(tmp, dst)
+		}
+		if err != nil {
 			os.Remove(tmp)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("replace %s: %w", key, err)
+		return targets.Info{}, fmt.Errorf("replace %s: %w", key, err)
 	}
-	return nil
+	return targets.Info{Size: written.Size(), ModTime: written.ModTime(), ETag: fileTag(written)}, nil
 }
 
 func flock(fd, how int) error {

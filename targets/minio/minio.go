@@ -181,23 +181,24 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 }
 
 // ReplaceIf is a PUT with If-Match: the ETag seen.
-func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) error {
+func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	if seen.ETag == "" {
-		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
 	opts := s.putOptions()
 	opts.SetMatchETag(seen.ETag)
-	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts); err != nil {
+	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
-			return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+			return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 		}
-		return err
+		return targets.Info{}, err
 	}
-	return nil
+	return targets.Info{Size: up.Size, ModTime: up.LastModified, ETag: up.ETag}, nil
 }
 
 func (s *Store) Get(ctx context.Context, key string) (io.ReadCloser, error) {

@@ -293,25 +293,25 @@ func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) err
 }
 
 // ReplaceIf is a PUT with If-Match: the ETag seen.
-func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) error {
+func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b []byte) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	if seen.ETag == "" {
-		return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
-	_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
+	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
 		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
 	})
 	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
-			return fmt.Errorf("%s: %w", key, targets.ErrChanged)
+			return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 		}
-		return err
+		return targets.Info{}, err
 	}
-	return nil
+	return targets.Info{Size: int64(len(b)), ETag: aws.ToString(out.ETag)}, nil
 }
 
 // quoteETag puts back the quotes Stat took off (If-Match compares the quoted form).

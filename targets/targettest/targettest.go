@@ -204,21 +204,29 @@ func Run(t *testing.T, s targets.Store) {
 		if err := s.Put(ctx, key, strings.NewReader("v2")); err != nil { // same size, at once
 			t.Fatal(err)
 		}
-		if err := r.ReplaceIf(ctx, key, v1, []byte("stale")); !errors.Is(err, targets.ErrChanged) {
+		if _, err := r.ReplaceIf(ctx, key, v1, []byte("stale")); !errors.Is(err, targets.ErrChanged) {
 			t.Errorf("ReplaceIf of a version since rewritten = %v, want ErrChanged", err)
 		}
 		v2, err := s.Stat(ctx, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := r.ReplaceIf(ctx, key, v2, []byte("v3")); err != nil {
+		v3, err := r.ReplaceIf(ctx, key, v2, []byte("v3"))
+		if err != nil {
 			t.Fatalf("ReplaceIf of the current version: %v", err)
 		}
 		if got := read(t, s, key); got != "v3" {
 			t.Errorf("after ReplaceIf the object is %q, want v3", got)
 		}
+		// The version ReplaceIf returns is the one a writer renews its object against.
+		if _, err := r.ReplaceIf(ctx, key, v2, []byte("v4")); !errors.Is(err, targets.ErrChanged) {
+			t.Errorf("ReplaceIf of the version it replaced = %v, want ErrChanged", err)
+		}
+		if _, err := r.ReplaceIf(ctx, key, v3, []byte("v4")); err != nil {
+			t.Errorf("ReplaceIf of the version it returned: %v", err)
+		}
 		s.Delete(ctx, key)
-		if err := r.ReplaceIf(ctx, key, v2, []byte("gone")); !errors.Is(err, targets.ErrChanged) {
+		if _, err := r.ReplaceIf(ctx, key, v2, []byte("gone")); !errors.Is(err, targets.ErrChanged) {
 			t.Errorf("ReplaceIf of a deleted object = %v, want ErrChanged", err)
 		}
 		if ok, _ := targets.Exists(ctx, s, key); ok {
@@ -250,7 +258,7 @@ func Run(t *testing.T, s targets.Store) {
 				defer wg.Done()
 				<-start
 				me := fmt.Sprintf("taker %d", i)
-				err := r.ReplaceIf(ctx, key, seen, []byte(me))
+				_, err := r.ReplaceIf(ctx, key, seen, []byte(me))
 				mu.Lock()
 				defer mu.Unlock()
 				switch {
