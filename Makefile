@@ -6,6 +6,10 @@ BIN   := bin
 # (the first install takes about 4 minutes; targets/miniotest has the same version).
 MINIO_VERSION := v0.0.0-20260212201848-7aac2a2c5b7c
 MINIO         := .tools/minio-$(MINIO_VERSION)/minio
+# nats-server for the multi-process cluster tests (the server embeds the same module): the
+# version go.mod requires, built into the tool folder (server/queue/natstest has it too).
+NATS_VERSION := v2.15.2
+NATS         := .tools/nats-server-$(NATS_VERSION)/nats-server
 
 .DEFAULT_GOAL := help
 
@@ -69,7 +73,7 @@ CHROMIUM := /usr/bin/chromium
 # strace counts the server's system calls per task (a test and make bench), from Debian.
 STRACE := /usr/bin/strace
 
-tools: $(MINIO) $(PG_BIN)/initdb $(CHROMIUM) $(STRACE) ## install the pinned MinIO server into .tools/ and, if missing, Debian's PostgreSQL 15, Chromium and strace
+tools: $(MINIO) $(NATS) $(PG_BIN)/initdb $(CHROMIUM) $(STRACE) ## install the pinned MinIO and nats-server into .tools/ and, if missing, Debian's PostgreSQL 15, Chromium and strace
 
 $(PG_BIN)/initdb:
 	@echo "installing Debian's postgresql-15 (the run-history tests start their own cluster from it)"
@@ -89,6 +93,10 @@ $(STRACE):
 $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"
 	GOBIN=$(CURDIR)/$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
+
+$(NATS):
+	@echo "installing nats-server $(NATS_VERSION) into $(dir $(NATS))"
+	GOBIN=$(CURDIR)/$(dir $(NATS)) $(GO) install github.com/nats-io/nats-server/v2@$(NATS_VERSION)
 
 test: lint tools ## lint, then every test (real plugins, MinIO, PostgreSQL, headless Chromium; the server package under -race) and a short fuzz of each parser
 	@# ./server runs once, under -race and not also without it: its tests drive concurrent runs,

@@ -1,0 +1,523 @@
+// Package queue is where ready tasks wait for a worker: a NATS JetStream work-queue stream,
+// one durable pull consumer per named queue, shared by every worker that serves it.
+//
+// By default the server embeds a single-node JetStream (in-process connection, data under the
+// local targets folder, no port opened unless asked), so one machine needs nothing else and
+// runs the very path a cluster runs. With a URL it joins an external cluster instead.
+//
+// What the queue guarantees, and what it leaves to its users:
+//   - a task message is stored (on the cluster's replicas) before Publish returns;
+//   - a worker holds a message until it acks it; one that dies, or goes silent for AckWait
+//     (workers send in-progress acks while a task runs), loses it to another worker, up to
+//     MaxDeliver deliveries, after which OnMaxDeliveries reports it;
+//   - a message may thus run twice (a worker that died after its commit, before its ack): the
+//     task's out is committed only if absent, which makes the second run a no-op.
+package queue
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Names of what the queue creates in JetStream. Deployment files (KEDA's scaler) name them too.
+const (
+	// TasksStream holds every queue's task messages, on subjects TaskSubject(queue, run).
+	TasksStream = "NECTAR_TASKS"
+	// ConsumerPrefix + queue name is the durable consumer of one queue.
+	ConsumerPrefix = "queue-"
+	subjectPrefix  = "nectar.tasks."
+)
+
+// Config says where the queue lives and how it treats task messages.
+type Config struct {
+	// URL of an external NATS cluster (nats://host:4222, comma-separated seeds); "" embeds a
+	// single-node JetStream server in this process.
+	URL string
+	// Creds is a NATS credentials file (user JWT and nkey seed) for URL.
+	Creds string
+	// CA verifies the cluster's TLS certificate; Cert and Key are this client's own (mutual TLS).
+	CA, Cert, Key string
+	// Replicas of the task stream on a cluster (1 or 3 in practice; the embedded server: 1).
+	Replicas int
+	// DataDir is the embedded server's JetStream storage (created if missing).
+	DataDir string
+	// Listen, if set (host:port), opens the embedded server to other processes: workers and
+	// servers on this host may then use it as their URL. "" opens no port.
+	Listen string
+	// AckWait is how long a worker may stay silent about a task before it is redelivered
+	// (workers send in-progress acks every AckWait/3 while a task runs). Default 30s.
+	AckWait time.Duration
+	// MaxDeliver is how often a task message is delivered before it counts as a task that
+	// kills its worker. Default 5.
+	MaxDeliver int
+	// Name identifies this process in the cluster's connection list (e.g. nectar-worker/host/pid).
+	Name   string
+	Logger *slog.Logger
+}
+
+// Queue is a connection to JetStream with the task stream in place.
+type Queue struct {
+	cfg      Config
+	embedded *server.Server // nil with an external cluster
+	nc       *nats.Conn
+	js       jetstream.JetStream
+	stream   jetstream.Stream
+
+	mu        sync.Mutex
+	consumers map[string]jetstream.Consumer
+}
+
+// queueName is what a queue may be called: it is a subject token and part of a consumer name.
+var queueName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+
+// CheckName reports whether name can be a queue's name, and if not, why.
+func CheckName(name string) error {
+	if !queueName.MatchString(name) {
+		return fmt.Errorf("queue name %q: use 1 to 64 letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+// TaskSubject is the subject of a task of run in queue: a run's messages can be purged alone.
+func TaskSubject(queue, run string) string { return subjectPrefix + queue + "." + run }
+
+// Open starts the embedded server or connects to cfg.URL, and makes sure the task stream
+// exists with cfg's settings.
+func Open(ctx context.Context, cfg Config) (*Queue, error) {
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.MaxDeliver <= 0 {
+		cfg.MaxDeliver = 5
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	started := time.Now()
+	q := &Queue{cfg: cfg, consumers: map[string]jetstream.Consumer{}}
+	opts := []nats.Option{nats.Name(cfg.Name), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond),
+		nats.DisconnectErrHandler(func(_ *nats.Conn, err error) {
+			if err != nil {
+				cfg.Logger.Warn("queue: disconnected from NATS; reconnecting", "err", err)
+			}
+		}),
+		nats.ReconnectHandler(func(nc *nats.Conn) { cfg.Logger.Info("queue: reconnected to NATS", "server", nc.ConnectedServerName()) }),
+	}
+	var err error
+	if cfg.URL == "" {
+		if cfg.Replicas != 1 {
+			return nil, fmt.Errorf("NECTAR_NATS_REPLICAS=%d needs a NATS cluster (NECTAR_NATS_URL); the embedded server keeps 1 copy", cfg.Replicas)
+		}
+		if q.embedded, err = startEmbedded(cfg); err != nil {
+			return nil, err
+		}
+		opts = append(opts, nats.InProcessServer(q.embedded))
+	} else {
+		sec, err := securityOptions(cfg)
+		if err != nil {
+			return nil, err
+		}
+		opts = append(opts, sec...)
+	}
+	if q.nc, err = nats.Connect(cfg.URL, opts...); err != nil {
+		q.Close()
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(cfg.URL), err)
+	}
+	if q.js, err = jetstream.New(q.nc); err != nil {
+		q.Close()
+		return nil, err
+	}
+	// A cluster that has just started may have no JetStream leader yet: its API times out.
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		if q.stream, err = q.ensureStream(ctx); err == nil {
+			return q, nil
+		}
+		if !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
+			q.Close()
+			return nil, err
+		}
+		cfg.Logger.Warn("queue: JetStream not ready yet; retrying", "err", err, "in", wait)
+		time.Sleep(wait)
+	}
+}
+
+// openPatience is how long Open waits for a cluster's JetStream to answer.
+const openPatience = 30 * time.Second
+
+// transient reports whether err may pass once the cluster has elected its leaders.
+func transient(err error) bool {
+	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
+		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+}
+
+// startEmbedded runs a single-node JetStream server inside this process.
+func startEmbedded(cfg Config) (*server.Server, error) {
+	if cfg.DataDir == "" {
+		return nil, errors.New("the embedded NATS server needs a data folder")
+	}
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("the embedded NATS server's data folder: %w", err)
+	}
+	opts := &server.Options{ServerName: "nectar-embedded", JetStream: true, StoreDir: cfg.DataDir,
+		DontListen: cfg.Listen == "", NoSigs: true, NoLog: false}
+	if cfg.Listen != "" {
+		host, port, err := splitHostPort(cfg.Listen)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_NATS_LISTEN=%q: %w", cfg.Listen, err)
+		}
+		opts.Host, opts.Port = host, port
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
+	}
+	ns.SetLoggerV2(&natsLogger{log: cfg.Logger}, false, false, false)
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("the embedded NATS server did not start within 30s (see the log above)")
+	}
+	return ns, nil
+}
+
+func splitHostPort(addr string) (string, int, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", 0, errors.New("want host:port, such as 127.0.0.1:4222")
+	}
+	var port int
+	if _, err := fmt.Sscanf(addr[i+1:], "%d", &port); err != nil || port < 1 || port > 65535 {
+		return "", 0, errors.New("want host:port with a port from 1 to 65535")
+	}
+	return addr[:i], port, nil
+}
+
+// securityOptions are the credentials and TLS settings for an external cluster.
+func securityOptions(cfg Config) ([]nats.Option, error) {
+	var opts []nats.Option
+	if cfg.Creds != "" {
+		if _, err := os.Stat(cfg.Creds); err != nil {
+			return nil, fmt.Errorf("NECTAR_NATS_CREDS: %w", err)
+		}
+		opts = append(opts, nats.UserCredentials(cfg.Creds))
+	}
+	if cfg.CA == "" && cfg.Cert == "" && cfg.Key == "" {
+		return opts, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if cfg.CA != "" {
+		pem, err := os.ReadFile(cfg.CA)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_NATS_TLS_CA: %w", err)
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("NECTAR_NATS_TLS_CA: %s holds no PEM certificate", cfg.CA)
+		}
+	}
+	if (cfg.Cert == "") != (cfg.Key == "") {
+		return nil, errors.New("NECTAR_NATS_TLS_CERT and NECTAR_NATS_TLS_KEY go together: set both or neither")
+	}
+	if cfg.Cert != "" {
+		pair, err := tls.LoadX509KeyPair(cfg.Cert, cfg.Key)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_NATS_TLS_CERT/KEY: %w", err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return append(opts, nats.Secure(tc)), nil
+}
+
+// redactURL drops user:password from a NATS URL for messages.
+func redactURL(u string) string {
+	var out []string
+	for _, part := range strings.Split(u, ",") {
+		if at := strings.LastIndexByte(part, '@'); at >= 0 {
+			scheme := ""
+			if i := strings.Index(part, "://"); i >= 0 && i < at {
+				scheme = part[:i+3]
+			}
+			part = scheme + "***@" + part[at+1:]
+		}
+		out = append(out, part)
+	}
+	return strings.Join(out, ",")
+}
+
+func (q *Queue) ensureStream(ctx context.Context) (jetstream.Stream, error) {
+	sc := jetstream.StreamConfig{
+		Name:        TasksStream,
+		Description: "Nectar: ready tasks, by queue and run",
+		Subjects:    []string{subjectPrefix + ">"},
+		Retention:   jetstream.WorkQueuePolicy,
+		Storage:     jetstream.FileStorage,
+		Replicas:    q.cfg.Replicas,
+		// A publish retried after a lost PubAck is stored once.
+		Duplicates: 2 * time.Minute,
+	}
+	s, err := q.js.CreateOrUpdateStream(ctx, sc)
+	if err != nil {
+		return nil, fmt.Errorf("creating the JetStream stream %s: %w", TasksStream, err)
+	}
+	return s, nil
+}
+
+// Conn is the NATS connection, for requests and events beside the task stream.
+func (q *Queue) Conn() *nats.Conn { return q.nc }
+
+// Embedded reports whether the queue runs inside this process.
+func (q *Queue) Embedded() bool { return q.embedded != nil }
+
+// ClientURL is where other processes reach the embedded server ("" when it opened no port).
+func (q *Queue) ClientURL() string {
+	if q.embedded == nil || q.cfg.Listen == "" {
+		return ""
+	}
+	return q.embedded.ClientURL()
+}
+
+// Publish stores one task message in queue for run; id makes a retried publish a no-op.
+// It returns the message's stream sequence (what OnMaxDeliveries reports).
+func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte) (uint64, error) {
+	ack, err := q.js.Publish(ctx, TaskSubject(queue, run), data, jetstream.WithMsgID(id))
+	if err != nil {
+		return 0, fmt.Errorf("queueing a task in %s: %w", queue, err)
+	}
+	return ack.Sequence, nil
+}
+
+// PurgeRun removes the task messages of run not yet taken by a worker (a cancelled run's).
+func (q *Queue) PurgeRun(ctx context.Context, run string) error {
+	return q.stream.Purge(ctx, jetstream.WithPurgeSubject(subjectPrefix+"*."+run))
+}
+
+// Delete removes one task message (one that reached its delivery limit).
+func (q *Queue) Delete(ctx context.Context, seq uint64) error {
+	err := q.stream.DeleteMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil
+	}
+	return err
+}
+
+// consumer is queue's durable consumer, created on first use.
+func (q *Queue) consumer(ctx context.Context, queue string) (jetstream.Consumer, error) {
+	if err := CheckName(queue); err != nil {
+		return nil, err
+	}
+	q.mu.Lock()
+	c, ok := q.consumers[queue]
+	q.mu.Unlock()
+	if ok {
+		return c, nil
+	}
+	c, err := q.js.CreateOrUpdateConsumer(ctx, TasksStream, jetstream.ConsumerConfig{
+		Durable:       ConsumerPrefix + queue,
+		Description:   "Nectar workers serving queue " + queue,
+		FilterSubject: subjectPrefix + queue + ".>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       q.cfg.AckWait,
+		MaxDeliver:    q.cfg.MaxDeliver,
+		MaxAckPending: -1,
+		Replicas:      q.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the JetStream consumer of queue %s: %w", queue, err)
+	}
+	q.mu.Lock()
+	q.consumers[queue] = c
+	q.mu.Unlock()
+	return c, nil
+}
+
+// Delivery is one task message in a worker's hands.
+type Delivery struct {
+	msg  jetstream.Msg
+	Data []byte
+	// Attempt counts deliveries of this message: above 1, a worker before this one took it
+	// and never acked it (it died, or went silent for AckWait).
+	Attempt int
+	// Seq is the message's stream sequence.
+	Seq uint64
+	// Queue is the queue it came from.
+	Queue string
+}
+
+// InProgress tells JetStream the task still runs: its AckWait starts again.
+func (d *Delivery) InProgress() error { return d.msg.InProgress() }
+
+// Ack removes the message: its task is finished and its result delivered. It does not wait for
+// JetStream's confirmation: a lost ack means one more delivery, which finds the out committed.
+func (d *Delivery) Ack() error { return d.msg.Ack() }
+
+// Release hands the message back for another worker at once (this one is stopping).
+func (d *Delivery) Release() error { return d.msg.Nak() }
+
+// Consume hands task messages of queues to handle, at most slots at a time in all: a message
+// is taken only when a slot is free, so a busy worker leaves the next ones to its peers (and no
+// message waits in a worker's buffer while its AckWait runs out). handle runs in its own
+// goroutine and must Ack or Release its delivery. Consume returns when ctx ends, once every
+// handle has returned.
+func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle func(*Delivery)) error {
+	if len(queues) == 0 {
+		return errors.New("a worker needs at least one queue")
+	}
+	if slots < 1 {
+		return errors.New("a worker needs at least one slot")
+	}
+	var cons []jetstream.Consumer
+	for _, name := range queues {
+		c, err := q.consumer(ctx, name)
+		if err != nil {
+			return err
+		}
+		cons = append(cons, c)
+	}
+	free := make(chan struct{}, slots)
+	for range slots {
+		free <- struct{}{}
+	}
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	errs := make(chan error, len(queues))
+	for i, c := range cons {
+		name := queues[i]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-free:
+				case <-ctx.Done():
+					return
+				}
+				// A poller holds a slot while it waits, for pollWait at most: with fewer slots
+				// than queues, the others get their turn.
+				pctx, cancel := context.WithTimeout(ctx, pollWait)
+				msg, err := c.Next(jetstream.FetchContext(pctx))
+				cancel()
+				if err != nil {
+					free <- struct{}{}
+					switch {
+					case ctx.Err() != nil:
+						return
+					case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+						continue
+					case errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+						errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrNoResponders):
+						// A cluster node went away: the connection moves to another.
+						select {
+						case <-time.After(100 * time.Millisecond):
+						case <-ctx.Done():
+							return
+						}
+						continue
+					default:
+						errs <- fmt.Errorf("consuming queue %s: %w", name, err)
+						return
+					}
+				}
+				d := &Delivery{msg: msg, Data: msg.Data(), Queue: name}
+				if md, err := msg.Metadata(); err == nil {
+					d.Attempt, d.Seq = int(md.NumDelivered), md.Sequence.Stream
+				}
+				wg.Add(1)
+				go func() {
+					defer func() { free <- struct{}{}; wg.Done() }()
+					handle(d)
+				}()
+			}
+		}()
+	}
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-errs:
+		return err
+	}
+}
+
+// pollWait bounds one wait for a message of one queue.
+const pollWait = time.Second
+
+// maxDeliveries is JetStream's advisory for a message that reached its consumer's MaxDeliver.
+type maxDeliveries struct {
+	Stream     string `json:"stream"`
+	Consumer   string `json:"consumer"`
+	StreamSeq  uint64 `json:"stream_seq"`
+	Deliveries int    `json:"deliveries"`
+}
+
+// OnMaxDeliveries calls f with the stream sequence of each task message delivered MaxDeliver
+// times without an ack (its workers died each time), from now until stop is called.
+func (q *Queue) OnMaxDeliveries(f func(seq uint64, deliveries int)) (stop func(), err error) {
+	sub, err := q.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+TasksStream+".*", func(m *nats.Msg) {
+		var a maxDeliveries
+		if json.Unmarshal(m.Data, &a) == nil && a.Stream == TasksStream {
+			f(a.StreamSeq, a.Deliveries)
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	return func() { sub.Unsubscribe() }, nil
+}
+
+// Depth is a queue's backlog: messages waiting for a worker, and taken but not acked.
+func (q *Queue) Depth(ctx context.Context, queue string) (pending, inFlight int, err error) {
+	c, err := q.consumer(ctx, queue)
+	if err != nil {
+		return 0, 0, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return 0, 0, err
+	}
+	return int(info.NumPending), info.NumAckPending, nil
+}
+
+// Close drains the connection and stops the embedded server.
+func (q *Queue) Close() error {
+	if q.nc != nil {
+		q.nc.Close()
+	}
+	if q.embedded != nil {
+		q.embedded.Shutdown()
+		q.embedded.WaitForShutdown()
+	}
+	return nil
+}
+
+// natsLogger sends the embedded server's warnings and errors to the server's log.
+type natsLogger struct{ log *slog.Logger }
+
+func (l *natsLogger) Noticef(string, ...any) {}
+func (l *natsLogger) Debugf(string, ...any)  {}
+func (l *natsLogger) Tracef(string, ...any)  {}
+func (l *natsLogger) Warnf(format string, v ...any) {
+	l.log.Warn("embedded NATS: " + fmt.Sprintf(format, v...))
+}
+func (l *natsLogger) Errorf(format string, v ...any) {
+	l.log.Error("embedded NATS: " + fmt.Sprintf(format, v...))
+}
+func (l *natsLogger) Fatalf(format string, v ...any) {
+	l.log.Error("embedded NATS (fatal): " + fmt.Sprintf(format, v...))
+}

@@ -1,0 +1,420 @@
+package queue
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"nectar/server/queue/natstest"
+)
+
+// embedded opens a queue on an embedded server in a temporary folder.
+func embedded(t *testing.T, cfg Config) *Queue {
+	t.Helper()
+	if cfg.DataDir == "" {
+		cfg.DataDir = t.TempDir()
+	}
+	q, err := Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { q.Close() })
+	return q
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// consume runs Consume in the background until the test ends (or stop is called).
+func consume(t *testing.T, q *Queue, queues []string, slots int, handle func(*Delivery)) (stop func()) {
+	t.Helper()
+	return consumeErr(t, q, queues, slots, handle, func(err error) { t.Errorf("Consume: %v", err) })
+}
+
+// consumeErr is consume with onErr for what Consume returns.
+func consumeErr(t *testing.T, q *Queue, queues []string, slots int, handle func(*Delivery), onErr func(error)) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- q.Consume(ctx, queues, slots, handle) }()
+	var once sync.Once
+	stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				onErr(err)
+			}
+		})
+	}
+	t.Cleanup(stop)
+	return stop
+}
+
+func publish(t *testing.T, q *Queue, queue, run string, n int) []uint64 {
+	t.Helper()
+	var seqs []uint64
+	for i := range n {
+		// Message ids are the stream's: unique across queues and runs.
+		seq, err := q.Publish(context.Background(), queue, run, fmt.Sprintf("%s/%s-%d", queue, run, i), []byte(fmt.Sprintf("%s-%d", run, i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	return seqs
+}
+
+func TestEmbeddedServerOpensNoPortUnlessAsked(t *testing.T) {
+	q := embedded(t, Config{})
+	if !q.Embedded() || q.ClientURL() != "" || q.embedded.Addr() != nil {
+		t.Fatalf("embedded server without Listen: client URL %q, address %v; want no port", q.ClientURL(), q.embedded.Addr())
+	}
+
+	// With Listen, a second process on the host (here a second client) uses it as its URL.
+	addr := freeAddr(t)
+	host := embedded(t, Config{Listen: addr})
+	if host.ClientURL() != "nats://"+addr {
+		t.Fatalf("ClientURL = %q, want nats://%s", host.ClientURL(), addr)
+	}
+	worker, err := Open(context.Background(), Config{URL: host.ClientURL()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer worker.Close()
+	publish(t, host, "q", "r1", 1)
+	got := make(chan string, 1)
+	consume(t, worker, []string{"q"}, 1, func(d *Delivery) { d.Ack(); got <- string(d.Data) })
+	select {
+	case s := <-got:
+		if s != "r1-0" {
+			t.Fatalf("got %q", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the worker on the listening server's URL got nothing")
+	}
+}
+
+func TestAQueuedTaskSurvivesARestartOfTheEmbeddedServer(t *testing.T) {
+	dir := t.TempDir()
+	q, err := Open(context.Background(), Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, q, "q", "r1", 3)
+	q.Close()
+
+	q = embedded(t, Config{DataDir: dir})
+	got := make(chan string, 3)
+	consume(t, q, []string{"q"}, 2, func(d *Delivery) { d.Ack(); got <- string(d.Data) })
+	seen := map[string]bool{}
+	for range 3 {
+		select {
+		case s := <-got:
+			seen[s] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("after a restart, got %v of 3 tasks", seen)
+		}
+	}
+}
+
+// A worker that dies holding a task (its connection gone, no ack) loses it to another worker
+// after AckWait, and the new delivery says it is the second.
+func TestATaskOfAWorkerThatDiedIsRedelivered(t *testing.T) {
+	addr := freeAddr(t)
+	host := embedded(t, Config{Listen: addr, AckWait: time.Second})
+	dying, err := Open(context.Background(), Config{URL: host.ClientURL(), AckWait: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	publish(t, host, "q", "r1", 1)
+	took := make(chan struct{})
+	consumeErr(t, dying, []string{"q"}, 1, func(d *Delivery) {
+		close(took)
+		dying.nc.Close() // dies mid-task: no ack, no in-progress
+	}, func(err error) {
+		if !strings.Contains(err.Error(), "connection closed") {
+			t.Errorf("Consume of the dead worker: %v, want connection closed", err)
+		}
+	})
+	select {
+	case <-took:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the first worker got nothing")
+	}
+
+	got := make(chan *Delivery, 1)
+	start := time.Now()
+	consume(t, host, []string{"q"}, 1, func(d *Delivery) { d.Ack(); got <- d })
+	select {
+	case d := <-got:
+		if d.Attempt != 2 || string(d.Data) != "r1-0" {
+			t.Fatalf("redelivered %q as attempt %d, want r1-0 as attempt 2", d.Data, d.Attempt)
+		}
+		t.Logf("redelivered after %s", time.Since(start).Round(time.Millisecond))
+	case <-time.After(15 * time.Second):
+		t.Fatal("the task of the dead worker was never redelivered")
+	}
+}
+
+// A task that runs for several AckWaits is not redelivered while its worker sends in-progress
+// acks.
+func TestInProgressKeepsALongTaskWithItsWorker(t *testing.T) {
+	q := embedded(t, Config{AckWait: 500 * time.Millisecond})
+	publish(t, q, "q", "r1", 1)
+	var deliveries atomic.Int32
+	finished := make(chan struct{})
+	handle := func(d *Delivery) {
+		deliveries.Add(1)
+		if d.Attempt > 1 {
+			t.Errorf("redelivered while its worker was alive (attempt %d)", d.Attempt)
+			d.Ack()
+			return
+		}
+		for range 10 { // 2 s: four AckWaits
+			time.Sleep(200 * time.Millisecond)
+			if err := d.InProgress(); err != nil {
+				t.Error(err)
+			}
+		}
+		d.Ack()
+		close(finished)
+	}
+	consume(t, q, []string{"q"}, 4, handle) // free slots: a redelivery would be taken at once
+	select {
+	case <-finished:
+	case <-time.After(15 * time.Second):
+		t.Fatal("the long task never finished")
+	}
+	time.Sleep(time.Second) // an ack lost would show as a redelivery now
+	if n := deliveries.Load(); n != 1 {
+		t.Fatalf("delivered %d times, want 1", n)
+	}
+}
+
+// A task whose workers all die before an ack stops after MaxDeliver deliveries, and the
+// advisory names its sequence.
+func TestATaskThatKeepsKillingItsWorkerIsReported(t *testing.T) {
+	q := embedded(t, Config{AckWait: 300 * time.Millisecond, MaxDeliver: 3})
+	reported := make(chan [2]uint64, 1)
+	stop, err := q.OnMaxDeliveries(func(seq uint64, n int) { reported <- [2]uint64{seq, uint64(n)} })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	seq := publish(t, q, "q", "r1", 1)[0]
+	var deliveries atomic.Int32
+	consume(t, q, []string{"q"}, 1, func(d *Delivery) { deliveries.Add(1) }) // never acks
+	select {
+	case r := <-reported:
+		if r[0] != seq || r[1] != 3 {
+			t.Fatalf("advisory for seq %d after %d deliveries, want seq %d after 3", r[0], r[1], seq)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatalf("no max-deliveries advisory after %d deliveries", deliveries.Load())
+	}
+	time.Sleep(time.Second)
+	if n := deliveries.Load(); n != 3 {
+		t.Fatalf("delivered %d times, want 3 (MaxDeliver)", n)
+	}
+	if err := q.Delete(context.Background(), seq); err != nil {
+		t.Fatal(err)
+	}
+	if pending, inFlight, err := q.Depth(context.Background(), "q"); err != nil || pending+inFlight != 0 {
+		t.Fatalf("after Delete: pending %d, in flight %d, err %v; want an empty queue", pending, inFlight, err)
+	}
+}
+
+func TestAWorkerTakesOnlyItsQueues(t *testing.T) {
+	q := embedded(t, Config{})
+	publish(t, q, "gpu", "r1", 2)
+	publish(t, q, "testchains", "r1", 3)
+	var mu sync.Mutex
+	var got []string
+	stop := consume(t, q, []string{"testchains"}, 2, func(d *Delivery) {
+		mu.Lock()
+		got = append(got, d.Queue)
+		mu.Unlock()
+		d.Ack()
+	})
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 3 })
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	for _, g := range got {
+		if g != "testchains" {
+			t.Fatalf("a worker of queue testchains took a task of %s", g)
+		}
+	}
+	if pending, _, err := q.Depth(context.Background(), "gpu"); err != nil || pending != 2 {
+		t.Fatalf("queue gpu: %d pending (err %v), want its 2 tasks waiting", pending, err)
+	}
+}
+
+func TestPurgeRunDropsOnlyThatRunsWaitingTasks(t *testing.T) {
+	q := embedded(t, Config{})
+	publish(t, q, "q", "cancelled", 3)
+	publish(t, q, "q", "kept", 2)
+	if err := q.PurgeRun(context.Background(), "cancelled"); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	consume(t, q, []string{"q"}, 1, func(d *Delivery) { mu.Lock(); got = append(got, string(d.Data)); mu.Unlock(); d.Ack() })
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(got) == 2 })
+	time.Sleep(300 * time.Millisecond)
+	mu.Lock()
+	defer mu.Unlock()
+	for _, g := range got {
+		if !strings.HasPrefix(g, "kept-") {
+			t.Fatalf("got %v; a purged run's task was delivered", got)
+		}
+	}
+}
+
+// Slots bound the tasks a worker holds, and workers share a queue's tasks.
+func TestSlotsBoundAWorkersTasksAndWorkersShareAQueue(t *testing.T) {
+	q := embedded(t, Config{})
+	const n = 40
+	publish(t, q, "q", "r1", n)
+	type worker struct {
+		slots        int
+		running, max atomic.Int32
+		done         atomic.Int32
+	}
+	workers := []*worker{{slots: 1}, {slots: 3}}
+	var total atomic.Int32
+	for _, w := range workers {
+		consume(t, q, []string{"q"}, w.slots, func(d *Delivery) {
+			now := w.running.Add(1)
+			for {
+				m := w.max.Load()
+				if now <= m || w.max.CompareAndSwap(m, now) {
+					break
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+			w.running.Add(-1)
+			w.done.Add(1)
+			total.Add(1)
+			d.Ack()
+		})
+	}
+	waitFor(t, func() bool { return total.Load() == n })
+	for i, w := range workers {
+		if int(w.max.Load()) > w.slots {
+			t.Errorf("worker %d ran %d tasks at once with %d slots", i, w.max.Load(), w.slots)
+		}
+		if w.done.Load() == 0 {
+			t.Errorf("worker %d got none of the %d tasks", i, n)
+		}
+	}
+}
+
+func TestConfigErrorsNameTheSetting(t *testing.T) {
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	for _, c := range []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"replicas without a cluster", Config{DataDir: dir, Replicas: 3}, "NECTAR_NATS_REPLICAS=3 needs a NATS cluster"},
+		{"bad listen address", Config{DataDir: dir, Listen: "localhost"}, `NECTAR_NATS_LISTEN="localhost": want host:port`},
+		{"missing creds", Config{URL: "nats://127.0.0.1:1", Creds: filepath.Join(dir, "nope.creds")}, "NECTAR_NATS_CREDS"},
+		{"CA without a certificate", Config{URL: "nats://127.0.0.1:1", CA: notPEM}, "NECTAR_NATS_TLS_CA: " + notPEM + " holds no PEM certificate"},
+		{"cert without key", Config{URL: "nats://127.0.0.1:1", Cert: notPEM}, "set both or neither"},
+		{"no server, password hidden", Config{URL: "nats://user:s3cret@127.0.0.1:1"}, "connecting to NATS at nats://***@127.0.0.1:1"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Open(context.Background(), c.cfg)
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+			if strings.Contains(err.Error(), "s3cret") {
+				t.Fatalf("the error shows the password: %v", err)
+			}
+		})
+	}
+	if err := CheckName("gpu.large"); err == nil {
+		t.Fatal("a queue name with a dot (a subject separator) was accepted")
+	}
+}
+
+// On a 3-node cluster with 3 replicas, killing a node while tasks flow loses none of them.
+func TestAClusterLosesNoTaskWhenANodeDies(t *testing.T) {
+	cluster, err := natstest.Start(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	open := func() *Queue {
+		q, err := Open(context.Background(), Config{URL: cluster.URL(), Replicas: 3, AckWait: 2 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		return q
+	}
+	pub, work := open(), open()
+	const n = 300
+	var mu sync.Mutex
+	seen := map[string]int{}
+	consume(t, work, []string{"q"}, 4, func(d *Delivery) {
+		time.Sleep(2 * time.Millisecond)
+		mu.Lock()
+		seen[string(d.Data)]++
+		mu.Unlock()
+		d.Ack()
+	})
+	for i := range n {
+		if i == n/3 {
+			cluster.Kill(0)
+		}
+		id := fmt.Sprintf("r1-%d", i)
+		// A publish during the failover may time out; retried with its id, it is stored once.
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			_, err := pub.Publish(ctx, "q", "r1", id, []byte(id))
+			cancel()
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("publishing %s: %v", id, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	waitFor(t, func() bool { mu.Lock(); defer mu.Unlock(); return len(seen) == n })
+	for i := range n {
+		if seen[fmt.Sprintf("r1-%d", i)] == 0 {
+			t.Fatalf("task %d was lost", i)
+		}
+	}
+}
+
+func waitFor(t *testing.T, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatal("timed out")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
