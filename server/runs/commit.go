@@ -44,30 +44,29 @@ const batchSyncFrom = 8
 // params are not written to its folder: the run record lists them with the task (one file
 // less per task, on a disk where creating a file is most of a trivial task's cost); the
 // root's were written when the run started.
-func (s *scheduler) prepare(i int) (taskFiles, error) {
-	n := s.nodes[i]
-	if s.folders == nil {
-		base := fmt.Sprintf("%s-%d-", s.spoolPrefix, i)
+func (l *lane) prepare(job *taskJob) (taskFiles, error) {
+	if l.folders == nil {
+		base := fmt.Sprintf("%s-%d-", l.spoolPrefix, job.Index)
 		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
 	}
 	var dir string
 	var err error
-	if lp, ok := s.m.cfg.Store.(targets.LocalPather); ok && i == 0 && s.deadRun == "" {
-		dir, err = lp.LocalPath(n.key) // made when the run stored its params
+	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok && job.FolderMade && job.DeadRun == "" {
+		dir, err = lp.LocalPath(job.Key)
 	} else {
-		dir, err = s.folders.MakeFolder(n.key, s.deadRun)
+		dir, err = l.folders.MakeFolder(job.Key, job.DeadRun)
 	}
 	if err != nil {
 		return taskFiles{}, err
 	}
 	// The run id keeps two runs that share a task (two roots needing one leaf) apart.
-	stage := dir + "/" + targets.StagePrefix + s.runID + "-"
+	stage := dir + "/" + targets.StagePrefix + job.Run + "-"
 	return taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}, nil
 }
 
 // discardOut removes the staged out and log that remain after a task: the out of a task that
 // failed, and both in the spool once they were PUT to a remote store.
-func (s *scheduler) discardOut(f taskFiles) {
+func (l *lane) discardOut(f taskFiles) {
 	os.Remove(f.out)
 	if !f.beside {
 		os.Remove(f.log)
@@ -77,7 +76,7 @@ func (s *scheduler) discardOut(f taskFiles) {
 // commitLog stores the log of a task that failed, with the values of its connections replaced
 // by their names. When the plugin never made one, an empty log is stored, unless committed:
 // then the log went in with a commit that failed later (at the out), and is the real one.
-func (s *scheduler) commitLog(n *node, f taskFiles, committed bool) error {
+func (l *lane) commitLog(job *taskJob, f taskFiles, committed bool) error {
 	if _, err := os.Stat(f.log); err != nil {
 		if committed {
 			return nil
@@ -86,24 +85,24 @@ func (s *scheduler) commitLog(n *node, f taskFiles, committed bool) error {
 			return fmt.Errorf("%w: %w", errStaging, err)
 		}
 	}
-	if err := s.scrubLog(f.log); err != nil {
+	if err := l.scrubLog(f.log); err != nil {
 		return err
 	}
-	return s.commitFile(context.Background(), f.log, n.key+"/"+LogName)
+	return l.commitFile(context.Background(), f.log, job.Key+"/"+LogName)
 }
 
 // scrubLog rewrites a log that shows a connection's value: the plugin scrubs what it writes
 // line by line; this catches what it could not (prints of user code, a secret split across
 // writes).
-func (s *scheduler) scrubLog(path string) error {
-	if !s.secrets {
+func (l *lane) scrubLog(path string) error {
+	if !l.secrets {
 		return nil
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return fmt.Errorf("%w: %w", errStaging, err)
 	}
-	if clean := s.scrub.Replace(string(b)); clean != string(b) {
+	if clean := l.scrub.Replace(string(b)); clean != string(b) {
 		if err := os.WriteFile(path, []byte(clean), 0o600); err != nil {
 			return fmt.Errorf("%w: %w", errStaging, err)
 		}
@@ -113,22 +112,22 @@ func (s *scheduler) scrubLog(path string) error {
 
 // commitDone commits a finished task: its artifacts (and their published copies), its log,
 // then its out. synced says the plugin already made the out durable.
-func (s *scheduler) commitDone(ctx context.Context, n *node, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) ([]Artifact, error) {
-	if err := s.scrubLog(f.log); err != nil {
+func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) ([]Artifact, error) {
+	if err := l.scrubLog(f.log); err != nil {
 		return nil, err
 	}
 	var arts []Artifact
 	var staged []stagedFile
 	if hasArts {
 		var err error
-		if arts, staged, err = s.commitArtifacts(ctx, n, artDir, publish, f.beside); err != nil {
+		if arts, staged, err = l.commitArtifacts(ctx, job, artDir, publish, f.beside); err != nil {
 			return nil, err
 		}
 	}
-	staged = append(staged, stagedFile{f.log, n.key + "/" + LogName}, stagedFile{f.out, n.key + "/" + OutName})
+	staged = append(staged, stagedFile{f.log, job.Key + "/" + LogName}, stagedFile{f.out, job.Key + "/" + OutName})
 	if !f.beside {
 		for _, st := range staged {
-			if err := s.commitFile(ctx, st.file, st.key); err != nil {
+			if err := l.commitFile(ctx, st.file, st.key); err != nil {
 				return nil, err
 			}
 		}
@@ -137,15 +136,15 @@ func (s *scheduler) commitDone(ctx context.Context, n *node, f taskFiles, artDir
 	// Artifacts are not synced by the plugin: they always go through a sync.
 	if synced && !hasArts { // nothing to wait for: rename here, in order
 		for _, st := range staged {
-			if err := s.folders.Commit(st.file, st.key); err != nil {
+			if err := l.folders.Commit(st.file, st.key); err != nil {
 				return nil, err
 			}
 		}
 		return arts, nil
 	}
-	job := &commitJob{files: staged, done: make(chan error, 1)}
-	s.commits <- job
-	return arts, <-job.done
+	cj := &commitJob{files: staged, done: make(chan error, 1)}
+	l.commits <- cj
+	return arts, <-cj.done
 }
 
 // stagedFile is a file waiting to be renamed to its key.
@@ -168,7 +167,7 @@ type commitJob struct {
 //
 // Batches form by themselves: while one sync runs, the tasks finishing meanwhile queue for
 // the next, so the number of syncs follows the disk, not the number of tasks.
-func (s *scheduler) batcher(jobs <-chan *commitJob) {
+func (l *lane) batcher(jobs <-chan *commitJob) {
 	batch := make([]*commitJob, 0, maxCommitBatch)
 	for job := range jobs {
 		batch = append(batch[:0], job)
@@ -184,14 +183,14 @@ func (s *scheduler) batcher(jobs <-chan *commitJob) {
 				break more
 			}
 		}
-		err := s.folders.SyncAll()
+		err := l.folders.SyncAll()
 		for _, j := range batch {
 			jerr := err
 			for _, st := range j.files {
 				if jerr != nil {
 					break
 				}
-				jerr = s.folders.Commit(st.file, st.key)
+				jerr = l.folders.Commit(st.file, st.key)
 			}
 			j.done <- jerr
 		}
@@ -200,11 +199,11 @@ func (s *scheduler) batcher(jobs <-chan *commitJob) {
 
 // commitFile moves a finished file to key: a rename beside it, or an upload from the spool
 // (in parts read from the file, where the store offers it: a big out is never buffered).
-func (s *scheduler) commitFile(ctx context.Context, file, key string) error {
-	if s.folders != nil {
-		return s.folders.Commit(file, key)
+func (l *lane) commitFile(ctx context.Context, file, key string) error {
+	if l.folders != nil {
+		return l.folders.Commit(file, key)
 	}
-	if fc, ok := s.m.cfg.Store.(targets.FileCommitter); ok {
+	if fc, ok := l.m.cfg.Store.(targets.FileCommitter); ok {
 		return fc.CommitFile(ctx, key, file)
 	}
 	f, err := os.Open(file)
@@ -212,14 +211,14 @@ func (s *scheduler) commitFile(ctx context.Context, file, key string) error {
 		return fmt.Errorf("%w: %w", errStaging, err)
 	}
 	defer f.Close()
-	return s.m.cfg.Store.Put(ctx, key, f)
+	return l.m.cfg.Store.Put(ctx, key, f)
 }
 
 // commitArtifacts lists every file the task wrote in artDir, to be stored at
 // <key>/artifacts/<name>, and stores each published one at its stable path (a copy: the
 // artifact under the key stays the record of this run). Beside the key, the artifacts are
 // returned to be renamed with the task's other files; otherwise they are PUT here.
-func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string, publish map[string]string, beside bool) ([]Artifact, []stagedFile, error) {
+func (l *lane) commitArtifacts(ctx context.Context, job *taskJob, artDir string, publish map[string]string, beside bool) ([]Artifact, []stagedFile, error) {
 	var arts []Artifact
 	var staged []stagedFile
 	err := filepath.WalkDir(artDir, func(p string, d fs.DirEntry, err error) error {
@@ -245,16 +244,16 @@ func (s *scheduler) commitArtifacts(ctx context.Context, n *node, artDir string,
 			if err != nil {
 				return fmt.Errorf("%w: %w", errStaging, err)
 			}
-			err = s.m.cfg.Store.Put(ctx, a.Published, f)
+			err = l.m.cfg.Store.Put(ctx, a.Published, f)
 			f.Close()
 			if err != nil {
 				return err
 			}
 		}
-		key := n.key + "/" + ArtifactsDir + "/" + name
+		key := job.Key + "/" + ArtifactsDir + "/" + name
 		if beside {
 			staged = append(staged, stagedFile{p, key})
-		} else if err := s.commitFile(ctx, p, key); err != nil {
+		} else if err := l.commitFile(ctx, p, key); err != nil {
 			return err
 		}
 		arts = append(arts, a)

@@ -11,7 +11,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -922,22 +921,15 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		return Failed, p.takeErr.Error(), finish
 	}
 	m.launches.Add(1)
-	folders, _ := m.cfg.Store.(targets.Folders)
-	_, local := m.cfg.Store.(targets.LocalPather)
-	s := &scheduler{m: m, r: r, procOut: p.out, log: log, typ: rec.Type, runID: rec.RunID,
-		folders: folders, spooledInputs: !local, deadRun: deadRun, rootAbsent: !done,
-		spoolPrefix: filepath.Join(m.spool, "task-"+rec.RunID),
-		meter:       newMeter(m.cfg.MonitorInterval, m.cfg.Pricing),
-		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[int]time.Time{}, base: map[Process]float64{}}
+	s := &scheduler{m: m, r: r, log: log, typ: rec.Type, runID: rec.RunID, deadRun: deadRun, rootAbsent: !done}
+	mt := newMeter(m.cfg.MonitorInterval, m.cfg.Pricing)
 	r.mu.Lock()
-	r.meter = s.meter
+	r.meter = mt
 	r.mu.Unlock()
-	s.adopt(p.proc, p.base)
-	s.proc = p.proc
-	// Only a process that served a run to its end, with nothing unusual, waits for the next:
-	// a cancel, a panic, a timeout may have left it in any state, and a task's goroutine left
-	// running could print a connection's value where the next run would not scrub it.
-	finish = func() { s.end(status == Done && ctx.Err() == nil && !s.tainted.Load() && !s.secrets) }
+	s.lane = m.newLane(laneConfig{runID: rec.RunID, typ: rec.Type, parallelism: m.cfg.TaskParallelism,
+		runConns: connectionNames(p.graph), log: log, failure: s.failure, report: s.apply, meter: mt}, p.proc, p.out, p.base)
+	// Only a process that served a run to its end, with nothing unusual, waits for the next.
+	finish = func() { s.lane.end(status == Done && ctx.Err() == nil) }
 	if p.graphErr != nil {
 		if ctx.Err() != nil {
 			return Cancelled, "cancelled: " + cancelReason(ctx), finish

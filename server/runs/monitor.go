@@ -277,17 +277,16 @@ func (mt *meter) snapshot() Metrics {
 }
 
 // customMetrics asks a running task for its metrics and keeps the answer for the next call.
-func (s *scheduler) customMetrics(proc Process, i int, sample Sample, started time.Time) {
-	n := s.nodes[i]
+func (l *lane) customMetrics(proc Process, job *taskJob, sample Sample, started time.Time) {
 	var prev json.RawMessage
-	s.meter.mu.Lock()
-	prev = s.meter.m.Tasks[n.key].Custom
-	s.meter.mu.Unlock()
-	ctx, cancel := context.WithTimeout(context.Background(), s.m.cfg.MonitorInterval)
+	l.meter.mu.Lock()
+	prev = l.meter.m.Tasks[job.Key].Custom
+	l.meter.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), l.m.cfg.MonitorInterval)
 	defer cancel()
-	resp, err := proc.Metrics(ctx, &plugins.MetricsRequest{Task: n.ref, CPUPercent: sample.CPUPercent,
+	resp, err := proc.Metrics(ctx, &plugins.MetricsRequest{Task: job.Ref, CPUPercent: sample.CPUPercent,
 		RSSBytes: sample.RSSBytes, Elapsed: time.Since(started), Previous: prev})
-	s.meter.setTask(n.key, func(tm *TaskMetrics) {
+	l.meter.setTask(job.Key, func(tm *TaskMetrics) {
 		switch {
 		case err != nil:
 			tm.Error = rpcMessage(err)
