@@ -14,6 +14,7 @@ import (
 	"strings"
 	"time"
 
+	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/signing"
 )
@@ -45,6 +46,23 @@ type Config struct {
 	Schedules       bool          // NECTAR_SCHEDULES (false: this server fires no schedule; the API still serves them)
 	ScheduleCatchUp int           // NECTAR_SCHEDULE_CATCHUP: missed intervals a catch-up schedule runs at once
 	Pprof           string        // NECTAR_PPROF: host:port of net/http/pprof ("" = off)
+
+	// Dispatch is how runs reach their tasks' plugins: "queue" (NATS JetStream, to workers) or
+	// "direct" (in this process, without a queue: the path before the queue, kept to compare).
+	Dispatch       string        // NECTAR_DISPATCH
+	NATSURL        string        // NECTAR_NATS_URL: an external cluster ("" = embedded)
+	NATSCreds      string        // NECTAR_NATS_CREDS: credentials file
+	NATSCA         string        // NECTAR_NATS_TLS_CA
+	NATSCert       string        // NECTAR_NATS_TLS_CERT
+	NATSKey        string        // NECTAR_NATS_TLS_KEY
+	NATSReplicas   int           // NECTAR_NATS_REPLICAS: copies of the task stream on a cluster
+	NATSListen     string        // NECTAR_NATS_LISTEN: open the embedded server on host:port
+	NATSDir        string        // NECTAR_NATS_DIR: the embedded server's data ("" = beside the local targets)
+	TaskDeliveries int           // NECTAR_TASK_DELIVERIES: deliveries of a task whose workers die, before it fails
+	TaskAckWait    time.Duration // NECTAR_TASK_ACK_WAIT: a worker silent this long loses its task
+	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
+	WorkerSlots    int           // NECTAR_WORKER_SLOTS: tasks a worker holds at once
+	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string
@@ -79,6 +97,11 @@ func Defaults() Config {
 		LogLevel:        "info",
 		Schedules:       true,
 		ScheduleCatchUp: 24,
+		Dispatch:        "queue",
+		NATSReplicas:    1,
+		TaskDeliveries:  5,
+		TaskAckWait:     30 * time.Second,
+		Workers:         1,
 		Getenv:          os.Getenv,
 	}
 }
@@ -236,6 +259,49 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	num("NECTAR_SCHEDULE_CATCHUP", &c.ScheduleCatchUp, 1, 10000)
+	str("NECTAR_DISPATCH", &c.Dispatch)
+	if c.Dispatch != "queue" && c.Dispatch != "direct" {
+		bad("NECTAR_DISPATCH", c.Dispatch, "want queue or direct")
+	}
+	str("NECTAR_NATS_URL", &c.NATSURL)
+	str("NECTAR_NATS_CREDS", &c.NATSCreds)
+	str("NECTAR_NATS_TLS_CA", &c.NATSCA)
+	str("NECTAR_NATS_TLS_CERT", &c.NATSCert)
+	str("NECTAR_NATS_TLS_KEY", &c.NATSKey)
+	str("NECTAR_NATS_LISTEN", &c.NATSListen)
+	str("NECTAR_NATS_DIR", &c.NATSDir)
+	if c.NATSURL != "" {
+		for _, u := range strings.Split(c.NATSURL, ",") {
+			if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
+				// Only the scheme: the rest may hold a password.
+				scheme, _, _ := strings.Cut(u, ":")
+				errs = append(errs, fmt.Errorf("NECTAR_NATS_URL: scheme %q: want nats://host:4222 or tls://host:4222, comma-separated", clipScheme(scheme)))
+				break
+			}
+		}
+		if c.NATSListen != "" {
+			bad("NECTAR_NATS_LISTEN", c.NATSListen, "opens the embedded NATS server, but NECTAR_NATS_URL names an external one")
+		}
+	}
+	if c.NATSListen != "" {
+		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+			bad("NECTAR_NATS_LISTEN", c.NATSListen, "want host:port, such as 127.0.0.1:4222")
+		}
+	}
+	num("NECTAR_NATS_REPLICAS", &c.NATSReplicas, 1, 5)
+	num("NECTAR_TASK_DELIVERIES", &c.TaskDeliveries, 1, 100)
+	dur("NECTAR_TASK_ACK_WAIT", &c.TaskAckWait, time.Second, time.Hour)
+	num("NECTAR_WORKER_SLOTS", &c.WorkerSlots, 1, 100000)
+	if v := getenv("NECTAR_QUEUES"); v != "" {
+		for _, q := range strings.Split(v, ",") {
+			q = strings.TrimSpace(q)
+			if err := queue.CheckName(q); err != nil {
+				errs = append(errs, fmt.Errorf("NECTAR_QUEUES: %w", err))
+				continue
+			}
+			c.Queues = append(c.Queues, q)
+		}
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:

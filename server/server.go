@@ -27,6 +27,7 @@ import (
 	"nectar/plugins/host"
 	"nectar/server/catalog"
 	"nectar/server/history"
+	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/schedules"
 	"nectar/server/signing"
@@ -66,6 +67,10 @@ type Server struct {
 	// work starts (a backfill is then a 503).
 	bgMu    sync.Mutex
 	closing bool
+	// The task queue (NECTAR_DISPATCH=queue) and this process's workers.
+	queue    *queue.Queue
+	natsLock *os.File // holds the embedded server's data folder
+	workers  []*runs.Worker
 }
 
 // New checks the configuration against the world (store, plugin folder) and builds the server.
@@ -142,7 +147,18 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 			s.history.Changed(r.ID(), func() history.Entry { return liveEntry(r) })
 		}
 	}
+	if cfg.Dispatch == "queue" {
+		if s.queue, s.natsLock, err = openQueue(cfg, store, logger); err != nil {
+			launcher.Close()
+			if db != nil {
+				s.history.Close(context.Background())
+				db.Close()
+			}
+			return nil, fmt.Errorf("the task queue: %w", err)
+		}
+	}
 	s.runs, err = runs.NewManager(runs.Config{
+		Queue:           s.queue,
 		OnChange:        onChange,
 		Observer:        s.metrics,
 		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
@@ -158,8 +174,12 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		MaxTasks:        cfg.MaxTasks,
 		Logger:          logger,
 	})
+	if err == nil && s.queue != nil {
+		err = s.startWorkers()
+	}
 	if err != nil {
 		launcher.Close()
+		s.closeQueue()
 		if db != nil {
 			s.history.Close(context.Background())
 			db.Close()
@@ -364,6 +384,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) Close(ctx context.Context) error {
 	s.stopBackground()
 	err := s.runs.Shutdown(ctx)
+	s.closeQueue() // after the runs: they end through the workers
 	s.bg.Wait()
 	s.closeHistory.Do(func() {
 		if s.history == nil {

@@ -283,6 +283,9 @@ func (q *Queue) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 // Conn is the NATS connection, for requests and events beside the task stream.
 func (q *Queue) Conn() *nats.Conn { return q.nc }
 
+// AckWait is how long a worker may stay silent about a task it holds.
+func (q *Queue) AckWait() time.Duration { return q.cfg.AckWait }
+
 // Embedded reports whether the queue runs inside this process.
 func (q *Queue) Embedded() bool { return q.embedded != nil }
 

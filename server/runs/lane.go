@@ -98,6 +98,10 @@ type taskUpdate struct {
 	Started  *time.Time `json:"started,omitempty"` // it took an execution slot: RUNNING
 	Attempt  *Attempt   `json:"attempt,omitempty"` // one began (no FinishedAt) or ended
 	Progress *Progress  `json:"progress,omitempty"`
+	// From a worker (the queue path): which worker, and which delivery of the task message
+	// it has (above 1: the worker that had it before was lost).
+	Worker   string `json:"worker,omitempty"`
+	Delivery int    `json:"delivery,omitempty"`
 }
 
 // taskResult is how a task ended in its lane.
@@ -374,6 +378,16 @@ func (l *lane) process() (Process, error) {
 	}
 	if l.proc != nil {
 		l.retire(l.proc)
+	} else if l.procOut == nil {
+		// The lane's first process: one waiting in the pool, if any.
+		p, out, base, err := l.m.takePlugin(l.typ)
+		if err != nil {
+			return nil, err
+		}
+		l.procOut = out
+		l.adopt(p, base)
+		l.proc = p
+		return p, nil
 	}
 	p, err := l.launch()
 	if err != nil {

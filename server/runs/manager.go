@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"nectar/plugins"
+	"nectar/server/queue"
 	"nectar/targets"
 )
 
@@ -83,6 +84,9 @@ type Config struct {
 	// run and reads its Snapshot later, in batches). Runs this server only follows are not
 	// reported: their own server reports them.
 	OnChange func(*Run)
+	// Queue, if set, is where this server's runs send their tasks, for workers to execute
+	// (worker.go); nil executes them here, in the run's own lane (the direct path).
+	Queue *queue.Queue
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -103,6 +107,10 @@ type Manager struct {
 	records  *recordCache        // decoded records of stored runs, for status reads
 	ctx      context.Context
 	stop     context.CancelCauseFunc
+	// The queue path: this server's driver subject, and the runs it drives through it.
+	driverID    string
+	remote      map[string]*remoteRun // by run id (guarded by mu)
+	stopDriving func()
 }
 
 // NewManager checks cfg and prepares the spool folder where tasks write before commit.
@@ -172,6 +180,13 @@ func NewManager(cfg Config) (*Manager, error) {
 		records: newRecordCache(recordCacheTasks),
 		ctx:     ctx,
 		stop:    stop,
+	}
+	if cfg.Queue != nil {
+		m.driverID, m.remote = subjectToken(host)+"-"+randomID()[:12], map[string]*remoteRun{}
+		if err := m.startDriving(); err != nil {
+			stop(err)
+			return nil, fmt.Errorf("listening for workers on the task queue: %w", err)
+		}
 	}
 	go m.reapIdle() // not in wg: Drain waits for runs, and it ends with ctx
 	return m, nil
@@ -302,6 +317,13 @@ func (r *Run) Summary() (Record, TaskCounts, *Progress) {
 }
 
 // metrics is the full metrics object (nil if the run did not execute here).
+// meterOf is the run's meter (nil before it executes here).
+func (r *Run) meterOf() *meter {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.meter
+}
+
 func (r *Run) metrics() *Metrics {
 	r.mu.Lock()
 	mt := r.meter
@@ -621,7 +643,13 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 	m.dropSpares()
 	m.stop(errors.New("server shutting down"))
 	ch := make(chan struct{})
-	go func() { m.wg.Wait(); close(ch) }()
+	go func() {
+		m.wg.Wait()
+		if m.stopDriving != nil {
+			m.stopDriving()
+		}
+		close(ch)
+	}()
 	select {
 	case <-ch:
 		return nil
@@ -926,10 +954,19 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	r.mu.Lock()
 	r.meter = mt
 	r.mu.Unlock()
-	s.lane = m.newLane(laneConfig{runID: rec.RunID, typ: rec.Type, parallelism: m.cfg.TaskParallelism,
-		runConns: connectionNames(p.graph), log: log, failure: s.failure, report: s.apply, meter: mt}, p.proc, p.out, p.base)
-	// Only a process that served a run to its end, with nothing unusual, waits for the next.
-	finish = func() { s.lane.end(status == Done && ctx.Err() == nil) }
+	s.runConns = connectionNames(p.graph)
+	if m.cfg.Queue != nil {
+		s.remote = newRemoteRun(s)
+		m.mu.Lock()
+		m.remote[rec.RunID] = s.remote
+		m.mu.Unlock()
+		finish = func() { s.endRemote(status == Done && ctx.Err() == nil) }
+	} else {
+		s.lane = m.newLane(laneConfig{runID: rec.RunID, typ: rec.Type, parallelism: m.cfg.TaskParallelism,
+			runConns: s.runConns, log: log, failure: s.failure, report: s.apply, meter: mt}, p.proc, p.out, p.base)
+		// Only a process that served a run to its end, with nothing unusual, waits for the next.
+		finish = func() { s.lane.end(status == Done && ctx.Err() == nil) }
+	}
 	if p.graphErr != nil {
 		if ctx.Err() != nil {
 			return Cancelled, "cancelled: " + cancelReason(ctx), finish
@@ -952,7 +989,11 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 // log line. The cause may name the store's endpoint, bucket or folder, and status URLs show
 // the record to anyone who holds them.
 func (m *Manager) failure(log *slog.Logger, r *Run, doing string, err error) string {
-	runID := r.Snapshot().RunID
+	return m.failureSentence(log, r.Snapshot().RunID, doing, err)
+}
+
+// failureSentence is failure for the run of id runID.
+func (m *Manager) failureSentence(log *slog.Logger, runID, doing string, err error) string {
 	if errors.Is(err, errStaging) {
 		log.Error("run failed: the staging folder failed", "while", doing, "spool", m.spool, "err", err)
 		return fmt.Sprintf("the server's staging folder failed while %s; see the server log (run %s)", doing, runID)

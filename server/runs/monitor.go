@@ -77,6 +77,24 @@ type meter struct {
 	cpu     float64 // CPU seconds of processes that have ended (exact, from rusage)
 	running map[int]float64
 	gone    map[int]bool // processes whose final figure is in cpu (no sample may add to it)
+	// lanes are the run's usage on workers (the queue path), by worker, as last reported.
+	lanes map[string]laneMetrics
+}
+
+// laneReport takes a worker's report of the run's lane there: its usage so far, and the
+// samples it took since its last report.
+func (mt *meter) laneReport(worker string, lm *laneMetrics) {
+	mt.mu.Lock()
+	defer mt.mu.Unlock()
+	if mt.lanes == nil {
+		mt.lanes = map[string]laneMetrics{}
+	}
+	prev := mt.lanes[worker]
+	mt.m.Samples = append(mt.m.Samples, lm.Samples...)
+	mt.lanes[worker] = laneMetrics{CPUSeconds: max(prev.CPUSeconds, lm.CPUSeconds), PeakRSS: max(prev.PeakRSS, lm.PeakRSS), Processes: max(prev.Processes, lm.Processes)}
+	for k, v := range lm.Tasks {
+		mt.m.Tasks[k] = v
+	}
 }
 
 func newMeter(interval time.Duration, pricing Pricing) *meter {
@@ -265,6 +283,11 @@ func (mt *meter) snapshot() Metrics {
 	cpu := mt.cpu
 	for _, c := range mt.running { // still running: the last reading
 		cpu += c
+	}
+	for _, l := range mt.lanes {
+		cpu += l.CPUSeconds
+		m.Summary.PeakRSSBytes = max(m.Summary.PeakRSSBytes, l.PeakRSS)
+		m.Processes += l.Processes
 	}
 	wall := time.Since(mt.started)
 	if !mt.stopped.IsZero() {

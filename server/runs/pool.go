@@ -105,6 +105,10 @@ func (m *Manager) newPlanner(ctx context.Context, rec Record, early bool) *plann
 	if !early {
 		return pl
 	}
+	if m.cfg.Queue != nil { // a worker answers: asking costs nothing here
+		pl.start()
+		return pl
+	}
 	if sp := m.takeIdle(rec.Type); sp != nil {
 		pl.started = true
 		go func() { pl.ch <- m.graphOf(pctx, rec, plannedRun{proc: sp.proc, out: sp.out, base: sp.cpu0}) }()
@@ -119,6 +123,10 @@ func (pl *planner) start() {
 	}
 	pl.started = true
 	go func() {
+		if pl.m.cfg.Queue != nil {
+			pl.ch <- pl.m.graphRemote(pl.ctx, pl.rec)
+			return
+		}
 		var p plannedRun
 		if p.proc, p.out, p.base, p.takeErr = pl.m.takePlugin(pl.rec.Type); p.takeErr == nil {
 			p = pl.m.graphOf(pl.ctx, pl.rec, p)
@@ -162,7 +170,7 @@ func (m *Manager) graphOf(ctx context.Context, rec Record, p plannedRun) planned
 // giveBack returns the process of a run that turned out to have nothing to execute; one whose
 // graph call failed or was cut short goes.
 func (m *Manager) giveBack(typ string, p plannedRun) {
-	if p.takeErr != nil {
+	if p.takeErr != nil || p.proc == nil { // (a graph from a worker holds no process here)
 		return
 	}
 	if p.graphErr == nil {

@@ -57,6 +57,8 @@ type TaskState struct {
 	StartedAt  *time.Time      `json:"started_at,omitempty"`
 	FinishedAt *time.Time      `json:"finished_at,omitempty"`
 	Attempts   []Attempt       `json:"attempts,omitempty"`
+	// Worker is the worker that executed it (the last one, if it was lost and redelivered).
+	Worker string `json:"worker,omitempty"`
 	// Requires are the positions in the run's tasks of the tasks this one waits for.
 	Requires []int `json:"requires,omitempty"`
 	// Progress is what the task last reported of itself (ctx.Progress, ctx.Status).

@@ -18,12 +18,14 @@ import (
 // (TaskParallelism); the scheduler keeps up to commitBacklog times as many in the lane's hands,
 // so tasks committing their files do not hold the plugin up.
 type scheduler struct {
-	m     *Manager
-	r     *Run
-	log   *slog.Logger
-	typ   string
-	runID string
-	lane  *lane
+	m        *Manager
+	r        *Run
+	log      *slog.Logger
+	typ      string
+	runID    string
+	lane     *lane      // the direct path: tasks execute here
+	remote   *remoteRun // the queue path: tasks go to workers
+	runConns []string   // every connection the run's tasks declare
 
 	rootAbsent bool   // the run looked for the root's out under its lease: none
 	deadRun    string // the run of this key whose server died: its staged files go
@@ -150,6 +152,11 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	_, folders := s.m.cfg.Store.(targets.Folders)
 	s.noSync = !folders || toRun >= batchSyncFrom
 
+	if s.remote != nil {
+		stop := make(chan struct{})
+		defer close(stop)
+		go s.watchCancel(ctx, stop)
+	}
 	results := make(chan taskResult)
 	running := 0
 	var firstErr string
@@ -202,7 +209,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		s.markUpstreamFailed(res.idx)
 		if res.fatal || ctx.Err() != nil {
 			stopped = true
-			s.lane.halt()
+			s.halt()
 		}
 	}
 
@@ -330,7 +337,19 @@ func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 	for _, d := range n.deps {
 		job.Inputs = append(job.Inputs, jobInput{Task: s.nodes[d].ref.Task, Key: s.nodes[d].key})
 	}
+	if s.remote != nil {
+		return s.dispatchQueued(ctx, job)
+	}
 	return s.lane.execute(ctx, job)
+}
+
+// halt stops the tasks in hand that have not started executing.
+func (s *scheduler) halt() {
+	if s.remote != nil {
+		s.control("halt", "")
+		return
+	}
+	s.lane.halt()
 }
 
 // apply records what a lane reports of task i.

@@ -1,0 +1,306 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"nectar/plugins"
+)
+
+// The driver's side of the queue path: a run's ready tasks go to the task stream, any worker
+// serving the task's queue executes them (worker.go), and what the workers report comes back
+// on this server's driver subject (wire.go).
+
+// remoteRun is what the driving server knows of a run's tasks in workers' hands.
+type remoteRun struct {
+	s  *scheduler
+	mu sync.Mutex
+	// waiting are the tasks published and not yet finished, with where their result goes.
+	waiting map[int]chan taskResult
+	taken   map[int]bool    // tasks a worker has said it holds
+	seqs    map[uint64]int  // stream sequence of each task message, for max-deliveries advisories
+	sent    map[int]int     // messages published per task (their ids)
+	workers map[string]bool // workers that hold a lane of this run
+	// delivery is the last delivery of each task a worker reported; base the attempts recorded
+	// before it (a redelivered task numbers its attempts after the lost ones).
+	delivery map[int]int
+	base     map[int]int
+	holder   map[int]string // the worker that holds each task now
+}
+
+func newRemoteRun(s *scheduler) *remoteRun {
+	return &remoteRun{s: s, waiting: map[int]chan taskResult{}, taken: map[int]bool{}, seqs: map[uint64]int{},
+		sent: map[int]int{}, workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{}}
+}
+
+// startDriving listens on this server's driver subject for what workers report, and for
+// JetStream's word on task messages delivered too often.
+func (m *Manager) startDriving() error {
+	nc := m.cfg.Queue.Conn()
+	sub, err := nc.Subscribe(driverSubject(m.driverID), m.onDriverMsg)
+	if err != nil {
+		return err
+	}
+	// A busy driver must not lose what workers report: NATS drops a slow subscriber's messages
+	// beyond its pending limits.
+	sub.SetPendingLimits(-1, -1)
+	stopAdvisories, err := m.cfg.Queue.OnMaxDeliveries(m.onMaxDeliveries)
+	if err != nil {
+		sub.Unsubscribe()
+		return err
+	}
+	m.stopDriving = func() { sub.Unsubscribe(); stopAdvisories() }
+	return nc.Flush()
+}
+
+// onDriverMsg routes a worker's report to its run.
+func (m *Manager) onDriverMsg(msg *nats.Msg) {
+	var d driverMsg
+	if err := json.Unmarshal(msg.Data, &d); err != nil {
+		m.cfg.Logger.Warn("driver: a malformed message from a worker", "err", err)
+		return
+	}
+	m.mu.Lock()
+	rr := m.remote[d.Run]
+	m.mu.Unlock()
+	if rr != nil {
+		switch {
+		case d.Update != nil:
+			rr.update(d.Worker, *d.Update)
+		case d.Result != nil:
+			rr.finish(d.Result.result())
+		case d.Metrics != nil:
+			rr.s.r.meterOf().laneReport(d.Worker, d.Metrics)
+		}
+	}
+	if msg.Reply != "" {
+		msg.Respond(nil) // received (a run no longer driven here counts too: its new driver reruns what is missing)
+	}
+}
+
+// onMaxDeliveries fails the task whose message JetStream stopped delivering: each worker
+// that took it was lost before it answered.
+func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
+	m.mu.Lock()
+	var rr *remoteRun
+	idx := -1
+	for _, r := range m.remote {
+		r.mu.Lock()
+		if i, ok := r.seqs[seq]; ok {
+			rr, idx = r, i
+		}
+		r.mu.Unlock()
+		if rr != nil {
+			break
+		}
+	}
+	m.mu.Unlock()
+	if err := m.cfg.Queue.Delete(context.Background(), seq); err != nil {
+		m.cfg.Logger.Warn("deleting a task message past its delivery limit", "seq", seq, "err", err)
+	}
+	if rr == nil {
+		return
+	}
+	rr.mu.Lock()
+	worker := rr.holder[idx]
+	rr.mu.Unlock()
+	msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, worker)
+	rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, "worker "+worker+" was lost") })
+	rr.finish(taskResult{idx: idx, err: msg})
+}
+
+// update records a worker's news of a task.
+func (rr *remoteRun) update(worker string, u taskUpdate) {
+	rr.mu.Lock()
+	rr.workers[worker] = true
+	if u.Delivery > 0 { // a worker took the task
+		rr.taken[u.Index] = true
+		prev := rr.holder[u.Index]
+		rr.holder[u.Index] = worker
+		if u.Delivery > rr.delivery[u.Index] {
+			rr.delivery[u.Index] = u.Delivery
+			lost := u.Delivery > 1
+			rr.mu.Unlock()
+			rr.s.setTask(u.Index, func(t *TaskState) {
+				if lost {
+					closeLostAttempt(t, "worker "+prev+" was lost; the task went to another")
+				}
+				rr.mu.Lock()
+				rr.base[u.Index] = len(t.Attempts)
+				rr.mu.Unlock()
+				t.Worker = worker
+			})
+			return
+		}
+	}
+	base := rr.base[u.Index]
+	rr.mu.Unlock()
+	if u.Attempt != nil {
+		a := *u.Attempt
+		a.Number += base
+		u.Attempt = &a
+	}
+	rr.s.apply(u)
+}
+
+// closeLostAttempt ends a task's unfinished attempt: its worker is gone.
+func closeLostAttempt(t *TaskState, why string) {
+	if k := len(t.Attempts); k > 0 && t.Attempts[k-1].FinishedAt == nil {
+		now := time.Now().UTC()
+		t.Attempts[k-1].FinishedAt, t.Attempts[k-1].Error = &now, why
+	}
+}
+
+// finish hands a task's end to the dispatch waiting for it (once).
+func (rr *remoteRun) finish(res taskResult) {
+	rr.mu.Lock()
+	ch, ok := rr.waiting[res.idx]
+	delete(rr.waiting, res.idx)
+	rr.mu.Unlock()
+	if ok {
+		ch <- res
+	}
+}
+
+// cancelGrace is how long a cancelled run waits for its running tasks to answer.
+const cancelGrace = 5 * time.Second
+
+// dispatchQueued publishes task job and waits for its end.
+func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
+	rr, i := s.remote, job.Index
+	ch := make(chan taskResult, 1)
+	rr.mu.Lock()
+	rr.waiting[i] = ch
+	rr.sent[i]++
+	id := fmt.Sprintf("%s.%d.%d", job.Run, i, rr.sent[i])
+	rr.mu.Unlock()
+	b, _ := json.Marshal(jobMsg{Job: *job, Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns})
+	seq, err := s.m.cfg.Queue.Publish(ctx, job.Type, job.Run, id, b)
+	if err != nil {
+		rr.mu.Lock()
+		delete(rr.waiting, i)
+		rr.mu.Unlock()
+		if ctx.Err() != nil {
+			return taskResult{idx: i, notStarted: true}
+		}
+		s.log.Error("run failed: the task queue failed", "task", job.Ref.Task, "err", err)
+		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}
+	}
+	rr.mu.Lock()
+	rr.seqs[seq] = i
+	rr.mu.Unlock()
+	select {
+	case res := <-ch:
+		return res
+	case <-ctx.Done():
+	}
+	// Cancelled: a task no worker took is purged from the stream (watchCancel); one that runs
+	// gets the cancel and answers within moments.
+	rr.mu.Lock()
+	taken := rr.taken[i]
+	if !taken {
+		delete(rr.waiting, i)
+	}
+	rr.mu.Unlock()
+	if !taken {
+		return taskResult{idx: i, notStarted: true}
+	}
+	select {
+	case res := <-ch:
+		return res
+	case <-time.After(cancelGrace):
+		return taskResult{idx: i, err: "cancelled: " + cancelReason(ctx) + " (its worker did not answer)", fatal: true}
+	}
+}
+
+// watchCancel tells the workers when the run is cancelled, and drops its tasks not taken
+// yet, until stop is closed.
+func (s *scheduler) watchCancel(ctx context.Context, stop <-chan struct{}) {
+	select {
+	case <-stop:
+		return
+	case <-ctx.Done():
+	}
+	s.control("cancel", cancelReason(ctx))
+	pctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.m.cfg.Queue.PurgeRun(pctx, s.runID); err != nil {
+		s.log.Warn("dropping the queued tasks of a cancelled run", "err", err)
+	}
+}
+
+// control sends every worker a run control.
+func (s *scheduler) control(action, reason string) {
+	b, _ := json.Marshal(controlMsg{Run: s.runID, Action: action, Reason: reason})
+	if err := s.m.cfg.Queue.Conn().Publish(controlSubject, b); err != nil {
+		s.log.Warn("telling the workers to "+action+" a run", "err", err)
+	}
+}
+
+// endRemote asks every worker that held a lane of the run to end it, and adds their final
+// usage to the run's metrics. A worker that does not answer is gone: its usage stays as last
+// reported.
+func (s *scheduler) endRemote(reuse bool) {
+	rr := s.remote
+	s.m.mu.Lock()
+	delete(s.m.remote, s.runID)
+	s.m.mu.Unlock()
+	rr.mu.Lock()
+	var workers []string
+	for w := range rr.workers {
+		workers = append(workers, w)
+	}
+	rr.mu.Unlock()
+	b, _ := json.Marshal(endMsg{Run: s.runID, Reuse: reuse})
+	var wg sync.WaitGroup
+	for _, w := range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			reply, err := s.m.cfg.Queue.Conn().Request(workerEndSubject(w), b, 2*time.Second)
+			if err != nil {
+				return
+			}
+			var d driverMsg
+			if json.Unmarshal(reply.Data, &d) == nil && d.Metrics != nil {
+				s.r.meterOf().laneReport(w, d.Metrics)
+			}
+		}()
+	}
+	wg.Wait()
+}
+
+// graphRemote asks a worker with the chain type's plugin for rec's task graph.
+func (m *Manager) graphRemote(ctx context.Context, rec Record) plannedRun {
+	ctx, cancel := context.WithTimeout(ctx, graphTimeout)
+	defer cancel()
+	req, _ := json.Marshal(plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks})
+	b, err := requestParts(ctx, m.cfg.Queue.Conn(), graphSubjectPrefix+rec.Type, req)
+	switch {
+	case errors.Is(err, nats.ErrNoResponders):
+		return plannedRun{takeErr: fmt.Errorf("no worker serves chain type %s: start one with its plugin (nectar worker)", rec.Type)}
+	case err != nil:
+		return plannedRun{graphErr: err}
+	}
+	var ans graphAnswer
+	if err := json.Unmarshal(b, &ans); err != nil {
+		return plannedRun{graphErr: fmt.Errorf("a malformed graph from a worker: %w", err)}
+	}
+	switch {
+	case ans.TakeErr != "":
+		return plannedRun{takeErr: errors.New(ans.TakeErr)}
+	case ans.GraphErr != "":
+		return plannedRun{graphErr: errors.New(ans.GraphErr)}
+	}
+	var g plugins.GraphResponse
+	if err := json.Unmarshal(ans.Graph, &g); err != nil {
+		return plannedRun{graphErr: fmt.Errorf("a malformed graph from worker %s: %w", ans.Worker, err)}
+	}
+	return plannedRun{graph: &g}
+}

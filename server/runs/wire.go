@@ -1,0 +1,176 @@
+package runs
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/nats-io/nats.go"
+)
+
+// What servers and workers say to each other over NATS, beside the task stream (package
+// queue). A server that drives a run (holds its lease) publishes its ready tasks to the stream
+// and listens on its own subject for what workers report; workers answer graph requests and
+// follow run controls.
+//
+//	nectar.tasks.<queue>.<run>   a task (jobMsg), in the JetStream stream: exactly one worker takes it
+//	nectar.driver.<server>       from workers to the driving server: updates, results (acked), metrics
+//	nectar.graph.<type>          a run's task graph, from any worker with that chain type's plugin
+//	nectar.control               to every worker: cancel or halt a run
+//	nectar.worker.<id>.end       to one worker: a run is over, end its lane and send its usage
+const (
+	graphSubjectPrefix = "nectar.graph."
+	controlSubject     = "nectar.control"
+	workerGroup        = "nectar-workers" // the queue group of graph responders
+)
+
+func driverSubject(id string) string    { return "nectar.driver." + id }
+func workerEndSubject(id string) string { return "nectar.worker." + id + ".end" }
+
+// jobMsg is a task message in the queue.
+type jobMsg struct {
+	Job         taskJob  `json:"job"`
+	Driver      string   `json:"driver"` // the subject of the server driving the run
+	Parallelism int      `json:"parallelism"`
+	RunConns    []string `json:"run_conns,omitempty"` // every connection the run declares
+}
+
+// driverMsg is what a worker tells the server driving a run: one of an update, a task's end
+// (a request: the worker acks the task message once the server has it), or the usage of the
+// run's lane on that worker.
+type driverMsg struct {
+	Run     string       `json:"run"`
+	Worker  string       `json:"worker"`
+	Update  *taskUpdate  `json:"update,omitempty"`
+	Result  *resultMsg   `json:"result,omitempty"`
+	Metrics *laneMetrics `json:"metrics,omitempty"`
+}
+
+type resultMsg struct {
+	Index      int        `json:"index"`
+	Err        string     `json:"err,omitempty"`
+	Fatal      bool       `json:"fatal,omitempty"`
+	NotStarted bool       `json:"not_started,omitempty"`
+	Artifacts  []Artifact `json:"artifacts,omitempty"`
+}
+
+func (r resultMsg) result() taskResult {
+	return taskResult{idx: r.Index, err: r.Err, fatal: r.Fatal, notStarted: r.NotStarted, artifacts: r.Artifacts}
+}
+
+func resultOf(t taskResult) *resultMsg {
+	return &resultMsg{Index: t.idx, Err: t.err, Fatal: t.fatal, NotStarted: t.notStarted, Artifacts: t.artifacts}
+}
+
+// laneMetrics is a lane's usage so far: Samples are those taken since the last report.
+type laneMetrics struct {
+	CPUSeconds float64                `json:"cpu_seconds"`
+	PeakRSS    uint64                 `json:"peak_rss_bytes"`
+	Processes  int                    `json:"processes"`
+	Samples    []Sample               `json:"samples,omitempty"`
+	Tasks      map[string]TaskMetrics `json:"tasks,omitempty"`
+}
+
+// controlMsg goes to every worker.
+type controlMsg struct {
+	Run    string `json:"run"`
+	Action string `json:"action"` // "cancel": stop its tasks now; "halt": start no more
+	Reason string `json:"reason,omitempty"`
+}
+
+// endMsg asks a worker to end a run's lane.
+type endMsg struct {
+	Run   string `json:"run"`
+	Reuse bool   `json:"reuse"` // the run ended well: its process may wait for the next run
+}
+
+// Big answers (a graph of 100,000 tasks is megabytes) go in parts: NATS bounds a message
+// (1 MB by default). The first part says how many follow.
+const (
+	partHeader = "Nectar-Parts"
+	partSize   = 512 << 10
+)
+
+// respondParts answers m with b, in parts if it is big.
+func respondParts(nc *nats.Conn, m *nats.Msg, b []byte) error {
+	n := max(1, (len(b)+partSize-1)/partSize)
+	for i := range n {
+		part := b[min(i*partSize, len(b)):min((i+1)*partSize, len(b))]
+		msg := &nats.Msg{Subject: m.Reply, Data: part}
+		if i == 0 {
+			msg.Header = nats.Header{partHeader: []string{strconv.Itoa(n)}}
+		}
+		if err := nc.PublishMsg(msg); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// requestParts sends a request and gathers an answer sent by respondParts.
+func requestParts(ctx context.Context, nc *nats.Conn, subject string, data []byte) ([]byte, error) {
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	if err := nc.PublishRequest(subject, inbox, data); err != nil {
+		return nil, err
+	}
+	first, err := sub.NextMsgWithContext(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(first.Data) == 0 && first.Header.Get("Status") == "503" {
+		return nil, nats.ErrNoResponders
+	}
+	n, err := strconv.Atoi(first.Header.Get(partHeader))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("a malformed answer on %s", subject)
+	}
+	var buf bytes.Buffer
+	buf.Write(first.Data)
+	for i := 1; i < n; i++ {
+		m, err := sub.NextMsgWithContext(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("part %d of %d of the answer on %s: %w", i+1, n, subject, err)
+		}
+		buf.Write(m.Data)
+	}
+	return buf.Bytes(), nil
+}
+
+// graphAnswer is a worker's answer to a graph request.
+type graphAnswer struct {
+	Graph    json.RawMessage `json:"graph,omitempty"`     // plugins.GraphResponse
+	TakeErr  string          `json:"take_err,omitempty"`  // no plugin process could start
+	GraphErr string          `json:"graph_err,omitempty"` // the plugin's error building the graph
+	Worker   string          `json:"worker"`
+}
+
+// deliver sends a task's end to its driver and waits until it has it, retrying through a
+// cluster's failover; false when no server listens on the subject (the driver is gone: the
+// server that takes the run over finds the out in the store).
+func deliver(ctx context.Context, nc *nats.Conn, subject string, b []byte) bool {
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := nc.RequestWithContext(rctx, subject, b)
+		cancel()
+		switch {
+		case err == nil:
+			return true
+		case errors.Is(err, nats.ErrNoResponders), ctx.Err() != nil:
+			return false
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return false
+		}
+	}
+}

@@ -1,0 +1,402 @@
+package runs
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+
+	"nectar/plugins"
+	"nectar/server/queue"
+	"nectar/targets"
+)
+
+// A Worker takes tasks from the queue and executes them in lanes (lane.go), one per run, with
+// the plugin processes of the manager's pool; it answers graph requests for the chain types it
+// has plugins for, and follows run controls. `nectar serve` runs one in its own process by
+// default; `nectar worker` runs one alone.
+type Worker struct {
+	m    *Manager
+	q    *queue.Queue
+	id   string
+	cfg  WorkerConfig
+	log  *slog.Logger
+	ctx  context.Context
+	stop context.CancelFunc
+	done chan struct{}
+
+	mu        sync.Mutex
+	lanes     map[string]*workerLane // by run id
+	cancelled map[string]time.Time   // runs cancelled lately: their late tasks do not start
+	subs      []*nats.Subscription
+}
+
+// WorkerConfig sets up a worker.
+type WorkerConfig struct {
+	Queues []string // the queues it takes tasks from
+	Types  []string // the chain types whose graphs it answers for (it has their plugins)
+	Slots  int      // tasks in its hands at once, executing or committing
+}
+
+// workerLane is a run's lane on this worker, with what it reports to the run's driver.
+type workerLane struct {
+	*lane
+	ctx      context.Context
+	cancel   context.CancelCauseFunc
+	driver   string
+	inHand   int       // tasks taken and not yet reported (guarded by Worker.mu)
+	idle     time.Time // when inHand last went to 0 (guarded by Worker.mu)
+	samples  int       // samples already sent to the driver (guarded by sendMu)
+	sentCPU  float64   // the CPU figure sent last (guarded by sendMu)
+	sendMu   sync.Mutex
+	stopSend chan struct{}
+}
+
+// deliverPatience bounds the tries to hand a task's end to its driver through a failover.
+const deliverPatience = time.Minute
+
+// laneIdleTTL is how long a lane whose driver said nothing waits, idle, before it ends on its
+// own (its driver died, or lost the run to another server).
+const laneIdleTTL = 2 * time.Minute
+
+// StartWorker starts taking tasks of cfg.Queues from q.
+func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error) {
+	if cfg.Slots < 1 {
+		cfg.Slots = 1
+	}
+	for _, name := range cfg.Queues {
+		if err := queue.CheckName(name); err != nil {
+			return nil, err
+		}
+	}
+	// Its own context: a server shutting down first lets its runs end, which needs the workers.
+	ctx, stop := context.WithCancel(context.Background())
+	w := &Worker{m: m, q: q, id: m.workerID(), cfg: cfg, ctx: ctx, stop: stop, done: make(chan struct{}),
+		lanes: map[string]*workerLane{}, cancelled: map[string]time.Time{}}
+	w.log = m.cfg.Logger.With("worker", w.id)
+	nc := q.Conn()
+	sub, err := nc.Subscribe(controlSubject, w.onControl)
+	if err != nil {
+		stop()
+		return nil, err
+	}
+	w.subs = append(w.subs, sub)
+	if sub, err = nc.Subscribe(workerEndSubject(w.id), w.onEnd); err != nil {
+		w.unsubscribe()
+		stop()
+		return nil, err
+	}
+	w.subs = append(w.subs, sub)
+	for _, typ := range cfg.Types {
+		sub, err := nc.QueueSubscribe(graphSubjectPrefix+typ, workerGroup, func(msg *nats.Msg) { go w.onGraph(typ, msg) })
+		if err != nil {
+			w.unsubscribe()
+			stop()
+			return nil, err
+		}
+		w.subs = append(w.subs, sub)
+	}
+	// The subscriptions above are in place before any server hears of this worker.
+	if err := nc.Flush(); err != nil {
+		w.unsubscribe()
+		stop()
+		return nil, err
+	}
+	go func() {
+		defer close(w.done)
+		go w.reapLanes(ctx)
+		if err := q.Consume(ctx, cfg.Queues, cfg.Slots, func(d *queue.Delivery) { w.handle(ctx, d) }); err != nil {
+			w.log.Error("worker: the task queue failed; this worker takes no more tasks", "err", err)
+		}
+	}()
+	w.log.Info("worker started", "queues", cfg.Queues, "slots", cfg.Slots)
+	return w, nil
+}
+
+// workerID names this worker in records and subjects: <host>-<pid>-<random>.
+func (m *Manager) workerID() string {
+	return fmt.Sprintf("%s-%d-%s", subjectToken(m.host), os.Getpid(), randomID()[:8])
+}
+
+// subjectToken makes s usable inside one NATS subject token.
+func subjectToken(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '_'
+		}
+	}
+	return string(b)
+}
+
+// ID is the worker's id, as task records name it.
+func (w *Worker) ID() string { return w.id }
+
+func (w *Worker) unsubscribe() {
+	for _, s := range w.subs {
+		s.Unsubscribe()
+	}
+}
+
+// Stop takes no more tasks, waits for those in hand, and ends every lane.
+func (w *Worker) Stop() {
+	w.unsubscribe()
+	w.stop()
+	<-w.done
+	w.mu.Lock()
+	lanes := w.lanes
+	w.lanes = map[string]*workerLane{}
+	w.mu.Unlock()
+	for run, wl := range lanes {
+		w.endLane(run, wl, false)
+	}
+}
+
+// handle executes one task message: in its run's lane, with in-progress acks while it runs,
+// then tells the driver and acks.
+func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
+	var msg jobMsg
+	if err := json.Unmarshal(d.Data, &msg); err != nil {
+		w.log.Error("worker: dropping a malformed task message", "queue", d.Queue, "seq", d.Seq, "err", err)
+		d.Ack()
+		return
+	}
+	job := &msg.Job
+	w.mu.Lock()
+	_, cancelled := w.cancelled[job.Run]
+	w.mu.Unlock()
+	if cancelled {
+		d.Ack() // the driver counts it as not started
+		return
+	}
+	beat := make(chan struct{})
+	go func() { // not redelivered while it runs, however long
+		t := time.NewTicker(w.q.AckWait() / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-beat:
+				return
+			case <-t.C:
+				d.InProgress()
+			}
+		}
+	}()
+	wl := w.laneFor(&msg)
+	var res taskResult
+	if d.Attempt > 1 && w.outExists(ctx, job) {
+		// A worker before this one committed it and died before its ack: done, once.
+		res = taskResult{idx: job.Index}
+	} else {
+		wl.lane.report(taskUpdate{Index: job.Index, Delivery: d.Attempt})
+		res = wl.execute(wl.ctx, job)
+	}
+	close(beat)
+	b, _ := json.Marshal(driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
+	// Delivered even while this worker stops: its driver waits for it.
+	dctx, cancel := context.WithTimeout(context.Background(), deliverPatience)
+	deliver(dctx, w.q.Conn(), msg.Driver, b)
+	cancel()
+	d.Ack()
+	w.mu.Lock()
+	if wl.inHand--; wl.inHand == 0 {
+		wl.idle = time.Now()
+	}
+	w.mu.Unlock()
+}
+
+// outExists reports whether job's out is in the store.
+func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
+	ok, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+OutName)
+	return err == nil && ok
+}
+
+// laneFor is the lane of msg's run on this worker, made at its first task.
+func (w *Worker) laneFor(msg *jobMsg) *workerLane {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	run := msg.Job.Run
+	wl, ok := w.lanes[run]
+	if !ok {
+		ctx, cancel := context.WithCancelCause(w.ctx)
+		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{})}
+		log := w.log.With("run_id", run)
+		nc := w.q.Conn()
+		report := func(u taskUpdate) {
+			u.Worker = w.id
+			b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Update: &u})
+			nc.Publish(msg.Driver, b)
+		}
+		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Job.Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
+			log: log, failure: func(doing string, err error) string { return w.m.failureSentence(log, run, doing, err) },
+			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing)}, nil, nil, 0)
+		w.lanes[run] = wl
+		go w.sendMetrics(run, wl)
+	}
+	wl.inHand++
+	return wl
+}
+
+// sendMetrics reports the lane's usage to its driver every monitor interval.
+func (w *Worker) sendMetrics(run string, wl *workerLane) {
+	t := time.NewTicker(w.m.cfg.MonitorInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-wl.stopSend:
+			return
+		case <-t.C:
+			w.flushMetrics(run, wl)
+		}
+	}
+}
+
+// flushMetrics sends the lane's usage, with the samples taken since the last report, if it
+// changed.
+func (w *Worker) flushMetrics(run string, wl *workerLane) {
+	lm, changed := wl.metricsSince()
+	if !changed {
+		return
+	}
+	b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Metrics: lm})
+	w.q.Conn().Publish(wl.driver, b)
+}
+
+// metricsSince is the lane's usage, with the samples not sent yet; changed says whether it
+// moved since the last call.
+func (wl *workerLane) metricsSince() (lm *laneMetrics, changed bool) {
+	wl.sendMu.Lock()
+	defer wl.sendMu.Unlock()
+	m := wl.meter.snapshot()
+	changed = len(m.Samples) > wl.samples || m.Summary.CPUSeconds != wl.sentCPU || len(m.Tasks) > 0
+	lm = &laneMetrics{CPUSeconds: m.Summary.CPUSeconds, PeakRSS: m.Summary.PeakRSSBytes, Processes: m.Processes,
+		Samples: m.Samples[wl.samples:], Tasks: m.Tasks}
+	wl.samples, wl.sentCPU = len(m.Samples), m.Summary.CPUSeconds
+	return lm, changed
+}
+
+// onEnd ends a run's lane at its driver's word and answers with the lane's final usage.
+func (w *Worker) onEnd(msg *nats.Msg) {
+	var e endMsg
+	if json.Unmarshal(msg.Data, &e) != nil {
+		return
+	}
+	w.mu.Lock()
+	wl := w.lanes[e.Run]
+	delete(w.lanes, e.Run)
+	w.mu.Unlock()
+	var lm *laneMetrics
+	if wl != nil {
+		lm = w.endLane(e.Run, wl, e.Reuse)
+	}
+	b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Metrics: lm})
+	msg.Respond(b)
+}
+
+// endLane ends wl once its tasks have returned, and returns its final usage.
+func (w *Worker) endLane(run string, wl *workerLane, reuse bool) *laneMetrics {
+	close(wl.stopSend)
+	wl.lane.end(reuse)
+	wl.cancel(errors.New("the run ended"))
+	lm, _ := wl.metricsSince()
+	return lm
+}
+
+// onControl follows a driver's cancel or halt of a run.
+func (w *Worker) onControl(msg *nats.Msg) {
+	var c controlMsg
+	if json.Unmarshal(msg.Data, &c) != nil {
+		return
+	}
+	w.mu.Lock()
+	wl := w.lanes[c.Run]
+	if c.Action == "cancel" {
+		w.cancelled[c.Run] = time.Now()
+	}
+	w.mu.Unlock()
+	if wl == nil {
+		return
+	}
+	switch c.Action {
+	case "cancel":
+		wl.halt()
+		wl.cancel(errors.New(c.Reason))
+	case "halt":
+		wl.halt()
+	}
+}
+
+// onGraph answers a run's graph request with a process of the pool.
+func (w *Worker) onGraph(typ string, msg *nats.Msg) {
+	var req plugins.GraphRequest
+	ans := graphAnswer{Worker: w.id}
+	if err := json.Unmarshal(msg.Data, &req); err != nil {
+		ans.GraphErr = "a malformed graph request"
+	} else {
+		var p plannedRun
+		if p.proc, p.out, p.base, p.takeErr = w.m.takePlugin(typ); p.takeErr == nil {
+			ctx, cancel := context.WithTimeout(w.m.ctx, graphTimeout)
+			p.graph, p.graphErr = p.proc.Graph(ctx, &req)
+			cancel()
+			defer w.m.giveBack(typ, p) // after the answer
+		}
+		switch {
+		case p.takeErr != nil:
+			w.log.Error("starting plugin", "err", p.takeErr)
+			ans.TakeErr = p.takeErr.Error()
+		case p.graphErr != nil:
+			ans.GraphErr = rpcMessage(p.graphErr)
+		default:
+			ans.Graph, _ = json.Marshal(p.graph)
+		}
+	}
+	b, _ := json.Marshal(ans)
+	if err := respondParts(w.q.Conn(), msg, b); err != nil {
+		w.log.Warn("answering a graph request", "err", err)
+	}
+}
+
+// graphTimeout bounds a graph request (user code builds the graph).
+const graphTimeout = 5 * time.Minute
+
+// reapLanes ends lanes left idle past laneIdleTTL (their driver went away without a word), and
+// forgets old cancels.
+func (w *Worker) reapLanes(ctx context.Context) {
+	t := time.NewTicker(laneIdleTTL / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		var old map[string]*workerLane
+		w.mu.Lock()
+		for run, wl := range w.lanes {
+			if wl.inHand == 0 && time.Since(wl.idle) > laneIdleTTL {
+				if old == nil {
+					old = map[string]*workerLane{}
+				}
+				old[run] = wl
+				delete(w.lanes, run)
+			}
+		}
+		for run, at := range w.cancelled {
+			if time.Since(at) > laneIdleTTL {
+				delete(w.cancelled, run)
+			}
+		}
+		w.mu.Unlock()
+		for run, wl := range old {
+			lm := w.endLane(run, wl, false)
+			b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Metrics: lm})
+			w.q.Conn().Publish(wl.driver, b)
+		}
+	}
+}
