@@ -104,6 +104,9 @@ test: lint tools ## lint, then every test (real plugins, MinIO, PostgreSQL, head
 	@# (issue 9). About 10 s more than without -race; the other packages stay plain.
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -vx nectar/server)
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -race -count=1 -timeout 20m ./server
+	@# And once more with tasks through the queue (NATS JetStream) to in-process workers: both
+	@# dispatch paths pass the same suite (the queue code runs in the test process, under -race).
+	NECTAR_DISPATCH=queue NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -race -count=1 -timeout 20m ./server
 	@# Fuzz runs are counted, not timed: a timed -fuzztime can end in "context deadline exceeded".
 	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 100000x ./chains/params
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 20000x ./server

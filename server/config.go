@@ -97,7 +97,7 @@ func Defaults() Config {
 		LogLevel:        "info",
 		Schedules:       true,
 		ScheduleCatchUp: 24,
-		Dispatch:        "queue",
+		Dispatch:        "direct",
 		NATSReplicas:    1,
 		TaskDeliveries:  5,
 		TaskAckWait:     30 * time.Second,

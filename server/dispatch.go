@@ -2,18 +2,23 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"nectar/plugins/host"
+	"nectar/server/catalog"
 	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/targets"
 	"nectar/targets/local"
+	"nectar/targets/open"
 )
 
 // openQueue connects to the task queue cfg names: an external NATS cluster, or a JetStream
@@ -105,4 +110,64 @@ func (s *Server) closeQueue() {
 	if s.natsLock != nil {
 		s.natsLock.Close()
 	}
+}
+
+// RunWorker runs workers only (nectar worker): they take tasks from the queue at
+// cfg.NATSURL, execute them with the plugins of cfg.PluginDir and commit to cfg.Target, until
+// ctx ends; then they finish the tasks in hand. It serves no HTTP.
+func RunWorker(ctx context.Context, cfg Config, cat *catalog.Catalog, logger *slog.Logger) error {
+	if cfg.NATSURL == "" {
+		return errors.New("nectar worker takes tasks from a NATS cluster: set NECTAR_NATS_URL (a cluster, or a server's NECTAR_NATS_LISTEN address)")
+	}
+	if cfg.Workers < 1 {
+		cfg.Workers = 1
+	}
+	store, err := open.Target(ctx, cfg.Target, cfg.Getenv, func(string, time.Duration) string { return "" })
+	if err != nil {
+		return err
+	}
+	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
+	if err != nil {
+		return fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
+	}
+	defer launcher.Close()
+	launcher.SetHost(storeHost{store})
+	for _, t := range cat.Types() {
+		f, err := launcher.Verify(t)
+		if err != nil {
+			return fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
+		}
+		f.Close()
+	}
+	q, _, err := openQueue(cfg, store, logger)
+	if err != nil {
+		return fmt.Errorf("the task queue: %w", err)
+	}
+	defer q.Close()
+	m, err := runs.NewManager(runs.Config{
+		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
+		MonitorInterval: cfg.MonitorInterval,
+		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
+		Store:           store,
+		Plugins:         starter{launcher, logger},
+		TaskTimeout:     cfg.TaskTimeout,
+		WarmPlugins:     cfg.WarmPlugins,
+		TaskParallelism: cfg.TaskParallelism,
+		Logger:          logger,
+	})
+	if err != nil {
+		return err
+	}
+	s := &Server{cfg: cfg, catalog: cat, runs: m, queue: q, log: logger}
+	if err := s.startWorkers(); err != nil {
+		m.Shutdown(context.Background())
+		return err
+	}
+	for _, w := range s.workers {
+		logger.Info("nectar worker: taking tasks", "worker", w.ID(), "nats", q.ServerName())
+	}
+	<-ctx.Done()
+	logger.Info("nectar worker: stopping; finishing the tasks in hand")
+	s.stopWorkers()
+	return m.Shutdown(context.Background())
 }

@@ -42,6 +42,11 @@ const (
 	subjectPrefix  = "nectar.tasks."
 )
 
+// EmbeddedMaxPayload is the largest message the embedded server takes: the task of a join
+// lists the keys of its inputs, ~75 bytes each, so a join of 100,000 fits (NATS discourages
+// more than 8 MB; a cluster's own max_payload applies to it, 1 MB unless set).
+const EmbeddedMaxPayload = 8 << 20
+
 // Config says where the queue lives and how it treats task messages.
 type Config struct {
 	// URL of an external NATS cluster (nats://host:4222, comma-separated seeds); "" embeds a
@@ -177,7 +182,8 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, fmt.Errorf("the embedded NATS server's data folder: %w", err)
 	}
 	opts := &server.Options{ServerName: "nectar-embedded", JetStream: true, StoreDir: cfg.DataDir,
-		DontListen: cfg.Listen == "", NoSigs: true, NoLog: false}
+		DontListen: cfg.Listen == "", NoSigs: true, NoLog: false,
+		MaxPayload: EmbeddedMaxPayload}
 	if cfg.Listen != "" {
 		host, port, err := splitHostPort(cfg.Listen)
 		if err != nil {
@@ -300,6 +306,9 @@ func (q *Queue) ClientURL() string {
 // Publish stores one task message in queue for run; id makes a retried publish a no-op.
 // It returns the message's stream sequence (what OnMaxDeliveries reports).
 func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte) (uint64, error) {
+	if limit := q.nc.MaxPayload(); int64(len(data)) > limit {
+		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d): raise max_payload in the cluster's configuration", queue, len(data), limit)
+	}
 	ack, err := q.js.Publish(ctx, TaskSubject(queue, run), data, jetstream.WithMsgID(id))
 	if err != nil {
 		return 0, fmt.Errorf("queueing a task in %s: %w", queue, err)
@@ -407,46 +416,64 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 		go func() {
 			defer wg.Done()
 			for {
+				// One slot at least, and every other one free: one pull request asks for that
+				// many messages, each handed over as it arrives (a burst of tasks costs one
+				// request, a lone task no wait). A poller holds its slots while it waits, for
+				// pollWait at most: with fewer slots than queues, the others get their turn.
 				select {
 				case <-free:
 				case <-ctx.Done():
 					return
 				}
-				// A poller holds a slot while it waits, for pollWait at most: with fewer slots
-				// than queues, the others get their turn.
-				pctx, cancel := context.WithTimeout(ctx, pollWait)
-				msg, err := c.Next(jetstream.FetchContext(pctx))
-				cancel()
-				if err != nil {
-					free <- struct{}{}
-					switch {
-					case ctx.Err() != nil:
-						return
-					case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-						continue
-					case errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
-						errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrNoResponders):
-						// A cluster node went away: the connection moves to another.
-						select {
-						case <-time.After(100 * time.Millisecond):
-						case <-ctx.Done():
-							return
-						}
-						continue
+				n := 1
+			grab:
+				for n < maxFetch {
+					select {
+					case <-free:
+						n++
 					default:
-						errs <- fmt.Errorf("consuming queue %s: %w", name, err)
-						return
+						break grab
 					}
 				}
-				d := &Delivery{msg: msg, Data: msg.Data(), Queue: name}
-				if md, err := msg.Metadata(); err == nil {
-					d.Attempt, d.Seq = int(md.NumDelivered), md.Sequence.Stream
+				pctx, cancel := context.WithTimeout(ctx, pollWait)
+				batch, err := c.Fetch(n, jetstream.FetchContext(pctx))
+				got := 0
+				if err == nil {
+					for msg := range batch.Messages() {
+						got++
+						d := &Delivery{msg: msg, Data: msg.Data(), Queue: name}
+						if md, err := msg.Metadata(); err == nil {
+							d.Attempt, d.Seq = int(md.NumDelivered), md.Sequence.Stream
+						}
+						wg.Add(1)
+						go func() {
+							defer func() { free <- struct{}{}; wg.Done() }()
+							handle(d)
+						}()
+					}
+					err = batch.Error()
 				}
-				wg.Add(1)
-				go func() {
-					defer func() { free <- struct{}{}; wg.Done() }()
-					handle(d)
-				}()
+				cancel()
+				for range n - got {
+					free <- struct{}{}
+				}
+				switch {
+				case err == nil:
+				case ctx.Err() != nil:
+					return
+				case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+				case errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
+					errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrNoResponders):
+					// A cluster node went away: the connection moves to another.
+					select {
+					case <-time.After(100 * time.Millisecond):
+					case <-ctx.Done():
+						return
+					}
+				default:
+					errs <- fmt.Errorf("consuming queue %s: %w", name, err)
+					return
+				}
 			}
 		}()
 	}
@@ -458,8 +485,11 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 	}
 }
 
-// pollWait bounds one wait for a message of one queue.
-const pollWait = time.Second
+// pollWait bounds one wait for messages of one queue; maxFetch the messages one pull asks for.
+const (
+	pollWait = time.Second
+	maxFetch = 256
+)
 
 // maxDeliveries is JetStream's advisory for a message that reached its consumer's MaxDeliver.
 type maxDeliveries struct {
@@ -524,3 +554,6 @@ func (l *natsLogger) Errorf(format string, v ...any) {
 func (l *natsLogger) Fatalf(format string, v ...any) {
 	l.log.Error("embedded NATS (fatal): " + fmt.Sprintf(format, v...))
 }
+
+// ServerName is the NATS server this connection is on now.
+func (q *Queue) ServerName() string { return q.nc.ConnectedServerName() }

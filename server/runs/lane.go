@@ -62,7 +62,9 @@ type lane struct {
 	// share its output, so each task's log is cleaned of all of them.
 	scrub   *strings.Replacer
 	secrets bool
-	tasks   sync.WaitGroup // tasks in hand: the batcher stops after the last
+	// tasks counts the tasks handed to the lane and not yet returned: end waits for them (and
+	// the batcher stops after the last). Whoever hands a task over adds to it first.
+	tasks sync.WaitGroup
 }
 
 // taskJob is one task for a lane to execute: all it needs, as data.
@@ -72,8 +74,8 @@ type taskJob struct {
 	Index int             `json:"index"` // in the run's task graph
 	Ref   plugins.TaskRef `json:"ref"`
 	Key   string          `json:"key"`
-	// Inputs are the upstream tasks whose outs it reads, in Requires order.
-	Inputs  []jobInput         `json:"inputs,omitempty"`
+	// Inputs are the keys of the upstream tasks whose outs it reads, in Requires order.
+	Inputs  []string           `json:"inputs,omitempty"`
 	Timeout time.Duration      `json:"timeout,omitempty"` // 0: the server's default
 	Retry   chains.RetryPolicy `json:"retry"`
 	Isolate bool               `json:"isolate,omitempty"`
@@ -87,10 +89,8 @@ type taskJob struct {
 	FolderMade bool `json:"folder_made,omitempty"`
 }
 
-type jobInput struct {
-	Task string `json:"task"`
-	Key  string `json:"key"`
-}
+// taskOfKey is the task name in a key (chains/<type>/<chain>/<Task>/<md5>).
+func taskOfKey(key string) string { return path.Base(path.Dir(key)) }
 
 // taskUpdate is news of one task from its lane. Fields left zero did not change.
 type taskUpdate struct {
@@ -164,8 +164,8 @@ func (l *lane) halt() { l.halted.Store(true) }
 
 // execute runs one task in the plugin and commits its files (commit.go): log and artifacts
 // first, out last, so an existing out always means a finished task.
+// The caller has added the task to l.tasks; execute marks it done.
 func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
-	l.tasks.Add(1)
 	defer l.tasks.Done()
 	i := job.Index
 	fail := func(msg string, fatal bool) taskResult {
@@ -573,7 +573,7 @@ func (l *lane) inputs(ctx context.Context, job *taskJob) ([]string, error) {
 	paths := make([]string, len(job.Inputs))
 	errs := make([]error, len(job.Inputs))
 	get := func(j int) {
-		paths[j], errs[j] = l.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j), job.Inputs[j].Key+"/"+OutName)
+		paths[j], errs[j] = l.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j), job.Inputs[j]+"/"+OutName)
 	}
 	if !l.spooledInputs {
 		for j := range job.Inputs {
@@ -591,7 +591,7 @@ func (l *lane) inputs(ctx context.Context, job *taskJob) ([]string, error) {
 	}
 	for j, err := range errs {
 		if err != nil {
-			return paths, errors.New(l.failure("reading the out of "+job.Inputs[j].Task, err))
+			return paths, errors.New(l.failure("reading the out of "+taskOfKey(job.Inputs[j]), err))
 		}
 	}
 	return paths, nil

@@ -110,6 +110,7 @@ type Manager struct {
 	// The queue path: this server's driver subject, and the runs it drives through it.
 	driverID    string
 	remote      map[string]*remoteRun // by run id (guarded by mu)
+	workers     []*Worker             // the workers of this process (guarded by mu)
 	stopDriving func()
 }
 

@@ -66,22 +66,54 @@ func (m *Manager) onDriverMsg(msg *nats.Msg) {
 		m.cfg.Logger.Warn("driver: a malformed message from a worker", "err", err)
 		return
 	}
-	m.mu.Lock()
-	rr := m.remote[d.Run]
-	m.mu.Unlock()
-	if rr != nil {
-		switch {
-		case d.Update != nil:
-			rr.update(d.Worker, *d.Update)
-		case d.Result != nil:
-			rr.finish(d.Result.result())
-		case d.Metrics != nil:
-			rr.s.r.meterOf().laneReport(d.Worker, d.Metrics)
-		}
-	}
+	m.route(&d)
 	if msg.Reply != "" {
 		msg.Respond(nil) // received (a run no longer driven here counts too: its new driver reruns what is missing)
 	}
+}
+
+// route hands a worker's report to the run it is about, if this server drives it.
+func (m *Manager) route(d *driverMsg) {
+	m.mu.Lock()
+	rr := m.remote[d.Run]
+	m.mu.Unlock()
+	if rr == nil {
+		return
+	}
+	switch {
+	case d.Update != nil:
+		rr.update(d.Worker, *d.Update)
+	case d.Result != nil:
+		rr.finish(d.Result.result())
+	case d.Metrics != nil:
+		rr.s.r.meterOf().laneReport(d.Worker, d.Metrics)
+	}
+}
+
+// localDriver reports whether subject is this server's driver subject: a worker in this
+// process then hands it reports by a call, not through NATS.
+func (m *Manager) localDriver(subject string) bool {
+	return m.driverID != "" && subject == driverSubject(m.driverID)
+}
+
+// localWorker is a worker of this process that has typ's plugin (id "" for any), if any.
+func (m *Manager) localWorker(typ, id string) *Worker {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, w := range m.workers {
+		if id != "" {
+			if w.id == id {
+				return w
+			}
+			continue
+		}
+		for _, t := range w.cfg.Types {
+			if t == typ {
+				return w
+			}
+		}
+	}
+	return nil
 }
 
 // onMaxDeliveries fails the task whose message JetStream stopped delivering: each worker
@@ -167,6 +199,9 @@ func (rr *remoteRun) finish(res taskResult) {
 		ch <- res
 	}
 }
+
+// noWorkerPatience is how long a run waits for a worker that can build its graph.
+const noWorkerPatience = 30 * time.Second
 
 // cancelGrace is how long a cancelled run waits for its running tasks to answer.
 const cancelGrace = 5 * time.Second
@@ -260,6 +295,12 @@ func (s *scheduler) endRemote(reuse bool) {
 	b, _ := json.Marshal(endMsg{Run: s.runID, Reuse: reuse})
 	var wg sync.WaitGroup
 	for _, w := range workers {
+		if lw := s.m.localWorker("", w); lw != nil { // in this process: a call
+			if lm := lw.end(s.runID, reuse); lm != nil {
+				s.r.meterOf().laneReport(w, lm)
+			}
+			continue
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -280,11 +321,29 @@ func (s *scheduler) endRemote(reuse bool) {
 func (m *Manager) graphRemote(ctx context.Context, rec Record) plannedRun {
 	ctx, cancel := context.WithTimeout(ctx, graphTimeout)
 	defer cancel()
-	req, _ := json.Marshal(plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks})
-	b, err := requestParts(ctx, m.cfg.Queue.Conn(), graphSubjectPrefix+rec.Type, req)
+	greq := plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks}
+	if w := m.localWorker(rec.Type, ""); w != nil {
+		// A worker of this process answers by a call: a graph is the same from any worker.
+		return w.graph(ctx, rec.RunID, rec.Type, &greq)
+	}
+	req, _ := json.Marshal(graphRequest{Run: rec.RunID, Req: greq})
+	// No worker with the plugin yet (they are starting, or scaling up): wait a while for one.
+	var b []byte
+	var err error
+	for deadline := time.Now().Add(noWorkerPatience); ; {
+		b, err = requestParts(ctx, m.cfg.Queue.Conn(), graphSubjectPrefix+rec.Type, req)
+		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-time.After(250 * time.Millisecond):
+		case <-ctx.Done():
+			return plannedRun{graphErr: ctx.Err()}
+		}
+	}
 	switch {
 	case errors.Is(err, nats.ErrNoResponders):
-		return plannedRun{takeErr: fmt.Errorf("no worker serves chain type %s: start one with its plugin (nectar worker)", rec.Type)}
+		return plannedRun{takeErr: fmt.Errorf("no worker with the plugin of chain type %s answered for %s: start one (nectar worker)", rec.Type, noWorkerPatience)}
 	case err != nil:
 		return plannedRun{graphErr: err}
 	}

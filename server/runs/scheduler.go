@@ -335,11 +335,12 @@ func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, NoSync: s.noSync, DeadRun: s.deadRun,
 		FolderMade: i == 0} // the root's folder was made when the run stored its params
 	for _, d := range n.deps {
-		job.Inputs = append(job.Inputs, jobInput{Task: s.nodes[d].ref.Task, Key: s.nodes[d].key})
+		job.Inputs = append(job.Inputs, s.nodes[d].key)
 	}
 	if s.remote != nil {
 		return s.dispatchQueued(ctx, job)
 	}
+	s.lane.tasks.Add(1)
 	return s.lane.execute(ctx, job)
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"nectar/plugins"
 	"strconv"
 	"time"
 
@@ -143,6 +144,12 @@ func requestParts(ctx context.Context, nc *nats.Conn, subject string, data []byt
 		buf.Write(m.Data)
 	}
 	return buf.Bytes(), nil
+}
+
+// graphRequest asks any worker with a chain type's plugin for a run's task graph.
+type graphRequest struct {
+	Run string               `json:"run"`
+	Req plugins.GraphRequest `json:"req"`
 }
 
 // graphAnswer is a worker's answer to a graph request.

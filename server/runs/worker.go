@@ -34,7 +34,10 @@ type Worker struct {
 	mu        sync.Mutex
 	lanes     map[string]*workerLane // by run id
 	cancelled map[string]time.Time   // runs cancelled lately: their late tasks do not start
-	subs      []*nats.Subscription
+	// reserved are the processes that built a run's graph here, kept a moment for the run's
+	// first task (warm, and no second trip to the pool) in case it comes to this worker.
+	reserved map[string]*spare
+	subs     []*nats.Subscription
 }
 
 // WorkerConfig sets up a worker.
@@ -78,7 +81,7 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 	// Its own context: a server shutting down first lets its runs end, which needs the workers.
 	ctx, stop := context.WithCancel(context.Background())
 	w := &Worker{m: m, q: q, id: m.workerID(), cfg: cfg, ctx: ctx, stop: stop, done: make(chan struct{}),
-		lanes: map[string]*workerLane{}, cancelled: map[string]time.Time{}}
+		lanes: map[string]*workerLane{}, cancelled: map[string]time.Time{}, reserved: map[string]*spare{}}
 	w.log = m.cfg.Logger.With("worker", w.id)
 	nc := q.Conn()
 	sub, err := nc.Subscribe(controlSubject, w.onControl)
@@ -115,6 +118,9 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 			w.log.Error("worker: the task queue failed; this worker takes no more tasks", "err", err)
 		}
 	}()
+	m.mu.Lock()
+	m.workers = append(m.workers, w)
+	m.mu.Unlock()
 	w.log.Info("worker started", "queues", cfg.Queues, "slots", cfg.Slots)
 	return w, nil
 }
@@ -146,13 +152,24 @@ func (w *Worker) unsubscribe() {
 
 // Stop takes no more tasks, waits for those in hand, and ends every lane.
 func (w *Worker) Stop() {
+	w.m.mu.Lock()
+	for i, o := range w.m.workers {
+		if o == w {
+			w.m.workers = append(w.m.workers[:i], w.m.workers[i+1:]...)
+			break
+		}
+	}
+	w.m.mu.Unlock()
 	w.unsubscribe()
 	w.stop()
 	<-w.done
 	w.mu.Lock()
-	lanes := w.lanes
-	w.lanes = map[string]*workerLane{}
+	lanes, reserved := w.lanes, w.reserved
+	w.lanes, w.reserved = map[string]*workerLane{}, map[string]*spare{}
 	w.mu.Unlock()
+	for _, sp := range reserved {
+		sp.discard()
+	}
 	for run, wl := range lanes {
 		w.endLane(run, wl, false)
 	}
@@ -192,17 +209,14 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	var res taskResult
 	if d.Attempt > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
+		wl.lane.tasks.Done()
 		res = taskResult{idx: job.Index}
 	} else {
 		wl.lane.report(taskUpdate{Index: job.Index, Delivery: d.Attempt})
 		res = wl.execute(wl.ctx, job)
 	}
 	close(beat)
-	b, _ := json.Marshal(driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
-	// Delivered even while this worker stops: its driver waits for it.
-	dctx, cancel := context.WithTimeout(context.Background(), deliverPatience)
-	deliver(dctx, w.q.Conn(), msg.Driver, b)
-	cancel()
+	w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
 	d.Ack()
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
@@ -227,19 +241,24 @@ func (w *Worker) laneFor(msg *jobMsg) *workerLane {
 		ctx, cancel := context.WithCancelCause(w.ctx)
 		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{})}
 		log := w.log.With("run_id", run)
-		nc := w.q.Conn()
 		report := func(u taskUpdate) {
 			u.Worker = w.id
-			b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Update: &u})
-			nc.Publish(msg.Driver, b)
+			w.toDriver(msg.Driver, &driverMsg{Run: run, Worker: w.id, Update: &u})
 		}
 		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Job.Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
 			log: log, failure: func(doing string, err error) string { return w.m.failureSentence(log, run, doing, err) },
 			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing)}, nil, nil, 0)
+		if sp := w.reserved[run]; sp != nil { // the process that built the graph
+			delete(w.reserved, run)
+			wl.lane.procOut = sp.out
+			wl.lane.adopt(sp.proc, sp.cpu0)
+			wl.lane.proc = sp.proc
+		}
 		w.lanes[run] = wl
 		go w.sendMetrics(run, wl)
 	}
 	wl.inHand++
+	wl.lane.tasks.Add(1) // under w.mu, while the lane is in the map: before any end's Wait
 	return wl
 }
 
@@ -264,8 +283,26 @@ func (w *Worker) flushMetrics(run string, wl *workerLane) {
 	if !changed {
 		return
 	}
-	b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Metrics: lm})
-	w.q.Conn().Publish(wl.driver, b)
+	w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Metrics: lm})
+}
+
+// toDriver sends d to the server on subject: a result is delivered for sure (the worker acks
+// its task message after), the rest is news that may be lost. A server of this process gets
+// it by a call.
+func (w *Worker) toDriver(subject string, d *driverMsg) {
+	if w.m.localDriver(subject) {
+		w.m.route(d)
+		return
+	}
+	b, _ := json.Marshal(d)
+	if d.Result == nil {
+		w.q.Conn().Publish(subject, b)
+		return
+	}
+	// Delivered even while this worker stops: its driver waits for it.
+	ctx, cancel := context.WithTimeout(context.Background(), deliverPatience)
+	defer cancel()
+	deliver(ctx, w.q.Conn(), subject, b)
 }
 
 // metricsSince is the lane's usage, with the samples not sent yet; changed says whether it
@@ -287,16 +324,20 @@ func (w *Worker) onEnd(msg *nats.Msg) {
 	if json.Unmarshal(msg.Data, &e) != nil {
 		return
 	}
-	w.mu.Lock()
-	wl := w.lanes[e.Run]
-	delete(w.lanes, e.Run)
-	w.mu.Unlock()
-	var lm *laneMetrics
-	if wl != nil {
-		lm = w.endLane(e.Run, wl, e.Reuse)
-	}
-	b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Metrics: lm})
+	b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Metrics: w.end(e.Run, e.Reuse)})
 	msg.Respond(b)
+}
+
+// end ends run's lane here, if any, and returns its final usage.
+func (w *Worker) end(run string, reuse bool) *laneMetrics {
+	w.mu.Lock()
+	wl := w.lanes[run]
+	delete(w.lanes, run)
+	w.mu.Unlock()
+	if wl == nil {
+		return nil
+	}
+	return w.endLane(run, wl, reuse)
 }
 
 // endLane ends wl once its tasks have returned, and returns its final usage.
@@ -332,26 +373,21 @@ func (w *Worker) onControl(msg *nats.Msg) {
 	}
 }
 
-// onGraph answers a run's graph request with a process of the pool.
+// onGraph answers a run's graph request from another process.
 func (w *Worker) onGraph(typ string, msg *nats.Msg) {
-	var req plugins.GraphRequest
+	var gr graphRequest
 	ans := graphAnswer{Worker: w.id}
-	if err := json.Unmarshal(msg.Data, &req); err != nil {
+	if err := json.Unmarshal(msg.Data, &gr); err != nil {
 		ans.GraphErr = "a malformed graph request"
 	} else {
-		var p plannedRun
-		if p.proc, p.out, p.base, p.takeErr = w.m.takePlugin(typ); p.takeErr == nil {
-			ctx, cancel := context.WithTimeout(w.m.ctx, graphTimeout)
-			p.graph, p.graphErr = p.proc.Graph(ctx, &req)
-			cancel()
-			defer w.m.giveBack(typ, p) // after the answer
-		}
+		ctx, cancel := context.WithTimeout(w.ctx, graphTimeout)
+		p := w.graph(ctx, gr.Run, typ, &gr.Req)
+		cancel()
 		switch {
 		case p.takeErr != nil:
-			w.log.Error("starting plugin", "err", p.takeErr)
 			ans.TakeErr = p.takeErr.Error()
 		case p.graphErr != nil:
-			ans.GraphErr = rpcMessage(p.graphErr)
+			ans.GraphErr = p.graphErr.Error()
 		default:
 			ans.Graph, _ = json.Marshal(p.graph)
 		}
@@ -361,6 +397,44 @@ func (w *Worker) onGraph(typ string, msg *nats.Msg) {
 		w.log.Warn("answering a graph request", "err", err)
 	}
 }
+
+// graph builds run's task graph in a process of the pool. The process is then kept for the
+// run's first task here, for reserveFor at most, and goes back to the pool if none comes.
+func (w *Worker) graph(ctx context.Context, run, typ string, req *plugins.GraphRequest) plannedRun {
+	var p plannedRun
+	if p.proc, p.out, p.base, p.takeErr = w.m.takePlugin(typ); p.takeErr != nil {
+		w.log.Error("starting plugin", "err", p.takeErr)
+		return plannedRun{takeErr: p.takeErr}
+	}
+	p.graph, p.graphErr = p.proc.Graph(ctx, req)
+	if p.graphErr != nil {
+		go w.m.giveBack(typ, p)
+		return plannedRun{graphErr: errors.New(rpcMessage(p.graphErr))}
+	}
+	sp := &spare{proc: p.proc, out: p.out, cpu0: p.base}
+	w.mu.Lock()
+	old := w.reserved[run]
+	w.reserved[run] = sp
+	w.mu.Unlock()
+	if old != nil {
+		w.m.giveBack(typ, plannedRun{proc: old.proc, out: old.out})
+	}
+	time.AfterFunc(reserveFor, func() {
+		w.mu.Lock()
+		unused := w.reserved[run] == sp
+		if unused {
+			delete(w.reserved, run)
+		}
+		w.mu.Unlock()
+		if unused {
+			w.m.giveBack(typ, plannedRun{proc: sp.proc, out: sp.out})
+		}
+	})
+	return plannedRun{graph: p.graph}
+}
+
+// reserveFor is how long a graph's process waits for the run's first task.
+const reserveFor = 2 * time.Second
 
 // graphTimeout bounds a graph request (user code builds the graph).
 const graphTimeout = 5 * time.Minute

@@ -54,6 +54,7 @@ func run() error {
 	minioOnly := flag.Bool("minio", false, "run only the MinIO and S3 rows")
 	dagOnly := flag.Bool("dag", false, "run only the big-graph rows (fan-ins, commit syscalls, the 50,000-task run)")
 	httpOnly := flag.Bool("http", false, "run only the single run, cache-hit POST and status GET rows")
+	queueOnly := flag.Bool("queue", false, "run only the task queue rows (direct against queue, and 1 to 3 worker processes)")
 	flag.Func("env", "NAME=value for every benchmark server (repeatable), to compare settings", func(v string) error {
 		extraEnv = append(extraEnv, v)
 		return nil
@@ -81,6 +82,14 @@ func run() error {
 			return err
 		}
 		return printRows(append(append(rows, sys), big...))
+	}
+	if *queueOnly {
+		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
+		rows, err := queueRows(client, *bin, *runs)
+		if err != nil {
+			return err
+		}
+		return printRows(rows)
 	}
 	if *airlineOnly {
 		rows, err := airlineRows(*bin)
@@ -173,6 +182,12 @@ func run() error {
 		return err
 	}
 	rows = append(rows, hist...)
+	// The task queue against the direct path it replaces, and workers in processes of their own.
+	qrows, err := queueRows(client, *bin, *runs)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, qrows...)
 
 	// Big graphs: fan-ins of 10 to 5,000 leaves + a join, the system calls per task, and the
 	// server's memory while 16 clients read the status of a 50,000-leaf run.
@@ -503,13 +518,18 @@ func startServer(nectar, plugins string, env []string, extra ...string) (string,
 }
 
 func startServerProc(nectar, plugins string, env []string, extra ...string) (*server, error) {
+	return startServerCmd(nectar, plugins, []string{"serve"}, env, extra...)
+}
+
+// startServerCmd is startServerProc with the command's arguments (serve and its flags).
+func startServerCmd(nectar, plugins string, args, env []string, extra ...string) (*server, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd := exec.Command(nectar, "serve")
+	cmd := exec.Command(nectar, args...)
 	cmd.Env = append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_PLUGIN_DIR="+plugins, "NECTAR_LOG_LEVEL=warn", "NECTAR_SCHEDULES=off")
 	for _, kv := range append(append(env, extra...), extraEnv...) {
 		if kv != "" {

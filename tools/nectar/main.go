@@ -1,6 +1,7 @@
 // Command nectar runs the Nectar server, and runs or scaffolds chains from the shell.
 //
-//	nectar serve                                  serve the API (NECTAR_* environment variables)
+//	nectar serve [--workers N]                    serve the API (NECTAR_* environment variables)
+//	nectar worker [--queues a,b] [--slots N]      execute tasks from the queue (NECTAR_NATS_URL)
 //	nectar run <type>/<chain>/<Task> [k=v ...]    run a task here and print its out
 //	nectar new <type> <name>                      write chains/<type>/<name>_chain.go to start from
 //	nectar reindex                                rebuild the run history from the store's run records
@@ -14,17 +15,20 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"nectar/plugins"
 	"nectar/server"
 	"nectar/server/catalog"
+	"nectar/server/queue"
 )
 
 func main() {
@@ -47,7 +51,11 @@ func main() {
 const usage = `usage: nectar <command>
 
 commands:
-  serve                               serve the HTTP API (see README.md for the NECTAR_* variables)
+  serve [--workers N]                 serve the HTTP API (see README.md for the NECTAR_* variables),
+                                      with N workers in this process (default 1; 0: the API only;
+                                      workers need NECTAR_DISPATCH=queue)
+  worker [--queues a,b] [--slots N]   take tasks from the queue (NECTAR_NATS_URL) and execute
+                                      them; no HTTP (default queues: every chain type's)
   run <type>/<chain>/<Task> [k=v...]  run a task (and what it requires) here, print its out;
                                       same store, plugins and keys as the server
   new <type> <name>                   write chains/<type>/<name>_chain.go, a chain to start from
@@ -85,7 +93,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch args[0] {
 	case "serve":
-		return serve(ctx, getenv, stdout, stderr)
+		return serve(ctx, args[1:], getenv, stdout, stderr)
+	case "worker":
+		return worker(ctx, args[1:], getenv, stderr)
 	case "run":
 		return runTask(ctx, args[1:], getenv, stdout, stderr)
 	case "new":
@@ -121,10 +131,25 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return usageError("unknown command %q", args[0])
 }
 
-func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
+func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := server.ConfigFromEnv(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
+	}
+	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "workers in this process (0: the API only)")
+	if err := fs.Parse(args); err != nil {
+		return usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("serve takes no arguments, got %q", fs.Arg(0))
+	}
+	if cfg.Workers < 0 {
+		return usageError("--workers %d: want 0 or more", cfg.Workers)
+	}
+	if cfg.Workers != 1 && cfg.Dispatch != "queue" {
+		return usageError("--workers %d: workers take tasks from the queue; set NECTAR_DISPATCH=queue", cfg.Workers)
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
@@ -140,6 +165,41 @@ func serve(ctx context.Context, getenv func(string) string, stdout, stderr io.Wr
 	}
 	fmt.Fprintf(stdout, "nectar: serving on http://%s (targets: %s)\n", ln.Addr(), srv.Store())
 	return srv.Serve(ctx, ln)
+}
+
+// worker runs workers only: nectar worker [--queues a,b] [--slots N].
+func worker(ctx context.Context, args []string, getenv func(string) string, stderr io.Writer) error {
+	cfg, err := server.ConfigFromEnv(getenv)
+	if err != nil {
+		return fmt.Errorf("configuration:\n%w", err)
+	}
+	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	queues := fs.String("queues", strings.Join(cfg.Queues, ","), "the queues to take tasks from, comma-separated (default: every chain type's)")
+	fs.IntVar(&cfg.WorkerSlots, "slots", cfg.WorkerSlots, "tasks held at once (default: NECTAR_WORKER_SLOTS, else NECTAR_MAX_RUNS × NECTAR_TASK_PARALLELISM × 4)")
+	if err := fs.Parse(args); err != nil {
+		return usageError("%v", err)
+	}
+	if fs.NArg() > 0 {
+		return usageError("worker takes no arguments, got %q", fs.Arg(0))
+	}
+	cfg.Queues = nil
+	for _, q := range strings.Split(*queues, ",") {
+		if q = strings.TrimSpace(q); q == "" {
+			continue
+		}
+		if err := queue.CheckName(q); err != nil {
+			return usageError("--queues: %v", err)
+		}
+		cfg.Queues = append(cfg.Queues, q)
+	}
+	if cfg.WorkerSlots < 0 {
+		return usageError("--slots %d: want 1 or more", cfg.WorkerSlots)
+	}
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	logger := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level}))
+	return server.RunWorker(ctx, cfg, catalog.Generated(), logger)
 }
 
 func reindex(ctx context.Context, getenv func(string) string, stdout, stderr io.Writer) error {
