@@ -316,6 +316,18 @@ func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte)
 	return ack.Sequence, nil
 }
 
+// Has reports whether the message of sequence seq is still in the stream (not acked yet).
+func (q *Queue) Has(ctx context.Context, seq uint64) (bool, error) {
+	_, err := q.stream.GetMsg(ctx, seq)
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrMsgNotFound):
+		return false, nil
+	}
+	return false, err
+}
+
 // PurgeRun removes the task messages of run not yet taken by a worker (a cancelled run's).
 func (q *Queue) PurgeRun(ctx context.Context, run string) error {
 	return q.stream.Purge(ctx, jetstream.WithPurgeSubject(subjectPrefix+"*."+run))
@@ -386,8 +398,9 @@ func (d *Delivery) Release() error { return d.msg.Nak() }
 // Consume hands task messages of queues to handle, at most slots at a time in all: a message
 // is taken only when a slot is free, so a busy worker leaves the next ones to its peers (and no
 // message waits in a worker's buffer while its AckWait runs out). handle runs in its own
-// goroutine and must Ack or Release its delivery. Consume returns when ctx ends, once every
-// handle has returned.
+// goroutine and must Ack or Release its delivery. What the cluster does meanwhile (a node
+// restarting, a leader moving, the consumer deleted) is waited out and retried. Consume returns
+// when ctx ends, once every handle has returned.
 func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle func(*Delivery)) error {
 	if len(queues) == 0 {
 		return errors.New("a worker needs at least one queue")
@@ -409,17 +422,19 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 	}
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	errs := make(chan error, len(queues))
 	for i, c := range cons {
 		name := queues[i]
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			var backoff time.Duration
+			wait := false // the last pull found nothing: wait for one message
 			for {
-				// One slot at least, and every other one free: one pull request asks for that
-				// many messages, each handed over as it arrives (a burst of tasks costs one
-				// request, a lone task no wait). A poller holds its slots while it waits, for
-				// pollWait at most: with fewer slots than queues, the others get their turn.
+				// One slot at least. A poller that waits holds that one slot only (for pollWait
+				// at most: with fewer slots than queues, the others get their turn); one that
+				// found messages takes every free slot and asks for that many without waiting,
+				// so a burst of tasks costs one pull request, and an idle queue holds no slots
+				// another needs.
 				select {
 				case <-free:
 				case <-ctx.Done():
@@ -427,7 +442,7 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 				}
 				n := 1
 			grab:
-				for n < maxFetch {
+				for !wait && n < maxFetch {
 					select {
 					case <-free:
 						n++
@@ -435,8 +450,14 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 						break grab
 					}
 				}
+				var batch jetstream.MessageBatch
+				var err error
 				pctx, cancel := context.WithTimeout(ctx, pollWait)
-				batch, err := c.Fetch(n, jetstream.FetchContext(pctx))
+				if wait {
+					batch, err = c.Fetch(1, jetstream.FetchContext(pctx))
+				} else {
+					batch, err = c.FetchNoWait(n)
+				}
 				got := 0
 				if err == nil {
 					for msg := range batch.Messages() {
@@ -457,32 +478,37 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 				for range n - got {
 					free <- struct{}{}
 				}
+				wait = got == 0
 				switch {
-				case err == nil:
+				case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
+					backoff = 0
+					continue
 				case ctx.Err() != nil:
 					return
-				case errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
-				case errors.Is(err, nats.ErrConnectionReconnecting), errors.Is(err, nats.ErrDisconnected),
-					errors.Is(err, jetstream.ErrNoHeartbeat), errors.Is(err, nats.ErrNoResponders):
-					// A cluster node went away: the connection moves to another.
-					select {
-					case <-time.After(100 * time.Millisecond):
-					case <-ctx.Done():
-						return
-					}
-				default:
-					errs <- fmt.Errorf("consuming queue %s: %w", name, err)
+				}
+				// A node restarting, a leader moving, the connection going to another node,
+				// the consumer deleted by hand: none of it ends the worker. Wait, and retry
+				// (with the consumer made again if it is gone).
+				backoff = min(max(2*backoff, 100*time.Millisecond), 5*time.Second)
+				q.cfg.Logger.Warn("queue: taking tasks failed; retrying", "queue", name, "err", err, "in", backoff)
+				select {
+				case <-time.After(backoff):
+				case <-ctx.Done():
 					return
+				}
+				if errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, jetstream.ErrConsumerNotFound) {
+					q.mu.Lock()
+					delete(q.consumers, name)
+					q.mu.Unlock()
+					if fresh, err := q.consumer(ctx, name); err == nil {
+						c = fresh
+					}
 				}
 			}
 		}()
 	}
-	select {
-	case <-ctx.Done():
-		return nil
-	case err := <-errs:
-		return err
-	}
+	<-ctx.Done()
+	return nil
 }
 
 // pollWait bounds one wait for messages of one queue; maxFetch the messages one pull asks for.

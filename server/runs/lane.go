@@ -38,10 +38,12 @@ type lane struct {
 	failure func(doing string, err error) string
 	report  func(taskUpdate) // how the lane's tasks are doing, to the run's driver
 	meter   *meter
+	bg      *sync.WaitGroup
 
 	procMu  sync.Mutex
 	proc    Process // the shared process, replaced when it dies
-	procOut *os.File
+	outMu   sync.Mutex
+	procOut *os.File // every process of the lane writes here (guarded by outMu until set)
 
 	watchMu  sync.Mutex
 	watchers map[Process]chan struct{}          // sampling goroutines, stopped at retire
@@ -87,6 +89,9 @@ type taskJob struct {
 	DeadRun string `json:"dead_run,omitempty"`
 	// FolderMade: the task's key folder exists (the root's is made when its params are stored).
 	FolderMade bool `json:"folder_made,omitempty"`
+	// Delivery is which delivery of its queue message this is (set by the worker): two
+	// deliveries of one task never share staged files.
+	Delivery int `json:"-"`
 }
 
 // taskOfKey is the task name in a key (chains/<type>/<chain>/<Task>/<md5>).
@@ -122,6 +127,7 @@ type laneConfig struct {
 	failure     func(doing string, err error) string
 	report      func(taskUpdate)
 	meter       *meter
+	bg          *sync.WaitGroup // where the lane counts processes it stops in the background
 }
 
 // newLane starts a lane with p, its first plugin process (nil: started at the first task),
@@ -129,7 +135,10 @@ type laneConfig struct {
 func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *lane {
 	folders, _ := m.cfg.Store.(targets.Folders)
 	_, local := m.cfg.Store.(targets.LocalPather)
-	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter,
+	if c.bg == nil {
+		c.bg = &m.wg
+	}
+	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter, bg: c.bg,
 		procOut: out, folders: folders, spooledInputs: !local,
 		spoolPrefix: filepath.Join(m.spool, "task-"+c.runID),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, base: map[Process]float64{},
@@ -376,18 +385,29 @@ func (l *lane) process() (Process, error) {
 	if l.proc != nil && !l.proc.Exited() {
 		return l.proc, nil
 	}
+	l.outMu.Lock()
+	first := l.procOut == nil
+	l.outMu.Unlock()
 	if l.proc != nil {
 		l.retire(l.proc)
-	} else if l.procOut == nil {
+	} else if first {
 		// The lane's first process: one waiting in the pool, if any.
 		p, out, base, err := l.m.takePlugin(l.typ)
 		if err != nil {
 			return nil, err
 		}
-		l.procOut = out
-		l.adopt(p, base)
-		l.proc = p
-		return p, nil
+		l.outMu.Lock()
+		raced := l.procOut != nil // an isolated task's process made the lane's output first
+		if !raced {
+			l.procOut = out
+		}
+		l.outMu.Unlock()
+		if !raced {
+			l.adopt(p, base)
+			l.proc = p
+			return p, nil
+		}
+		(&spare{proc: p, out: out}).discard() // its output file is not the lane's: a new one writes there
 	}
 	p, err := l.launch()
 	if err != nil {
@@ -411,14 +431,18 @@ func (l *lane) discard(p Process) {
 
 // launch starts a plugin process and samples it until it is retired.
 func (l *lane) launch() (Process, error) {
-	if l.procOut == nil {
+	l.outMu.Lock()
+	if l.procOut == nil { // a worker's lane: made by its first process (an isolated task's, say)
 		out, err := l.m.newOutput()
 		if err != nil {
+			l.outMu.Unlock()
 			return nil, err
 		}
 		l.procOut = out
 	}
-	p, err := l.m.startPlugin(l.typ, l.procOut)
+	out := l.procOut
+	l.outMu.Unlock()
+	p, err := l.m.startPlugin(l.typ, out)
 	if err != nil {
 		return nil, err
 	}
@@ -502,9 +526,9 @@ func (l *lane) end(reuse bool) {
 		keepOut = true
 		return
 	}
-	l.m.wg.Add(1)
+	l.bg.Add(1)
 	go func() {
-		defer l.m.wg.Done()
+		defer l.bg.Done()
 		p.KillNow()
 	}()
 }

@@ -77,21 +77,21 @@ type meter struct {
 	cpu     float64 // CPU seconds of processes that have ended (exact, from rusage)
 	running map[int]float64
 	gone    map[int]bool // processes whose final figure is in cpu (no sample may add to it)
-	// lanes are the run's usage on workers (the queue path), by worker, as last reported.
+	// lanes are the run's usage on workers (the queue path), by lane, as last reported.
 	lanes map[string]laneMetrics
 }
 
-// laneReport takes a worker's report of the run's lane there: its usage so far, and the
-// samples it took since its last report.
-func (mt *meter) laneReport(worker string, lm *laneMetrics) {
+// laneReport takes a worker's report of one of the run's lanes there: its usage so far, and
+// the samples it took since its last report.
+func (mt *meter) laneReport(lane string, lm *laneMetrics) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
 	if mt.lanes == nil {
 		mt.lanes = map[string]laneMetrics{}
 	}
-	prev := mt.lanes[worker]
+	prev := mt.lanes[lane]
 	mt.m.Samples = append(mt.m.Samples, lm.Samples...)
-	mt.lanes[worker] = laneMetrics{CPUSeconds: max(prev.CPUSeconds, lm.CPUSeconds), PeakRSS: max(prev.PeakRSS, lm.PeakRSS), Processes: max(prev.Processes, lm.Processes)}
+	mt.lanes[lane] = laneMetrics{CPUSeconds: max(prev.CPUSeconds, lm.CPUSeconds), PeakRSS: max(prev.PeakRSS, lm.PeakRSS), Processes: max(prev.Processes, lm.Processes)}
 	for k, v := range lm.Tasks {
 		mt.m.Tasks[k] = v
 	}

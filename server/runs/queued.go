@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"nectar/plugins"
+	"nectar/targets"
 )
 
 // The driver's side of the queue path: a run's ready tasks go to the task stream, any worker
@@ -86,7 +88,7 @@ func (m *Manager) route(d *driverMsg) {
 	case d.Result != nil:
 		rr.finish(d.Result.result())
 	case d.Metrics != nil:
-		rr.s.r.meterOf().laneReport(d.Worker, d.Metrics)
+		rr.s.r.meterOf().laneReport(d.Lane, d.Metrics)
 	}
 }
 
@@ -142,34 +144,44 @@ func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 	rr.mu.Lock()
 	worker := rr.holder[idx]
 	rr.mu.Unlock()
-	msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, worker)
-	rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, "worker "+worker+" was lost") })
+	msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, lostWorker(worker))
+	rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, lostWorker(worker)+" was lost") })
 	rr.finish(taskResult{idx: idx, err: msg})
 }
 
-// update records a worker's news of a task.
+// update records a worker's news of a task: only while the task waits here, and only from the
+// worker that holds it now (a holder thought lost, and redelivered, may still speak).
 func (rr *remoteRun) update(worker string, u taskUpdate) {
 	rr.mu.Lock()
-	rr.workers[worker] = true
+	rr.workers[worker] = true // it has a lane of the run: the run's end ends it
+	if _, waiting := rr.waiting[u.Index]; !waiting {
+		rr.mu.Unlock()
+		return // finished or given up here: late news changes nothing
+	}
 	if u.Delivery > 0 { // a worker took the task
-		rr.taken[u.Index] = true
-		prev := rr.holder[u.Index]
-		rr.holder[u.Index] = worker
-		if u.Delivery > rr.delivery[u.Index] {
-			rr.delivery[u.Index] = u.Delivery
-			lost := u.Delivery > 1
+		if u.Delivery <= rr.delivery[u.Index] {
 			rr.mu.Unlock()
-			rr.s.setTask(u.Index, func(t *TaskState) {
-				if lost {
-					closeLostAttempt(t, "worker "+prev+" was lost; the task went to another")
-				}
-				rr.mu.Lock()
-				rr.base[u.Index] = len(t.Attempts)
-				rr.mu.Unlock()
-				t.Worker = worker
-			})
 			return
 		}
+		prev := rr.holder[u.Index]
+		rr.taken[u.Index] = true
+		rr.holder[u.Index] = worker
+		rr.delivery[u.Index] = u.Delivery
+		rr.mu.Unlock()
+		rr.s.setTask(u.Index, func(t *TaskState) {
+			if u.Delivery > 1 {
+				closeLostAttempt(t, lostWorker(prev)+" was lost; the task went to another")
+			}
+			rr.mu.Lock()
+			rr.base[u.Index] = len(t.Attempts)
+			rr.mu.Unlock()
+			t.Worker = worker
+		})
+		return
+	}
+	if worker != rr.holder[u.Index] {
+		rr.mu.Unlock()
+		return
 	}
 	base := rr.base[u.Index]
 	rr.mu.Unlock()
@@ -179,6 +191,14 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 		u.Attempt = &a
 	}
 	rr.s.apply(u)
+}
+
+// lostWorker names the worker that held a task before it was redelivered.
+func lostWorker(id string) string {
+	if id == "" {
+		return "its worker"
+	}
+	return "worker " + id
 }
 
 // closeLostAttempt ends a task's unfinished attempt: its worker is gone.
@@ -203,40 +223,116 @@ func (rr *remoteRun) finish(res taskResult) {
 // noWorkerPatience is how long a run waits for a worker that can build its graph.
 const noWorkerPatience = 30 * time.Second
 
+// finishUntaken ends, as not started, the tasks waiting here that no worker has taken (their
+// messages were purged).
+func (rr *remoteRun) finishUntaken() {
+	rr.mu.Lock()
+	var idx []int
+	for i := range rr.waiting {
+		if !rr.taken[i] {
+			idx = append(idx, i)
+		}
+	}
+	rr.mu.Unlock()
+	for _, i := range idx {
+		rr.finish(taskResult{idx: i, notStarted: true})
+	}
+}
+
 // cancelGrace is how long a cancelled run waits for its running tasks to answer.
 const cancelGrace = 5 * time.Second
 
-// dispatchQueued publishes task job and waits for its end.
+// dispatchQueued publishes task job and waits for its end. A task that comes back not
+// started while the run goes on (its worker was stopping), or whose end was lost on the way
+// (its message is gone from the stream, and no result came), is published again.
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
+	b, _ := json.Marshal(jobMsg{Job: *job, Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns})
+	for sends := 1; ; sends++ {
+		res, again := s.publishAndWait(ctx, rr, job, b)
+		if !again || sends >= maxSends {
+			return res
+		}
+		s.log.Info("queue: publishing a task again", "task", job.Ref.Task, "index", i, "why", res.err)
+		s.setTask(i, func(t *TaskState) {
+			closeLostAttempt(t, "sent again: "+cmp.Or(res.err, "its worker stopped before it started"))
+		})
+	}
+}
+
+// maxSends bounds how often one task is published.
+const maxSends = 5
+
+// publishAndWait publishes the task once and waits for its end; again says it should be
+// published once more.
+func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *taskJob, b []byte) (res taskResult, again bool) {
+	i := job.Index
 	ch := make(chan taskResult, 1)
 	rr.mu.Lock()
 	rr.waiting[i] = ch
+	rr.taken[i] = false
+	rr.delivery[i] = 0 // a new message counts its deliveries from 1
 	rr.sent[i]++
 	id := fmt.Sprintf("%s.%d.%d", job.Run, i, rr.sent[i])
 	rr.mu.Unlock()
-	b, _ := json.Marshal(jobMsg{Job: *job, Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns})
-	seq, err := s.m.cfg.Queue.Publish(ctx, job.Type, job.Run, id, b)
-	if err != nil {
+	forget := func() {
 		rr.mu.Lock()
 		delete(rr.waiting, i)
 		rr.mu.Unlock()
+	}
+	q := s.m.cfg.Queue
+	seq, err := q.Publish(ctx, job.Type, job.Run, id, b)
+	if err != nil {
+		forget()
 		if ctx.Err() != nil {
-			return taskResult{idx: i, notStarted: true}
+			return taskResult{idx: i, notStarted: true}, false
 		}
 		s.log.Error("run failed: the task queue failed", "task", job.Ref.Task, "err", err)
-		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}
+		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}, false
 	}
 	rr.mu.Lock()
 	rr.seqs[seq] = i
 	rr.mu.Unlock()
-	select {
-	case res := <-ch:
-		return res
-	case <-ctx.Done():
+	defer func() {
+		rr.mu.Lock()
+		delete(rr.seqs, seq)
+		rr.mu.Unlock()
+	}()
+	watch := time.NewTicker(max(q.AckWait(), time.Second))
+	defer watch.Stop()
+	missing := 0
+	for {
+		select {
+		case res := <-ch:
+			// Not started while the run goes on: its worker was stopping, or had the run as
+			// halted by another worker's failure (then the run halts here too).
+			return res, res.notStarted && ctx.Err() == nil && !s.halted.Load()
+		case <-ctx.Done():
+			return s.cancelled(ctx, rr, i, ch), false
+		case <-watch.C:
+		}
+		if present, err := q.Has(ctx, seq); err != nil || present {
+			missing = 0
+			continue
+		}
+		// Acked, yet no end came: give its result a moment more, then look at the store.
+		if missing++; missing < 2 {
+			continue
+		}
+		forget()
+		if done, err := targets.Exists(ctx, s.m.cfg.Store, job.Key+"/"+OutName); err == nil && done {
+			return taskResult{idx: i}, false
+		}
+		if s.halted.Load() { // purged
+			return taskResult{idx: i, notStarted: true}, false
+		}
+		return taskResult{idx: i, err: "its worker's answer was lost"}, true
 	}
-	// Cancelled: a task no worker took is purged from the stream (watchCancel); one that runs
-	// gets the cancel and answers within moments.
+}
+
+// cancelled is the end of task i of a cancelled run: a task no worker took is purged from the
+// stream (watchCancel); one that runs gets the cancel and answers within moments.
+func (s *scheduler) cancelled(ctx context.Context, rr *remoteRun, i int, ch chan taskResult) taskResult {
 	rr.mu.Lock()
 	taken := rr.taken[i]
 	if !taken {
@@ -250,6 +346,9 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 	case res := <-ch:
 		return res
 	case <-time.After(cancelGrace):
+		rr.mu.Lock()
+		delete(rr.waiting, i)
+		rr.mu.Unlock()
 		return taskResult{idx: i, err: "cancelled: " + cancelReason(ctx) + " (its worker did not answer)", fatal: true}
 	}
 }
@@ -296,8 +395,8 @@ func (s *scheduler) endRemote(reuse bool) {
 	var wg sync.WaitGroup
 	for _, w := range workers {
 		if lw := s.m.localWorker("", w); lw != nil { // in this process: a call
-			if lm := lw.end(s.runID, reuse); lm != nil {
-				s.r.meterOf().laneReport(w, lm)
+			if lm, lane := lw.end(s.runID, reuse); lm != nil {
+				s.r.meterOf().laneReport(lane, lm)
 			}
 			continue
 		}
@@ -310,7 +409,7 @@ func (s *scheduler) endRemote(reuse bool) {
 			}
 			var d driverMsg
 			if json.Unmarshal(reply.Data, &d) == nil && d.Metrics != nil {
-				s.r.meterOf().laneReport(w, d.Metrics)
+				s.r.meterOf().laneReport(d.Lane, d.Metrics)
 			}
 		}()
 	}

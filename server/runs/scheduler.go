@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"nectar/chains"
@@ -30,6 +31,7 @@ type scheduler struct {
 	rootAbsent bool   // the run looked for the root's out under its lease: none
 	deadRun    string // the run of this key whose server died: its staged files go
 	noSync     bool   // the lane syncs tasks' files in batches (commit.go)
+	halted     atomic.Bool
 	nodes      []*node
 }
 
@@ -346,17 +348,27 @@ func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 
 // halt stops the tasks in hand that have not started executing.
 func (s *scheduler) halt() {
-	if s.remote != nil {
-		s.control("halt", "")
+	s.halted.Store(true)
+	if s.remote == nil {
+		s.lane.halt()
 		return
 	}
-	s.lane.halt()
+	s.control("halt", "")
+	go func() { // and those not taken yet
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := s.m.cfg.Queue.PurgeRun(ctx, s.runID); err != nil {
+			s.log.Warn("dropping the queued tasks of a halted run", "err", err)
+			return
+		}
+		s.remote.finishUntaken()
+	}()
 }
 
 // apply records what a lane reports of task i.
 func (s *scheduler) apply(u taskUpdate) {
 	s.setTask(u.Index, func(t *TaskState) {
-		if u.Started != nil {
+		if u.Started != nil && !t.Status.Final() {
 			t.Status, t.StartedAt = Running, u.Started
 		}
 		if a := u.Attempt; a != nil {

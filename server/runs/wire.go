@@ -46,6 +46,7 @@ type jobMsg struct {
 type driverMsg struct {
 	Run     string       `json:"run"`
 	Worker  string       `json:"worker"`
+	Lane    string       `json:"lane,omitempty"` // with Metrics: which of the run's lanes on the worker
 	Update  *taskUpdate  `json:"update,omitempty"`
 	Result  *resultMsg   `json:"result,omitempty"`
 	Metrics *laneMetrics `json:"metrics,omitempty"`
@@ -152,6 +153,9 @@ type graphRequest struct {
 	Req plugins.GraphRequest `json:"req"`
 }
 
+// noDriverPatience is how long a worker keeps offering a result nobody listens for.
+const noDriverPatience = 10 * time.Second
+
 // graphAnswer is a worker's answer to a graph request.
 type graphAnswer struct {
 	Graph    json.RawMessage `json:"graph,omitempty"`     // plugins.GraphResponse
@@ -161,9 +165,11 @@ type graphAnswer struct {
 }
 
 // deliver sends a task's end to its driver and waits until it has it, retrying through a
-// cluster's failover; false when no server listens on the subject (the driver is gone: the
-// server that takes the run over finds the out in the store).
+// cluster's failover (a driver moving to another node has no subscription for a moment);
+// false when nobody has listened on the subject for noDriverPatience (the driver is gone: the
+// server that takes the run over finds the out in the store) or ctx ends.
 func deliver(ctx context.Context, nc *nats.Conn, subject string, b []byte) bool {
+	var silentSince time.Time
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 		_, err := nc.RequestWithContext(rctx, subject, b)
@@ -171,8 +177,16 @@ func deliver(ctx context.Context, nc *nats.Conn, subject string, b []byte) bool 
 		switch {
 		case err == nil:
 			return true
-		case errors.Is(err, nats.ErrNoResponders), ctx.Err() != nil:
+		case ctx.Err() != nil:
 			return false
+		case errors.Is(err, nats.ErrNoResponders):
+			if silentSince.IsZero() {
+				silentSince = time.Now()
+			} else if time.Since(silentSince) > noDriverPatience {
+				return false
+			}
+		default:
+			silentSince = time.Time{}
 		}
 		select {
 		case <-time.After(wait):

@@ -31,9 +31,11 @@ type Worker struct {
 	stop context.CancelFunc
 	done chan struct{}
 
-	mu        sync.Mutex
-	lanes     map[string]*workerLane // by run id
-	cancelled map[string]time.Time   // runs cancelled lately: their late tasks do not start
+	mu      sync.Mutex
+	lanes   map[string]*workerLane // by run id
+	laneSeq int
+	stopped map[string]time.Time // runs cancelled or halted lately: their late tasks do not start
+	bg      sync.WaitGroup       // processes being stopped in the background
 	// reserved are the processes that built a run's graph here, kept a moment for the run's
 	// first task (warm, and no second trip to the pool) in case it comes to this worker.
 	reserved map[string]*spare
@@ -50,6 +52,7 @@ type WorkerConfig struct {
 // workerLane is a run's lane on this worker, with what it reports to the run's driver.
 type workerLane struct {
 	*lane
+	id       string // <worker>/<n>: the run's usage sums its lanes
 	ctx      context.Context
 	cancel   context.CancelCauseFunc
 	driver   string
@@ -81,7 +84,7 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 	// Its own context: a server shutting down first lets its runs end, which needs the workers.
 	ctx, stop := context.WithCancel(context.Background())
 	w := &Worker{m: m, q: q, id: m.workerID(), cfg: cfg, ctx: ctx, stop: stop, done: make(chan struct{}),
-		lanes: map[string]*workerLane{}, cancelled: map[string]time.Time{}, reserved: map[string]*spare{}}
+		lanes: map[string]*workerLane{}, stopped: map[string]time.Time{}, reserved: map[string]*spare{}}
 	w.log = m.cfg.Logger.With("worker", w.id)
 	nc := q.Conn()
 	sub, err := nc.Subscribe(controlSubject, w.onControl)
@@ -171,29 +174,32 @@ func (w *Worker) Stop() {
 		sp.discard()
 	}
 	for run, wl := range lanes {
-		w.endLane(run, wl, false)
+		lm := w.endLane(run, wl, false)
+		w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Lane: wl.id, Metrics: lm})
 	}
+	w.bg.Wait()
 }
 
-// handle executes one task message: in its run's lane, with in-progress acks while it runs,
-// then tells the driver and acks.
+// handle executes one task message: in its run's lane, with in-progress acks until the driver
+// has the result, then acks it.
 func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
+	if ctx.Err() != nil { // stopping: fetched, not started; another worker takes it now
+		d.Release()
+		return
+	}
 	var msg jobMsg
 	if err := json.Unmarshal(d.Data, &msg); err != nil {
-		w.log.Error("worker: dropping a malformed task message", "queue", d.Queue, "seq", d.Seq, "err", err)
-		d.Ack()
+		// Another version's message, say: another worker may read it; if none can, its
+		// delivery limit fails the task (and its run) rather than leaving it waiting.
+		w.log.Error("worker: a task message this worker cannot read; handed back", "queue", d.Queue, "seq", d.Seq, "err", err)
+		d.Release()
 		return
 	}
 	job := &msg.Job
-	w.mu.Lock()
-	_, cancelled := w.cancelled[job.Run]
-	w.mu.Unlock()
-	if cancelled {
-		d.Ack() // the driver counts it as not started
-		return
-	}
+	job.Delivery = d.Attempt
 	beat := make(chan struct{})
-	go func() { // not redelivered while it runs, however long
+	defer close(beat)
+	go func() { // not redelivered while it runs, however long, nor while its result travels
 		t := time.NewTicker(w.q.AckWait() / 3)
 		defer t.Stop()
 		for {
@@ -205,19 +211,24 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 			}
 		}
 	}()
-	wl := w.laneFor(&msg)
-	var res taskResult
+	report := func(res taskResult) {
+		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
+		d.Ack()
+	}
 	if d.Attempt > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
-		wl.lane.tasks.Done()
-		res = taskResult{idx: job.Index}
-	} else {
-		wl.lane.report(taskUpdate{Index: job.Index, Delivery: d.Attempt})
-		res = wl.execute(wl.ctx, job)
+		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: d.Attempt, Worker: w.id}})
+		report(taskResult{idx: job.Index})
+		return
 	}
-	close(beat)
-	w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
-	d.Ack()
+	wl, stopped := w.laneFor(&msg)
+	if stopped { // the run was cancelled or halted: the driver counts it as not started
+		report(taskResult{idx: job.Index, notStarted: true})
+		return
+	}
+	wl.lane.report(taskUpdate{Index: job.Index, Delivery: d.Attempt})
+	res := wl.execute(wl.ctx, job)
+	report(res)
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
 		wl.idle = time.Now()
@@ -231,15 +242,21 @@ func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
 	return err == nil && ok
 }
 
-// laneFor is the lane of msg's run on this worker, made at its first task.
-func (w *Worker) laneFor(msg *jobMsg) *workerLane {
+// laneFor is the lane of msg's run on this worker, made at its first task, with the task
+// added to it; stopped (and no lane) if the run was cancelled or halted.
+func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	run := msg.Job.Run
+	if _, ok := w.stopped[run]; ok {
+		return nil, true
+	}
 	wl, ok := w.lanes[run]
 	if !ok {
-		ctx, cancel := context.WithCancelCause(w.ctx)
-		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{})}
+		// Not the worker's context: a worker that stops lets the tasks in hand finish.
+		ctx, cancel := context.WithCancelCause(context.Background())
+		w.laneSeq++
+		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{}), id: fmt.Sprintf("%s/%d", w.id, w.laneSeq)}
 		log := w.log.With("run_id", run)
 		report := func(u taskUpdate) {
 			u.Worker = w.id
@@ -247,7 +264,7 @@ func (w *Worker) laneFor(msg *jobMsg) *workerLane {
 		}
 		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Job.Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
 			log: log, failure: func(doing string, err error) string { return w.m.failureSentence(log, run, doing, err) },
-			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing)}, nil, nil, 0)
+			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing), bg: &w.bg}, nil, nil, 0)
 		if sp := w.reserved[run]; sp != nil { // the process that built the graph
 			delete(w.reserved, run)
 			wl.lane.procOut = sp.out
@@ -259,7 +276,7 @@ func (w *Worker) laneFor(msg *jobMsg) *workerLane {
 	}
 	wl.inHand++
 	wl.lane.tasks.Add(1) // under w.mu, while the lane is in the map: before any end's Wait
-	return wl
+	return wl, false
 }
 
 // sendMetrics reports the lane's usage to its driver every monitor interval.
@@ -283,7 +300,7 @@ func (w *Worker) flushMetrics(run string, wl *workerLane) {
 	if !changed {
 		return
 	}
-	w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Metrics: lm})
+	w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Lane: wl.id, Metrics: lm})
 }
 
 // toDriver sends d to the server on subject: a result is delivered for sure (the worker acks
@@ -324,27 +341,34 @@ func (w *Worker) onEnd(msg *nats.Msg) {
 	if json.Unmarshal(msg.Data, &e) != nil {
 		return
 	}
-	b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Metrics: w.end(e.Run, e.Reuse)})
-	msg.Respond(b)
+	go func() { // a lane may wait for a task to stop: other end requests do not wait behind it
+		lm, lane := w.end(e.Run, e.Reuse)
+		b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Lane: lane, Metrics: lm})
+		msg.Respond(b)
+	}()
 }
 
-// end ends run's lane here, if any, and returns its final usage.
-func (w *Worker) end(run string, reuse bool) *laneMetrics {
+// end ends run's lane here, if any, and returns its final usage and its id. Tasks of the run
+// that come later do not start.
+func (w *Worker) end(run string, reuse bool) (*laneMetrics, string) {
 	w.mu.Lock()
 	wl := w.lanes[run]
 	delete(w.lanes, run)
+	w.stopped[run] = time.Now()
 	w.mu.Unlock()
 	if wl == nil {
-		return nil
+		return nil, ""
 	}
-	return w.endLane(run, wl, reuse)
+	return w.endLane(run, wl, reuse), wl.id
 }
 
-// endLane ends wl once its tasks have returned, and returns its final usage.
+// endLane ends wl once its tasks have returned, and returns its final usage. A task still in
+// hand (its run ended without it: cancelled, failed) is stopped first.
 func (w *Worker) endLane(run string, wl *workerLane, reuse bool) *laneMetrics {
 	close(wl.stopSend)
-	wl.lane.end(reuse)
+	wl.halt()
 	wl.cancel(errors.New("the run ended"))
+	wl.lane.end(reuse)
 	lm, _ := wl.metricsSince()
 	return lm
 }
@@ -357,9 +381,7 @@ func (w *Worker) onControl(msg *nats.Msg) {
 	}
 	w.mu.Lock()
 	wl := w.lanes[c.Run]
-	if c.Action == "cancel" {
-		w.cancelled[c.Run] = time.Now()
-	}
+	w.stopped[c.Run] = time.Now() // its tasks that come later do not start
 	w.mu.Unlock()
 	if wl == nil {
 		return
@@ -461,16 +483,15 @@ func (w *Worker) reapLanes(ctx context.Context) {
 				delete(w.lanes, run)
 			}
 		}
-		for run, at := range w.cancelled {
+		for run, at := range w.stopped {
 			if time.Since(at) > laneIdleTTL {
-				delete(w.cancelled, run)
+				delete(w.stopped, run)
 			}
 		}
 		w.mu.Unlock()
 		for run, wl := range old {
 			lm := w.endLane(run, wl, false)
-			b, _ := json.Marshal(driverMsg{Run: run, Worker: w.id, Metrics: lm})
-			w.q.Conn().Publish(wl.driver, b)
+			w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Lane: wl.id, Metrics: lm})
 		}
 	}
 }
