@@ -47,6 +47,9 @@ const (
 // more than 8 MB; a cluster's own max_payload applies to it, 1 MB unless set).
 const EmbeddedMaxPayload = 8 << 20
 
+// ErrTooBig is a message over the server's max_payload: no retry helps.
+var ErrTooBig = errors.New("message too big")
+
 // Config says where the queue lives and how it treats task messages.
 type Config struct {
 	// URL of an external NATS cluster (nats://host:4222, comma-separated seeds); "" embeds a
@@ -307,7 +310,7 @@ func (q *Queue) ClientURL() string {
 // It returns the message's stream sequence (what OnMaxDeliveries reports).
 func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte) (uint64, error) {
 	if limit := q.nc.MaxPayload(); int64(len(data)) > limit {
-		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d): raise max_payload in the cluster's configuration", queue, len(data), limit)
+		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d): raise max_payload in the cluster's configuration: %w", queue, len(data), limit, ErrTooBig)
 	}
 	ack, err := q.js.Publish(ctx, TaskSubject(queue, run), data, jetstream.WithMsgID(id))
 	if err != nil {

@@ -107,6 +107,9 @@ type taskUpdate struct {
 	// it has (above 1: the worker that had it before was lost).
 	Worker   string `json:"worker,omitempty"`
 	Delivery int    `json:"delivery,omitempty"`
+	// Found: the worker found the task's out committed (by the delivery before, whose worker
+	// died before it reported), so it ran nothing.
+	Found bool `json:"found,omitempty"`
 }
 
 // taskResult is how a task ended in its lane.
@@ -116,6 +119,7 @@ type taskResult struct {
 	fatal      bool // the process or the store is gone: start nothing more
 	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
 	artifacts  []Artifact
+	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
 }
 
 // laneConfig is what a run tells the lanes of its tasks.
@@ -177,12 +181,13 @@ func (l *lane) halt() { l.halted.Store(true) }
 func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	defer l.tasks.Done()
 	i := job.Index
+	var attempts []Attempt
 	fail := func(msg string, fatal bool) taskResult {
 		if fatal || ctx.Err() != nil {
 			// Before this task's slot is freed (deferred): no task waiting for it may start.
 			l.halted.Store(true)
 		}
-		return taskResult{idx: i, err: msg, fatal: fatal}
+		return taskResult{idx: i, err: msg, fatal: fatal, attempts: attempts}
 	}
 
 	files, err := l.prepare(job)
@@ -256,6 +261,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			return fail(msg, false)
 		}
 		res = l.attempt(ctx, job, attempt, files, artDir, inputs, conns)
+		attempts = append(attempts, res.att)
 		madeArts = madeArts || res.artifacts
 		if res.msg == "" {
 			break
@@ -280,7 +286,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		return fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 	}
 	committed = true
-	return taskResult{idx: i, artifacts: arts}
+	return taskResult{idx: i, artifacts: arts, attempts: attempts}
 }
 
 // attemptResult is how one attempt ended: msg is "" on success, else why it failed; fatal
@@ -289,7 +295,8 @@ type attemptResult struct {
 	msg       string
 	fatal     bool
 	publish   map[string]string
-	artifacts bool // the task made its artifact folder
+	artifacts bool    // the task made its artifact folder
+	att       Attempt // as recorded
 }
 
 // attempt runs the task once, with its timeout, and reports the attempt.
@@ -301,7 +308,8 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 			res.msg = l.scrub.Replace(res.msg) // a task's error may quote its connection
 		}
 		finished := time.Now().UTC()
-		l.report(taskUpdate{Index: job.Index, Attempt: &Attempt{Number: number, StartedAt: started, FinishedAt: &finished, Error: res.msg}})
+		res.att = Attempt{Number: number, StartedAt: started, FinishedAt: &finished, Error: res.msg}
+		l.report(taskUpdate{Index: job.Index, Attempt: &res.att})
 	}()
 	var proc Process
 	var err error

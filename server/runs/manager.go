@@ -588,6 +588,11 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 			if _, ok := m.Active(key); ok { // it just started here
 				return m.Lookup(ctx, key)
 			}
+			// Its server may have stored the final record and released the lease between our
+			// two reads: the record again, then.
+			if again, err := m.stored(ctx, key); err == nil && (again.Status.Final() || again.RunID != rec.RunID) {
+				return again, nil
+			}
 			// No live server holds it, yet the record says it runs: its server died mid-run,
 			// last heard of at its lease's heartbeat.
 			rec.Interrupted(l.Heartbeat)

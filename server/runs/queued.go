@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go"
 
 	"nectar/plugins"
+	"nectar/server/queue"
 	"nectar/targets"
 )
 
@@ -86,6 +87,27 @@ func (m *Manager) route(d *driverMsg) {
 	case d.Update != nil:
 		rr.update(d.Worker, *d.Update)
 	case d.Result != nil:
+		// The result is delivered for sure, the news before it may have been lost in a
+		// failover: it names the worker too.
+		i := d.Result.Index
+		rr.mu.Lock()
+		_, waiting := rr.waiting[i]
+		base := rr.base[i]
+		rr.mu.Unlock()
+		if waiting {
+			rr.s.setTask(i, func(t *TaskState) {
+				if t.Worker == "" {
+					t.Worker = d.Worker
+				}
+				if len(d.Result.Attempts) > 0 { // this delivery's attempts, whatever news was lost
+					t.Attempts = t.Attempts[:min(base, len(t.Attempts))]
+					for _, a := range d.Result.Attempts {
+						a.Number += base
+						t.Attempts = append(t.Attempts, a)
+					}
+				}
+			})
+		}
 		rr.finish(d.Result.result())
 	case d.Metrics != nil:
 		rr.s.r.meterOf().laneReport(d.Lane, d.Metrics)
@@ -169,7 +191,13 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 		rr.delivery[u.Index] = u.Delivery
 		rr.mu.Unlock()
 		rr.s.setTask(u.Index, func(t *TaskState) {
-			if u.Delivery > 1 {
+			switch {
+			case u.Found: // the lost worker committed the out before it died
+				if k := len(t.Attempts); k > 0 && t.Attempts[k-1].FinishedAt == nil {
+					now := time.Now().UTC()
+					t.Attempts[k-1].FinishedAt = &now
+				}
+			case u.Delivery > 1:
 				closeLostAttempt(t, lostWorker(prev)+" was lost; the task went to another")
 			}
 			rr.mu.Lock()
@@ -201,11 +229,21 @@ func lostWorker(id string) string {
 	return "worker " + id
 }
 
-// closeLostAttempt ends a task's unfinished attempt: its worker is gone.
+// closeLostAttempt ends a task's last attempt, whose worker is gone before the task was
+// reported: one still running, or one whose user code had returned but whose files were never
+// committed (that worker died in between).
 func closeLostAttempt(t *TaskState, why string) {
-	if k := len(t.Attempts); k > 0 && t.Attempts[k-1].FinishedAt == nil {
+	k := len(t.Attempts)
+	if k == 0 {
+		return
+	}
+	a := &t.Attempts[k-1]
+	switch {
+	case a.FinishedAt == nil:
 		now := time.Now().UTC()
-		t.Attempts[k-1].FinishedAt, t.Attempts[k-1].Error = &now, why
+		a.FinishedAt, a.Error = &now, why
+	case a.Error == "":
+		a.Error = why + " (before its files were committed)"
 	}
 }
 
@@ -281,7 +319,7 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		rr.mu.Unlock()
 	}
 	q := s.m.cfg.Queue
-	seq, err := q.Publish(ctx, job.Type, job.Run, id, b)
+	seq, err := publishPatiently(ctx, q, job, id, b)
 	if err != nil {
 		forget()
 		if ctx.Err() != nil {
@@ -329,6 +367,29 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		return taskResult{idx: i, err: "its worker's answer was lost"}, true
 	}
 }
+
+// publishPatiently publishes a task message, retrying through a cluster's failover (a node
+// gone, a leader being elected) for up to publishPatience; the message id makes a retry that
+// follows a lost acknowledgement a no-op.
+func publishPatiently(ctx context.Context, q *queue.Queue, job *taskJob, id string, b []byte) (uint64, error) {
+	deadline := time.Now().Add(publishPatience)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		seq, err := q.Publish(pctx, job.Type, job.Run, id, b)
+		cancel()
+		if err == nil || ctx.Err() != nil || errors.Is(err, queue.ErrTooBig) || time.Now().After(deadline) {
+			return seq, err
+		}
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		}
+	}
+}
+
+// publishPatience bounds the retries of one publish.
+const publishPatience = 30 * time.Second
 
 // cancelled is the end of task i of a cancelled run: a task no worker took is purged from the
 // stream (watchCancel); one that runs gets the cancel and answers within moments.

@@ -224,8 +224,14 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if n.slot < 0 {
 			continue
 		}
-		if st := s.status(i); st == Pending {
+		switch st := s.status(i); {
+		case st == Pending:
 			s.setTask(i, func(t *TaskState) { t.Status, t.Error = Cancelled, "not started: "+firstErr })
+		case !st.Final(): // a worker had it, and the run ended without its result
+			s.setTask(i, func(t *TaskState) {
+				closeLostAttempt(t, "the run ended first")
+				t.Status, t.Error = Cancelled, "not finished: "+firstErr
+			})
 		}
 	}
 	switch {

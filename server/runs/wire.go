@@ -58,14 +58,16 @@ type resultMsg struct {
 	Fatal      bool       `json:"fatal,omitempty"`
 	NotStarted bool       `json:"not_started,omitempty"`
 	Artifacts  []Artifact `json:"artifacts,omitempty"`
+	// Attempts are this delivery's, numbered from 1: the news on the way may have been lost.
+	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 func (r resultMsg) result() taskResult {
-	return taskResult{idx: r.Index, err: r.Err, fatal: r.Fatal, notStarted: r.NotStarted, artifacts: r.Artifacts}
+	return taskResult{idx: r.Index, err: r.Err, fatal: r.Fatal, notStarted: r.NotStarted, artifacts: r.Artifacts, attempts: r.Attempts}
 }
 
 func resultOf(t taskResult) *resultMsg {
-	return &resultMsg{Index: t.idx, Err: t.err, Fatal: t.fatal, NotStarted: t.notStarted, Artifacts: t.artifacts}
+	return &resultMsg{Index: t.idx, Err: t.err, Fatal: t.fatal, NotStarted: t.notStarted, Artifacts: t.artifacts, Attempts: t.attempts}
 }
 
 // laneMetrics is a lane's usage so far: Samples are those taken since the last report.

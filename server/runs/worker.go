@@ -217,7 +217,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	}
 	if d.Attempt > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
-		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: d.Attempt, Worker: w.id}})
+		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: d.Attempt, Worker: w.id, Found: true}})
 		report(taskResult{idx: job.Index})
 		return
 	}
