@@ -12,7 +12,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"nectar/plugins/host"
 	"nectar/server/catalog"
 	"nectar/server/queue"
 	"nectar/server/runs"
@@ -126,35 +125,17 @@ func RunWorker(ctx context.Context, cfg Config, cat *catalog.Catalog, logger *sl
 	if err != nil {
 		return err
 	}
-	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
+	launcher, err := openLauncher(cfg, cat, store, logger)
 	if err != nil {
-		return fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
+		return err
 	}
 	defer launcher.Close()
-	launcher.SetHost(storeHost{store})
-	for _, t := range cat.Types() {
-		f, err := launcher.Verify(t)
-		if err != nil {
-			return fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
-		}
-		f.Close()
-	}
 	q, _, err := openQueue(cfg, store, logger)
 	if err != nil {
 		return fmt.Errorf("the task queue: %w", err)
 	}
 	defer q.Close()
-	m, err := runs.NewManager(runs.Config{
-		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
-		MonitorInterval: cfg.MonitorInterval,
-		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
-		Store:           store,
-		Plugins:         starter{launcher, logger},
-		TaskTimeout:     cfg.TaskTimeout,
-		WarmPlugins:     cfg.WarmPlugins,
-		TaskParallelism: cfg.TaskParallelism,
-		Logger:          logger,
-	})
+	m, err := runs.NewManager(runsConfig(cfg, store, launcher, logger))
 	if err != nil {
 		return err
 	}

@@ -105,12 +105,11 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		s.signer = signing.NewRandom()
 		logger.Warn("NECTAR_SIGNING_KEY is not set: using a random key, so status and download URLs stop working when the server restarts")
 	}
-	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
+	launcher, err := openLauncher(cfg, cat, store, logger)
 	if err != nil {
-		return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
+		return nil, err
 	}
 	s.launcher = launcher
-	launcher.SetHost(storeHost{store})
 	for _, t := range cat.Tasks() {
 		for _, name := range t.Connections {
 			if cfg.Getenv(ConnectionEnv(name)) == "" {
@@ -118,14 +117,6 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 					"task", t.Type+"/"+t.Chain+"/"+t.Name, "connection", name, "set", ConnectionEnv(name))
 			}
 		}
-	}
-	for _, t := range cat.Types() {
-		f, err := launcher.Verify(t) // also warms the hash cache, so the first run pays nothing
-		if err != nil {
-			launcher.Close()
-			return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
-		}
-		f.Close()
 	}
 	// Fire is called only once Run starts, below, when s.runs exists.
 	s.sched, err = schedules.New(schedules.Config{Catalog: cat, Store: store, Fire: s.fireInterval,
@@ -157,23 +148,10 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 			return nil, fmt.Errorf("the task queue: %w", err)
 		}
 	}
-	s.runs, err = runs.NewManager(runs.Config{
-		Queue:           s.queue,
-		OnChange:        onChange,
-		Observer:        s.metrics,
-		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
-		MonitorInterval: cfg.MonitorInterval,
-		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
-		Store:           store,
-		Plugins:         starter{launcher, logger},
-		MaxRuns:         cfg.MaxRuns,
-		MaxQueue:        cfg.MaxQueue,
-		TaskTimeout:     cfg.TaskTimeout,
-		WarmPlugins:     cfg.WarmPlugins,
-		TaskParallelism: cfg.TaskParallelism,
-		MaxTasks:        cfg.MaxTasks,
-		Logger:          logger,
-	})
+	rc := runsConfig(cfg, store, launcher, logger)
+	rc.Queue, rc.OnChange, rc.Observer = s.queue, onChange, s.metrics
+	rc.MaxRuns, rc.MaxQueue, rc.MaxTasks = cfg.MaxRuns, cfg.MaxQueue, cfg.MaxTasks
+	s.runs, err = runs.NewManager(rc)
 	if err == nil && s.queue != nil {
 		err = s.startWorkers()
 	}
@@ -207,6 +185,41 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	}
 	s.echo = s.routes()
 	return s, nil
+}
+
+// openLauncher prepares the plugins of cfg.PluginDir: each chain type's binary checked against
+// its sha256 (which also warms the hash cache, so the first run pays nothing), their source
+// reads served from store.
+func openLauncher(cfg Config, cat *catalog.Catalog, store targets.Store, logger *slog.Logger) (*host.Launcher, error) {
+	launcher, err := host.NewLauncher(cfg.PluginDir, logger)
+	if err != nil {
+		return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: %w", err)
+	}
+	launcher.SetHost(storeHost{store})
+	for _, t := range cat.Types() {
+		f, err := launcher.Verify(t)
+		if err != nil {
+			launcher.Close()
+			return nil, fmt.Errorf("NECTAR_PLUGIN_DIR: chain type %s: %w", t, err)
+		}
+		f.Close()
+	}
+	return launcher, nil
+}
+
+// runsConfig is what a server and a worker alike give their run manager.
+func runsConfig(cfg Config, store targets.Store, launcher *host.Launcher, logger *slog.Logger) runs.Config {
+	return runs.Config{
+		Connection:      func(name string) string { return cfg.Getenv(ConnectionEnv(name)) },
+		MonitorInterval: cfg.MonitorInterval,
+		Pricing:         runs.Pricing{VCPUHour: cfg.PriceVCPUHour, GBHour: cfg.PriceGBHour},
+		Store:           store,
+		Plugins:         starter{launcher, logger},
+		TaskTimeout:     cfg.TaskTimeout,
+		WarmPlugins:     cfg.WarmPlugins,
+		TaskParallelism: cfg.TaskParallelism,
+		Logger:          logger,
+	}
 }
 
 // localSigningKey keeps a generated key beside the local data (mode 0600), so the default setup
