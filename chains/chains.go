@@ -45,7 +45,8 @@
 // Optional methods change how the server runs a task: [Timeouter] bounds an attempt,
 // [Retrier] retries after a failure, [Isolated] gives each attempt a process of its own,
 // [MetricsDefiner] computes the task's own metrics while it runs, [Scheduled] runs the
-// task on a schedule, and [Connector] names the connections (secrets) it may read.
+// task on a schedule, [Connector] names the connections (secrets) it may read, and [Queuer]
+// sends it to the workers of a queue of its own.
 //
 // # Data in and out
 //
@@ -72,6 +73,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -408,6 +410,29 @@ type Isolated interface {
 type Connector interface {
 	Connections() []string
 }
+
+// Queuer is implemented by tasks that must run on particular workers: with queue dispatch
+// (NECTAR_DISPATCH=queue), the task goes to the named queue instead of its chain type's, and
+// only workers serving that queue (nectar worker --queues gpu) take it; it waits in the queue
+// until one does. Queue must return a string constant (the generator reads it): 1 to 64
+// letters, digits, '_' or '-'. Workers started without --queues serve their chain types'
+// queues and every queue a task names. With direct dispatch the server runs every task itself.
+//
+//	func (TrainTask) Queue() string { return "gpu" }
+type Queuer interface {
+	Queue() string
+}
+
+// CheckQueueName reports whether name can name a queue ([Queuer]), and if not, why: it is a
+// token of the queue's subject and part of its consumer's name.
+func CheckQueueName(name string) error {
+	if !queueName.MatchString(name) {
+		return fmt.Errorf("queue name %q: use 1 to 64 letters, digits, '_' or '-'", name)
+	}
+	return nil
+}
+
+var queueName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // MetricsDefiner lets a task compute its own metrics while it runs, like QoA's
 // define_metrics_object(cpu, ram, elapsed_time, previous_result): the host calls it once per

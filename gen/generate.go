@@ -176,6 +176,8 @@ type Task struct {
 	Schedule   *Schedule // declared by a Schedule method; nil when the task has none
 	// Connections are the connection names the task declares (chains.Connector).
 	Connections []string
+	// Queue is the queue the task names (chains.Queuer); empty: its chain type's.
+	Queue string
 }
 
 // FuncSuffix names the task's generated functions uniquely across types and chains.
@@ -583,6 +585,7 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 	if len(a.errs) == nerr {
 		a.analyzeSchedule(&t, named)
 		a.analyzeConnections(&t, named)
+		a.analyzeQueue(&t, named)
 	}
 	return t, len(a.errs) == nerr
 }

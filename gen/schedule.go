@@ -8,6 +8,7 @@ import (
 	"regexp"
 	"strings"
 
+	"nectar/chains"
 	"nectar/chains/cron"
 )
 
@@ -166,25 +167,13 @@ func orNone(ss []string) string {
 // analyzeConnections reads t's Connections method, if it has one: a []string literal of
 // constant names, each a valid connection name, so a typo fails `make generate`, not a run.
 func (a *analyzer) analyzeConnections(t *Task, named *types.Named) {
-	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, "Connections")
-	fn, _ := obj.(*types.Func)
-	if fn == nil {
+	ret, pos, ok := a.oneReturn(t, named, "Connections", "[]string", "func() []string")
+	if !ok {
 		return
 	}
-	sig := fn.Type().(*types.Signature)
-	if sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != "[]string" {
-		a.errorf(obj.Pos(), "%s: Connections has the wrong signature: want func() []string", t.Name)
-		return
-	}
-	decl := a.funcDecl(fn)
-	var lit *ast.CompositeLit
-	if decl != nil && decl.Body != nil && len(decl.Body.List) == 1 {
-		if ret, ok := decl.Body.List[0].(*ast.ReturnStmt); ok && len(ret.Results) == 1 {
-			lit, _ = ast.Unparen(ret.Results[0]).(*ast.CompositeLit)
-		}
-	}
+	lit, _ := ret.(*ast.CompositeLit)
 	if lit == nil {
-		a.errorf(obj.Pos(), "%s: Connections must be one return of a []string{...} literal of constants (the generator reads it)", t.Name)
+		a.errorf(pos, "%s: Connections must be one return of a []string{...} literal of constants (the generator reads it)", t.Name)
 		return
 	}
 	seen := map[string]bool{}
@@ -204,6 +193,53 @@ func (a *analyzer) analyzeConnections(t *Task, named *types.Named) {
 			t.Connections = append(t.Connections, name)
 		}
 	}
+}
+
+// analyzeQueue reads t's Queue method, if it has one: one return of a string constant that
+// names a queue (chains.Queuer), so workers know at start which queues the chains name.
+func (a *analyzer) analyzeQueue(t *Task, named *types.Named) {
+	ret, pos, ok := a.oneReturn(t, named, "Queue", "string", "func() string")
+	if !ok {
+		return
+	}
+	var val constant.Value
+	if ret != nil {
+		val = a.pkg.TypesInfo.Types[ret].Value
+	}
+	if val == nil || val.Kind() != constant.String {
+		a.errorf(pos, "%s: Queue must be one return of a string constant (the generator reads it)", t.Name)
+		return
+	}
+	name := constant.StringVal(val)
+	if err := chains.CheckQueueName(name); err != nil {
+		a.errorf(ret.Pos(), "%s: Queue: %v", t.Name, err)
+		return
+	}
+	t.Queue = name
+}
+
+// oneReturn finds t's method of that name with no parameters and one result of type result,
+// and the expression of its body's single return statement (nil if the body is anything
+// else); pos is where to report a bad body. ok is false when t has no such method, or when
+// its signature is wrong, which is reported here.
+func (a *analyzer) oneReturn(t *Task, named *types.Named, method, result, want string) (ret ast.Expr, pos token.Pos, ok bool) {
+	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, method)
+	fn, _ := obj.(*types.Func)
+	if fn == nil {
+		return nil, 0, false
+	}
+	sig := fn.Type().(*types.Signature)
+	if sig.Params().Len() != 0 || sig.Results().Len() != 1 || sig.Results().At(0).Type().String() != result {
+		a.errorf(obj.Pos(), "%s: %s has the wrong signature: want %s", t.Name, method, want)
+		return nil, 0, false
+	}
+	decl := a.funcDecl(fn)
+	if decl != nil && decl.Body != nil && len(decl.Body.List) == 1 {
+		if r, ok := decl.Body.List[0].(*ast.ReturnStmt); ok && len(r.Results) == 1 {
+			return ast.Unparen(r.Results[0]), obj.Pos(), true
+		}
+	}
+	return nil, obj.Pos(), true
 }
 
 var connectionName = regexp.MustCompile(`^[a-z][a-z0-9_]{0,62}$`)

@@ -60,6 +60,8 @@ type GraphNode struct {
 	Metrics  bool                `json:"metrics,omitempty"` // chains.MetricsDefiner: call Metrics each interval
 	// Connections are the names the task declares (chains.Connector); the host gives it those.
 	Connections []string `json:"connections,omitempty"`
+	// Queue is the queue the task names (chains.Queuer); empty: its chain type's.
+	Queue string `json:"queue,omitempty"`
 }
 
 // MetricsRequest asks a running task for its custom metrics (chains.MetricsDefiner).

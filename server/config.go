@@ -62,7 +62,7 @@ type Config struct {
 	TaskAckWait    time.Duration // NECTAR_TASK_ACK_WAIT: a worker silent this long loses its task
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
 	WorkerSlots    int           // NECTAR_WORKER_SLOTS: tasks a worker holds at once
-	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's)
+	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string

@@ -75,7 +75,7 @@ func embeddedDir(base string, store targets.Store) (string, *os.File, error) {
 func (s *Server) startWorkers() error {
 	queues := s.cfg.Queues
 	if len(queues) == 0 {
-		queues = s.catalog.Types()
+		queues = s.catalog.Queues() // every chain type's, and every queue a task names
 	}
 	slots := s.cfg.WorkerSlots
 	if slots == 0 {

@@ -58,6 +58,7 @@ func startProcess(t *testing.T, target string, args []string, env ...string) (*e
 // queueCluster is an API server and workers on one NATS server.
 type queueCluster struct {
 	base    string
+	logs    *lockedBuffer // the API server's
 	target  string
 	env     []string
 	workers map[int]*exec.Cmd // by pid
@@ -79,7 +80,7 @@ func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
 	addr := ln.Addr().String()
 	ln.Close()
 	_, logs := startProcess(t, c.target, []string{"serve", "--workers", "0"}, append(c.env, "NECTAR_ADDR="+addr)...)
-	c.base = "http://" + addr
+	c.base, c.logs = "http://"+addr, logs
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if resp, err := http.Get(c.base + "/healthz"); err == nil {
 			resp.Body.Close()
@@ -95,16 +96,17 @@ func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
 	return c
 }
 
-// addWorker starts a worker and waits until it takes tasks.
-func (c *queueCluster) addWorker(t *testing.T) {
+// addWorker starts a worker (nectar worker args...) and waits until it takes tasks.
+func (c *queueCluster) addWorker(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd, logs := startProcess(t, c.target, []string{"worker"}, append(c.env, "NECTAR_LOG_LEVEL=info")...)
+	cmd, logs := startProcess(t, c.target, append([]string{"worker"}, args...), append(c.env, "NECTAR_LOG_LEVEL=info")...)
 	c.workers[cmd.Process.Pid] = cmd
 	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "nectar worker: taking tasks"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("nectar worker did not start:\n%s", logs)
 		}
 	}
+	return cmd
 }
 
 // workerPID is the pid in a worker id (<host>-<pid>-<random>).
@@ -355,5 +357,63 @@ func TestServersAndWorkersOnANATSClusterAndMinIO(t *testing.T) {
 	}
 	if executions != 1 {
 		t.Errorf("200 POSTs over 2 servers made %d executions of %s, want 1", executions, key)
+	}
+}
+
+// A task that names a queue (chains.Queuer) runs only on workers serving that queue; until one
+// comes it waits in the stream, shown PENDING with its queue, and the driver warns; the rest of
+// the run goes to the chain type's queue.
+func TestATaskNamingAQueueRunsOnlyOnWorkersServingIt(t *testing.T) {
+	c := startQueueCluster(t, 0)
+	typeWorker := c.addWorker(t, "--queues", "testchains")
+	ts := &testServer{}
+	a := ts.do(t, "POST", c.base+"/api/chains/testchains/queues_chain/ReportTask?name=q")
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	task := func(r runDataView, name string) runs.TaskState {
+		for _, ts := range r.Tasks {
+			if ts.Task == name {
+				return ts.TaskState
+			}
+		}
+		return runs.TaskState{}
+	}
+	st := waitTask(t, ts, a.run.StatusURL, "HelloTask to end while GPUTask waits", func(r runDataView) bool {
+		return task(r, "HelloTask").Status == runs.Done
+	})
+	if g := task(st, "GPUTask"); g.Status != runs.Pending || g.Queue != "gpu" || g.Worker != "" {
+		t.Fatalf("GPUTask = %s in queue %q on %q, want PENDING in queue gpu, on no worker; tasks:\n%s", g.Status, g.Queue, g.Worker, taskTable(st.Tasks))
+	}
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(c.logs.String(), "no worker serves this queue"); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the API server did not warn that no worker serves queue gpu; its log:\n%s", c.logs)
+		}
+	}
+	if st := ts.do(t, "GET", a.run.StatusURL); st.run.JobStatus == nil || *st.run.JobStatus != runs.Running {
+		t.Fatalf("with no gpu worker the run is %v, want RUNNING (waiting)", st.run.JobStatus)
+	}
+
+	gpuWorker := c.addWorker(t, "--queues", "gpu")
+	end := waitTask(t, ts, a.run.StatusURL, "the run to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if *end.JobStatus != runs.Done {
+		t.Fatalf("run ended %s (%v); tasks:\n%s", *end.JobStatus, end.Error, taskTable(end.Tasks))
+	}
+	for _, want := range []struct {
+		task  string
+		queue string
+		pid   int
+	}{
+		{"GPUTask", "gpu", gpuWorker.Process.Pid},
+		{"HelloTask", "", typeWorker.Process.Pid},
+		{"ReportTask", "", typeWorker.Process.Pid},
+	} {
+		got := task(end, want.task)
+		if got.Queue != want.queue || got.Worker == "" || workerPID(t, got.Worker) != want.pid {
+			t.Errorf("%s ran in queue %q on %s, want queue %q on the worker with pid %d", want.task, got.Queue, got.Worker, want.queue, want.pid)
+		}
+	}
+	if b, err := os.ReadFile(filepath.Join(c.target, end.Tasks[0].Key, runs.OutName)); err != nil || string(b) != "gpu q\nhello q\n" {
+		t.Errorf("out = %q, %v", b, err)
 	}
 }

@@ -267,6 +267,12 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 	if cn, ok := t.(chains.Connector); ok {
 		node.Connections = cn.Connections()
 	}
+	if qu, ok := t.(chains.Queuer); ok {
+		node.Queue = qu.Queue()
+		if err := chains.CheckQueueName(node.Queue); err != nil {
+			return 0, fmt.Errorf("%s/%s: Queue: %w", ref.Chain, ref.Task, err)
+		}
+	}
 	g.nodes = append(g.nodes, node)
 	g.index[id] = i
 	g.state[i] = 1

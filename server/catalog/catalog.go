@@ -43,6 +43,8 @@ type Task struct {
 	// Connections are the connection names the task declares (chains.Connector): the server
 	// gives it NECTAR_CONN_<NAME> of each.
 	Connections []string `json:"connections,omitempty"`
+	// Queue is the queue the task names (chains.Queuer); empty: its chain type's.
+	Queue string `json:"queue,omitempty"`
 	// Schedule is the task's declared schedule (nil: none), checked by the generator.
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// Parse validates a query and returns the canonical parameter JSON (the run key's source).
@@ -115,6 +117,19 @@ func (c *Catalog) Task(typ, chain, name string) (*Task, bool) {
 // Types lists the chain types.
 func (c *Catalog) Types() []string {
 	return c.distinct(func(t *Task) (string, bool) { return t.Type, true })
+}
+
+// Queues lists the queues a worker serving every chain type takes tasks from: each type's own
+// and each queue a task names.
+func (c *Catalog) Queues() []string {
+	qs := c.Types()
+	for _, q := range c.distinct(func(t *Task) (string, bool) { return t.Queue, t.Queue != "" }) {
+		if !slices.Contains(qs, q) {
+			qs = append(qs, q)
+		}
+	}
+	sort.Strings(qs)
+	return qs
 }
 
 // Chains lists the chains of one type.

@@ -384,6 +384,27 @@ var generated = []*Task{
 		},
 		Parse: parseTestchainsMetricsChainCountedTask,
 	},
+	{
+		Type:  "testchains",
+		Chain: "queues_chain",
+		Name:  "GPUTask",
+		Doc:   "GPUTask stands for work that needs a kind of machine: with queue dispatch it goes to the gpu\nqueue, so only workers serving that queue run it. Its out is \"gpu <name>\\n\".",
+		Params: []Param{
+			{Name: "name", Kind: "string", Default: "world", Required: false, Doc: "What to compute."},
+		},
+		Queue: "gpu",
+		Parse: parseTestchainsQueuesChainGPUTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "queues_chain",
+		Name:  "ReportTask",
+		Doc:   "ReportTask joins GPUTask's out and HelloTask's on the chain type's own queue.",
+		Params: []Param{
+			{Name: "name", Kind: "string", Default: "world", Required: false, Doc: "Who the report is for."},
+		},
+		Parse: parseTestchainsQueuesChainReportTask,
+	},
 }
 
 // parseAirlineDelaysChainDetectTask turns the query of a POST into the canonical parameters of airline/delays_chain/DetectTask.
@@ -902,5 +923,27 @@ func parseTestchainsMetricsChainCountedTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Duration("for", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsQueuesChainGPUTask turns the query of a POST into the canonical parameters of testchains/queues_chain/GPUTask.
+func parseTestchainsQueuesChainGPUTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "name", "world", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("name", p0)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsQueuesChainReportTask turns the query of a POST into the canonical parameters of testchains/queues_chain/ReportTask.
+func parseTestchainsQueuesChainReportTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "name", "world", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("name", p0)
 	return w.Bytes(), nil
 }

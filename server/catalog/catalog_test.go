@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 
 	"nectar/chains/params"
@@ -56,5 +57,18 @@ func TestParseQuery(t *testing.T) {
 		if err != nil || string(got) != tt.want {
 			t.Errorf("ParseQuery(%q, %v) = %s, %v, want %s", tt.query, tt.extra, got, err, tt.want)
 		}
+	}
+}
+
+// A worker told nothing serves every chain type's queue and every queue a task names, each once.
+func TestQueues(t *testing.T) {
+	c := New([]*Task{
+		{Type: "etl", Chain: "a_chain", Name: "LoadTask"},
+		{Type: "etl", Chain: "a_chain", Name: "TrainTask", Queue: "gpu"},
+		{Type: "ml", Chain: "b_chain", Name: "FitTask", Queue: "gpu"},
+		{Type: "ml", Chain: "b_chain", Name: "ServeTask", Queue: "etl"},
+	})
+	if got, want := strings.Join(c.Queues(), ","), "etl,gpu,ml"; got != want {
+		t.Errorf("Queues() = %s, want %s", got, want)
 	}
 }

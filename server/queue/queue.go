@@ -22,8 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"nectar/chains"
 	"os"
-	"regexp"
 	"strings"
 	"sync"
 	"time"
@@ -89,16 +89,9 @@ type Queue struct {
 	consumers map[string]jetstream.Consumer
 }
 
-// queueName is what a queue may be called: it is a subject token and part of a consumer name.
-var queueName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
-
-// CheckName reports whether name can be a queue's name, and if not, why.
-func CheckName(name string) error {
-	if !queueName.MatchString(name) {
-		return fmt.Errorf("queue name %q: use 1 to 64 letters, digits, '_' or '-'", name)
-	}
-	return nil
-}
+// CheckName reports whether name can be a queue's name, and if not, why: the rule tasks
+// naming a queue follow (chains.Queuer).
+func CheckName(name string) error { return chains.CheckQueueName(name) }
 
 // TaskSubject is the subject of a task of run in queue: a run's messages can be purged alone.
 func TaskSubject(queue, run string) string { return subjectPrefix + queue + "." + run }
@@ -554,6 +547,24 @@ func (q *Queue) Depth(ctx context.Context, queue string) (pending, inFlight int,
 		return 0, 0, err
 	}
 	return int(info.NumPending), info.NumAckPending, nil
+}
+
+// Served reports whether a worker is pulling from queue now (or holds its tasks): its consumer
+// exists and has pull requests waiting or messages in hand. Workers poll without pause while
+// they have free slots, so a false answer twice a moment apart means nobody serves it.
+func (q *Queue) Served(ctx context.Context, queue string) (bool, error) {
+	c, err := q.stream.Consumer(ctx, ConsumerPrefix+queue)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	info, err := c.Info(ctx)
+	if err != nil {
+		return false, err
+	}
+	return info.NumWaiting > 0 || info.NumAckPending > 0, nil
 }
 
 // Close drains the connection and stops the embedded server.

@@ -83,6 +83,7 @@ type taskJob struct {
 	Isolate bool               `json:"isolate,omitempty"`
 	Metrics bool               `json:"metrics,omitempty"`
 	Conns   []string           `json:"conns,omitempty"` // the connections it declares
+	Queue   string             `json:"queue,omitempty"` // the queue it names; empty: its type's
 	// NoSync: the lane makes the files of many tasks durable at once (commit.go).
 	NoSync bool `json:"no_sync,omitempty"`
 	// DeadRun is the run of this key whose server died: its staged files go.

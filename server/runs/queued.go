@@ -34,12 +34,14 @@ type remoteRun struct {
 	// before it (a redelivered task numbers its attempts after the lost ones).
 	delivery map[int]int
 	base     map[int]int
-	holder   map[int]string // the worker that holds each task now
+	holder   map[int]string  // the worker that holds each task now
+	checked  map[string]bool // the queues named by tasks that were looked at for a worker
 }
 
 func newRemoteRun(s *scheduler) *remoteRun {
 	return &remoteRun{s: s, waiting: map[int]chan taskResult{}, taken: map[int]bool{}, seqs: map[uint64]int{},
-		sent: map[int]int{}, workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{}}
+		sent: map[int]int{}, workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{},
+		checked: map[string]bool{}}
 }
 
 // startDriving listens on this server's driver subject for what workers report, and for
@@ -286,6 +288,9 @@ const cancelGrace = 5 * time.Second
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
 	b, _ := json.Marshal(jobMsg{Job: *job, Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns})
+	if job.Queue != "" {
+		s.warnIfUnserved(ctx, job.Queue)
+	}
 	for sends := 1; ; sends++ {
 		res, again := s.publishAndWait(ctx, rr, job, b)
 		if !again || sends >= maxSends {
@@ -295,6 +300,36 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 		s.setTask(i, func(t *TaskState) {
 			closeLostAttempt(t, "sent again: "+cmp.Or(res.err, "its worker stopped before it started"))
 		})
+	}
+}
+
+// warnIfUnserved logs a warning, once per run and queue, when no worker serves the queue a
+// task names: the task waits in the stream until one comes, which is what scaling a queue's
+// workers from zero needs, but is a mistake when nobody will come. Only a task whose queue is
+// unserved waits here, a second at most, and it would wait anyway.
+func (s *scheduler) warnIfUnserved(ctx context.Context, name string) {
+	rr := s.remote
+	rr.mu.Lock()
+	done := rr.checked[name]
+	rr.checked[name] = true
+	rr.mu.Unlock()
+	if done {
+		return
+	}
+	for look := 0; ; look++ {
+		served, err := s.m.cfg.Queue.Served(ctx, name)
+		if served || err != nil {
+			return
+		}
+		if look == 1 {
+			s.log.Warn("queue: no worker serves this queue; its tasks wait until one does (nectar worker --queues "+name+")", "queue", name)
+			return
+		}
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return
+		}
 	}
 }
 
@@ -375,7 +410,7 @@ func publishPatiently(ctx context.Context, q *queue.Queue, job *taskJob, id stri
 	deadline := time.Now().Add(publishPatience)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		seq, err := q.Publish(pctx, job.Type, job.Run, id, b)
+		seq, err := q.Publish(pctx, cmp.Or(job.Queue, job.Type), job.Run, id, b)
 		cancel()
 		if err == nil || ctx.Err() != nil || errors.Is(err, queue.ErrTooBig) || time.Now().After(deadline) {
 			return seq, err

@@ -59,6 +59,8 @@ type TaskState struct {
 	Attempts   []Attempt       `json:"attempts,omitempty"`
 	// Worker is the worker that executed it (the last one, if it was lost and redelivered).
 	Worker string `json:"worker,omitempty"`
+	// Queue is the queue the task named (chains.Queuer) when it went through the task queue.
+	Queue string `json:"queue,omitempty"`
 	// Requires are the positions in the run's tasks of the tasks this one waits for.
 	Requires []int `json:"requires,omitempty"`
 	// Progress is what the task last reported of itself (ctx.Progress, ctx.Status).

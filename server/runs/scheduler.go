@@ -42,6 +42,7 @@ type node struct {
 	isolate    bool               // chains.Isolated: a process per attempt
 	metrics    bool               // chains.MetricsDefiner
 	conns      []string           // chains.Connector: the connections it may read
+	queue      string             // chains.Queuer: the queue it names; empty: its type's
 	key        string
 	deps       []int // graph indices, in Requires order
 	dependents []int
@@ -62,7 +63,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if g.Retry != nil {
 			s.nodes[i].retry = *g.Retry
 		}
-		s.nodes[i].isolate, s.nodes[i].metrics, s.nodes[i].conns = g.Isolate, g.Metrics, g.Connections
+		s.nodes[i].isolate, s.nodes[i].metrics, s.nodes[i].conns, s.nodes[i].queue = g.Isolate, g.Metrics, g.Connections, g.Queue
 	}
 	for i, n := range s.nodes {
 		for _, d := range n.deps {
@@ -106,6 +107,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 		n.slot = len(tasks)
 		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Params: n.ref.Params, Status: Pending}
+		if s.remote != nil {
+			st.Queue = n.queue // where it waits for a worker
+		}
 		if done {
 			st.Status, st.Cached = Done, true
 		}
@@ -340,7 +344,7 @@ func (s *scheduler) markUpstreamFailed(i int) {
 func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 	n := s.nodes[i]
 	job := &taskJob{Run: s.runID, Type: s.typ, Index: i, Ref: n.ref, Key: n.key, Timeout: n.timeout, Retry: n.retry,
-		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, NoSync: s.noSync, DeadRun: s.deadRun,
+		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, Queue: n.queue, NoSync: s.noSync, DeadRun: s.deadRun,
 		FolderMade: i == 0} // the root's folder was made when the run stored its params
 	for _, d := range n.deps {
 		job.Inputs = append(job.Inputs, s.nodes[d].key)

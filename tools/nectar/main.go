@@ -55,7 +55,7 @@ commands:
                                       with N workers in this process (default 1; 0: the API only;
                                       workers need NECTAR_DISPATCH=queue)
   worker [--queues a,b] [--slots N]   take tasks from the queue (NECTAR_NATS_URL) and execute
-                                      them; no HTTP (default queues: every chain type's)
+                                      them; no HTTP (default queues: every chain type's and every queue a task names)
   run <type>/<chain>/<Task> [k=v...]  run a task (and what it requires) here, print its out;
                                       same store, plugins and keys as the server
   new <type> <name>                   write chains/<type>/<name>_chain.go, a chain to start from
@@ -175,7 +175,7 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stde
 	}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	queues := fs.String("queues", strings.Join(cfg.Queues, ","), "the queues to take tasks from, comma-separated (default: every chain type's)")
+	queues := fs.String("queues", strings.Join(cfg.Queues, ","), "the queues to take tasks from, comma-separated (default: every chain type's and every queue a task names)")
 	fs.IntVar(&cfg.WorkerSlots, "slots", cfg.WorkerSlots, "tasks held at once (default: NECTAR_WORKER_SLOTS, else NECTAR_MAX_RUNS × NECTAR_TASK_PARALLELISM × 4)")
 	if err := fs.Parse(args); err != nil {
 		return usageError("%v", err)

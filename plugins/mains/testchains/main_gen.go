@@ -52,6 +52,9 @@ var (
 	_ chains.Task     = testchains.AllocTask{}
 	_ chains.Task     = testchains.BurnTask{}
 	_ chains.Task     = testchains.CountedTask{}
+	_ chains.Task     = testchains.GPUTask{}
+	_ chains.Task     = testchains.ReportTask{}
+	_ chains.Requirer = testchains.ReportTask{}
 )
 
 func main() {
@@ -86,6 +89,8 @@ func main() {
 			{Chain: "metrics_chain", Name: "AllocTask", Decode: decodeAllocTask},
 			{Chain: "metrics_chain", Name: "BurnTask", Decode: decodeBurnTask},
 			{Chain: "metrics_chain", Name: "CountedTask", Decode: decodeCountedTask},
+			{Chain: "queues_chain", Name: "GPUTask", Decode: decodeGPUTask},
+			{Chain: "queues_chain", Name: "ReportTask", Decode: decodeReportTask},
 		},
 		Describe: describe,
 	})
@@ -262,6 +267,18 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.CountedTask:
 		p, err := encodeCountedTask(v)
 		return plugins.TaskRef{Chain: "metrics_chain", Task: "CountedTask", Params: p}, err
+	case testchains.GPUTask:
+		p, err := encodeGPUTask(&v)
+		return plugins.TaskRef{Chain: "queues_chain", Task: "GPUTask", Params: p}, err
+	case *testchains.GPUTask:
+		p, err := encodeGPUTask(v)
+		return plugins.TaskRef{Chain: "queues_chain", Task: "GPUTask", Params: p}, err
+	case testchains.ReportTask:
+		p, err := encodeReportTask(&v)
+		return plugins.TaskRef{Chain: "queues_chain", Task: "ReportTask", Params: p}, err
+	case *testchains.ReportTask:
+		p, err := encodeReportTask(v)
+		return plugins.TaskRef{Chain: "queues_chain", Task: "ReportTask", Params: p}, err
 	}
 	return plugins.TaskRef{}, fmt.Errorf("%T is not a task of chain type testchains (a task can only require tasks of its own type)", t)
 }
@@ -969,5 +986,47 @@ func encodeCountedTask(t *testchains.CountedTask) ([]byte, error) {
 		return nil, fmt.Errorf("testchains.CountedTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
 	}
 	w.Duration("for", t.For)
+	return w.Bytes(), nil
+}
+
+func decodeGPUTask(b []byte) (chains.Task, error) {
+	var t testchains.GPUTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Name, err = r.String("name"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeGPUTask(t *testchains.GPUTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.GPUTask")
+	}
+	var w params.Writer
+	w.String("name", t.Name)
+	return w.Bytes(), nil
+}
+
+func decodeReportTask(b []byte) (chains.Task, error) {
+	var t testchains.ReportTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Name, err = r.String("name"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeReportTask(t *testchains.ReportTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.ReportTask")
+	}
+	var w params.Writer
+	w.String("name", t.Name)
 	return w.Bytes(), nil
 }

@@ -104,3 +104,20 @@ type DynamicConnectionsTask struct{}
 
 func (DynamicConnectionsTask) Connections() []string     { return nil }
 func (DynamicConnectionsTask) Run(*chains.Context) error { return nil }
+
+type BadQueueTask struct{}
+
+func (BadQueueTask) Queue() string             { return "gpu.large" }
+func (BadQueueTask) Run(*chains.Context) error { return nil }
+
+type DynamicQueueTask struct {
+	Which string `param:"which"`
+}
+
+func (t DynamicQueueTask) Queue() string           { return t.Which }
+func (DynamicQueueTask) Run(*chains.Context) error { return nil }
+
+type WrongQueueTask struct{}
+
+func (WrongQueueTask) Queue() []string           { return nil }
+func (WrongQueueTask) Run(*chains.Context) error { return nil }
