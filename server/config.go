@@ -60,6 +60,7 @@ type Config struct {
 	NATSDir        string        // NECTAR_NATS_DIR: the embedded server's data ("" = beside the local targets)
 	TaskDeliveries int           // NECTAR_TASK_DELIVERIES: deliveries of a task whose workers die, before it fails
 	TaskAckWait    time.Duration // NECTAR_TASK_ACK_WAIT: a worker silent this long loses its task
+	LeaseTTL       time.Duration // NECTAR_LEASE_TTL: a server silent this long loses its runs to another
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
 	WorkerSlots    int           // NECTAR_WORKER_SLOTS: tasks a worker holds at once
 	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
@@ -101,6 +102,7 @@ func Defaults() Config {
 		NATSReplicas:    1,
 		TaskDeliveries:  5,
 		TaskAckWait:     30 * time.Second,
+		LeaseTTL:        30 * time.Second,
 		Workers:         1,
 		Getenv:          os.Getenv,
 	}
@@ -291,6 +293,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	num("NECTAR_NATS_REPLICAS", &c.NATSReplicas, 1, 5)
 	num("NECTAR_TASK_DELIVERIES", &c.TaskDeliveries, 1, 100)
 	dur("NECTAR_TASK_ACK_WAIT", &c.TaskAckWait, time.Second, time.Hour)
+	dur("NECTAR_LEASE_TTL", &c.LeaseTTL, time.Second, time.Hour)
 	num("NECTAR_WORKER_SLOTS", &c.WorkerSlots, 1, 100000)
 	if v := getenv("NECTAR_QUEUES"); v != "" {
 		for _, q := range strings.Split(v, ",") {

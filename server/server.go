@@ -218,6 +218,7 @@ func runsConfig(cfg Config, store targets.Store, launcher *host.Launcher, logger
 		TaskTimeout:     cfg.TaskTimeout,
 		WarmPlugins:     cfg.WarmPlugins,
 		TaskParallelism: cfg.TaskParallelism,
+		LeaseTTL:        cfg.LeaseTTL,
 		Logger:          logger,
 	}
 }

@@ -57,11 +57,13 @@ func startProcess(t *testing.T, target string, args []string, env ...string) (*e
 
 // queueCluster is an API server and workers on one NATS server.
 type queueCluster struct {
-	base    string
-	logs    *lockedBuffer // the API server's
-	target  string
-	env     []string
-	workers map[int]*exec.Cmd // by pid
+	base       string
+	logs       *lockedBuffer // the API server's
+	target     string
+	env        []string
+	workers    map[int]*exec.Cmd     // by pid
+	workerLogs map[int]*lockedBuffer // by pid
+	server     *exec.Cmd             // the first API server
 }
 
 func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
@@ -71,36 +73,43 @@ func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
 		t.Fatal(err)
 	}
 	t.Cleanup(nats.Stop)
-	c := &queueCluster{target: t.TempDir(), workers: map[int]*exec.Cmd{},
+	c := &queueCluster{target: t.TempDir(), workers: map[int]*exec.Cmd{}, workerLogs: map[int]*lockedBuffer{},
 		env: append([]string{"NECTAR_DISPATCH=queue", "NECTAR_NATS_URL=" + nats.URL()}, env...)}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	_, logs := startProcess(t, c.target, []string{"serve", "--workers", "0"}, append(c.env, "NECTAR_ADDR="+addr)...)
-	c.base, c.logs = "http://"+addr, logs
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(c.base + "/healthz"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nectar serve --workers 0 did not start:\n%s", logs)
-		}
-	}
+	c.base, c.logs, c.server = c.addServer(t)
 	for range workers {
 		c.addWorker(t)
 	}
 	return c
 }
 
+// addServer starts an API server that runs no tasks (nectar serve --workers 0) and waits until
+// it answers.
+func (c *queueCluster) addServer(t *testing.T) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cmd, logs = startProcess(t, c.target, []string{"serve", "--workers", "0"}, append(c.env, "NECTAR_ADDR="+addr)...)
+	base = "http://" + addr
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if resp, err := http.Get(base + "/healthz"); err == nil {
+			resp.Body.Close()
+			return base, logs, cmd
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nectar serve --workers 0 did not start:\n%s", logs)
+		}
+	}
+}
+
 // addWorker starts a worker (nectar worker args...) and waits until it takes tasks.
 func (c *queueCluster) addWorker(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd, logs := startProcess(t, c.target, append([]string{"worker"}, args...), append(c.env, "NECTAR_LOG_LEVEL=info")...)
-	c.workers[cmd.Process.Pid] = cmd
+	c.workers[cmd.Process.Pid], c.workerLogs[cmd.Process.Pid] = cmd, logs
 	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "nectar worker: taking tasks"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("nectar worker did not start:\n%s", logs)
@@ -267,7 +276,7 @@ func TestServersAndWorkersOnANATSClusterAndMinIO(t *testing.T) {
 		}
 		bases, serverLogs = append(bases, base), append(serverLogs, logs)
 	}
-	c := &queueCluster{target: target, env: env, workers: map[int]*exec.Cmd{}}
+	c := &queueCluster{target: target, env: env, workers: map[int]*exec.Cmd{}, workerLogs: map[int]*lockedBuffer{}}
 	for range 3 {
 		c.addWorker(t)
 	}
@@ -416,4 +425,62 @@ func TestATaskNamingAQueueRunsOnlyOnWorkersServingIt(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(c.target, end.Tasks[0].Key, runs.OutName)); err != nil || string(b) != "gpu q\nhello q\n" {
 		t.Errorf("out = %q, %v", b, err)
 	}
+}
+
+// An API server SIGKILLed while it drives a run through the queue: the server following the
+// run takes it over once the lease goes stale, the dead run's tasks are dropped from the
+// stream and stopped on the workers, and the run finishes DONE with every out, the tasks the
+// dead server finished kept (not run again).
+func TestAnAPIServerKilledMidRunIsTakenOver(t *testing.T) {
+	c := startQueueCluster(t, 2, "NECTAR_LEASE_TTL=2s", "NECTAR_TASK_PARALLELISM=2")
+	other, otherLogs, _ := c.addServer(t)
+	ts := &testServer{}
+	path := "/api/chains/testchains/fanin_chain/OverlapTask?spans=24&hold=300ms&salt=" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	a := ts.do(t, "POST", c.base+path)
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	b := ts.do(t, "POST", other+path) // follows the run the first server drives
+	if b.Code != http.StatusAccepted {
+		t.Fatalf("POST to the other server = %d %s", b.Code, b.Message)
+	}
+	done := func(r runDataView) map[string]bool {
+		keys := map[string]bool{}
+		for _, t := range r.Tasks {
+			if t.Status == runs.Done {
+				keys[t.Key] = true
+			}
+		}
+		return keys
+	}
+	st := waitTask(t, ts, b.run.StatusURL, "4 tasks done", func(r runDataView) bool { return len(done(r)) >= 4 })
+	doneBefore := done(st)
+	c.server.Process.Signal(syscall.SIGKILL)
+	killed := time.Now()
+
+	end := waitTask(t, ts, b.run.StatusURL, "the run to end on the other server", func(r runDataView) bool {
+		return r.JobStatus != nil && r.JobStatus.Final()
+	})
+	if *end.JobStatus != runs.Done {
+		t.Fatalf("run ended %s (%v); tasks:\n%s\nthe other server's log:\n%s", *end.JobStatus, end.Error, taskTable(end.Tasks), otherLogs)
+	}
+	if len(end.Tasks) != 25 {
+		t.Fatalf("%d tasks, want 25", len(end.Tasks))
+	}
+	for _, task := range end.Tasks {
+		if _, err := os.Stat(filepath.Join(c.target, task.Key, runs.OutName)); err != nil {
+			t.Errorf("%s: %v", task.Task, err)
+		}
+		if doneBefore[task.Key] && !task.Cached {
+			t.Errorf("%s %s was done before the kill, yet ran again", task.Task, task.Params)
+		}
+	}
+	abandoned := 0
+	for _, logs := range c.workerLogs {
+		abandoned += strings.Count(logs.String(), "stopping the tasks of a run whose server stopped")
+	}
+	if abandoned != 2 {
+		t.Errorf("%d workers were told to stop the dead run's tasks, want both", abandoned)
+	}
+	t.Logf("taken over and finished %s after the kill (lease 2s); %d of %d tasks were done before", time.Since(killed).Round(100*time.Millisecond), len(doneBefore), len(end.Tasks))
 }

@@ -848,9 +848,13 @@ func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger, pl *planne
 		r.mu.Lock()
 		r.remote = true
 		r.mu.Unlock()
+		mine := r.Snapshot() // following puts the other run's record in its place
 		if m.follow(ctx, r) {
 			return false, true, "", "", finish
 		}
+		// Its server died, or it ended unfinished: this run takes the key over as itself,
+		// and drive finds the other one, unfinished, as the key's previous run (deadRun).
+		r.update(func(rec *Record) { *rec = mine })
 	}
 	stop := make(chan struct{})
 	beating := make(chan struct{})
@@ -966,6 +970,9 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		m.mu.Lock()
 		m.remote[rec.RunID] = s.remote
 		m.mu.Unlock()
+		if deadRun != "" {
+			s.abandonDeadRun()
+		}
 		finish = func() { s.endRemote(status == Done && ctx.Err() == nil) }
 	} else {
 		s.lane = m.newLane(laneConfig{runID: rec.RunID, typ: rec.Type, parallelism: m.cfg.TaskParallelism,

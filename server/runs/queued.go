@@ -465,9 +465,26 @@ func (s *scheduler) watchCancel(ctx context.Context, stop <-chan struct{}) {
 	}
 }
 
-// control sends every worker a run control.
-func (s *scheduler) control(action, reason string) {
-	b, _ := json.Marshal(controlMsg{Run: s.runID, Action: action, Reason: reason})
+// abandonDeadRun clears the way for this run, which took its key over from a server that died
+// mid-run (s.deadRun): the dead run's task messages no worker took yet are purged (this run
+// publishes what is still to do), and the workers stop the dead run's tasks in hand and keep
+// their ends (nobody waits for them: they would hold a slot while looking for the dead driver).
+// A task that committed meanwhile is found by this run's walk of the graph, which follows.
+func (s *scheduler) abandonDeadRun() {
+	s.controlRun(s.deadRun, "abandon", "its server stopped; run "+s.runID+" took the key over")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.m.cfg.Queue.PurgeRun(ctx, s.deadRun); err != nil {
+		s.log.Warn("dropping the queued tasks of the run taken over", "dead_run", s.deadRun, "err", err)
+	}
+}
+
+// control sends every worker a control of this run.
+func (s *scheduler) control(action, reason string) { s.controlRun(s.runID, action, reason) }
+
+// controlRun sends every worker a run control.
+func (s *scheduler) controlRun(run, action, reason string) {
+	b, _ := json.Marshal(controlMsg{Run: run, Action: action, Reason: reason})
 	if err := s.m.cfg.Queue.Conn().Publish(controlSubject, b); err != nil {
 		s.log.Warn("telling the workers to "+action+" a run", "err", err)
 	}

@@ -81,8 +81,10 @@ type laneMetrics struct {
 
 // controlMsg goes to every worker.
 type controlMsg struct {
-	Run    string `json:"run"`
-	Action string `json:"action"` // "cancel": stop its tasks now; "halt": start no more
+	Run string `json:"run"`
+	// "cancel": stop its tasks now; "halt": start no more; "abandon": its driver is dead and
+	// another run took its key over: stop its tasks and keep their ends.
+	Action string `json:"action"`
 	Reason string `json:"reason,omitempty"`
 }
 

@@ -35,7 +35,10 @@ type Worker struct {
 	lanes   map[string]*workerLane // by run id
 	laneSeq int
 	stopped map[string]time.Time // runs cancelled or halted lately: their late tasks do not start
-	bg      sync.WaitGroup       // processes being stopped in the background
+	// abandoned are runs whose driver died (another run took the key over): their tasks'
+	// ends go nowhere.
+	abandoned map[string]time.Time
+	bg        sync.WaitGroup // processes being stopped in the background
 	// reserved are the processes that built a run's graph here, kept a moment for the run's
 	// first task (warm, and no second trip to the pool) in case it comes to this worker.
 	reserved map[string]*spare
@@ -84,7 +87,7 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 	// Its own context: a server shutting down first lets its runs end, which needs the workers.
 	ctx, stop := context.WithCancel(context.Background())
 	w := &Worker{m: m, q: q, id: m.workerID(), cfg: cfg, ctx: ctx, stop: stop, done: make(chan struct{}),
-		lanes: map[string]*workerLane{}, stopped: map[string]time.Time{}, reserved: map[string]*spare{}}
+		lanes: map[string]*workerLane{}, stopped: map[string]time.Time{}, abandoned: map[string]time.Time{}, reserved: map[string]*spare{}}
 	w.log = m.cfg.Logger.With("worker", w.id)
 	nc := q.Conn()
 	sub, err := nc.Subscribe(controlSubject, w.onControl)
@@ -212,7 +215,9 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		}
 	}()
 	report := func(res taskResult) {
-		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
+		if !w.isAbandoned(job.Run) {
+			w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
+		}
 		d.Ack()
 	}
 	if d.Attempt > 1 && w.outExists(ctx, job) {
@@ -382,6 +387,9 @@ func (w *Worker) onControl(msg *nats.Msg) {
 	w.mu.Lock()
 	wl := w.lanes[c.Run]
 	w.stopped[c.Run] = time.Now() // its tasks that come later do not start
+	if c.Action == "abandon" {
+		w.abandoned[c.Run] = time.Now()
+	}
 	w.mu.Unlock()
 	if wl == nil {
 		return
@@ -392,7 +400,18 @@ func (w *Worker) onControl(msg *nats.Msg) {
 		wl.cancel(errors.New(c.Reason))
 	case "halt":
 		wl.halt()
+	case "abandon":
+		w.log.Info("worker: stopping the tasks of a run whose server stopped", "run_id", c.Run, "why", c.Reason)
+		go w.end(c.Run, false)
 	}
+}
+
+// isAbandoned says whether run's driver is gone for good (see abandoned).
+func (w *Worker) isAbandoned(run string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.abandoned[run]
+	return ok
 }
 
 // onGraph answers a run's graph request from another process.
@@ -486,6 +505,11 @@ func (w *Worker) reapLanes(ctx context.Context) {
 		for run, at := range w.stopped {
 			if time.Since(at) > laneIdleTTL {
 				delete(w.stopped, run)
+			}
+		}
+		for run, at := range w.abandoned {
+			if time.Since(at) > laneIdleTTL {
+				delete(w.abandoned, run)
 			}
 		}
 		w.mu.Unlock()
