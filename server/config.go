@@ -62,7 +62,7 @@ type Config struct {
 	TaskAckWait    time.Duration // NECTAR_TASK_ACK_WAIT: a worker silent this long loses its task
 	LeaseTTL       time.Duration // NECTAR_LEASE_TTL: a server silent this long loses its runs to another
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
-	WorkerSlots    int           // NECTAR_WORKER_SLOTS: tasks a worker holds at once
+	WorkerSlots    int           // NECTAR_WORKER_SLOTS: task messages a worker holds at once (each a batch of a run's tasks)
 	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.

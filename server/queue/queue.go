@@ -302,15 +302,22 @@ func (q *Queue) ClientURL() string {
 // Publish stores one task message in queue for run; id makes a retried publish a no-op.
 // It returns the message's stream sequence (what OnMaxDeliveries reports).
 func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte) (uint64, error) {
-	if limit := q.nc.MaxPayload(); int64(len(data)) > limit {
-		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d): raise max_payload in the cluster's configuration: %w", queue, len(data), limit, ErrTooBig)
+	// The headers (the message id) count against max_payload too: a margin for them.
+	if limit := q.nc.MaxPayload() - headerMargin; int64(len(data)) > limit {
+		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d, less %d for headers): raise max_payload in the cluster's configuration: %w", queue, len(data), limit+headerMargin, headerMargin, ErrTooBig)
 	}
 	ack, err := q.js.Publish(ctx, TaskSubject(queue, run), data, jetstream.WithMsgID(id))
+	if errors.Is(err, nats.ErrMaxPayload) {
+		return 0, fmt.Errorf("queueing a task in %s: %w: %w", queue, err, ErrTooBig)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("queueing a task in %s: %w", queue, err)
 	}
 	return ack.Sequence, nil
 }
+
+// headerMargin is what a task message's headers may take of max_payload.
+const headerMargin = 1024
 
 // Has reports whether the message of sequence seq is still in the stream (not acked yet).
 func (q *Queue) Has(ctx context.Context, seq uint64) (bool, error) {

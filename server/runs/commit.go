@@ -61,6 +61,9 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 	}
 	// The run id keeps two runs that share a task (two roots needing one leaf) apart.
 	stage := dir + "/" + targets.StagePrefix + job.Run + "-"
+	if job.Send > 1 {
+		stage += fmt.Sprintf("s%d-", job.Send)
+	}
 	if job.Delivery > 1 {
 		stage += fmt.Sprintf("d%d-", job.Delivery)
 	}

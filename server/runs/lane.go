@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -90,10 +91,18 @@ type taskJob struct {
 	DeadRun string `json:"dead_run,omitempty"`
 	// FolderMade: the task's key folder exists (the root's is made when its params are stored).
 	FolderMade bool `json:"folder_made,omitempty"`
-	// Delivery is which delivery of its queue message this is (set by the worker): two
-	// deliveries of one task never share staged files.
-	Delivery int `json:"-"`
+	// Send counts the messages the driver published for the task (a task sent again goes in
+	// a message of its own), and Delivery is which delivery of its message this is (set by
+	// the worker): two executions of one task never share staged files.
+	Send     int    `json:"send,omitempty"`
+	Delivery int    `json:"-"`
+	Seq      uint64 `json:"-"` // its message's stream sequence (set by the worker)
+	// Alone: the driver publishes it in a message of its own (it is sent again).
+	Alone bool `json:"-"`
 }
+
+// queue is the queue the task goes to: the one it names, or its chain type's.
+func (j *taskJob) queue() string { return cmp.Or(j.Queue, j.Type) }
 
 // taskOfKey is the task name in a key (chains/<type>/<chain>/<Task>/<md5>).
 func taskOfKey(key string) string { return path.Base(path.Dir(key)) }
@@ -108,6 +117,7 @@ type taskUpdate struct {
 	// it has (above 1: the worker that had it before was lost).
 	Worker   string `json:"worker,omitempty"`
 	Delivery int    `json:"delivery,omitempty"`
+	Seq      uint64 `json:"seq,omitempty"` // with Delivery: the stream sequence of the message
 	// Found: the worker found the task's out committed (by the delivery before, whose worker
 	// died before it reported), so it ran nothing.
 	Found bool `json:"found,omitempty"`

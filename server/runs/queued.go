@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -26,22 +27,28 @@ type remoteRun struct {
 	mu sync.Mutex
 	// waiting are the tasks published and not yet finished, with where their result goes.
 	waiting map[int]chan taskResult
-	taken   map[int]bool    // tasks a worker has said it holds
-	seqs    map[uint64]int  // stream sequence of each task message, for max-deliveries advisories
-	sent    map[int]int     // messages published per task (their ids)
-	workers map[string]bool // workers that hold a lane of this run
+	taken   map[int]bool     // tasks a worker has said it holds
+	seqs    map[uint64][]int // the tasks in each message (by stream sequence), for max-deliveries advisories
+	workers map[string]bool  // workers that hold a lane of this run
 	// delivery is the last delivery of each task a worker reported; base the attempts recorded
 	// before it (a redelivered task numbers its attempts after the lost ones).
 	delivery map[int]int
 	base     map[int]int
-	holder   map[int]string  // the worker that holds each task now
-	checked  map[string]bool // the queues named by tasks that were looked at for a worker
+	holder   map[int]string // the worker that holds each task now
+	// after is, for a task sent again, the stream sequence of its message before: what
+	// workers still say of that message (or an older one) is stale.
+	after   map[int]uint64
+	checked map[string]bool // the queues named by tasks that were looked at for a worker
+
+	outbox     []*outItem // tasks waiting to be published (publishLoop)
+	publishing bool       // a publishLoop runs
+	batches    int        // messages published: their ids
 }
 
 func newRemoteRun(s *scheduler) *remoteRun {
-	return &remoteRun{s: s, waiting: map[int]chan taskResult{}, taken: map[int]bool{}, seqs: map[uint64]int{},
-		sent: map[int]int{}, workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{},
-		checked: map[string]bool{}}
+	return &remoteRun{s: s, waiting: map[int]chan taskResult{}, taken: map[int]bool{}, seqs: map[uint64][]int{},
+		workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{},
+		after: map[int]uint64{}, checked: map[string]bool{}}
 }
 
 // startDriving listens on this server's driver subject for what workers report, and for
@@ -93,6 +100,10 @@ func (m *Manager) route(d *driverMsg) {
 		// failover: it names the worker too.
 		i := d.Result.Index
 		rr.mu.Lock()
+		if d.Result.Seq != 0 && d.Result.Seq <= rr.after[i] {
+			rr.mu.Unlock()
+			return // the end of a message the task was sent again after
+		}
 		_, waiting := rr.waiting[i]
 		base := rr.base[i]
 		rr.mu.Unlock()
@@ -142,16 +153,16 @@ func (m *Manager) localWorker(typ, id string) *Worker {
 	return nil
 }
 
-// onMaxDeliveries fails the task whose message JetStream stopped delivering: each worker
+// onMaxDeliveries fails the tasks of the message JetStream stopped delivering: each worker
 // that took it was lost before it answered.
 func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 	m.mu.Lock()
 	var rr *remoteRun
-	idx := -1
+	var idxs []int
 	for _, r := range m.remote {
 		r.mu.Lock()
-		if i, ok := r.seqs[seq]; ok {
-			rr, idx = r, i
+		if ii, ok := r.seqs[seq]; ok {
+			rr, idxs = r, slices.Clone(ii)
 		}
 		r.mu.Unlock()
 		if rr != nil {
@@ -162,15 +173,14 @@ func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 	if err := m.cfg.Queue.Delete(context.Background(), seq); err != nil {
 		m.cfg.Logger.Warn("deleting a task message past its delivery limit", "seq", seq, "err", err)
 	}
-	if rr == nil {
-		return
+	for _, idx := range idxs {
+		rr.mu.Lock()
+		worker := rr.holder[idx]
+		rr.mu.Unlock()
+		msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, lostWorker(worker))
+		rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, lostWorker(worker)+" was lost") })
+		rr.finish(taskResult{idx: idx, err: msg})
 	}
-	rr.mu.Lock()
-	worker := rr.holder[idx]
-	rr.mu.Unlock()
-	msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, lostWorker(worker))
-	rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, lostWorker(worker)+" was lost") })
-	rr.finish(taskResult{idx: idx, err: msg})
 }
 
 // update records a worker's news of a task: only while the task waits here, and only from the
@@ -183,7 +193,7 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 		return // finished or given up here: late news changes nothing
 	}
 	if u.Delivery > 0 { // a worker took the task
-		if u.Delivery <= rr.delivery[u.Index] {
+		if u.Delivery <= rr.delivery[u.Index] || u.Seq != 0 && u.Seq <= rr.after[u.Index] {
 			rr.mu.Unlock()
 			return
 		}
@@ -287,15 +297,19 @@ const cancelGrace = 5 * time.Second
 // (its message is gone from the stream, and no result came), is published again.
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
-	b, _ := json.Marshal(jobMsg{Job: *job, Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns})
 	if job.Queue != "" {
 		s.warnIfUnserved(ctx, job.Queue)
 	}
+	var seq uint64
 	for sends := 1; ; sends++ {
-		res, again := s.publishAndWait(ctx, rr, job, b)
+		job.Send = sends
+		var res taskResult
+		var again bool
+		res, again, seq = s.publishAndWait(ctx, rr, job, seq)
 		if !again || sends >= maxSends {
 			return res
 		}
+		job.Alone = true // sent again: in a message of its own
 		s.log.Info("queue: publishing a task again", "task", job.Ref.Task, "index", i, "why", res.err)
 		s.setTask(i, func(t *TaskState) {
 			closeLostAttempt(t, "sent again: "+cmp.Or(res.err, "its worker stopped before it started"))
@@ -337,16 +351,16 @@ func (s *scheduler) warnIfUnserved(ctx context.Context, name string) {
 const maxSends = 5
 
 // publishAndWait publishes the task once and waits for its end; again says it should be
-// published once more.
-func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *taskJob, b []byte) (res taskResult, again bool) {
+// published once more. after is the sequence of the task's message before (0: none), seq
+// this one's.
+func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *taskJob, after uint64) (res taskResult, again bool, seq uint64) {
 	i := job.Index
 	ch := make(chan taskResult, 1)
 	rr.mu.Lock()
+	rr.after[i] = after
 	rr.waiting[i] = ch
 	rr.taken[i] = false
 	rr.delivery[i] = 0 // a new message counts its deliveries from 1
-	rr.sent[i]++
-	id := fmt.Sprintf("%s.%d.%d", job.Run, i, rr.sent[i])
 	rr.mu.Unlock()
 	forget := func() {
 		rr.mu.Lock()
@@ -354,21 +368,26 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		rr.mu.Unlock()
 	}
 	q := s.m.cfg.Queue
-	seq, err := publishPatiently(ctx, q, job, id, b)
+	var err error
+	seq, err = rr.publish(ctx, job)
 	if err != nil {
 		forget()
 		if ctx.Err() != nil {
-			return taskResult{idx: i, notStarted: true}, false
+			return taskResult{idx: i, notStarted: true}, false, seq
 		}
 		s.log.Error("run failed: the task queue failed", "task", job.Ref.Task, "err", err)
-		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}, false
+		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}, false, seq
 	}
 	rr.mu.Lock()
-	rr.seqs[seq] = i
+	rr.seqs[seq] = append(rr.seqs[seq], i)
 	rr.mu.Unlock()
 	defer func() {
 		rr.mu.Lock()
-		delete(rr.seqs, seq)
+		if rest := slices.DeleteFunc(rr.seqs[seq], func(j int) bool { return j == i }); len(rest) > 0 {
+			rr.seqs[seq] = rest
+		} else {
+			delete(rr.seqs, seq)
+		}
 		rr.mu.Unlock()
 	}()
 	watch := time.NewTicker(max(q.AckWait(), time.Second))
@@ -379,9 +398,9 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		case res := <-ch:
 			// Not started while the run goes on: its worker was stopping, or had the run as
 			// halted by another worker's failure (then the run halts here too).
-			return res, res.notStarted && ctx.Err() == nil && !s.halted.Load()
+			return res, res.notStarted && ctx.Err() == nil && !s.halted.Load(), seq
 		case <-ctx.Done():
-			return s.cancelled(ctx, rr, i, ch), false
+			return s.cancelled(ctx, rr, i, ch), false, seq
 		case <-watch.C:
 		}
 		if present, err := q.Has(ctx, seq); err != nil || present {
@@ -394,23 +413,121 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		}
 		forget()
 		if done, err := targets.Exists(ctx, s.m.cfg.Store, job.Key+"/"+OutName); err == nil && done {
-			return taskResult{idx: i}, false
+			return taskResult{idx: i}, false, seq
 		}
 		if s.halted.Load() { // purged
-			return taskResult{idx: i, notStarted: true}, false
+			return taskResult{idx: i, notStarted: true}, false, seq
 		}
-		return taskResult{idx: i, err: "its worker's answer was lost"}, true
+		return taskResult{idx: i, err: "its worker's answer was lost"}, true, seq
 	}
+}
+
+// outItem is a task waiting in a run's outbox, with where its message's sequence goes.
+type outItem struct {
+	job  *taskJob
+	done chan published
+}
+
+type published struct {
+	seq uint64
+	err error
+}
+
+// maxBatch bounds the tasks of one message. A message holds no more tasks than the run runs
+// at once on one worker (its task parallelism) either: the tasks of a wide run spread over the
+// workers, a message's worth each, however heavy they are.
+const maxBatch = 32
+
+// publish sends job to its queue and returns the stream sequence of its message. The tasks of
+// a run that are ready at the same moment (the leaves of a fan-in, the tasks a batch of
+// results frees) share one message: what the queue costs is per message (a publish, a stored
+// message, a delivery, an ack), so a run of many small tasks pays it once per batch. A task
+// sent again (Alone) goes in a message of its own, so that a task that kills its workers
+// takes no other down with it twice.
+func (rr *remoteRun) publish(ctx context.Context, job *taskJob) (uint64, error) {
+	it := &outItem{job: job, done: make(chan published, 1)}
+	rr.mu.Lock()
+	rr.outbox = append(rr.outbox, it)
+	start := !rr.publishing
+	rr.publishing = true
+	rr.mu.Unlock()
+	if start {
+		go rr.publishLoop(ctx)
+	}
+	p := <-it.done
+	return p.seq, p.err
+}
+
+// publishLoop publishes the outbox, a batch at a time, until it is empty. Tasks added while a
+// batch is on its way make the next one: batches form by themselves, with no waiting.
+func (rr *remoteRun) publishLoop(ctx context.Context) {
+	for {
+		rr.mu.Lock()
+		batch := rr.takeBatch()
+		if len(batch) == 0 {
+			rr.publishing = false
+			rr.mu.Unlock()
+			return
+		}
+		rr.batches++
+		id := fmt.Sprintf("%s.b%d", rr.s.runID, rr.batches)
+		rr.mu.Unlock()
+		seq, err := rr.publishBatch(ctx, id, batch)
+		if errors.Is(err, queue.ErrTooBig) && len(batch) > 1 { // big parameters: one by one
+			for k, it := range batch {
+				seq, err := rr.publishBatch(ctx, fmt.Sprintf("%s.%d", id, k), batch[k:k+1])
+				it.done <- published{seq, err}
+			}
+			continue
+		}
+		for _, it := range batch {
+			it.done <- published{seq, err}
+		}
+	}
+}
+
+// takeBatch takes the first task of the outbox, and the tasks for the same queue after it, up
+// to maxBatch (guarded by rr.mu).
+func (rr *remoteRun) takeBatch() []*outItem {
+	if len(rr.outbox) == 0 {
+		return nil
+	}
+	first := rr.outbox[0]
+	batch := []*outItem{first}
+	rest := make([]*outItem, 0, len(rr.outbox)-1)
+	for _, it := range rr.outbox[1:] {
+		if !first.job.Alone && !it.job.Alone && it.job.queue() == first.job.queue() && len(batch) < rr.batchMax() {
+			batch = append(batch, it)
+		} else {
+			rest = append(rest, it)
+		}
+	}
+	rr.outbox = rest
+	return batch
+}
+
+// batchMax is the most tasks one message of the run holds.
+func (rr *remoteRun) batchMax() int { return max(1, min(maxBatch, rr.s.m.cfg.TaskParallelism)) }
+
+// publishBatch publishes one message with batch's tasks.
+func (rr *remoteRun) publishBatch(ctx context.Context, id string, batch []*outItem) (uint64, error) {
+	s := rr.s
+	msg := jobMsg{Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns,
+		Jobs: make([]taskJob, len(batch))}
+	for k, it := range batch {
+		msg.Jobs[k] = *it.job
+	}
+	return publishPatiently(ctx, s.m.cfg.Queue, batch[0].job.queue(), s.runID, id, msg.encode(nil))
 }
 
 // publishPatiently publishes a task message, retrying through a cluster's failover (a node
 // gone, a leader being elected) for up to publishPatience; the message id makes a retry that
 // follows a lost acknowledgement a no-op.
-func publishPatiently(ctx context.Context, q *queue.Queue, job *taskJob, id string, b []byte) (uint64, error) {
+func publishPatiently(ctx context.Context, q *queue.Queue, queueName, run, id string, b []byte) (uint64, error) {
 	deadline := time.Now().Add(publishPatience)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		seq, err := q.Publish(pctx, cmp.Or(job.Queue, job.Type), job.Run, id, b)
+		seq, err := q.Publish(pctx, queueName, run, id, b)
 		cancel()
 		if err == nil || ctx.Err() != nil || errors.Is(err, queue.ErrTooBig) || time.Now().After(deadline) {
 			return seq, err

@@ -18,10 +18,10 @@ import (
 // and listens on its own subject for what workers report; workers answer graph requests and
 // follow run controls.
 //
-//	nectar.tasks.<queue>.<run>   a task (jobMsg), in the JetStream stream: exactly one worker takes it
+//	nectar.tasks.<queue>.<run>   tasks of a run (jobMsg), in the JetStream stream: exactly one worker takes it
 //	nectar.driver.<server>       from workers to the driving server: updates, results (acked), metrics
 //	nectar.graph.<type>          a run's task graph, from any worker with that chain type's plugin
-//	nectar.control               to every worker: cancel or halt a run
+//	nectar.control               to every worker: cancel, halt or abandon a run
 //	nectar.worker.<id>.end       to one worker: a run is over, end its lane and send its usage
 const (
 	graphSubjectPrefix = "nectar.graph."
@@ -32,13 +32,17 @@ const (
 func driverSubject(id string) string    { return "nectar.driver." + id }
 func workerEndSubject(id string) string { return "nectar.worker." + id + ".end" }
 
-// jobMsg is a task message in the queue.
+// jobMsg is a task message in the queue: one or more tasks of a run, for one queue (in the
+// binary form of codec.go).
 type jobMsg struct {
-	Job         taskJob  `json:"job"`
-	Driver      string   `json:"driver"` // the subject of the server driving the run
-	Parallelism int      `json:"parallelism"`
-	RunConns    []string `json:"run_conns,omitempty"` // every connection the run declares
+	Jobs        []taskJob
+	Driver      string // the subject of the server driving the run
+	Parallelism int
+	RunConns    []string // every connection the run declares
 }
+
+// run is the run of the message's tasks.
+func (m *jobMsg) run() string { return m.Jobs[0].Run }
 
 // driverMsg is what a worker tells the server driving a run: one of an update, a task's end
 // (a request: the worker acks the task message once the server has it), or the usage of the
@@ -54,6 +58,7 @@ type driverMsg struct {
 
 type resultMsg struct {
 	Index      int        `json:"index"`
+	Seq        uint64     `json:"seq,omitempty"` // the stream sequence of the task's message
 	Err        string     `json:"err,omitempty"`
 	Fatal      bool       `json:"fatal,omitempty"`
 	NotStarted bool       `json:"not_started,omitempty"`

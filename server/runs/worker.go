@@ -49,7 +49,7 @@ type Worker struct {
 type WorkerConfig struct {
 	Queues []string // the queues it takes tasks from
 	Types  []string // the chain types whose graphs it answers for (it has their plugins)
-	Slots  int      // tasks in its hands at once, executing or committing
+	Slots  int      // task messages in its hands at once (each a batch of a run's tasks)
 }
 
 // workerLane is a run's lane on this worker, with what it reports to the run's driver.
@@ -183,26 +183,30 @@ func (w *Worker) Stop() {
 	w.bg.Wait()
 }
 
-// handle executes one task message: in its run's lane, with in-progress acks until the driver
-// has the result, then acks it.
+// handle executes the tasks of one message side by side in their run's lane, with in-progress
+// acks until the driver has every result, then acks it.
 func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	if ctx.Err() != nil { // stopping: fetched, not started; another worker takes it now
 		d.Release()
 		return
 	}
 	var msg jobMsg
-	if err := json.Unmarshal(d.Data, &msg); err != nil {
+	err := msg.decode(d.Data)
+	if err == nil && len(msg.Jobs) == 0 {
+		w.log.Error("worker: a task message with no task; dropped", "queue", d.Queue, "seq", d.Seq)
+		d.Ack()
+		return
+	}
+	if err != nil {
 		// Another version's message, say: another worker may read it; if none can, its
-		// delivery limit fails the task (and its run) rather than leaving it waiting.
+		// delivery limit fails its tasks (and their run) rather than leaving it waiting.
 		w.log.Error("worker: a task message this worker cannot read; handed back", "queue", d.Queue, "seq", d.Seq, "err", err)
 		d.Release()
 		return
 	}
-	job := &msg.Job
-	job.Delivery = d.Attempt
 	beat := make(chan struct{})
 	defer close(beat)
-	go func() { // not redelivered while it runs, however long, nor while its result travels
+	go func() { // not redelivered while it runs, however long, nor while its results travel
 		t := time.NewTicker(w.q.AckWait() / 3)
 		defer t.Stop()
 		for {
@@ -214,31 +218,89 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 			}
 		}
 	}()
-	report := func(res taskResult) {
-		if !w.isAbandoned(job.Run) {
-			w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Result: resultOf(res)})
-		}
+	for k := range msg.Jobs {
+		msg.Jobs[k].Delivery, msg.Jobs[k].Seq = d.Attempt, d.Seq
+	}
+	if d.Attempt > 1 && len(msg.Jobs) > 1 {
+		w.splitLost(&msg)
 		d.Ack()
+		return
 	}
-	if d.Attempt > 1 && w.outExists(ctx, job) {
+	var wg sync.WaitGroup
+	for k := range msg.Jobs {
+		job := &msg.Jobs[k]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			w.runJob(ctx, &msg, job)
+		}()
+	}
+	wg.Wait()
+	d.Ack() // every task's end is with its driver
+}
+
+// report hands the end of job to its driver; nobody waits for the ends of an abandoned run.
+func (w *Worker) report(msg *jobMsg, job *taskJob, res taskResult) {
+	if !w.isAbandoned(msg.run()) {
+		r := resultOf(res)
+		r.Seq = job.Seq
+		w.toDriver(msg.Driver, &driverMsg{Run: msg.run(), Worker: w.id, Result: r})
+	}
+}
+
+// took tells job's driver that this worker has it (found: its out was already committed).
+func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
+	w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: job.Delivery, Seq: job.Seq, Worker: w.id, Found: found}})
+}
+
+// runJob executes one task of a message and reports its end.
+func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
+	if job.Delivery > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
-		w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: d.Attempt, Worker: w.id, Found: true}})
-		report(taskResult{idx: job.Index})
+		w.took(msg, job, true)
+		w.report(msg, job, taskResult{idx: job.Index})
 		return
 	}
-	wl, stopped := w.laneFor(&msg)
+	wl, stopped := w.laneFor(msg)
 	if stopped { // the run was cancelled or halted: the driver counts it as not started
-		report(taskResult{idx: job.Index, notStarted: true})
+		w.report(msg, job, taskResult{idx: job.Index, notStarted: true})
 		return
 	}
-	wl.lane.report(taskUpdate{Index: job.Index, Delivery: d.Attempt})
+	w.took(msg, job, false)
 	res := wl.execute(wl.ctx, job)
-	report(res)
+	w.report(msg, job, res)
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
 		wl.idle = time.Now()
 	}
 	w.mu.Unlock()
+}
+
+// splitLost handles a message of several tasks that comes again (its worker was lost, or
+// stopped and handed it back): the tasks committed are reported done, and the others go back
+// to the driver, which sends each again in a message of its own. One of them may be what
+// killed the worker: it then takes none of these down again. The store is asked with a
+// context of its own (this worker may be stopping: a committed task must not pass for not
+// started), and the tasks are reported side by side (a driver that is gone costs one wait).
+func (w *Worker) splitLost(msg *jobMsg) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var wg sync.WaitGroup
+	for k := range msg.Jobs {
+		job := &msg.Jobs[k]
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			found := w.outExists(ctx, job)
+			w.took(msg, job, found)
+			if found {
+				w.report(msg, job, taskResult{idx: job.Index})
+			} else {
+				w.report(msg, job, taskResult{idx: job.Index, notStarted: true, err: "its batch's worker stopped or was lost"})
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // outExists reports whether job's out is in the store.
@@ -252,7 +314,7 @@ func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
 func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	run := msg.Job.Run
+	run := msg.run()
 	if _, ok := w.stopped[run]; ok {
 		return nil, true
 	}
@@ -267,7 +329,7 @@ func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 			u.Worker = w.id
 			w.toDriver(msg.Driver, &driverMsg{Run: run, Worker: w.id, Update: &u})
 		}
-		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Job.Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
+		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Jobs[0].Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
 			log: log, failure: func(doing string, err error) string { return w.m.failureSentence(log, run, doing, err) },
 			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing), bg: &w.bg}, nil, nil, 0)
 		if sp := w.reserved[run]; sp != nil { // the process that built the graph

@@ -176,7 +176,7 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stde
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	queues := fs.String("queues", strings.Join(cfg.Queues, ","), "the queues to take tasks from, comma-separated (default: every chain type's and every queue a task names)")
-	fs.IntVar(&cfg.WorkerSlots, "slots", cfg.WorkerSlots, "tasks held at once (default: NECTAR_WORKER_SLOTS, else NECTAR_MAX_RUNS × NECTAR_TASK_PARALLELISM × 4)")
+	fs.IntVar(&cfg.WorkerSlots, "slots", cfg.WorkerSlots, "task messages held at once, each a batch of a run's tasks (default: NECTAR_WORKER_SLOTS, else NECTAR_MAX_RUNS × NECTAR_TASK_PARALLELISM × 4)")
 	if err := fs.Parse(args); err != nil {
 		return usageError("%v", err)
 	}
