@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"nectar/plugins"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -43,6 +44,19 @@ type jobMsg struct {
 
 // run is the run of the message's tasks.
 func (m *jobMsg) run() string { return m.Jobs[0].Run }
+
+// each calls f for every task of the message, side by side, and returns when all returned.
+func (m *jobMsg) each(f func(*taskJob)) {
+	var wg sync.WaitGroup
+	for k := range m.Jobs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f(&m.Jobs[k])
+		}()
+	}
+	wg.Wait()
+}
 
 // driverMsg is what a worker tells the server driving a run: one of an update, a task's end
 // (a request: the worker acks the task message once the server has it), or the usage of the

@@ -226,16 +226,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		d.Ack()
 		return
 	}
-	var wg sync.WaitGroup
-	for k := range msg.Jobs {
-		job := &msg.Jobs[k]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			w.runJob(ctx, &msg, job)
-		}()
-	}
-	wg.Wait()
+	msg.each(func(job *taskJob) { w.runJob(ctx, &msg, job) })
 	d.Ack() // every task's end is with its driver
 }
 
@@ -285,22 +276,15 @@ func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 func (w *Worker) splitLost(msg *jobMsg) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	var wg sync.WaitGroup
-	for k := range msg.Jobs {
-		job := &msg.Jobs[k]
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			found := w.outExists(ctx, job)
-			w.took(msg, job, found)
-			if found {
-				w.report(msg, job, taskResult{idx: job.Index})
-			} else {
-				w.report(msg, job, taskResult{idx: job.Index, notStarted: true, err: "its batch's worker stopped or was lost"})
-			}
-		}()
-	}
-	wg.Wait()
+	msg.each(func(job *taskJob) {
+		found := w.outExists(ctx, job)
+		w.took(msg, job, found)
+		if found {
+			w.report(msg, job, taskResult{idx: job.Index})
+		} else {
+			w.report(msg, job, taskResult{idx: job.Index, notStarted: true, err: "its batch's worker stopped or was lost"})
+		}
+	})
 }
 
 // outExists reports whether job's out is in the store.
