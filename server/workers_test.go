@@ -309,7 +309,8 @@ func TestServersAndWorkersOnANATSClusterAndMinIO(t *testing.T) {
 				failed = append(failed, fmt.Sprintf("%d %s: %s", task.Index, task.Task, task.Error))
 			}
 		}
-		t.Fatalf("fan-in ended %s with %+v: %v; failed:\n%s", *end.JobStatus, end.TaskCounts, *end.Error, strings.Join(failed, "\n"))
+		t.Fatalf("fan-in ended %s with %+v: %v; failed:\n%s\nthe driving API server's log:\n%s\nthe other's:\n%s",
+			*end.JobStatus, end.TaskCounts, *end.Error, strings.Join(failed, "\n"), serverLogs[0], serverLogs[1])
 	}
 	workers, tasks := map[string]int{}, 0
 	for page := end; ; {

@@ -423,6 +423,7 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 	for range slots {
 		free <- struct{}{}
 	}
+	share := min(max(1, slots/len(queues)), maxFetch)
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	for i, c := range cons {
@@ -431,13 +432,11 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 		go func() {
 			defer wg.Done()
 			var backoff time.Duration
-			wait := false // the last pull found nothing: wait for one message
 			for {
-				// One slot at least. A poller that waits holds that one slot only (for pollWait
-				// at most: with fewer slots than queues, the others get their turn); one that
-				// found messages takes every free slot and asks for that many without waiting,
-				// so a burst of tasks costs one pull request, and an idle queue holds no slots
-				// another needs.
+				// One slot at least, and as many free ones as this queue's share: the pull
+				// waits (pollWait at most) with that many open, so messages that come
+				// meanwhile go straight to the worker, up to that many, with no new request in
+				// between. A share, not all: with few slots, every queue gets its turn.
 				select {
 				case <-free:
 				case <-ctx.Done():
@@ -445,7 +444,7 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 				}
 				n := 1
 			grab:
-				for !wait && n < maxFetch {
+				for n < share {
 					select {
 					case <-free:
 						n++
@@ -456,11 +455,7 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 				var batch jetstream.MessageBatch
 				var err error
 				pctx, cancel := context.WithTimeout(ctx, pollWait)
-				if wait {
-					batch, err = c.Fetch(1, jetstream.FetchContext(pctx))
-				} else {
-					batch, err = c.FetchNoWait(n)
-				}
+				batch, err = c.Fetch(n, jetstream.FetchContext(pctx))
 				got := 0
 				if err == nil {
 					for msg := range batch.Messages() {
@@ -481,7 +476,6 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 				for range n - got {
 					free <- struct{}{}
 				}
-				wait = got == 0
 				switch {
 				case err == nil, errors.Is(err, context.DeadlineExceeded), errors.Is(err, nats.ErrTimeout):
 					backoff = 0

@@ -50,7 +50,10 @@ type lane struct {
 	watchers map[Process]chan struct{}          // sampling goroutines, stopped at retire
 	base     map[Process]float64                // CPU seconds each process had used before this run
 	tasksIn  map[Process]map[*taskJob]time.Time // tasks running in each process, and since when
-	runConns map[string]string                  // values of every connection the run declares
+	// killedFor names the task whose timeout a process was killed for: the other tasks it
+	// ran then did nothing wrong, and run again (guarded by watchMu).
+	killedFor map[Process]*taskJob
+	runConns  map[string]string // values of every connection the run declares
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
@@ -156,7 +159,7 @@ func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *
 	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter, bg: c.bg,
 		procOut: out, folders: folders, spooledInputs: !local,
 		spoolPrefix: filepath.Join(m.spool, "task-"+c.runID),
-		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, base: map[Process]float64{},
+		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, killedFor: map[Process]*taskJob{}, base: map[Process]float64{},
 		executing: make(chan struct{}, max(c.parallelism, 1)), runConns: map[string]string{}}
 	for _, name := range c.runConns {
 		if v := m.connection(name); v != "" {
@@ -258,6 +261,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	}
 	backoff := policy.Backoff
 	var res attemptResult
+	reruns := 0 // attempts stopped by another task's timeout
 	for attempt := 1; ; attempt++ {
 		// A folder per attempt: what a failed attempt wrote (even late, from a goroutine it
 		// left running) is never the next one's.
@@ -277,7 +281,12 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		if res.msg == "" {
 			break
 		}
-		if res.fatal || attempt >= policy.Attempts || ctx.Err() != nil {
+		if res.innocent && reruns < maxInnocentReruns && ctx.Err() == nil {
+			reruns++ // not its fault: it does not use up its retries
+			appendText(files.log, fmt.Sprintf("--- attempt %d stopped: %s; running it again ---\n", attempt, res.msg))
+			continue
+		}
+		if res.fatal || attempt-reruns >= policy.Attempts || ctx.Err() != nil {
 			l.commitLog(job, files, false)
 			return fail(res.msg, res.fatal)
 		}
@@ -300,11 +309,16 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	return taskResult{idx: i, artifacts: arts, attempts: attempts}
 }
 
+// maxInnocentReruns bounds the attempts of a task run again because their process was killed
+// for another task's timeout.
+const maxInnocentReruns = 3
+
 // attemptResult is how one attempt ended: msg is "" on success, else why it failed; fatal
 // means the run cannot go on (cancelled, no plugin).
 type attemptResult struct {
 	msg       string
 	fatal     bool
+	innocent  bool // its process was killed for another task's timeout: it runs again
 	publish   map[string]string
 	artifacts bool    // the task made its artifact folder
 	att       Attempt // as recorded
@@ -378,12 +392,23 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	case err != nil && actx.Err() != nil:
 		// The task outlived its timeout. Its goroutine may ignore the context, so the process
 		// goes (the next attempt, and other tasks, get a new one).
+		l.watchMu.Lock()
+		l.killedFor[proc] = job
+		l.watchMu.Unlock()
 		proc.KillNow()
 		l.discard(proc)
 		why := fmt.Sprintf("timed out after %s", timeout)
 		l.appendOutput(files.log, outStart, why)
 		return attemptResult{msg: why}
 	case err != nil:
+		l.watchMu.Lock()
+		killer := l.killedFor[proc]
+		l.watchMu.Unlock()
+		if killer != nil && killer != job {
+			why := fmt.Sprintf("its process was killed when %s, which ran beside it, outlived its timeout", killer.Ref.Task)
+			l.appendOutput(files.log, outStart, why)
+			return attemptResult{msg: why, innocent: true}
+		}
 		why := l.crashCause(proc, err)
 		if !proc.Exited() { // alive but not answering: do not trust it with more tasks
 			proc.KillNow()

@@ -212,7 +212,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if firstErr == "" {
 			firstErr = fmt.Sprintf("%s failed: %s", n.ref.Task, res.err)
 		}
-		s.markUpstreamFailed(res.idx)
+		if status == Failed { // a cancelled run's tasks not started end CANCELLED, below
+			s.markUpstreamFailed(res.idx)
+		}
 		if res.fatal || ctx.Err() != nil {
 			stopped = true
 			s.halt()
@@ -318,9 +320,9 @@ func (s *scheduler) outsExist(ctx context.Context) ([]bool, error) {
 
 func (s *scheduler) status(i int) Status {
 	slot := s.nodes[i].slot
-	var st Status
-	s.r.update(func(rec *Record) { st = rec.Tasks[slot].Status })
-	return st
+	s.r.mu.Lock() // a read: no new version, nothing to report
+	defer s.r.mu.Unlock()
+	return s.r.rec.Tasks[slot].Status
 }
 
 func (s *scheduler) setTask(i int, f func(*TaskState)) {
