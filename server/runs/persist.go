@@ -1,0 +1,103 @@
+package runs
+
+import (
+	"bytes"
+	"context"
+	"time"
+
+	"nectar/targets"
+)
+
+// How a run's record and params reach the store, and what happens once the final record is
+// there: the run is remembered for the reads that follow and retired; a final record the
+// store refused is retried until it lands.
+
+// remember puts a run's stored final record in the record cache: status reads of a run this
+// server has just executed need no decode. The run no longer changes: its tasks are shared.
+// A big run's is left to its first reader: kept for every fan-in this server executes, they
+// would hold memory that few reads use (a read decodes it once, then it is cached).
+func (m *Manager) remember(r *Run) {
+	r.mu.Lock()
+	if len(r.rec.Tasks) > rememberTasks {
+		r.mu.Unlock()
+		return
+	}
+	rec := r.rec
+	rec.Previous = append([]PastRun(nil), r.rec.Previous...)
+	mt := r.meter
+	r.mu.Unlock()
+	if mt != nil {
+		m := mt.snapshot()
+		m.Samples = nil
+		rec.Metrics = &m
+	}
+	// Bounded: a POST of the key waits for this run to retire (Submit), a few seconds at most.
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	if info, err := m.cfg.Store.Stat(ctx, rec.Key+"/"+RecordName); err == nil {
+		m.records.put(rec.Key, info, rec)
+	}
+}
+
+// rememberTasks is the most tasks a run may have for remember to cache its record.
+const rememberTasks = 1000
+
+// retire removes a run whose record is stored: status queries now read the store.
+func (m *Manager) retire(r *Run) {
+	m.mu.Lock()
+	if m.active[r.rec.Key] == r {
+		delete(m.active, r.rec.Key)
+	}
+	m.mu.Unlock()
+	close(r.retired)
+}
+
+// persistLater retries the final record with backoff until it lands or the server stops; the
+// run stays answerable from memory until then.
+func (m *Manager) persistLater(r *Run, leased bool) {
+	defer m.wg.Done()
+	defer m.retire(r)
+	wait := time.Second
+	for {
+		select {
+		case <-m.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		if err := m.putRecord(context.Background(), r); err == nil {
+			r.changed()
+			if leased {
+				m.releaseLease(r)
+			}
+			return
+		}
+		wait = min(2*wait, 30*time.Second)
+	}
+}
+
+// putRecord stores the run's record as it is now.
+func (m *Manager) putRecord(ctx context.Context, r *Run) error {
+	key := r.Key() + "/" + RecordName
+	if v, ok := m.cfg.Store.(targets.Volatile); ok {
+		return v.WriteVolatile(key, r.encode)
+	}
+	var buf bytes.Buffer
+	if err := r.encode(&buf); err != nil {
+		return err
+	}
+	return m.cfg.Store.Put(ctx, key, &buf)
+}
+
+// PutParams stores key's params (the canonical JSON), as a run does when it starts.
+func (m *Manager) PutParams(ctx context.Context, key string, canon []byte) error {
+	return m.putMeta(ctx, key+"/"+ParamsName, canon)
+}
+
+// putMeta stores a small derived object (a record, params, metrics, a lease): atomically, and
+// without waiting for the disk where the store allows it (targets.Volatile).
+func (m *Manager) putMeta(ctx context.Context, key string, b []byte) error {
+	if v, ok := m.cfg.Store.(targets.Volatile); ok {
+		return v.PutVolatile(key, b)
+	}
+	return m.cfg.Store.Put(ctx, key, bytes.NewReader(b))
+}
