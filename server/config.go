@@ -61,6 +61,7 @@ type Config struct {
 	TaskDeliveries int           // NECTAR_TASK_DELIVERIES: deliveries of a task whose workers die, before it fails
 	TaskAckWait    time.Duration // NECTAR_TASK_ACK_WAIT: a worker silent this long loses its task
 	LeaseTTL       time.Duration // NECTAR_LEASE_TTL: a server silent this long loses its runs to another
+	WorkerWait     time.Duration // NECTAR_WORKER_WAIT: how long a run waits for a worker of its chain type
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
 	WorkerSlots    int           // NECTAR_WORKER_SLOTS: task messages a worker holds at once (each a batch of a run's tasks)
 	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
@@ -103,6 +104,7 @@ func Defaults() Config {
 		TaskDeliveries:  5,
 		TaskAckWait:     30 * time.Second,
 		LeaseTTL:        30 * time.Second,
+		WorkerWait:      2 * time.Minute,
 		Workers:         1,
 		Getenv:          os.Getenv,
 	}
@@ -294,6 +296,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	num("NECTAR_TASK_DELIVERIES", &c.TaskDeliveries, 1, 100)
 	dur("NECTAR_TASK_ACK_WAIT", &c.TaskAckWait, time.Second, time.Hour)
 	dur("NECTAR_LEASE_TTL", &c.LeaseTTL, time.Second, time.Hour)
+	dur("NECTAR_WORKER_WAIT", &c.WorkerWait, time.Second, 24*time.Hour)
 	num("NECTAR_WORKER_SLOTS", &c.WorkerSlots, 1, 100000)
 	if v := getenv("NECTAR_QUEUES"); v != "" {
 		for _, q := range strings.Split(v, ",") {

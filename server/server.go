@@ -219,6 +219,7 @@ func runsConfig(cfg Config, store targets.Store, launcher *host.Launcher, logger
 		WarmPlugins:     cfg.WarmPlugins,
 		TaskParallelism: cfg.TaskParallelism,
 		LeaseTTL:        cfg.LeaseTTL,
+		WorkerWait:      cfg.WorkerWait,
 		Logger:          logger,
 	}
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"nectar/server/queue"
 	"nectar/server/queue/natstest"
 	"nectar/server/runs"
 )
@@ -484,4 +486,70 @@ func TestAnAPIServerKilledMidRunIsTakenOver(t *testing.T) {
 		t.Errorf("%d workers were told to stop the dead run's tasks, want both", abandoned)
 	}
 	t.Logf("taken over and finished %s after the kill (lease 2s); %d of %d tasks were done before", time.Since(killed).Round(100*time.Millisecond), len(doneBefore), len(end.Tasks))
+}
+
+// With no worker of the chain type running (none started yet, or scaled to zero), a run's
+// graph request waits in the type's queue, pending where an autoscaler reads the consumer's
+// lag, and the first worker to start takes it; past NECTAR_WORKER_WAIT the run fails saying
+// so, and its request is gone from the queue.
+func TestARunWaitsInTheQueueForItsFirstWorker(t *testing.T) {
+	const wait = 6 * time.Second
+	c := startQueueCluster(t, 0, "NECTAR_WORKER_WAIT="+wait.String())
+	var url string
+	for _, e := range c.env {
+		if v, ok := strings.CutPrefix(e, "NECTAR_NATS_URL="); ok {
+			url = v
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	q, err := queue.Open(ctx, queue.Config{URL: url, Name: "test-observer"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	pendingIs := func(what string, want func(int) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			pending, _, err := q.Depth(ctx, "testchains")
+			if err == nil && want(pending) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("queue testchains: %d pending (%v), want %s", pending, err, what)
+			}
+		}
+	}
+	ts := &testServer{}
+
+	// Nobody comes: the run fails once the wait is over, naming the variable.
+	a := ts.do(t, "POST", c.base+"/api/chains/testchains/hello_chain/UpperTask?name=nobody")
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	pendingIs("the graph request pending", func(n int) bool { return n == 1 })
+	end := waitTask(t, ts, a.run.StatusURL, "the run to give up", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if *end.JobStatus != runs.Failed || end.Error == nil || !strings.Contains(*end.Error, "no worker with the plugin of chain type testchains took the run within "+wait.String()+" (NECTAR_WORKER_WAIT)") {
+		t.Fatalf("run ended %s (%v), want FAILED for want of a worker", *end.JobStatus, end.Error)
+	}
+	pendingIs("the request gone", func(n int) bool { return n == 0 })
+
+	// A worker comes: it takes the waiting request, and the run ends DONE.
+	b := ts.do(t, "POST", c.base+"/api/chains/testchains/hello_chain/UpperTask?name=zero")
+	if b.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", b.Code, b.Message)
+	}
+	pendingIs("the graph request pending", func(n int) bool { return n == 1 })
+	if st := ts.do(t, "GET", b.run.StatusURL); st.run.JobStatus == nil || st.run.JobStatus.Final() {
+		t.Fatalf("with no worker the run is %v, want it waiting", st.run.JobStatus)
+	}
+	c.addWorker(t)
+	end = waitTask(t, ts, b.run.StatusURL, "the run to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if *end.JobStatus != runs.Done {
+		t.Fatalf("run ended %s (%v), want DONE", *end.JobStatus, end.Error)
+	}
+	if out, err := os.ReadFile(filepath.Join(c.target, end.Key, runs.OutName)); err != nil || string(out) != "HELLO ZERO\n" {
+		t.Errorf("out = %q, %v", out, err)
+	}
+	pendingIs("nothing pending", func(n int) bool { return n == 0 })
 }

@@ -306,6 +306,11 @@ func (q *Queue) Publish(ctx context.Context, queue, run, id string, data []byte)
 	if limit := q.nc.MaxPayload() - headerMargin; int64(len(data)) > limit {
 		return 0, fmt.Errorf("queueing a task in %s: its message is %d bytes, over the NATS server's max_payload (%d, less %d for headers): raise max_payload in the cluster's configuration: %w", queue, len(data), limit+headerMargin, headerMargin, ErrTooBig)
 	}
+	// The queue's consumer exists before its first worker does: its lag is what an autoscaler
+	// reads to start that worker (made once per queue and process).
+	if _, err := q.consumer(ctx, queue); err != nil {
+		return 0, fmt.Errorf("queueing a task in %s: %w", queue, err)
+	}
 	ack, err := q.js.Publish(ctx, TaskSubject(queue, run), data, jetstream.WithMsgID(id))
 	if errors.Is(err, nats.ErrMaxPayload) {
 		return 0, fmt.Errorf("queueing a task in %s: %w: %w", queue, err, ErrTooBig)

@@ -14,7 +14,7 @@ import (
 // taskJob that JSON would carry is here; TestJobMsgCodecCoversEveryField checks it.
 
 // jobMsgVersion is the first byte of a task message; a worker refuses other versions.
-const jobMsgVersion = 1
+const jobMsgVersion = 2
 
 // encode appends m's binary form to b.
 func (m *jobMsg) encode(b []byte) []byte {
@@ -22,6 +22,7 @@ func (m *jobMsg) encode(b []byte) []byte {
 	e.str(m.Driver)
 	e.int(int64(m.Parallelism))
 	e.strs(m.RunConns)
+	e.str(string(m.Graph))
 	e.uint(uint64(len(m.Jobs)))
 	for i := range m.Jobs {
 		j := &m.Jobs[i]
@@ -55,6 +56,9 @@ func (m *jobMsg) decode(b []byte) error {
 	m.Driver = d.str()
 	m.Parallelism = int(d.int())
 	m.RunConns = d.strs()
+	if g := d.str(); g != "" {
+		m.Graph = []byte(g)
+	}
 	n := d.count()
 	if n > maxBatch { // no more than a driver sends: a corrupt count allocates nothing big
 		return fmt.Errorf("a task message of %d tasks, over %d", n, maxBatch)

@@ -59,6 +59,9 @@ type Config struct {
 	// (ErrGraphTooLarge), and the plugin stops expanding it there.
 	MaxTasks int
 	Logger   *slog.Logger
+	// WorkerWait is how long a run waits for a worker of its chain type to take its graph
+	// request when none listens (the queue path; default 2 minutes).
+	WorkerWait time.Duration
 	// LeaseTTL is how old a run lease may get before its holder counts as dead (default 30s).
 	LeaseTTL time.Duration
 	// FollowInterval is how often a server polls a run another server executes (default 250ms).
@@ -134,6 +137,9 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	if cfg.LeaseTTL <= 0 {
 		cfg.LeaseTTL = 30 * time.Second
+	}
+	if cfg.WorkerWait <= 0 {
+		cfg.WorkerWait = 2 * time.Minute
 	}
 	if cfg.MonitorInterval <= 0 {
 		cfg.MonitorInterval = time.Second
@@ -452,6 +458,9 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 
 	// A run that will wait for a slot does not hold a waiting process meanwhile.
 	pl := m.newPlanner(ctx, rec, len(m.slots) < cap(m.slots))
+	// A graph request that waits in the queue for a worker to start may wait minutes: the
+	// POST is answered then, and a graph refused later fails the run.
+	pl.waiting = func() { r.markPlanned(nil) }
 	defer pl.close()
 	leased, remote, status, errMsg, finish := m.lead(ctx, r, log, pl)
 	m.leavePending(r) // if it never got a slot

@@ -97,6 +97,7 @@ type planner struct {
 	ch      chan plannedRun
 	started bool
 	taken   bool
+	waiting func() // called when the graph request waits in the queue for a worker
 }
 
 func (m *Manager) newPlanner(ctx context.Context, rec Record, early bool) *planner {
@@ -124,7 +125,7 @@ func (pl *planner) start() {
 	pl.started = true
 	go func() {
 		if pl.m.cfg.Queue != nil {
-			pl.ch <- pl.m.graphRemote(pl.ctx, pl.rec)
+			pl.ch <- pl.m.graphRemote(pl.ctx, pl.rec, pl.waiting)
 			return
 		}
 		var p plannedRun

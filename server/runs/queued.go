@@ -270,8 +270,43 @@ func (rr *remoteRun) finish(res taskResult) {
 	}
 }
 
-// noWorkerPatience is how long a run waits for a worker that can build its graph.
-const noWorkerPatience = 30 * time.Second
+// graphThroughQueue sends a graph request as a message of the chain type's queue, for the
+// first worker of that type to take, and waits for its answer (up to Config.WorkerWait);
+// waiting is called once the request is queued. A request not answered is deleted, so no late
+// worker builds a graph for nobody.
+func (m *Manager) graphThroughQueue(ctx context.Context, rec Record, req []byte, waiting func()) ([]byte, error) {
+	nc, q := m.cfg.Queue.Conn(), m.cfg.Queue
+	inbox := nc.NewRespInbox()
+	sub, err := nc.SubscribeSync(inbox)
+	if err != nil {
+		return nil, err
+	}
+	defer sub.Unsubscribe()
+	msg := jobMsg{Driver: inbox, Graph: req}
+	seq, err := publishPatiently(ctx, q, rec.Type, rec.RunID, rec.RunID+".graph", msg.encode(nil))
+	if err != nil {
+		return nil, err
+	}
+	m.cfg.Logger.Info("queue: no worker of this chain type listens; the run's graph request waits in its queue", "run_id", rec.RunID, "queue", rec.Type)
+	if waiting != nil {
+		waiting()
+	}
+	wctx, cancel := context.WithTimeout(ctx, m.cfg.WorkerWait)
+	defer cancel()
+	b, err := gatherParts(wctx, sub, inbox)
+	if err != nil { // not answered (nobody came, or the run ended): nobody builds it later
+		dctx, dcancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer dcancel()
+		q.Delete(dctx, seq)
+	}
+	if err != nil && ctx.Err() == nil && wctx.Err() != nil {
+		return nil, noWorker{fmt.Errorf("no worker with the plugin of chain type %s took the run within %s (NECTAR_WORKER_WAIT): start one (nectar worker), or look at the autoscaler of queue %s", rec.Type, m.cfg.WorkerWait, rec.Type)}
+	}
+	return b, err
+}
+
+// noWorker is graphThroughQueue's error when no worker came: the run fails with its text.
+type noWorker struct{ error }
 
 // finishUntaken ends, as not started, the tasks waiting here that no worker has taken (their
 // messages were purged).
@@ -647,8 +682,8 @@ func (s *scheduler) endRemote(reuse bool) {
 }
 
 // graphRemote asks a worker with the chain type's plugin for rec's task graph.
-func (m *Manager) graphRemote(ctx context.Context, rec Record) plannedRun {
-	ctx, cancel := context.WithTimeout(ctx, graphTimeout)
+func (m *Manager) graphRemote(ctx context.Context, rec Record, waiting func()) plannedRun {
+	ctx, cancel := context.WithTimeout(ctx, m.cfg.WorkerWait+graphTimeout)
 	defer cancel()
 	greq := plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks}
 	if w := m.localWorker(rec.Type, ""); w != nil {
@@ -656,24 +691,17 @@ func (m *Manager) graphRemote(ctx context.Context, rec Record) plannedRun {
 		return w.graph(ctx, rec.RunID, rec.Type, &greq)
 	}
 	req, _ := json.Marshal(graphRequest{Run: rec.RunID, Req: greq})
-	// No worker with the plugin yet (they are starting, or scaling up): wait a while for one.
-	var b []byte
-	var err error
-	for deadline := time.Now().Add(noWorkerPatience); ; {
-		b, err = requestParts(ctx, m.cfg.Queue.Conn(), graphSubjectPrefix+rec.Type, req)
-		if !errors.Is(err, nats.ErrNoResponders) || time.Now().After(deadline) {
-			break
-		}
-		select {
-		case <-time.After(250 * time.Millisecond):
-		case <-ctx.Done():
-			return plannedRun{graphErr: ctx.Err()}
-		}
+	b, err := requestParts(ctx, m.cfg.Queue.Conn(), graphSubjectPrefix+rec.Type, req)
+	if errors.Is(err, nats.ErrNoResponders) {
+		// No worker with the plugin listens (none started yet, or scaled to zero): the
+		// request waits in the stream for the first one.
+		b, err = m.graphThroughQueue(ctx, rec, req, waiting)
 	}
-	switch {
-	case errors.Is(err, nats.ErrNoResponders):
-		return plannedRun{takeErr: fmt.Errorf("no worker with the plugin of chain type %s answered for %s: start one (nectar worker)", rec.Type, noWorkerPatience)}
-	case err != nil:
+	var nw noWorker
+	if errors.As(err, &nw) {
+		return plannedRun{takeErr: nw.error}
+	}
+	if err != nil {
 		return plannedRun{graphErr: err}
 	}
 	var ans graphAnswer

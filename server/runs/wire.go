@@ -37,12 +37,16 @@ func workerEndSubject(id string) string { return "nectar.worker." + id + ".end" 
 // binary form of codec.go).
 type jobMsg struct {
 	Jobs        []taskJob
-	Driver      string // the subject of the server driving the run
+	Driver      string // the subject of the server driving the run (a graph request: its inbox)
 	Parallelism int
 	RunConns    []string // every connection the run declares
+	// Graph is a graph request (a graphRequest's JSON) instead of tasks: sent through the
+	// stream when no worker of the chain type listens, so that it waits for the first one to
+	// start (and an autoscaler sees it pending, as it sees tasks).
+	Graph []byte
 }
 
-// run is the run of the message's tasks.
+// run is the run of the message's tasks (not of a graph request).
 func (m *jobMsg) run() string { return m.Jobs[0].Run }
 
 // each calls f for every task of the message, side by side, and returns when all returned.
@@ -121,11 +125,11 @@ const (
 )
 
 // respondParts answers m with b, in parts if it is big.
-func respondParts(nc *nats.Conn, m *nats.Msg, b []byte) error {
+func respondParts(nc *nats.Conn, subject string, b []byte) error {
 	n := max(1, (len(b)+partSize-1)/partSize)
 	for i := range n {
 		part := b[min(i*partSize, len(b)):min((i+1)*partSize, len(b))]
-		msg := &nats.Msg{Subject: m.Reply, Data: part}
+		msg := &nats.Msg{Subject: subject, Data: part}
 		if i == 0 {
 			msg.Header = nats.Header{partHeader: []string{strconv.Itoa(n)}}
 		}
@@ -147,6 +151,11 @@ func requestParts(ctx context.Context, nc *nats.Conn, subject string, data []byt
 	if err := nc.PublishRequest(subject, inbox, data); err != nil {
 		return nil, err
 	}
+	return gatherParts(ctx, sub, subject)
+}
+
+// gatherParts reads an answer sent by respondParts to sub's subject.
+func gatherParts(ctx context.Context, sub *nats.Subscription, subject string) ([]byte, error) {
 	first, err := sub.NextMsgWithContext(ctx)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"sync"
 	"time"
 
@@ -192,7 +193,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	}
 	var msg jobMsg
 	err := msg.decode(d.Data)
-	if err == nil && len(msg.Jobs) == 0 {
+	if err == nil && len(msg.Jobs) == 0 && len(msg.Graph) == 0 {
 		w.log.Error("worker: a task message with no task; dropped", "queue", d.Queue, "seq", d.Seq)
 		d.Ack()
 		return
@@ -218,6 +219,11 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 			}
 		}
 	}()
+	if len(msg.Graph) > 0 { // a run's graph, asked for while no worker of its type listened
+		w.answerGraph(d.Queue, msg.Driver, msg.Graph)
+		d.Ack()
+		return
+	}
 	for k := range msg.Jobs {
 		msg.Jobs[k].Delivery, msg.Jobs[k].Seq = d.Attempt, d.Seq
 	}
@@ -462,10 +468,18 @@ func (w *Worker) isAbandoned(run string) bool {
 
 // onGraph answers a run's graph request from another process.
 func (w *Worker) onGraph(typ string, msg *nats.Msg) {
+	w.answerGraph(typ, msg.Reply, msg.Data)
+}
+
+// answerGraph builds the graph that request (a graphRequest) asks for, and sends the answer to
+// subject.
+func (w *Worker) answerGraph(typ, subject string, request []byte) {
 	var gr graphRequest
 	ans := graphAnswer{Worker: w.id}
-	if err := json.Unmarshal(msg.Data, &gr); err != nil {
+	if err := json.Unmarshal(request, &gr); err != nil {
 		ans.GraphErr = "a malformed graph request"
+	} else if !slices.Contains(w.cfg.Types, typ) {
+		ans.TakeErr = fmt.Sprintf("worker %s has no plugin of chain type %s", w.id, typ)
 	} else {
 		ctx, cancel := context.WithTimeout(w.ctx, graphTimeout)
 		p := w.graph(ctx, gr.Run, typ, &gr.Req)
@@ -480,7 +494,7 @@ func (w *Worker) onGraph(typ string, msg *nats.Msg) {
 		}
 	}
 	b, _ := json.Marshal(ans)
-	if err := respondParts(w.q.Conn(), msg, b); err != nil {
+	if err := respondParts(w.q.Conn(), subject, b); err != nil {
 		w.log.Warn("answering a graph request", "err", err)
 	}
 }
