@@ -64,6 +64,7 @@ type Config struct {
 	WorkerWait     time.Duration // NECTAR_WORKER_WAIT: how long a run waits for a worker of its chain type
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
 	WorkerSlots    int           // NECTAR_WORKER_SLOTS: task messages a worker holds at once (each a batch of a run's tasks)
+	WorkerBeat     time.Duration // NECTAR_WORKER_HEARTBEAT: how often a worker writes its entry (lost after 3 missed)
 	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
@@ -105,6 +106,7 @@ func Defaults() Config {
 		TaskAckWait:     30 * time.Second,
 		LeaseTTL:        30 * time.Second,
 		WorkerWait:      2 * time.Minute,
+		WorkerBeat:      5 * time.Second,
 		Workers:         1,
 		Getenv:          os.Getenv,
 	}
@@ -298,6 +300,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("NECTAR_LEASE_TTL", &c.LeaseTTL, time.Second, time.Hour)
 	dur("NECTAR_WORKER_WAIT", &c.WorkerWait, time.Second, 24*time.Hour)
 	num("NECTAR_WORKER_SLOTS", &c.WorkerSlots, 1, 100000)
+	dur("NECTAR_WORKER_HEARTBEAT", &c.WorkerBeat, 100*time.Millisecond, time.Hour)
 	if v := getenv("NECTAR_QUEUES"); v != "" {
 		for _, q := range strings.Split(v, ",") {
 			q = strings.TrimSpace(q)

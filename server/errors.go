@@ -15,6 +15,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"nectar/chains/params"
+	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/server/ui"
@@ -55,6 +56,9 @@ var errorTable = []struct {
 	{target: ErrUnknownRun, code: http.StatusNotFound},
 	{target: ErrNoSchedule, code: http.StatusNotFound},
 	{target: ErrHistoryOff, code: http.StatusNotFound},
+	{target: ErrNoWorkers, code: http.StatusNotFound},
+	{target: queue.ErrNoWorker, code: http.StatusNotFound},
+	{target: runs.ErrWorkerLost, code: http.StatusConflict},
 	{target: targets.ErrNotExist, code: http.StatusNotFound},
 	{target: echo.ErrNotFound, code: http.StatusNotFound}, // no route: errorHandler names the path
 	{target: echo.ErrMethodNotAllowed, code: http.StatusMethodNotAllowed, public: "this endpoint does not take that method"},

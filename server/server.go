@@ -453,6 +453,8 @@ func (s *Server) routes() *echo.Echo {
 	api.POST("/schedules/:type/:chain/:task/pause", s.pauseSchedule(true), auth)
 	api.POST("/schedules/:type/:chain/:task/resume", s.pauseSchedule(false), auth)
 	api.POST("/schedules/:type/:chain/:task/backfill", s.backfill, auth)
+	api.GET("/workers", s.listWorkers)
+	api.POST("/workers/:id/drain", s.drainWorker, auth)
 	api.GET("/runs", s.listRuns)
 	api.GET("/runs/:run_id", s.getRun)
 	api.GET("/chainstatus", s.status)

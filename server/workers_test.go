@@ -3,12 +3,15 @@ package server
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -120,6 +123,20 @@ func (c *queueCluster) addWorker(t *testing.T, args ...string) *exec.Cmd {
 	return cmd
 }
 
+// sleepOnAWorker POSTs a SleepTask of duration and waits until a worker runs it; it returns
+// the POST's answer and that worker's id.
+func (c *queueCluster) sleepOnAWorker(t *testing.T, ts *testServer, duration string) (answer, string) {
+	t.Helper()
+	a := ts.do(t, "POST", c.base+"/api/chains/testchains/faults_chain/SleepTask?duration="+duration)
+	if a.Code != http.StatusAccepted {
+		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	}
+	st := waitTask(t, ts, a.run.StatusURL, "a worker to run the task", func(r runDataView) bool {
+		return len(r.Tasks) == 1 && r.Tasks[0].Status == runs.Running && r.Tasks[0].Worker != ""
+	})
+	return a, st.Tasks[0].Worker
+}
+
 // workerPID is the pid in a worker id (<host>-<pid>-<random>).
 func workerPID(t *testing.T, id string) int {
 	t.Helper()
@@ -153,14 +170,7 @@ func waitTask(t *testing.T, ts *testServer, statusURL string, what string, ok fu
 func TestAWorkerKilledMidTaskLosesNothing(t *testing.T) {
 	c := startQueueCluster(t, 2, "NECTAR_TASK_ACK_WAIT=2s")
 	ts := &testServer{}
-	a := ts.do(t, "POST", c.base+"/api/chains/testchains/faults_chain/SleepTask?duration=3s")
-	if a.Code != http.StatusAccepted {
-		t.Fatalf("POST = %d %s", a.Code, a.Message)
-	}
-	st := waitTask(t, ts, a.run.StatusURL, "a worker to run the task", func(r runDataView) bool {
-		return len(r.Tasks) == 1 && r.Tasks[0].Status == runs.Running && r.Tasks[0].Worker != ""
-	})
-	first := st.Tasks[0].Worker
+	a, first := c.sleepOnAWorker(t, ts, "3s")
 	pid := workerPID(t, first)
 	if c.workers[pid] == nil {
 		t.Fatalf("task held by %s, which is none of the workers started", first)
@@ -552,4 +562,125 @@ func TestARunWaitsInTheQueueForItsFirstWorker(t *testing.T) {
 		t.Errorf("out = %q, %v", out, err)
 	}
 	pendingIs("nothing pending", func(n int) bool { return n == 0 })
+}
+
+// getWorkers is GET /api/workers on the cluster's API server.
+func (c *queueCluster) getWorkers(t *testing.T) map[string]runs.WorkerInfo {
+	t.Helper()
+	resp, err := http.Get(c.base + "/api/workers")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var env struct {
+		Data struct {
+			Workers []runs.WorkerInfo `json:"workers"`
+		} `json:"data"`
+	}
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET /api/workers = %d %s; the API server's log:\n%s", resp.StatusCode, b, c.logs)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
+		t.Fatalf("GET /api/workers: %v", err)
+	}
+	out := map[string]runs.WorkerInfo{}
+	for _, w := range env.Data.Workers {
+		out[w.ID] = w
+	}
+	return out
+}
+
+// workerOf waits until GET /api/workers lists the worker with pid, and ok holds of it.
+func (c *queueCluster) workerOf(t *testing.T, pid int, what string, ok func(runs.WorkerInfo) bool) runs.WorkerInfo {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		for _, w := range c.getWorkers(t) {
+			if w.PID == pid && ok(w) {
+				return w
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("worker %d: still not %s; workers: %+v", pid, what, c.getWorkers(t))
+		}
+	}
+}
+
+// The worker monitor: workers are listed with their queues and live counts; a drained worker
+// finishes its task and takes no new one; a SIGKILLed one is shown lost within three missed
+// heartbeats, and cannot be drained.
+func TestWorkersAreListedDrainedAndLost(t *testing.T) {
+	c := startQueueCluster(t, 0, "NECTAR_WORKER_HEARTBEAT=1s")
+	gpuOnly := c.addWorker(t, "--queues", "testchains")
+	other := c.addWorker(t)
+	a := c.workerOf(t, gpuOnly.Process.Pid, "running", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerRunning })
+	b := c.workerOf(t, other.Process.Pid, "running", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerRunning })
+	if strings.Join(a.Queues, ",") != "testchains" || !slices.Contains(b.Queues, "gpu") || !slices.Contains(b.Queues, "testchains") {
+		t.Errorf("queues %v and %v; want [testchains], and every queue (gpu among them)", a.Queues, b.Queues)
+	}
+	if a.Version == "" || a.Host == "" || a.RSSBytes == 0 || a.StartedAt.IsZero() {
+		t.Errorf("worker entry %+v: want its version, host, RSS and start", a)
+	}
+
+	ts := &testServer{}
+	slow, busy := c.sleepOnAWorker(t, ts, "2s")
+	idle := a.ID
+	if busy == a.ID {
+		idle = b.ID
+	}
+	busyPID := workerPID(t, busy)
+	c.workerOf(t, busyPID, "running one task", func(w runs.WorkerInfo) bool { return w.Running == 1 })
+
+	// Drain the busy worker: its task finishes there, the next goes to the other.
+	resp, err := http.Post(c.base+"/api/workers/"+busy+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusAccepted {
+		t.Fatalf("drain = %d, want 202", resp.StatusCode)
+	}
+	end := waitTask(t, ts, slow.run.StatusURL, "the task to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if *end.JobStatus != runs.Done || end.Tasks[0].Worker != busy {
+		t.Fatalf("the drained worker's task ended %s on %s; want DONE on %s", *end.JobStatus, end.Tasks[0].Worker, busy)
+	}
+	c.workerOf(t, busyPID, "drained, with one task done", func(w runs.WorkerInfo) bool {
+		return w.State == runs.WorkerDrained && w.Done == 1 && w.Running == 0
+	})
+	for i := range 4 {
+		next := ts.do(t, "POST", c.base+fmt.Sprintf("/api/chains/testchains/hello_chain/HelloTask?name=after-drain-%d&wait=30s", i))
+		if next.Code != http.StatusOK || next.run.Tasks[0].Worker != idle {
+			t.Fatalf("after the drain: %d, on %q; want DONE on the other worker %s", next.Code, next.run.Tasks[0].Worker, idle)
+		}
+	}
+	if w := c.getWorkers(t)[busy]; w.Done != 1 || w.State != runs.WorkerDrained {
+		t.Errorf("the drained worker: %s with %d done; want drained with its one task", w.State, w.Done)
+	}
+	c.workerOf(t, workerPID(t, idle), "4 tasks done", func(w runs.WorkerInfo) bool { return w.Done == 4 })
+
+	// SIGKILL the other: lost within three missed heartbeats, and not drainable.
+	killed := time.Now()
+	if err := syscall.Kill(workerPID(t, idle), syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	c.workerOf(t, workerPID(t, idle), "lost", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerLost })
+	if took := time.Since(killed); took > 10*time.Second {
+		t.Errorf("shown lost %s after the kill; want within a few heartbeats (1s each)", took)
+	}
+	resp, err = http.Post(c.base+"/api/workers/"+idle+"/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusConflict {
+		t.Errorf("drain of a lost worker = %d, want 409", resp.StatusCode)
+	}
+	resp, err = http.Post(c.base+"/api/workers/no-such-worker/drain", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound {
+		t.Errorf("drain of an unknown worker = %d, want 404", resp.StatusCode)
+	}
 }

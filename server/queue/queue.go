@@ -87,6 +87,7 @@ type Queue struct {
 
 	mu        sync.Mutex
 	consumers map[string]jetstream.Consumer
+	registry  *Registry
 }
 
 // CheckName reports whether name can be a queue's name, and if not, why: the rule tasks

@@ -144,10 +144,8 @@ func (m *Manager) localWorker(typ, id string) *Worker {
 			}
 			continue
 		}
-		for _, t := range w.cfg.Types {
-			if t == typ {
-				return w
-			}
+		if w.taking() && slices.Contains(w.cfg.Types, typ) {
+			return w
 		}
 	}
 	return nil

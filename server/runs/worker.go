@@ -9,9 +9,11 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
+	"github.com/shirou/gopsutil/v4/process"
 
 	"nectar/plugins"
 	"nectar/server/queue"
@@ -44,6 +46,22 @@ type Worker struct {
 	// first task (warm, and no second trip to the pool) in case it comes to this worker.
 	reserved map[string]*spare
 	subs     []*nats.Subscription
+	graphs   []*nats.Subscription // graph requests: a draining worker answers none
+
+	// The worker monitor (workerinfo.go).
+	registry               *queue.Registry
+	version                string
+	started                time.Time
+	state                  string // WorkerRunning, ... (guarded by mu)
+	doneTasks, failedTasks atomic.Int64
+	self                   *process.Process
+	beatMu                 sync.Mutex
+	lastCPU                float64   // guarded by beatMu
+	lastBeat               time.Time // guarded by beatMu
+	beatStop, beatDone     chan struct{}
+	stopBeat               sync.Once
+	reapCtx                context.Context // reapLanes: until Stop (a drain does not end it)
+	stopReap               context.CancelFunc
 }
 
 // WorkerConfig sets up a worker.
@@ -51,6 +69,8 @@ type WorkerConfig struct {
 	Queues []string // the queues it takes tasks from
 	Types  []string // the chain types whose graphs it answers for (it has their plugins)
 	Slots  int      // task messages in its hands at once (each a batch of a run's tasks)
+	// Heartbeat is how often it writes its entry in the workers bucket (default 5s).
+	Heartbeat time.Duration
 }
 
 // workerLane is a run's lane on this worker, with what it reports to the run's driver.
@@ -80,6 +100,9 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 	if cfg.Slots < 1 {
 		cfg.Slots = 1
 	}
+	if cfg.Heartbeat <= 0 {
+		cfg.Heartbeat = 5 * time.Second
+	}
 	for _, name := range cfg.Queues {
 		if err := queue.CheckName(name); err != nil {
 			return nil, err
@@ -88,7 +111,9 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 	// Its own context: a server shutting down first lets its runs end, which needs the workers.
 	ctx, stop := context.WithCancel(context.Background())
 	w := &Worker{m: m, q: q, id: m.workerID(), cfg: cfg, ctx: ctx, stop: stop, done: make(chan struct{}),
-		lanes: map[string]*workerLane{}, stopped: map[string]time.Time{}, abandoned: map[string]time.Time{}, reserved: map[string]*spare{}}
+		lanes: map[string]*workerLane{}, stopped: map[string]time.Time{}, abandoned: map[string]time.Time{}, reserved: map[string]*spare{},
+		state: WorkerRunning, beatStop: make(chan struct{}), beatDone: make(chan struct{})}
+	w.reapCtx, w.stopReap = context.WithCancel(context.Background())
 	w.log = m.cfg.Logger.With("worker", w.id)
 	nc := q.Conn()
 	sub, err := nc.Subscribe(controlSubject, w.onControl)
@@ -103,6 +128,12 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 		return nil, err
 	}
 	w.subs = append(w.subs, sub)
+	if sub, err = nc.Subscribe(workerDrainSubject(w.id), w.onDrain); err != nil {
+		w.unsubscribe()
+		stop()
+		return nil, err
+	}
+	w.subs = append(w.subs, sub)
 	for _, typ := range cfg.Types {
 		sub, err := nc.QueueSubscribe(graphSubjectPrefix+typ, workerGroup, func(msg *nats.Msg) { go w.onGraph(typ, msg) })
 		if err != nil {
@@ -110,7 +141,7 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 			stop()
 			return nil, err
 		}
-		w.subs = append(w.subs, sub)
+		w.graphs = append(w.graphs, sub)
 	}
 	// The subscriptions above are in place before any server hears of this worker.
 	if err := nc.Flush(); err != nil {
@@ -118,11 +149,18 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 		stop()
 		return nil, err
 	}
+	if err := w.openRegistry(ctx); err != nil {
+		w.unsubscribe()
+		stop()
+		close(w.beatDone)
+		return nil, err
+	}
 	go func() {
 		defer close(w.done)
-		go w.reapLanes(ctx)
+		go w.reapLanes(w.reapCtx) // a drained worker still ends the lanes left idle
 		if err := q.Consume(ctx, cfg.Queues, cfg.Slots, func(d *queue.Delivery) { w.handle(ctx, d) }); err != nil {
 			w.log.Error("worker: the task queue failed; this worker takes no more tasks", "err", err)
+			w.beat(context.Background(), WorkerStopped)
 		}
 	}()
 	m.mu.Lock()
@@ -155,6 +193,18 @@ func (w *Worker) unsubscribe() {
 	for _, s := range w.subs {
 		s.Unsubscribe()
 	}
+	w.unsubscribeGraphs()
+}
+
+// unsubscribeGraphs stops answering graph requests.
+func (w *Worker) unsubscribeGraphs() {
+	w.mu.Lock()
+	graphs := w.graphs
+	w.graphs = nil
+	w.mu.Unlock()
+	for _, s := range graphs {
+		s.Unsubscribe()
+	}
 }
 
 // Stop takes no more tasks, waits for those in hand, and ends every lane.
@@ -167,6 +217,7 @@ func (w *Worker) Stop() {
 		}
 	}
 	w.m.mu.Unlock()
+	w.beat(context.Background(), WorkerDraining) // it finishes what it holds, then stops
 	w.unsubscribe()
 	w.stop()
 	<-w.done
@@ -182,6 +233,10 @@ func (w *Worker) Stop() {
 		w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Lane: wl.id, Metrics: lm})
 	}
 	w.bg.Wait()
+	w.stopReap()
+	w.stopBeat.Do(func() { close(w.beatStop) })
+	<-w.beatDone
+	w.beat(context.Background(), WorkerStopped)
 }
 
 // handle executes the tasks of one message side by side in their run's lane, with in-progress
@@ -265,6 +320,12 @@ func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 	}
 	w.took(msg, job, false)
 	res := wl.execute(wl.ctx, job)
+	switch {
+	case res.err == "" && !res.notStarted:
+		w.doneTasks.Add(1)
+	case res.err != "":
+		w.failedTasks.Add(1)
+	}
 	w.report(msg, job, res)
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
@@ -481,7 +542,8 @@ func (w *Worker) answerGraph(typ, subject string, request []byte) {
 	} else if !slices.Contains(w.cfg.Types, typ) {
 		ans.TakeErr = fmt.Sprintf("worker %s has no plugin of chain type %s", w.id, typ)
 	} else {
-		ctx, cancel := context.WithTimeout(w.ctx, graphTimeout)
+		// Not the worker's context: a graph asked for before a drain is answered.
+		ctx, cancel := context.WithTimeout(context.Background(), graphTimeout)
 		p := w.graph(ctx, gr.Run, typ, &gr.Req)
 		cancel()
 		switch {

@@ -1,0 +1,88 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// WorkersBucket is the JetStream key-value bucket where workers say who they are and what
+// they do, one key per worker, rewritten at each heartbeat (what Flower showed of Celery).
+const WorkersBucket = "NECTAR_WORKERS"
+
+// workerEntryAge is how long an entry outlives its worker's last heartbeat: a worker that
+// vanished is listed (lost) for that long, then forgotten.
+const workerEntryAge = 24 * time.Hour
+
+// ErrNoWorker is a worker id the registry does not hold.
+var ErrNoWorker = errors.New("no such worker")
+
+// Registry is the workers bucket.
+type Registry struct{ kv jetstream.KeyValue }
+
+// Registry opens the workers bucket, making it on first use.
+func (q *Queue) Registry(ctx context.Context) (*Registry, error) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.registry != nil {
+		return q.registry, nil
+	}
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      WorkersBucket,
+		Description: "Nectar workers: who they are, what they serve and do, when last heard of",
+		History:     1,
+		TTL:         workerEntryAge,
+		Replicas:    q.cfg.Replicas,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("opening the JetStream bucket %s: %w", WorkersBucket, err)
+	}
+	q.registry = &Registry{kv: kv}
+	return q.registry, nil
+}
+
+// Put stores worker id's entry.
+func (r *Registry) Put(ctx context.Context, id string, entry []byte) error {
+	_, err := r.kv.Put(ctx, id, entry)
+	return err
+}
+
+// Entry is a worker's entry, and when the cluster stored it (one clock for every worker: a
+// worker host's own clock may be off).
+type Entry struct {
+	Value   []byte
+	Written time.Time
+}
+
+// Get is worker id's entry.
+func (r *Registry) Get(ctx context.Context, id string) (Entry, error) {
+	e, err := r.kv.Get(ctx, id)
+	if errors.Is(err, jetstream.ErrKeyNotFound) || errors.Is(err, jetstream.ErrInvalidKey) {
+		return Entry{}, fmt.Errorf("worker %q: %w", id, ErrNoWorker)
+	}
+	if err != nil {
+		return Entry{}, err
+	}
+	return Entry{Value: e.Value(), Written: e.Created()}, nil
+}
+
+// All is every worker's entry.
+func (r *Registry) All(ctx context.Context) ([]Entry, error) {
+	ids, err := r.kv.Keys(ctx)
+	if errors.Is(err, jetstream.ErrNoKeysFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []Entry
+	for _, id := range ids {
+		if e, err := r.Get(ctx, id); err == nil {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,55 @@
+package server
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/server/runs"
+)
+
+// ErrNoWorkers answers the workers endpoints of a server that dispatches tasks itself.
+var ErrNoWorkers = errors.New("no workers")
+
+// workersData is GET /api/workers: every worker the registry holds, and how many are in
+// each state.
+type workersData struct {
+	Workers []runs.WorkerInfo `json:"workers"`
+	States  map[string]int    `json:"states"`
+}
+
+func (s *Server) listWorkers(c echo.Context) error {
+	if s.queue == nil {
+		return s.noWorkers()
+	}
+	ws, err := s.runs.Workers(c.Request().Context())
+	if err != nil {
+		return fmt.Errorf("listing the workers: %w", err) // logged with the request id
+	}
+	d := workersData{Workers: ws, States: map[string]int{}}
+	for _, w := range ws {
+		d.States[w.State]++
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d workers", len(ws)), d)
+}
+
+// drainWorker asks a worker to take no new task and finish those in hand (as SIGTERM does,
+// but the process stays, listed drained).
+func (s *Server) drainWorker(c echo.Context) error {
+	if s.queue == nil {
+		return s.noWorkers()
+	}
+	id := c.Param("id")
+	w, err := s.runs.DrainWorker(c.Request().Context(), id)
+	if err != nil {
+		return err
+	}
+	s.log.Info("worker drain asked", "worker", id, "by", c.RealIP())
+	return respond(c, http.StatusAccepted, "worker "+id+" is "+w.State, w)
+}
+
+func (s *Server) noWorkers() error {
+	return newError(ErrNoWorkers, "this server dispatches tasks itself (NECTAR_DISPATCH=direct): workers exist with NECTAR_DISPATCH=queue")
+}
