@@ -457,10 +457,9 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	log := m.cfg.Logger.With("key", rec.Key, "run_id", rec.RunID)
 
 	// A run that will wait for a slot does not hold a waiting process meanwhile.
-	pl := m.newPlanner(ctx, rec, len(m.slots) < cap(m.slots))
 	// A graph request that waits in the queue for a worker to start may wait minutes: the
 	// POST is answered then, and a graph refused later fails the run.
-	pl.waiting = func() { r.markPlanned(nil) }
+	pl := m.newPlanner(ctx, rec, len(m.slots) < cap(m.slots), func() { r.markPlanned(nil) })
 	defer pl.close()
 	leased, remote, status, errMsg, finish := m.lead(ctx, r, log, pl)
 	m.leavePending(r) // if it never got a slot

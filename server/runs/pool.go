@@ -100,9 +100,9 @@ type planner struct {
 	waiting func() // called when the graph request waits in the queue for a worker
 }
 
-func (m *Manager) newPlanner(ctx context.Context, rec Record, early bool) *planner {
+func (m *Manager) newPlanner(ctx context.Context, rec Record, early bool, waiting func()) *planner {
 	pctx, cancel := context.WithCancel(ctx)
-	pl := &planner{m: m, rec: rec, parent: ctx, ctx: pctx, cancel: cancel, ch: make(chan plannedRun, 1)}
+	pl := &planner{m: m, rec: rec, parent: ctx, ctx: pctx, cancel: cancel, ch: make(chan plannedRun, 1), waiting: waiting}
 	if !early {
 		return pl
 	}
