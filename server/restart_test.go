@@ -1,9 +1,7 @@
 package server
 
 import (
-	"bytes"
 	"fmt"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -21,29 +19,8 @@ import (
 // test's cleanup SIGKILLs it.
 func startBinary(t *testing.T, target string, env ...string) (base string, cmd *exec.Cmd) {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	cmd = exec.Command(filepath.Join(pluginDir, "nectar"), "serve")
-	cmd.Env = append(append(os.Environ(), "NECTAR_ADDR="+addr, "NECTAR_TARGET="+target, "NECTAR_PLUGIN_DIR="+pluginDir, "NECTAR_LOG_LEVEL=warn"), env...)
-	var logs bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &logs, &logs
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	base = "http://" + addr
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if resp, err := http.Get(base + "/healthz"); err == nil {
-			resp.Body.Close()
-			return base, cmd
-		}
-	}
-	t.Fatalf("nectar did not start:\n%s", logs.String())
-	return "", nil
+	base, _, cmd = serveProcess(t, target, nil, env...)
+	return base, cmd
 }
 
 // kill -9 of the server mid-run: its plugin dies with it, no out appears, the restarted server

@@ -87,9 +87,9 @@ func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
 	return c
 }
 
-// addServer starts an API server that runs no tasks (nectar serve --workers 0) and waits until
-// it answers.
-func (c *queueCluster) addServer(t *testing.T) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
+// serveProcess runs `nectar serve args...` on a free port of loopback and waits until it
+// answers; its cleanup SIGKILLs it.
+func serveProcess(t *testing.T, target string, args []string, env ...string) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,17 +97,23 @@ func (c *queueCluster) addServer(t *testing.T) (base string, logs *lockedBuffer,
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cmd, logs = startProcess(t, c.target, []string{"serve", "--workers", "0"}, append(c.env, "NECTAR_ADDR="+addr)...)
+	cmd, logs = startProcess(t, target, append([]string{"serve"}, args...), slices.Concat(env, []string{"NECTAR_ADDR=" + addr})...)
 	base = "http://" + addr
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if resp, err := http.Get(base + "/healthz"); err == nil {
 			resp.Body.Close()
 			return base, logs, cmd
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("nectar serve --workers 0 did not start:\n%s", logs)
+			t.Fatalf("nectar serve %v did not start:\n%s", args, logs)
 		}
 	}
+}
+
+// addServer starts an API server that runs no tasks (nectar serve --workers 0).
+func (c *queueCluster) addServer(t *testing.T) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
+	t.Helper()
+	return serveProcess(t, c.target, []string{"--workers", "0"}, c.env...)
 }
 
 // addWorker starts a worker (nectar worker args...) and waits until it takes tasks.
@@ -266,29 +272,13 @@ func TestServersAndWorkersOnANATSClusterAndMinIO(t *testing.T) {
 	env := []string{"NECTAR_DISPATCH=queue", "NECTAR_NATS_URL=" + nats.URL(), "NECTAR_NATS_REPLICAS=3", "NECTAR_TASK_ACK_WAIT=2s",
 		"MINIO_ACCESS_KEY=" + minioSrv.AccessKey, "MINIO_SECRET_KEY=" + minioSrv.SecretKey,
 		"NECTAR_SIGNING_KEY=" + strings.Repeat("ab", 32), "NECTAR_DATABASE_URL=off"}
+	c := &queueCluster{target: target, env: append(env, "NECTAR_LOG_LEVEL=info"), workers: map[int]*exec.Cmd{}, workerLogs: map[int]*lockedBuffer{}}
 	var bases []string
 	var serverLogs []*lockedBuffer
 	for range 2 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		addr := ln.Addr().String()
-		ln.Close()
-		_, logs := startProcess(t, target, []string{"serve", "--workers", "0"}, append(env, "NECTAR_ADDR="+addr, "NECTAR_LOG_LEVEL=info")...)
-		base := "http://" + addr
-		for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-			if resp, err := http.Get(base + "/healthz"); err == nil {
-				resp.Body.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("API server did not start:\n%s", logs)
-			}
-		}
+		base, logs, _ := c.addServer(t)
 		bases, serverLogs = append(bases, base), append(serverLogs, logs)
 	}
-	c := &queueCluster{target: target, env: env, workers: map[int]*exec.Cmd{}, workerLogs: map[int]*lockedBuffer{}}
 	for range 3 {
 		c.addWorker(t)
 	}

@@ -100,8 +100,6 @@ type taskJob struct {
 	Send     int    `json:"send,omitempty"`
 	Delivery int    `json:"-"`
 	Seq      uint64 `json:"-"` // its message's stream sequence (set by the worker)
-	// Alone: the driver publishes it in a message of its own (it is sent again).
-	Alone bool `json:"-"`
 }
 
 // queue is the queue the task goes to: the one it names, or its chain type's.

@@ -342,7 +342,6 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 		if !again || sends >= maxSends {
 			return res
 		}
-		job.Alone = true // sent again: in a message of its own
 		s.log.Info("queue: publishing a task again", "task", job.Ref.Task, "index", i, "why", res.err)
 		s.setTask(i, func(t *TaskState) {
 			closeLostAttempt(t, "sent again: "+cmp.Or(res.err, "its worker stopped before it started"))
@@ -475,7 +474,7 @@ const maxBatch = 32
 // a run that are ready at the same moment (the leaves of a fan-in, the tasks a batch of
 // results frees) share one message: what the queue costs is per message (a publish, a stored
 // message, a delivery, an ack), so a run of many small tasks pays it once per batch. A task
-// sent again (Alone) goes in a message of its own, so that a task that kills its workers
+// sent again (Send above 1) goes in a message of its own, so that a task that kills its workers
 // takes no other down with it twice.
 func (rr *remoteRun) publish(ctx context.Context, job *taskJob) (uint64, error) {
 	it := &outItem{job: job, done: make(chan published, 1)}
@@ -529,7 +528,7 @@ func (rr *remoteRun) takeBatch() []*outItem {
 	batch := []*outItem{first}
 	rest := make([]*outItem, 0, len(rr.outbox)-1)
 	for _, it := range rr.outbox[1:] {
-		if !first.job.Alone && !it.job.Alone && it.job.queue() == first.job.queue() && len(batch) < rr.batchMax() {
+		if first.job.Send == 1 && it.job.Send == 1 && it.job.queue() == first.job.queue() && len(batch) < rr.batchMax() {
 			batch = append(batch, it)
 		} else {
 			rest = append(rest, it)
