@@ -73,7 +73,10 @@ CHROMIUM := /usr/bin/chromium
 # strace counts the server's system calls per task (a test and make bench), from Debian.
 STRACE := /usr/bin/strace
 
-tools: $(MINIO) $(NATS) $(PG_BIN)/initdb $(CHROMIUM) $(STRACE) ## install the pinned MinIO and nats-server into .tools/ and, if missing, Debian's PostgreSQL 15, Chromium and strace
+# nginx stands in front of the server in the reverse-proxy test (README: behind a proxy), from Debian.
+NGINX := /usr/sbin/nginx
+
+tools: $(MINIO) $(NATS) $(PG_BIN)/initdb $(CHROMIUM) $(STRACE) $(NGINX) ## install the pinned MinIO and nats-server into .tools/ and, if missing, Debian's PostgreSQL 15, Chromium, strace and nginx
 
 $(PG_BIN)/initdb:
 	@echo "installing Debian's postgresql-15 (the run-history tests start their own cluster from it)"
@@ -90,6 +93,11 @@ $(STRACE):
 	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq strace
 
+$(NGINX):
+	@echo "installing Debian's nginx-light (the reverse-proxy test puts it in front of the server)"
+	@if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 $$SUDO apt-get install -y -qq nginx-light
+
 $(MINIO):
 	@echo "installing MinIO $(MINIO_VERSION) into $(dir $(MINIO)) (about 4 minutes the first time)"
 	GOBIN=$(CURDIR)/$(dir $(MINIO)) $(GO) install github.com/minio/minio@$(MINIO_VERSION)
@@ -104,9 +112,9 @@ test: lint tools ## lint, then every test (real plugins, MinIO, PostgreSQL, head
 	@# (issue 9). About 10 s more than without -race; the other packages stay plain.
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -count=1 -timeout 20m $$($(GO) list ./... | grep -vx nectar/server)
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -race -count=1 -timeout 20m ./server
-	@# And once more with tasks through the queue (NATS JetStream) to in-process workers: both
-	@# dispatch paths pass the same suite (the queue code runs in the test process, under -race).
-	NECTAR_DISPATCH=queue NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -race -count=1 -timeout 20m ./server
+	@# And once more with tasks executed by the server that drives the run, without the queue
+	@# (NECTAR_DISPATCH=direct, kept to compare): both dispatch paths pass the same suite.
+	NECTAR_DISPATCH=direct NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -race -count=1 -timeout 20m ./server
 	@# Fuzz runs are counted, not timed: a timed -fuzztime can end in "context deadline exceeded".
 	$(GO) test -run '^$$' -fuzz FuzzQueryParsing -fuzztime 100000x ./chains/params
 	NECTAR_MINIO_BIN=$(CURDIR)/$(MINIO) $(GO) test -run '^$$' -fuzz FuzzParseStatusChain -fuzztime 20000x ./server

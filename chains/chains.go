@@ -412,7 +412,7 @@ type Connector interface {
 }
 
 // Queuer is implemented by tasks that must run on particular workers: with queue dispatch
-// (NECTAR_DISPATCH=queue), the task goes to the named queue instead of its chain type's, and
+// (the default), the task goes to the named queue instead of its chain type's, and
 // only workers serving that queue (nectar worker --queues gpu) take it; it waits in the queue
 // until one does. Queue must return a string constant (the generator reads it): 1 to 64
 // letters, digits, '_' or '-'. Workers started without --queues serve their chain types'

@@ -263,5 +263,22 @@ func TestBrowser(t *testing.T) {
 		t.Errorf("a report artifact's script changed the page: title %q", title)
 	}
 	bs.screenshot(t, "run-artifacts")
+
+	// Workers (a server with queue dispatch whatever this pass's default): the table refreshes
+	// in place, and Drain turns the worker draining or drained.
+	tq := newTestServer(t, func(c *Config) { c.Dispatch = "queue"; c.WorkerBeat = time.Second })
+	tq.postWait(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=20&wait=30s", nil)
+	bs.do(t, "workers", chromedp.Navigate(tq.url+"/workers"), chromedp.WaitVisible(chromedp.CSS(`tr.worker .w-running`)))
+	eval(`window.__mark = 3`)
+	bs.do(t, "queue row", chromedp.WaitVisible(chromedp.CSS(`table.queues`)))
+	bs.do(t, "done count comes with a heartbeat", chromedp.Poll[chromedp.Void](
+		`document.querySelector("tr.worker td:nth-child(5)").textContent.trim() === "21"`, chromedp.WithPollingTimeout(20*time.Second)))
+	if eval(`window.__mark || 0`) != 3 {
+		t.Errorf("the workers page reloaded; it should refresh in place")
+	}
+	bs.screenshot(t, "workers")
+	bs.do(t, "drain", chromedp.Click(chromedp.CSS(`form.drain button`)), chromedp.WaitVisible(chromedp.CSS(`p.notice`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector("tr.worker .w-drained") !== null`, chromedp.WithPollingTimeout(20*time.Second)))
+	bs.screenshot(t, "workers-drained")
 	bs.checkConsole(t)
 }

@@ -46,6 +46,8 @@ type Config struct {
 	Schedules       bool          // NECTAR_SCHEDULES (false: this server fires no schedule; the API still serves them)
 	ScheduleCatchUp int           // NECTAR_SCHEDULE_CATCHUP: missed intervals a catch-up schedule runs at once
 	Pprof           string        // NECTAR_PPROF: host:port of net/http/pprof ("" = off)
+	TLSCert         string        // NECTAR_TLS_CERT: PEM certificate (chain) of HTTPS ("" = plain HTTP)
+	TLSKey          string        // NECTAR_TLS_KEY: its PEM private key
 
 	// Dispatch is how runs reach their tasks' plugins: "queue" (NATS JetStream, to workers) or
 	// "direct" (in this process, without a queue: the path before the queue, kept to compare).
@@ -100,7 +102,7 @@ func Defaults() Config {
 		LogLevel:        "info",
 		Schedules:       true,
 		ScheduleCatchUp: 24,
-		Dispatch:        "direct",
+		Dispatch:        "queue",
 		NATSReplicas:    1,
 		TaskDeliveries:  5,
 		TaskAckWait:     30 * time.Second,
@@ -131,6 +133,8 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("NECTAR_PUBLIC_URL", &c.PublicURL)
 	str("NECTAR_LOG_LEVEL", &c.LogLevel)
 	str("NECTAR_PPROF", &c.Pprof)
+	str("NECTAR_TLS_CERT", &c.TLSCert)
+	str("NECTAR_TLS_KEY", &c.TLSKey)
 
 	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
 		bad("NECTAR_ADDR", c.Addr, "want host:port, such as 127.0.0.1:5000")
@@ -140,6 +144,13 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		host, _, err := net.SplitHostPort(c.Pprof)
 		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
 			bad("NECTAR_PPROF", c.Pprof, "want a loopback host:port, such as 127.0.0.1:6060")
+		}
+	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		errs = append(errs, errors.New("NECTAR_TLS_CERT and NECTAR_TLS_KEY go together: set both or neither"))
+	} else if c.TLSCert != "" {
+		if _, err := loadKeyPair(c.TLSCert, c.TLSKey); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if c.PublicURL != "" {

@@ -2,7 +2,6 @@ package server
 
 import (
 	"io"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -34,12 +33,7 @@ func TestPprofConfig(t *testing.T) {
 
 // NECTAR_PPROF serves the profiles on their own loopback port, not on the API's.
 func TestPprofServesProfiles(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := freeAddr(t)
 	base, _ := startBinary(t, t.TempDir(), "NECTAR_PPROF="+addr)
 	resp, err := http.Get("http://" + addr + "/debug/pprof/goroutine?debug=1")
 	if err != nil {

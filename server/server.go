@@ -7,6 +7,7 @@ package server
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -179,6 +180,9 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		}()
 	}
 	s.metrics.watch(s.runs)
+	if s.queue != nil {
+		s.metrics.registry.MustRegister(newQueueCollector(s.queue, s.runs))
+	}
 	s.schedCtx, s.stopSched = context.WithCancel(s.runs.Context())
 	if s.ui, err = ui.New(uiBackend{s}, logger); err != nil {
 		return nil, fmt.Errorf("web UI: %w", err)
@@ -358,7 +362,17 @@ func (s *Server) downloadURL(key string, expiry time.Duration) string {
 // Serve answers on ln until ctx ends, then shuts down: no new requests, running runs are
 // cancelled and their records written.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
-	s.SetPublicURL("http://" + ln.Addr().String())
+	scheme := "http://"
+	var tlsConfig *tls.Config
+	if s.cfg.TLSCert != "" {
+		certs, err := newCertReloader(s.cfg.TLSCert, s.cfg.TLSKey, func(err error) { s.log.Warn(err.Error()) })
+		if err != nil {
+			return err
+		}
+		scheme = "https://"
+		tlsConfig = &tls.Config{MinVersion: tls.VersionTLS12, GetCertificate: certs.GetCertificate}
+	}
+	s.SetPublicURL(scheme + ln.Addr().String())
 	if s.cfg.Pprof != "" {
 		pctx, stopPprof := context.WithCancel(context.Background())
 		defer stopPprof()
@@ -372,9 +386,16 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		ReadHeaderTimeout: 10 * time.Second,
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		TLSConfig:         tlsConfig,
 	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsConfig != nil {
+			errc <- srv.ServeTLS(ln, "", "") // the certificate comes from GetCertificate; HTTP/2 too
+			return
+		}
+		errc <- srv.Serve(ln)
+	}()
 	select {
 	case err := <-errc:
 		return err

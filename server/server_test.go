@@ -87,7 +87,7 @@ func startTestServer(t *testing.T, logger *slog.Logger, cat *catalog.Catalog, ed
 	cfg.SigningKey = []byte(strings.Repeat("k", 32))
 	// Tests count plugin processes; warm spares have a test of their own.
 	cfg.WarmPlugins = false
-	// make test runs this package once more with NECTAR_DISPATCH=queue: both paths pass it.
+	// make test runs this package once more with NECTAR_DISPATCH=direct: both paths pass it.
 	if d := os.Getenv("NECTAR_DISPATCH"); d != "" {
 		cfg.Dispatch = d
 	}

@@ -11,6 +11,7 @@ import (
 
 	"nectar/server/catalog"
 	"nectar/server/history"
+	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/signing"
 	"nectar/server/ui"
@@ -156,4 +157,23 @@ func (b uiBackend) Artifacts(ctx context.Context, taskKey string) []runs.Artifac
 		out = append(out, runs.Artifact{Name: name, ContentType: runs.ContentType(name)})
 	}
 	return out
+}
+
+func (b uiBackend) Workers(ctx context.Context) ([]runs.WorkerInfo, []queue.Depth, error) {
+	if b.s.queue == nil {
+		return nil, nil, ui.ErrNoQueue
+	}
+	ws, err := b.s.runs.Workers(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	depths, err := b.s.queue.Depths(ctx)
+	return ws, depths, err
+}
+
+func (b uiBackend) DrainWorker(ctx context.Context, id string) (runs.WorkerInfo, error) {
+	if b.s.queue == nil {
+		return runs.WorkerInfo{}, ui.ErrNoQueue
+	}
+	return b.s.runs.DrainWorker(ctx, id)
 }

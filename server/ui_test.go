@@ -74,7 +74,7 @@ func TestUIPagesAndHeaders(t *testing.T) {
 	b := newBrowser(t, ts)
 	runs := ts.runs(t, "")
 	for _, path := range []string{"/", "/?status=FAILED", "/catalog", "/catalog/testchains/hello_chain/HelloTask",
-		"/runs/" + runs.Runs[0].RunID, "/runs/" + runs.Runs[1].RunID, "/ui/runs/table"} {
+		"/runs/" + runs.Runs[0].RunID, "/runs/" + runs.Runs[1].RunID, "/ui/runs/table", "/workers", "/ui/workers/table"} {
 		p := b.get(path)
 		if p.code != http.StatusOK {
 			t.Errorf("GET %s = %d\n%.500s", path, p.code, p.body)
@@ -354,5 +354,53 @@ func TestUIShowsArtifacts(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 200 || resp.Header.Get("Content-Type") != "text/html; charset=utf-8" || !strings.HasPrefix(resp.Header.Get("Content-Security-Policy"), "sandbox;") {
 		t.Errorf("the report is served %d %q with CSP %q: want text/html in a sandbox", resp.StatusCode, resp.Header.Get("Content-Type"), resp.Header.Get("Content-Security-Policy"))
+	}
+}
+
+// The workers page lists the workers with their queues and counts, and the queues' depths; its
+// Drain button drains one (as POST /api/workers/<id>/drain does), and it says what it could
+// not do. With direct dispatch it says there are no workers.
+func TestUIWorkersPage(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.Dispatch = "queue" })
+	ts.postWait(t, "/api/chains/testchains/hello_chain/HelloTask?wait=20s&name=workers", nil)
+	b := newBrowser(t, ts)
+	var id string
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		ws := apiWorkers(t, ts.url, &lockedBuffer{})
+		for _, w := range ws {
+			id = w.ID
+		}
+		if len(ws) == 1 && ws[id].Done >= 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the in-process worker did not list its done task: %+v", ws)
+		}
+	}
+	p := b.get("/workers")
+	for _, want := range []string{`data-worker="` + id + `"`, `class="status w-running"`, "<code>testchains</code>", ">Drain</button>", `hx-get="/ui/workers/table"`} {
+		if !strings.Contains(p.body, want) {
+			t.Errorf("workers page lacks %q:\n%s", want, p.body)
+		}
+	}
+	csrf := b.csrf("/workers")
+	drained := b.do(http.MethodPost, "/workers/"+id+"/drain", url.Values{"csrf": {csrf}})
+	if drained.code != http.StatusSeeOther || !strings.HasPrefix(drained.h.Get("Location"), "/workers?notice=") {
+		t.Fatalf("drain = %d %s", drained.code, drained.h.Get("Location"))
+	}
+	p = b.get(drained.h.Get("Location"))
+	if !strings.Contains(p.body, "worker "+id+" is drain") || strings.Contains(p.body, ">Drain</button>") || !regexp.MustCompile(`class="status w-drain(ing|ed)"`).MatchString(p.body) {
+		t.Errorf("after the drain the page shows:\n%s", p.body)
+	}
+	if p := b.do(http.MethodPost, "/workers/nobody-1-x/drain", url.Values{"csrf": {csrf}}); p.code != http.StatusNotFound || !strings.Contains(p.body, `worker &#34;nobody-1-x&#34;: no such worker`) {
+		t.Errorf("drain of an unknown worker = %d\n%s", p.code, p.body)
+	}
+	if p := b.do(http.MethodPost, "/workers/"+id+"/drain", nil); p.code != http.StatusForbidden {
+		t.Errorf("drain without the CSRF token = %d, want 403", p.code)
+	}
+
+	direct := newBrowser(t, newTestServer(t, func(c *Config) { c.Dispatch = "direct" }))
+	if p := direct.get("/workers"); p.code != 200 || !strings.Contains(p.body, "NECTAR_DISPATCH=direct") {
+		t.Errorf("workers page with direct dispatch = %d\n%s", p.code, p.body)
 	}
 }

@@ -51,5 +51,5 @@ func (s *Server) drainWorker(c echo.Context) error {
 }
 
 func (s *Server) noWorkers() error {
-	return newError(ErrNoWorkers, "this server dispatches tasks itself (NECTAR_DISPATCH=direct): workers exist with NECTAR_DISPATCH=queue")
+	return newError(ErrNoWorkers, "this server dispatches tasks itself (NECTAR_DISPATCH=direct): unset it, and workers take the tasks")
 }

@@ -87,16 +87,22 @@ func startQueueCluster(t *testing.T, workers int, env ...string) *queueCluster {
 	return c
 }
 
-// serveProcess runs `nectar serve args...` on a free port of loopback and waits until it
-// answers; its cleanup SIGKILLs it.
-func serveProcess(t *testing.T, target string, args []string, env ...string) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
+// freeAddr is a loopback host:port nothing listens on (for a process to take next).
+func freeAddr(t *testing.T) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := ln.Addr().String()
-	ln.Close()
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+// serveProcess runs `nectar serve args...` on a free port of loopback and waits until it
+// answers; its cleanup SIGKILLs it.
+func serveProcess(t *testing.T, target string, args []string, env ...string) (base string, logs *lockedBuffer, cmd *exec.Cmd) {
+	t.Helper()
+	addr := freeAddr(t)
 	cmd, logs = startProcess(t, target, append([]string{"serve"}, args...), slices.Concat(env, []string{"NECTAR_ADDR=" + addr})...)
 	base = "http://" + addr
 	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
@@ -557,7 +563,13 @@ func TestARunWaitsInTheQueueForItsFirstWorker(t *testing.T) {
 // getWorkers is GET /api/workers on the cluster's API server.
 func (c *queueCluster) getWorkers(t *testing.T) map[string]runs.WorkerInfo {
 	t.Helper()
-	resp, err := http.Get(c.base + "/api/workers")
+	return apiWorkers(t, c.base, c.logs)
+}
+
+// apiWorkers is GET /api/workers on base, by id; logs (the server's) are shown on a failure.
+func apiWorkers(t *testing.T, base string, logs fmt.Stringer) map[string]runs.WorkerInfo {
+	t.Helper()
+	resp, err := http.Get(base + "/api/workers")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -569,7 +581,7 @@ func (c *queueCluster) getWorkers(t *testing.T) map[string]runs.WorkerInfo {
 	}
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET /api/workers = %d %s; the API server's log:\n%s", resp.StatusCode, b, c.logs)
+		t.Fatalf("GET /api/workers = %d %s; the API server's log:\n%s", resp.StatusCode, b, logs)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(&env); err != nil {
 		t.Fatalf("GET /api/workers: %v", err)

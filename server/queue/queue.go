@@ -276,6 +276,36 @@ func (q *Queue) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		// A publish retried after a lost PubAck is stored once.
 		Duplicates: 2 * time.Minute,
 	}
+	if q.embedded != nil {
+		// The embedded server's task messages live in memory. Their drivers live in this
+		// process, so a message that outlived a crash would belong to a run nobody drives: the
+		// run records in the store are what survives, and a restarted server resumes its runs
+		// from them and publishes their unfinished tasks again. In memory the stream also costs
+		// no file system calls and no block buffers. A file stream left by an earlier version is
+		// dropped for the same reason (JetStream cannot change a stream's storage in place).
+		sc.Storage = jetstream.MemoryStorage
+		if info, err := q.js.Stream(ctx, TasksStream); err == nil && info.CachedInfo().Config.Storage != sc.Storage {
+			if err := q.js.DeleteStream(ctx, TasksStream); err != nil {
+				return nil, fmt.Errorf("dropping the embedded file stream %s of an earlier version: %w", TasksStream, err)
+			}
+		}
+	}
+	if q.embedded == nil {
+		if info, err := q.js.Stream(ctx, TasksStream); err == nil {
+			have := info.CachedInfo().Config
+			// Who created the stream chose its storage: a process using another's embedded
+			// server (NECTAR_NATS_LISTEN) finds it in memory, and keeps it so.
+			sc.Storage = have.Storage
+			// Every process of a cluster ensures the stream with its own NECTAR_NATS_REPLICAS:
+			// one started with a smaller number (a worker left at the default 1) must not shrink
+			// the stream the others rely on. Growing it is how an operator raises it.
+			if have.Replicas > sc.Replicas {
+				q.cfg.Logger.Warn("queue: the task stream keeps its replicas; this process asked for fewer (NECTAR_NATS_REPLICAS)",
+					"stream", TasksStream, "replicas", have.Replicas, "asked", sc.Replicas)
+				sc.Replicas = have.Replicas
+			}
+		}
+	}
 	s, err := q.js.CreateOrUpdateStream(ctx, sc)
 	if err != nil {
 		return nil, fmt.Errorf("creating the JetStream stream %s: %w", TasksStream, err)

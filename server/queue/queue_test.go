@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"nectar/server/queue/natstest"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // embedded opens a queue on an embedded server in a temporary folder.
@@ -108,27 +110,56 @@ func TestEmbeddedServerOpensNoPortUnlessAsked(t *testing.T) {
 	}
 }
 
-func TestAQueuedTaskSurvivesARestartOfTheEmbeddedServer(t *testing.T) {
+// The embedded server keeps task messages in memory: a restarted one holds no task of the
+// drivers that died with it (their runs resume from the records and publish again), and a file
+// stream an earlier version left in the data folder is dropped, messages and all.
+func TestARestartedEmbeddedServerHoldsNoTaskOfDeadDrivers(t *testing.T) {
 	dir := t.TempDir()
 	q, err := Open(context.Background(), Config{DataDir: dir})
 	if err != nil {
 		t.Fatal(err)
 	}
 	publish(t, q, "q", "r1", 3)
+	if n := streamMsgs(t, q); n != 3 {
+		t.Fatalf("%d messages in the stream, want 3", n)
+	}
+	// What an earlier version left: the same stream on disk, with a message in it.
+	ctx := context.Background()
+	if err := q.js.DeleteStream(ctx, TasksStream); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.js.CreateStream(ctx, jetstream.StreamConfig{Name: TasksStream, Subjects: []string{subjectPrefix + ">"},
+		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage}); err != nil {
+		t.Fatal(err)
+	}
+	publish(t, q, "q", "r2", 1)
 	q.Close()
 
 	q = embedded(t, Config{DataDir: dir})
-	got := make(chan string, 3)
-	consume(t, q, []string{"q"}, 2, func(d *Delivery) { d.Ack(); got <- string(d.Data) })
-	seen := map[string]bool{}
-	for range 3 {
-		select {
-		case s := <-got:
-			seen[s] = true
-		case <-time.After(10 * time.Second):
-			t.Fatalf("after a restart, got %v of 3 tasks", seen)
-		}
+	info, err := q.stream.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
 	}
+	if info.Config.Storage != jetstream.MemoryStorage || info.State.Msgs != 0 {
+		t.Errorf("after a restart: %s storage, %d messages; want memory and none", info.Config.Storage, info.State.Msgs)
+	}
+	publish(t, q, "q", "r3", 1)
+	got := make(chan string, 1)
+	consume(t, q, []string{"q"}, 2, func(d *Delivery) { d.Ack(); got <- string(d.Data) })
+	select {
+	case <-got:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a task published after the restart was not delivered")
+	}
+}
+
+func streamMsgs(t *testing.T, q *Queue) uint64 {
+	t.Helper()
+	info, err := q.stream.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }
 
 // A worker that dies holding a task (its connection gone, no ack) loses it to another worker
@@ -370,6 +401,16 @@ func TestAClusterLosesNoTaskWhenANodeDies(t *testing.T) {
 		return q
 	}
 	pub, work := open(), open()
+	// A process asking for fewer replicas (a worker left at the default) does not shrink it.
+	if q, err := Open(context.Background(), Config{URL: cluster.URL(), Replicas: 1}); err != nil {
+		t.Fatal(err)
+	} else {
+		info, err := q.stream.Info(context.Background())
+		q.Close()
+		if err != nil || info.Config.Replicas != 3 {
+			t.Fatalf("after a process asked for 1 replica: %v, %+v; want the stream's 3 kept", err, info)
+		}
+	}
 	const n = 300
 	var mu sync.Mutex
 	seen := map[string]int{}

@@ -26,6 +26,7 @@ var funcs = template.FuncMap{
 	"params":     paramsText,
 	"taskcounts": countsText,
 	"percent":    func(f float64) string { return fmt.Sprintf("%.0f%%", f*100) },
+	"mib":        func(b uint64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) },
 	"nodeLink": func(runID string, n Node) template.URL {
 		return template.URL("/runs/" + url.PathEscape(runID) + "?task=" + fmt.Sprint(n.Tasks[0]) + "#task-detail")
 	},

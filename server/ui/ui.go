@@ -33,6 +33,7 @@ import (
 
 	"nectar/server/catalog"
 	"nectar/server/history"
+	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/schedules"
 )
@@ -82,6 +83,10 @@ type Backend interface {
 	// Artifacts lists a task's artifacts from the store (for a task found done, whose record
 	// in this run does not list them).
 	Artifacts(ctx context.Context, taskKey string) []runs.Artifact
+	// Workers lists the workers and the queues' depths (ErrNoQueue with direct dispatch).
+	Workers(ctx context.Context) ([]runs.WorkerInfo, []queue.Depth, error)
+	// DrainWorker asks worker id to finish its tasks and take no new one.
+	DrainWorker(ctx context.Context, id string) (runs.WorkerInfo, error)
 }
 
 // ScheduleRow is a schedule as the schedules page shows it.
@@ -116,7 +121,7 @@ func New(b Backend, log *slog.Logger) (*UI, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, page := range []string{"runs", "run", "catalog", "task", "schedules", "login", "error"} {
+	for _, page := range []string{"runs", "run", "catalog", "task", "schedules", "workers", "login", "error"} {
 		t, err := template.Must(base.Clone()).ParseFS(templateFS, "templates/"+page+".html")
 		if err != nil {
 			return nil, err
@@ -157,6 +162,9 @@ func (u *UI) Register(e *echo.Echo) {
 	page(http.MethodPost, "/schedules/:type/:chain/:task/pause", u.pauseSchedule(true), u.session, u.csrf)
 	page(http.MethodPost, "/schedules/:type/:chain/:task/resume", u.pauseSchedule(false), u.session, u.csrf)
 	page(http.MethodPost, "/schedules/:type/:chain/:task/backfill", u.backfill, u.session, u.csrf)
+	page(http.MethodGet, "/workers", u.workersPage, u.session)
+	page(http.MethodGet, "/ui/workers/table", u.workersTable, u.session)
+	page(http.MethodPost, "/workers/:id/drain", u.drainWorker, u.session, u.csrf)
 	page(http.MethodGet, "/catalog", u.catalogPage, u.session)
 	page(http.MethodGet, "/catalog/:type/:chain/:task", u.taskForm, u.session)
 	page(http.MethodPost, "/catalog/:type/:chain/:task", u.triggerRun, u.session, u.csrf)

@@ -53,7 +53,7 @@ const usage = `usage: nectar <command>
 commands:
   serve [--workers N]                 serve the HTTP API (see README.md for the NECTAR_* variables),
                                       with N workers in this process (default 1; 0: the API only;
-                                      workers need NECTAR_DISPATCH=queue)
+                                      not with NECTAR_DISPATCH=direct)
   worker [--queues a,b] [--slots N]   take tasks from the queue (NECTAR_NATS_URL) and execute
                                       them; no HTTP (default queues: every chain type's and every queue a task names)
   run <type>/<chain>/<Task> [k=v...]  run a task (and what it requires) here, print its out;
@@ -149,7 +149,7 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		return usageError("--workers %d: want 0 or more", cfg.Workers)
 	}
 	if cfg.Workers != 1 && cfg.Dispatch != "queue" {
-		return usageError("--workers %d: workers take tasks from the queue; set NECTAR_DISPATCH=queue", cfg.Workers)
+		return usageError("--workers %d: workers take tasks from the queue, and NECTAR_DISPATCH=direct has none; unset it", cfg.Workers)
 	}
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.LogLevel))
@@ -163,7 +163,11 @@ func serve(ctx context.Context, args []string, getenv func(string) string, stdou
 		srv.Close(context.Background())
 		return fmt.Errorf("NECTAR_ADDR=%s: %w", cfg.Addr, err)
 	}
-	fmt.Fprintf(stdout, "nectar: serving on http://%s (targets: %s)\n", ln.Addr(), srv.Store())
+	scheme := "http"
+	if cfg.TLSCert != "" {
+		scheme = "https"
+	}
+	fmt.Fprintf(stdout, "nectar: serving on %s://%s (targets: %s)\n", scheme, ln.Addr(), srv.Store())
 	return srv.Serve(ctx, ln)
 }
 

@@ -46,16 +46,33 @@ type Node struct {
 	conf        string
 	cmd         *exec.Cmd
 	exited      chan struct{}
+	tls         bool
 }
 
 // URL is the node's client URL.
-func (n *Node) URL() string { return fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort) }
+func (n *Node) URL() string {
+	if n.tls {
+		return fmt.Sprintf("tls://127.0.0.1:%d", n.ClientPort)
+	}
+	return fmt.Sprintf("nats://127.0.0.1:%d", n.ClientPort)
+}
 
 // Cluster is a running set of nodes.
 type Cluster struct {
 	Nodes []*Node
 	bin   string
 	dir   string
+	// tlsCert and tlsKey, when set, make clients connect over TLS (the monitoring endpoint stays
+	// plain HTTP on loopback).
+	tlsCert, tlsKey string
+}
+
+// Option changes how Start configures the nodes.
+type Option func(*Cluster)
+
+// WithTLS makes every node require TLS of its clients, with this certificate and key (PEM files).
+func WithTLS(certFile, keyFile string) Option {
+	return func(c *Cluster) { c.tlsCert, c.tlsKey = certFile, keyFile }
 }
 
 // URL lists every node, as a client's seed list.
@@ -69,7 +86,7 @@ func (c *Cluster) URL() string {
 
 // Start launches size nodes (1 is a single server, no cluster) and waits until JetStream
 // answers on every one.
-func Start(size int) (*Cluster, error) {
+func Start(size int, opts ...Option) (*Cluster, error) {
 	bin, err := Binary()
 	if err != nil {
 		return nil, err
@@ -79,13 +96,16 @@ func Start(size int) (*Cluster, error) {
 		return nil, err
 	}
 	c := &Cluster{bin: bin, dir: dir}
+	for _, o := range opts {
+		o(c)
+	}
 	ports, err := freePorts(3 * size)
 	if err != nil {
 		return nil, err
 	}
 	for i := range size {
 		c.Nodes = append(c.Nodes, &Node{Name: fmt.Sprintf("n%d", i+1), ClientPort: ports[3*i], clusterPort: ports[3*i+1],
-			MonitorPort: ports[3*i+2], dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1))})
+			MonitorPort: ports[3*i+2], dir: filepath.Join(dir, fmt.Sprintf("n%d", i+1)), tls: c.tlsCert != ""})
 	}
 	var routes []string
 	for _, n := range c.Nodes {
@@ -97,6 +117,9 @@ func Start(size int) (*Cluster, error) {
 		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\njetstream { store_dir: %q }\n",
 			n.Name, n.ClientPort, n.MonitorPort, filepath.Join(n.dir, "js"))
+		if c.tlsCert != "" {
+			conf += fmt.Sprintf("tls { cert_file: %q\n key_file: %q\n}\n", c.tlsCert, c.tlsKey)
+		}
 		if size > 1 {
 			conf += fmt.Sprintf("cluster { name: nectar-test\n listen: 127.0.0.1:%d\n routes: [%s]\n}\n", n.clusterPort, strings.Join(routes, ", "))
 		}

@@ -1,0 +1,127 @@
+package server
+
+import (
+	"fmt"
+	"net/http"
+	"regexp"
+	"strconv"
+	"sync"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+)
+
+// /metrics follows a burst from any API server: 500 runs POSTed while no worker listens wait as
+// 500 messages in their chain type's queue (their graph requests: what KEDA scales a worker
+// Deployment up from zero on), then a worker with 8 slots takes them, never more than 8 at
+// once, and pending and in-flight go back to zero as every run ends DONE.
+func TestQueueMetricsFollowABurstOf500Tasks(t *testing.T) {
+	const burst, slots = 500, 8
+	c := startQueueCluster(t, 0, "NECTAR_MAX_RUNS=600", "NECTAR_MAX_QUEUE=100")
+	ts := &testServer{}
+	if got := scrapeQueue(t, c.base); got.workers[runs.WorkerRunning] != 0 || got.pending != 0 {
+		t.Fatalf("before the burst: %+v, want no worker and nothing pending", got)
+	}
+
+	statusURLs := make([]string, burst)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 32)
+	for i := range burst {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			a := ts.do(t, "POST", fmt.Sprintf("%s/api/chains/testchains/hello_chain/HelloTask?name=burst%d", c.base, i))
+			if a.Code != http.StatusAccepted {
+				t.Errorf("POST %d = %d %s", i, a.Code, a.Message)
+				return
+			}
+			statusURLs[i] = a.run.StatusURL
+		}()
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+	waitMetrics(t, c.base, "the burst to wait in the queue", func(m queueMetrics) bool { return m.pending == burst })
+	t.Logf("%d runs waiting in the queue", burst)
+	started := time.Now()
+
+	c.addWorker(t, "--slots", strconv.Itoa(slots))
+	var maxFlight, lowestPending float64 = 0, burst
+	end := waitMetrics(t, c.base, "the queue to empty", func(m queueMetrics) bool {
+		maxFlight, lowestPending = max(maxFlight, m.inFlight), min(lowestPending, m.pending)
+		return m.pending == 0 && m.inFlight == 0 && m.workers[runs.WorkerRunning] == 1
+	})
+	t.Logf("queue empty %s after the worker started; in flight up to %v", time.Since(started), maxFlight)
+	if maxFlight < 1 || maxFlight > slots {
+		t.Errorf("in flight went up to %v, want 1 to the worker's %d slots", maxFlight, slots)
+	}
+	for _, s := range []string{runs.WorkerDraining, runs.WorkerDrained, runs.WorkerStopped, runs.WorkerLost} {
+		if end.workers[s] != 0 {
+			t.Errorf("%s workers = %v, want 0 (all: %v)", s, end.workers[s], end.workers)
+		}
+	}
+	for i, u := range statusURLs {
+		st := waitTask(t, ts, u, fmt.Sprintf("run %d to end", i), func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+		if *st.JobStatus != runs.Done {
+			t.Fatalf("run %d ended %s (%v)", i, *st.JobStatus, st.Error)
+		}
+	}
+}
+
+// queueMetrics is what /metrics says about the testchains queue and the workers.
+type queueMetrics struct {
+	pending, inFlight float64
+	workers           map[string]float64
+	text              string
+}
+
+var (
+	pendingLine = regexp.MustCompile(`(?m)^` + metricPending + `\{queue="testchains"\} (\S+)$`)
+	flightLine  = regexp.MustCompile(`(?m)^` + metricInFlight + `\{queue="testchains"\} (\S+)$`)
+	workersLine = regexp.MustCompile(`(?m)^` + metricWorkers + `\{state="(\w+)"\} (\S+)$`)
+)
+
+func scrapeQueue(t *testing.T, base string) queueMetrics {
+	t.Helper()
+	code, body := fetch(t, base+"/metrics")
+	if code != 200 {
+		t.Fatalf("GET /metrics = %d %s", code, body)
+	}
+	m := queueMetrics{workers: map[string]float64{}, text: string(body)}
+	num := func(s string) float64 {
+		v, err := strconv.ParseFloat(s, 64)
+		if err != nil {
+			t.Fatalf("/metrics: %q is no number", s)
+		}
+		return v
+	}
+	if g := pendingLine.FindStringSubmatch(m.text); g != nil {
+		m.pending = num(g[1])
+	}
+	if g := flightLine.FindStringSubmatch(m.text); g != nil {
+		m.inFlight = num(g[1])
+	}
+	for _, g := range workersLine.FindAllStringSubmatch(m.text, -1) {
+		m.workers[g[1]] = num(g[2])
+	}
+	if len(m.workers) == 0 {
+		t.Fatalf("/metrics has no %s series:\n%s", metricWorkers, m.text)
+	}
+	return m
+}
+
+// waitMetrics scrapes every 50 ms until ok, for at most a minute.
+func waitMetrics(t *testing.T, base, what string, ok func(queueMetrics) bool) queueMetrics {
+	t.Helper()
+	var m queueMetrics
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if m = scrapeQueue(t, base); ok(m) {
+			return m
+		}
+	}
+	t.Fatalf("after a minute, still waiting for %s: pending %v, in flight %v, workers %v", what, m.pending, m.inFlight, m.workers)
+	return m
+}

@@ -1,0 +1,225 @@
+package server
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/server/queue/natstest"
+	"nectar/server/tlstest"
+)
+
+func TestConfigTLS(t *testing.T) {
+	files, err := tlstest.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := tlstest.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(t.TempDir(), "nope.pem")
+	tests := []struct {
+		cert, key string
+		wantErr   string
+	}{
+		{"", "", ""},
+		{files.Cert, files.Key, ""},
+		{files.Cert, "", "NECTAR_TLS_CERT and NECTAR_TLS_KEY go together"},
+		{"", files.Key, "NECTAR_TLS_CERT and NECTAR_TLS_KEY go together"},
+		{missing, files.Key, "NECTAR_TLS_CERT: stat " + missing},
+		{files.Cert, missing, "NECTAR_TLS_KEY: stat " + missing},
+		{files.Cert, other.Key, "private key does not match public key"},
+		{files.Key, files.Cert, "NECTAR_TLS_CERT=" + files.Key},
+	}
+	key, _ := os.ReadFile(files.Key)
+	for _, tt := range tests {
+		env := map[string]string{"NECTAR_TLS_CERT": tt.cert, "NECTAR_TLS_KEY": tt.key}
+		cfg, err := ConfigFromEnv(func(k string) string { return env[k] })
+		switch {
+		case tt.wantErr == "" && err != nil:
+			t.Errorf("cert %q key %q: %v", tt.cert, tt.key, err)
+		case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+			t.Errorf("cert %q key %q: %v, want %q", tt.cert, tt.key, err, tt.wantErr)
+		case err != nil && strings.Contains(err.Error(), strings.TrimSpace(string(key))[30:60]):
+			t.Errorf("the error shows the private key: %v", err)
+		case err == nil && cfg.TLSCert != tt.cert:
+			t.Errorf("TLSCert = %q, want %q", cfg.TLSCert, tt.cert)
+		}
+	}
+}
+
+// The API over HTTPS: a client that verifies the certificate against its CA gets runs, status
+// and downloads on https:// URLs, and the command-line client does too (SSL_CERT_FILE); a
+// client without the CA, and plain HTTP, are refused.
+func TestTheAPIServesHTTPS(t *testing.T) {
+	files, err := tlstest.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := freeAddr(t)
+	target := t.TempDir()
+	_, logs := startProcess(t, target, []string{"serve"}, "NECTAR_ADDR="+addr, "NECTAR_TLS_CERT="+files.Cert, "NECTAR_TLS_KEY="+files.Key)
+	base := "https://" + addr
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: files.ClientConfig(), ForceAttemptHTTP2: true}, Timeout: 30 * time.Second}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := client.Get(base + "/healthz")
+		if err == nil {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no HTTPS answer after 30s (%v):\n%s", err, logs)
+		}
+	}
+	if !strings.Contains(logs.String(), "serving on https://"+addr) {
+		t.Errorf("the start line does not say https:\n%s", logs)
+	}
+
+	resp, err := client.Post(base+"/api/chains/testchains/hello_chain/HelloTask?name=tls&wait=30s", "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body struct {
+		Data struct {
+			JobStatus string `json:"job_status"`
+			StatusURL string `json:"status_url"`
+			OutURL    string `json:"resource_url"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || body.Data.JobStatus != "DONE" {
+		t.Fatalf("POST over HTTPS = %d %+v %v\n%s", resp.StatusCode, body, err, logs)
+	}
+	for _, u := range []string{body.Data.StatusURL, body.Data.OutURL} {
+		if !strings.HasPrefix(u, base+"/") {
+			t.Errorf("URL %q does not start with %s", u, base)
+		}
+	}
+	resp, err = client.Get(body.Data.OutURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || string(out) != "hello tls\n" {
+		t.Errorf("GET out over HTTPS = %d %q", resp.StatusCode, out)
+	}
+	if resp.ProtoMajor != 2 {
+		t.Errorf("HTTPS answered over %s, want HTTP/2", resp.Proto)
+	}
+
+	// Without the CA the certificate is not trusted; plain HTTP gets no API.
+	if _, err := (&http.Client{Timeout: 10 * time.Second}).Get(base + "/healthz"); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("GET without the CA = %v, want a certificate error", err)
+	}
+	if resp, err := http.Get("http://" + addr + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Errorf("plain HTTP on the HTTPS port = 200")
+		}
+	}
+
+	// The command-line client trusts the CA named by SSL_CERT_FILE, as every Go program does.
+	cli := exec.Command(filepath.Join(pluginDir, "nectar"), "status", body.Data.StatusURL)
+	cli.Env = append(os.Environ(), "SSL_CERT_FILE="+files.CA)
+	if b, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(b), "DONE") {
+		t.Errorf("nectar status over HTTPS: %v\n%s", err, b)
+	}
+}
+
+// A renewed certificate is served without a restart, and a broken pair keeps the last good one.
+func TestTheHTTPSCertificateIsReloaded(t *testing.T) {
+	dir := t.TempDir()
+	first, err := tlstest.Write(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var warned []error
+	r, err := newCertReloader(first.Cert, first.Key, func(err error) { warned = append(warned, err) })
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial := func() string {
+		t.Helper()
+		r.mu.Lock()
+		r.checked = time.Time{} // as if certCheckEvery had passed
+		r.mu.Unlock()
+		c, err := r.GetCertificate(&tls.ClientHelloInfo{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(c.Certificate[0])
+	}
+	before := serial()
+	if serial() != before {
+		t.Fatal("the certificate changed with no change of its files")
+	}
+	if _, err := tlstest.Write(dir); err != nil { // a renewal: new CA, new pair, same paths
+		t.Fatal(err)
+	}
+	future := time.Now().Add(time.Minute) // mtimes of the same second would not tell
+	os.Chtimes(first.Cert, future, future)
+	os.Chtimes(first.Key, future, future)
+	renewed := serial()
+	if renewed == before {
+		t.Fatal("the renewed certificate was not taken up")
+	}
+	os.WriteFile(first.Key, []byte("half a key"), 0o600)
+	later := future.Add(time.Minute)
+	os.Chtimes(first.Key, later, later)
+	if serial() != renewed || len(warned) != 1 || !strings.Contains(warned[0].Error(), "keeping the certificate loaded before") {
+		t.Errorf("a broken key: warned %v, want the renewed certificate kept and one warning", warned)
+	}
+	serial()
+	if len(warned) != 1 {
+		t.Errorf("the same broken key warned %d times, want once", len(warned))
+	}
+}
+
+// NATS over TLS: an API server and a worker reach a nats-server that requires TLS, each
+// verifying its certificate with NECTAR_NATS_TLS_CA, and a run goes through; without the CA a
+// worker refuses to start, saying why.
+func TestServerAndWorkerTalkOverNATSWithTLS(t *testing.T) {
+	files, err := tlstest.Write(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	nats, err := natstest.Start(1, natstest.WithTLS(files.Cert, files.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Stop)
+	if !strings.HasPrefix(nats.URL(), "tls://") {
+		t.Fatalf("URL %s", nats.URL())
+	}
+	c := &queueCluster{target: t.TempDir(), workers: map[int]*exec.Cmd{}, workerLogs: map[int]*lockedBuffer{},
+		env: []string{"NECTAR_DISPATCH=queue", "NECTAR_NATS_URL=" + nats.URL(), "NECTAR_NATS_TLS_CA=" + files.CA}}
+	c.base, c.logs, c.server = c.addServer(t)
+	c.addWorker(t)
+	ts := &testServer{}
+	a := ts.do(t, "POST", c.base+"/api/chains/testchains/hello_chain/HelloTask?name=nats-tls&wait=30s")
+	if a.Code != 200 || a.run.JobStatus == nil || *a.run.JobStatus != "DONE" || a.run.Tasks[0].Worker == "" {
+		t.Fatalf("run over NATS with TLS = %d %s; tasks:\n%s\nserver:\n%s", a.Code, a.Message, taskTable(a.run.Tasks), c.logs)
+	}
+
+	cmd, logs := startProcess(t, c.target, []string{"worker"}, "NECTAR_DISPATCH=queue", "NECTAR_NATS_URL="+nats.URL())
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(logs.String(), "certificate") {
+			t.Errorf("a worker without the CA exited with %v, want a failure naming the certificate:\n%s", err, logs)
+		}
+	case <-time.After(60 * time.Second):
+		t.Errorf("a worker without the CA is still running after 60s:\n%s", logs)
+	}
+}
