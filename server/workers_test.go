@@ -610,9 +610,9 @@ func (c *queueCluster) workerOf(t *testing.T, pid int, what string, ok func(runs
 
 // The worker monitor: workers are listed with their queues and live counts; a drained worker
 // finishes its task and takes no new one; a SIGKILLed one is shown lost within three missed
-// heartbeats, and cannot be drained.
+// heartbeats, cannot be drained, and its task is redelivered to another worker.
 func TestWorkersAreListedDrainedAndLost(t *testing.T) {
-	c := startQueueCluster(t, 0, "NECTAR_WORKER_HEARTBEAT=1s")
+	c := startQueueCluster(t, 0, "NECTAR_WORKER_HEARTBEAT=1s", "NECTAR_TASK_ACK_WAIT=2s")
 	gpuOnly := c.addWorker(t, "--queues", "testchains")
 	other := c.addWorker(t)
 	a := c.workerOf(t, gpuOnly.Process.Pid, "running", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerRunning })
@@ -660,16 +660,28 @@ func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 	}
 	c.workerOf(t, workerPID(t, idle), "4 tasks done", func(w runs.WorkerInfo) bool { return w.Done == 4 })
 
-	// SIGKILL the other: lost within three missed heartbeats, and not drainable.
+	// A third worker joins; SIGKILL whichever of the two takes the next task: it shows lost
+	// within three missed heartbeats, cannot be drained, and its task is redelivered to the
+	// other, which finishes it.
+	c.addWorker(t)
+	sleeper, holder := c.sleepOnAWorker(t, ts, "3s")
+	if holder == busy {
+		t.Fatalf("the drained worker %s took a task", busy)
+	}
 	killed := time.Now()
-	if err := syscall.Kill(workerPID(t, idle), syscall.SIGKILL); err != nil {
+	if err := syscall.Kill(workerPID(t, holder), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	c.workerOf(t, workerPID(t, idle), "lost", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerLost })
+	c.workerOf(t, workerPID(t, holder), "lost", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerLost })
 	if took := time.Since(killed); took > 10*time.Second {
 		t.Errorf("shown lost %s after the kill; want within a few heartbeats (1s each)", took)
 	}
-	resp, err = http.Post(c.base+"/api/workers/"+idle+"/drain", "", nil)
+	end = waitTask(t, ts, sleeper.run.StatusURL, "the lost worker's task to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if task := end.Tasks[0]; *end.JobStatus != runs.Done || task.Worker == holder || task.Worker == busy || len(task.Attempts) != 2 {
+		t.Errorf("the lost worker's task: %s on %s with %d attempts; want DONE on the third worker, the lost attempt recorded",
+			*end.JobStatus, task.Worker, len(task.Attempts))
+	}
+	resp, err = http.Post(c.base+"/api/workers/"+holder+"/drain", "", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

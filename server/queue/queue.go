@@ -39,7 +39,10 @@ const (
 	TasksStream = "NECTAR_TASKS"
 	// ConsumerPrefix + queue name is the durable consumer of one queue.
 	ConsumerPrefix = "queue-"
-	subjectPrefix  = "nectar.tasks."
+	// AdvisoriesStream keeps JetStream's max-deliveries advisories about task messages for
+	// advisoryAge, so a driver cut off when one was sent still gets it when it reconnects.
+	AdvisoriesStream = "NECTAR_ADVISORIES"
+	subjectPrefix    = "nectar.tasks."
 )
 
 // EmbeddedMaxPayload is the largest message the embedded server takes: the task of a join
@@ -149,7 +152,9 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 	// A cluster that has just started may have no JetStream leader yet: its API times out.
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		if q.stream, err = q.ensureStream(ctx); err == nil {
-			return q, nil
+			if err = q.ensureAdvisories(ctx); err == nil {
+				return q, nil
+			}
 		}
 		if !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
 			q.Close()
@@ -550,6 +555,31 @@ const (
 	maxFetch = 256
 )
 
+// maxDeliveriesSubject is where JetStream announces a task message that reached MaxDeliver.
+const maxDeliveriesSubject = "$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES." + TasksStream + ".*"
+
+// advisoryAge is how long an advisory is kept: longer than any reconnect worth waiting for.
+const advisoryAge = time.Hour
+
+// ensureAdvisories captures the max-deliveries advisories in a stream: JetStream sends them on
+// plain subjects, which a subscriber that is reconnecting at that moment would never see, and
+// its task would wait for a worker forever.
+func (q *Queue) ensureAdvisories(ctx context.Context) error {
+	_, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
+		Name:        AdvisoriesStream,
+		Description: "Nectar: JetStream's word on task messages delivered too often",
+		Subjects:    []string{maxDeliveriesSubject},
+		Retention:   jetstream.LimitsPolicy,
+		MaxAge:      advisoryAge,
+		Storage:     q.stream.CachedInfo().Config.Storage,
+		Replicas:    q.stream.CachedInfo().Config.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("creating the JetStream stream %s: %w", AdvisoriesStream, err)
+	}
+	return nil
+}
+
 // maxDeliveries is JetStream's advisory for a message that reached its consumer's MaxDeliver.
 type maxDeliveries struct {
 	Stream     string `json:"stream"`
@@ -559,18 +589,27 @@ type maxDeliveries struct {
 }
 
 // OnMaxDeliveries calls f with the stream sequence of each task message delivered MaxDeliver
-// times without an ack (its workers died each time), from now until stop is called.
-func (q *Queue) OnMaxDeliveries(f func(seq uint64, deliveries int)) (stop func(), err error) {
-	sub, err := q.nc.Subscribe("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES."+TasksStream+".*", func(m *nats.Msg) {
+// times without an ack (its workers died each time), announced since the given time, until
+// stop is called. It reads them from AdvisoriesStream with an ordered consumer, which after a
+// reconnect resumes where it stopped: an advisory sent meanwhile is late, not lost.
+func (q *Queue) OnMaxDeliveries(since time.Time, f func(seq uint64, deliveries int)) (stop func(), err error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, err := q.js.OrderedConsumer(ctx, AdvisoriesStream, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
+	if err != nil {
+		return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
+	}
+	cc, err := c.Consume(func(m jetstream.Msg) {
 		var a maxDeliveries
-		if json.Unmarshal(m.Data, &a) == nil && a.Stream == TasksStream {
+		if json.Unmarshal(m.Data(), &a) == nil && a.Stream == TasksStream {
 			f(a.StreamSeq, a.Deliveries)
 		}
 	})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
 	}
-	return func() { sub.Unsubscribe() }, nil
+	return cc.Stop, nil
 }
 
 // Depth is a queue's backlog: messages waiting for a worker, and taken but not acked.

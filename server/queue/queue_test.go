@@ -120,7 +120,7 @@ func TestARestartedEmbeddedServerHoldsNoTaskOfDeadDrivers(t *testing.T) {
 		t.Fatal(err)
 	}
 	publish(t, q, "q", "r1", 3)
-	if n := streamMsgs(t, q); n != 3 {
+	if n := streamMsgsOf(t, q, TasksStream); n != 3 {
 		t.Fatalf("%d messages in the stream, want 3", n)
 	}
 	// What an earlier version left: the same stream on disk, with a message in it.
@@ -151,15 +151,6 @@ func TestARestartedEmbeddedServerHoldsNoTaskOfDeadDrivers(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a task published after the restart was not delivered")
 	}
-}
-
-func streamMsgs(t *testing.T, q *Queue) uint64 {
-	t.Helper()
-	info, err := q.stream.Info(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return info.State.Msgs
 }
 
 // A worker that dies holding a task (its connection gone, no ack) loses it to another worker
@@ -241,7 +232,7 @@ func TestInProgressKeepsALongTaskWithItsWorker(t *testing.T) {
 func TestATaskThatKeepsKillingItsWorkerIsReported(t *testing.T) {
 	q := embedded(t, Config{AckWait: 300 * time.Millisecond, MaxDeliver: 3})
 	reported := make(chan [2]uint64, 1)
-	stop, err := q.OnMaxDeliveries(func(seq uint64, n int) { reported <- [2]uint64{seq, uint64(n)} })
+	stop, err := q.OnMaxDeliveries(time.Now(), func(seq uint64, n int) { reported <- [2]uint64{seq, uint64(n)} })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -267,6 +258,56 @@ func TestATaskThatKeepsKillingItsWorkerIsReported(t *testing.T) {
 	if pending, inFlight, err := q.Depth(context.Background(), "q"); err != nil || pending+inFlight != 0 {
 		t.Fatalf("after Delete: pending %d, in flight %d, err %v; want an empty queue", pending, inFlight, err)
 	}
+}
+
+// An advisory sent while nobody listened (a driver reconnecting) is still reported: JetStream's
+// advisories are kept in a stream, read from the time the listener asks for.
+func TestAMaxDeliveriesAdvisoryOutlivesAListenersAbsence(t *testing.T) {
+	q := embedded(t, Config{AckWait: 300 * time.Millisecond, MaxDeliver: 2})
+	since := time.Now()
+	seq := publish(t, q, "q", "r1", 1)[0]
+	var deliveries atomic.Int32
+	stopConsume := consume(t, q, []string{"q"}, 1, func(d *Delivery) { deliveries.Add(1) }) // never acks
+	waitFor(t, func() bool { return streamMsgsOf(t, q, AdvisoriesStream) == 1 })
+	stopConsume()
+	reported := make(chan uint64, 1)
+	stop, err := q.OnMaxDeliveries(since, func(s uint64, _ int) { reported <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	select {
+	case got := <-reported:
+		if got != seq {
+			t.Fatalf("advisory for seq %d, want %d", got, seq)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the advisory sent before anyone listened was not reported")
+	}
+	// One asking from now on hears nothing of it.
+	later, err := q.OnMaxDeliveries(time.Now(), func(s uint64, _ int) { reported <- s })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer later()
+	select {
+	case got := <-reported:
+		t.Fatalf("an advisory from before the listener asked: seq %d", got)
+	case <-time.After(500 * time.Millisecond):
+	}
+}
+
+func streamMsgsOf(t *testing.T, q *Queue, name string) uint64 {
+	t.Helper()
+	s, err := q.js.Stream(context.Background(), name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }
 
 func TestAWorkerTakesOnlyItsQueues(t *testing.T) {

@@ -62,7 +62,7 @@ func (m *Manager) startDriving() error {
 	// A busy driver must not lose what workers report: NATS drops a slow subscriber's messages
 	// beyond its pending limits.
 	sub.SetPendingLimits(-1, -1)
-	stopAdvisories, err := m.cfg.Queue.OnMaxDeliveries(m.onMaxDeliveries)
+	stopAdvisories, err := m.cfg.Queue.OnMaxDeliveries(time.Now(), m.onMaxDeliveries)
 	if err != nil {
 		sub.Unsubscribe()
 		return err
