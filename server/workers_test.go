@@ -610,7 +610,8 @@ func (c *queueCluster) workerOf(t *testing.T, pid int, what string, ok func(runs
 
 // The worker monitor: workers are listed with their queues and live counts; a drained worker
 // finishes its task and takes no new one; a SIGKILLed one is shown lost within three missed
-// heartbeats, cannot be drained, and its task is redelivered to another worker.
+// heartbeats, cannot be drained, and its task is redelivered to another worker; SIGTERM
+// drains a worker, which then exits and shows stopped.
 func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 	c := startQueueCluster(t, 0, "NECTAR_WORKER_HEARTBEAT=1s", "NECTAR_TASK_ACK_WAIT=2s")
 	gpuOnly := c.addWorker(t, "--queues", "testchains")
@@ -697,4 +698,27 @@ func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 	if resp.StatusCode != http.StatusNotFound {
 		t.Errorf("drain of an unknown worker = %d, want 404", resp.StatusCode)
 	}
+
+	// SIGTERM drains as the API does: the task in hand finishes there, then the worker exits
+	// and is listed stopped.
+	last, lastID := c.sleepOnAWorker(t, ts, "2500ms")
+	lastPID := workerPID(t, lastID)
+	if err := syscall.Kill(lastPID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	end = waitTask(t, ts, last.run.StatusURL, "the stopping worker's task to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
+	if *end.JobStatus != runs.Done || end.Tasks[0].Worker != lastID || len(end.Tasks[0].Attempts) != 1 {
+		t.Errorf("the task of a worker sent SIGTERM: %s on %s, %d attempts; want DONE there at once", *end.JobStatus, end.Tasks[0].Worker, len(end.Tasks[0].Attempts))
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- c.workers[lastPID].Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the worker exited with %v after SIGTERM, want 0:\n%s", err, c.workerLogs[lastPID])
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("the worker did not exit within 20s of SIGTERM:\n%s", c.workerLogs[lastPID])
+	}
+	c.workerOf(t, lastPID, "stopped", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerStopped })
 }

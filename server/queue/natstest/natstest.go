@@ -65,10 +65,17 @@ type Cluster struct {
 	// tlsCert and tlsKey, when set, make clients connect over TLS (the monitoring endpoint stays
 	// plain HTTP on loopback).
 	tlsCert, tlsKey string
+	// user and password, when set, are what clients must present.
+	user, password string
 }
 
 // Option changes how Start configures the nodes.
 type Option func(*Cluster)
+
+// WithUser makes every node require this user and password of its clients.
+func WithUser(user, password string) Option {
+	return func(c *Cluster) { c.user, c.password = user, password }
+}
 
 // WithTLS makes every node require TLS of its clients, with this certificate and key (PEM files).
 func WithTLS(certFile, keyFile string) Option {
@@ -117,6 +124,9 @@ func Start(size int, opts ...Option) (*Cluster, error) {
 		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\njetstream { store_dir: %q }\n",
 			n.Name, n.ClientPort, n.MonitorPort, filepath.Join(n.dir, "js"))
+		if c.user != "" {
+			conf += fmt.Sprintf("authorization { user: %q\n password: %q\n}\n", c.user, c.password)
+		}
 		if c.tlsCert != "" {
 			conf += fmt.Sprintf("tls { cert_file: %q\n key_file: %q\n}\n", c.tlsCert, c.tlsKey)
 		}
