@@ -148,10 +148,6 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	}
 	if (c.TLSCert == "") != (c.TLSKey == "") {
 		errs = append(errs, errors.New("NECTAR_TLS_CERT and NECTAR_TLS_KEY go together: set both or neither"))
-	} else if c.TLSCert != "" {
-		if _, err := loadKeyPair(c.TLSCert, c.TLSKey); err != nil {
-			errs = append(errs, err)
-		}
 	}
 	if c.PublicURL != "" {
 		u, err := url.Parse(c.PublicURL)

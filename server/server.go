@@ -80,6 +80,13 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		// ConfigFromEnv refuses this too; a Config built in code must not open /metrics by accident.
 		return nil, errors.New("NECTAR_METRICS_PUBLIC=false puts /metrics behind the bearer tokens, but NECTAR_API_TOKENS is not set")
 	}
+	if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		// Checked here, not in ConfigFromEnv: a worker reads the same environment (one
+		// ConfigMap) but serves no HTTP, and need not see the certificate.
+		if _, err := loadKeyPair(cfg.TLSCert, cfg.TLSKey); err != nil {
+			return nil, err
+		}
+	}
 	s := &Server{cfg: cfg, log: logger, catalog: cat, done: newDoneCache(cfg.DoneCacheTTL, 100_000)}
 	if cfg.PublicURL != "" {
 		s.setPublicURL(cfg.PublicURL)

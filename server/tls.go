@@ -42,12 +42,13 @@ type certReloader struct {
 const certCheckEvery = 10 * time.Second
 
 func newCertReloader(certFile, keyFile string, warn func(error)) (*certReloader, error) {
+	r := &certReloader{certFile: certFile, keyFile: keyFile, warn: warn, checked: time.Now()}
+	r.modified, _ = r.filesModified() // before the load: a renewal in between is seen next time
 	pair, err := loadKeyPair(certFile, keyFile)
 	if err != nil {
 		return nil, err
 	}
-	r := &certReloader{certFile: certFile, keyFile: keyFile, warn: warn, pair: pair, checked: time.Now()}
-	r.modified, _ = r.filesModified()
+	r.pair = pair
 	return r, nil
 }
 

@@ -385,11 +385,11 @@ func TestUIWorkersPage(t *testing.T) {
 	}
 	csrf := b.csrf("/workers")
 	drained := b.do(http.MethodPost, "/workers/"+id+"/drain", url.Values{"csrf": {csrf}})
-	if drained.code != http.StatusSeeOther || !strings.HasPrefix(drained.h.Get("Location"), "/workers?notice=") {
+	if drained.code != http.StatusSeeOther || drained.h.Get("Location") != "/workers?drained="+id {
 		t.Fatalf("drain = %d %s", drained.code, drained.h.Get("Location"))
 	}
 	p = b.get(drained.h.Get("Location"))
-	if !strings.Contains(p.body, "worker "+id+" is drain") || strings.Contains(p.body, ">Drain</button>") || !regexp.MustCompile(`class="status w-drain(ing|ed)"`).MatchString(p.body) {
+	if !strings.Contains(p.body, "Drain asked of worker "+id+":") || strings.Contains(p.body, ">Drain</button>") || !regexp.MustCompile(`class="status w-drain(ing|ed)"`).MatchString(p.body) {
 		t.Errorf("after the drain the page shows:\n%s", p.body)
 	}
 	if p := b.do(http.MethodPost, "/workers/nobody-1-x/drain", url.Values{"csrf": {csrf}}); p.code != http.StatusNotFound || !strings.Contains(p.body, `worker &#34;nobody-1-x&#34;: no such worker`) {
@@ -400,7 +400,7 @@ func TestUIWorkersPage(t *testing.T) {
 	}
 
 	direct := newBrowser(t, newTestServer(t, func(c *Config) { c.Dispatch = "direct" }))
-	if p := direct.get("/workers"); p.code != 200 || !strings.Contains(p.body, "NECTAR_DISPATCH=direct") {
+	if p := direct.get("/workers"); p.code != 200 || !strings.Contains(p.body, "NECTAR_DISPATCH=direct") || strings.Contains(p.body, "hx-get") {
 		t.Errorf("workers page with direct dispatch = %d\n%s", p.code, p.body)
 	}
 }

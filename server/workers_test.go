@@ -678,9 +678,11 @@ func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 		t.Errorf("shown lost %s after the kill; want within a few heartbeats (1s each)", took)
 	}
 	end = waitTask(t, ts, sleeper.run.StatusURL, "the lost worker's task to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
-	if task := end.Tasks[0]; *end.JobStatus != runs.Done || task.Worker == holder || task.Worker == busy || len(task.Attempts) != 2 {
-		t.Errorf("the lost worker's task: %s on %s with %d attempts; want DONE on the third worker, the lost attempt recorded",
-			*end.JobStatus, task.Worker, len(task.Attempts))
+	// (A stall of the machine longer than the ack wait may add an attempt: at least two.)
+	if task := end.Tasks[0]; *end.JobStatus != runs.Done || task.Worker == holder || task.Worker == busy || len(task.Attempts) < 2 ||
+		!strings.Contains(task.Attempts[0].Error, "worker "+holder+" was lost") {
+		t.Errorf("the lost worker's task: %s on %s, attempts %+v; want DONE on the third worker, the lost attempt recorded first",
+			*end.JobStatus, task.Worker, task.Attempts)
 	}
 	resp, err = http.Post(c.base+"/api/workers/"+holder+"/drain", "", nil)
 	if err != nil {

@@ -124,6 +124,11 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 			}
 		}),
 		nats.ReconnectHandler(func(nc *nats.Conn) { cfg.Logger.Info("queue: reconnected to NATS", "server", nc.ConnectedServerName()) }),
+		// What the server refuses asynchronously (a permissions violation, a slow consumer)
+		// goes to the log, not to stderr past it.
+		nats.ErrorHandler(func(_ *nats.Conn, _ *nats.Subscription, err error) {
+			cfg.Logger.Warn("queue: NATS reports an error", "err", err)
+		}),
 	}
 	var err error
 	if cfg.URL == "" {
@@ -155,6 +160,13 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 			if err = q.ensureAdvisories(ctx); err == nil {
 				return q, nil
 			}
+		}
+		// A request the server refused for permissions gets no answer, only a timeout: the
+		// reason is the connection's last error. Retrying will not help.
+		if last := q.nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
+			q.Close()
+			return nil, fmt.Errorf("the NATS user may not use JetStream's API for the streams %s and %s and the bucket KV_%s (grant $JS.API.> for them, and publish and subscribe on nectar.> and _INBOX.>): %w",
+				TasksStream, AdvisoriesStream, WorkersBucket, last)
 		}
 		if !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
 			q.Close()
@@ -289,14 +301,16 @@ func (q *Queue) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 		// no file system calls and no block buffers. A file stream left by an earlier version is
 		// dropped for the same reason (JetStream cannot change a stream's storage in place).
 		sc.Storage = jetstream.MemoryStorage
-		if info, err := q.js.Stream(ctx, TasksStream); err == nil && info.CachedInfo().Config.Storage != sc.Storage {
-			if err := q.js.DeleteStream(ctx, TasksStream); err != nil {
-				return nil, fmt.Errorf("dropping the embedded file stream %s of an earlier version: %w", TasksStream, err)
-			}
+		if err := q.dropIfStorageDiffers(ctx, TasksStream, sc.Storage); err != nil {
+			return nil, err
 		}
 	}
 	if q.embedded == nil {
-		if info, err := q.js.Stream(ctx, TasksStream); err == nil {
+		info, err := q.js.Stream(ctx, TasksStream)
+		if err != nil && !errors.Is(err, jetstream.ErrStreamNotFound) {
+			return nil, err // not knowing what exists, change nothing (Open retries a timeout)
+		}
+		if err == nil {
 			have := info.CachedInfo().Config
 			// Who created the stream chose its storage: a process using another's embedded
 			// server (NECTAR_NATS_LISTEN) finds it in memory, and keeps it so.
@@ -309,6 +323,9 @@ func (q *Queue) ensureStream(ctx context.Context) (jetstream.Stream, error) {
 					"stream", TasksStream, "replicas", have.Replicas, "asked", sc.Replicas)
 				sc.Replicas = have.Replicas
 			}
+			// Its consumers and the workers bucket follow: JetStream wants a work queue's
+			// consumers to have their stream's replicas.
+			q.cfg.Replicas = sc.Replicas
 		}
 	}
 	s, err := q.js.CreateOrUpdateStream(ctx, sc)
@@ -565,17 +582,44 @@ const advisoryAge = time.Hour
 // plain subjects, which a subscriber that is reconnecting at that moment would never see, and
 // its task would wait for a worker forever.
 func (q *Queue) ensureAdvisories(ctx context.Context) error {
+	storage := q.stream.CachedInfo().Config.Storage
+	// Advisories are disposable: a stream of the wrong storage (made by a worker that connected
+	// to an embedded server before the server made its own) is simply made again.
+	if err := q.dropIfStorageDiffers(ctx, AdvisoriesStream, storage); err != nil {
+		return err
+	}
 	_, err := q.js.CreateOrUpdateStream(ctx, jetstream.StreamConfig{
 		Name:        AdvisoriesStream,
 		Description: "Nectar: JetStream's word on task messages delivered too often",
 		Subjects:    []string{maxDeliveriesSubject},
 		Retention:   jetstream.LimitsPolicy,
 		MaxAge:      advisoryAge,
-		Storage:     q.stream.CachedInfo().Config.Storage,
+		MaxMsgs:     100_000, // a storm of dying workers does not fill the account
+		Discard:     jetstream.DiscardOld,
+		Storage:     storage,
 		Replicas:    q.stream.CachedInfo().Config.Replicas,
 	})
 	if err != nil {
 		return fmt.Errorf("creating the JetStream stream %s: %w", AdvisoriesStream, err)
+	}
+	return nil
+}
+
+// dropIfStorageDiffers deletes stream name if it exists with another storage than want
+// (JetStream cannot change a stream's storage in place).
+func (q *Queue) dropIfStorageDiffers(ctx context.Context, name string, want jetstream.StorageType) error {
+	info, err := q.js.Stream(ctx, name)
+	if errors.Is(err, jetstream.ErrStreamNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if info.CachedInfo().Config.Storage == want {
+		return nil
+	}
+	if err := q.js.DeleteStream(ctx, name); err != nil {
+		return fmt.Errorf("dropping the %s stream %s to make it again in %s: %w", info.CachedInfo().Config.Storage, name, want, err)
 	}
 	return nil
 }
@@ -605,7 +649,9 @@ func (q *Queue) OnMaxDeliveries(since time.Time, f func(seq uint64, deliveries i
 		if json.Unmarshal(m.Data(), &a) == nil && a.Stream == TasksStream {
 			f(a.StreamSeq, a.Deliveries)
 		}
-	})
+	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+		q.cfg.Logger.Warn("queue: reading the advisories; it resumes where it stopped", "err", err)
+	}))
 	if err != nil {
 		return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
 	}

@@ -297,6 +297,28 @@ func TestAMaxDeliveriesAdvisoryOutlivesAListenersAbsence(t *testing.T) {
 	}
 }
 
+// A NATS user without JetStream's API for a stream Nectar needs is told so at once, with the
+// names to grant, rather than "not ready yet" for half a minute.
+func TestAUserWithoutPermissionsIsToldWhatToGrant(t *testing.T) {
+	cluster, err := natstest.Start(1, natstest.WithConfig(`authorization { users = [
+  { user: limited, password: pw, permissions: { publish: { deny: ["$JS.API.STREAM.CREATE.NECTAR_ADVISORIES", "$JS.API.STREAM.UPDATE.NECTAR_ADVISORIES"] } } }
+] }`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	url := strings.Replace(cluster.URL(), "nats://", "nats://limited:pw@", 1)
+	start := time.Now()
+	_, err = Open(context.Background(), Config{URL: url})
+	if err == nil || !strings.Contains(err.Error(), "may not use JetStream's API for the streams NECTAR_TASKS and NECTAR_ADVISORIES") ||
+		!strings.Contains(err.Error(), "permissions violation") {
+		t.Fatalf("Open as a user denied the advisories stream = %v", err)
+	}
+	if took := time.Since(start); took > openPatience/2 {
+		t.Errorf("refused after %s; want at the first refusal, not after retrying", took)
+	}
+}
+
 func streamMsgsOf(t *testing.T, q *Queue, name string) uint64 {
 	t.Helper()
 	s, err := q.js.Stream(context.Background(), name)
@@ -442,10 +464,23 @@ func TestAClusterLosesNoTaskWhenANodeDies(t *testing.T) {
 		return q
 	}
 	pub, work := open(), open()
-	// A process asking for fewer replicas (a worker left at the default) does not shrink it.
+	// A process asking for fewer replicas (a worker left at the default) does not shrink the
+	// stream, and works with it: its consumers and bucket take the stream's replicas.
 	if q, err := Open(context.Background(), Config{URL: cluster.URL(), Replicas: 1}); err != nil {
 		t.Fatal(err)
 	} else {
+		publish(t, q, "r1-queue", "r0", 1)
+		got := make(chan struct{}, 1)
+		stop := consume(t, q, []string{"r1-queue"}, 1, func(d *Delivery) { d.Ack(); got <- struct{}{} })
+		select {
+		case <-got:
+		case <-time.After(20 * time.Second):
+			t.Fatal("a process started with 1 replica got no task from the R3 stream")
+		}
+		stop()
+		if _, err := q.Registry(context.Background()); err != nil {
+			t.Fatalf("the workers bucket from a process asking 1 replica: %v", err)
+		}
 		info, err := q.stream.Info(context.Background())
 		q.Close()
 		if err != nil || info.Config.Replicas != 3 {

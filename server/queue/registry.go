@@ -80,9 +80,14 @@ func (r *Registry) All(ctx context.Context) ([]Entry, error) {
 	}
 	var out []Entry
 	for _, id := range ids {
-		if e, err := r.Get(ctx, id); err == nil {
-			out = append(out, e)
+		e, err := r.Get(ctx, id)
+		if errors.Is(err, ErrNoWorker) { // deleted since the listing
+			continue
 		}
+		if err != nil { // a list missing workers would show them gone: say it could not be read
+			return nil, err
+		}
+		out = append(out, e)
 	}
 	return out, nil
 }

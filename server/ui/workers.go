@@ -3,6 +3,7 @@ package ui
 import (
 	"errors"
 	"net/http"
+	"net/url"
 
 	"github.com/labstack/echo/v4"
 
@@ -21,6 +22,8 @@ type workersView struct {
 	// Error is what an action (a drain) met; ReadError why the list could not be read.
 	Error, ReadError string
 	Notice           string
+	// Direct: this server dispatches tasks itself; the page neither lists nor polls.
+	Direct bool
 }
 
 type stateCount struct {
@@ -32,7 +35,11 @@ type stateCount struct {
 var workerStateOrder = []string{runs.WorkerLost, runs.WorkerRunning, runs.WorkerDraining, runs.WorkerDrained, runs.WorkerStopped}
 
 func (u *UI) workersPage(c echo.Context) error {
-	return u.renderWorkers(c, http.StatusOK, workersView{Notice: c.QueryParam("notice")}, false)
+	var v workersView
+	if id := c.QueryParam("drained"); id != "" { // the sentence is ours: a link cannot put words here
+		v.Notice = "Drain asked of worker " + id + ": it finishes the tasks in hand and takes no new one."
+	}
+	return u.renderWorkers(c, http.StatusOK, v, false)
 }
 
 // workersTable is the part of the page htmx swaps every 2 s.
@@ -44,7 +51,7 @@ func (u *UI) renderWorkers(c echo.Context, code int, v workersView, fragment boo
 	ws, depths, err := u.b.Workers(c.Request().Context())
 	switch {
 	case errors.Is(err, ErrNoQueue):
-		v.ReadError = err.Error()
+		v.ReadError, v.Direct = err.Error(), true
 	case err != nil:
 		u.log.Warn("ui: workers page", "err", err)
 		v.ReadError = "The workers cannot be read now: " + workerReason(err)
@@ -74,8 +81,8 @@ func (u *UI) drainWorker(c echo.Context) error {
 		u.log.Info("ui: drain", "worker", id, "err", err)
 		return u.renderWorkers(c, drainStatus(err), workersView{Error: "Not drained: " + workerReason(err)}, false)
 	}
-	u.log.Info("worker drain asked", "worker", id, "by", "web UI from "+c.RealIP())
-	return c.Redirect(http.StatusSeeOther, "/workers?notice="+"worker+"+w.ID+"+is+"+w.State)
+	u.log.Info("worker drain asked", "worker", w.ID, "state", w.State, "by", "web UI from "+c.RealIP())
+	return c.Redirect(http.StatusSeeOther, "/workers?"+url.Values{"drained": {w.ID}}.Encode())
 }
 
 // drainStatus is the HTTP status of a failed drain, as the API answers it.

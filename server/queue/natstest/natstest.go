@@ -67,6 +67,12 @@ type Cluster struct {
 	tlsCert, tlsKey string
 	// user and password, when set, are what clients must present.
 	user, password string
+	extra          string // more configuration, as written
+}
+
+// WithConfig adds lines of nats-server configuration to every node's file.
+func WithConfig(lines string) Option {
+	return func(c *Cluster) { c.extra += lines + "\n" }
 }
 
 // Option changes how Start configures the nodes.
@@ -124,6 +130,7 @@ func Start(size int, opts ...Option) (*Cluster, error) {
 		}
 		conf := fmt.Sprintf("server_name: %s\nlisten: 127.0.0.1:%d\nhttp: 127.0.0.1:%d\njetstream { store_dir: %q }\n",
 			n.Name, n.ClientPort, n.MonitorPort, filepath.Join(n.dir, "js"))
+		conf += c.extra
 		if c.user != "" {
 			conf += fmt.Sprintf("authorization { user: %q\n password: %q\n}\n", c.user, c.password)
 		}
