@@ -417,7 +417,7 @@ func (s *Server) taskData(ctx context.Context, i int, t runs.TaskState) taskData
 	td := taskData{Index: i, TaskState: t}
 	switch {
 	case isLive(t.Status):
-		td.LogURL = s.liveLogURL(t.Key)
+		td.LogURL = s.liveLogURL(t.Key, t.Worker)
 	case t.HasLog():
 		td.LogURL = s.presign(ctx, t.Key+"/"+runs.LogName)
 	}

@@ -22,9 +22,17 @@ import (
 // liveLogURL is the signed URL of a task's log that works while the task runs: with
 // ?offset=N it returns what was written after byte N; with ?follow=true it streams until the
 // task ends. After the end it serves the stored log, so one URL covers the task's whole life.
-func (s *Server) liveLogURL(taskKey string) string {
+//
+// worker names the worker running the task ("" if none yet): an API server where the task does
+// not run asks that worker for the log. It is a routing hint, outside the signature: a wrong
+// one finds no live log, and the stored one is served.
+func (s *Server) liveLogURL(taskKey, worker string) string {
 	exp, sig := s.signer.Sign(signing.PurposeLog, taskKey, s.cfg.URLExpiry)
-	return s.base() + "/api/chainlog?" + url.Values{"task": {taskKey}, "expires": {exp}, "signature": {sig}}.Encode()
+	v := url.Values{"task": {taskKey}, "expires": {exp}, "signature": {sig}}
+	if worker != "" {
+		v.Set("worker", worker)
+	}
+	return s.base() + "/api/chainlog?" + v.Encode()
 }
 
 // followPoll is how often a followed log is checked for new lines.
@@ -77,6 +85,24 @@ func (s *Server) taskLog(c echo.Context) error {
 			}
 		}
 	}
+	if worker := q.Get("worker"); worker != "" && s.queue != nil {
+		chunk, err := s.runs.RemoteLog(c.Request().Context(), worker, key, offset)
+		if errors.Is(err, runs.ErrBadWorkerID) {
+			return &params.Error{Param: "worker", Value: worker, Reason: "is not a worker id"}
+		}
+		if err != nil {
+			return err
+		}
+		if chunk.Live {
+			return s.streamRemoteLog(c, worker, key, offset, follow, chunk)
+		}
+	}
+	return s.storedLog(c, key, offset)
+}
+
+// storedLog serves task key's committed log from offset on.
+func (s *Server) storedLog(c echo.Context, key string, offset int64) error {
+	h := c.Response().Header()
 	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
 	if errors.Is(err, targets.ErrNotExist) {
 		return newError(err, "no log for task "+key+" (it has not run)")
@@ -90,6 +116,60 @@ func (s *Server) taskLog(c echo.Context) error {
 	}
 	h.Set("X-Log-Complete", "true")
 	c.Response().WriteHeader(http.StatusOK)
+	_, err = io.Copy(c.Response(), rc)
+	return err
+}
+
+// streamRemoteLog serves a live log held by another process's worker, from its first chunk
+// on: one chunk, or (following) chunk after chunk until the task ends. When the worker no
+// longer holds it, the rest comes from the store, where the log then is.
+func (s *Server) streamRemoteLog(c echo.Context, worker, key string, offset int64, follow bool, chunk runs.LogChunk) error {
+	w := c.Response()
+	if !follow {
+		w.Header().Set("X-Log-Complete", strconv.FormatBool(chunk.Complete))
+		w.Header().Set("X-Next-Offset", strconv.FormatInt(offset+int64(len(chunk.Data)), 10))
+		w.WriteHeader(http.StatusOK)
+		_, err := w.Write(chunk.Data)
+		return err
+	}
+	w.WriteHeader(http.StatusOK)
+	ctx := c.Request().Context()
+	for {
+		if _, err := w.Write(chunk.Data); err != nil {
+			return err
+		}
+		w.Flush()
+		offset += int64(len(chunk.Data))
+		if chunk.Complete {
+			return nil
+		}
+		if len(chunk.Data) == 0 {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-time.After(followPoll):
+			}
+		}
+		var err error
+		if chunk, err = s.runs.RemoteLog(ctx, worker, key, offset); err != nil {
+			return err // the answer has begun: the client sees it cut short
+		}
+		if !chunk.Live { // committed meanwhile: the rest is in the store
+			return s.copyStoredFrom(c, key, offset)
+		}
+	}
+}
+
+// copyStoredFrom appends the stored log of key from offset to an answer already begun.
+func (s *Server) copyStoredFrom(c echo.Context, key string, offset int64) error {
+	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
+	if err != nil {
+		return err
+	}
+	defer rc.Close()
+	if _, err := io.CopyN(io.Discard, rc, offset); err != nil && err != io.EOF {
+		return err
+	}
 	_, err = io.Copy(c.Response(), rc)
 	return err
 }

@@ -12,14 +12,21 @@ import (
 	"nectar/server/runs"
 )
 
+// A task's log can be read and followed while it runs, through one signed URL that serves the
+// stored log once it ended: on the server running the task, and on an API server whose
+// worker runs in another process (it asks that worker for the bytes).
 func TestLogsCanBeReadWhileTheTaskRuns(t *testing.T) {
-	ts := newTestServer(t)
+	t.Run("in the server's process", func(t *testing.T) { liveLogs(t, newTestServer(t)) })
+	t.Run("on a worker process", func(t *testing.T) { liveLogs(t, &testServer{url: startQueueCluster(t, 1).base}) })
+}
+
+func liveLogs(t *testing.T, ts *testServer) {
 	a := ts.post(t, "/api/chains/testchains/faults_chain/TickTask?count=8&every=100ms")
 	ts.waitRunning(t, a.run.StatusURL)
 	st := ts.do(t, "GET", a.run.StatusURL)
 	liveURL := st.run.Tasks[0].LogURL
-	if !strings.Contains(liveURL, "/api/chainlog?") {
-		t.Fatalf("log_url of a running task = %s, want the live log URL", liveURL)
+	if !strings.Contains(liveURL, "/api/chainlog?") || strings.Contains(liveURL, "worker=") != (st.run.Tasks[0].Worker != "") {
+		t.Fatalf("log_url of a task running on worker %q = %s, want the live log URL naming it", st.run.Tasks[0].Worker, liveURL)
 	}
 
 	// Polling with offsets: each answer continues where the last ended.
@@ -66,7 +73,22 @@ func TestLogsCanBeReadWhileTheTaskRuns(t *testing.T) {
 	if resp.Header.Get("X-Log-Complete") != "true" || string(stored) != whole {
 		t.Errorf("stored log via the live URL (complete %s) differs from the followed one:\n%s\n---\n%s", resp.Header.Get("X-Log-Complete"), stored, whole)
 	}
-	if resp, _ := http.Get(liveURL + "x"); resp.StatusCode != http.StatusForbidden {
+	if strings.Contains(liveURL, "worker=") {
+		// A worker that is gone (or never was): the stored log. One that cannot be: 400.
+		resp, err := http.Get(strings.Replace(liveURL, "worker=", "worker=gone-1-x", 1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != whole {
+			t.Errorf("the live URL naming a gone worker = %d %q, want the stored log", resp.StatusCode, b)
+		}
+		if resp, _ := http.Get(strings.Replace(liveURL, "worker=", "worker=%3E", 1)); resp.StatusCode != http.StatusBadRequest {
+			t.Errorf("a worker parameter with a wildcard = %d, want 400", resp.StatusCode)
+		}
+	}
+	if resp, _ := http.Get(strings.Replace(liveURL, "signature=", "signature=0", 1)); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("tampered live log URL = %d, want 403", resp.StatusCode)
 	}
 }

@@ -66,7 +66,7 @@ func (b uiBackend) StatusURL(key string) string { return b.s.statusURL(key) }
 
 func (b uiBackend) DownloadURL(ctx context.Context, key string) string { return b.s.presign(ctx, key) }
 
-func (b uiBackend) LiveLogURL(taskKey string) string { return b.s.liveLogURL(taskKey) }
+func (b uiBackend) LiveLogURL(taskKey, worker string) string { return b.s.liveLogURL(taskKey, worker) }
 
 func (b uiBackend) Head(ctx context.Context, key string, n int) ([]byte, error) {
 	rc, err := b.s.store.Get(ctx, key)

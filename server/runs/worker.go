@@ -33,6 +33,8 @@ type Worker struct {
 	ctx  context.Context
 	stop context.CancelFunc
 	done chan struct{}
+	// logSub answers for the live logs of this worker's tasks (remotelog.go).
+	logSub *nats.Subscription
 
 	mu      sync.Mutex
 	lanes   map[string]*workerLane // by run id
@@ -143,14 +145,22 @@ func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error)
 		}
 		w.graphs = append(w.graphs, sub)
 	}
+	// Live logs are asked for until the last task in hand ends (Stop unsubscribes it last).
+	if w.logSub, err = nc.Subscribe(workerLogSubject(w.id), w.onLogRequest); err != nil {
+		w.unsubscribe()
+		stop()
+		return nil, err
+	}
 	// The subscriptions above are in place before any server hears of this worker.
 	if err := nc.Flush(); err != nil {
 		w.unsubscribe()
+		w.logSub.Unsubscribe()
 		stop()
 		return nil, err
 	}
 	if err := w.openRegistry(ctx); err != nil {
 		w.unsubscribe()
+		w.logSub.Unsubscribe()
 		stop()
 		close(w.beatDone)
 		return nil, err
@@ -233,6 +243,7 @@ func (w *Worker) Stop() {
 		w.toDriver(wl.driver, &driverMsg{Run: run, Worker: w.id, Lane: wl.id, Metrics: lm})
 	}
 	w.bg.Wait()
+	w.logSub.Unsubscribe()
 	w.stopReap()
 	w.stopBeat.Do(func() { close(w.beatStop) })
 	<-w.beatDone

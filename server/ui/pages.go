@@ -339,7 +339,7 @@ func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
 	s := &selView{Task: taskRow{TaskState: t, Index: i, Selected: true}, Params: string(t.Params)}
 	live := t.Status == runs.Running || t.Status == runs.Pending
 	if live {
-		s.Live, s.LogURL = true, u.b.LiveLogURL(t.Key)
+		s.Live, s.LogURL = true, u.b.LiveLogURL(t.Key, t.Worker)
 		return s
 	}
 	if i == 0 { // a dependency's params are in the record only (below)

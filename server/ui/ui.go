@@ -59,8 +59,8 @@ type Backend interface {
 	StatusURL(key string) string
 	// DownloadURL is a signed (or presigned) URL of a stored object, "" if it cannot be made.
 	DownloadURL(ctx context.Context, key string) string
-	// LiveLogURL is the signed URL of a running task's log.
-	LiveLogURL(taskKey string) string
+	// LiveLogURL is the signed URL of a running task's log (worker: the one running it).
+	LiveLogURL(taskKey, worker string) string
 	// Head reads at most n bytes of a stored object.
 	Head(ctx context.Context, key string, n int) ([]byte, error)
 	// Metrics is the run's stored metrics object (samples included), nil if none.
