@@ -32,7 +32,11 @@ func (s *Server) listWorkers(c echo.Context) error {
 	for _, w := range ws {
 		d.States[w.State]++
 	}
-	return respond(c, http.StatusOK, fmt.Sprintf("%d workers", len(ws)), d)
+	noun := "workers"
+	if len(ws) == 1 {
+		noun = "worker"
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("%d %s", len(ws), noun), d)
 }
 
 // drainWorker asks a worker to take no new task and finish those in hand (as SIGTERM does,
