@@ -93,28 +93,13 @@ func TestTheAPIServesHTTPS(t *testing.T) {
 		t.Errorf("the start line does not say https:\n%s", logs)
 	}
 
-	resp, err := client.Post(base+"/api/chains/testchains/hello_chain/HelloTask?name=tls&wait=30s", "", nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var body struct {
-		Data struct {
-			JobStatus string `json:"job_status"`
-			StatusURL string `json:"status_url"`
-			OutURL    string `json:"resource_url"`
-		} `json:"data"`
-	}
-	err = json.NewDecoder(resp.Body).Decode(&body)
-	resp.Body.Close()
-	if err != nil || resp.StatusCode != 200 || body.Data.JobStatus != "DONE" {
-		t.Fatalf("POST over HTTPS = %d %+v %v\n%s", resp.StatusCode, body, err, logs)
-	}
-	for _, u := range []string{body.Data.StatusURL, body.Data.OutURL} {
+	body := postDone(t, client, base+"/api/chains/testchains/hello_chain/HelloTask?name=tls&wait=30s", logs.String)
+	for _, u := range []string{body.StatusURL, body.ResourceURL} {
 		if !strings.HasPrefix(u, base+"/") {
 			t.Errorf("URL %q does not start with %s", u, base)
 		}
 	}
-	resp, err = client.Get(body.Data.OutURL)
+	resp, err := client.Get(body.ResourceURL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -139,7 +124,7 @@ func TestTheAPIServesHTTPS(t *testing.T) {
 	}
 
 	// The command-line client trusts the CA named by SSL_CERT_FILE, as every Go program does.
-	cli := exec.Command(filepath.Join(pluginDir, "nectar"), "status", body.Data.StatusURL)
+	cli := exec.Command(filepath.Join(pluginDir, "nectar"), "status", body.StatusURL)
 	cli.Env = append(os.Environ(), "SSL_CERT_FILE="+files.CA)
 	if b, err := cli.CombinedOutput(); err != nil || !strings.Contains(string(b), "DONE") {
 		t.Errorf("nectar status over HTTPS: %v\n%s", err, b)
@@ -243,4 +228,31 @@ func refusedWorker(t *testing.T, target string, env ...string) string {
 		t.Errorf("the worker still runs after 60s, want a failure:\n%s", logs)
 	}
 	return logs.String()
+}
+
+// doneURLs are the URLs of a POST ?wait answer that ended DONE.
+type doneURLs struct {
+	StatusURL   string `json:"status_url"`
+	ResourceURL string `json:"resource_url"`
+}
+
+// postDone POSTs u with client and wants 200 DONE; logs (a server's) are shown otherwise.
+func postDone(t *testing.T, client *http.Client, u string, logs func() string) doneURLs {
+	t.Helper()
+	resp, err := client.Post(u, "", nil)
+	if err != nil {
+		t.Fatalf("POST %s: %v\n%s", u, err, logs())
+	}
+	var a struct {
+		Data struct {
+			JobStatus string `json:"job_status"`
+			doneURLs
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&a)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != 200 || a.Data.JobStatus != "DONE" {
+		t.Fatalf("POST %s = %d %+v %v\n%s", u, resp.StatusCode, a.Data, err, logs())
+	}
+	return a.Data.doneURLs
 }
