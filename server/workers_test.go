@@ -66,6 +66,7 @@ type queueCluster struct {
 	logs       *lockedBuffer // the API server's
 	target     string
 	env        []string
+	workerEnv  []string              // what workers started from now on get beyond env
 	workers    map[int]*exec.Cmd     // by pid
 	workerLogs map[int]*lockedBuffer // by pid
 	server     *exec.Cmd             // the first API server
@@ -125,7 +126,7 @@ func (c *queueCluster) addServer(t *testing.T) (base string, logs *lockedBuffer,
 // addWorker starts a worker (nectar worker args...) and waits until it takes tasks.
 func (c *queueCluster) addWorker(t *testing.T, args ...string) *exec.Cmd {
 	t.Helper()
-	cmd, logs := startProcess(t, c.target, append([]string{"worker"}, args...), append(c.env, "NECTAR_LOG_LEVEL=info")...)
+	cmd, logs := startProcess(t, c.target, append([]string{"worker"}, args...), slices.Concat(c.env, c.workerEnv, []string{"NECTAR_LOG_LEVEL=info"})...)
 	c.workers[cmd.Process.Pid], c.workerLogs[cmd.Process.Pid] = cmd, logs
 	for deadline := time.Now().Add(15 * time.Second); !strings.Contains(logs.String(), "nectar worker: taking tasks"); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {

@@ -41,10 +41,13 @@ type lane struct {
 	meter   *meter
 	bg      *sync.WaitGroup
 
-	procMu  sync.Mutex
-	proc    Process // the shared process, replaced when it dies
-	outMu   sync.Mutex
-	procOut *os.File // every process of the lane writes here (guarded by outMu until set)
+	procMu sync.Mutex
+	proc   Process // the shared process, replaced when it dies
+	// makeRoom, on a worker, frees a process nothing uses before the lane takes another
+	// (workerprocs.go); nil elsewhere.
+	makeRoom func()
+	outMu    sync.Mutex
+	procOut  *os.File // every process of the lane writes here (guarded by outMu until set)
 
 	watchMu  sync.Mutex
 	watchers map[Process]chan struct{}          // sampling goroutines, stopped at retire
@@ -430,10 +433,16 @@ func (l *lane) process() (Process, error) {
 	l.outMu.Lock()
 	first := l.procOut == nil
 	l.outMu.Unlock()
-	if l.proc != nil {
+	died := l.proc != nil
+	if died {
 		l.retire(l.proc)
-	} else if first {
-		// The lane's first process: one waiting in the pool, if any.
+	}
+	if !died && first {
+		// The lane's first process: one waiting in the pool, if any. (A process replacing a
+		// dead one changes no count: the worker frees none for it.)
+		if l.makeRoom != nil {
+			l.makeRoom()
+		}
 		p, out, base, err := l.m.takePlugin(l.typ)
 		if err != nil {
 			return nil, err

@@ -104,6 +104,7 @@ type Manager struct {
 	pending  int                 // runs waiting for a slot (guarded by mu)
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
 	idle     map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
+	refills  map[string]bool     // chain types whose spare is being started (guarded by mu)
 	draining bool                // shutting down: no new runs (guarded by mu)
 	records  *recordCache        // decoded records of stored runs, for status reads
 	ctx      context.Context
@@ -182,6 +183,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		active:  map[string]*Run{},
 		logs:    map[string]*LiveLog{},
 		idle:    map[string][]*spare{},
+		refills: map[string]bool{},
 		records: newRecordCache(recordCacheTasks),
 		ctx:     ctx,
 		stop:    stop,
@@ -515,11 +517,13 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 	if leased {
 		m.releaseLease(r)
 	}
+	again := releaseMemory(r.taskCount())
 	// Waiters answer from memory: the record cache's stat (a round trip on S3) is not theirs
 	// to wait for. A POST of the key meanwhile waits for retired (Submit).
 	close(r.done)
 	m.remember(r)
 	m.retire(r)
+	again()
 }
 
 // lead takes the key's lease and drives the run, or follows the server that holds it.

@@ -113,6 +113,7 @@ func (mt *meter) watch(p Process, base float64, stop <-chan struct{}, onSample f
 	}
 	mt.mu.Lock()
 	mt.m.Processes++
+	delete(mt.gone, pid) // a process this run gave back to the pool and took again
 	mt.mu.Unlock()
 	t := time.NewTicker(mt.interval)
 	defer t.Stop()
@@ -133,6 +134,12 @@ func (mt *meter) watch(p Process, base float64, stop <-chan struct{}, onSample f
 			}
 			lastCPU, lastAt = cpu, now
 			mt.mu.Lock()
+			select {
+			case <-stop: // retired while this sample was taken (the pid may be watched again)
+				mt.mu.Unlock()
+				return
+			default:
+			}
 			if mt.gone[pid] { // ended while this sample was taken: its final figure stands
 				mt.mu.Unlock()
 				return

@@ -34,6 +34,7 @@ type spare struct {
 	out   *os.File
 	cpu0  float64   // CPU seconds it had used when it began to wait: the next run's usage starts there
 	since time.Time // when it began to wait
+	typ   string    // its chain type (set on a worker's reserved processes)
 }
 
 // reapIdle stops, every minute, the processes that waited longer than idleTTL, keeping the
@@ -256,17 +257,28 @@ func resetPeak(pid int) {
 	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
 }
 
-// refill starts a spare for typ unless one waits already or the server is stopping.
+// refill starts a spare for typ unless one waits already, one is being started, or the
+// server is stopping. One at a time: a burst of runs takes a process every few milliseconds,
+// and each take started a spare of its own while the last was still starting (a worker once
+// ran a hundred processes at once, most of them spares on their way to being discarded).
 func (m *Manager) refill(typ string) {
+	m.mu.Lock()
+	skip := m.draining || len(m.idle[typ]) > 0 || m.refills[typ]
+	if !skip {
+		m.refills[typ] = true
+	}
+	m.mu.Unlock()
+	if skip {
+		return
+	}
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
-		m.mu.Lock()
-		skip := m.draining || len(m.idle[typ]) > 0
-		m.mu.Unlock()
-		if skip {
-			return
-		}
+		defer func() {
+			m.mu.Lock()
+			delete(m.refills, typ)
+			m.mu.Unlock()
+		}()
 		out, err := m.newOutput()
 		if err != nil {
 			return

@@ -177,6 +177,13 @@ func (r *Run) Key() string {
 	return r.rec.Key
 }
 
+// taskCount is the number of tasks in the run's record.
+func (r *Run) taskCount() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.rec.Tasks)
+}
+
 // encodeChunk is how many tasks encode copies at a time under the run's lock.
 const encodeChunk = 1000
 

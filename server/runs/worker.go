@@ -71,6 +71,9 @@ type WorkerConfig struct {
 	Queues []string // the queues it takes tasks from
 	Types  []string // the chain types whose graphs it answers for (it has their plugins)
 	Slots  int      // task messages in its hands at once (each a batch of a run's tasks)
+	// Processes is how many plugin processes it holds, busy or not, before it frees an idle
+	// one for each it takes (workerprocs.go); when all are busy it starts more. Default Slots.
+	Processes int
 	// Heartbeat is how often it writes its entry in the workers bucket (default 5s).
 	Heartbeat time.Duration
 }
@@ -101,6 +104,9 @@ const laneIdleTTL = 2 * time.Minute
 func (m *Manager) StartWorker(q *queue.Queue, cfg WorkerConfig) (*Worker, error) {
 	if cfg.Slots < 1 {
 		cfg.Slots = 1
+	}
+	if cfg.Processes < 1 {
+		cfg.Processes = cfg.Slots
 	}
 	if cfg.Heartbeat <= 0 {
 		cfg.Heartbeat = 5 * time.Second
@@ -394,6 +400,7 @@ func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 		wl.lane = w.m.newLane(laneConfig{runID: run, typ: msg.Jobs[0].Type, parallelism: msg.Parallelism, runConns: msg.RunConns,
 			log: log, failure: func(doing string, err error) string { return w.m.failureSentence(log, run, doing, err) },
 			report: report, meter: newMeter(w.m.cfg.MonitorInterval, w.m.cfg.Pricing), bg: &w.bg}, nil, nil, 0)
+		wl.lane.makeRoom = func() { w.makeRoom(wl.lane.typ, wl.lane) }
 		if sp := w.reserved[run]; sp != nil { // the process that built the graph
 			delete(w.reserved, run)
 			wl.lane.procOut = sp.out
@@ -576,6 +583,7 @@ func (w *Worker) answerGraph(typ, subject string, request []byte) {
 // run's first task here, for reserveFor at most, and goes back to the pool if none comes.
 func (w *Worker) graph(ctx context.Context, run, typ string, req *plugins.GraphRequest) plannedRun {
 	var p plannedRun
+	w.makeRoom(typ, nil)
 	if p.proc, p.out, p.base, p.takeErr = w.m.takePlugin(typ); p.takeErr != nil {
 		w.log.Error("starting plugin", "err", p.takeErr)
 		return plannedRun{takeErr: p.takeErr}
@@ -585,7 +593,7 @@ func (w *Worker) graph(ctx context.Context, run, typ string, req *plugins.GraphR
 		go w.m.giveBack(typ, p)
 		return plannedRun{graphErr: errors.New(rpcMessage(p.graphErr))}
 	}
-	sp := &spare{proc: p.proc, out: p.out, cpu0: p.base}
+	sp := &spare{proc: p.proc, out: p.out, cpu0: p.base, since: time.Now(), typ: typ}
 	w.mu.Lock()
 	old := w.reserved[run]
 	w.reserved[run] = sp
