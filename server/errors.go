@@ -209,7 +209,8 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 		if !plainID(id) {
 			id = newRequestID()
 		}
-		c.Set(echo.HeaderXRequestID, id)
+		// Kept in the answer's header only: it is read back from there (c.Set would make a
+		// map for every request, the hot reads' included).
 		c.Response().Header().Set(echo.HeaderXRequestID, id)
 		return next(c)
 	}
@@ -217,11 +218,10 @@ func requestID(next echo.HandlerFunc) echo.HandlerFunc {
 
 // requestIDOf is the request's id (one is made if the middleware did not run).
 func requestIDOf(c echo.Context) string {
-	if id, ok := c.Get(echo.HeaderXRequestID).(string); ok {
+	if id := c.Response().Header().Get(echo.HeaderXRequestID); id != "" {
 		return id
 	}
 	id := newRequestID()
-	c.Set(echo.HeaderXRequestID, id)
 	c.Response().Header().Set(echo.HeaderXRequestID, id)
 	return id
 }

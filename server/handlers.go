@@ -200,8 +200,10 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
-		if done {
-			return respond(c, http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}))
+		if done { // the same answer for every POST of the key, but for its URLs' times
+			return s.answers.respond(c, "done "+l.Key, "done", func() (int, string, any) {
+				return http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon})
+			})
 		}
 		if !joined {
 			// A graph over NECTAR_MAX_TASKS is refused here, with a 400, not accepted and
@@ -477,7 +479,7 @@ func (s *Server) status(c echo.Context) error {
 		return err
 	}
 	ctx := c.Request().Context()
-	rec, page, err := s.runs.Status(ctx, key, from, limit)
+	view, err := s.runs.Status(ctx, key)
 	if _, queued := s.backfilled.Load(key); queued && errors.Is(err, runs.ErrUnknownKey) {
 		pending := runs.Record{Key: key, Status: runs.Pending}
 		return respond(c, http.StatusOK, "pending: a backfill starts it in turn", s.runDataPage(ctx, pending, pending.Page(0, 1)))
@@ -489,7 +491,10 @@ func (s *Server) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return respond(c, http.StatusOK, strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page))
+	return s.answers.respond(c, "status "+key+" "+strconv.Itoa(from)+" "+strconv.Itoa(limit), view.Version, func() (int, string, any) {
+		rec, page := view.Page(from, limit)
+		return http.StatusOK, strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page)
+	})
 }
 
 // queryRange reads the whole number name (def when absent) and checks it is in [lo, hi].

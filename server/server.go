@@ -50,6 +50,7 @@ type Server struct {
 	runs      *runs.Manager
 	metrics   *promMetrics
 	done      *doneCache
+	answers   *answerCache // hot reads' encoded answers (answercache.go)
 	publicURL atomic.Pointer[string]
 	// history is the run index (nil with NECTAR_DATABASE_URL=off); rebuilding is set while it
 	// is being made again from the store at start.
@@ -87,7 +88,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 			return nil, err
 		}
 	}
-	s := &Server{cfg: cfg, log: logger, catalog: cat, done: newDoneCache(cfg.DoneCacheTTL, 100_000)}
+	s := &Server{cfg: cfg, log: logger, catalog: cat, done: newDoneCache(cfg.DoneCacheTTL, 100_000), answers: newAnswerCache()}
 	if cfg.PublicURL != "" {
 		s.setPublicURL(cfg.PublicURL)
 	}

@@ -365,66 +365,93 @@ func (m *Manager) Lookup(ctx context.Context, key string) (Record, error) {
 	if r, ok := m.Active(key); ok {
 		return r.Snapshot(), nil
 	}
-	rec, err := m.stored(ctx, key)
+	rec, _, err := m.lookupStored(ctx, key)
+	return rec, err
+}
+
+// lookupStored is Lookup of a run not executing here, with the version of the answer (see
+// Status).
+func (m *Manager) lookupStored(ctx context.Context, key string) (Record, string, error) {
+	rec, version, err := m.stored(ctx, key)
 	if err != nil {
-		return Record{}, err
+		return Record{}, "", err
+	}
+	if !rec.Status.Final() {
+		version = "" // its lease decides too: see below
 	}
 	if !rec.Status.Final() && rec.RunID != "" {
 		if l, err := m.readLease(ctx, key); err != nil || !m.fresh(l) {
 			if _, ok := m.Active(key); ok { // it just started here
-				return m.Lookup(ctx, key)
+				rec, err := m.Lookup(ctx, key)
+				return rec, "", err
 			}
 			// Its server may have stored the final record and released the lease between our
 			// two reads: the record again, then.
-			if again, err := m.stored(ctx, key); err == nil && (again.Status.Final() || again.RunID != rec.RunID) {
-				return again, nil
+			if again, _, err := m.stored(ctx, key); err == nil && (again.Status.Final() || again.RunID != rec.RunID) {
+				return again, "", nil
 			}
 			// No live server holds it, yet the record says it runs: its server died mid-run,
 			// last heard of at its lease's heartbeat.
 			rec.Interrupted(l.Heartbeat)
 		}
 	}
-	return rec, nil
+	return rec, version, nil
 }
 
-// Status is Lookup for a status answer: the record without its tasks and a window on them
-// (Record.Page). A run executing here is read from memory; a stored one costs a metadata read
-// while its record is cached.
-func (m *Manager) Status(ctx context.Context, key string, from, limit int) (Record, TaskPage, error) {
+// Status is Lookup for a status answer. A run executing here is read from memory; a stored
+// one costs a metadata read while its record is cached. The view's Version names the stored
+// state the answer comes from: the same version, the same answer (but for the signed URLs'
+// times), so the answer may be served again without reading the record (see
+// server/answercache.go).
+func (m *Manager) Status(ctx context.Context, key string) (StatusView, error) {
 	if r, ok := m.Active(key); ok {
-		h, p := r.View(from, limit)
-		return h, p, nil
+		return StatusView{page: r.View}, nil
 	}
-	rec, err := m.Lookup(ctx, key)
+	rec, version, err := m.lookupStored(ctx, key)
 	if err != nil {
-		return Record{}, TaskPage{}, err
+		return StatusView{}, err
 	}
-	return rec.Header(), rec.Page(from, limit), nil
+	return StatusView{Version: version, page: func(from, limit int) (Record, TaskPage) {
+		return rec.Header(), rec.Page(from, limit)
+	}}, nil
 }
 
-// stored is key's stored record (through the cache), or a DONE one when only its out exists.
-func (m *Manager) stored(ctx context.Context, key string) (Record, error) {
+// StatusView is a run's state for a status answer.
+type StatusView struct {
+	// Version is "" when the answer may change without a new version (a run executing, or one
+	// whose record says it runs).
+	Version string
+	page    func(from, limit int) (Record, TaskPage)
+}
+
+// Page is the record without its tasks and a window on them (Record.Page).
+func (v StatusView) Page(from, limit int) (Record, TaskPage) { return v.page(from, limit) }
+
+// stored is key's stored record (through the cache), or a DONE one when only its out exists,
+// with its version (the record object's, or "out").
+func (m *Manager) stored(ctx context.Context, key string) (Record, string, error) {
 	info, err := m.cfg.Store.Stat(ctx, key+"/"+RecordName)
 	if err == nil {
+		version := fmt.Sprintf("%d/%d/%s", info.Size, info.ModTime.UnixNano(), info.ETag)
 		if rec, ok := m.records.get(key, info); ok {
-			return rec, nil
+			return rec, version, nil
 		}
 		rec, err := m.records.load(ctx, key, info, func(ctx context.Context) (Record, error) { return m.storedRecord(ctx, key) })
 		if err == nil {
-			return rec, nil
+			return rec, version, nil
 		}
 	}
 	if !errors.Is(err, targets.ErrNotExist) {
-		return Record{}, fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))
+		return Record{}, "", fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))
 	}
 	done, err := targets.Exists(ctx, m.cfg.Store, key+"/"+OutName)
 	if err != nil {
-		return Record{}, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+		return Record{}, "", fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
 	}
 	if !done {
-		return Record{}, ErrUnknownKey
+		return Record{}, "", ErrUnknownKey
 	}
-	return Record{Key: key, Status: Done}, nil
+	return Record{Key: key, Status: Done}, "out", nil
 }
 
 // Shutdown cancels every run and waits for their records to be written, or for ctx.
