@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -22,28 +21,14 @@ import (
 	"nectar/server/queue"
 	"nectar/server/queue/natstest"
 	"nectar/server/runs"
+	"nectar/tools/lockedbuf"
 )
 
 // The queue path with every part a process of its own: a nats-server, an API server that
 // runs no tasks (--workers 0), and `nectar worker` processes, all on one local store.
 
 // lockedBuffer gathers a process's output while the test reads it.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type lockedBuffer = lockedbuf.Buffer
 
 // startProcess runs the real nectar binary with args; its cleanup SIGKILLs it. logs gathers
 // what it prints.
@@ -237,31 +222,67 @@ func TestATaskThatKeepsKillingItsWorkerFailsTheRun(t *testing.T) {
 }
 
 // A cancel reaches the worker running the task at once: the run is CANCELLED well within 2s,
-// and the worker's plugin stopped the task.
+// and the worker's plugin stopped the task. A worker draining after SIGTERM hears it too (it
+// finishes the tasks in hand, and a cancelled one is finished), and then exits.
 func TestCancelReachesTheWorkerWithinTwoSeconds(t *testing.T) {
-	c := startQueueCluster(t, 1)
-	ts := &testServer{}
-	path := "/api/chains/testchains/faults_chain/SleepTask?duration=60s"
-	a := ts.do(t, "POST", c.base+path)
-	if a.Code != http.StatusAccepted {
-		t.Fatalf("POST = %d %s", a.Code, a.Message)
+	for _, draining := range []bool{false, true} {
+		name := "a worker taking tasks"
+		if draining {
+			name = "a worker draining after SIGTERM" // it still hears cancels for the tasks it finishes
+		}
+		t.Run(name, func(t *testing.T) {
+			c := startQueueCluster(t, 1)
+			ts := &testServer{}
+			path := "/api/chains/testchains/faults_chain/SleepTask?duration=60s"
+			a := ts.do(t, "POST", c.base+path)
+			if a.Code != http.StatusAccepted {
+				t.Fatalf("POST = %d %s", a.Code, a.Message)
+			}
+			waitTask(t, ts, a.run.StatusURL, "the task to run", func(r runDataView) bool {
+				return len(r.Tasks) == 1 && r.Tasks[0].Status == runs.Running
+			})
+			var worker *exec.Cmd
+			var logs *lockedBuffer
+			for pid, cmd := range c.workers {
+				worker, logs = cmd, c.workerLogs[pid]
+			}
+			if draining {
+				if err := worker.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				for deadline := time.Now().Add(10 * time.Second); !strings.Contains(logs.String(), "finishing the tasks in hand"); time.Sleep(10 * time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the worker did not start draining after SIGTERM:\n%s", logs)
+					}
+				}
+			}
+			start := time.Now()
+			d := ts.do(t, "DELETE", c.base+path)
+			took := time.Since(start)
+			if d.Code != 200 || d.run.JobStatus == nil || *d.run.JobStatus != runs.Cancelled {
+				t.Fatalf("DELETE = %d %s (%v), want 200 and CANCELLED", d.Code, d.Message, d.run.JobStatus)
+			}
+			if took > 2*time.Second {
+				t.Errorf("the cancel took %s to stop the task on its worker, want < 2s", took)
+			}
+			if !strings.Contains(d.run.Tasks[0].Error, "cancelled") {
+				t.Errorf("task error = %q, want it cancelled", d.run.Tasks[0].Error)
+			}
+			t.Logf("cancelled in %s", took.Round(time.Millisecond))
+			if draining { // its last task ended: it exits
+				exited := make(chan error, 1)
+				go func() { exited <- worker.Wait() }()
+				select {
+				case err := <-exited:
+					if err != nil {
+						t.Errorf("the drained worker exited with %v, want 0:\n%s", err, logs)
+					}
+				case <-time.After(10 * time.Second):
+					t.Errorf("the worker did not exit within 10s of its last task's cancel:\n%s", logs)
+				}
+			}
+		})
 	}
-	waitTask(t, ts, a.run.StatusURL, "the task to run", func(r runDataView) bool {
-		return len(r.Tasks) == 1 && r.Tasks[0].Status == runs.Running
-	})
-	start := time.Now()
-	d := ts.do(t, "DELETE", c.base+path)
-	took := time.Since(start)
-	if d.Code != 200 || d.run.JobStatus == nil || *d.run.JobStatus != runs.Cancelled {
-		t.Fatalf("DELETE = %d %s (%v), want 200 and CANCELLED", d.Code, d.Message, d.run.JobStatus)
-	}
-	if took > 2*time.Second {
-		t.Errorf("the cancel took %s to stop the task on its worker, want < 2s", took)
-	}
-	if !strings.Contains(d.run.Tasks[0].Error, "cancelled") {
-		t.Errorf("task error = %q, want it cancelled", d.run.Tasks[0].Error)
-	}
-	t.Logf("cancelled in %s", took.Round(time.Millisecond))
 }
 
 // The scale-out the issue asks for, every part a process: a 3-node NATS cluster (stream

@@ -414,6 +414,15 @@ func (q *Queue) consumer(ctx context.Context, queue string) (jetstream.Consumer,
 	if ok {
 		return c, nil
 	}
+	// The consumer is shared by every process serving the queue, and the last to start sets
+	// its settings: say so when this process changes another's.
+	if old, err := q.js.Consumer(ctx, TasksStream, ConsumerPrefix+queue); err == nil {
+		if was := old.CachedInfo().Config; was.AckWait != q.cfg.AckWait || was.MaxDeliver != q.cfg.MaxDeliver {
+			q.cfg.Logger.Warn("queue: this process changes the settings another process gave the queue's consumer; give every server and worker the same",
+				"queue", queue, "NECTAR_TASK_ACK_WAIT", q.cfg.AckWait.String(), "was", was.AckWait.String(),
+				"NECTAR_TASK_DELIVERIES", q.cfg.MaxDeliver, "was_deliveries", was.MaxDeliver)
+		}
+	}
 	c, err := q.js.CreateOrUpdateConsumer(ctx, TasksStream, jetstream.ConsumerConfig{
 		Durable:       ConsumerPrefix + queue,
 		Description:   "Nectar workers serving queue " + queue,

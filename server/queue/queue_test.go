@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"nectar/server/queue/natstest"
+	"nectar/tools/lockedbuf"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -533,5 +535,42 @@ func waitFor(t *testing.T, ok func() bool) {
 			t.Fatal("timed out")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// Every process serving a queue shares its consumer, and the last to start sets its settings.
+// A process whose NECTAR_TASK_ACK_WAIT or NECTAR_TASK_DELIVERIES differ from the consumer's
+// says so in a warning naming both; one with the same settings says nothing.
+func TestAProcessChangingAQueuesSettingsSaysSo(t *testing.T) {
+	cluster, err := natstest.Start(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	open := func(ackWait time.Duration, deliveries int) (*Queue, *lockedbuf.Buffer) {
+		logs := &lockedbuf.Buffer{}
+		q, err := Open(context.Background(), Config{URL: cluster.URL(), AckWait: ackWait, MaxDeliver: deliveries,
+			Logger: slog.New(slog.NewTextHandler(logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { q.Close() })
+		if _, err := q.consumer(context.Background(), "shared"); err != nil { // what a worker's Consume does first
+			t.Fatal(err)
+		}
+		return q, logs
+	}
+	_, first := open(30*time.Second, 5)
+	_, same := open(30*time.Second, 5)
+	_, other := open(2*time.Second, 3)
+	for _, l := range []*lockedbuf.Buffer{first, same} {
+		if strings.Contains(l.String(), "changes the settings") {
+			t.Errorf("a process with the consumer's own settings warned:\n%s", l)
+		}
+	}
+	for _, want := range []string{"changes the settings another process gave", "queue=shared", "NECTAR_TASK_ACK_WAIT=2s", "was=30s", "NECTAR_TASK_DELIVERIES=3", "was_deliveries=5"} {
+		if !strings.Contains(other.String(), want) {
+			t.Errorf("the process with other settings logged %q; want it to say %q", other, want)
+		}
 	}
 }

@@ -234,9 +234,12 @@ func (w *Worker) Stop() {
 	}
 	w.m.mu.Unlock()
 	w.beat(context.Background(), WorkerDraining) // it finishes what it holds, then stops
-	w.unsubscribe()
+	// No new graph or task; cancels, halts and ends still reach the tasks in hand until they
+	// have finished (a cancelled task is finished sooner).
+	w.unsubscribeGraphs()
 	w.stop()
 	<-w.done
+	w.unsubscribe()
 	w.mu.Lock()
 	lanes, reserved := w.lanes, w.reserved
 	w.lanes, w.reserved = map[string]*workerLane{}, map[string]*spare{}
