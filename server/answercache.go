@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -18,47 +19,58 @@ import (
 // change of the record.
 type answerCache struct {
 	mu      sync.Mutex
+	second  int64 // the second the answers are of: a new one empties the cache
 	answers map[string]cachedAnswer
 }
 
 type cachedAnswer struct {
 	version string
-	second  int64
 	code    int
 	body    []byte
 }
 
-// maxCachedAnswers bounds the cache: past it, it starts over (entries live a second anyway).
-const maxCachedAnswers = 4096
+const (
+	// maxCachedAnswers and maxCachedAnswer bound what one second keeps: a page of a big run's
+	// tasks (up to a megabyte with their signed URLs) is built for each reader.
+	maxCachedAnswers = 1024
+	maxCachedAnswer  = 64 << 10
+)
 
 func newAnswerCache() *answerCache { return &answerCache{answers: map[string]cachedAnswer{}} }
 
 // respond answers c with the answer cached under id if it is of version and of this second,
-// else with the one build makes, which it caches. An empty version, or a ?pretty request,
-// is never cached.
-func (a *answerCache) respond(c echo.Context, id, version string, build func() (code int, msg string, data any)) error {
+// else with the one build makes, which it caches unless signing one of its URLs failed
+// meanwhile (failures counts them: such an answer lacks a URL). An empty version, or a
+// ?pretty request, is never cached.
+func (a *answerCache) respond(c echo.Context, failures *atomic.Int64, id, version string, build func() (code int, msg string, data any)) error {
 	if _, pretty := c.QueryParams()["pretty"]; version == "" || pretty {
 		code, msg, data := build()
 		return respond(c, code, msg, data)
 	}
 	now := time.Now().Unix()
 	a.mu.Lock()
+	if a.second != now { // answers of an earlier second are never served again
+		clear(a.answers)
+		a.second = now
+	}
 	got, ok := a.answers[id]
 	a.mu.Unlock()
-	if ok && got.version == version && got.second == now {
+	if ok && got.version == version {
 		return c.Blob(got.code, echo.MIMEApplicationJSON, got.body)
 	}
+	failed := failures.Load()
 	code, msg, data := build()
 	body, err := encodeAnswer(code, msg, data)
 	if err != nil {
 		return err
 	}
-	a.mu.Lock()
-	if len(a.answers) >= maxCachedAnswers {
-		clear(a.answers)
+	if len(body) <= maxCachedAnswer && failures.Load() == failed {
+		a.mu.Lock()
+		if a.second == now && len(a.answers) < maxCachedAnswers {
+			a.answers[id] = cachedAnswer{version: version, code: code, body: body}
+		}
+		a.mu.Unlock()
 	}
-	a.answers[id] = cachedAnswer{version: version, second: now, code: code, body: body}
-	a.mu.Unlock()
 	return c.Blob(code, echo.MIMEApplicationJSON, body)
 }
 

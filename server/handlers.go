@@ -201,8 +201,8 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			return err
 		}
 		if done { // the same answer for every POST of the key, but for its URLs' times
-			return s.answers.respond(c, "done "+l.Key, "done", func() (int, string, any) {
-				return http.StatusOK, "already done", s.runData(ctx, runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon})
+			return s.answers.respond(c, &s.presignFailures, "done "+l.Key, "done", func() (int, string, any) {
+				return http.StatusOK, "already done", s.runData(context.WithoutCancel(ctx), runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon})
 			})
 		}
 		if !joined {
@@ -447,6 +447,7 @@ func (s *Server) presign(ctx context.Context, key string) string {
 		u, err = p.PresignGet(ctx, key, s.cfg.URLExpiry)
 	}
 	if err != nil {
+		s.presignFailures.Add(1) // an answer missing this URL is not cached (answercache.go)
 		s.log.Warn("presigning", "key", key, "err", err)
 		return ""
 	}
@@ -491,9 +492,11 @@ func (s *Server) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.answers.respond(c, "status "+key+" "+strconv.Itoa(from)+" "+strconv.Itoa(limit), view.Version, func() (int, string, any) {
+	return s.answers.respond(c, &s.presignFailures, "status "+key+" "+strconv.Itoa(from)+" "+strconv.Itoa(limit), view.Version, func() (int, string, any) {
 		rec, page := view.Page(from, limit)
-		return http.StatusOK, strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page)
+		// Not this request's context: the answer may serve others (a client that hangs up
+		// must not cost them a URL).
+		return http.StatusOK, strings.ToLower(string(rec.Status)), s.runDataPage(context.WithoutCancel(ctx), rec, page)
 	})
 }
 

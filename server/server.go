@@ -40,18 +40,20 @@ import (
 
 // Server wires the store, the plugin launcher, the run manager and the routes.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	echo      *echo.Echo
-	catalog   *catalog.Catalog
-	store     targets.Store
-	signer    *signing.Signer
-	launcher  *host.Launcher
-	runs      *runs.Manager
-	metrics   *promMetrics
-	done      *doneCache
-	answers   *answerCache // hot reads' encoded answers (answercache.go)
-	publicURL atomic.Pointer[string]
+	cfg      Config
+	log      *slog.Logger
+	echo     *echo.Echo
+	catalog  *catalog.Catalog
+	store    targets.Store
+	signer   *signing.Signer
+	launcher *host.Launcher
+	runs     *runs.Manager
+	metrics  *promMetrics
+	done     *doneCache
+	answers  *answerCache // hot reads' encoded answers (answercache.go)
+	// presignFailures counts URLs that could not be signed (the answer went without them).
+	presignFailures atomic.Int64
+	publicURL       atomic.Pointer[string]
 	// history is the run index (nil with NECTAR_DATABASE_URL=off); rebuilding is set while it
 	// is being made again from the store at start.
 	history      *history.Index

@@ -436,10 +436,11 @@ func (m *Manager) stored(ctx context.Context, key string) (Record, string, error
 		if rec, ok := m.records.get(key, info); ok {
 			return rec, version, nil
 		}
-		rec, err := m.records.load(ctx, key, info, func(ctx context.Context) (Record, error) { return m.storedRecord(ctx, key) })
-		if err == nil {
+		rec, lerr := m.records.load(ctx, key, info, func(ctx context.Context) (Record, error) { return m.storedRecord(ctx, key) })
+		if lerr == nil {
 			return rec, version, nil
 		}
+		err = lerr // an empty record (what a power loss leaves) counts as absent: its out decides
 	}
 	if !errors.Is(err, targets.ErrNotExist) {
 		return Record{}, "", fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))

@@ -2,7 +2,9 @@ package runs
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -38,5 +40,26 @@ func TestEncodeIsTheRecord(t *testing.T) {
 		if !reflect.DeepEqual(w, h) {
 			t.Errorf("%d tasks: decoded record differs:\n%.400s\nwant\n%.400s", n, have, want)
 		}
+	}
+}
+
+// A status read of a key whose record is empty (what a power loss leaves of a record written
+// without waiting for the disk) counts the record as absent: the out decides, DONE when it
+// exists, unknown when not. Neither is a store failure.
+func TestAnEmptyRecordCountsAsAbsent(t *testing.T) {
+	chain := fakeChain{{name: "Root"}}
+	g := newRig(t, newFakePlugins(chain, nil), 1)
+	key := chain.key("Root")
+	g.put(t, key+"/"+RecordName, "")
+	if _, err := g.m.Status(context.Background(), key); !errors.Is(err, ErrUnknownKey) {
+		t.Errorf("an empty record and no out: %v, want ErrUnknownKey", err)
+	}
+	g.put(t, key+"/"+OutName, "done before the power loss")
+	view, err := g.m.Status(context.Background(), key)
+	if err != nil {
+		t.Fatalf("an empty record and an out: %v, want DONE", err)
+	}
+	if rec, _ := view.Page(0, 10); rec.Status != Done || view.Version != "out" {
+		t.Errorf("an empty record and an out: %s (version %q), want DONE from the out", rec.Status, view.Version)
 	}
 }

@@ -43,7 +43,8 @@ type Worker struct {
 	// abandoned are runs whose driver died (another run took the key over): their tasks'
 	// ends go nowhere.
 	abandoned map[string]time.Time
-	bg        sync.WaitGroup // processes being stopped in the background
+	bg        sync.WaitGroup // processes being stopped, and lanes being ended, in the background
+	closing   bool           // Stop has begun to end the lanes: nothing more goes to bg but kills
 	// reserved are the processes that built a run's graph here, kept a moment for the run's
 	// first task (warm, and no second trip to the pool) in case it comes to this worker.
 	reserved map[string]*spare
@@ -241,6 +242,7 @@ func (w *Worker) Stop() {
 	<-w.done
 	w.unsubscribe()
 	w.mu.Lock()
+	w.closing = true // ends asked for from now on find no lane; those asked before are waited for below
 	lanes, reserved := w.lanes, w.reserved
 	w.lanes, w.reserved = map[string]*workerLane{}, map[string]*spare{}
 	w.mu.Unlock()
@@ -257,6 +259,18 @@ func (w *Worker) Stop() {
 	w.stopBeat.Do(func() { close(w.beatStop) })
 	<-w.beatDone
 	w.beat(context.Background(), WorkerStopped)
+}
+
+// goBackground counts a goroutine that ends a lane in bg, which Stop waits for, unless Stop
+// is past that point (it ends every lane itself): then it reports false.
+func (w *Worker) goBackground() bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closing {
+		return false
+	}
+	w.bg.Add(1)
+	return true
 }
 
 // handle executes the tasks of one message side by side in their run's lane, with in-progress
@@ -480,7 +494,12 @@ func (w *Worker) onEnd(msg *nats.Msg) {
 	if json.Unmarshal(msg.Data, &e) != nil {
 		return
 	}
+	if !w.goBackground() { // stopped: Stop ended every lane
+		msg.Respond(nil)
+		return
+	}
 	go func() { // a lane may wait for a task to stop: other end requests do not wait behind it
+		defer w.bg.Done()
 		lm, lane := w.end(e.Run, e.Reuse)
 		b, _ := json.Marshal(driverMsg{Run: e.Run, Worker: w.id, Lane: lane, Metrics: lm})
 		msg.Respond(b)
@@ -536,7 +555,12 @@ func (w *Worker) onControl(msg *nats.Msg) {
 		wl.halt()
 	case "abandon":
 		w.log.Info("worker: stopping the tasks of a run whose server stopped", "run_id", c.Run, "why", c.Reason)
-		go w.end(c.Run, false)
+		if w.goBackground() {
+			go func() {
+				defer w.bg.Done()
+				w.end(c.Run, false)
+			}()
+		}
 	}
 }
 
