@@ -20,6 +20,7 @@ import (
 type answerCache struct {
 	mu      sync.Mutex
 	second  int64 // the second the answers are of: a new one empties the cache
+	bytes   int   // what the answers of this second hold
 	answers map[string]cachedAnswer
 }
 
@@ -29,12 +30,9 @@ type cachedAnswer struct {
 	body    []byte
 }
 
-const (
-	// maxCachedAnswers and maxCachedAnswer bound what one second keeps: a page of a big run's
-	// tasks (up to a megabyte with their signed URLs) is built for each reader.
-	maxCachedAnswers = 1024
-	maxCachedAnswer  = 64 << 10
-)
+// maxCachedBytes bounds what one second keeps, whatever the readers ask for: a page of a big
+// run's tasks with their signed URLs is 50-100 KB, and its readers share it.
+const maxCachedBytes = 8 << 20
 
 func newAnswerCache() *answerCache { return &answerCache{answers: map[string]cachedAnswer{}} }
 
@@ -51,7 +49,7 @@ func (a *answerCache) respond(c echo.Context, failures *atomic.Int64, id, versio
 	a.mu.Lock()
 	if a.second != now { // answers of an earlier second are never served again
 		clear(a.answers)
-		a.second = now
+		a.second, a.bytes = now, 0
 	}
 	got, ok := a.answers[id]
 	a.mu.Unlock()
@@ -64,9 +62,10 @@ func (a *answerCache) respond(c echo.Context, failures *atomic.Int64, id, versio
 	if err != nil {
 		return err
 	}
-	if len(body) <= maxCachedAnswer && failures.Load() == failed {
+	if failures.Load() == failed {
 		a.mu.Lock()
-		if a.second == now && len(a.answers) < maxCachedAnswers {
+		if a.second == now && a.bytes-len(a.answers[id].body)+len(body) <= maxCachedBytes {
+			a.bytes += len(body) - len(a.answers[id].body) // (an answer of another version goes)
 			a.answers[id] = cachedAnswer{version: version, code: code, body: body}
 		}
 		a.mu.Unlock()

@@ -104,12 +104,17 @@ func (m *Manager) readLease(ctx context.Context, key string) (lease, error) {
 
 // readJSON decodes the JSON object at key; a corrupt one is a store error.
 func (m *Manager) readJSON(ctx context.Context, key string, v any) error {
+	return m.readObject(ctx, key, func(dec *json.Decoder) error { return dec.Decode(v) })
+}
+
+// readObject is readJSON with the decoding done by decode.
+func (m *Manager) readObject(ctx context.Context, key string, decode func(*json.Decoder) error) error {
 	rc, err := m.cfg.Store.Get(ctx, key)
 	if err != nil {
 		return err
 	}
 	defer rc.Close()
-	if err := json.NewDecoder(rc).Decode(v); err != nil {
+	if err := decode(json.NewDecoder(rc)); err != nil {
 		if errors.Is(err, io.EOF) {
 			// Empty: what a power loss may leave of an object written without waiting for the
 			// disk (targets.Volatile). It holds nothing, so it counts as absent.
@@ -291,5 +296,5 @@ func (m *Manager) follow(ctx context.Context, r *Run) (finished bool) {
 
 func (m *Manager) storedRecord(ctx context.Context, key string) (Record, error) {
 	var rec Record
-	return rec, m.readJSON(ctx, key+"/"+RecordName, &rec)
+	return rec, m.readObject(ctx, key+"/"+RecordName, func(dec *json.Decoder) error { return decodeRecord(dec, &rec) })
 }

@@ -3,9 +3,11 @@
 package runs
 
 import (
+	"bytes"
 	"crypto/md5"
 	"encoding/hex"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"nectar/plugins"
@@ -326,4 +328,80 @@ func cloneTask(t TaskState) TaskState {
 	t.Artifacts = append([]Artifact(nil), t.Artifacts...)
 	t.Requires = append([]int(nil), t.Requires...)
 	return t
+}
+
+// decodeRecord decodes a stored record a task at a time. Decode would read the whole object
+// into one buffer first, grown by doubling: a 50,000-task record is 15 MB of JSON, and each
+// read of it (the first status read of a big run) made some 30 MB of garbage besides the
+// record, which sixteen readers arriving at once saw as a jump of the server's memory.
+func decodeRecord(dec *json.Decoder, rec *Record) error {
+	if err := expectDelim(dec, '{'); err != nil {
+		return err
+	}
+	var header bytes.Buffer // every member but the tasks, as an object
+	header.WriteByte('{')
+	var tasks []TaskState
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := tok.(string)
+		if name == "tasks" {
+			if tok, err = dec.Token(); err != nil || tok == nil { // null: none
+				if err != nil {
+					return err
+				}
+				continue
+			}
+			if d, ok := tok.(json.Delim); !ok || d != '[' {
+				return fmt.Errorf("the record's tasks are %v, not a list", tok)
+			}
+			for dec.More() {
+				var t TaskState
+				if err := dec.Decode(&t); err != nil {
+					return err
+				}
+				tasks = append(tasks, t)
+			}
+			if err := expectDelim(dec, ']'); err != nil {
+				return err
+			}
+			continue
+		}
+		var v json.RawMessage
+		if err := dec.Decode(&v); err != nil {
+			return err
+		}
+		if header.Len() > 1 {
+			header.WriteByte(',')
+		}
+		k, _ := json.Marshal(name)
+		header.Write(k)
+		header.WriteByte(':')
+		header.Write(v)
+	}
+	if err := expectDelim(dec, '}'); err != nil {
+		return err
+	}
+	header.WriteByte('}')
+	var r Record
+	if err := json.Unmarshal(header.Bytes(), &r); err != nil {
+		return err
+	}
+	r.Tasks = tasks
+	*rec = r
+	return nil
+}
+
+// expectDelim reads the next token, which must be d.
+func expectDelim(dec *json.Decoder, d json.Delim) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if got, ok := tok.(json.Delim); !ok || got != d {
+		return fmt.Errorf("the record has %v where %v belongs", tok, d)
+	}
+	return nil
 }

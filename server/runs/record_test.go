@@ -11,8 +11,9 @@ import (
 	"time"
 )
 
-// The record is encoded a chunk of tasks at a time; what decodes is the record, whatever the
-// number of tasks (none, fewer than a chunk, several chunks).
+// The record is encoded a chunk of tasks at a time, and read back a task at a time; what
+// decodes, either way, is the record, whatever the number of tasks (none, fewer than a chunk,
+// several chunks).
 func TestEncodeIsTheRecord(t *testing.T) {
 	for _, n := range []int{0, 1, encodeChunk - 1, encodeChunk, 2*encodeChunk + 3} {
 		started := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
@@ -28,17 +29,30 @@ func TestEncodeIsTheRecord(t *testing.T) {
 		if err := r.encode(&buf); err != nil {
 			t.Fatal(err)
 		}
-		var got Record
-		if err := json.Unmarshal(buf.Bytes(), &got); err != nil {
+		var whole, streamed Record
+		if err := json.Unmarshal(buf.Bytes(), &whole); err != nil {
 			t.Fatalf("%d tasks: %v\n%.300s", n, err, buf.Bytes())
 		}
+		if err := decodeRecord(json.NewDecoder(bytes.NewReader(buf.Bytes())), &streamed); err != nil {
+			t.Fatalf("%d tasks, a task at a time: %v\n%.300s", n, err, buf.Bytes())
+		}
 		want, _ := json.Marshal(rec)
-		have, _ := json.Marshal(got)
-		var w, h any
-		json.Unmarshal(want, &w)
-		json.Unmarshal(have, &h)
-		if !reflect.DeepEqual(w, h) {
-			t.Errorf("%d tasks: decoded record differs:\n%.400s\nwant\n%.400s", n, have, want)
+		for how, got := range map[string]Record{"whole": whole, "a task at a time": streamed} {
+			have, _ := json.Marshal(got)
+			var w, h any
+			json.Unmarshal(want, &w)
+			json.Unmarshal(have, &h)
+			if !reflect.DeepEqual(w, h) {
+				t.Errorf("%d tasks, decoded %s: the record differs:\n%.400s\nwant\n%.400s", n, how, have, want)
+			}
+		}
+		if n > 0 { // cut anywhere, it is an error, never a shorter record
+			for _, cut := range []int{1, buf.Len() / 2, buf.Len() - 1} {
+				var r Record
+				if err := decodeRecord(json.NewDecoder(bytes.NewReader(buf.Bytes()[:cut])), &r); err == nil {
+					t.Errorf("%d tasks cut at byte %d of %d decoded to %d tasks, want an error", n, cut, buf.Len(), len(r.Tasks))
+				}
+			}
 		}
 	}
 }
