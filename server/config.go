@@ -67,7 +67,11 @@ type Config struct {
 	Workers        int           // workers in this process (nectar serve --workers; 0: API only)
 	WorkerSlots    int           // NECTAR_WORKER_SLOTS: task messages a worker holds at once (each a batch of a run's tasks)
 	WorkerBeat     time.Duration // NECTAR_WORKER_HEARTBEAT: how often a worker writes its entry (lost after 3 missed)
-	Queues         []string      // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
+	// WorkerGrace (NECTAR_WORKER_GRACE) is how long the tasks in hand of a stopping
+	// `nectar worker` get to finish before they are handed back to the queue; runs.NoGrace
+	// (unset): as long as they take.
+	WorkerGrace time.Duration
+	Queues      []string // NECTAR_QUEUES: the queues this process's workers serve ("" = every chain type's and every queue a task names)
 
 	// Getenv is the environment the store reads its credentials and endpoints from.
 	Getenv func(string) string
@@ -109,6 +113,7 @@ func Defaults() Config {
 		LeaseTTL:        30 * time.Second,
 		WorkerWait:      2 * time.Minute,
 		WorkerBeat:      5 * time.Second,
+		WorkerGrace:     runs.NoGrace,
 		Workers:         1,
 		Getenv:          os.Getenv,
 	}
@@ -308,6 +313,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	dur("NECTAR_WORKER_WAIT", &c.WorkerWait, time.Second, 24*time.Hour)
 	num("NECTAR_WORKER_SLOTS", &c.WorkerSlots, 1, 100000)
 	dur("NECTAR_WORKER_HEARTBEAT", &c.WorkerBeat, 100*time.Millisecond, time.Hour)
+	dur("NECTAR_WORKER_GRACE", &c.WorkerGrace, 0, 30*24*time.Hour)
 	if v := getenv("NECTAR_QUEUES"); v != "" {
 		for _, q := range strings.Split(v, ",") {
 			q = strings.TrimSpace(q)

@@ -916,10 +916,15 @@ func (d *deployFiles) checkProcesses(t *testing.T) {
 					t.Errorf("%s: no NECTAR_SIGNING_KEY with a remote store: each API server would sign with a random key, and refuse the others' URLs", c.where)
 				}
 			case "worker":
-				// A worker finishes its tasks in hand, each within NECTAR_TASK_TIMEOUT.
-				if c.grace < cfg.TaskTimeout {
-					t.Errorf("%s: %s between SIGTERM and SIGKILL, below NECTAR_TASK_TIMEOUT (%s): a stopping worker's tasks in hand would be killed and run again elsewhere",
+				// A worker finishes its tasks in hand, each within NECTAR_TASK_TIMEOUT, or hands
+				// them back after NECTAR_WORKER_GRACE (then a few seconds to say so and exit).
+				if cfg.WorkerGrace < 0 && c.grace < cfg.TaskTimeout {
+					t.Errorf("%s: %s between SIGTERM and SIGKILL, below NECTAR_TASK_TIMEOUT (%s): a stopping worker's tasks in hand would be killed and run again elsewhere after NECTAR_TASK_ACK_WAIT; set NECTAR_WORKER_GRACE below it to hand them back at once",
 						c.where, c.grace, cfg.TaskTimeout)
+				}
+				if need := cfg.WorkerGrace + 10*time.Second; cfg.WorkerGrace >= 0 && c.grace < need {
+					t.Errorf("%s: %s between SIGTERM and SIGKILL; a worker needs NECTAR_WORKER_GRACE (%s) + 10 s = %s to hand back its tasks and exit",
+						c.where, c.grace, cfg.WorkerGrace, need)
 				}
 				for _, q := range cfg.Queues {
 					if !slices.Contains(queues, q) {

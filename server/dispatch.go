@@ -86,7 +86,7 @@ func (s *Server) startWorkers() error {
 		w, err := s.runs.StartWorker(s.queue, runs.WorkerConfig{Queues: queues, Types: s.catalog.Types(), Slots: slots,
 			Processes: s.cfg.MaxRuns, Heartbeat: s.cfg.WorkerBeat})
 		if err != nil {
-			s.stopWorkers()
+			s.stopWorkers(runs.NoGrace)
 			return fmt.Errorf("starting a worker: %w", err)
 		}
 		s.workers = append(s.workers, w)
@@ -94,16 +94,18 @@ func (s *Server) startWorkers() error {
 	return nil
 }
 
-func (s *Server) stopWorkers() {
+// stopWorkers stops this process's workers; the tasks in hand get grace to finish
+// (runs.NoGrace: as long as they take), then go back to the queue for other workers.
+func (s *Server) stopWorkers(grace time.Duration) {
 	for _, w := range s.workers {
-		w.Stop()
+		w.Stop(grace)
 	}
 	s.workers = nil
 }
 
 // closeQueue stops the workers, then the queue.
 func (s *Server) closeQueue() {
-	s.stopWorkers()
+	s.stopWorkers(s.cfg.WorkerGrace)
 	if s.queue != nil {
 		s.queue.Close()
 	}
@@ -149,7 +151,11 @@ func RunWorker(ctx context.Context, cfg Config, cat *catalog.Catalog, logger *sl
 		logger.Info("nectar worker: taking tasks", "worker", w.ID(), "nats", q.ServerName())
 	}
 	<-ctx.Done()
-	logger.Info("nectar worker: stopping; finishing the tasks in hand")
-	s.stopWorkers()
+	if cfg.WorkerGrace < 0 {
+		logger.Info("nectar worker: stopping; finishing the tasks in hand")
+	} else {
+		logger.Info("nectar worker: stopping; finishing the tasks in hand, or handing them back to the queue after NECTAR_WORKER_GRACE", "grace", cfg.WorkerGrace)
+	}
+	s.stopWorkers(cfg.WorkerGrace)
 	return m.Shutdown(context.Background())
 }

@@ -285,6 +285,67 @@ func TestCancelReachesTheWorkerWithinTwoSeconds(t *testing.T) {
 	}
 }
 
+// A worker stopping with NECTAR_WORKER_GRACE set finishes what it can in that time and hands
+// the rest back: the task's process is killed, its message goes back to the queue at once
+// (not after NECTAR_TASK_ACK_WAIT, a minute here), another worker runs it from the start, and
+// the stopped worker exits 0. The run ends DONE; its task shows the attempt that was handed
+// back, and why, then the one that made the out.
+func TestAStoppingWorkerHandsBackWhatItCannotFinishInItsGrace(t *testing.T) {
+	c := startQueueCluster(t, 0, "NECTAR_TASK_ACK_WAIT=60s")
+	c.workerEnv = []string{"NECTAR_WORKER_GRACE=1s"}
+	first := c.addWorker(t)
+	c.workerEnv = nil
+	ts := &testServer{}
+	a, holder := c.sleepOnAWorker(t, ts, "3s")
+	if pid := workerPID(t, holder); pid != first.Process.Pid {
+		t.Fatalf("the task runs on worker %s, want the only one (pid %d)", holder, first.Process.Pid)
+	}
+	stopped := time.Now()
+	if err := first.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- first.Wait() }()
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("the stopped worker exited with %v, want 0:\n%s", err, c.workerLogs[first.Process.Pid])
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("the worker did not exit within 10s of SIGTERM with a 1s grace:\n%s", c.workerLogs[first.Process.Pid])
+	}
+	if took := time.Since(stopped); took < time.Second {
+		t.Errorf("the worker exited %s after SIGTERM, before its 1s grace", took)
+	}
+	if logs := c.workerLogs[first.Process.Pid].String(); !strings.Contains(logs, "handed back to the queue") {
+		t.Errorf("the worker's log does not say it handed the task back:\n%s", logs)
+	}
+
+	second := c.addWorker(t)
+	done := waitTask(t, ts, a.run.StatusURL, "the run to end", func(r runDataView) bool {
+		return r.JobStatus != nil && r.JobStatus.Final()
+	})
+	if *done.JobStatus != runs.Done {
+		t.Fatalf("run = %s (tasks %+v), want DONE", *done.JobStatus, done.Tasks)
+	}
+	if took := time.Since(stopped); took > 30*time.Second {
+		t.Errorf("the run ended %s after the worker stopped: the task waited for its ack wait (60s), not handed back", took)
+	}
+	task := done.Tasks[0]
+	if pid := workerPID(t, task.Worker); pid != second.Process.Pid {
+		t.Errorf("the task's worker is %s, want the second worker (pid %d)", task.Worker, second.Process.Pid)
+	}
+	if len(task.Attempts) != 2 {
+		t.Fatalf("attempts = %+v, want the one handed back, then the one that finished", task.Attempts)
+	}
+	if e := task.Attempts[0].Error; !strings.Contains(e, "stopped before the task finished") || !strings.Contains(e, "NECTAR_WORKER_GRACE=1s") {
+		t.Errorf("the first attempt's error = %q, want it to say its worker's grace ran out", e)
+	}
+	if e := task.Attempts[1].Error; e != "" || task.Attempts[1].FinishedAt == nil {
+		t.Errorf("the second attempt = %+v, want it finished without error", task.Attempts[1])
+	}
+}
+
 // The scale-out the issue asks for, every part a process: a 3-node NATS cluster (stream
 // replicas 3), two API servers and three workers on one MinIO store. A 200-leaf fan-in spreads
 // over the workers and finishes DONE although a worker and a NATS node are SIGKILLed during it,

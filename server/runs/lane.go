@@ -288,12 +288,17 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			continue
 		}
 		if res.fatal || attempt-reruns >= policy.Attempts || ctx.Err() != nil {
-			l.commitLog(job, files, false)
+			if !handedBack(ctx) { // the worker that runs it next commits its log
+				l.commitLog(job, files, false)
+			}
 			return fail(res.msg, res.fatal)
 		}
 		appendText(files.log, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, res.msg, backoff))
 		select {
 		case <-ctx.Done():
+			if handedBack(ctx) {
+				return fail(context.Cause(ctx).Error(), true)
+			}
 			l.commitLog(job, files, false)
 			return fail("cancelled: "+cancelReason(ctx), true)
 		case <-time.After(backoff):
@@ -388,6 +393,9 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	case err != nil && ctx.Err() != nil:
 		proc.KillNow() // the process group, at once: user code may ignore its context
 		why := "cancelled: " + cancelReason(ctx)
+		if handedBack(ctx) {
+			why = context.Cause(ctx).Error()
+		}
 		l.appendOutput(files.log, outStart, why)
 		return attemptResult{msg: why, fatal: true}
 	case err != nil && actx.Err() != nil:
@@ -555,33 +563,33 @@ func (l *lane) end(reuse bool) {
 	p := l.proc
 	l.proc = nil
 	l.procMu.Unlock()
-	keepOut := false
-	defer func() {
-		if !keepOut && l.procOut != nil { // the output file goes once no process of this run writes it
-			l.procOut.Close()
-			os.Remove(l.procOut.Name())
-		}
-	}()
+	l.outMu.Lock()
+	out := l.procOut
+	l.outMu.Unlock()
 	if p == nil {
+		closeOutput(out) // no process of this run writes it any more
 		return
 	}
+	l.m.parkDetached(l.typ, l.typ, l.settle(p, out, reuse), l.bg)
+}
+
+// settle takes p from the lane, with out, the output file its tasks wrote to: no task of the
+// lane uses p now, so its usage so far is added to the run's metrics, exactly as the run's
+// end reports it. What comes back goes to Manager.parkDetached: to the pool if reuse allows,
+// else stopped. A process that has exited (or cannot be read) is retired here.
+func (l *lane) settle(p Process, out *os.File, reuse bool) *parkedProcess {
+	pp := &parkedProcess{spare: spare{proc: p, out: out}, reuse: reuse}
 	cpu, peak, rss, ok := idleUsage(p.Pid())
 	if !ok || p.Exited() {
 		l.retire(p)
-		return
+		pp.reuse = false
+		return pp
 	}
 	if base, ok := l.unwatch(p); ok {
 		l.meter.endedIdle(p.Pid(), max(cpu-base, 0), peak)
 	}
-	if reuse && l.m.release(l.typ, p, l.procOut, cpu, rss) {
-		keepOut = true
-		return
-	}
-	l.bg.Add(1)
-	go func() {
-		defer l.bg.Done()
-		p.KillNow()
-	}()
+	pp.cpu0, pp.rss = cpu, rss
+	return pp
 }
 
 // onSample asks the tasks running in p that define metrics for their values, and p for the

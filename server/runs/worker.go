@@ -213,6 +213,31 @@ func (w *Worker) unsubscribe() {
 	w.unsubscribeGraphs()
 }
 
+// drainSubscriptions ends the control, end and drain subscriptions once the requests already
+// on their way are handled: a driver that asks this worker to end a run's lane as it stops
+// gets its answer, not its request's timeout (2 s that the run's end would wait). Bounded: a
+// handler that does not return does not keep the worker from stopping.
+func (w *Worker) drainSubscriptions() {
+	var closed []<-chan nats.SubStatus
+	for _, s := range w.subs {
+		ch := s.StatusChanged(nats.SubscriptionClosed)
+		if s.Drain() == nil {
+			closed = append(closed, ch)
+		}
+	}
+	deadline := time.NewTimer(5 * time.Second)
+	defer deadline.Stop()
+	for _, ch := range closed {
+		select {
+		case <-ch:
+		case <-deadline.C:
+			w.unsubscribe()
+			return
+		}
+	}
+	w.unsubscribeGraphs()
+}
+
 // unsubscribeGraphs stops answering graph requests.
 func (w *Worker) unsubscribeGraphs() {
 	w.mu.Lock()
@@ -224,8 +249,16 @@ func (w *Worker) unsubscribeGraphs() {
 	}
 }
 
-// Stop takes no more tasks, waits for those in hand, and ends every lane.
-func (w *Worker) Stop() {
+// NoGrace is the grace of a Stop that waits for the tasks in hand however long they take.
+const NoGrace time.Duration = -1
+
+// errHandedBack is the cause a lane's context ends with when its worker stops before the
+// lane's tasks finish: they go back to the queue for another worker, reported by none here.
+var errHandedBack = errors.New("handed back to the queue")
+
+// Stop takes no more tasks, gives those in hand grace to finish (NoGrace: as long as they
+// take), hands back the rest (handBack), and ends every lane.
+func (w *Worker) Stop(grace time.Duration) {
 	w.m.mu.Lock()
 	for i, o := range w.m.workers {
 		if o == w {
@@ -239,8 +272,19 @@ func (w *Worker) Stop() {
 	// have finished (a cancelled task is finished sooner).
 	w.unsubscribeGraphs()
 	w.stop()
-	<-w.done
-	w.unsubscribe()
+	if grace < 0 {
+		<-w.done
+	} else {
+		t := time.NewTimer(grace)
+		select {
+		case <-w.done:
+		case <-t.C:
+			w.handBack(grace)
+			<-w.done
+		}
+		t.Stop()
+	}
+	w.drainSubscriptions()
 	w.mu.Lock()
 	w.closing = true // ends asked for from now on find no lane; those asked before are waited for below
 	lanes, reserved := w.lanes, w.reserved
@@ -260,6 +304,29 @@ func (w *Worker) Stop() {
 	<-w.beatDone
 	w.beat(context.Background(), WorkerStopped)
 }
+
+// handBack stops the tasks in hand when the worker's grace ran out: their processes are
+// killed, no end is reported, and their messages go back to the queue at once (not after
+// NECTAR_TASK_ACK_WAIT), so another worker runs them from the start while this one exits. A
+// message of several tasks comes back whole: its next worker reports those committed here as
+// done and returns the others to their driver (splitLost). Each hand-back uses one of the
+// message's deliveries (NECTAR_TASK_DELIVERIES).
+func (w *Worker) handBack(grace time.Duration) {
+	cause := fmt.Errorf("worker %s stopped before the task finished (its grace, NECTAR_WORKER_GRACE=%s, ran out): %w", w.id, grace, errHandedBack)
+	w.mu.Lock()
+	inHand := 0
+	for _, wl := range w.lanes {
+		inHand += wl.inHand
+		wl.cancel(cause)
+	}
+	w.mu.Unlock()
+	if inHand > 0 {
+		w.log.Warn("worker: tasks in hand did not finish within the grace; their processes are killed and the tasks handed back to the queue", "grace", grace, "tasks", inHand)
+	}
+}
+
+// handedBack reports whether ctx (a lane's) ended because its worker handed its tasks back.
+func handedBack(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errHandedBack) }
 
 // goBackground counts a goroutine that ends a lane in bg, which Stop waits for, unless Stop
 // is past that point (it ends every lane itself): then it reports false.
@@ -321,7 +388,16 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		d.Ack()
 		return
 	}
-	msg.each(func(job *taskJob) { w.runJob(ctx, &msg, job) })
+	var back atomic.Bool
+	msg.each(func(job *taskJob) {
+		if !w.runJob(ctx, &msg, job) {
+			back.Store(true)
+		}
+	})
+	if back.Load() { // the worker stopped before its end: another worker takes the message now
+		d.Release()
+		return
+	}
 	d.Ack() // every task's end is with its driver
 }
 
@@ -339,33 +415,39 @@ func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
 	w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: job.Delivery, Seq: job.Seq, Worker: w.id, Found: found}})
 }
 
-// runJob executes one task of a message and reports its end.
-func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
+// runJob executes one task of a message and reports its end; reported is false when the
+// worker handed the task back instead (handBack): its message must go back to the queue.
+func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) (reported bool) {
 	if job.Delivery > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
 		w.took(msg, job, true)
 		w.report(msg, job, taskResult{idx: job.Index})
-		return
+		return true
 	}
 	wl, stopped := w.laneFor(msg)
 	if stopped { // the run was cancelled or halted: the driver counts it as not started
 		w.report(msg, job, taskResult{idx: job.Index, notStarted: true})
-		return
+		return true
 	}
 	w.took(msg, job, false)
 	res := wl.execute(wl.ctx, job)
+	back := (res.err != "" || res.notStarted) && handedBack(wl.ctx)
 	switch {
+	case back:
 	case res.err == "" && !res.notStarted:
 		w.doneTasks.Add(1)
 	case res.err != "":
 		w.failedTasks.Add(1)
 	}
-	w.report(msg, job, res)
+	if !back {
+		w.report(msg, job, res)
+	}
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
 		wl.idle = time.Now()
 	}
 	w.mu.Unlock()
+	return !back
 }
 
 // splitLost handles a message of several tasks that comes again (its worker was lost, or

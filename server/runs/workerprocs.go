@@ -80,9 +80,9 @@ func (l *lane) processState() (has, free bool) {
 }
 
 // detach takes the lane's process away from it (the caller knows no task of the lane is in
-// hand), with its usage added to the run's metrics as the run's end would add it: under the
-// lane's process lock, so the lane's end, which takes it too, reports the exact figure. The
-// lane's next task takes another process. nil if the lane has none, or is busy with it.
+// hand), settled as the run's end would settle it (lane.settle): under the lane's process
+// lock, so the lane's end, which takes it too, reports the exact figure. The lane's next task
+// takes another process. nil if the lane has none, or is busy with it.
 func (l *lane) detach() *parkedProcess {
 	if !l.procMu.TryLock() {
 		return nil
@@ -98,18 +98,7 @@ func (l *lane) detach() *parkedProcess {
 	l.procOut = nil // the next process brings its own output file
 	l.outMu.Unlock()
 	l.outSeen.Store(0)
-	pp := &parkedProcess{spare: spare{proc: p, out: out}, reuse: !l.tainted.Load() && !l.secrets}
-	cpu, peak, rss, ok := idleUsage(p.Pid())
-	if !ok || p.Exited() {
-		l.retire(p)
-		pp.reuse = false
-		return pp
-	}
-	if base, ok := l.unwatch(p); ok {
-		l.meter.endedIdle(p.Pid(), max(cpu-base, 0), peak)
-	}
-	pp.cpu0, pp.rss = cpu, rss
-	return pp
+	return l.settle(p, out, !l.tainted.Load() && !l.secrets)
 }
 
 // parkedProcess is a process detached from its lane, on its way to the pool or its end.
@@ -119,8 +108,9 @@ type parkedProcess struct {
 	reuse bool // it may serve another run
 }
 
-// parkDetached gives a process detached from a lane of chain type typ to the pool if want is that
-// type and it may serve another run, else stops it.
+// parkDetached gives a process settled by a lane of chain type typ (its end, or a detach) to
+// the pool if want is that type and it may serve another run, else stops it and removes its
+// output file in the background.
 func (m *Manager) parkDetached(want, typ string, pp *parkedProcess, bg *sync.WaitGroup) {
 	if want == typ && pp.reuse && m.release(typ, pp.proc, pp.out, pp.cpu0, pp.rss) {
 		return
