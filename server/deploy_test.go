@@ -917,7 +917,8 @@ func (d *deployFiles) checkProcesses(t *testing.T) {
 				}
 			case "worker":
 				// A worker finishes its tasks in hand, each within NECTAR_TASK_TIMEOUT, or hands
-				// them back after NECTAR_WORKER_GRACE (then a few seconds to say so and exit).
+				// them back after NECTAR_WORKER_GRACE (then it needs a few seconds to report
+				// them and exit: 10 s at least).
 				if cfg.WorkerGrace < 0 && c.grace < cfg.TaskTimeout {
 					t.Errorf("%s: %s between SIGTERM and SIGKILL, below NECTAR_TASK_TIMEOUT (%s): a stopping worker's tasks in hand would be killed and run again elsewhere after NECTAR_TASK_ACK_WAIT; set NECTAR_WORKER_GRACE below it to hand them back at once",
 						c.where, c.grace, cfg.TaskTimeout)

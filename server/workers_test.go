@@ -286,10 +286,10 @@ func TestCancelReachesTheWorkerWithinTwoSeconds(t *testing.T) {
 }
 
 // A worker stopping with NECTAR_WORKER_GRACE set finishes what it can in that time and hands
-// the rest back: the task's process is killed, its message goes back to the queue at once
-// (not after NECTAR_TASK_ACK_WAIT, a minute here), another worker runs it from the start, and
-// the stopped worker exits 0. The run ends DONE; its task shows the attempt that was handed
-// back, and why, then the one that made the out.
+// the rest back: the task's process is killed, its run's server queues it again at once (not
+// after NECTAR_TASK_ACK_WAIT, a minute here), another worker runs it from the start, and the
+// stopped worker exits 0. The run ends DONE; its task shows the attempt that was cut short,
+// and why, then the one that made the out.
 func TestAStoppingWorkerHandsBackWhatItCannotFinishInItsGrace(t *testing.T) {
 	c := startQueueCluster(t, 0, "NECTAR_TASK_ACK_WAIT=60s")
 	c.workerEnv = []string{"NECTAR_WORKER_GRACE=1s"}
@@ -317,7 +317,7 @@ func TestAStoppingWorkerHandsBackWhatItCannotFinishInItsGrace(t *testing.T) {
 	if took := time.Since(stopped); took < time.Second {
 		t.Errorf("the worker exited %s after SIGTERM, before its 1s grace", took)
 	}
-	if logs := c.workerLogs[first.Process.Pid].String(); !strings.Contains(logs, "handed back to the queue") {
+	if logs := c.workerLogs[first.Process.Pid].String(); !strings.Contains(logs, "handed back to their runs' servers") {
 		t.Errorf("the worker's log does not say it handed the task back:\n%s", logs)
 	}
 

@@ -133,6 +133,8 @@ type taskResult struct {
 	err        string
 	fatal      bool // the process or the store is gone: start nothing more
 	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
+	// handedBack: its worker stopped before it finished (Worker.handBack): not its failure
+	handedBack bool
 	artifacts  []Artifact
 	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
 }
@@ -223,7 +225,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	select {
 	case l.executing <- struct{}{}:
 	case <-ctx.Done():
-		return taskResult{idx: i, notStarted: true}
+		return taskResult{idx: i, notStarted: true, handedBack: handedBack(ctx)}
 	}
 	released := false
 	release := func() {
@@ -234,7 +236,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	}
 	defer release()
 	if l.halted.Load() || ctx.Err() != nil {
-		return taskResult{idx: i, notStarted: true}
+		return taskResult{idx: i, notStarted: true, handedBack: handedBack(ctx)}
 	}
 	now := time.Now().UTC()
 	l.report(taskUpdate{Index: i, Started: &now})
@@ -287,17 +289,22 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			appendText(files.log, fmt.Sprintf("--- attempt %d stopped: %s; running it again ---\n", attempt, res.msg))
 			continue
 		}
+		if res.handedBack { // the worker that runs it next commits its log
+			r := fail(res.msg, true)
+			r.handedBack = true
+			return r
+		}
 		if res.fatal || attempt-reruns >= policy.Attempts || ctx.Err() != nil {
-			if !handedBack(ctx) { // the worker that runs it next commits its log
-				l.commitLog(job, files, false)
-			}
+			l.commitLog(job, files, false)
 			return fail(res.msg, res.fatal)
 		}
 		appendText(files.log, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, res.msg, backoff))
 		select {
 		case <-ctx.Done():
-			if handedBack(ctx) {
-				return fail(context.Cause(ctx).Error(), true)
+			if handedBack(ctx) { // its retries go on elsewhere
+				r := fail(context.Cause(ctx).Error(), true)
+				r.handedBack = true
+				return r
 			}
 			l.commitLog(job, files, false)
 			return fail("cancelled: "+cancelReason(ctx), true)
@@ -306,7 +313,9 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	release() // its user code has returned: the next task may execute while this one commits
-	arts, err := l.commitDone(ctx, job, files, artDir, res.artifacts, res.publish, !job.NoSync)
+	cctx, stop := commitContext(ctx)
+	defer stop()
+	arts, err := l.commitDone(cctx, job, files, artDir, res.artifacts, res.publish, !job.NoSync)
 	if err != nil {
 		l.commitLog(job, files, true)
 		return fail(l.failure("committing the files of "+job.Ref.Task, err), true)
@@ -322,12 +331,13 @@ const maxInnocentReruns = 3
 // attemptResult is how one attempt ended: msg is "" on success, else why it failed; fatal
 // means the run cannot go on (cancelled, no plugin).
 type attemptResult struct {
-	msg       string
-	fatal     bool
-	innocent  bool // its process was killed for another task's timeout: it runs again
-	publish   map[string]string
-	artifacts bool    // the task made its artifact folder
-	att       Attempt // as recorded
+	msg        string
+	fatal      bool
+	innocent   bool // its process was killed for another task's timeout: it runs again
+	handedBack bool // stopped because its worker hands its tasks back (Worker.handBack)
+	publish    map[string]string
+	artifacts  bool    // the task made its artifact folder
+	att        Attempt // as recorded
 }
 
 // attempt runs the task once, with its timeout, and reports the attempt.
@@ -392,10 +402,10 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	switch {
 	case err != nil && ctx.Err() != nil:
 		proc.KillNow() // the process group, at once: user code may ignore its context
-		why := "cancelled: " + cancelReason(ctx)
 		if handedBack(ctx) {
-			why = context.Cause(ctx).Error()
+			return attemptResult{msg: context.Cause(ctx).Error(), fatal: true, handedBack: true}
 		}
+		why := "cancelled: " + cancelReason(ctx)
 		l.appendOutput(files.log, outStart, why)
 		return attemptResult{msg: why, fatal: true}
 	case err != nil && actx.Err() != nil:
@@ -582,7 +592,7 @@ func (l *lane) settle(p Process, out *os.File, reuse bool) *parkedProcess {
 	cpu, peak, rss, ok := idleUsage(p.Pid())
 	if !ok || p.Exited() {
 		l.retire(p)
-		pp.reuse = false
+		pp.reuse, pp.retired = false, true
 		return pp
 	}
 	if base, ok := l.unwatch(p); ok {

@@ -542,14 +542,15 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		return
 	}
 	r.changed() // with the exact usage the record was stored with
-	again := releaseMemory(r.taskCount())
-	// Waiters answer from memory: the lease's release and the record cache's stat (each a
-	// round trip on S3) are not theirs to wait for. The record is final, so no reader looks
-	// at the lease any more, and a POST of the key meanwhile waits for retired (Submit).
-	close(r.done)
 	if leased {
 		m.releaseLease(r)
 	}
+	again := releaseMemory(r.taskCount())
+	// Waiters answer from memory: the record cache's stat (a round trip on S3) is not theirs
+	// to wait for. A POST of the key meanwhile waits for retired (Submit). The lease goes
+	// first: a client that POSTs again once answered, to any server, must find it released,
+	// or that server would follow this finished run and answer its result.
+	close(r.done)
 	m.remember(r)
 	m.retire(r)
 	again()

@@ -45,6 +45,8 @@ type Worker struct {
 	abandoned map[string]time.Time
 	bg        sync.WaitGroup // processes being stopped, and lanes being ended, in the background
 	closing   bool           // Stop has begun to end the lanes: nothing more goes to bg but kills
+	// handingBack is the cause lanes end with once the worker's grace ran out (handBack).
+	handingBack error
 	// reserved are the processes that built a run's graph here, kept a moment for the run's
 	// first task (warm, and no second trip to the pool) in case it comes to this worker.
 	reserved map[string]*spare
@@ -253,7 +255,7 @@ func (w *Worker) unsubscribeGraphs() {
 const NoGrace time.Duration = -1
 
 // errHandedBack is the cause a lane's context ends with when its worker stops before the
-// lane's tasks finish: they go back to the queue for another worker, reported by none here.
+// lane's tasks finish: they go back to their driver as not started, to be queued again.
 var errHandedBack = errors.New("handed back to the queue")
 
 // Stop takes no more tasks, gives those in hand grace to finish (NoGrace: as long as they
@@ -305,15 +307,15 @@ func (w *Worker) Stop(grace time.Duration) {
 	w.beat(context.Background(), WorkerStopped)
 }
 
-// handBack stops the tasks in hand when the worker's grace ran out: their processes are
-// killed, no end is reported, and their messages go back to the queue at once (not after
-// NECTAR_TASK_ACK_WAIT), so another worker runs them from the start while this one exits. A
-// message of several tasks comes back whole: its next worker reports those committed here as
-// done and returns the others to their driver (splitLost). Each hand-back uses one of the
-// message's deliveries (NECTAR_TASK_DELIVERIES).
+// handBack stops the tasks in hand when the worker's grace ran out: the processes of those
+// executing are killed and each goes back to its run's server as not started, which queues it
+// again at once (not after NECTAR_TASK_ACK_WAIT) for another worker, while this one exits. A
+// task whose code has returned still commits (commitContext): its work is done. A lane made
+// from now on starts cut short too.
 func (w *Worker) handBack(grace time.Duration) {
 	cause := fmt.Errorf("worker %s stopped before the task finished (its grace, NECTAR_WORKER_GRACE=%s, ran out): %w", w.id, grace, errHandedBack)
 	w.mu.Lock()
+	w.handingBack = cause
 	inHand := 0
 	for _, wl := range w.lanes {
 		inHand += wl.inHand
@@ -321,12 +323,25 @@ func (w *Worker) handBack(grace time.Duration) {
 	}
 	w.mu.Unlock()
 	if inHand > 0 {
-		w.log.Warn("worker: tasks in hand did not finish within the grace; their processes are killed and the tasks handed back to the queue", "grace", grace, "tasks", inHand)
+		w.log.Warn("worker: tasks in hand did not finish within the grace; their processes are killed and the tasks handed back to their runs' servers, which queue them again", "grace", grace, "tasks", inHand)
 	}
 }
 
 // handedBack reports whether ctx (a lane's) ended because its worker handed its tasks back.
 func handedBack(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errHandedBack) }
+
+// commitContext is ctx for a task's commit, except that a hand-back does not cut it: the
+// task's code has returned, and its files go to the store whole before its worker lets go.
+// A cancel of the run still stops the commit.
+func commitContext(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
+	stop := context.AfterFunc(ctx, func() {
+		if !handedBack(ctx) {
+			cancel(context.Cause(ctx))
+		}
+	})
+	return cctx, func() { stop(); cancel(nil) }
+}
 
 // goBackground counts a goroutine that ends a lane in bg, which Stop waits for, unless Stop
 // is past that point (it ends every lane itself): then it reports false.
@@ -388,16 +403,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 		d.Ack()
 		return
 	}
-	var back atomic.Bool
-	msg.each(func(job *taskJob) {
-		if !w.runJob(ctx, &msg, job) {
-			back.Store(true)
-		}
-	})
-	if back.Load() { // the worker stopped before its end: another worker takes the message now
-		d.Release()
-		return
-	}
+	msg.each(func(job *taskJob) { w.runJob(ctx, &msg, job) })
 	d.Ack() // every task's end is with its driver
 }
 
@@ -415,39 +421,49 @@ func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
 	w.toDriver(msg.Driver, &driverMsg{Run: job.Run, Worker: w.id, Update: &taskUpdate{Index: job.Index, Delivery: job.Delivery, Seq: job.Seq, Worker: w.id, Found: found}})
 }
 
-// runJob executes one task of a message and reports its end; reported is false when the
-// worker handed the task back instead (handBack): its message must go back to the queue.
-func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) (reported bool) {
+// runJob executes one task of a message and reports its end.
+func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 	if job.Delivery > 1 && w.outExists(ctx, job) {
 		// A worker before this one committed it and died before its ack: done, once.
 		w.took(msg, job, true)
 		w.report(msg, job, taskResult{idx: job.Index})
-		return true
+		return
 	}
 	wl, stopped := w.laneFor(msg)
 	if stopped { // the run was cancelled or halted: the driver counts it as not started
 		w.report(msg, job, taskResult{idx: job.Index, notStarted: true})
-		return true
+		return
 	}
 	w.took(msg, job, false)
 	res := wl.execute(wl.ctx, job)
-	back := (res.err != "" || res.notStarted) && handedBack(wl.ctx)
+	if res.handedBack && !w.isStopped(msg.run()) {
+		// Not started, as far as the run goes: its driver queues it again at once, for
+		// another worker (the attempt cut short stays in its record, with why).
+		res = taskResult{idx: job.Index, notStarted: true, err: res.err, attempts: res.attempts}
+		if res.err == "" {
+			res.err = context.Cause(wl.ctx).Error()
+		}
+	}
 	switch {
-	case back:
 	case res.err == "" && !res.notStarted:
 		w.doneTasks.Add(1)
-	case res.err != "":
+	case res.err != "" && !res.notStarted:
 		w.failedTasks.Add(1)
 	}
-	if !back {
-		w.report(msg, job, res)
-	}
+	w.report(msg, job, res)
 	w.mu.Lock()
 	if wl.inHand--; wl.inHand == 0 {
 		wl.idle = time.Now()
 	}
 	w.mu.Unlock()
-	return !back
+}
+
+// isStopped reports whether run was cancelled or halted here.
+func (w *Worker) isStopped(run string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	_, ok := w.stopped[run]
+	return ok
 }
 
 // splitLost handles a message of several tasks that comes again (its worker was lost, or
@@ -489,6 +505,9 @@ func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 	if !ok {
 		// Not the worker's context: a worker that stops lets the tasks in hand finish.
 		ctx, cancel := context.WithCancelCause(context.Background())
+		if w.handingBack != nil { // taken as the worker's grace ran out: it starts nothing
+			cancel(w.handingBack)
+		}
 		w.laneSeq++
 		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{}), id: fmt.Sprintf("%s/%d", w.id, w.laneSeq)}
 		log := w.log.With("run_id", run)

@@ -104,8 +104,9 @@ func (l *lane) detach() *parkedProcess {
 // parkedProcess is a process detached from its lane, on its way to the pool or its end.
 type parkedProcess struct {
 	spare
-	rss   uint64
-	reuse bool // it may serve another run
+	rss     uint64
+	reuse   bool // it may serve another run
+	retired bool // killed and reaped already (lane.retire): only its output file is left
 }
 
 // parkDetached gives a process settled by a lane of chain type typ (its end, or a detach) to
@@ -113,6 +114,10 @@ type parkedProcess struct {
 // output file in the background.
 func (m *Manager) parkDetached(want, typ string, pp *parkedProcess, bg *sync.WaitGroup) {
 	if want == typ && pp.reuse && m.release(typ, pp.proc, pp.out, pp.cpu0, pp.rss) {
+		return
+	}
+	if pp.retired { // no second kill: its process group id may be another's by now
+		closeOutput(pp.out)
 		return
 	}
 	bg.Add(1)

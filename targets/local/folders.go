@@ -52,6 +52,20 @@ func (s *Store) MakeFolder(key, deadRun string) (string, error) {
 	return "", fmt.Errorf("making the folder of %s: %w", key, err)
 }
 
+// makeFolder makes dir, and its parents if they are missing: mkdir first, since the folder a
+// staged file finds missing is most often a new key's, whose parent exists (os.MkdirAll
+// would stat both before it made it).
+func makeFolder(dir string) error {
+	err := mkdir(dir)
+	switch {
+	case err == nil, errors.Is(err, syscall.EEXIST):
+		return nil
+	case errors.Is(err, syscall.ENOENT):
+		return os.MkdirAll(dir, 0o755)
+	}
+	return &fs.PathError{Op: "mkdir", Path: dir, Err: err}
+}
+
 func mkdir(dir string) error {
 	for {
 		err := syscall.Mkdir(dir, 0o755)
@@ -175,7 +189,7 @@ func (s *Store) Commit(src, key string) error {
 	err = Rename(src, dst)
 	if errors.Is(err, syscall.ENOENT) {
 		if _, serr := os.Lstat(src); serr == nil { // the destination's folder is missing
-			if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+			if err = makeFolder(filepath.Dir(dst)); err == nil {
 				err = Rename(src, dst)
 			}
 		}
@@ -258,7 +272,7 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
 	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
 	f, err := openFile(tmp)
 	if errors.Is(err, syscall.ENOENT) {
-		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+		if err = makeFolder(filepath.Dir(dst)); err == nil {
 			f, err = openFile(tmp)
 		}
 	}
@@ -300,7 +314,7 @@ func (s *Store) stageBeside(dst string, b []byte) (string, error) {
 	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
 	err := WriteNew(tmp, b)
 	if errors.Is(err, syscall.ENOENT) {
-		if err = os.MkdirAll(filepath.Dir(dst), 0o755); err == nil {
+		if err = makeFolder(filepath.Dir(dst)); err == nil {
 			err = WriteNew(tmp, b)
 		}
 	}

@@ -185,7 +185,7 @@ func (s *Store) CommitFile(_ context.Context, key, file string) error {
 func (s *Store) rename(src, dst string) error {
 	err := os.Rename(src, dst)
 	if errors.Is(err, fs.ErrNotExist) {
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		if err := makeFolder(filepath.Dir(dst)); err != nil {
 			return err
 		}
 		err = os.Rename(src, dst)
