@@ -180,12 +180,18 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 // openPatience is how long Open waits for a cluster's JetStream to answer.
 const openPatience = 30 * time.Second
 
-// transient reports whether err may pass once the cluster has elected its leaders.
+// transient reports whether err may pass once the cluster has elected its leaders, and heard
+// from all its nodes (a node restarting, or slow to report, counts as offline for placement).
 func transient(err error) bool {
+	var api *jetstream.APIError
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
-		errors.Is(err, jetstream.ErrJetStreamNotEnabled)
+		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
+		errors.As(err, &api) && api.ErrorCode == errCodeNoPeers
 }
+
+// errCodeNoPeers is JetStream's "no suitable peers for placement".
+const errCodeNoPeers jetstream.ErrorCode = 10005
 
 // startEmbedded runs a single-node JetStream server inside this process.
 func startEmbedded(cfg Config) (*server.Server, error) {

@@ -30,13 +30,22 @@ func (q *Queue) Registry(ctx context.Context) (*Registry, error) {
 	if q.registry != nil {
 		return q.registry, nil
 	}
-	kv, err := q.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	cfg := jetstream.KeyValueConfig{
 		Bucket:      WorkersBucket,
 		Description: "Nectar workers: who they are, what they serve and do, when last heard of",
 		History:     1,
 		TTL:         workerEntryAge,
 		Replicas:    q.cfg.Replicas,
-	})
+	}
+	// As Open does: a cluster that has a node restarting may not place the bucket's replicas
+	// for a moment.
+	started := time.Now()
+	kv, err := q.js.CreateOrUpdateKeyValue(ctx, cfg)
+	for wait := 250 * time.Millisecond; err != nil && transient(err) && ctx.Err() == nil && time.Now().Add(wait).Before(started.Add(openPatience)); wait = min(2*wait, 5*time.Second) {
+		q.cfg.Logger.Warn("queue: the workers bucket cannot be opened yet; retrying", "err", err, "in", wait)
+		time.Sleep(wait)
+		kv, err = q.js.CreateOrUpdateKeyValue(ctx, cfg)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("opening the JetStream bucket %s: %w", WorkersBucket, err)
 	}

@@ -133,8 +133,6 @@ type taskResult struct {
 	err        string
 	fatal      bool // the process or the store is gone: start nothing more
 	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
-	// handedBack: its worker stopped before it finished (Worker.handBack): not its failure
-	handedBack bool
 	artifacts  []Artifact
 	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
 }
@@ -225,7 +223,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	select {
 	case l.executing <- struct{}{}:
 	case <-ctx.Done():
-		return taskResult{idx: i, notStarted: true, handedBack: handedBack(ctx)}
+		return taskResult{idx: i, notStarted: true}
 	}
 	released := false
 	release := func() {
@@ -236,7 +234,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	}
 	defer release()
 	if l.halted.Load() || ctx.Err() != nil {
-		return taskResult{idx: i, notStarted: true, handedBack: handedBack(ctx)}
+		return taskResult{idx: i, notStarted: true}
 	}
 	now := time.Now().UTC()
 	l.report(taskUpdate{Index: i, Started: &now})
@@ -289,10 +287,8 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			appendText(files.log, fmt.Sprintf("--- attempt %d stopped: %s; running it again ---\n", attempt, res.msg))
 			continue
 		}
-		if res.handedBack { // the worker that runs it next commits its log
-			r := fail(res.msg, true)
-			r.handedBack = true
-			return r
+		if handedBack(ctx) { // its worker hands it back: the next one runs it, with its retries
+			return fail(res.msg, true)
 		}
 		if res.fatal || attempt-reruns >= policy.Attempts || ctx.Err() != nil {
 			l.commitLog(job, files, false)
@@ -302,9 +298,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		select {
 		case <-ctx.Done():
 			if handedBack(ctx) { // its retries go on elsewhere
-				r := fail(context.Cause(ctx).Error(), true)
-				r.handedBack = true
-				return r
+				return fail(context.Cause(ctx).Error(), true)
 			}
 			l.commitLog(job, files, false)
 			return fail("cancelled: "+cancelReason(ctx), true)
@@ -313,11 +307,11 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	release() // its user code has returned: the next task may execute while this one commits
-	cctx, stop := commitContext(ctx)
-	defer stop()
-	arts, err := l.commitDone(cctx, job, files, artDir, res.artifacts, res.publish, !job.NoSync)
+	arts, err := l.commitDone(commitContext(ctx), job, files, artDir, res.artifacts, res.publish, !job.NoSync)
 	if err != nil {
-		l.commitLog(job, files, true)
+		if !handedBack(ctx) {
+			l.commitLog(job, files, true)
+		}
 		return fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 	}
 	committed = true
@@ -331,13 +325,12 @@ const maxInnocentReruns = 3
 // attemptResult is how one attempt ended: msg is "" on success, else why it failed; fatal
 // means the run cannot go on (cancelled, no plugin).
 type attemptResult struct {
-	msg        string
-	fatal      bool
-	innocent   bool // its process was killed for another task's timeout: it runs again
-	handedBack bool // stopped because its worker hands its tasks back (Worker.handBack)
-	publish    map[string]string
-	artifacts  bool    // the task made its artifact folder
-	att        Attempt // as recorded
+	msg       string
+	fatal     bool
+	innocent  bool // its process was killed for another task's timeout: it runs again
+	publish   map[string]string
+	artifacts bool    // the task made its artifact folder
+	att       Attempt // as recorded
 }
 
 // attempt runs the task once, with its timeout, and reports the attempt.
@@ -401,9 +394,9 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
-		proc.KillNow() // the process group, at once: user code may ignore its context
-		if handedBack(ctx) {
-			return attemptResult{msg: context.Cause(ctx).Error(), fatal: true, handedBack: true}
+		proc.KillNow()       // the process group, at once: user code may ignore its context
+		if handedBack(ctx) { // no log: the worker that runs it next commits its own
+			return attemptResult{msg: context.Cause(ctx).Error(), fatal: true}
 		}
 		why := "cancelled: " + cancelReason(ctx)
 		l.appendOutput(files.log, outStart, why)

@@ -339,8 +339,14 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 		var res taskResult
 		var again bool
 		res, again, seq = s.publishAndWait(ctx, rr, job, seq)
-		if !again || sends >= maxSends {
+		if !again {
 			return res
+		}
+		if sends >= maxSends {
+			// A failure, with why: "not started" would leave the task pending, then
+			// cancelled with no reason.
+			why := cmp.Or(res.err, "its worker stopped before it started")
+			return taskResult{idx: i, err: fmt.Sprintf("sent to workers %d times, and never finished (the last time: %s)", sends, why), attempts: res.attempts}
 		}
 		s.log.Info("queue: publishing a task again", "task", job.Ref.Task, "index", i, "why", res.err)
 		s.setTask(i, func(t *TaskState) {

@@ -86,7 +86,8 @@ type workerLane struct {
 	*lane
 	id       string // <worker>/<n>: the run's usage sums its lanes
 	ctx      context.Context
-	cancel   context.CancelCauseFunc
+	cancel   context.CancelCauseFunc // the run's: a cancel, a halt, its end
+	handBack context.CancelCauseFunc // the lane's alone: the worker hands its tasks back
 	driver   string
 	inHand   int       // tasks taken and not yet reported (guarded by Worker.mu)
 	idle     time.Time // when inHand last went to 0 (guarded by Worker.mu)
@@ -256,7 +257,7 @@ const NoGrace time.Duration = -1
 
 // errHandedBack is the cause a lane's context ends with when its worker stops before the
 // lane's tasks finish: they go back to their driver as not started, to be queued again.
-var errHandedBack = errors.New("handed back to the queue")
+var errHandedBack = errors.New("handed back")
 
 // Stop takes no more tasks, gives those in hand grace to finish (NoGrace: as long as they
 // take), hands back the rest (handBack), and ends every lane.
@@ -308,10 +309,10 @@ func (w *Worker) Stop(grace time.Duration) {
 }
 
 // handBack stops the tasks in hand when the worker's grace ran out: the processes of those
-// executing are killed and each goes back to its run's server as not started, which queues it
-// again at once (not after NECTAR_TASK_ACK_WAIT) for another worker, while this one exits. A
-// task whose code has returned still commits (commitContext): its work is done. A lane made
-// from now on starts cut short too.
+// executing are killed and each goes back to its run's server as not started (runJob), which
+// queues it again at once (not after NECTAR_TASK_ACK_WAIT) for another worker, while this one
+// exits. A task whose code has returned still commits (commitContext): its work is done. A
+// lane made from now on starts cut short too.
 func (w *Worker) handBack(grace time.Duration) {
 	cause := fmt.Errorf("worker %s stopped before the task finished (its grace, NECTAR_WORKER_GRACE=%s, ran out): %w", w.id, grace, errHandedBack)
 	w.mu.Lock()
@@ -319,7 +320,7 @@ func (w *Worker) handBack(grace time.Duration) {
 	inHand := 0
 	for _, wl := range w.lanes {
 		inHand += wl.inHand
-		wl.cancel(cause)
+		wl.handBack(cause)
 	}
 	w.mu.Unlock()
 	if inHand > 0 {
@@ -330,17 +331,18 @@ func (w *Worker) handBack(grace time.Duration) {
 // handedBack reports whether ctx (a lane's) ended because its worker handed its tasks back.
 func handedBack(ctx context.Context) bool { return errors.Is(context.Cause(ctx), errHandedBack) }
 
-// commitContext is ctx for a task's commit, except that a hand-back does not cut it: the
-// task's code has returned, and its files go to the store whole before its worker lets go.
-// A cancel of the run still stops the commit.
-func commitContext(ctx context.Context) (context.Context, context.CancelFunc) {
-	cctx, cancel := context.WithCancelCause(context.WithoutCancel(ctx))
-	stop := context.AfterFunc(ctx, func() {
-		if !handedBack(ctx) {
-			cancel(context.Cause(ctx))
-		}
-	})
-	return cctx, func() { stop(); cancel(nil) }
+// runContextKey finds, in a worker lane's context, its run's: the one a cancel, a halt or
+// the run's end stops, which a hand-back does not.
+type runContextKey struct{}
+
+// commitContext is ctx for a task's commit: its run's context where ctx is a worker lane's, so
+// a hand-back does not cut the commit (the task's code has returned, and its files go to the
+// store whole before its worker lets go), while a cancel of the run still does.
+func commitContext(ctx context.Context) context.Context {
+	if run, ok := ctx.Value(runContextKey{}).(context.Context); ok {
+		return run
+	}
+	return ctx
 }
 
 // goBackground counts a goroutine that ends a lane in bg, which Stop waits for, unless Stop
@@ -436,13 +438,17 @@ func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 	}
 	w.took(msg, job, false)
 	res := wl.execute(wl.ctx, job)
-	if res.handedBack && !w.isStopped(msg.run()) {
-		// Not started, as far as the run goes: its driver queues it again at once, for
-		// another worker (the attempt cut short stays in its record, with why).
-		res = taskResult{idx: job.Index, notStarted: true, err: res.err, attempts: res.attempts}
-		if res.err == "" {
-			res.err = context.Cause(wl.ctx).Error()
+	if handedBack(wl.ctx) && (res.err != "" || res.notStarted) {
+		// Cut short as the worker's grace ran out, or ended some other way meanwhile: when
+		// in doubt it goes back (a real failure comes again on the next worker). Not started,
+		// as far as the run goes: its driver queues it again at once for another worker, and
+		// the attempt cut short stays in its record, with why; unless the run was cancelled
+		// or halted here meanwhile, which sends nothing again.
+		back := taskResult{idx: job.Index, notStarted: true, attempts: res.attempts}
+		if !w.isStopped(msg.run()) {
+			back.err = context.Cause(wl.ctx).Error()
 		}
+		res = back
 	}
 	switch {
 	case res.err == "" && !res.notStarted:
@@ -503,13 +509,15 @@ func (w *Worker) laneFor(msg *jobMsg) (_ *workerLane, stopped bool) {
 	}
 	wl, ok := w.lanes[run]
 	if !ok {
-		// Not the worker's context: a worker that stops lets the tasks in hand finish.
-		ctx, cancel := context.WithCancelCause(context.Background())
+		// Not the worker's context: a worker that stops lets the tasks in hand finish. The
+		// run's context (cancel, halt, the run's end) holds the lane's, which a hand-back ends.
+		runCtx, cancel := context.WithCancelCause(context.Background())
+		ctx, handBack := context.WithCancelCause(context.WithValue(runCtx, runContextKey{}, runCtx))
 		if w.handingBack != nil { // taken as the worker's grace ran out: it starts nothing
-			cancel(w.handingBack)
+			handBack(w.handingBack)
 		}
 		w.laneSeq++
-		wl = &workerLane{ctx: ctx, cancel: cancel, driver: msg.Driver, stopSend: make(chan struct{}), id: fmt.Sprintf("%s/%d", w.id, w.laneSeq)}
+		wl = &workerLane{ctx: ctx, cancel: cancel, handBack: handBack, driver: msg.Driver, stopSend: make(chan struct{}), id: fmt.Sprintf("%s/%d", w.id, w.laneSeq)}
 		log := w.log.With("run_id", run)
 		report := func(u taskUpdate) {
 			u.Worker = w.id
