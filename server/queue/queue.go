@@ -155,24 +155,34 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	// A cluster that has just started may have no JetStream leader yet: its API times out.
-	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+	err = q.patiently(ctx, started, "JetStream not ready yet", func() (err error) {
 		if q.stream, err = q.ensureStream(ctx); err == nil {
-			if err = q.ensureAdvisories(ctx); err == nil {
-				return q, nil
-			}
+			err = q.ensureAdvisories(ctx)
 		}
 		// A request the server refused for permissions gets no answer, only a timeout: the
 		// reason is the connection's last error. Retrying will not help.
-		if last := q.nc.LastError(); errors.Is(last, nats.ErrPermissionViolation) {
-			q.Close()
-			return nil, fmt.Errorf("the NATS user may not use JetStream's API for the streams %s and %s and the bucket KV_%s (grant $JS.API.> for them, and publish and subscribe on nectar.> and _INBOX.>): %w",
+		if last := q.nc.LastError(); err != nil && errors.Is(last, nats.ErrPermissionViolation) {
+			return fmt.Errorf("the NATS user may not use JetStream's API for the streams %s and %s and the bucket KV_%s (grant $JS.API.> for them, and publish and subscribe on nectar.> and _INBOX.>): %w",
 				TasksStream, AdvisoriesStream, WorkersBucket, last)
 		}
-		if !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
-			q.Close()
-			return nil, err
+		return err
+	})
+	if err != nil {
+		q.Close()
+		return nil, err
+	}
+	return q, nil
+}
+
+// patiently calls f until it succeeds, fails for good (not transient), ctx ends, or
+// openPatience has passed since started, logging each retry as doing.
+func (q *Queue) patiently(ctx context.Context, started time.Time, doing string, f func() error) error {
+	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
+		err := f()
+		if err == nil || !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
+			return err
 		}
-		cfg.Logger.Warn("queue: JetStream not ready yet; retrying", "err", err, "in", wait)
+		q.cfg.Logger.Warn("queue: "+doing+"; retrying", "err", err, "in", wait)
 		time.Sleep(wait)
 	}
 }

@@ -39,13 +39,11 @@ func (q *Queue) Registry(ctx context.Context) (*Registry, error) {
 	}
 	// As Open does: a cluster that has a node restarting may not place the bucket's replicas
 	// for a moment.
-	started := time.Now()
-	kv, err := q.js.CreateOrUpdateKeyValue(ctx, cfg)
-	for wait := 250 * time.Millisecond; err != nil && transient(err) && ctx.Err() == nil && time.Now().Add(wait).Before(started.Add(openPatience)); wait = min(2*wait, 5*time.Second) {
-		q.cfg.Logger.Warn("queue: the workers bucket cannot be opened yet; retrying", "err", err, "in", wait)
-		time.Sleep(wait)
+	var kv jetstream.KeyValue
+	err := q.patiently(ctx, time.Now(), "the workers bucket cannot be opened yet", func() (err error) {
 		kv, err = q.js.CreateOrUpdateKeyValue(ctx, cfg)
-	}
+		return err
+	})
 	if err != nil {
 		return nil, fmt.Errorf("opening the JetStream bucket %s: %w", WorkersBucket, err)
 	}
