@@ -76,6 +76,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"nectar/chains/internal/taskio"
@@ -158,7 +159,7 @@ func (c *Context) Input(i int) (io.ReadCloser, error) {
 	if i < 0 || i >= len(c.inputs) {
 		return nil, fmt.Errorf("chains: Input(%d): task requires %d tasks", i, len(c.inputs))
 	}
-	return os.Open(c.inputs[i])
+	return openInput(c.inputs[i])
 }
 
 // ReadInput returns the whole output of the i-th required task.
@@ -166,7 +167,44 @@ func (c *Context) ReadInput(i int) ([]byte, error) {
 	if i < 0 || i >= len(c.inputs) {
 		return nil, fmt.Errorf("chains: ReadInput(%d): task requires %d tasks", i, len(c.inputs))
 	}
-	return os.ReadFile(c.inputs[i])
+	f, err := openInput(c.inputs[i])
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var size int
+	if fi, err := f.Stat(); err == nil {
+		size = int(fi.Size())
+	}
+	b := make([]byte, 0, size+1) // +1: the read that finds the end needs no new buffer
+	for {
+		n, err := f.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+	}
+}
+
+// openInput opens a required task's out for reading in two system calls. os.Open takes four
+// more (it makes the file non-blocking to offer it to the poller, which refuses regular files,
+// and back): a task joining 5,000 inputs spent 40 % of its time there.
+func openInput(path string) (*os.File, error) {
+	for {
+		fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_CLOEXEC, 0)
+		if err == nil {
+			return os.NewFile(uintptr(fd), path), nil
+		}
+		if err != syscall.EINTR {
+			return nil, &os.PathError{Op: "open", Path: path, Err: err}
+		}
+	}
 }
 
 // Progress reports how far the task has got: done of total units (rows, files, days). The

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"runtime"
 	"strings"
 	"testing"
@@ -178,5 +179,65 @@ func TestDataInAndOut(t *testing.T) {
 	}
 	if bare := chainstest.Run(t, testchains.SecretTask{}); bare.Err == nil || !strings.Contains(bare.Err.Error(), "NECTAR_CONN_TESTDB") {
 		t.Errorf("SecretTask without its connection = %v", bare.Err)
+	}
+}
+
+// readBothTask reads each of its inputs whole with ReadInput and again through Input, and
+// writes one line per input: its size and SHA-256 as each read saw them.
+type readBothTask struct{ N int }
+
+func (t readBothTask) Requires() []chains.Task {
+	deps := make([]chains.Task, t.N)
+	for i := range deps {
+		deps[i] = testchains.LeafTask{Index: i}
+	}
+	return deps
+}
+
+func (t readBothTask) Run(ctx *chains.Context) error {
+	for i := 0; i < ctx.NumInputs(); i++ {
+		whole, err := ctx.ReadInput(i)
+		if err != nil {
+			return err
+		}
+		r, err := ctx.Input(i)
+		if err != nil {
+			return err
+		}
+		streamed, err := io.ReadAll(r)
+		r.Close()
+		if err != nil {
+			return err
+		}
+		a, b := sha256.Sum256(whole), sha256.Sum256(streamed)
+		fmt.Fprintf(ctx.Out(), "%d %x %d %x\n", len(whole), a[:4], len(streamed), b[:4])
+	}
+	if _, err := ctx.ReadInput(ctx.NumInputs()); err == nil {
+		return errors.New("ReadInput past the last input did not fail")
+	}
+	return nil
+}
+
+// Inputs of every size read back whole, by either way of reading them: around the first
+// buffer, a page, and a megabyte.
+func TestInputsReadBackWhole(t *testing.T) {
+	sizes := []int{0, 1, 511, 512, 513, 4096, 1<<20 + 3}
+	var inputs [][]byte
+	var want strings.Builder
+	for i, n := range sizes {
+		b := make([]byte, n)
+		for j := range b {
+			b[j] = byte(i*7 + j*13)
+		}
+		inputs = append(inputs, b)
+		sum := sha256.Sum256(b)
+		fmt.Fprintf(&want, "%d %x %d %x\n", n, sum[:4], n, sum[:4])
+	}
+	res := chainstest.Run(t, readBothTask{N: len(sizes)}, chainstest.InputBytes(inputs...))
+	if res.Err != nil {
+		t.Fatal(res.Err)
+	}
+	if string(res.Out) != want.String() {
+		t.Errorf("inputs read back as\n%s\nwant\n%s", res.Out, want.String())
 	}
 }

@@ -310,9 +310,7 @@ func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 func (p *Process) Kill() {
 	p.once.Do(func() {
 		p.client.Kill()
-		if p.pid > 0 {
-			_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-		}
+		killGroup(p.pid, p.client.Exited())
 	})
 }
 
@@ -321,10 +319,23 @@ func (p *Process) KillNow() {
 	if p.pid > 0 && p.killed != nil {
 		p.killed.Store(strconv.Itoa(p.pid), true)
 	}
-	if p.pid > 0 {
-		_ = syscall.Kill(-p.pid, syscall.SIGKILL)
-	}
+	killGroup(p.pid, p.client.Exited())
 	p.Kill()
+}
+
+// killGroup SIGKILLs the process group a plugin leads: the plugin and whatever its tasks
+// started. Until the plugin is reaped its pid is taken, so the group is ours. Once reaped
+// (reaped: go-plugin has waited for it), the kernel gives the pid to a new process only when
+// no process of the group is left; so a live process with that pid is a stranger, possibly
+// leading a group of the same number, and there is nothing of ours left to kill.
+func killGroup(pid int, reaped bool) {
+	if pid <= 0 {
+		return
+	}
+	if reaped && syscall.Kill(pid, 0) != syscall.ESRCH {
+		return
+	}
+	_ = syscall.Kill(-pid, syscall.SIGKILL)
 }
 
 // slogWriter lets go-plugin's hclog logger write into the server's slog output. go-plugin
