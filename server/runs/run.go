@@ -208,23 +208,23 @@ func (r *Run) encode(w io.Writer) error {
 		return err
 	}
 	if n > 0 {
-		io.WriteString(w, `,"tasks":[`)
+		buf := []byte(`,"tasks":[`)
 		for from := 0; from < n; from += encodeChunk {
 			r.mu.Lock()
 			chunk := cloneTasks(r.rec.Tasks[from:min(from+encodeChunk, len(r.rec.Tasks))])
 			r.mu.Unlock()
-			for i, t := range chunk {
+			for i := range chunk {
 				if from+i > 0 {
-					io.WriteString(w, ",")
+					buf = append(buf, ',')
 				}
-				tb, err := json.Marshal(t)
-				if err != nil {
-					return err
-				}
-				if _, err := w.Write(tb); err != nil {
+				if buf, err = chunk[i].appendJSON(buf, true); err != nil {
 					return err
 				}
 			}
+			if _, err := w.Write(buf); err != nil {
+				return err
+			}
+			buf = buf[:0]
 		}
 		io.WriteString(w, "]")
 	}

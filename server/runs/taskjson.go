@@ -1,0 +1,259 @@
+package runs
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"math"
+	"strconv"
+	"time"
+	"unicode/utf8"
+)
+
+// A task's JSON in the run record, appended by hand: a record holds every task of its run and
+// is written again while the run executes, and encoding/json took five times as long (2.5 ms
+// and 6,000 allocations for 1,000 tasks; 0.5 ms and none here).
+// The bytes are exactly encoding/json's, HTML escaping or not (TestTaskJSONIsEncodingJSONs
+// checks every field, filled at random, against it); a field added to TaskState without being
+// added here fails that test.
+
+// appendJSON appends t as json.Marshal writes it (escapeHTML, the run record) or as an
+// Encoder without HTML escaping does.
+func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
+	var err error
+	b = append(b, `{"chain":`...)
+	b = appendJSONString(b, t.Chain, escapeHTML)
+	b = append(b, `,"task":`...)
+	b = appendJSONString(b, t.Task, escapeHTML)
+	b = append(b, `,"key":`...)
+	b = appendJSONString(b, t.Key, escapeHTML)
+	if len(t.Params) > 0 {
+		b = append(b, `,"params":`...)
+		if b, err = appendRawJSON(b, t.Params, escapeHTML); err != nil {
+			return b, err
+		}
+	}
+	b = append(b, `,"status":`...)
+	b = appendJSONString(b, string(t.Status), escapeHTML)
+	if t.Cached {
+		b = append(b, `,"cached":true`...)
+	}
+	if t.Error != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, t.Error, escapeHTML)
+	}
+	if t.StartedAt != nil {
+		b = append(b, `,"started_at":`...)
+		if b, err = appendJSONTime(b, *t.StartedAt); err != nil {
+			return b, err
+		}
+	}
+	if t.FinishedAt != nil {
+		b = append(b, `,"finished_at":`...)
+		if b, err = appendJSONTime(b, *t.FinishedAt); err != nil {
+			return b, err
+		}
+	}
+	if len(t.Attempts) > 0 {
+		b = append(b, `,"attempts":[`...)
+		for i := range t.Attempts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, err = t.Attempts[i].appendJSON(b, escapeHTML); err != nil {
+				return b, err
+			}
+		}
+		b = append(b, ']')
+	}
+	if t.Worker != "" {
+		b = append(b, `,"worker":`...)
+		b = appendJSONString(b, t.Worker, escapeHTML)
+	}
+	if t.Queue != "" {
+		b = append(b, `,"queue":`...)
+		b = appendJSONString(b, t.Queue, escapeHTML)
+	}
+	if len(t.Requires) > 0 {
+		b = append(b, `,"requires":[`...)
+		for i, r := range t.Requires {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, int64(r), 10)
+		}
+		b = append(b, ']')
+	}
+	if p := t.Progress; p != nil {
+		b = append(b, `,"progress":{"done":`...)
+		b = strconv.AppendInt(b, p.Done, 10)
+		b = append(b, `,"total":`...)
+		b = strconv.AppendInt(b, p.Total, 10)
+		b = append(b, `,"fraction":`...)
+		if b, err = appendJSONFloat(b, p.Fraction); err != nil {
+			return b, err
+		}
+		if p.Status != "" {
+			b = append(b, `,"status":`...)
+			b = appendJSONString(b, p.Status, escapeHTML)
+		}
+		b = append(b, '}')
+	}
+	if len(t.Artifacts) > 0 {
+		b = append(b, `,"artifacts":[`...)
+		for i := range t.Artifacts {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = t.Artifacts[i].appendJSON(b, escapeHTML)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}'), nil
+}
+
+func (a *Artifact) appendJSON(b []byte, escapeHTML bool) []byte {
+	b = append(b, `{"name":`...)
+	b = appendJSONString(b, a.Name, escapeHTML)
+	b = append(b, `,"size":`...)
+	b = strconv.AppendInt(b, a.Size, 10)
+	b = append(b, `,"content_type":`...)
+	b = appendJSONString(b, a.ContentType, escapeHTML)
+	if a.Published != "" {
+		b = append(b, `,"published":`...)
+		b = appendJSONString(b, a.Published, escapeHTML)
+	}
+	return append(b, '}')
+}
+
+func (a *Attempt) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
+	var err error
+	b = append(b, `{"number":`...)
+	b = strconv.AppendInt(b, int64(a.Number), 10)
+	b = append(b, `,"started_at":`...)
+	if b, err = appendJSONTime(b, a.StartedAt); err != nil {
+		return b, err
+	}
+	if a.FinishedAt != nil {
+		b = append(b, `,"finished_at":`...)
+		if b, err = appendJSONTime(b, *a.FinishedAt); err != nil {
+			return b, err
+		}
+	}
+	if a.Error != "" {
+		b = append(b, `,"error":`...)
+		b = appendJSONString(b, a.Error, escapeHTML)
+	}
+	return append(b, '}'), nil
+}
+
+// appendJSONTime is time.Time's MarshalJSON, appended.
+func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
+	if y := t.Year(); y < 0 || y >= 10000 {
+		return b, errors.New("Time.MarshalJSON: year outside of range [0,9999]")
+	}
+	b = append(b, '"')
+	b = t.AppendFormat(b, time.RFC3339Nano)
+	return append(b, '"'), nil
+}
+
+// appendJSONFloat is encoding/json's float64: the shortest form, with an exponent only for
+// the very small and the very large.
+func appendJSONFloat(b []byte, f float64) ([]byte, error) {
+	if math.IsInf(f, 0) || math.IsNaN(f) {
+		return b, errors.New("json: unsupported value: " + strconv.FormatFloat(f, 'g', -1, 64))
+	}
+	format := byte('f')
+	if abs := math.Abs(f); abs != 0 && (abs < 1e-6 || abs >= 1e21) {
+		format = 'e'
+	}
+	b = strconv.AppendFloat(b, f, format, -1, 64)
+	if format == 'e' { // e-09 is written e-9
+		if n := len(b); n >= 4 && b[n-4] == 'e' && b[n-3] == '-' && b[n-2] == '0' {
+			b[n-2] = b[n-1]
+			b = b[:n-1]
+		}
+	}
+	return b, nil
+}
+
+// appendRawJSON appends a json.RawMessage as encoding/json does: compacted, and HTML-escaped
+// if asked. Parameters are stored compact, so they are almost always copied as they are.
+func appendRawJSON(b []byte, raw json.RawMessage, escapeHTML bool) ([]byte, error) {
+	plain := true
+	for _, c := range raw {
+		if c == ' ' || c == '\t' || c == '\n' || c == '\r' || (escapeHTML && (c == '<' || c == '>' || c == '&' || c == 0xE2)) {
+			plain = false
+			break
+		}
+	}
+	if plain && json.Valid(raw) {
+		return append(b, raw...), nil
+	}
+	var compact bytes.Buffer
+	if err := json.Compact(&compact, raw); err != nil {
+		return b, err
+	}
+	if !escapeHTML {
+		return append(b, compact.Bytes()...), nil
+	}
+	var escaped bytes.Buffer
+	json.HTMLEscape(&escaped, compact.Bytes())
+	return append(b, escaped.Bytes()...), nil
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendJSONString appends s quoted as encoding/json does: control characters, quotes and
+// backslashes escaped, invalid UTF-8 replaced, U+2028 and U+2029 escaped, and <, > and &
+// escaped when escapeHTML.
+func appendJSONString(b []byte, s string, escapeHTML bool) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || (c != '<' && c != '>' && c != '&')) {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}
