@@ -145,6 +145,33 @@ func TestBigRunAnswersArePaged(t *testing.T) {
 	}
 }
 
+// A graph big enough for the outs to be looked up side by side before the walk (256 tasks and
+// more) reuses exactly the outs that exist: the leaves an earlier, smaller fan-in made are
+// cached, the others and the join run.
+func TestABigGraphReusesTheOutsThatExist(t *testing.T) {
+	ts := newTestServer(t)
+	if a := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=150&salt=reuse&wait=60s"); a.Code != 200 || *a.run.JobStatus != runs.Done {
+		t.Fatalf("first POST = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
+	}
+	b := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=400&salt=reuse&wait=60s")
+	if b.Code != 200 || *b.run.JobStatus != runs.Done {
+		t.Fatalf("second POST = %d %v %v", b.Code, b.run.JobStatus, b.run.Error)
+	}
+	if c := *b.run.TaskCounts; c.Total != 401 || c.Done != 401 || c.Cached != 150 {
+		t.Fatalf("second run's counts %+v, want 401 done of which 150 cached", c)
+	}
+	for _, task := range b.run.Tasks {
+		var p struct{ Index int }
+		json.Unmarshal(task.Params, &p)
+		if wantCached := task.Task == "LeafTask" && p.Index < 150; task.Cached != wantCached {
+			t.Errorf("task %d (%s, index %d): cached %v, want %v", task.Index, task.Task, p.Index, task.Cached, wantCached)
+		}
+	}
+	if out := ts.read(t, b.run.Key+"/out"); out != fmt.Sprintln(399*400/2) {
+		t.Errorf("the join's out = %q, want the sum of 0..399", out)
+	}
+}
+
 // NECTAR_TASK_PARALLELISM bounds the tasks of a run executing at once, and the run uses all of
 // it: a task's slot is freed as its user code returns, while its files are committed. The
 // spans' own clocks say how many overlapped.

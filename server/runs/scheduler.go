@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -50,6 +51,10 @@ type node struct {
 	slot       int // index in Record.Tasks
 }
 
+// parallelStatsFrom is the graph size from which the local folder is asked about every out
+// at once, one asker per CPU, before the walk (scheduler.run).
+const parallelStatsFrom = 256
+
 // commitBacklog is how many tasks per execution slot a run holds at once (see scheduler).
 const commitBacklog = 4
 
@@ -74,11 +79,19 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 	}
 
-	// A remote store answers in milliseconds, not microseconds: ask about every out at once.
+	// A remote store answers in milliseconds, not microseconds: ask about every out at once,
+	// TaskParallelism at a time. On the local folder each answer is a stat of a few
+	// microseconds, but a big graph's stats held its first task back (50 ms for 5,000 leaves):
+	// one asker per CPU. (Asking about every out may ask about some the walk below would skip,
+	// those under a task whose out exists: at most one stat per task.)
 	var known []bool
-	if _, local := s.m.cfg.Store.(targets.LocalPather); !local {
+	_, local := s.m.cfg.Store.(targets.LocalPather)
+	if askers := s.m.cfg.TaskParallelism; !local || len(s.nodes) >= parallelStatsFrom {
+		if local {
+			askers = runtime.GOMAXPROCS(0)
+		}
 		var err error
-		if known, err = s.outsExist(ctx); err != nil {
+		if known, err = s.outsExist(ctx, askers); err != nil {
 			return Failed, s.failure("looking for the outs of the task graph", err)
 		}
 	}
@@ -292,22 +305,21 @@ func (s *scheduler) startRecorder() (stop func()) {
 	return func() { close(quit); <-finished }
 }
 
-// outsExist asks the store, TaskParallelism at a time, which tasks of the graph have an out.
-func (s *scheduler) outsExist(ctx context.Context) ([]bool, error) {
+// outsExist asks the store, askers at a time, which tasks of the graph have an out.
+func (s *scheduler) outsExist(ctx context.Context, askers int) ([]bool, error) {
 	known := make([]bool, len(s.nodes))
 	errs := make([]error, len(s.nodes))
-	sem := make(chan struct{}, s.m.cfg.TaskParallelism)
+	var next atomic.Int64
 	var wg sync.WaitGroup
-	for i, n := range s.nodes {
-		if i == 0 && s.rootAbsent {
-			continue
-		}
-		wg.Add(1)
-		sem <- struct{}{}
-		go func() {
-			defer func() { <-sem; wg.Done() }()
-			known[i], errs[i] = targets.Exists(ctx, s.m.cfg.Store, n.key+"/"+OutName)
-		}()
+	for range max(1, min(askers, len(s.nodes))) {
+		wg.Go(func() {
+			for i := int(next.Add(1) - 1); i < len(s.nodes); i = int(next.Add(1) - 1) {
+				if i == 0 && s.rootAbsent {
+					continue
+				}
+				known[i], errs[i] = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
+			}
+		})
 	}
 	wg.Wait()
 	for _, err := range errs {
