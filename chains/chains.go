@@ -74,6 +74,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -172,22 +173,29 @@ func (c *Context) ReadInput(i int) ([]byte, error) {
 		return nil, err
 	}
 	defer f.Close()
-	var size int
+	// What os.ReadFile does once the file is open: the size it states + 1 (the read that finds
+	// the end), at least 512 bytes a read, for files that state no size.
+	var statSize int64
 	if fi, err := f.Stat(); err == nil {
-		size = int(fi.Size())
+		statSize = fi.Size()
 	}
-	b := make([]byte, 0, size+1) // +1: the read that finds the end needs no new buffer
+	const minBuf = 512
+	size := minBuf
+	if int64(int(statSize)) == statSize && int(statSize) >= minBuf {
+		size = int(statSize) + 1
+	}
+	b := make([]byte, 0, size)
 	for {
 		n, err := f.Read(b[len(b):cap(b)])
 		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
 		if err != nil {
-			return nil, err
+			if err == io.EOF {
+				err = nil
+			}
+			return b, err
 		}
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
+		if room := cap(b) - len(b); room == 0 || (statSize == 0 && room < minBuf) {
+			b = slices.Grow(b, minBuf)
 		}
 	}
 }

@@ -3,6 +3,7 @@
 package host
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
@@ -218,6 +219,9 @@ type Process struct {
 	bin    fileID // the binary it was started from
 	once   sync.Once
 	killed *sync.Map // the launcher's: a kill on purpose is marked there
+	// started is the plugin's start time (procStart): a process holding its pid later is the
+	// plugin only if it started then.
+	started string
 }
 
 // OutputEnv names the file a plugin points its fd 2, os.Stdout and os.Stderr at. The kernel
@@ -273,6 +277,7 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin, killed: l.killed}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
+		p.started, _ = procStart(p.pid) // it runs: its handshake has just answered
 	}
 	return p, nil
 }
@@ -310,7 +315,7 @@ func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 func (p *Process) Kill() {
 	p.once.Do(func() {
 		p.client.Kill()
-		killGroup(p.pid, p.client.Exited())
+		killGroup(p.pid, p.started)
 	})
 }
 
@@ -319,23 +324,43 @@ func (p *Process) KillNow() {
 	if p.pid > 0 && p.killed != nil {
 		p.killed.Store(strconv.Itoa(p.pid), true)
 	}
-	killGroup(p.pid, p.client.Exited())
+	killGroup(p.pid, p.started)
 	p.Kill()
 }
 
 // killGroup SIGKILLs the process group a plugin leads: the plugin and whatever its tasks
-// started. Until the plugin is reaped its pid is taken, so the group is ours. Once reaped
-// (reaped: go-plugin has waited for it), the kernel gives the pid to a new process only when
-// no process of the group is left; so a live process with that pid is a stranger, possibly
-// leading a group of the same number, and there is nothing of ours left to kill.
-func killGroup(pid int, reaped bool) {
+// started. The kernel gives a pid to a new process only once no process, group or session
+// uses that number. So while a process holds the plugin's pid, the group is the plugin's only
+// if that process is the plugin (alive, or exited and not yet reaped: its start time, started,
+// says so); a stranger holding the pid may lead a group of the same number, which is left
+// alone. While none holds it, what is left of the group is the plugin's children. A start
+// time not known ("") kills the group.
+func killGroup(pid int, started string) {
 	if pid <= 0 {
 		return
 	}
-	if reaped && syscall.Kill(pid, 0) != syscall.ESRCH {
+	if now, ok := procStart(pid); ok && started != "" && now != started {
 		return
 	}
 	_ = syscall.Kill(-pid, syscall.SIGKILL)
+}
+
+// procStart is when process pid started (field 22 of /proc/<pid>/stat: clock ticks since
+// boot); ok is false when there is no such process.
+func procStart(pid int) (string, bool) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return "", false
+	}
+	i := bytes.LastIndexByte(b, ')') // the command name before it may hold anything
+	if i < 0 {
+		return "", false
+	}
+	f := strings.Fields(string(b[i+1:])) // from field 3 (the state) on
+	if len(f) < 20 {
+		return "", false
+	}
+	return f[19], true
 }
 
 // slogWriter lets go-plugin's hclog logger write into the server's slog output. go-plugin

@@ -2,6 +2,7 @@ package runs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -51,9 +52,10 @@ type node struct {
 	slot       int // index in Record.Tasks
 }
 
-// parallelStatsFrom is the graph size from which the local folder is asked about every out
-// at once, one asker per CPU, before the walk (scheduler.run).
-const parallelStatsFrom = 256
+// parallelStatsFrom is the graph size from which the local folder is asked about the outs
+// level by level, one asker per CPU, before the walk (scheduler.run). A variable: tests
+// lower it to take that path with small graphs.
+var parallelStatsFrom = 256
 
 // commitBacklog is how many tasks per execution slot a run holds at once (see scheduler).
 const commitBacklog = 4
@@ -81,17 +83,19 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 
 	// A remote store answers in milliseconds, not microseconds: ask about every out at once,
 	// TaskParallelism at a time. On the local folder each answer is a stat of a few
-	// microseconds, but a big graph's stats held its first task back (50 ms for 5,000 leaves):
-	// one asker per CPU. (Asking about every out may ask about some the walk below would skip,
-	// those under a task whose out exists: at most one stat per task.)
+	// microseconds, but a big graph's stats, one after the other, held its first task back
+	// (50 ms for 5,000 leaves): one asker per CPU, level by level from the root, so that
+	// exactly the outs the walk looks at are asked about (none under a task whose out exists).
 	var known []bool
 	_, local := s.m.cfg.Store.(targets.LocalPather)
-	if askers := s.m.cfg.TaskParallelism; !local || len(s.nodes) >= parallelStatsFrom {
-		if local {
-			askers = runtime.GOMAXPROCS(0)
-		}
+	if !local || len(s.nodes) >= parallelStatsFrom {
 		var err error
-		if known, err = s.outsExist(ctx, askers); err != nil {
+		if local {
+			known, err = s.outsExist(ctx, runtime.GOMAXPROCS(0), true)
+		} else {
+			known, err = s.outsExist(ctx, s.m.cfg.TaskParallelism, false)
+		}
+		if err != nil {
 			return Failed, s.failure("looking for the outs of the task graph", err)
 		}
 	}
@@ -305,27 +309,56 @@ func (s *scheduler) startRecorder() (stop func()) {
 	return func() { close(quit); <-finished }
 }
 
-// outsExist asks the store, askers at a time, which tasks of the graph have an out.
-func (s *scheduler) outsExist(ctx context.Context, askers int) ([]bool, error) {
+// outsExist asks the store, askers at a time, which tasks of the graph have an out: all of
+// them at once, or byLevel, the root first, then the requirements of each task whose out is
+// missing (or that ?force reruns), as the walk in run goes.
+func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]bool, error) {
 	known := make([]bool, len(s.nodes))
-	errs := make([]error, len(s.nodes))
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	for range max(1, min(askers, len(s.nodes))) {
-		wg.Go(func() {
-			for i := int(next.Add(1) - 1); i < len(s.nodes); i = int(next.Add(1) - 1) {
-				if i == 0 && s.rootAbsent {
-					continue
+	ask := func(level []int) error {
+		errs := make([]error, len(level))
+		var next atomic.Int64
+		var wg sync.WaitGroup
+		for range max(1, min(askers, len(level))) {
+			wg.Go(func() {
+				for k := int(next.Add(1) - 1); k < len(level); k = int(next.Add(1) - 1) {
+					if i := level[k]; i != 0 || !s.rootAbsent {
+						known[i], errs[k] = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
+					}
 				}
-				known[i], errs[i] = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
-			}
-		})
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
 	}
-	wg.Wait()
-	for _, err := range errs {
-		if err != nil {
+	if !byLevel {
+		all := make([]int, len(s.nodes))
+		for i := range all {
+			all[i] = i
+		}
+		if err := ask(all); err != nil {
 			return nil, err
 		}
+		return known, nil
+	}
+	asked := make([]bool, len(s.nodes))
+	asked[0] = true
+	for level := []int{0}; len(level) > 0; {
+		if err := ask(level); err != nil {
+			return nil, err
+		}
+		var next []int
+		for _, i := range level {
+			if known[i] && (i != 0 || !s.r.force) {
+				continue // done: what it requires is not needed
+			}
+			for _, d := range s.nodes[i].deps {
+				if d >= 0 && d < len(s.nodes) && !asked[d] {
+					asked[d] = true
+					next = append(next, d)
+				}
+			}
+		}
+		level = next
 	}
 	return known, nil
 }

@@ -642,66 +642,79 @@ func TestExistingOutsAreNotRecomputed(t *testing.T) {
 		{name: "Mid", requires: []string{"Leaf"}},
 		{name: "Leaf"},
 	}
-	for _, tc := range []struct {
-		name     string
-		existing map[string]string // outs stored before the run, by task
-		force    bool
-		ran      []string // the tasks that execute
-		cached   []string
-		absent   []string // not in the record at all
-	}{
+	for _, tc := range []existingOutsCase{
 		{"none exists", nil, false, []string{"Root", "Mid", "Leaf"}, nil, nil},
 		{"a dependency's out exists", map[string]string{"Mid": "stored Mid"}, false, []string{"Root"}, []string{"Mid"}, []string{"Leaf"}},
 		{"a leaf's out exists", map[string]string{"Leaf": "stored Leaf"}, false, []string{"Root", "Mid"}, []string{"Leaf"}, nil},
 		{"the root's out exists", map[string]string{"Root": "stored Root"}, false, nil, []string{"Root"}, []string{"Mid", "Leaf"}},
 		{"force reruns the root only", map[string]string{"Root": "stored Root", "Mid": "stored Mid"}, true, []string{"Root"}, []string{"Mid"}, []string{"Leaf"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			f := newFakePlugins(chain, nil)
-			g := newRig(t, f, 2)
-			for task, out := range tc.existing {
-				g.put(t, chain.key(task)+"/"+OutName, out)
+		for _, path := range []struct {
+			name string
+			from int
+		}{{"one by one", parallelStatsFrom}, {"side by side", 1}} {
+			t.Run(tc.name+", outs looked up "+path.name, func(t *testing.T) {
+				defer func(was int) { parallelStatsFrom = was }(parallelStatsFrom)
+				parallelStatsFrom = path.from // the local folder asked level by level (scheduler.run)
+				testExistingOuts(t, chain, tc)
+			})
+		}
+	}
+}
+
+type existingOutsCase struct {
+	name     string
+	existing map[string]string // outs stored before the run, by task
+	force    bool
+	ran      []string // the tasks that execute
+	cached   []string
+	absent   []string // not in the record at all
+}
+
+func testExistingOuts(t *testing.T, chain fakeChain, tc existingOutsCase) {
+	f := newFakePlugins(chain, nil)
+	g := newRig(t, f, 2)
+	for task, out := range tc.existing {
+		g.put(t, chain.key(task)+"/"+OutName, out)
+	}
+	spec := chain.spec()
+	spec.Force = tc.force
+	rec := g.run(t, spec)
+	if rec.Status != Done {
+		t.Fatalf("run ended %s (%q); want DONE", rec.Status, rec.Error)
+	}
+	if len(rec.Tasks) != len(tc.ran)+len(tc.cached) {
+		t.Errorf("the record lists %d tasks; want %d", len(rec.Tasks), len(tc.ran)+len(tc.cached))
+	}
+	for _, name := range tc.ran {
+		if ts := taskOf(t, rec, name); ts.Status != Done || ts.Cached || len(f.calls(name)) != 1 {
+			t.Errorf("%s: %s cached %v, ran %d times; want DONE, run once", name, ts.Status, ts.Cached, len(f.calls(name)))
+		}
+	}
+	for _, name := range tc.cached {
+		if ts := taskOf(t, rec, name); ts.Status != Done || !ts.Cached || len(ts.Attempts) != 0 || len(f.calls(name)) != 0 {
+			t.Errorf("%s: %s cached %v, %d attempts, ran %d times; want DONE and cached, not run", name, ts.Status, ts.Cached, len(ts.Attempts), len(f.calls(name)))
+		}
+	}
+	for _, name := range tc.absent {
+		if hasTask(rec, name) || len(f.calls(name)) != 0 {
+			t.Errorf("%s is in the record or ran; it is not needed", name)
+		}
+	}
+	existing := tc.existing
+	if tc.force {
+		existing = map[string]string{}
+		for k, v := range tc.existing {
+			if k != "Root" {
+				existing[k] = v
 			}
-			spec := chain.spec()
-			spec.Force = tc.force
-			rec := g.run(t, spec)
-			if rec.Status != Done {
-				t.Fatalf("run ended %s (%q); want DONE", rec.Status, rec.Error)
-			}
-			if len(rec.Tasks) != len(tc.ran)+len(tc.cached) {
-				t.Errorf("the record lists %d tasks; want %d", len(rec.Tasks), len(tc.ran)+len(tc.cached))
-			}
-			for _, name := range tc.ran {
-				if ts := taskOf(t, rec, name); ts.Status != Done || ts.Cached || len(f.calls(name)) != 1 {
-					t.Errorf("%s: %s cached %v, ran %d times; want DONE, run once", name, ts.Status, ts.Cached, len(f.calls(name)))
-				}
-			}
-			for _, name := range tc.cached {
-				if ts := taskOf(t, rec, name); ts.Status != Done || !ts.Cached || len(ts.Attempts) != 0 || len(f.calls(name)) != 0 {
-					t.Errorf("%s: %s cached %v, %d attempts, ran %d times; want DONE and cached, not run", name, ts.Status, ts.Cached, len(ts.Attempts), len(f.calls(name)))
-				}
-			}
-			for _, name := range tc.absent {
-				if hasTask(rec, name) || len(f.calls(name)) != 0 {
-					t.Errorf("%s is in the record or ran; it is not needed", name)
-				}
-			}
-			existing := tc.existing
-			if tc.force {
-				existing = map[string]string{}
-				for k, v := range tc.existing {
-					if k != "Root" {
-						existing[k] = v
-					}
-				}
-			}
-			if out, _ := g.object(t, chain.key("Root")+"/"+OutName); out != chain.wantOut("Root", existing) {
-				t.Errorf("root out = %q; want %q", out, chain.wantOut("Root", existing))
-			}
-			if len(tc.ran) == 0 && (f.processes() != 0 || f.graphCalls() != 0) {
-				t.Errorf("%d processes started, graph asked %d times; a run with nothing to execute needs none", f.processes(), f.graphCalls())
-			}
-		})
+		}
+	}
+	if out, _ := g.object(t, chain.key("Root")+"/"+OutName); out != chain.wantOut("Root", existing) {
+		t.Errorf("root out = %q; want %q", out, chain.wantOut("Root", existing))
+	}
+	if len(tc.ran) == 0 && (f.processes() != 0 || f.graphCalls() != 0) {
+		t.Errorf("%d processes started, graph asked %d times; a run with nothing to execute needs none", f.processes(), f.graphCalls())
 	}
 }
 

@@ -147,13 +147,21 @@ func (a *Attempt) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 	return append(b, '}'), nil
 }
 
-// appendJSONTime is time.Time's MarshalJSON, appended.
+// appendJSONTime is time.Time's MarshalJSON, appended, with its checks: RFC 3339 has no room
+// for a year outside 0-9999 or a zone 24 hours or more away.
 func appendJSONTime(b []byte, t time.Time) ([]byte, error) {
-	if y := t.Year(); y < 0 || y >= 10000 {
-		return b, errors.New("Time.MarshalJSON: year outside of range [0,9999]")
-	}
 	b = append(b, '"')
+	n0 := len(b)
 	b = t.AppendFormat(b, time.RFC3339Nano)
+	switch {
+	case b[n0+len("9999")] != '-': // the year is exactly 4 digits wide
+		return b, errors.New("Time.MarshalJSON: year outside of range [0,9999]")
+	case b[len(b)-1] != 'Z':
+		c, h := b[len(b)-len("Z07:00")], b[len(b)-len("07:00"):]
+		if ('0' <= c && c <= '9') || 10*(h[0]-'0')+(h[1]-'0') >= 24 {
+			return b, errors.New("Time.MarshalJSON: timezone hour outside of range [0,23]")
+		}
+	}
 	return append(b, '"'), nil
 }
 
