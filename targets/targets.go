@@ -100,6 +100,13 @@ type Replacer interface {
 	ReplaceIf(ctx context.Context, key string, seen Info, b []byte) (Info, error)
 }
 
+// InfoCreator is offered by stores whose CreateIfAbsent learns the version it stored from the
+// answer (S3's and MinIO's PUT returns the ETag): a run's lease then costs one round trip, not
+// a PUT and a HEAD. The version is the one Stat would give, for ReplaceIf.
+type InfoCreator interface {
+	CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader) (Info, error)
+}
+
 // Volatile is offered by stores where a durable Put costs a disk flush: PutVolatile stores a
 // small derived object (a run record, a lease, metrics) atomically but without waiting for the
 // disk. After a power loss it may be empty, never partial: its readers take empty as absent.

@@ -40,12 +40,21 @@ func (m *Manager) acquireLease(ctx context.Context, r *Run, runID, key string) (
 	store := m.cfg.Store
 	name := key + "/" + LeaseName
 	for attempt := 0; attempt < 3; attempt++ {
-		err := store.CreateIfAbsent(ctx, name, bytes.NewReader(m.leaseBody(runID)))
+		var made targets.Info
+		var err error
+		if ic, ok := store.(targets.InfoCreator); ok { // the PUT's answer names the version
+			made, err = ic.CreateIfAbsentInfo(ctx, name, bytes.NewReader(m.leaseBody(runID)))
+		} else {
+			err = store.CreateIfAbsent(ctx, name, bytes.NewReader(m.leaseBody(runID)))
+		}
 		if err == nil {
 			if _, ok := store.(targets.Replacer); ok {
-				// Fresh, so nobody replaces it before this Stat: it is our version.
-				if r.lease, err = store.Stat(ctx, name); err != nil {
-					return false, err
+				r.lease = made
+				if made.ETag == "" {
+					// Fresh, so nobody replaces it before this Stat: it is our version.
+					if r.lease, err = store.Stat(ctx, name); err != nil {
+						return false, err
+					}
 				}
 			}
 			return true, nil

@@ -11,7 +11,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -164,20 +163,27 @@ func (s *Store) CommitFile(ctx context.Context, key, file string) error {
 
 // CreateIfAbsent is a PUT with If-None-Match: *.
 func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) error {
+	_, err := s.CreateIfAbsentInfo(ctx, key, r)
+	return err
+}
+
+// CreateIfAbsentInfo is CreateIfAbsent, returning the version the PUT stored.
+func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	b, err := targets.ReadSmall(key, r)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	opts := s.putOptions()
 	opts.SetMatchETagExcept("*")
-	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, strings.NewReader(string(b)), int64(len(b)), opts); err != nil {
-		return s.mapErr(key, err)
+	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	if err != nil {
+		return targets.Info{}, s.mapErr(key, err)
 	}
-	return nil
+	return targets.Info{Size: up.Size, ModTime: up.LastModified, ETag: up.ETag}, nil
 }
 
 // ReplaceIf is a PUT with If-Match: the ETag seen.

@@ -274,22 +274,28 @@ func (s *Store) multipart(ctx context.Context, key, obj string, next func(part i
 
 // CreateIfAbsent is a PUT with If-None-Match: *; S3 answers 412 to all but the first.
 func (s *Store) CreateIfAbsent(ctx context.Context, key string, r io.Reader) error {
+	_, err := s.CreateIfAbsentInfo(ctx, key, r)
+	return err
+}
+
+// CreateIfAbsentInfo is CreateIfAbsent, returning the version the PUT stored.
+func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	b, err := targets.ReadSmall(key, r)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
-	_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
+	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
 		ContentLength: aws.Int64(int64(len(b))), IfNoneMatch: aws.String("*"),
 	})
 	if err != nil {
-		return s.mapErr(key, err)
+		return targets.Info{}, s.mapErr(key, err)
 	}
-	return nil
+	return targets.Info{Size: int64(len(b)), ETag: aws.ToString(out.ETag)}, nil
 }
 
 // ReplaceIf is a PUT with If-Match: the ETag seen.

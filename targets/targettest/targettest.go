@@ -233,6 +233,38 @@ func Run(t *testing.T, s targets.Store) {
 			t.Errorf("ReplaceIf of a deleted object made one")
 		}
 	})
+	t.Run("CreateIfAbsentInfoIsTheVersionStored", func(t *testing.T) {
+		ic, ok := s.(targets.InfoCreator)
+		r, replaces := s.(targets.Replacer)
+		if !ok || !replaces {
+			t.Skip("store does not report the version it creates")
+		}
+		key := "conformance/create/lease"
+		made, err := ic.CreateIfAbsentInfo(ctx, key, strings.NewReader("mine"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ic.CreateIfAbsentInfo(ctx, key, strings.NewReader("theirs")); !errors.Is(err, targets.ErrExist) {
+			t.Errorf("a second CreateIfAbsentInfo = %v, want ErrExist", err)
+		}
+		seen, err := s.Stat(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if made.ETag == "" || made.ETag != seen.ETag || made.Size != seen.Size {
+			t.Errorf("CreateIfAbsentInfo reported %+v, Stat %+v: want the same ETag and size", made, seen)
+		}
+		if _, err := r.ReplaceIf(ctx, key, made, []byte("renewed")); err != nil {
+			t.Errorf("ReplaceIf of the version CreateIfAbsentInfo reported: %v", err)
+		}
+		if _, err := r.ReplaceIf(ctx, key, made, []byte("stale")); !errors.Is(err, targets.ErrChanged) {
+			t.Errorf("ReplaceIf of the created version once renewed = %v, want ErrChanged", err)
+		}
+		if got := read(t, s, key); got != "renewed" {
+			t.Errorf("the object is %q, want renewed", got)
+		}
+		s.Delete(ctx, key)
+	})
 	t.Run("ReplaceIfOneWinner", func(t *testing.T) {
 		r, ok := s.(targets.Replacer)
 		if !ok {
