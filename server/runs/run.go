@@ -184,8 +184,12 @@ func (r *Run) taskCount() int {
 	return len(r.rec.Tasks)
 }
 
-// encodeChunk is how many tasks encode copies at a time under the run's lock.
-const encodeChunk = 1000
+// encodeChunk is how many tasks encode copies at a time under the run's lock; encodeFlush is
+// how much JSON it holds before writing it (one small buffer, whatever the run's size).
+const (
+	encodeChunk = 1000
+	encodeFlush = 32 << 10
+)
 
 // encode writes the run's record as JSON, its tasks a chunk at a time: a run of 50,000 tasks is
 // neither copied whole (the scheduler would wait on the lock) nor encoded into one buffer (it
@@ -208,7 +212,8 @@ func (r *Run) encode(w io.Writer) error {
 		return err
 	}
 	if n > 0 {
-		buf := []byte(`,"tasks":[`)
+		io.WriteString(w, `,"tasks":[`)
+		buf := make([]byte, 0, encodeFlush+4<<10)
 		for from := 0; from < n; from += encodeChunk {
 			r.mu.Lock()
 			chunk := cloneTasks(r.rec.Tasks[from:min(from+encodeChunk, len(r.rec.Tasks))])
@@ -220,11 +225,13 @@ func (r *Run) encode(w io.Writer) error {
 				if buf, err = chunk[i].appendJSON(buf, true); err != nil {
 					return err
 				}
+				if len(buf) >= encodeFlush || i == len(chunk)-1 {
+					if _, err := w.Write(buf); err != nil {
+						return err
+					}
+					buf = buf[:0]
+				}
 			}
-			if _, err := w.Write(buf); err != nil {
-				return err
-			}
-			buf = buf[:0]
 		}
 		io.WriteString(w, "]")
 	}
