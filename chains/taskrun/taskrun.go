@@ -24,6 +24,9 @@ type IO = taskio.IO
 // Progress is a task's report of itself (ctx.Progress and ctx.Status).
 type Progress = taskio.Progress
 
+// OpenFile opens a task's out or log in two system calls, not os.OpenFile's six.
+var OpenFile = taskio.OpenFile
+
 // Run calls t.Run with a Context built from io. A panic becomes an error ("panic: ...") and
 // panicked is true; its stack is written to io.Log.
 func Run(t chains.Task, io IO) (err error, panicked bool) {

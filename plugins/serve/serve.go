@@ -302,12 +302,12 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	if err != nil {
 		return nil, err
 	}
-	logf, err := openFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
+	logf, err := taskrun.OpenFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	outf, err := openFile(req.OutPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
+	outf, err := taskrun.OpenFile(req.OutPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return nil, err
 	}
@@ -418,19 +418,4 @@ func (s *scrubWriter) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
-}
-
-// openFile opens a task's out or log in two system calls: os.OpenFile would add four more
-// (setting the file non-blocking to offer it to the poller, which refuses regular files, and
-// back), per file and task, thousands of times in a big fan-in.
-func openFile(path string, flag int) (*os.File, error) {
-	for {
-		fd, err := syscall.Open(path, flag|syscall.O_CLOEXEC, 0o600)
-		if err == nil {
-			return os.NewFile(uintptr(fd), path), nil
-		}
-		if err != syscall.EINTR {
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
-		}
-	}
 }
