@@ -178,7 +178,15 @@ type Task struct {
 	Connections []string
 	// Queue is the queue the task names (chains.Queuer); empty: its chain type's.
 	Queue string
+	// Plain: the task has none of the methods its task graph depends on (see graphMethods),
+	// so its graph is itself alone and the server builds it without asking the plugin.
+	Plain bool
 }
+
+// graphMethods are the methods whose answers go into a task's graph node besides its
+// connections and queue (which the generator reads here): chains.Requirer, Timeouter, Retrier,
+// Isolated and MetricsDefiner. A task with none of them, whatever their signature, is plain.
+var graphMethods = []string{"Requires", "Timeout", "Retry", "Isolate", "DefineMetrics"}
 
 // FuncSuffix names the task's generated functions uniquely across types and chains.
 func (t Task) FuncSuffix() string { return names.Camel(t.Type) + names.Camel(t.Chain) + t.Name }
@@ -586,6 +594,12 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 		a.analyzeSchedule(&t, named)
 		a.analyzeConnections(&t, named)
 		a.analyzeQueue(&t, named)
+		t.Plain = true
+		for _, m := range graphMethods {
+			if obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, a.pkg.Types, m); obj != nil {
+				t.Plain = false
+			}
+		}
 	}
 	return t, len(a.errs) == nerr
 }

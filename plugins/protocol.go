@@ -106,6 +106,10 @@ type RunTaskRequest struct {
 	// NoSync tells the plugin not to fsync OutPath before it answers: the host makes a whole
 	// batch of tasks' files durable at once (one syncfs) before it commits them.
 	NoSync bool `json:"no_sync,omitempty"`
+	// Plain says the host built this task's graph from its catalog, which lists the task as
+	// plain (no Requires, Timeout, Retry, Isolate or DefineMetrics), and asked no plugin: a
+	// plugin whose task is not plain (built from newer chain code than the host) refuses it.
+	Plain bool `json:"plain,omitempty"`
 }
 
 // RunTaskResponse reports how user code ended. A task failure is data, not an RPC error: an RPC

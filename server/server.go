@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -160,7 +161,7 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		}
 	}
 	rc := runsConfig(cfg, store, launcher, logger)
-	rc.Queue, rc.OnChange, rc.Observer = s.queue, onChange, s.metrics
+	rc.Queue, rc.OnChange, rc.Observer, rc.Plain = s.queue, onChange, s.metrics, plainTasks(cat)
 	rc.MaxRuns, rc.MaxQueue, rc.MaxTasks = cfg.MaxRuns, cfg.MaxQueue, cfg.MaxTasks
 	s.runs, err = runs.NewManager(rc)
 	if err == nil && s.queue != nil {
@@ -235,6 +236,17 @@ func runsConfig(cfg Config, store targets.Store, launcher *host.Launcher, logger
 		LeaseTTL:        cfg.LeaseTTL,
 		WorkerWait:      cfg.WorkerWait,
 		Logger:          logger,
+	}
+}
+
+// plainTasks answers runs.Config.Plain from the catalog the server was built with.
+func plainTasks(cat *catalog.Catalog) func(typ, chain, task string) ([]string, string, bool) {
+	return func(typ, chain, task string) ([]string, string, bool) {
+		t, ok := cat.Task(typ, chain, task)
+		if !ok || !t.Plain {
+			return nil, "", false
+		}
+		return slices.Clone(t.Connections), t.Queue, true
 	}
 }
 

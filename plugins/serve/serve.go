@@ -229,6 +229,24 @@ func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plug
 	return &plugins.GraphResponse{Nodes: g.nodes}, nil
 }
 
+// graphMethod names the first of the methods a task's graph node depends on (the generator's
+// graphMethods) that t has, or "" if it has none: then t is plain.
+func graphMethod(t chains.Task) string {
+	switch t.(type) {
+	case chains.Requirer:
+		return "Requires"
+	case chains.Timeouter:
+		return "Timeout"
+	case chains.Retrier:
+		return "Retry"
+	case chains.Isolated:
+		return "Isolate"
+	case chains.MetricsDefiner:
+		return "DefineMetrics"
+	}
+	return ""
+}
+
 // errOverLimit stops the expansion of a graph larger than the host allows.
 var errOverLimit = errors.New("task graph over the limit")
 
@@ -307,6 +325,12 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 		return nil, err
 	}
 	defer logf.Close()
+	if m := graphMethod(t); req.Plain && m != "" {
+		// Run alone, it would miss what its graph says (its requirements above all).
+		msg := fmt.Sprintf("%s/%s declares %s, but the server's catalog, built from older chain code, says it declares none: rebuild and restart the server (make build) so that its catalog matches the plugins", req.Task.Chain, req.Task.Task, m)
+		fmt.Fprintf(logf, "task failed: %s\n", msg)
+		return &plugins.RunTaskResponse{Error: msg}, nil
+	}
 	outf, err := taskrun.OpenFile(req.OutPath, os.O_WRONLY|os.O_CREATE|os.O_TRUNC)
 	if err != nil {
 		return nil, err

@@ -45,6 +45,11 @@ type Task struct {
 	Connections []string `json:"connections,omitempty"`
 	// Queue is the queue the task names (chains.Queuer); empty: its chain type's.
 	Queue string `json:"queue,omitempty"`
+	// Plain says the task declares none of Requires, Timeout, Retry, Isolate and DefineMetrics:
+	// its task graph is itself alone, with the connections and queue above, so the server
+	// builds it without a call to the plugin (the plugin refuses a task that is no longer
+	// plain, should it be newer than this catalog).
+	Plain bool `json:"-"`
 	// Schedule is the task's declared schedule (nil: none), checked by the generator.
 	Schedule *Schedule `json:"schedule,omitempty"`
 	// Parse validates a query and returns the canonical parameter JSON (the run key's source).

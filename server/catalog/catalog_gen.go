@@ -31,6 +31,7 @@ var generated = []*Task{
 			{Name: "source", Kind: "string", Default: "datasets/flights/flights-3m.parquet", Required: false, Doc: "The data set: a .parquet (vega-datasets' layout) or a .csv (Kaggle's yearly layout)."},
 			{Name: "year", Kind: "int", Default: "2001", Required: false, Doc: "The flights' year."},
 		},
+		Plain: true,
 		Parse: parseAirlineDelaysChainExtractTask,
 	},
 	{
@@ -96,6 +97,7 @@ var generated = []*Task{
 			{Name: "pictures", Kind: "bool", Default: "false", Required: false, Doc: ""},
 			{Name: "publish", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsDataChainArtifactsTask,
 	},
 	{
@@ -107,6 +109,7 @@ var generated = []*Task{
 			{Name: "fail", Kind: "bool", Default: "false", Required: false, Doc: ""},
 		},
 		Connections: []string{"testdb"},
+		Plain:       true,
 		Parse:       parseTestchainsDataChainSecretTask,
 	},
 	{
@@ -117,6 +120,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "path", Kind: "string", Default: "", Required: true, Doc: "The object's path in the store."},
 		},
+		Plain: true,
 		Parse: parseTestchainsDataChainSourceTask,
 	},
 	{
@@ -139,6 +143,7 @@ var generated = []*Task{
 			{Name: "index", Kind: "int", Default: "0", Required: false, Doc: ""},
 			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: "sets a fan-in apart from earlier ones (benchmarks)"},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaninChainLeafTask,
 	},
 	{
@@ -163,6 +168,7 @@ var generated = []*Task{
 			{Name: "index", Kind: "int", Default: "0", Required: false, Doc: ""},
 			{Name: "salt", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaninChainSpanTask,
 	},
 	{
@@ -173,6 +179,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "code", Kind: "int", Default: "3", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainExitTask,
 	},
 	{
@@ -183,6 +190,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "message", Kind: "string", Default: "failed on purpose", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainFailTask,
 	},
 	{
@@ -215,6 +223,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "message", Kind: "string", Default: "panicked on purpose", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainPanicTask,
 	},
 	{
@@ -226,6 +235,7 @@ var generated = []*Task{
 			{Name: "count", Kind: "int", Default: "20", Required: false, Doc: ""},
 			{Name: "every", Kind: "duration", Default: "100ms", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainProgressTask,
 	},
 	{
@@ -247,6 +257,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "duration", Kind: "duration", Default: "1s", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainSleepTask,
 	},
 	{
@@ -277,6 +288,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "gate", Kind: "string", Default: "", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainStepOneTask,
 	},
 	{
@@ -308,6 +320,7 @@ var generated = []*Task{
 			{Name: "count", Kind: "int", Default: "10", Required: false, Doc: ""},
 			{Name: "every", Kind: "duration", Default: "100ms", Required: false, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainTickTask,
 	},
 	{
@@ -318,6 +331,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "path", Kind: "string", Default: "", Required: true, Doc: ""},
 		},
+		Plain: true,
 		Parse: parseTestchainsFaultsChainWaitFileTask,
 	},
 	{
@@ -329,6 +343,7 @@ var generated = []*Task{
 			{Name: "day", Kind: "time", Default: "0001-01-01", Required: true, Doc: "The start of the interval; the scheduler fills it in."},
 			{Name: "note", Kind: "string", Default: "done", Required: false, Doc: "What to say about the day."},
 		},
+		Plain:    true,
 		Schedule: &Schedule{Cron: "@daily", TimeZone: "Europe/Paris", Start: "", CatchUp: false, Param: "day"},
 		Parse:    parseTestchainsHelloChainDailyTask,
 	},
@@ -340,6 +355,7 @@ var generated = []*Task{
 		Params: []Param{
 			{Name: "name", Kind: "string", Default: "world", Required: false, Doc: "Who to greet."},
 		},
+		Plain: true,
 		Parse: parseTestchainsHelloChainHelloTask,
 	},
 	{
@@ -393,6 +409,7 @@ var generated = []*Task{
 			{Name: "name", Kind: "string", Default: "world", Required: false, Doc: "What to compute."},
 		},
 		Queue: "gpu",
+		Plain: true,
 		Parse: parseTestchainsQueuesChainGPUTask,
 	},
 	{

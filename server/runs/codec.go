@@ -38,7 +38,7 @@ func (m *jobMsg) encode(b []byte) []byte {
 		e.int(int64(j.Retry.Attempts))
 		e.int(int64(j.Retry.Backoff))
 		e.int(int64(j.Retry.MaxBackoff))
-		e.bools(j.Isolate, j.Metrics, j.NoSync, j.FolderMade)
+		e.bools(j.Isolate, j.Metrics, j.NoSync, j.FolderMade, j.Plain)
 		e.strs(j.Conns)
 		e.str(j.Queue)
 		e.str(j.DeadRun)
@@ -80,8 +80,9 @@ func (m *jobMsg) decode(b []byte) error {
 		j.Retry.Attempts = int(d.int())
 		j.Retry.Backoff = time.Duration(d.int())
 		j.Retry.MaxBackoff = time.Duration(d.int())
-		flags := d.bools(4)
-		j.Isolate, j.Metrics, j.NoSync, j.FolderMade = flags[0], flags[1], flags[2], flags[3]
+		// Plain is a fifth bit of the same byte: a worker of the version before ignores it.
+		flags := d.bools(5)
+		j.Isolate, j.Metrics, j.NoSync, j.FolderMade, j.Plain = flags[0], flags[1], flags[2], flags[3], flags[4]
 		j.Conns = d.strs()
 		j.Queue = d.str()
 		j.DeadRun = d.str()

@@ -134,6 +134,7 @@ type fakePlugins struct {
 	spans   map[string][]fakeSpan // RunTask calls by task name
 	kills   map[int]int           // process id -> sequence number of its first kill
 	graphs  int                   // Graph calls
+	plain   map[string]bool       // RunTaskRequest.Plain of each task's last call
 	running int                   // RunTask calls in progress
 	peak    int                   // the most at once
 	peakCh  map[int]chan struct{} // closed once peak reaches the key
@@ -145,7 +146,7 @@ func newFakePlugins(chain fakeChain, behaviours map[string]fakeBehaviour) *fakeP
 		behaviours = map[string]fakeBehaviour{}
 	}
 	return &fakePlugins{chain: chain, behaviours: behaviours, spans: map[string][]fakeSpan{}, kills: map[int]int{},
-		peakCh: map[int]chan struct{}{}, began: map[string]chan struct{}{}}
+		peakCh: map[int]chan struct{}{}, began: map[string]chan struct{}{}, plain: map[string]bool{}}
 }
 
 func (f *fakePlugins) Start(chainType string, output *os.File) (Process, error) {
@@ -261,6 +262,13 @@ func (f *fakePlugins) maxRunning() int {
 	return f.peak
 }
 
+// sentPlain reports whether the last RunTask of task name said its graph was the catalog's.
+func (f *fakePlugins) sentPlain(name string) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.plain[name]
+}
+
 func (f *fakePlugins) graphCalls() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -298,6 +306,9 @@ func (p *fakeProc) Graph(ctx context.Context, req *plugins.GraphRequest) (*plugi
 
 func (p *fakeProc) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plugins.RunTaskResponse, error) {
 	name := req.Task.Task
+	p.f.mu.Lock()
+	p.f.plain[name] = req.Plain
+	p.f.mu.Unlock()
 	attempt, span := p.f.begin(name, p)
 	defer p.f.end(name, span)
 	if p.Exited() {

@@ -97,6 +97,8 @@ type taskJob struct {
 	DeadRun string `json:"dead_run,omitempty"`
 	// FolderMade: the task's key folder exists (the root's is made when its params are stored).
 	FolderMade bool `json:"folder_made,omitempty"`
+	// Plain: its graph came from the catalog (plainGraph); the plugin checks the task agrees.
+	Plain bool `json:"plain,omitempty"`
 	// Send counts the messages the driver published for the task (a task sent again goes in
 	// a message of its own), and Delivery is which delivery of its message this is (set by
 	// the worker): two executions of one task never share staged files.
@@ -376,7 +378,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 
 	outStart := l.outSeen.Load()
 	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: job.Ref, Key: job.Key, OutPath: files.out, LogPath: files.log, Inputs: inputs,
-		ArtifactDir: artDir, Connections: conns, NoSync: job.NoSync})
+		ArtifactDir: artDir, Connections: conns, NoSync: job.NoSync, Plain: job.Plain})
 	if err == nil && resp.Progress != nil {
 		l.report(taskUpdate{Index: job.Index, Progress: l.progressOf(resp.Progress)})
 	}

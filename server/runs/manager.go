@@ -88,6 +88,10 @@ type Config struct {
 	// Queue, if set, is where this server's runs send their tasks, for workers to execute
 	// (worker.go); nil executes them here, in the run's own lane (the direct path).
 	Queue *queue.Queue
+	// Plain reports whether the catalog lists a task as plain (catalog.Task.Plain), with the
+	// connections and queue it names: its graph is built here, with no call to a plugin of
+	// this process (nil: every graph is the plugin's).
+	Plain func(typ, chain, task string) (conns []string, queue string, ok bool)
 }
 
 // Manager starts runs, joins concurrent requests for the same key, and answers status queries.
@@ -695,7 +699,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	r.mu.Lock()
 	r.meter = mt
 	r.mu.Unlock()
-	s.runConns = connectionNames(p.graph)
+	s.runConns, s.plain = connectionNames(p.graph), p.plain
 	if m.cfg.Queue != nil {
 		s.remote = newRemoteRun(s)
 		m.mu.Lock()

@@ -82,6 +82,22 @@ type plannedRun struct {
 	graph    *plugins.GraphResponse
 	takeErr  error // no process
 	graphErr error // a process, but no graph
+	plain    bool  // the graph is plainGraph's: no plugin was asked
+}
+
+// plainGraph is the graph of rec's task if the catalog lists it as plain: the task alone, as
+// the plugin would answer (the root's reference as asked, its connections and queue), so
+// asking costs a round trip to the plugin for nothing. Nil otherwise.
+func (m *Manager) plainGraph(rec Record) *plugins.GraphResponse {
+	if m.cfg.Plain == nil {
+		return nil
+	}
+	conns, queue, ok := m.cfg.Plain(rec.Type, rec.Chain, rec.Task)
+	if !ok {
+		return nil
+	}
+	return &plugins.GraphResponse{Nodes: []plugins.GraphNode{{
+		TaskRef: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, Connections: conns, Queue: queue}}}
 }
 
 // planner gets a run its first plugin process and task graph, as early as is useful, and
@@ -162,8 +178,12 @@ func (pl *planner) close() {
 	pl.cancel()
 }
 
-// graphOf asks p's process for rec's task graph.
+// graphOf asks p's process for rec's task graph, unless the task is plain.
 func (m *Manager) graphOf(ctx context.Context, rec Record, p plannedRun) plannedRun {
+	if g := m.plainGraph(rec); g != nil {
+		p.graph, p.plain = g, true
+		return p
+	}
 	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params},
 		MaxTasks: m.cfg.MaxTasks})
 	return p

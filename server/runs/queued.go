@@ -691,6 +691,11 @@ func (m *Manager) graphRemote(ctx context.Context, rec Record, waiting func()) p
 	greq := plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks}
 	if w := m.localWorker(rec.Type, ""); w != nil {
 		// A worker of this process answers by a call: a graph is the same from any worker.
+		// A plain task's needs no call at all. (With no worker here, the request is also what
+		// finds out whether any worker serves the type: it is always sent.)
+		if g := m.plainGraph(rec); g != nil {
+			return plannedRun{graph: g, plain: true}
+		}
 		return w.graph(ctx, rec.RunID, rec.Type, &greq)
 	}
 	req, _ := json.Marshal(graphRequest{Run: rec.RunID, Req: greq})

@@ -33,6 +33,7 @@ type scheduler struct {
 	rootAbsent bool   // the run looked for the root's out under its lease: none
 	deadRun    string // the run of this key whose server died: its staged files go
 	noSync     bool   // the lane syncs tasks' files in batches (commit.go)
+	plain      bool   // the graph is the root alone, built from the catalog (plainGraph)
 	halted     atomic.Bool
 	nodes      []*node
 }
@@ -392,7 +393,8 @@ func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 	n := s.nodes[i]
 	job := &taskJob{Run: s.runID, Type: s.typ, Index: i, Ref: n.ref, Key: n.key, Timeout: n.timeout, Retry: n.retry,
 		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, Queue: n.queue, NoSync: s.noSync, DeadRun: s.deadRun,
-		FolderMade: i == 0} // the root's folder was made when the run stored its params
+		FolderMade: i == 0, // the root's folder was made when the run stored its params
+		Plain:      s.plain}
 	for _, d := range n.deps {
 		job.Inputs = append(job.Inputs, s.nodes[d].key)
 	}

@@ -82,14 +82,18 @@ type testRig struct {
 
 // newRig is a Manager on a fresh local store with f as its plugins. It is shut down when the
 // test ends.
-func newRig(t *testing.T, f *fakePlugins, parallelism int) *testRig {
+func newRig(t *testing.T, f *fakePlugins, parallelism int, edit ...func(*Config)) *testRig {
 	t.Helper()
 	store, err := local.New(t.TempDir(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	w := &taskWatch{}
-	m, err := NewManager(Config{Store: store, Plugins: f, TaskParallelism: parallelism, OnChange: w.onChange})
+	cfg := Config{Store: store, Plugins: f, TaskParallelism: parallelism, OnChange: w.onChange}
+	for _, e := range edit {
+		e(&cfg)
+	}
+	m, err := NewManager(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -757,5 +761,42 @@ func TestCancelKillsTheRunningTask(t *testing.T) {
 		if _, ok := g.object(t, chain.key(name)+"/"+OutName); ok {
 			t.Errorf("%s has an out after the cancel", name)
 		}
+	}
+}
+
+// A task the catalog lists as plain has a graph of itself alone, built here: the run asks no
+// process for it, and tells the plugin so (which refuses the task should its code say
+// otherwise: plugins/serve). Its key, record and out are those the plugin's graph gives.
+func TestAPlainTaskRunsWithoutAGraphCall(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		plain      bool
+		wantGraphs int
+	}{
+		{name: "plain in the catalog", plain: true, wantGraphs: 0},
+		{name: "not plain", plain: false, wantGraphs: 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chain := fakeChain{{name: "Root", params: `{"n":1}`}}
+			f := newFakePlugins(chain, nil)
+			g := newRig(t, f, 2, func(c *Config) {
+				c.Plain = func(typ, ch, task string) ([]string, string, bool) {
+					return nil, "", tc.plain && typ == fakeType && ch == fakeChainName && task == "Root"
+				}
+			})
+			rec := g.run(t, chain.spec())
+			if rec.Status != Done || len(rec.Tasks) != 1 || rec.Tasks[0].Key != chain.key("Root") || rec.Key != chain.key("Root") {
+				t.Fatalf("record: %s %q, tasks %+v; want DONE, the root alone under its key", rec.Status, rec.Error, rec.Tasks)
+			}
+			if out, ok := g.object(t, chain.key("Root")+"/"+OutName); !ok || out != chain.wantOut("Root", nil) {
+				t.Errorf("out %q (%v); want %q", out, ok, chain.wantOut("Root", nil))
+			}
+			if n := f.graphCalls(); n != tc.wantGraphs {
+				t.Errorf("graph asked %d times; want %d", n, tc.wantGraphs)
+			}
+			if got := f.sentPlain("Root"); got != tc.plain {
+				t.Errorf("RunTask said plain: %v; want %v", got, tc.plain)
+			}
+		})
 	}
 }

@@ -69,10 +69,15 @@ func run() error {
 	}
 	if *dagOnly {
 		client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: *conns, MaxConnsPerHost: *conns}}
+		leafFloor, err := leafFilesRow(5000)
+		if err != nil {
+			return err
+		}
 		rows, err := dagRows(client, *bin, []int{10, 100, 1000, 5000}, max(*runs/10, 3), nil)
 		if err != nil {
 			return err
 		}
+		rows = append([]row{leafFloor}, rows...)
 		sys, err := syscallRow(client, *bin)
 		if err != nil {
 			return err
@@ -135,6 +140,17 @@ func run() error {
 		return err
 	}
 	rows = append(rows, row{"floor: plugin launch+call+kill", ms(pct(d, 50)), ms(pct(d, 95)), "", ""})
+	// Floors 3 and 4: what the single run's goal was set against (a warm call and one small
+	// durable write, ~0.2 ms and a few hundred microseconds where the goal was set).
+	call, err := warmCallRow(launcher, *runs)
+	if err != nil {
+		return err
+	}
+	write, err := durableWriteRow(*runs)
+	if err != nil {
+		return err
+	}
+	rows = append(rows, call, write)
 
 	target, err := os.MkdirTemp("", "nectar-bench-")
 	if err != nil {
@@ -191,11 +207,15 @@ func run() error {
 
 	// Big graphs: fan-ins of 10 to 5,000 leaves + a join, the system calls per task, and the
 	// server's memory while 16 clients read the status of a 50,000-leaf run.
+	leafFloor, err := leafFilesRow(5000)
+	if err != nil {
+		return err
+	}
 	dag, err := dagRows(client, *bin, []int{10, 100, 1000, 5000}, max(*runs/10, 3), nil)
 	if err != nil {
 		return err
 	}
-	rows = append(rows, dag...)
+	rows = append(append(rows, leafFloor), dag...)
 	sys, err := syscallRow(client, *bin)
 	if err != nil {
 		return err

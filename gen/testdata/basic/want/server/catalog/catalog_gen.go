@@ -16,6 +16,7 @@ var generated = []*Task{
 		Name:   "PingTask",
 		Doc:    "PingTask takes no parameters.",
 		Params: []Param{},
+		Plain:  true,
 		Parse:  parseEtlEmptyChainPingTask,
 	},
 	{
@@ -25,6 +26,7 @@ var generated = []*Task{
 		Doc:         "LoadTask loads into the warehouse.",
 		Params:      []Param{},
 		Connections: []string{"warehouse"},
+		Plain:       true,
 		Parse:       parseEtlResizeChainLoadTask,
 	},
 	{
@@ -36,6 +38,7 @@ var generated = []*Task{
 			{Name: "day", Kind: "time", Default: "0001-01-01", Required: true, Doc: ""},
 			{Name: "width", Kind: "int", Default: "640", Required: false, Doc: ""},
 		},
+		Plain:    true,
 		Schedule: &Schedule{Cron: "0 2 * * *", TimeZone: "America/New_York", Start: "2026-01-01", CatchUp: true, Param: "day"},
 		Parse:    parseEtlResizeChainNightlyTask,
 	},
