@@ -500,6 +500,18 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 		}
 	}
 
+	if !t.PtrRun && run != nil {
+		// The plugin runs a value of T: a method only *T has is one its graph never sees
+		// (and the catalog would state what the plugin does not do). Requires is checked above.
+		for _, m := range append([]string{"Connections", "Queue"}, graphMethods[1:]...) {
+			if fn, ok := lookupMethod(named, a.pkg.Types, m); ok {
+				if _, isPtr := fn.Type().(*types.Signature).Recv().Type().(*types.Pointer); isPtr {
+					a.errorf(fn.Pos(), "%s: %s has a pointer receiver but Run does not; use the same receiver for both", name, m)
+				}
+			}
+		}
+	}
+
 	seen := map[string]bool{}
 	structAST, _ := ts.Type.(*ast.StructType)
 	for i := 0; i < st.NumFields(); i++ {
@@ -602,6 +614,13 @@ func (a *analyzer) analyzeTask(ts *ast.TypeSpec, doc *ast.CommentGroup, taskIfac
 		}
 	}
 	return t, len(a.errs) == nerr
+}
+
+// lookupMethod finds the method m of *named (so value and pointer receivers alike).
+func lookupMethod(named *types.Named, pkg *types.Package, m string) (*types.Func, bool) {
+	obj, _, _ := types.LookupFieldOrMethod(types.NewPointer(named), true, pkg, m)
+	fn, ok := obj.(*types.Func)
+	return fn, ok
 }
 
 func kindOf(t types.Type) (Kind, bool) {

@@ -110,6 +110,9 @@ type RunTaskRequest struct {
 	// plain (no Requires, Timeout, Retry, Isolate or DefineMetrics), and asked no plugin: a
 	// plugin whose task is not plain (built from newer chain code than the host) refuses it.
 	Plain bool `json:"plain,omitempty"`
+	// Queue is, with Plain, the queue the catalog says the task names ("": its chain type's),
+	// which the plugin checks too.
+	Queue string `json:"queue,omitempty"`
 }
 
 // RunTaskResponse reports how user code ended. A task failure is data, not an RPC error: an RPC

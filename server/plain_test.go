@@ -12,16 +12,28 @@ import (
 )
 
 // withPlain is the generated catalog with the named task (type/chain/name) marked plain,
-// whatever its code declares: a server built before the task gained a Requires.
-func withPlain(path string) *catalog.Catalog {
+// whatever its code declares (a server built before the task gained a Requires), and changed
+// by edit; a name the generated catalog lacks is added, as a copy of HelloTask.
+func withPlain(path string, edit func(*catalog.Task)) *catalog.Catalog {
 	var tasks []*catalog.Task
+	found := false
 	for _, t := range catalog.Generated().Tasks() {
 		if t.Type+"/"+t.Chain+"/"+t.Name == path {
 			c := *t
-			c.Plain = true
+			c.Plain, found = true, true
+			if edit != nil {
+				edit(&c)
+			}
 			t = &c
 		}
 		tasks = append(tasks, t)
+	}
+	if !found {
+		hello, _ := catalog.Generated().Task("testchains", "hello_chain", "HelloTask")
+		c := *hello
+		p := strings.Split(path, "/")
+		c.Type, c.Chain, c.Name, c.Plain = p[0], p[1], p[2], true
+		tasks = append(tasks, &c)
 	}
 	return catalog.New(tasks)
 }
@@ -35,20 +47,43 @@ func TestAPlainTaskRunsOnTheCatalogsWord(t *testing.T) {
 	for _, tc := range []struct {
 		name, path, query string
 		generated         bool // what the generator says of the task: plain or not
+		asGenerated       bool // serve the generated catalog (else one that says the task is plain)
+		edit              func(*catalog.Task)
+		wantGraphs        int64
 		wantStatus        string
 		wantErr           string // in the run's error and the task's log
 		wantTasks         int
 	}{
 		{name: "plain", path: "testchains/hello_chain/HelloTask", query: "name=plain", generated: true, wantStatus: "DONE", wantTasks: 1},
 		{name: "no longer plain", path: "testchains/fanin_chain/JoinTask", query: "leaves=3&salt=plain", wantStatus: "FAILED", wantTasks: 1,
-			wantErr: "fanin_chain/JoinTask declares Requires, but the server's catalog, built from older chain code, says it declares none: rebuild and restart the server (make build)"},
+			wantErr: "fanin_chain/JoinTask: the task declares Requires, but the server's catalog, built from older chain code, says it declares none: rebuild and restart the server (make build)"},
+		{name: "other connections", path: "testchains/hello_chain/HelloTask", query: "name=conn", generated: true, wantStatus: "FAILED", wantTasks: 1,
+			edit:    func(t *catalog.Task) { t.Connections = []string{"warehouse"} },
+			wantErr: `hello_chain/HelloTask: the task declares the connections [], but the server's catalog says ["warehouse"]: rebuild and restart the server (make build)`},
+		{name: "not in the plugin", path: "testchains/hello_chain/GoneTask", query: "name=gone", wantStatus: "FAILED", wantTasks: 1,
+			wantErr: "hello_chain/GoneTask: plugin testchains has no task hello_chain/GoneTask: rebuild and restart the server (make build)"},
+		{name: "not plain", path: "testchains/hello_chain/UpperTask", query: "name=ada", generated: false, asGenerated: true, wantStatus: "DONE", wantTasks: 2, wantGraphs: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := catalogTask(t, tc.path).Plain; got != tc.generated {
-				t.Fatalf("the generated catalog lists %s as plain: %v; want %v", tc.path, got, tc.generated)
+			if task, ok := catalogTask(tc.path); ok && task.Plain != tc.generated {
+				t.Fatalf("the generated catalog lists %s as plain: %v; want %v", tc.path, task.Plain, tc.generated)
 			}
-			ts := startTestServer(t, slog.New(slog.NewTextHandler(io.Discard, nil)), withPlain(tc.path))
+			cat := withPlain(tc.path, tc.edit)
+			if tc.asGenerated {
+				cat = catalog.Generated()
+			}
+			ts := startTestServer(t, slog.New(slog.NewTextHandler(io.Discard, nil)), cat, func(c *Config) {
+				c.Getenv = func(k string) string {
+					if k == ConnectionEnv("warehouse") {
+						return "postgres://nobody@127.0.0.1:1/none"
+					}
+					return os.Getenv(k)
+				}
+			})
 			a := ts.postWait(t, "/api/chains/"+tc.path+"?wait=30s&"+tc.query, nil)
+			if n := ts.Runs().GraphCalls(); n != tc.wantGraphs {
+				t.Errorf("%d graph calls to the plugin; want %d", n, tc.wantGraphs)
+			}
 			if status := statusOf(a); status != tc.wantStatus {
 				t.Fatalf("job_status %s (%s); want %s", status, a.Data, tc.wantStatus)
 			}
@@ -83,12 +118,7 @@ func statusOf(a answer) string {
 	return string(*a.run.JobStatus)
 }
 
-func catalogTask(t *testing.T, path string) *catalog.Task {
-	t.Helper()
+func catalogTask(path string) (*catalog.Task, bool) {
 	p := strings.Split(path, "/")
-	task, ok := catalog.Generated().Task(p[0], p[1], p[2])
-	if !ok {
-		t.Fatalf("no task %s in the generated catalog", path)
-	}
-	return task
+	return catalog.Generated().Task(p[0], p[1], p[2])
 }

@@ -8,10 +8,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -229,6 +231,31 @@ func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plug
 	return &plugins.GraphResponse{Nodes: g.nodes}, nil
 }
 
+// checkPlain refuses to run t alone if its graph node is not the one the host built from its
+// catalog (RunTaskRequest.Plain): a method that changes the graph, or other connections or
+// another queue than the catalog's, mean the plugin was built from newer chain code.
+func checkPlain(t chains.Task, req *plugins.RunTaskRequest) error {
+	if m := graphMethod(t); m != "" {
+		return fmt.Errorf("the task declares %s, but the server's catalog, built from older chain code, says it declares none", m)
+	}
+	var conns []string
+	if cn, ok := t.(chains.Connector); ok {
+		conns = cn.Connections()
+	}
+	want := slices.Sorted(maps.Keys(req.Connections))
+	if have := slices.Compact(slices.Sorted(slices.Values(conns))); !slices.Equal(have, want) {
+		return fmt.Errorf("the task declares the connections %q, but the server's catalog says %q", have, want)
+	}
+	var queue string
+	if qu, ok := t.(chains.Queuer); ok {
+		queue = qu.Queue()
+	}
+	if queue != req.Queue {
+		return fmt.Errorf("the task names the queue %q, but the server's catalog says %q", queue, req.Queue)
+	}
+	return nil
+}
+
 // graphMethod names the first of the methods a task's graph node depends on (the generator's
 // graphMethods) that t has, or "" if it has none: then t is plain.
 func graphMethod(t chains.Task) string {
@@ -316,18 +343,22 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 
 func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plugins.RunTaskResponse, error) {
 	r.restoreStdio()
-	t, err := r.decode(req.Task)
-	if err != nil {
-		return nil, err
-	}
 	logf, err := taskrun.OpenFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
 	if err != nil {
 		return nil, err
 	}
 	defer logf.Close()
-	if m := graphMethod(t); req.Plain && m != "" {
-		// Run alone, it would miss what its graph says (its requirements above all).
-		msg := fmt.Sprintf("%s/%s declares %s, but the server's catalog, built from older chain code, says it declares none: rebuild and restart the server (make build) so that its catalog matches the plugins", req.Task.Chain, req.Task.Task, m)
+	t, err := r.decode(req.Task)
+	if err == nil && req.Plain {
+		err = checkPlain(t, req)
+	}
+	if err != nil {
+		if !req.Plain { // a graph call decoded it before: the plugin itself is at fault
+			return nil, err
+		}
+		// No graph call checked the task against this plugin: say what is wrong, as a task
+		// failure with its log, not as a plugin that stopped answering.
+		msg := fmt.Sprintf("%s/%s: %v: rebuild and restart the server (make build) so that its catalog matches the plugins", req.Task.Chain, req.Task.Task, err)
 		fmt.Fprintf(logf, "task failed: %s\n", msg)
 		return &plugins.RunTaskResponse{Error: msg}, nil
 	}

@@ -378,7 +378,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 
 	outStart := l.outSeen.Load()
 	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: job.Ref, Key: job.Key, OutPath: files.out, LogPath: files.log, Inputs: inputs,
-		ArtifactDir: artDir, Connections: conns, NoSync: job.NoSync, Plain: job.Plain})
+		ArtifactDir: artDir, Connections: conns, NoSync: job.NoSync, Plain: job.Plain, Queue: job.Queue})
 	if err == nil && resp.Progress != nil {
 		l.report(taskUpdate{Index: job.Index, Progress: l.progressOf(resp.Progress)})
 	}

@@ -105,6 +105,7 @@ type Manager struct {
 	active   map[string]*Run
 	wg       sync.WaitGroup
 	launches atomic.Int64
+	graphs   atomic.Int64        // graph calls to plugin processes of this manager
 	pending  int                 // runs waiting for a slot (guarded by mu)
 	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
 	idle     map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
@@ -210,6 +211,10 @@ func (m *Manager) Context() context.Context { return m.ctx }
 // whether its process was started for it, started ahead (a warm spare) or reused from an
 // earlier run; spares never used are not counted.
 func (m *Manager) Launches() int64 { return m.launches.Load() }
+
+// GraphCalls counts the task graphs asked of plugin processes of this manager (the server's
+// own worker's included); a plain task's graph is built without one.
+func (m *Manager) GraphCalls() int64 { return m.graphs.Load() }
 
 // DefaultMaxTasks is the largest task graph a run takes unless configured otherwise.
 const DefaultMaxTasks = 100_000

@@ -184,6 +184,7 @@ func (m *Manager) graphOf(ctx context.Context, rec Record, p plannedRun) planned
 		p.graph, p.plain = g, true
 		return p
 	}
+	m.graphs.Add(1)
 	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params},
 		MaxTasks: m.cfg.MaxTasks})
 	return p

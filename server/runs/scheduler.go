@@ -190,7 +190,10 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			i := ready[0]
 			ready = ready[1:]
 			running++
-			go func() { results <- s.dispatch(ctx, i) }()
+			go func() {
+				growStack()
+				results <- s.dispatch(ctx, i)
+			}()
 		}
 		if stopped {
 			ready = nil

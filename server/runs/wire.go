@@ -56,6 +56,7 @@ func (m *jobMsg) each(f func(*taskJob)) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			growStack()
 			f(&m.Jobs[k])
 		}()
 	}

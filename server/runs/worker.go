@@ -724,6 +724,7 @@ func (w *Worker) graph(ctx context.Context, run, typ string, req *plugins.GraphR
 		w.log.Error("starting plugin", "err", p.takeErr)
 		return plannedRun{takeErr: p.takeErr}
 	}
+	w.m.graphs.Add(1)
 	p.graph, p.graphErr = p.proc.Graph(ctx, req)
 	if p.graphErr != nil {
 		go w.m.giveBack(typ, p)

@@ -31,6 +31,12 @@ type FieldsTask struct {
 
 func (FieldsTask) Run(*chains.Context) error { return nil }
 
+// ValueRunTask runs as a value, so the plugin would never see its queue.
+type ValueRunTask struct{}
+
+func (ValueRunTask) Run(*chains.Context) error { return nil }
+func (*ValueRunTask) Queue() string            { return "gpu" }
+
 type BadRequiresTask struct{}
 
 func (BadRequiresTask) Requires() []string        { return nil }
