@@ -548,9 +548,12 @@ func pluginPIDsOf(bin string) []int {
 func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 	ts := newTestServer(t)
 	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
+	// In the plugin: it has opened the task's staged log (a task is RUNNING from the moment
+	// its lane takes it, which may be before its process has started).
+	staged := filepath.Join(ts.target, filepath.FromSlash(a.run.Key), targets.StagePrefix+"*"+runs.LogName)
 	var pids []int
 	for deadline := time.Now().Add(10 * time.Second); len(pids) == 0 && time.Now().Before(deadline); {
-		if st := ts.do(t, "GET", a.run.StatusURL); *st.run.JobStatus == runs.Running && len(st.run.Tasks) > 0 && st.run.Tasks[0].Status == runs.Running {
+		if m, _ := filepath.Glob(staged); len(m) > 0 {
 			pids = pluginPIDs(t)
 		}
 		time.Sleep(10 * time.Millisecond)
@@ -563,7 +566,7 @@ func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 	}
 	final := ts.poll(t, a.run.StatusURL)
 	if *final.JobStatus != runs.Failed || final.Error == nil || !strings.Contains(*final.Error, "signal: killed") {
-		t.Errorf("after kill -9: %v %v, want FAILED with signal: killed", final.JobStatus, final.Error)
+		t.Errorf("after kill -9: %v %v, want FAILED with signal: killed", *final.JobStatus, strOr(final.Error))
 	}
 	if ts.exists(a.run.Key + "/out") {
 		t.Errorf("killed task has an out")
@@ -586,4 +589,12 @@ func TestLocalSigningKeySurvivesRestart(t *testing.T) {
 	if err != nil || fi.Mode().Perm() != 0o600 {
 		t.Errorf("signing key file: %v, mode %v, want 0600", err, fi.Mode().Perm())
 	}
+}
+
+// strOr is *s, or "<nil>".
+func strOr(s *string) string {
+	if s == nil {
+		return "<nil>"
+	}
+	return *s
 }
