@@ -142,6 +142,7 @@ func RunWorker(ctx context.Context, cfg Config, cat *catalog.Catalog, logger *sl
 	if err != nil {
 		return err
 	}
+	defer m.RemoveSpool() // last: after the workers have stopped and the manager shut down
 	s := &Server{cfg: cfg, catalog: cat, runs: m, queue: q, log: logger}
 	if err := s.startWorkers(); err != nil {
 		m.Shutdown(context.Background())

@@ -170,6 +170,10 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	if err != nil {
 		launcher.Close()
 		s.closeQueue()
+		if s.runs != nil {
+			s.runs.Shutdown(context.Background())
+			s.runs.RemoveSpool()
+		}
 		if db != nil {
 			s.history.Close(context.Background())
 			db.Close()
@@ -444,6 +448,7 @@ func (s *Server) Close(ctx context.Context) error {
 	err := s.runs.Shutdown(ctx)
 	s.closeQueue() // after the runs: they end through the workers
 	s.bg.Wait()
+	s.runs.RemoveSpool()
 	s.closeHistory.Do(func() {
 		if s.history == nil {
 			return

@@ -100,6 +100,7 @@ type Manager struct {
 	host     string
 	cfg      Config
 	spool    string
+	ownSpool bool // spool is this manager's (spool.go), to remove at shutdown
 	slots    chan struct{}
 	mu       sync.Mutex
 	active   map[string]*Run
@@ -168,30 +169,32 @@ func NewManager(cfg Config) (*Manager, error) {
 	}
 	// Stage files where the store can rename them into place without a copy.
 	var spool string
+	ownSpool := false
 	if t, ok := cfg.Store.(interface{ TempDir() string }); ok {
 		spool = t.TempDir()
 	} else {
-		dir, err := os.MkdirTemp("", "nectar-spool-")
+		dir, err := newSpool()
 		if err != nil {
 			return nil, err
 		}
-		spool = dir
+		spool, ownSpool = dir, true
 	}
 	ctx, stop := context.WithCancelCause(context.Background())
 	host, _ := os.Hostname()
 	m := &Manager{
-		id:      fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
-		host:    host,
-		cfg:     cfg,
-		spool:   spool,
-		slots:   make(chan struct{}, cfg.MaxRuns),
-		active:  map[string]*Run{},
-		logs:    map[string]*LiveLog{},
-		idle:    map[string][]*spare{},
-		refills: map[string]bool{},
-		records: newRecordCache(recordCacheTasks),
-		ctx:     ctx,
-		stop:    stop,
+		id:       fmt.Sprintf("%s/%d/%s", host, os.Getpid(), randomID()),
+		host:     host,
+		cfg:      cfg,
+		spool:    spool,
+		ownSpool: ownSpool,
+		slots:    make(chan struct{}, cfg.MaxRuns),
+		active:   map[string]*Run{},
+		logs:     map[string]*LiveLog{},
+		idle:     map[string][]*spare{},
+		refills:  map[string]bool{},
+		records:  newRecordCache(recordCacheTasks),
+		ctx:      ctx,
+		stop:     stop,
 	}
 	if cfg.Queue != nil {
 		m.driverID, m.remote = subjectToken(host)+"-"+randomID()[:12], map[string]*remoteRun{}
@@ -484,6 +487,15 @@ func (m *Manager) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		return ctx.Err()
+	}
+}
+
+// RemoveSpool removes the manager's spool folder, if it made one (spool.go). Call it last,
+// once nothing of this process executes tasks: its runs have ended and its workers stopped
+// (they run other servers' tasks too).
+func (m *Manager) RemoveSpool() {
+	if m.ownSpool {
+		os.RemoveAll(m.spool)
 	}
 }
 
