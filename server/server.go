@@ -442,13 +442,15 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 }
 
 // Close cancels running runs, waits for their records, writes the last changes to the run
-// history, and removes the plugin socket folder.
+// history, and removes the plugin socket folder and, if every run has ended, the spool.
 func (s *Server) Close(ctx context.Context) error {
 	s.stopBackground()
 	err := s.runs.Shutdown(ctx)
 	s.closeQueue() // after the runs: they end through the workers
 	s.bg.Wait()
-	s.runs.RemoveSpool()
+	if err == nil { // else runs may still write there: the next server to start sweeps it
+		s.runs.RemoveSpool()
+	}
 	s.closeHistory.Do(func() {
 		if s.history == nil {
 			return

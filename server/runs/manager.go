@@ -200,6 +200,7 @@ func NewManager(cfg Config) (*Manager, error) {
 		m.driverID, m.remote = subjectToken(host)+"-"+randomID()[:12], map[string]*remoteRun{}
 		if err := m.startDriving(); err != nil {
 			stop(err)
+			m.RemoveSpool()
 			return nil, fmt.Errorf("listening for workers on the task queue: %w", err)
 		}
 	}

@@ -35,8 +35,12 @@ func newSpool() (string, error) {
 
 // sweepSpools removes the spool folders in tmp of the processes of pid namespace ns that are
 // gone. One it cannot judge (another namespace, a name of another form, a process alive or
-// not ours to signal) stays.
+// not ours to signal) stays; so do all when the namespace is unknown ("0": every process
+// without /proc says so, whatever its namespace).
 func sweepSpools(tmp, ns string) {
+	if ns == "0" {
+		return
+	}
 	entries, err := os.ReadDir(tmp)
 	if err != nil {
 		return

@@ -46,6 +46,7 @@ func TestSpoolsOfProcessesGoneAreSwept(t *testing.T) {
 		{name: fmt.Sprintf("%s%d", spoolPrefix, dead), dir: true},             // the old form: no owner known
 		{name: fmt.Sprintf("%s%s-%d-file", spoolPrefix, ns, dead)},            // not a folder
 		{name: fmt.Sprintf("nectar-sock-%s-%d-1", ns, dead), dir: true},
+		{name: fmt.Sprintf("%s%s-1-1", spoolPrefix, ns), dir: true}, // init: alive, and not ours to signal unless root
 	} {
 		p := filepath.Join(tmp, tc.name)
 		if tc.dir {
@@ -61,6 +62,10 @@ func TestSpoolsOfProcessesGoneAreSwept(t *testing.T) {
 				t.Errorf("%s: removed %v; want %v", tc.name, gone, tc.gone)
 			}
 		}()
+	}
+	sweepSpools(tmp, "0") // an unknown namespace judges nothing
+	if _, err := os.Stat(filepath.Join(tmp, fmt.Sprintf("%s%s-%d-123", spoolPrefix, ns, dead))); err != nil {
+		t.Fatalf("a sweep without a known pid namespace removed a spool (%v)", err)
 	}
 	sweepSpools(tmp, ns)
 }
