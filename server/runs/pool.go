@@ -97,7 +97,7 @@ func (m *Manager) plainGraph(rec Record) *plugins.GraphResponse {
 		return nil
 	}
 	return &plugins.GraphResponse{Nodes: []plugins.GraphNode{{
-		TaskRef: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, Connections: conns, Queue: queue}}}
+		TaskRef: rec.rootRef(), Connections: conns, Queue: queue}}}
 }
 
 // planner gets a run its first plugin process and task graph, as early as is useful, and
@@ -185,7 +185,7 @@ func (m *Manager) graphOf(ctx context.Context, rec Record, p plannedRun) planned
 		return p
 	}
 	m.graphs.Add(1)
-	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params},
+	p.graph, p.graphErr = p.proc.Graph(ctx, &plugins.GraphRequest{Root: rec.rootRef(),
 		MaxTasks: m.cfg.MaxTasks})
 	return p
 }
@@ -385,4 +385,9 @@ func (m *Manager) newOutput() (*os.File, error) {
 		return nil, fmt.Errorf("%w: creating the plugin output file: %w", errStaging, err)
 	}
 	return f, nil
+}
+
+// rootRef is the reference of the task rec runs: what a graph request names as its root.
+func (rec Record) rootRef() plugins.TaskRef {
+	return plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}
 }

@@ -688,7 +688,7 @@ func (s *scheduler) endRemote(reuse bool) {
 func (m *Manager) graphRemote(ctx context.Context, rec Record, waiting func()) plannedRun {
 	ctx, cancel := context.WithTimeout(ctx, m.cfg.WorkerWait+graphTimeout)
 	defer cancel()
-	greq := plugins.GraphRequest{Root: plugins.TaskRef{Chain: rec.Chain, Task: rec.Task, Params: rec.Params}, MaxTasks: m.cfg.MaxTasks}
+	greq := plugins.GraphRequest{Root: rec.rootRef(), MaxTasks: m.cfg.MaxTasks}
 	if w := m.localWorker(rec.Type, ""); w != nil {
 		// A worker of this process answers by a call: a graph is the same from any worker.
 		// A plain task's needs no call at all. (With no worker here, the request is also what
