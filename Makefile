@@ -140,5 +140,5 @@ lint: ## generated code up to date, gofmt, vet, staticcheck, go mod tidy -diff
 fmt: ## gofmt the tree
 	gofmt -w $$(git ls-files '*.go')
 
-clean: ## remove build output (keeps local_targets)
-	rm -rf $(BIN)
+clean: ## remove build output and what an interrupted bench left (keeps local_targets)
+	rm -rf $(BIN) .bench-scratch

@@ -74,7 +74,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -167,36 +166,7 @@ func (c *Context) ReadInput(i int) ([]byte, error) {
 	if i < 0 || i >= len(c.inputs) {
 		return nil, fmt.Errorf("chains: ReadInput(%d): task requires %d tasks", i, len(c.inputs))
 	}
-	f, err := taskio.OpenFile(c.inputs[i], os.O_RDONLY)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	// What os.ReadFile does once the file is open: the size it states + 1 (the read that finds
-	// the end), at least 512 bytes a read, for files that state no size.
-	var statSize int64
-	if fi, err := f.Stat(); err == nil {
-		statSize = fi.Size()
-	}
-	const minBuf = 512
-	size := minBuf
-	if int64(int(statSize)) == statSize && int(statSize) >= minBuf {
-		size = int(statSize) + 1
-	}
-	b := make([]byte, 0, size)
-	for {
-		n, err := f.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err != nil {
-			if err == io.EOF {
-				err = nil
-			}
-			return b, err
-		}
-		if room := cap(b) - len(b); room == 0 || (statSize == 0 && room < minBuf) {
-			b = slices.Grow(b, minBuf)
-		}
-	}
+	return taskio.ReadFile(c.inputs[i])
 }
 
 // Progress reports how far the task has got: done of total units (rows, files, days). The

@@ -38,6 +38,10 @@ func TestFanInSystemCallsPerTask(t *testing.T) {
 	if c.ByCall["rename"]+c.ByCall["renameat"]+c.ByCall["renameat2"] < 2*leaves {
 		t.Errorf("fewer renames than two per task: the trace missed the server's threads (%s)", c)
 	}
+	// Each leaf's folder is made once.
+	if mk := c.ByCall["mkdir"] + c.ByCall["mkdirat"]; mk > leaves+5 {
+		t.Errorf("%d folders made for %d leaves: a leaf's folder was made twice (%s)", mk, leaves, c)
+	}
 	if per > 12 {
 		t.Errorf("%.1f system calls on the store per task, want at most 12 (%s)", per, c)
 	}

@@ -241,3 +241,37 @@ func TestInputsReadBackWhole(t *testing.T) {
 		t.Errorf("inputs read back as\n%s\nwant\n%s", res.Out, want.String())
 	}
 }
+
+// copyTask writes the out of the task it requires as its own, read with ReadInput.
+type copyTask struct{}
+
+func (copyTask) Requires() []chains.Task { return []chains.Task{testchains.HelloTask{}} }
+
+func (copyTask) Run(ctx *chains.Context) error {
+	b, err := ctx.ReadInput(0)
+	if err != nil {
+		return err
+	}
+	_, err = ctx.Out().Write(b)
+	return err
+}
+
+// ReadInput returns an input whole at every size: none, below, at and past its first read's
+// buffer (512 bytes, or the size the file states + 1), and big.
+func TestReadInputReadsTheWholeOut(t *testing.T) {
+	for _, size := range []int{0, 1, 511, 512, 513, 4096, 1<<20 + 7} {
+		t.Run(fmt.Sprint(size), func(t *testing.T) {
+			in := make([]byte, size)
+			for i := range in {
+				in[i] = byte(i*7 + i/251)
+			}
+			res := chainstest.Run(t, copyTask{}, chainstest.InputBytes(in))
+			if res.Err != nil {
+				t.Fatalf("run: %v", res.Err)
+			}
+			if string(res.Out) != string(in) {
+				t.Errorf("out has %d bytes; want the input's %d, the same", len(res.Out), len(in))
+			}
+		})
+	}
+}

@@ -661,7 +661,11 @@ func (l *lane) inputs(ctx context.Context, job *taskJob) ([]string, error) {
 	paths := make([]string, len(job.Inputs))
 	errs := make([]error, len(job.Inputs))
 	get := func(j int) {
-		paths[j], errs[j] = l.inputPath(ctx, fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j), job.Inputs[j]+"/"+OutName)
+		spooled := "" // named only when downloaded: a join of the local store has thousands
+		if l.spooledInputs {
+			spooled = fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j)
+		}
+		paths[j], errs[j] = l.inputPath(ctx, spooled, job.Inputs[j]+"/"+OutName)
 	}
 	if !l.spooledInputs {
 		for j := range job.Inputs {

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -704,6 +705,10 @@ func testExistingOuts(t *testing.T, chain fakeChain, tc existingOutsCase) {
 		if hasTask(rec, name) || len(f.calls(name)) != 0 {
 			t.Errorf("%s is in the record or ran; it is not needed", name)
 		}
+		// Nothing is made for it either: a key's folder is made when its task runs.
+		if dir, _ := g.store.LocalPath(chain.key(name)); dirExists(dir) {
+			t.Errorf("%s has a folder (%s); it is not needed", name, dir)
+		}
 	}
 	existing := tc.existing
 	if tc.force {
@@ -799,4 +804,9 @@ func TestAPlainTaskRunsWithoutAGraphCall(t *testing.T) {
 			}
 		})
 	}
+}
+
+func dirExists(dir string) bool {
+	fi, err := os.Stat(dir)
+	return err == nil && fi.IsDir()
 }

@@ -20,11 +20,10 @@ const demoData = ".tools/vega-datasets-3.2.1/package/data"
 // PostgreSQL, report) on the real 3,000,000 flights, nothing cached, through a real server,
 // and reports the run's wall time, each task's, and the peak RSS of the plugin process.
 func airlineRows(bin string) ([]row, error) {
-	dir, err := os.MkdirTemp("", "nectar-bench-airline-")
+	dir, err := scratch("nectar-bench-airline-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
 	for src, dst := range map[string]string{"flights-3m.parquet": "flights-3m.parquet", "airports.csv": "airports.csv"} {
 		b, err := os.ReadFile(filepath.Join(demoData, src))
 		if err != nil {

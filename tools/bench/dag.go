@@ -20,11 +20,10 @@ import (
 // the next creations slower, which would measure the benchmark, not Nectar). The last row is
 // the server's peak RSS over all of them (VmHWM).
 func dagRows(client *http.Client, bin string, sizes []int, reps int, env []string) ([]row, error) {
-	target, err := os.MkdirTemp("", "nectar-bench-dag-")
+	target, err := scratch("nectar-bench-dag-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(target)
 	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), env, "NECTAR_TARGET="+target)
 	if err != nil {
 		return nil, err
@@ -88,11 +87,10 @@ func procStatusKB(pid int, field string) int64 {
 // syscallRow counts, with strace, the server's system calls on the store's files during a
 // 1,000-leaf fan-in, per task.
 func syscallRow(client *http.Client, bin string) (row, error) {
-	target, err := os.MkdirTemp("", "nectar-bench-sys-")
+	target, err := scratch("nectar-bench-sys-")
 	if err != nil {
 		return row{}, err
 	}
-	defer os.RemoveAll(target)
 	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
 	if err != nil {
 		return row{}, err
@@ -117,11 +115,10 @@ func syscallRow(client *http.Client, bin string) (row, error) {
 // bigStatusRows runs a 50,000-leaf fan-in, then has conns clients read its status for d and
 // reports the server's resident memory: peak during the reads, and the answers' rate.
 func bigStatusRows(bin string, conns int, d time.Duration) ([]row, error) {
-	target, err := os.MkdirTemp("", "nectar-bench-big-")
+	target, err := scratch("nectar-bench-big-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(target)
 	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
 	if err != nil {
 		return nil, err

@@ -35,11 +35,10 @@ func warmCallRow(launcher *host.Launcher, runs int) (row, error) {
 // durableWriteRow times the smallest durable write a store makes: create, write, fsync and
 // rename a small file, in the folder benchmarks use as their target.
 func durableWriteRow(runs int) (row, error) {
-	dir, err := os.MkdirTemp("", "nectar-bench-floor-")
+	dir, err := scratch("nectar-bench-floor-")
 	if err != nil {
 		return row{}, err
 	}
-	defer os.RemoveAll(dir)
 	d, err := measure(runs*4, func(i int) error {
 		tmp := filepath.Join(dir, fmt.Sprintf("tmp-%d", i))
 		f, err := os.Create(tmp)
@@ -70,11 +69,10 @@ func durableWriteRow(runs int) (row, error) {
 // both into place. The syncs are batched across tasks (one syncfs per batch) and left out.
 // Like the fan-ins, every task gets a fresh folder, beside thousands of others.
 func leafFilesRow(n int) (row, error) {
-	dir, err := os.MkdirTemp("", "nectar-bench-floor-")
+	dir, err := scratch("nectar-bench-floor-")
 	if err != nil {
 		return row{}, err
 	}
-	defer os.RemoveAll(dir)
 	parent := filepath.Join(dir, "chains", "testchains", "fanin_chain", "LeafTask")
 	if err := os.MkdirAll(parent, 0o755); err != nil {
 		return row{}, err

@@ -23,11 +23,10 @@ const historySize = 100_000
 // embedded SQLite and in PostgreSQL, each behind a real server.
 func historyRows(bin string, runs int) ([]row, error) {
 	var rows []row
-	dir, err := os.MkdirTemp("", "nectar-bench-history-")
+	dir, err := scratch("nectar-bench-history-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
 
 	dbFile := filepath.Join(dir, "history.db")
 	sq, err := sqlite.Open(dbFile)

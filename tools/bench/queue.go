@@ -45,11 +45,10 @@ func fanInPair(client *http.Client, bin string, sizes []int, reps int) ([]row, e
 	modes := []string{"direct", "queue"}
 	bases := make([]string, len(modes))
 	for i, mode := range modes {
-		dir, err := os.MkdirTemp("", "nectar-bench-q-")
+		dir, err := scratch("nectar-bench-q-")
 		if err != nil {
 			return nil, err
 		}
-		defer os.RemoveAll(dir)
 		base, stop, err := startServer(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+dir, "NECTAR_DISPATCH="+mode)
 		if err != nil {
 			return nil, err
@@ -99,11 +98,10 @@ func workerCurve(client *http.Client, bin string, n int, workers []int) ([]row, 
 		return nil, err
 	}
 	defer nats.Stop()
-	target, err := os.MkdirTemp("", "nectar-bench-workers-")
+	target, err := scratch("nectar-bench-workers-")
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(target)
 	env := []string{"NECTAR_TARGET=" + target, "NECTAR_DISPATCH=queue", "NECTAR_NATS_URL=" + nats.URL()}
 	srv, err := startServerCmd(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), []string{"serve", "--workers", "0"}, env)
 	if err != nil {
