@@ -45,20 +45,6 @@ type row struct {
 	name, p50, p95, extra, goal string
 }
 
-// scratchRoot holds every folder the benchmarks write (their servers' targets): beside the
-// project, as the default target (local_targets/) is, not in $TMPDIR, and removed as a whole when
-// the bench ends, not row by row. On ext4 without a journal (this VM's disk) the kernel does not
-// reuse an inode deleted less than a minute ago (six while its table block is not yet written
-// back), and looks at every such inode of a block group again each time it creates a file
-// there: files deleted near a target slow every file the target's tasks create, for minutes.
-// Builds and tests delete thousands in $TMPDIR, and so would one row's cleanup before the next.
-// Measured here: a 1,000-leaf fan-in took 0.26 s, and 0.55 s right after 15,000 files were
-// deleted beside it; the leaf floor row shows the file system's state of the moment.
-var scratchRoot string
-
-// scratch makes a fresh folder under scratchRoot.
-func scratch(prefix string) (string, error) { return os.MkdirTemp(scratchRoot, prefix) }
-
 func run() error {
 	runs := flag.Int("runs", 50, "iterations of each latency benchmark")
 	duration := flag.Duration("duration", 5*time.Second, "how long the load driver runs")
@@ -75,18 +61,11 @@ func run() error {
 	})
 	scratchParent := flag.String("scratch", ".bench-scratch", "folder the benchmark targets are made in (removed at the end)")
 	flag.Parse()
-	if err := os.MkdirAll(*scratchParent, 0o755); err != nil {
-		return err
-	}
-	root, err := os.MkdirTemp(*scratchParent, "run-")
+	removeScratch, err := makeScratch(*scratchParent)
 	if err != nil {
 		return err
 	}
-	scratchRoot = root
-	defer func() {
-		os.RemoveAll(root)
-		os.Remove(*scratchParent) // unless another bench still uses it
-	}()
+	defer removeScratch()
 	if *minioOnly {
 		rows, err := minioRows(*bin, *runs, *conns, *duration)
 		if err != nil {
