@@ -10,15 +10,11 @@ import (
 // regular files, and back), per file and task, thousands of times in a big fan-in. A file it
 // creates is 0600.
 func OpenFile(path string, flag int) (*os.File, error) {
-	for {
-		fd, err := syscall.Open(path, flag|syscall.O_CLOEXEC, 0o600)
-		if err == nil {
-			return os.NewFile(uintptr(fd), path), nil
-		}
-		if err != syscall.EINTR {
-			return nil, &os.PathError{Op: "open", Path: path, Err: err}
-		}
+	fd, err := retryEINTR(func() (int, error) { return syscall.Open(path, flag|syscall.O_CLOEXEC, 0o600) })
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // ReadFile reads a whole file, an input of a task, in four system calls (open, fstat, one read,
@@ -54,6 +50,7 @@ func ReadFile(path string) ([]byte, error) {
 	}
 }
 
+// retryEINTR calls call again while a signal interrupts it.
 func retryEINTR(call func() (int, error)) (int, error) {
 	for {
 		n, err := call()
