@@ -31,6 +31,18 @@ func (ts *testServer) waitRunning(t *testing.T, statusURL string) {
 	t.Fatalf("run at %s never reached RUNNING", statusURL)
 }
 
+// waitPluginProcesses waits up to 10 s for exactly n processes of the test chains' plugin.
+func waitPluginProcesses(t *testing.T, n int) {
+	t.Helper()
+	pids := pluginPIDs(t)
+	for deadline := time.Now().Add(10 * time.Second); len(pids) != n && time.Now().Before(deadline); pids = pluginPIDs(t) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if len(pids) != n {
+		t.Fatalf("plugin processes %v, want %d", pids, n)
+	}
+}
+
 func TestDeleteCancelsWithinASecond(t *testing.T) {
 	ts := newTestServer(t)
 	tests := []struct {
@@ -47,9 +59,9 @@ func TestDeleteCancelsWithinASecond(t *testing.T) {
 			d := fmt.Sprintf("%ds", 30+i)
 			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration="+d)
 			ts.waitRunning(t, a.run.StatusURL)
-			if len(pluginPIDs(t)) != 1 {
-				t.Fatalf("want one plugin process before the cancel")
-			}
+			// A task is RUNNING from the moment its lane takes it, which may be before its
+			// process has started (or before the last test's plugin is gone).
+			waitPluginProcesses(t, 1)
 			start := time.Now()
 			c := ts.do(t, "DELETE", tt.delete(a))
 			if took := time.Since(start); took > time.Second {
