@@ -330,7 +330,7 @@ const cancelGrace = 5 * time.Second
 // (its message is gone from the stream, and no result came), is published again.
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
-	if job.Queue != "" {
+	if job.Queue != "" && s.m.takerHere(job.Queue) == nil {
 		s.warnIfUnserved(ctx, job.Queue)
 	}
 	var seq uint64
@@ -338,7 +338,12 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 		job.Send = sends
 		var res taskResult
 		var again bool
-		res, again, seq = s.publishAndWait(ctx, rr, job, seq)
+		if w := s.m.takerHere(job.queue()); w != nil {
+			res = s.runHere(ctx, rr, w, job, seq)
+			again = res.notStarted && ctx.Err() == nil && !s.halted.Load()
+		} else {
+			res, again, seq = s.publishAndWait(ctx, rr, job, seq)
+		}
 		if !again {
 			return res
 		}
@@ -385,21 +390,75 @@ func (s *scheduler) warnIfUnserved(ctx context.Context, name string) {
 	}
 }
 
+// takerHere is a worker of this process that takes a task of queue now, without the queue, or
+// nil: the task is published. A task goes through the queue so that any worker may take it,
+// and a driver whose own worker has a free execution slot is such a worker: handing the task
+// over by a call saves the queue's trips (a publish, a delivery, an ack: a third of a trivial
+// task's cost, and most of a single run's wait) and loses nothing, as the run's state is this
+// process's anyway (a driver that dies ends its run whatever ran where). A worker of this
+// process takes up to TaskParallelism tasks that way, then the rest are published for any
+// worker: a run whose tasks outnumber this server's slots still spreads over the others. When
+// no other process can reach the queue (embedded, with no NECTAR_NATS_LISTEN), nothing bounds
+// the hand-over: no other worker would take what is published.
+func (m *Manager) takerHere(queueName string) *Worker {
+	limit := m.cfg.TaskParallelism
+	if m.cfg.Queue.Embedded() && m.cfg.Queue.ClientURL() == "" {
+		limit = 0
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, w := range m.workers {
+		if w.takeHere(queueName, limit) {
+			return w
+		}
+	}
+	return nil
+}
+
+// runHere executes job on w, a worker of this process that took it (takerHere), and returns
+// its end. after is the sequence of the task's message before, if it was published: what
+// workers still say of that message is stale.
+func (s *scheduler) runHere(ctx context.Context, rr *remoteRun, w *Worker, job *taskJob, after uint64) taskResult {
+	i := job.Index
+	ch := rr.await(i, after)
+	msg := &jobMsg{Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns,
+		Jobs: []taskJob{*job}}
+	w.runHere(msg)
+	select {
+	case res := <-ch: // its worker reported it by a call, before runHere returned
+		return res
+	case <-ctx.Done():
+		return s.cancelled(ctx, rr, i, ch)
+	default: // no end reported (the run was taken for abandoned): it goes again
+		rr.mu.Lock()
+		delete(rr.waiting, i)
+		rr.mu.Unlock()
+		return taskResult{idx: i, notStarted: true, err: "its worker in this process did not report it"}
+	}
+}
+
 // maxSends bounds how often one task is published.
 const maxSends = 5
+
+// await registers task i as sent (again, after the message of sequence after, if any) and
+// returns where its end will come.
+func (rr *remoteRun) await(i int, after uint64) chan taskResult {
+	ch := make(chan taskResult, 1)
+	rr.mu.Lock()
+	defer rr.mu.Unlock()
+	rr.after[i] = after
+	rr.waiting[i] = ch
+	rr.taken[i] = false
+	rr.delivery[i] = 0 // a new message (or hand-over) counts its deliveries from 1
+	return ch
+}
 
 // publishAndWait publishes the task once and waits for its end; again says it should be
 // published once more. after is the sequence of the task's message before (0: none), seq
 // this one's.
 func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *taskJob, after uint64) (res taskResult, again bool, seq uint64) {
 	i := job.Index
-	ch := make(chan taskResult, 1)
-	rr.mu.Lock()
-	rr.after[i] = after
-	rr.waiting[i] = ch
-	rr.taken[i] = false
-	rr.delivery[i] = 0 // a new message counts its deliveries from 1
-	rr.mu.Unlock()
+	ch := rr.await(i, after)
 	forget := func() {
 		rr.mu.Lock()
 		delete(rr.waiting, i)

@@ -67,6 +67,12 @@ type Worker struct {
 	stopBeat               sync.Once
 	reapCtx                context.Context // reapLanes: until Stop (a drain does not end it)
 	stopReap               context.CancelFunc
+
+	// Tasks its own process's driver handed over by a call (Manager.takerHere): how many are
+	// in hand, whether it still takes them (guarded by mu), and their ends, which Stop waits for.
+	hereInHand int
+	hereClosed bool
+	hereTasks  sync.WaitGroup
 }
 
 // WorkerConfig sets up a worker.
@@ -270,20 +276,25 @@ func (w *Worker) Stop(grace time.Duration) {
 		}
 	}
 	w.m.mu.Unlock()
+	w.mu.Lock()
+	w.hereClosed = true // no task handed over by a call from now on: hereTasks' Wait follows
+	w.mu.Unlock()
 	w.beat(context.Background(), WorkerDraining) // it finishes what it holds, then stops
 	// No new graph or task; cancels, halts and ends still reach the tasks in hand until they
 	// have finished (a cancelled task is finished sooner).
 	w.unsubscribeGraphs()
 	w.stop()
+	finished := make(chan struct{}) // the queue's tasks and those handed over by a call
+	go func() { <-w.done; w.hereTasks.Wait(); close(finished) }()
 	if grace < 0 {
-		<-w.done
+		<-finished
 	} else {
 		t := time.NewTimer(grace)
 		select {
-		case <-w.done:
+		case <-finished:
 		case <-t.C:
 			w.handBack(grace)
-			<-w.done
+			<-finished
 		}
 		t.Stop()
 	}
@@ -407,6 +418,38 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) {
 	}
 	msg.each(func(job *taskJob) { w.runJob(ctx, &msg, job) })
 	d.Ack() // every task's end is with its driver
+}
+
+// takeHere reserves room for a task of queueName that this process's driver hands over by a
+// call, if the worker takes that queue's tasks and, for limit above 0, holds fewer than limit
+// such tasks. runHere must follow a true.
+func (w *Worker) takeHere(queueName string, limit int) bool {
+	if !slices.Contains(w.cfg.Queues, queueName) {
+		return false
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.hereClosed || w.state != WorkerRunning || limit > 0 && w.hereInHand >= limit {
+		return false
+	}
+	w.hereInHand++
+	w.hereTasks.Add(1)
+	return true
+}
+
+// runHere executes the one task of msg, handed over by this process's driver after takeHere,
+// as if delivered once by the queue, and reports its end to the driver (by a call) before it
+// returns.
+func (w *Worker) runHere(msg *jobMsg) {
+	defer func() {
+		w.mu.Lock()
+		w.hereInHand--
+		w.mu.Unlock()
+		w.hereTasks.Done()
+	}()
+	job := &msg.Jobs[0]
+	job.Delivery, job.Seq = 1, 0
+	w.runJob(w.ctx, msg, job)
 }
 
 // report hands the end of job to its driver; nobody waits for the ends of an abandoned run.
