@@ -63,6 +63,9 @@ var ErrTampered = errors.New("plugin binary does not match the hash recorded at 
 
 var typeName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
+// SocketPrefix begins the name of a launcher's socket folder (ProcessTempDir).
+const SocketPrefix = "nectar-sock-"
+
 // NewLauncher checks dir and makes a private (0700) folder for the plugins' Unix sockets, so no
 // other user on the machine can connect to a plugin.
 func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
@@ -76,7 +79,7 @@ func NewLauncher(dir string, logger *slog.Logger) (*Launcher, error) {
 	if fi, err := os.Stat(abs); err != nil || !fi.IsDir() {
 		return nil, fmt.Errorf("plugin folder %s: %w (run `make build`)", abs, ErrNoPlugin)
 	}
-	sock, err := os.MkdirTemp("", "nectar-sock-")
+	sock, err := ProcessTempDir(SocketPrefix) // one a killed server left is swept
 	if err != nil {
 		return nil, fmt.Errorf("plugin socket folder: %w", err)
 	}
