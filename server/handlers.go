@@ -276,10 +276,21 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 // record, and the answer of this POST hands out a params_url.
 func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (bool, error) {
 	var done, hasParams bool
-	var g errgroup.Group // on S3 each is a round trip
-	g.Go(func() (err error) { done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); return err })
-	g.Go(func() (err error) { hasParams, err = targets.Exists(ctx, s.store, key+"/"+runs.ParamsName); return err })
-	if err := g.Wait(); err != nil {
+	outExists := func() (err error) { done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); return err }
+	paramsExist := func() (err error) { hasParams, err = targets.Exists(ctx, s.store, key+"/"+runs.ParamsName); return err }
+	var err error
+	if _, local := s.store.(targets.LocalPather); local {
+		// A stat each, microseconds: the params matter only if the out exists.
+		if err = outExists(); err == nil && done {
+			err = paramsExist()
+		}
+	} else { // on S3 each is a round trip: side by side
+		var g errgroup.Group
+		g.Go(outExists)
+		g.Go(paramsExist)
+		err = g.Wait()
+	}
+	if err != nil {
 		return false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
 	}
 	if done && !hasParams {

@@ -555,7 +555,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		}
 		return nil // the record matters; the metrics object is best effort
 	}
-	if err := concurrently(putMetrics, func() error { return m.putRecord(context.Background(), r) }); err != nil {
+	if err := m.together(putMetrics, func() error { return m.putRecord(context.Background(), r) }); err != nil {
 		// The store is down: answer from memory meanwhile, and keep trying to write the record.
 		log.Error("writing run record; retrying in the background", "err", err)
 		close(r.done)
@@ -644,7 +644,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
 	var done bool
 	var prev *Record
-	if err := concurrently(
+	if err := m.together(
 		func() (err error) {
 			done, err = targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName)
 			if err != nil {
@@ -693,7 +693,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	// trip. The run now executes, so a process is started if none waited.
 	wrote := make(chan error, 1)
 	go func() {
-		wrote <- concurrently(
+		wrote <- m.together(
 			func() error { return m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) },
 			func() error { return m.putRecord(ctx, r) },
 		)
@@ -797,13 +797,21 @@ func cancelReason(ctx context.Context) string {
 	return "cancelled"
 }
 
-// concurrently runs fs side by side and returns the first error.
-func concurrently(fs ...func() error) error {
+// together runs fs, independent calls on the store, and returns their errors joined: side by
+// side on a remote store, where each is a round trip of milliseconds, and one after the other
+// on the local folder, where each is a few system calls of microseconds and a goroutine's
+// hand-off to another thread would cost more than the call (tens of microseconds on a VM).
+func (m *Manager) together(fs ...func() error) error {
 	errs := make([]error, len(fs))
+	if _, local := m.cfg.Store.(targets.LocalPather); local {
+		for i, f := range fs {
+			errs[i] = f()
+		}
+		return errors.Join(errs...)
+	}
 	var wg sync.WaitGroup
 	for i, f := range fs {
-		wg.Add(1)
-		go func() { defer wg.Done(); errs[i] = f() }()
+		wg.Go(func() { errs[i] = f() })
 	}
 	wg.Wait()
 	return errors.Join(errs...)
