@@ -106,15 +106,17 @@ type Manager struct {
 	active   map[string]*Run
 	wg       sync.WaitGroup
 	launches atomic.Int64
-	graphs   atomic.Int64        // graph calls to plugin processes of this manager
-	pending  int                 // runs waiting for a slot (guarded by mu)
-	logs     map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
-	idle     map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
-	refills  map[string]bool     // chain types whose spare is being started (guarded by mu)
-	draining bool                // shutting down: no new runs (guarded by mu)
-	records  *recordCache        // decoded records of stored runs, for status reads
-	ctx      context.Context
-	stop     context.CancelCauseFunc
+	graphs   atomic.Int64 // graph calls to plugin processes of this manager
+	// handedOver counts the tasks its driver handed to a worker of this process by a call.
+	handedOver atomic.Int64
+	pending    int                 // runs waiting for a slot (guarded by mu)
+	logs       map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
+	idle       map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
+	refills    map[string]bool     // chain types whose spare is being started (guarded by mu)
+	draining   bool                // shutting down: no new runs (guarded by mu)
+	records    *recordCache        // decoded records of stored runs, for status reads
+	ctx        context.Context
+	stop       context.CancelCauseFunc
 	// The queue path: this server's driver subject, and the runs it drives through it.
 	driverID    string
 	remote      map[string]*remoteRun // by run id (guarded by mu)
@@ -219,6 +221,10 @@ func (m *Manager) Launches() int64 { return m.launches.Load() }
 // GraphCalls counts the task graphs asked of plugin processes of this manager (the server's
 // own worker's included); a plain task's graph is built without one.
 func (m *Manager) GraphCalls() int64 { return m.graphs.Load() }
+
+// HandedOver is how many tasks this manager's runs handed to a worker of this process by a
+// call, not through the queue (scheduler.runHere).
+func (m *Manager) HandedOver() int64 { return m.handedOver.Load() }
 
 // DefaultMaxTasks is the largest task graph a run takes unless configured otherwise.
 const DefaultMaxTasks = 100_000

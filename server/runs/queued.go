@@ -330,7 +330,7 @@ const cancelGrace = 5 * time.Second
 // (its message is gone from the stream, and no result came), is published again.
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
-	if job.Queue != "" && s.m.takerHere(job.Queue) == nil {
+	if job.Queue != "" && !s.m.servedHere(job.Queue) {
 		s.warnIfUnserved(ctx, job.Queue)
 	}
 	var seq uint64
@@ -340,7 +340,9 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 		var again bool
 		if w := s.m.takerHere(job.queue()); w != nil {
 			res = s.runHere(ctx, rr, w, job, seq)
-			again = res.notStarted && ctx.Err() == nil && !s.halted.Load()
+			// Sent again only if its worker handed it back (it was stopping, and says why):
+			// one not started for its run's halt or cancel stays so, while the run ends.
+			again = res.notStarted && res.err != "" && ctx.Err() == nil && !s.halted.Load()
 		} else {
 			res, again, seq = s.publishAndWait(ctx, rr, job, seq)
 		}
@@ -399,7 +401,10 @@ func (s *scheduler) warnIfUnserved(ctx context.Context, name string) {
 // process takes up to TaskParallelism tasks that way, then the rest are published for any
 // worker: a run whose tasks outnumber this server's slots still spreads over the others. When
 // no other process can reach the queue (embedded, with no NECTAR_NATS_LISTEN), nothing bounds
-// the hand-over: no other worker would take what is published.
+// the hand-over: no other worker would take what is published, and what bounds a worker's
+// slots by default bounds these tasks as well (MaxRuns runs, each with at most commitBacklog
+// times TaskParallelism tasks in hand). A worker returned has reserved the room: runHere
+// must follow.
 func (m *Manager) takerHere(queueName string) *Worker {
 	limit := m.cfg.TaskParallelism
 	if m.cfg.Queue.Embedded() && m.cfg.Queue.ClientURL() == "" {
@@ -415,15 +420,32 @@ func (m *Manager) takerHere(queueName string) *Worker {
 	return nil
 }
 
+// servedHere reports whether a worker of this process takes queueName's tasks (it reserves
+// nothing).
+func (m *Manager) servedHere(queueName string) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, w := range m.workers {
+		if slices.Contains(w.cfg.Queues, queueName) {
+			return true
+		}
+	}
+	return false
+}
+
 // runHere executes job on w, a worker of this process that took it (takerHere), and returns
 // its end. after is the sequence of the task's message before, if it was published: what
 // workers still say of that message is stale.
 func (s *scheduler) runHere(ctx context.Context, rr *remoteRun, w *Worker, job *taskJob, after uint64) taskResult {
 	i := job.Index
 	ch := rr.await(i, after)
+	rr.mu.Lock()
+	rr.taken[i] = true // in this process's hands from now on: a halt's purge does not end it
+	rr.mu.Unlock()
+	s.m.handedOver.Add(1)
 	msg := &jobMsg{Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns,
 		Jobs: []taskJob{*job}}
-	w.runHere(msg)
+	w.runHere(ctx, msg)
 	select {
 	case res := <-ch: // its worker reported it by a call, before runHere returned
 		return res

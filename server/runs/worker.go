@@ -437,10 +437,18 @@ func (w *Worker) takeHere(queueName string, limit int) bool {
 	return true
 }
 
+// HeldByCall is how many tasks handed over by a call the worker holds now.
+func (w *Worker) HeldByCall() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.hereInHand
+}
+
 // runHere executes the one task of msg, handed over by this process's driver after takeHere,
 // as if delivered once by the queue, and reports its end to the driver (by a call) before it
-// returns.
-func (w *Worker) runHere(msg *jobMsg) {
+// returns. runCtx is the run's, in the driver: its cancel reaches the task directly, not only
+// through the control message every worker gets.
+func (w *Worker) runHere(runCtx context.Context, msg *jobMsg) {
 	defer func() {
 		w.mu.Lock()
 		w.hereInHand--
@@ -449,6 +457,10 @@ func (w *Worker) runHere(msg *jobMsg) {
 	}()
 	job := &msg.Jobs[0]
 	job.Delivery, job.Seq = 1, 0
+	stop := context.AfterFunc(runCtx, func() {
+		w.control(controlMsg{Run: job.Run, Action: "cancel", Reason: cancelReason(runCtx)})
+	})
+	defer stop()
 	w.runJob(w.ctx, msg, job)
 }
 
@@ -689,6 +701,11 @@ func (w *Worker) onControl(msg *nats.Msg) {
 	if json.Unmarshal(msg.Data, &c) != nil {
 		return
 	}
+	w.control(c)
+}
+
+// control follows a cancel, halt or abandon of a run.
+func (w *Worker) control(c controlMsg) {
 	w.mu.Lock()
 	wl := w.lanes[c.Run]
 	w.stopped[c.Run] = time.Now() // its tasks that come later do not start

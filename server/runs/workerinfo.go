@@ -172,7 +172,8 @@ func (w *Worker) Drain() {
 	w.stop() // no more pulls; fetched tasks not started go back
 	w.beat(context.Background(), "")
 	go func() {
-		<-w.done // every task taken has been reported
+		<-w.done           // every task taken from the queue has been reported
+		w.hereTasks.Wait() // and every one handed over by a call (none is taken from now on)
 		w.beat(context.Background(), WorkerDrained)
 		w.log.Info("worker: drained")
 	}()
