@@ -394,8 +394,8 @@ func (s *scheduler) warnIfUnserved(ctx context.Context, name string) {
 
 // takerHere is a worker of this process that takes a task of queue now, without the queue, or
 // nil: the task is published. A task goes through the queue so that any worker may take it,
-// and a driver whose own worker has a free execution slot is such a worker: handing the task
-// over by a call saves the queue's trips (a publish, a delivery, an ack: a third of a trivial
+// and a worker in the driver's own process is such a worker: handing the task over by a call
+// saves the queue's trips (a publish, a delivery, an ack: a third of a trivial
 // task's cost, and most of a single run's wait) and loses nothing, as the run's state is this
 // process's anyway (a driver that dies ends its run whatever ran where). A worker of this
 // process takes up to TaskParallelism tasks that way, then the rest are published for any
