@@ -200,6 +200,17 @@ func TestStoreOutageMidRunIsRecordedWithoutDetails(t *testing.T) {
 			ts := newTestServerLogging(t, slogTo(&mu, &logs), func(c *Config) { c.Target = target; c.Getenv = getenvMap(own) })
 			a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=1500ms")
 			ts.waitRunning(t, a.run.StatusURL)
+			// The run stores its params and first record while its task executes: the store
+			// goes away after them, while the task runs.
+			for _, name := range []string{runs.ParamsName, runs.RecordName} {
+				for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+					if _, err := ts.Store().Stat(context.Background(), a.run.Key+"/"+name); err == nil {
+						break
+					} else if time.Now().After(deadline) {
+						t.Fatalf("the run's %s was not stored within 10 s: %v", name, err)
+					}
+				}
+			}
 			own.Kill()
 			final := ts.poll(t, a.run.StatusURL) // answered from memory: the record cannot be stored
 			want := regexp.MustCompile(`^target store unavailable while committing the files of SleepTask; see the server log \(run ([0-9a-f]{12})\)$`)

@@ -44,6 +44,7 @@ func Build() (string, error) {
 		}
 		cmd := exec.Command("go", args...)
 		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build makes them
 		if out, e := cmd.CombinedOutput(); e != nil {
 			err = fmt.Errorf("building plugins: %v\n%s", e, out)
 			return

@@ -119,6 +119,11 @@ func (l *lane) scrubLog(path string) error {
 // commitDone commits a finished task: its artifacts (and their published copies), its log,
 // then its out. synced says the plugin already made the out durable.
 func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) ([]Artifact, error) {
+	if job.beforeCommit != nil {
+		if err := job.beforeCommit(); err != nil {
+			return nil, err
+		}
+	}
 	if err := l.scrubLog(f.log); err != nil {
 		return nil, err
 	}

@@ -95,8 +95,13 @@ type taskJob struct {
 	NoSync bool `json:"no_sync,omitempty"`
 	// DeadRun is the run of this key whose server died: its staged files go.
 	DeadRun string `json:"dead_run,omitempty"`
-	// FolderMade: the task's key folder exists (the root's is made when its params are stored).
+	// FolderMade: the task's key folder exists (the root's is made when the run takes its lease).
 	FolderMade bool `json:"folder_made,omitempty"`
+	// beforeCommit, if set, must return nil before the task's files are committed: the root
+	// task executes while its run stores the key's params and first record (drive), and its
+	// out may not appear before them. It never travels in a message: a task is published only
+	// once it returned (scheduler.dispatchQueued).
+	beforeCommit func() error
 	// Plain: its graph came from the catalog (plainGraph); the plugin checks the task agrees.
 	Plain bool `json:"plain,omitempty"`
 	// Send counts the messages the driver published for the task (a task sent again goes in
@@ -313,6 +318,9 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	if err != nil {
 		if !handedBack(ctx) {
 			l.commitLog(job, files, true)
+		}
+		if errors.Is(err, errStartWrites) { // its run says why (drive): no store failure here
+			return fail("not committed: "+errStartWrites.Error(), true)
 		}
 		return fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 	}

@@ -23,6 +23,10 @@ import (
 // the store's: run records say which of the two failed, never the path.
 var errStaging = errors.New("staging folder")
 
+// errStartWrites is what a root task's commit (or publish) meets when its run could not store
+// the key's params and first record: drive fails the run and logs why, once.
+var errStartWrites = errors.New("its run could not store its params and record")
+
 // Process is a running plugin, as plugins/host provides it.
 type Process interface {
 	plugins.Runner
@@ -695,8 +699,11 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		})
 		return Done, "", finish
 	}
-	// Independent writes go side by side, and beside the graph call: on S3 each is a round
-	// trip. The run now executes, so a process is started if none waited.
+	// Independent writes go side by side, and beside the graph call and the root task itself:
+	// on S3 each is a round trip, and on the local folder they take a tenth of a trivial run.
+	// Only the root's commit waits for them (its out may not appear before its params), and
+	// the run's end: a record of this start must not land after the final one. The run now
+	// executes, so a process is started if none waited.
 	wrote := make(chan error, 1)
 	go func() {
 		wrote <- m.together(
@@ -704,11 +711,18 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 			func() error { return m.putRecord(ctx, r) },
 		)
 	}()
+	startWritten := sync.OnceValue(func() error {
+		if err := <-wrote; err != nil {
+			return fmt.Errorf("%w: %w", errStartWrites, err)
+		}
+		return nil
+	})
+	defer func() {
+		if err := startWritten(); err != nil && status != Cancelled {
+			status, errMsg = Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err)
+		}
+	}()
 	pl.start()
-	if err := <-wrote; err != nil {
-		unused()
-		return Failed, m.failure(log, r, "writing the params and record of "+rec.Task, err), finish
-	}
 	p := pl.take()
 	if errors.Is(p.takeErr, errStaging) {
 		return Failed, m.failure(log, r, "creating the plugin output file", p.takeErr), finish
@@ -718,7 +732,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		return Failed, p.takeErr.Error(), finish
 	}
 	m.launches.Add(1)
-	s := &scheduler{m: m, r: r, log: log, typ: rec.Type, runID: rec.RunID, deadRun: deadRun, rootAbsent: !done}
+	s := &scheduler{m: m, r: r, log: log, typ: rec.Type, runID: rec.RunID, deadRun: deadRun, rootAbsent: !done, startWritten: startWritten}
 	mt := newMeter(m.cfg.MonitorInterval, m.cfg.Pricing)
 	r.mu.Lock()
 	r.meter = mt

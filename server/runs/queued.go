@@ -344,6 +344,15 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 			// one not started for its run's halt or cancel stays so, while the run ends.
 			again = res.notStarted && res.err != "" && ctx.Err() == nil && !s.halted.Load()
 		} else {
+			if job.beforeCommit != nil { // it cannot travel: wait for it here
+				if err := job.beforeCommit(); err != nil { // its run says why (drive)
+					if ctx.Err() != nil {
+						return taskResult{idx: i, notStarted: true}
+					}
+					return taskResult{idx: i, err: "not sent to a worker: " + errStartWrites.Error(), fatal: true}
+				}
+				job.beforeCommit = nil
+			}
 			res, again, seq = s.publishAndWait(ctx, rr, job, seq)
 		}
 		if !again {

@@ -34,8 +34,13 @@ type scheduler struct {
 	deadRun    string // the run of this key whose server died: its staged files go
 	noSync     bool   // the lane syncs tasks' files in batches (commit.go)
 	plain      bool   // the graph is the root alone, built from the catalog (plainGraph)
-	halted     atomic.Bool
-	nodes      []*node
+	// startWritten waits for the params and first record the run stores as it starts (drive):
+	// the root's out is committed, and the record stored again, only after them. A failed
+	// write is found by the root's commit at the latest; the outs of its requirements committed
+	// meanwhile are good ones (their keys' own), and the next run finds them done.
+	startWritten func() error
+	halted       atomic.Bool
+	nodes        []*node
 }
 
 type node struct {
@@ -102,7 +107,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	}
 
 	// Walk from the root; a task whose out exists is done and its own requirements are not needed.
-	var tasks []TaskState
+	tasks := make([]TaskState, 0, len(s.nodes)) // grown by append, a big graph left 1.5 MB of garbage
 	var ready []int
 	var walk func(i int) error
 	walk = func(i int) (err error) {
@@ -290,6 +295,9 @@ func (s *scheduler) startRecorder() (stop func()) {
 		defer close(finished)
 		var written uint64
 		wait := recordEvery
+		if s.startWritten != nil {
+			s.startWritten() // an older record must not land last; a failure fails the run (drive)
+		}
 		for {
 			if s.r.leaseLost.Load() { // the key is another server's: so is its record
 				return
@@ -396,8 +404,11 @@ func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
 	n := s.nodes[i]
 	job := &taskJob{Run: s.runID, Type: s.typ, Index: i, Ref: n.ref, Key: n.key, Timeout: n.timeout, Retry: n.retry,
 		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, Queue: n.queue, NoSync: s.noSync, DeadRun: s.deadRun,
-		FolderMade: i == 0, // the root's folder was made when the run stored its params
+		FolderMade: i == 0, // the root's folder was made by the run's lease
 		Plain:      s.plain}
+	if i == 0 {
+		job.beforeCommit = s.startWritten
+	}
 	for _, d := range n.deps {
 		job.Inputs = append(job.Inputs, s.nodes[d].key)
 	}

@@ -223,6 +223,7 @@ func (d *devLoop) goBuild(ctx context.Context, target, pkg string) error {
 	tmp := target + ".new"
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", tmp, pkg)
 	cmd.Dir = d.root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as make build makes them
 	var errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &errb, &errb
 	if err := cmd.Run(); err != nil {
