@@ -46,7 +46,9 @@ const batchSyncFrom = 8
 // root's were written when the run started.
 func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 	if l.folders == nil {
-		base := fmt.Sprintf("%s-%d-", l.spoolPrefix, job.Index)
+		// As beside the key: each execution its own names (a copy of an out may be kept,
+		// and read, after the task; keptOuts).
+		base := fmt.Sprintf("%s-%d-s%d-d%d-", l.spoolPrefix, job.Index, job.Send, job.Delivery)
 		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
 	}
 	var dir string

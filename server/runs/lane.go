@@ -62,6 +62,7 @@ type lane struct {
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
 	folders       targets.Folders
 	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
+	kept          keptOuts        // spool copies of the outs it uploaded, for its later tasks
 	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
 	commits       chan *commitJob // to the batcher (local store)
 	executing     chan struct{}   // a slot per task executing (TaskParallelism)
@@ -165,7 +166,7 @@ func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *
 		c.bg = &m.wg
 	}
 	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter, bg: c.bg,
-		procOut: out, folders: folders, spooledInputs: !local,
+		procOut: out, folders: folders, spooledInputs: !local, kept: keptOuts{total: &m.keptBytes},
 		spoolPrefix: filepath.Join(m.spool, "task-"+c.runID),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, killedFor: map[Process]*taskJob{}, base: map[Process]float64{},
 		executing: make(chan struct{}, max(c.parallelism, 1)), runConns: map[string]string{}}
@@ -219,7 +220,11 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	artDir := ""
 	committed, madeArts := false, false
 	defer func() {
-		if !committed || !files.beside { // beside the key, a committed file was renamed away
+		switch {
+		case committed && files.beside: // renamed away
+		case committed && l.kept.keep(job.Key, files.out): // uploaded: a later task may read it
+			os.Remove(files.log)
+		default:
 			l.discardOut(files)
 		}
 		if madeArts || !committed { // a task that made none leaves nothing to remove
@@ -246,16 +251,12 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	now := time.Now().UTC()
 	l.report(taskUpdate{Index: i, Started: &now})
 	conns, missing := l.connections(job)
-	inputs, err := l.inputs(ctx, job)
-	if l.spooledInputs {
-		defer func() {
-			for _, p := range inputs {
-				if p != "" {
-					os.Remove(p)
-				}
-			}
-		}()
-	}
+	inputs, downloaded, err := l.inputs(ctx, job)
+	defer func() {
+		for _, p := range downloaded {
+			os.Remove(p)
+		}
+	}()
 	if err != nil {
 		return fail(err.Error(), true)
 	}
@@ -565,6 +566,7 @@ func (l *lane) unwatch(p Process) (base float64, ok bool) {
 // background. A process that cannot be read is retired the slow, exact way.
 func (l *lane) end(reuse bool) {
 	l.tasks.Wait()
+	l.kept.removeAll()
 	if l.commits != nil {
 		close(l.commits)
 	}
@@ -665,8 +667,8 @@ func (l *lane) crashCause(proc Process, rpcErr error) string {
 // inputs are the paths of the task's upstream outs. From a remote store they are downloaded
 // side by side, TaskParallelism at a time: a join of 1,000 leaves would otherwise wait for
 // 1,000 round trips in a row. The error is the run record's sentence.
-func (l *lane) inputs(ctx context.Context, job *taskJob) ([]string, error) {
-	paths := make([]string, len(job.Inputs))
+func (l *lane) inputs(ctx context.Context, job *taskJob) (paths, downloaded []string, err error) {
+	paths = make([]string, len(job.Inputs))
 	errs := make([]error, len(job.Inputs))
 	get := func(j int) {
 		spooled := "" // named only when downloaded: a join of the local store has thousands
@@ -679,22 +681,33 @@ func (l *lane) inputs(ctx context.Context, job *taskJob) ([]string, error) {
 		for j := range job.Inputs {
 			get(j) // a local path: no I/O
 		}
-	} else {
-		sem := make(chan struct{}, cap(l.executing))
-		var wg sync.WaitGroup
-		for j := range job.Inputs {
-			wg.Add(1)
-			sem <- struct{}{}
-			go func() { defer func() { <-sem; wg.Done() }(); get(j) }()
+		return paths, nil, nil
+	}
+	sem := make(chan struct{}, cap(l.executing))
+	var wg sync.WaitGroup
+	fetched := make([]bool, len(job.Inputs))
+	for j := range job.Inputs {
+		if p, ok := l.kept.lookup(job.Inputs[j]); ok { // uploaded by this lane: no download
+			paths[j] = p
+			continue
 		}
-		wg.Wait()
+		fetched[j] = true
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() { defer func() { <-sem; wg.Done() }(); get(j) }()
+	}
+	wg.Wait()
+	for j, p := range paths {
+		if fetched[j] && p != "" {
+			downloaded = append(downloaded, p)
+		}
 	}
 	for j, err := range errs {
 		if err != nil {
-			return paths, errors.New(l.failure("reading the out of "+taskOfKey(job.Inputs[j]), err))
+			return paths, downloaded, errors.New(l.failure("reading the out of "+taskOfKey(job.Inputs[j]), err))
 		}
 	}
-	return paths, nil
+	return paths, downloaded, nil
 }
 
 // inputPath is where the plugin reads an upstream out: the object itself for a local store,

@@ -113,6 +113,7 @@ type Manager struct {
 	graphs   atomic.Int64 // graph calls to plugin processes of this manager
 	// handedOver counts the tasks its driver handed to a worker of this process by a call.
 	handedOver atomic.Int64
+	keptBytes  atomic.Int64        // the spool copies of outs the lanes keep (keptOuts)
 	pending    int                 // runs waiting for a slot (guarded by mu)
 	logs       map[string]*LiveLog // task key -> log of a task running here (guarded by mu)
 	idle       map[string][]*spare // chain type -> plugin processes waiting for a run (guarded by mu)
