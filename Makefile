@@ -26,7 +26,7 @@ check-generate: ## fail if the committed generated code is stale
 
 # Static binaries, as the image's (tools/deploy/Dockerfile): nothing needs cgo (SQLite is
 # modernc's Go), and without libc and its thread stacks a server takes 2-4 MB less memory.
-build: generate ## build bin/nectar and one plugin per chain type (with its sha256) into bin/plugins/
+build: generate ## build bin/nectar and one plugin per chain type (static, with its sha256) into bin/plugins/
 	@mkdir -p $(BIN)/plugins
 	CGO_ENABLED=0 $(GO) build -o $(BIN)/nectar ./tools/nectar
 	@rm -f $(BIN)/plugins/*
