@@ -25,30 +25,54 @@ import (
 type remoteRun struct {
 	s  *scheduler
 	mu sync.Mutex
-	// waiting are the tasks published and not yet finished, with where their result goes.
-	waiting map[int]chan taskResult
-	taken   map[int]bool     // tasks a worker has said it holds
+	// tasks are what the run knows of each task it sent, by graph index (made by the first
+	// await: a run whose tasks were all done sends none).
+	tasks   []remoteTask
 	seqs    map[uint64][]int // the tasks in each message (by stream sequence), for max-deliveries advisories
 	workers map[string]bool  // workers that hold a lane of this run
-	// delivery is the last delivery of each task a worker reported; base the attempts recorded
-	// before it (a redelivered task numbers its attempts after the lost ones).
-	delivery map[int]int
-	base     map[int]int
-	holder   map[int]string // the worker that holds each task now
-	// after is, for a task sent again, the stream sequence of its message before: what
-	// workers still say of that message (or an older one) is stale.
-	after   map[int]uint64
-	checked map[string]bool // the queues named by tasks that were looked at for a worker
+	checked map[string]bool  // the queues named by tasks that were looked at for a worker
 
 	outbox     []*outItem // tasks waiting to be published (publishLoop)
 	publishing bool       // a publishLoop runs
 	batches    int        // messages published: their ids
 }
 
+// remoteTask is the state of one task sent to a worker. One slice of them, not a map per
+// field: a run of thousands of tasks holds a few dozen bytes per task here.
+type remoteTask struct {
+	// waiting is where the task's end goes while it is published and not yet finished; nil
+	// once finished or given up here.
+	waiting chan taskResult
+	// after is, for a task sent again, the stream sequence of its message before: what
+	// workers still say of that message (or an older one) is stale.
+	after  uint64
+	holder string // the worker that holds it now
+	// delivery is the last delivery a worker reported; base the attempts recorded before it
+	// (a redelivered task numbers its attempts after the lost ones).
+	delivery int
+	base     int
+	taken    bool // a worker has said it holds it
+}
+
 func newRemoteRun(s *scheduler) *remoteRun {
-	return &remoteRun{s: s, waiting: map[int]chan taskResult{}, taken: map[int]bool{}, seqs: map[uint64][]int{},
-		workers: map[string]bool{}, delivery: map[int]int{}, base: map[int]int{}, holder: map[int]string{},
-		after: map[int]uint64{}, checked: map[string]bool{}}
+	return &remoteRun{s: s, seqs: map[uint64][]int{}, workers: map[string]bool{}, checked: map[string]bool{}}
+}
+
+// task is task i's state (rr.mu held), or nil for an index the run never sent: a report
+// naming one is ignored.
+func (rr *remoteRun) task(i int) *remoteTask {
+	if i < 0 || i >= len(rr.tasks) {
+		return nil
+	}
+	return &rr.tasks[i]
+}
+
+// waitingTask is task i's state if its end is awaited here (rr.mu held), else nil.
+func (rr *remoteRun) waitingTask(i int) *remoteTask {
+	if t := rr.task(i); t != nil && t.waiting != nil {
+		return t
+	}
+	return nil
 }
 
 // startDriving listens on this server's driver subject for what workers report, and for
@@ -100,12 +124,12 @@ func (m *Manager) route(d *driverMsg) {
 		// failover: it names the worker too.
 		i := d.Result.Index
 		rr.mu.Lock()
-		if d.Result.Seq != 0 && d.Result.Seq <= rr.after[i] {
+		t := rr.task(i)
+		if t == nil || d.Result.Seq != 0 && d.Result.Seq <= t.after {
 			rr.mu.Unlock()
-			return // the end of a message the task was sent again after
+			return // the end of a message the task was sent again after (or of no task of the run)
 		}
-		_, waiting := rr.waiting[i]
-		base := rr.base[i]
+		waiting, base := t.waiting != nil, t.base
 		rr.mu.Unlock()
 		if waiting {
 			rr.s.setTask(i, func(t *TaskState) {
@@ -173,7 +197,10 @@ func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 	}
 	for _, idx := range idxs {
 		rr.mu.Lock()
-		worker := rr.holder[idx]
+		var worker string
+		if t := rr.task(idx); t != nil {
+			worker = t.holder
+		}
 		rr.mu.Unlock()
 		msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, lostWorker(worker))
 		rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, lostWorker(worker)+" was lost") })
@@ -186,19 +213,18 @@ func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 func (rr *remoteRun) update(worker string, u taskUpdate) {
 	rr.mu.Lock()
 	rr.workers[worker] = true // it has a lane of the run: the run's end ends it
-	if _, waiting := rr.waiting[u.Index]; !waiting {
+	rt := rr.waitingTask(u.Index)
+	if rt == nil {
 		rr.mu.Unlock()
 		return // finished or given up here: late news changes nothing
 	}
 	if u.Delivery > 0 { // a worker took the task
-		if u.Delivery <= rr.delivery[u.Index] || u.Seq != 0 && u.Seq <= rr.after[u.Index] {
+		if u.Delivery <= rt.delivery || u.Seq != 0 && u.Seq <= rt.after {
 			rr.mu.Unlock()
 			return
 		}
-		prev := rr.holder[u.Index]
-		rr.taken[u.Index] = true
-		rr.holder[u.Index] = worker
-		rr.delivery[u.Index] = u.Delivery
+		prev := rt.holder
+		rt.taken, rt.holder, rt.delivery = true, worker, u.Delivery
 		rr.mu.Unlock()
 		rr.s.setTask(u.Index, func(t *TaskState) {
 			switch {
@@ -211,17 +237,17 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 				closeLostAttempt(t, lostWorker(prev)+" was lost; the task went to another")
 			}
 			rr.mu.Lock()
-			rr.base[u.Index] = len(t.Attempts)
+			rt.base = len(t.Attempts) // rr.tasks is never reallocated: rt stays its
 			rr.mu.Unlock()
 			t.Worker = worker
 		})
 		return
 	}
-	if worker != rr.holder[u.Index] {
+	if worker != rt.holder {
 		rr.mu.Unlock()
 		return
 	}
-	base := rr.base[u.Index]
+	base := rt.base
 	rr.mu.Unlock()
 	if u.Attempt != nil {
 		a := *u.Attempt
@@ -260,10 +286,12 @@ func closeLostAttempt(t *TaskState, why string) {
 // finish hands a task's end to the dispatch waiting for it (once).
 func (rr *remoteRun) finish(res taskResult) {
 	rr.mu.Lock()
-	ch, ok := rr.waiting[res.idx]
-	delete(rr.waiting, res.idx)
+	var ch chan taskResult
+	if t := rr.waitingTask(res.idx); t != nil {
+		ch, t.waiting = t.waiting, nil
+	}
 	rr.mu.Unlock()
-	if ok {
+	if ch != nil {
 		ch <- res
 	}
 }
@@ -311,8 +339,8 @@ type noWorker struct{ error }
 func (rr *remoteRun) finishUntaken() {
 	rr.mu.Lock()
 	var idx []int
-	for i := range rr.waiting {
-		if !rr.taken[i] {
+	for i, t := range rr.tasks {
+		if t.waiting != nil && !t.taken {
 			idx = append(idx, i)
 		}
 	}
@@ -449,7 +477,7 @@ func (s *scheduler) runHere(ctx context.Context, rr *remoteRun, w *Worker, job *
 	i := job.Index
 	ch := rr.await(i, after)
 	rr.mu.Lock()
-	rr.taken[i] = true // in this process's hands from now on: a halt's purge does not end it
+	rr.tasks[i].taken = true // in this process's hands from now on: a halt's purge does not end it
 	rr.mu.Unlock()
 	s.m.handedOver.Add(1)
 	msg := &jobMsg{Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns,
@@ -461,9 +489,7 @@ func (s *scheduler) runHere(ctx context.Context, rr *remoteRun, w *Worker, job *
 	case <-ctx.Done():
 		return s.cancelled(ctx, rr, i, ch)
 	default: // no end reported (the run was taken for abandoned): it goes again
-		rr.mu.Lock()
-		delete(rr.waiting, i)
-		rr.mu.Unlock()
+		rr.forget(i)
 		return taskResult{idx: i, notStarted: true, err: "its worker in this process did not report it"}
 	}
 }
@@ -477,11 +503,23 @@ func (rr *remoteRun) await(i int, after uint64) chan taskResult {
 	ch := make(chan taskResult, 1)
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
-	rr.after[i] = after
-	rr.waiting[i] = ch
-	rr.taken[i] = false
-	rr.delivery[i] = 0 // a new message (or hand-over) counts its deliveries from 1
+	if rr.tasks == nil {
+		rr.tasks = make([]remoteTask, len(rr.s.nodes))
+	}
+	t := &rr.tasks[i]
+	// A new message (or hand-over) counts its deliveries from 1; holder and base stay, for
+	// what the worker before may still report.
+	t.after, t.waiting, t.taken, t.delivery = after, ch, false, 0
 	return ch
+}
+
+// forget gives up waiting for task i's end here.
+func (rr *remoteRun) forget(i int) {
+	rr.mu.Lock()
+	if t := rr.task(i); t != nil {
+		t.waiting = nil
+	}
+	rr.mu.Unlock()
 }
 
 // publishAndWait publishes the task once and waits for its end; again says it should be
@@ -490,11 +528,7 @@ func (rr *remoteRun) await(i int, after uint64) chan taskResult {
 func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *taskJob, after uint64) (res taskResult, again bool, seq uint64) {
 	i := job.Index
 	ch := rr.await(i, after)
-	forget := func() {
-		rr.mu.Lock()
-		delete(rr.waiting, i)
-		rr.mu.Unlock()
-	}
+	forget := func() { rr.forget(i) }
 	q := s.m.cfg.Queue
 	var err error
 	seq, err = rr.publish(ctx, job)
@@ -675,9 +709,10 @@ const publishPatience = 30 * time.Second
 // stream (watchCancel); one that runs gets the cancel and answers within moments.
 func (s *scheduler) cancelled(ctx context.Context, rr *remoteRun, i int, ch chan taskResult) taskResult {
 	rr.mu.Lock()
-	taken := rr.taken[i]
+	t := &rr.tasks[i]
+	taken := t.taken
 	if !taken {
-		delete(rr.waiting, i)
+		t.waiting = nil
 	}
 	rr.mu.Unlock()
 	if !taken {
@@ -687,9 +722,7 @@ func (s *scheduler) cancelled(ctx context.Context, rr *remoteRun, i int, ch chan
 	case res := <-ch:
 		return res
 	case <-time.After(cancelGrace):
-		rr.mu.Lock()
-		delete(rr.waiting, i)
-		rr.mu.Unlock()
+		rr.forget(i)
 		return taskResult{idx: i, err: "cancelled: " + cancelReason(ctx) + " (its worker did not answer)", fatal: true}
 	}
 }

@@ -59,7 +59,7 @@ func dagRows(client *http.Client, bin string, sizes []int, reps int, env []strin
 		})
 	}
 	if peak > 0 {
-		rows = append(rows, row{name: "server peak RSS, fan-ins up to 5,000 leaves", p50: fmt.Sprintf("%d MB", peak>>20), goal: "<= 60 MB"})
+		rows = append(rows, row{name: "server peak RSS, fan-ins up to 5,000 leaves", p50: fmt.Sprintf("%.0f MB", float64(peak)/1e6), goal: "<= 60 MB"})
 	}
 	return rows, nil
 }
@@ -166,7 +166,7 @@ func bigStatusRows(bin string, conns int, d time.Duration) ([]row, error) {
 	return []row{
 		{name: "fan-in 50,000 leaves + join, local", p50: ms(took), extra: fmt.Sprintf("%.3f ms per task", float64(took.Microseconds())/1000/50001)},
 		{name: fmt.Sprintf("status GET of the 50,000-task run (%d connections)", conns), p50: ms(pct(lat, 50)), p95: ms(pct(lat, 95)),
-			extra: fmt.Sprintf("%.0f req/s; server RSS %d MB before, %d MB peak", rps, before>>20, p>>20), goal: "RSS <= 200 MB"},
+			extra: fmt.Sprintf("%.0f req/s; server RSS %.0f MB before, %.0f MB peak", rps, float64(before)/1e6, float64(p)/1e6), goal: "RSS <= 200 MB"},
 	}, nil
 }
 
