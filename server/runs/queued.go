@@ -58,8 +58,8 @@ func newRemoteRun(s *scheduler) *remoteRun {
 	return &remoteRun{s: s, seqs: map[uint64][]int{}, workers: map[string]bool{}, checked: map[string]bool{}}
 }
 
-// task is task i's state (rr.mu held), or nil for an index the run never sent: a report
-// naming one is ignored.
+// task is task i's state (rr.mu held; zero for a task not sent yet), or nil for an index out
+// of the run's graph, or before the run sent any task: a report naming one is ignored.
 func (rr *remoteRun) task(i int) *remoteTask {
 	if i < 0 || i >= len(rr.tasks) {
 		return nil
