@@ -191,6 +191,12 @@ const (
 	encodeFlush = 32 << 10
 )
 
+// encodeBufs holds encode's buffers: a new one per record write was 36 KB of garbage each
+// time, three times per trivial run, whatever the record's size.
+var encodeBufs = sync.Pool{New: func() any { b := make([]byte, 0, encodeBufSize); return &b }}
+
+const encodeBufSize = encodeFlush + 4<<10
+
 // encode writes the run's record as JSON, its tasks a chunk at a time: a run of 50,000 tasks is
 // neither copied whole (the scheduler would wait on the lock) nor encoded into one buffer (it
 // is 15 MB). A record written while the run executes is a moment's picture anyway; the final
@@ -213,7 +219,14 @@ func (r *Run) encode(w io.Writer) error {
 	}
 	if n > 0 {
 		io.WriteString(w, `,"tasks":[`)
-		buf := make([]byte, 0, encodeFlush+4<<10)
+		bp := encodeBufs.Get().(*[]byte)
+		buf := (*bp)[:0]
+		defer func() {
+			if cap(buf) <= 2*encodeBufSize { // not one a huge task grew
+				*bp = buf[:0]
+				encodeBufs.Put(bp)
+			}
+		}()
 		for from := 0; from < n; from += encodeChunk {
 			r.mu.Lock()
 			chunk := cloneTasks(r.rec.Tasks[from:min(from+encodeChunk, len(r.rec.Tasks))])
