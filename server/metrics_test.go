@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -26,6 +28,12 @@ func TestRunsReportTheirUsageAndCost(t *testing.T) {
 	sum := burn.run.Metrics.Summary
 	if sum.CPUSeconds < 0.95 || sum.WallSeconds < 1 || sum.CostUSD <= 0 {
 		t.Errorf("run summary = %+v", sum)
+	}
+	// The plugin's own peak, not the server's: the kernel's wait4 reports, for a process
+	// started by a big one, the starter's peak RSS at the exec (this test binary holds far more
+	// than a plugin that only burns CPU).
+	if host := procHWM(t); u == nil || u.PeakRSSBytes == 0 || u.PeakRSSBytes >= host/2 || sum.PeakRSSBytes >= host/2 {
+		t.Errorf("BurnTask peak RSS: task %+v, run %d bytes; want the plugin's own, far below this process's %d", u, sum.PeakRSSBytes, host)
 	}
 	want := runs.DefaultPricing.Cost(sum.CPUSeconds, sum.PeakRSSBytes, time.Duration(sum.WallSeconds*float64(time.Second)))
 	if d := sum.CostUSD - want; d > want/100 || d < -want/100 {
@@ -151,4 +159,24 @@ func TestMetricsBehindTheTokens(t *testing.T) {
 	if rec := open.serve(httptest.NewRequest("GET", "/metrics", nil)); rec.Code != http.StatusOK {
 		t.Errorf("GET /metrics on a public server = %d, want 200", rec.Code)
 	}
+}
+
+// procHWM is this test process's peak resident memory (VmHWM), in bytes.
+func procHWM(t *testing.T) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/self/status")
+	return 0
 }

@@ -300,7 +300,14 @@ func (p *Process) ExitStatus() string {
 }
 
 // Usage is what the ended process used, from the kernel's accounting (wait4's rusage): CPU
-// seconds (user + system) and peak resident memory. ok is false while it runs.
+// seconds (user + system) and peak resident memory, 0 when not known. ok is false while it
+// runs.
+//
+// The kernel's peak of a started process is at least its starter's peak at the exec (Linux
+// keeps the larger of the two: Go starts a process sharing the host's memory until its exec),
+// so a plugin that stayed smaller than this server is reported as big as the server. Above the
+// host's own peak, the figure can only be the process's; below it, it is not known: a process
+// still running is better read from /proc (VmHWM) before it is stopped.
 func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 	if !p.client.Exited() || p.cmd.ProcessState == nil {
 		return 0, 0, false
@@ -308,9 +315,27 @@ func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 	st := p.cmd.ProcessState
 	cpu := (st.UserTime() + st.SystemTime()).Seconds()
 	if ru, _ := st.SysUsage().(*syscall.Rusage); ru != nil {
-		peakRSS = uint64(ru.Maxrss) * 1024 // kilobytes on Linux
+		if kb := uint64(ru.Maxrss); kb<<10 > selfPeakRSS() { // kilobytes on Linux
+			peakRSS = kb << 10
+		}
 	}
 	return cpu, peakRSS, true
+}
+
+// selfPeakRSS is this process's peak resident memory (VmHWM), in bytes; 0 if unreadable,
+// which lets any figure above it stand.
+func selfPeakRSS() uint64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
+			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // Kill stops the plugin: a graceful shutdown first (go-plugin waits briefly), then SIGKILL to

@@ -534,14 +534,26 @@ func (l *lane) adopt(p Process, base float64) {
 	go l.meter.watch(p, base, stop, func(sample Sample) { l.onSample(p, sample) })
 }
 
-// retire ends a process and adds its exact usage to the run's metrics (once). The process has
+// retire ends a process and adds its exact usage to the run's metrics (once), and returns it
+// (CPU seconds since the process started, peak RSS; ok false if not known). The process has
 // nothing left to do (its tasks' files are committed, its output is in a file), so it is
-// killed at once rather than asked to shut down.
-func (l *lane) retire(p Process) {
-	p.KillNow()
-	if base, ok := l.unwatch(p); ok {
-		l.meter.ended(p, base)
+// killed at once rather than asked to shut down. A live one is read from /proc first: once it
+// has ended, the kernel's peak for it is the server's at its start, if that was larger
+// (Process.Usage).
+func (l *lane) retire(p Process) (cpu float64, peak uint64, ok bool) {
+	alive := false
+	if !p.Exited() {
+		cpu, peak, _, alive = idleUsage(p.Pid())
 	}
+	p.KillNow()
+	if !alive {
+		cpu, peak, ok = p.Usage()
+	}
+	ok = alive || ok
+	if base, watched := l.unwatch(p); watched && ok {
+		l.meter.ended(p.Pid(), max(cpu-base, 0), peak)
+	}
+	return cpu, peak, ok
 }
 
 // unwatch stops sampling p and forgets it; ok is false if it was not watched (any more).
@@ -601,7 +613,7 @@ func (l *lane) settle(p Process, out *os.File, reuse bool) *parkedProcess {
 		return pp
 	}
 	if base, ok := l.unwatch(p); ok {
-		l.meter.endedIdle(p.Pid(), max(cpu-base, 0), peak)
+		l.meter.ended(p.Pid(), max(cpu-base, 0), peak)
 	}
 	pp.cpu0, pp.rss = cpu, rss
 	return pp
@@ -632,8 +644,7 @@ func (l *lane) onSample(p Process, sample Sample) {
 
 // isolatedDone retires an isolated task's process and records the task's own usage.
 func (l *lane) isolatedDone(job *taskJob, p Process, started time.Time) {
-	l.retire(p)
-	cpu, peak, ok := p.Usage()
+	cpu, peak, ok := l.retire(p)
 	if !ok {
 		return
 	}

@@ -35,7 +35,7 @@ type Process interface {
 	Exited() bool
 	ExitStatus() string
 	Pid() int
-	// Usage is the ended process's CPU seconds and peak RSS (ok false while it runs).
+	// Usage is the ended process's CPU seconds and peak RSS (0: not known; ok false while it runs).
 	Usage() (cpuSeconds float64, peakRSS uint64, ok bool)
 }
 

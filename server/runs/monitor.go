@@ -182,23 +182,10 @@ func readTree(p *process.Process) (cpuSeconds float64, rss uint64, ok bool) {
 	return cpuSeconds, rss, true
 }
 
-// ended adds a finished process's exact usage (from the kernel) to the run, from base on.
-func (mt *meter) ended(p Process, base float64) {
-	cpu, peak, ok := p.Usage()
-	if !ok {
-		return
-	}
-	mt.mu.Lock()
-	defer mt.mu.Unlock()
-	delete(mt.running, p.Pid())
-	mt.gone[p.Pid()] = true
-	mt.cpu += max(cpu-base, 0)
-	mt.m.Summary.PeakRSSBytes = max(mt.m.Summary.PeakRSSBytes, peak)
-}
-
-// endedIdle adds the usage of a process read while it idles at the run's end (see
-// scheduler.end): what wait4 would report once it has exited.
-func (mt *meter) endedIdle(pid int, cpu float64, peak uint64) {
+// ended adds the usage of a process this run is done with: cpu is what it used during the run
+// (CPU seconds), peak its peak RSS in bytes (0: not known). It is read from /proc while the
+// process idles (at the run's end, or before it is stopped), or from wait4 once it has exited.
+func (mt *meter) ended(pid int, cpu float64, peak uint64) {
 	mt.mu.Lock()
 	defer mt.mu.Unlock()
 	delete(mt.running, pid)
