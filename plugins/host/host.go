@@ -325,17 +325,8 @@ func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 // selfPeakRSS is this process's peak resident memory (VmHWM), in bytes; 0 if unreadable,
 // which lets any figure above it stand.
 func selfPeakRSS() uint64 {
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
-			kb, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			return kb << 10
-		}
-	}
-	return 0
+	u, _ := plugins.ReadUsage(0)
+	return u.PeakRSS
 }
 
 // Kill stops the plugin: a graceful shutdown first (go-plugin waits briefly), then SIGKILL to

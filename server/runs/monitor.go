@@ -3,10 +3,6 @@ package runs
 import (
 	"context"
 	"encoding/json"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"sync"
 	"time"
 
@@ -198,57 +194,14 @@ func (mt *meter) ended(pid int, cpu float64, peak uint64) {
 // them), its peak resident memory (the kernel's high-water mark, VmHWM) and its resident
 // memory now, from two small files of /proc.
 func idleUsage(pid int) (cpu float64, peak, rss uint64, ok bool) {
-	if cpu, ok = statCPU(pid); !ok {
-		return 0, 0, 0, false
-	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, 0, 0, false
-	}
-	kb := func(v string) uint64 {
-		n, _ := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-		return n << 10
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, found := strings.CutPrefix(line, "VmHWM:"); found {
-			peak = kb(v)
-		} else if v, found := strings.CutPrefix(line, "VmRSS:"); found {
-			rss = kb(v)
-		}
-	}
-	return cpu, peak, rss, peak > 0
+	u, ok := plugins.ReadUsage(pid)
+	return u.CPUSeconds, u.PeakRSS, u.RSS, ok
 }
 
-// clockTicks is USER_HZ, the unit of /proc's CPU times (100 on every Linux Go runs on).
-const clockTicks = 100
-
-// statCPU is the CPU seconds pid used, with those of the children it has reaped (as wait4
-// counts them), from /proc/<pid>/stat. Samples and the figures at a run's start and end all
-// count this way, so a reused process's usage is a plain difference.
-func statCPU(pid int) (float64, bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, false
-	}
-	// The command name may hold spaces and parentheses: fields count from the last ')'.
-	end := strings.LastIndexByte(string(b), ')')
-	if end < 0 {
-		return 0, false
-	}
-	f := strings.Fields(string(b[end+1:]))
-	if len(f) < 15 { // state is f[0]; utime, stime, cutime, cstime are f[11:15]
-		return 0, false
-	}
-	var ticks int64
-	for _, v := range f[11:15] {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil {
-			return 0, false
-		}
-		ticks += n
-	}
-	return float64(ticks) / clockTicks, true
-}
+// statCPU is the CPU seconds pid used, with those of the children it has reaped, from
+// /proc/<pid>/stat. Samples and the figures at a run's start and end all count this way, so a
+// reused process's usage is a plain difference.
+func statCPU(pid int) (float64, bool) { return plugins.CPUSeconds(pid) }
 
 // setTask records an isolated task's usage or custom metrics.
 func (mt *meter) setTask(key string, f func(*TaskMetrics)) {
