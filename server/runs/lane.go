@@ -537,19 +537,24 @@ func (l *lane) adopt(p Process, base float64) {
 // retire ends a process and adds its exact usage to the run's metrics (once), and returns it
 // (CPU seconds since the process started, peak RSS; ok false if not known). The process has
 // nothing left to do (its tasks' files are committed, its output is in a file), so it is
-// killed at once rather than asked to shut down. A live one is read from /proc first: once it
-// has ended, the kernel's peak for it is the server's at its start, if that was larger
-// (Process.Usage).
+// killed at once rather than asked to shut down. The peak of a live one is read from /proc
+// first: once it has ended, the kernel's peak for it is the server's at its start, if that
+// was larger (Process.Usage). Its CPU comes from wait4, in microseconds, not /proc's 10 ms
+// ticks (an isolated task may take less).
 func (l *lane) retire(p Process) (cpu float64, peak uint64, ok bool) {
+	var live plugins.ProcessUsage
 	alive := false
 	if !p.Exited() {
-		cpu, peak, _, alive = idleUsage(p.Pid())
+		live, alive = plugins.ReadUsage(p.Pid())
 	}
 	p.KillNow()
-	if !alive {
-		cpu, peak, ok = p.Usage()
+	cpu, peak, ok = p.Usage()
+	if alive {
+		peak = live.PeakRSS
+		if !ok {
+			cpu, ok = live.CPUSeconds, true
+		}
 	}
-	ok = alive || ok
 	if base, watched := l.unwatch(p); watched && ok {
 		l.meter.ended(p.Pid(), max(cpu-base, 0), peak)
 	}
