@@ -104,7 +104,10 @@ func ReadUsage(pid int) (u ProcessUsage, ok bool) {
 			u.RSS = kilobytes(v)
 		}
 	}
-	return u, u.PeakRSS > 0
+	if u.PeakRSS == 0 { // a zombie: no memory, and its peak is not known
+		return ProcessUsage{}, false
+	}
+	return u, true
 }
 
 // kilobytes reads a /proc/<pid>/status size ("  1234 kB") in bytes.

@@ -88,6 +88,19 @@ func TestRunsReportTheirUsageAndCost(t *testing.T) {
 	}
 }
 
+// An isolated task killed for its timeout still shows the peak it reached: read from /proc
+// just before the kill, where wait4's would be this test process's (or unknown).
+func TestATimedOutIsolatedTaskKeepsItsPeak(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.TaskTimeout = time.Second })
+	a := ts.post(t, "/api/chains/testchains/metrics_chain/AllocTask?mb=40&hold=1m&wait=30s")
+	if a.run.JobStatus == nil || *a.run.JobStatus != runs.Failed || a.run.Metrics == nil {
+		t.Fatalf("AllocTask = %v, metrics %v; want FAILED (timed out) with metrics", a.run.JobStatus, a.run.Metrics)
+	}
+	if u := a.run.Metrics.Tasks[a.run.Key].Usage; u == nil || u.PeakRSSBytes < 40<<20 || u.PeakRSSBytes >= procHWM(t) {
+		t.Errorf("AllocTask usage = %+v; want its own peak of at least 40 MiB, below this process's", u)
+	}
+}
+
 func TestTasksDefineTheirOwnMetrics(t *testing.T) {
 	ts := newTestServer(t, func(c *Config) { c.MonitorInterval = 100 * time.Millisecond })
 	a := ts.post(t, "/api/chains/testchains/metrics_chain/CountedTask?for=700ms&wait=30s")

@@ -225,6 +225,9 @@ type Process struct {
 	// started is the plugin's start time (procStart): a process holding its pid later is the
 	// plugin only if it started then.
 	started string
+	// hostPeak is the host's own peak RSS just after the start: wait4's peak of the plugin is
+	// at least the host's at the exec (Usage).
+	hostPeak uint64
 }
 
 // OutputEnv names the file a plugin points its fd 2, os.Stdout and os.Stderr at. The kernel
@@ -277,7 +280,7 @@ func (l *Launcher) Start(chainType string, output *os.File) (*Process, error) {
 		client.Kill()
 		return nil, fmt.Errorf("plugin %s: %w", chainType, err)
 	}
-	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin, killed: l.killed}
+	p := &Process{Runner: raw.(plugins.Runner), client: client, cmd: cmd, bin: bin, killed: l.killed, hostPeak: selfPeakRSS()}
 	if cmd.Process != nil {
 		p.pid = cmd.Process.Pid
 		p.started, _ = procStart(p.pid) // it runs: its handshake has just answered
@@ -306,8 +309,9 @@ func (p *Process) ExitStatus() string {
 // The kernel's peak of a started process is at least its starter's peak at the exec (Linux
 // keeps the larger of the two: Go starts a process sharing the host's memory until its exec),
 // so a plugin that stayed smaller than this server is reported as big as the server. Above the
-// host's own peak, the figure can only be the process's; below it, it is not known: a process
-// still running is better read from /proc (VmHWM) before it is stopped.
+// host's peak just after the start, the figure can only be the process's (or its children's);
+// below it, it is not known: a process still running is better read from /proc (VmHWM) before
+// it is stopped.
 func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 	if !p.client.Exited() || p.cmd.ProcessState == nil {
 		return 0, 0, false
@@ -315,8 +319,8 @@ func (p *Process) Usage() (cpuSeconds float64, peakRSS uint64, ok bool) {
 	st := p.cmd.ProcessState
 	cpu := (st.UserTime() + st.SystemTime()).Seconds()
 	if ru, _ := st.SysUsage().(*syscall.Rusage); ru != nil {
-		if kb := uint64(ru.Maxrss); kb<<10 > selfPeakRSS() { // kilobytes on Linux
-			peakRSS = kb << 10
+		if b := uint64(ru.Maxrss) << 10; b > p.hostPeak { // kilobytes on Linux
+			peakRSS = b
 		}
 	}
 	return cpu, peakRSS, true

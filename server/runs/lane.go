@@ -56,7 +56,10 @@ type lane struct {
 	// killedFor names the task whose timeout a process was killed for: the other tasks it
 	// ran then did nothing wrong, and run again (guarded by watchMu).
 	killedFor map[Process]*taskJob
-	runConns  map[string]string // values of every connection the run declares
+	// lastSeen is each process's usage read just before the lane killed it (killNow): once it
+	// has ended, /proc has no peak of it left, and wait4's may be the server's (retire).
+	lastSeen map[Process]plugins.ProcessUsage
+	runConns map[string]string // values of every connection the run declares
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
@@ -169,6 +172,7 @@ func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *
 		procOut: out, folders: folders, spooledInputs: !local, kept: keptOuts{total: &m.keptBytes},
 		spoolPrefix: filepath.Join(m.spool, "task-"+c.runID),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, killedFor: map[Process]*taskJob{}, base: map[Process]float64{},
+		lastSeen:  map[Process]plugins.ProcessUsage{},
 		executing: make(chan struct{}, max(c.parallelism, 1)), runConns: map[string]string{}}
 	for _, name := range c.runConns {
 		if v := m.connection(name); v != "" {
@@ -405,7 +409,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	}
 	switch {
 	case err != nil && ctx.Err() != nil:
-		proc.KillNow()       // the process group, at once: user code may ignore its context
+		l.killNow(proc)      // the process group, at once: user code may ignore its context
 		if handedBack(ctx) { // no log: the worker that runs it next commits its own
 			return attemptResult{msg: context.Cause(ctx).Error(), fatal: true}
 		}
@@ -418,7 +422,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 		l.watchMu.Lock()
 		l.killedFor[proc] = job
 		l.watchMu.Unlock()
-		proc.KillNow()
+		l.killNow(proc)
 		l.discard(proc)
 		why := fmt.Sprintf("timed out after %s", timeout)
 		l.appendOutput(files.log, outStart, why)
@@ -434,7 +438,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 		}
 		why := l.crashCause(proc, err)
 		if !proc.Exited() { // alive but not answering: do not trust it with more tasks
-			proc.KillNow()
+			l.killNow(proc)
 			l.discard(proc)
 		}
 		l.appendOutput(files.log, outStart, why)
@@ -547,10 +551,15 @@ func (l *lane) retire(p Process) (cpu float64, peak uint64, ok bool) {
 	if !p.Exited() {
 		live, alive = plugins.ReadUsage(p.Pid())
 	}
+	if !alive { // killed by the lane a moment ago (a timeout, a cancel)?
+		l.watchMu.Lock()
+		live, alive = l.lastSeen[p]
+		l.watchMu.Unlock()
+	}
 	p.KillNow()
 	cpu, peak, ok = p.Usage()
 	if alive {
-		peak = live.PeakRSS
+		peak = max(peak, live.PeakRSS) // wait4's, when kept, counts the children it reaped
 		if !ok {
 			cpu, ok = live.CPUSeconds, true
 		}
@@ -561,6 +570,16 @@ func (l *lane) retire(p Process) (cpu float64, peak uint64, ok bool) {
 	return cpu, peak, ok
 }
 
+// killNow kills p's process group at once, having read its usage for retire first.
+func (l *lane) killNow(p Process) {
+	if u, ok := plugins.ReadUsage(p.Pid()); ok && !p.Exited() {
+		l.watchMu.Lock()
+		l.lastSeen[p] = u
+		l.watchMu.Unlock()
+	}
+	p.KillNow()
+}
+
 // unwatch stops sampling p and forgets it; ok is false if it was not watched (any more).
 func (l *lane) unwatch(p Process) (base float64, ok bool) {
 	l.watchMu.Lock()
@@ -569,6 +588,7 @@ func (l *lane) unwatch(p Process) (base float64, ok bool) {
 	delete(l.watchers, p)
 	delete(l.tasksIn, p)
 	delete(l.base, p)
+	delete(l.lastSeen, p)
 	l.watchMu.Unlock()
 	if ok {
 		close(stop)
