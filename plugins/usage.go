@@ -13,9 +13,9 @@ type ProcessUsage struct {
 	// CPUSeconds is user + system time, with that of the children it has reaped (as wait4
 	// counts them), in /proc's clock ticks: every figure of a process counts this way, so a
 	// reused process's use in a run is a plain difference.
-	CPUSeconds float64 `json:"cpu_seconds"`
-	PeakRSS    uint64  `json:"peak_rss"` // bytes: the kernel's high-water mark (VmHWM)
-	RSS        uint64  `json:"rss"`      // bytes, now (VmRSS)
+	CPUSeconds float64
+	PeakRSS    uint64 // bytes: the kernel's high-water mark (VmHWM)
+	RSS        uint64 // bytes, now (VmRSS)
 }
 
 // clockTicks is USER_HZ, the unit of /proc's CPU times (100 on every Linux Go runs on).

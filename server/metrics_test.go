@@ -4,12 +4,11 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"nectar/plugins"
 	"nectar/server/runs"
 )
 
@@ -177,19 +176,9 @@ func TestMetricsBehindTheTokens(t *testing.T) {
 // procHWM is this test process's peak resident memory (VmHWM), in bytes.
 func procHWM(t *testing.T) uint64 {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/status")
-	if err != nil {
-		t.Fatal(err)
+	u, ok := plugins.ReadUsage(0)
+	if !ok {
+		t.Fatal("cannot read this process's usage from /proc")
 	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, err := strconv.ParseUint(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			return kb << 10
-		}
-	}
-	t.Fatal("no VmHWM in /proc/self/status")
-	return 0
+	return u.PeakRSS
 }
