@@ -391,14 +391,14 @@ func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.Tas
 	// Signed only for objects that exist: a run writes its params when it starts (the done
 	// answer of a POST writes them if a run of another key made the out); the root's log
 	// exists once it finished an attempt, and always when its out does.
-	if st != runs.Pending && (rec.RunID != "" || rec.Params != nil) {
+	if st != runs.Pending && (rec.RunID != "" || rec.Params != nil) && !rec.ParamsNotStored {
 		d.ParamsURL = s.presign(ctx, rec.Key+"/"+runs.ParamsName)
 	}
 	rootHasLog := page.From == 0 && len(page.Tasks) > 0 && page.Tasks[0].HasLog()
 	if st == runs.Done || (st.Final() && rootHasLog) {
 		d.LogURL = s.presign(ctx, rec.Key+"/"+runs.LogName)
 	}
-	if d.Metrics = rec.Metrics; d.Metrics != nil && st.Final() {
+	if d.Metrics = rec.Metrics; d.Metrics != nil && st.Final() && !rec.MetricsNotStored {
 		d.MetricsURL = s.presign(ctx, rec.Key+"/"+runs.MetricsName)
 	}
 	if page.Total > 0 {

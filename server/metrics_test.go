@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -181,4 +183,70 @@ func procHWM(t *testing.T) uint64 {
 		t.Fatal("cannot read this process's usage from /proc")
 	}
 	return u.PeakRSS
+}
+
+// A record that says an object was not stored (the store refused it: the runs package's tests
+// of the run's start and end writes) is answered without that object's URL: no signed URL
+// points at an object that does not exist. Each case takes a run's record as stored, marks the
+// object missing, removes it, and reads the status again.
+func TestNoURLForAnObjectNeverStored(t *testing.T) {
+	ts := newTestServer(t)
+	for _, tc := range []struct {
+		name, path string
+		status     runs.Status
+		object     string // under the run's key
+		mark       func(rec map[string]any)
+		url        func(d runDataView) string
+	}{
+		{"metrics", "/api/chains/testchains/hello_chain/HelloTask?name=unmetered&wait=30s", runs.Done, runs.MetricsName,
+			func(rec map[string]any) { rec["metrics_not_stored"] = true },
+			func(d runDataView) string { return d.MetricsURL }},
+		{"params", "/api/chains/testchains/faults_chain/FailTask?message=unstored-params&wait=30s", runs.Failed, runs.ParamsName,
+			func(rec map[string]any) { rec["params_not_stored"] = true },
+			func(d runDataView) string { return d.ParamsURL }},
+		{"a failed task's log", "/api/chains/testchains/faults_chain/FailTask?message=unstored-log&wait=30s", runs.Failed, runs.LogName,
+			func(rec map[string]any) { rec["tasks"].([]any)[0].(map[string]any)["log_not_stored"] = true },
+			func(d runDataView) string {
+				if len(d.Tasks) > 0 && d.Tasks[0].LogURL != "" {
+					return d.Tasks[0].LogURL
+				}
+				return d.LogURL
+			}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a := ts.post(t, tc.path)
+			if a.run.JobStatus == nil || *a.run.JobStatus != tc.status || tc.url(a.run) == "" {
+				t.Fatalf("POST = %d %+v; want %s with the %s URL", a.Code, a.run, tc.status, tc.name)
+			}
+			if code, _ := fetch(t, tc.url(a.run)); code != http.StatusOK {
+				t.Fatalf("the %s URL answers %d; want 200", tc.name, code)
+			}
+			path := filepath.Join(ts.target, a.run.Key, runs.RecordName)
+			b, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rec map[string]any
+			if err := json.Unmarshal(b, &rec); err != nil {
+				t.Fatal(err)
+			}
+			tc.mark(rec)
+			if b, err = json.Marshal(rec); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Remove(filepath.Join(ts.target, a.run.Key, tc.object)); err != nil {
+				t.Fatal(err)
+			}
+			got := ts.do(t, http.MethodGet, ts.statusURL(a.run.Key))
+			if got.Code != http.StatusOK || got.run.JobStatus == nil || *got.run.JobStatus != tc.status {
+				t.Fatalf("status = %d %+v; want 200 and %s", got.Code, got.run.JobStatus, tc.status)
+			}
+			if u := tc.url(got.run); u != "" {
+				t.Errorf("%s URL %s for an object never stored; want none", tc.name, u)
+			}
+		})
+	}
 }

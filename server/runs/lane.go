@@ -146,6 +146,7 @@ type taskResult struct {
 	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
 	artifacts  []Artifact
 	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
+	noLog      bool      // it failed, and its log could not be stored
 }
 
 // laneConfig is what a run tells the lanes of its tasks.
@@ -285,8 +286,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		if missing != "" { // no retry can help
 			msg := fmt.Sprintf("%s declares connection %q, which this server does not configure: set NECTAR_CONN_%s", job.Ref.Task, missing, strings.ToUpper(missing))
 			appendText(files.log, msg+"\n")
-			l.commitLog(job, files, false)
-			return fail(msg, false)
+			return l.failLogged(job, files, false, fail(msg, false))
 		}
 		res = l.attempt(ctx, job, attempt, files, artDir, inputs, conns)
 		attempts = append(attempts, res.att)
@@ -303,8 +303,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			return fail(res.msg, true)
 		}
 		if res.fatal || attempt-reruns >= policy.Attempts || ctx.Err() != nil {
-			l.commitLog(job, files, false)
-			return fail(res.msg, res.fatal)
+			return l.failLogged(job, files, false, fail(res.msg, res.fatal))
 		}
 		appendText(files.log, fmt.Sprintf("--- attempt %d of %d failed: %s; retrying in %s ---\n", attempt, policy.Attempts, res.msg, backoff))
 		select {
@@ -312,8 +311,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 			if handedBack(ctx) { // its retries go on elsewhere
 				return fail(context.Cause(ctx).Error(), true)
 			}
-			l.commitLog(job, files, false)
-			return fail("cancelled: "+cancelReason(ctx), true)
+			return l.failLogged(job, files, false, fail("cancelled: "+cancelReason(ctx), true))
 		case <-time.After(backoff):
 		}
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
@@ -321,16 +319,30 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	release() // its user code has returned: the next task may execute while this one commits
 	arts, err := l.commitDone(commitContext(ctx), job, files, artDir, res.artifacts, res.publish, !job.NoSync)
 	if err != nil {
-		if !handedBack(ctx) {
-			l.commitLog(job, files, true)
-		}
+		var res taskResult
 		if errors.Is(err, errStartWrites) { // its run says why (drive): no store failure here
-			return fail("not committed: "+errStartWrites.Error(), true)
+			res = fail("not committed: "+errStartWrites.Error(), true)
+		} else {
+			res = fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 		}
-		return fail(l.failure("committing the files of "+job.Ref.Task, err), true)
+		if handedBack(ctx) {
+			return res
+		}
+		return l.failLogged(job, files, true, res)
 	}
 	committed = true
 	return taskResult{idx: i, artifacts: arts, attempts: attempts}
+}
+
+// failLogged commits the log of a task that failed (committed: its commit failed after the
+// log may have been stored) and returns res, saying whether the log could not be stored: the
+// record then signs no URL to it.
+func (l *lane) failLogged(job *taskJob, files taskFiles, committed bool, res taskResult) taskResult {
+	if err := l.commitLog(job, files, committed); err != nil {
+		l.log.Warn("storing the log of a failed task", "task", job.Ref.Task, "key", job.Key, "err", err)
+		res.noLog = true
+	}
+	return res
 }
 
 // maxInnocentReruns bounds the attempts of a task run again because their process was killed

@@ -556,17 +556,28 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		r.meter.stop(now)
 	}
 	r.mu.Unlock()
+	var metricsLost atomic.Bool
 	putMetrics := func() error {
 		if mt := r.metrics(); mt != nil {
-			if b, err := json.Marshal(mt); err == nil {
-				if err := m.putMeta(context.Background(), rec.Key+"/"+MetricsName, b); err != nil {
-					log.Warn("writing the metrics object", "err", err)
-				}
+			b, err := json.Marshal(mt)
+			if err == nil {
+				err = m.putMeta(context.Background(), rec.Key+"/"+MetricsName, b)
+			}
+			if err != nil {
+				log.Warn("writing the metrics object; the record says it is missing", "err", err)
+				metricsLost.Store(true)
 			}
 		}
 		return nil // the record matters; the metrics object is best effort
 	}
-	if err := m.together(putMetrics, func() error { return m.putRecord(context.Background(), r) }); err != nil {
+	err := m.together(putMetrics, func() error { return m.putRecord(context.Background(), r) })
+	if err == nil && metricsLost.Load() {
+		// Written beside the metrics object, the record promised it: it is written again,
+		// saying it is missing, so that no answer signs a URL to nothing.
+		r.update(func(rec *Record) { rec.MetricsNotStored = true })
+		err = m.putRecord(context.Background(), r)
+	}
+	if err != nil {
 		// The store is down: answer from memory meanwhile, and keep trying to write the record.
 		log.Error("writing run record; retrying in the background", "err", err)
 		close(r.done)
@@ -708,7 +719,13 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	wrote := make(chan error, 1)
 	go func() {
 		wrote <- m.together(
-			func() error { return m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) },
+			func() error {
+				err := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
+				if err != nil { // the run fails; its record must not send readers to them
+					r.update(func(rec *Record) { rec.ParamsNotStored = true })
+				}
+				return err
+			},
 			func() error { return m.putRecord(ctx, r) },
 		)
 	}()

@@ -69,6 +69,9 @@ type TaskState struct {
 	Progress *Progress `json:"progress,omitempty"`
 	// Artifacts are the named outputs the task committed with its out (ctx.Artifact).
 	Artifacts []Artifact `json:"artifacts,omitempty"`
+	// LogNotStored says the log of this failed task could not be written (the store refused
+	// it): answers then give no log_url, which would point at nothing.
+	LogNotStored bool `json:"log_not_stored,omitempty"`
 }
 
 // Artifact is one named output of a task, stored at <task key>/artifacts/<name>.
@@ -125,6 +128,12 @@ type Record struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []TaskState     `json:"tasks,omitempty"`
 	Metrics     *Metrics        `json:"metrics,omitempty"` // summary and per-task figures; samples are in the metrics object
+	// ParamsNotStored says the params object could not be written when the run started (the
+	// run failed for it): status answers then give no params_url.
+	ParamsNotStored bool `json:"params_not_stored,omitempty"`
+	// MetricsNotStored says the metrics object could not be written (the store refused it while
+	// it took the record): status answers then give no metrics_url, which would point at nothing.
+	MetricsNotStored bool `json:"metrics_not_stored,omitempty"`
 	// Trigger says how the run was started: api, cli, ui, schedule or backfill.
 	Trigger string `json:"trigger,omitempty"`
 	// Previous are the earlier runs of this key, newest first (at most MaxPrevious): the record
@@ -227,6 +236,9 @@ func (r *Record) Interrupted(lastSeen time.Time) {
 func (t *TaskState) HasLog() bool {
 	if t.Cached {
 		return true
+	}
+	if t.LogNotStored {
+		return false
 	}
 	n := len(t.Attempts)
 	return n > 0 && t.Attempts[n-1].FinishedAt != nil && t.Status.Final()

@@ -234,7 +234,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		if ctx.Err() != nil {
 			status = Cancelled
 		}
-		s.setTask(res.idx, func(t *TaskState) { t.Status, t.Error, t.FinishedAt = status, res.err, timePtr(time.Now().UTC()) })
+		s.setTask(res.idx, func(t *TaskState) {
+			t.Status, t.Error, t.FinishedAt, t.LogNotStored = status, res.err, timePtr(time.Now().UTC()), res.noLog
+		})
 		if firstErr == "" {
 			firstErr = fmt.Sprintf("%s failed: %s", n.ref.Task, res.err)
 		}

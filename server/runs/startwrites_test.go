@@ -67,6 +67,9 @@ func TestTheRootExecutesWhileItsParamsAreStored(t *testing.T) {
 			rec := g.await(t, r)
 			out, hasOut := g.object(t, key+"/"+OutName)
 			_, hasParams := g.object(t, key+"/"+ParamsName)
+			if rec.ParamsNotStored != (tc.failWith != nil) {
+				t.Errorf("the record says params_not_stored=%v; want %v (answers sign no params_url for params never stored)", rec.ParamsNotStored, tc.failWith != nil)
+			}
 			if tc.failWith == nil {
 				if rec.Status != Done || !hasOut || out != chain.wantOut("Root", nil) || !hasParams {
 					t.Fatalf("run %s %q, out %q (%v), params %v; want DONE with its out and params", rec.Status, rec.Error, out, hasOut, hasParams)

@@ -109,6 +109,9 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 		}
 		b = append(b, ']')
 	}
+	if t.LogNotStored {
+		b = append(b, `,"log_not_stored":true`...)
+	}
 	return append(b, '}'), nil
 }
 
