@@ -141,12 +141,12 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("NECTAR_TLS_CERT", &c.TLSCert)
 	str("NECTAR_TLS_KEY", &c.TLSKey)
 
-	if _, _, err := net.SplitHostPort(c.Addr); err != nil {
+	if _, err := splitHostPort(c.Addr); err != nil {
 		bad("NECTAR_ADDR", c.Addr, "want host:port, such as 127.0.0.1:5000")
 	}
 	if c.Pprof != "" {
 		// The profiles show the process's memory and code paths: loopback only, on purpose.
-		host, _, err := net.SplitHostPort(c.Pprof)
+		host, err := splitHostPort(c.Pprof)
 		if ip := net.ParseIP(host); err != nil || (host != "localhost" && (ip == nil || !ip.IsLoopback())) {
 			bad("NECTAR_PPROF", c.Pprof, "want a loopback host:port, such as 127.0.0.1:6060")
 		}
@@ -302,7 +302,7 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		}
 	}
 	if c.NATSListen != "" {
-		if _, _, err := net.SplitHostPort(c.NATSListen); err != nil {
+		if _, err := splitHostPort(c.NATSListen); err != nil {
 			bad("NECTAR_NATS_LISTEN", c.NATSListen, "want host:port, such as 127.0.0.1:4222")
 		}
 	}
@@ -330,6 +330,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		bad("NECTAR_LOG_LEVEL", c.LogLevel, "want debug, info, warn or error")
 	}
 	return c, errors.Join(errs...)
+}
+
+// splitHostPort is net.SplitHostPort with a port a listener can open (0 to 65535), so that a
+// typo is refused here, with the other mistakes, not when the server starts listening.
+func splitHostPort(v string) (host string, err error) {
+	host, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return "", err
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return "", fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	}
+	return host, nil
 }
 
 func decodeKey(v string) ([]byte, error) {

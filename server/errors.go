@@ -273,3 +273,11 @@ func (plainJSON) Serialize(c echo.Context, i any, indent string) error {
 func (plainJSON) Deserialize(c echo.Context, i any) error {
 	return json.NewDecoder(c.Request().Body).Decode(i)
 }
+
+// count says n things: "1 run", "3 runs".
+func count(n int, thing string) string {
+	if n == 1 {
+		return "1 " + thing
+	}
+	return fmt.Sprintf("%d %ss", n, thing)
+}

@@ -48,7 +48,7 @@ func (s *Server) listRuns(c echo.Context) error {
 	if withCounts {
 		data["counts"] = counts
 	}
-	return respond(c, http.StatusOK, fmt.Sprintf("%d runs", len(items)), data)
+	return respond(c, http.StatusOK, count(len(items), "run"), data)
 }
 
 // pageOfRuns is a page of the history and, with counts, the counts by status for its filter:
@@ -59,6 +59,10 @@ func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts bo
 	}
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
+	// Read your writes: what changed since the last batch is written first, so a run POSTed a
+	// moment ago is listed (a client's trigger, then status). A write that fails is the write
+	// loop's to log and retry; the read goes on with what is stored.
+	s.history.Flush(ctx)
 	d := s.history.Driver()
 	page, err := history.ListPage(ctx, d, p)
 	if err != nil {
@@ -85,6 +89,7 @@ func (s *Server) getRun(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)
 	defer cancel()
+	s.history.Flush(ctx) // read your writes (see pageOfRuns)
 	e, err := s.history.Driver().Get(ctx, id)
 	if errors.Is(err, history.ErrNotFound) {
 		return newError(ErrUnknownRun, fmt.Sprintf("no run %q in the history (see /api/runs)", id))

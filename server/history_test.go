@@ -396,3 +396,19 @@ func dropSchema(t *testing.T, path string) {
 		}
 	}
 }
+
+// A client that triggers a run and asks for it by key at once finds it (the CLI's trigger,
+// then status): a history read first writes what changed since the write loop's last batch.
+func TestARunIsListedAsSoonAsItsPOSTIsAnswered(t *testing.T) {
+	ts := newTestServer(t)
+	for i := range 5 {
+		a := ts.post(t, fmt.Sprintf("/api/chains/testchains/hello_chain/HelloTask?name=listed-%d", i))
+		if a.Code != http.StatusAccepted && a.Code != http.StatusOK {
+			t.Fatalf("POST = %d %s", a.Code, a.Message)
+		}
+		got := ts.runs(t, "key="+url.QueryEscape(a.run.Key))
+		if len(got.Runs) != 1 || got.Runs[0].Key != a.run.Key || got.Runs[0].StatusURL == "" {
+			t.Fatalf("GET /api/runs?key=<the key just POSTed> lists %d runs %+v; want that run, with its status URL", len(got.Runs), got.Runs)
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -165,20 +166,20 @@ func (s *Server) backfill(c echo.Context) error {
 		return err
 	}
 	accepted := time.Now().UTC()
-	list, err := s.startBackfill(p, q)
+	list, err := s.startBackfill(p, q, accepted)
 	if err != nil {
 		return err
 	}
 	// accepted_at lets a client tell the runs this backfill starts from earlier runs of the
 	// same keys (their records have an earlier submitted_at).
-	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %d intervals of %s", len(list), p.Path()),
+	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %s of %s", count(len(list), "interval"), p.Path()),
 		map[string]any{"schedule": p.Path(), "runs": list, "accepted_at": accepted})
 }
 
 // startBackfill checks a backfill's from, to and force (the API's query, the UI's form), lists
 // its intervals with their keys, and starts them in the background, waiting whenever the run
 // queue is full.
-func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, error) {
+func (s *Server) startBackfill(p *schedules.Plan, q url.Values, accepted time.Time) ([]backfillRun, error) {
 	for name := range q {
 		if name != "from" && name != "to" && name != "force" {
 			return nil, &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
@@ -232,7 +233,7 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, 
 	for _, r := range list {
 		s.backfilled.Store(r.Key, true)
 	}
-	if !s.background(func() { s.runBackfill(p, ivs, force) }) {
+	if !s.background(func() { s.runBackfill(p, ivs, force, accepted) }) {
 		for _, r := range list {
 			s.backfilled.Delete(r.Key)
 		}
@@ -242,9 +243,11 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values) ([]backfillRun, 
 	return list, nil
 }
 
-// runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals.
-func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force bool) {
+// runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals. A
+// stop (stopBackfills, on any server) ends it: the intervals not started yet are not.
+func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force bool, accepted time.Time) {
 	ctx := s.schedCtx
+	stopped := s.backfillStopper(ctx, p, accepted)
 	keys := make([]string, len(ivs))
 	for i, iv := range ivs {
 		if canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}}); err == nil {
@@ -258,6 +261,10 @@ func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force 
 	}()
 	for i, iv := range ivs {
 		for {
+			if stopped() {
+				s.log.Info("backfill stopped", "schedule", p.Path(), "not_started", len(ivs)-i, "next_interval", iv.Start)
+				return
+			}
 			_, err := s.fireInterval(ctx, p, iv, history.TriggerBackfill, force)
 			if err == nil {
 				s.backfilled.Delete(keys[i]) // submitted (or done): its status is the run's
@@ -275,4 +282,71 @@ func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force 
 			}
 		}
 	}
+}
+
+// backfillStopCheck is how often a running backfill asks the store whether another server
+// stopped it (a stop on this server is seen at once).
+const backfillStopCheck = 500 * time.Millisecond
+
+// backfillStopper says whether the backfill of p accepted at accepted has been stopped: by this
+// server (at once), or by any server sharing the store (read at most every backfillStopCheck;
+// a store that cannot be read stops nothing).
+func (s *Server) backfillStopper(ctx context.Context, p *schedules.Plan, accepted time.Time) func() bool {
+	var checked time.Time
+	return func() bool {
+		if at, ok := s.backfillStops.Load(p.Path()); ok && !at.(time.Time).Before(accepted) {
+			return true
+		}
+		if time.Since(checked) < backfillStopCheck {
+			return false
+		}
+		checked = time.Now()
+		stopped, err := s.sched.BackfillStopped(ctx, p, accepted)
+		if err != nil {
+			s.log.Warn("backfill: reading whether it was stopped; it goes on", "schedule", p.Path(), "err", err)
+		}
+		return stopped
+	}
+}
+
+// stopBackfills answers DELETE /api/schedules/<type>/<chain>/<Task>/backfill: the schedule's
+// backfills accepted until now, on every server sharing the store, start no more intervals. The
+// runs already started go on (a status URL's DELETE cancels one).
+func (s *Server) stopBackfills(c echo.Context) error {
+	p, err := s.findSchedule(c)
+	if err != nil {
+		return err
+	}
+	pending, err := s.stopBackfillsOf(c.Request().Context(), p, c.RealIP())
+	if err != nil {
+		return err
+	}
+	return respond(c, http.StatusOK, fmt.Sprintf("backfills of %s stopped on every server: their intervals not started yet will not start (%s here); runs already started go on", p.Path(), count(pending, "interval")),
+		map[string]any{"schedule": p.Path(), "not_started": pending})
+}
+
+// stopBackfillsOf stops p's backfills (stopBackfills, and the web UI's button) and returns how
+// many of their intervals this server had not started.
+func (s *Server) stopBackfillsOf(ctx context.Context, p *schedules.Plan, by string) (int, error) {
+	pending := s.backfillPending(p)
+	st, err := s.sched.StopBackfills(ctx, p, by)
+	if err != nil {
+		return 0, fmt.Errorf("recording that the backfills of %s are stopped: %w", p.Path(), err)
+	}
+	s.backfillStops.Store(p.Path(), st.At)
+	s.log.Info("backfills stopped", "schedule", p.Path(), "by", by, "not_started_here", pending)
+	return pending, nil
+}
+
+// backfillPending is how many intervals of p's backfills this server has not started yet.
+func (s *Server) backfillPending(p *schedules.Plan) int {
+	prefix := "chains/" + p.Path() + "/"
+	n := 0
+	s.backfilled.Range(func(k, _ any) bool {
+		if strings.HasPrefix(k.(string), prefix) {
+			n++
+		}
+		return true
+	})
+	return n
 }

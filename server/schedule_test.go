@@ -15,6 +15,7 @@ import (
 	"nectar/server/catalog"
 	"nectar/server/history"
 	"nectar/server/runs"
+	"nectar/server/schedules"
 )
 
 const dailyPath = "testchains/hello_chain/DailyTask"
@@ -365,4 +366,82 @@ func TestScheduleErrors(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A stopped backfill starts no more intervals, whichever server sharing the store is asked to
+// stop it (the one feeding it sees its own stop at once, another's through the store); the runs
+// already started go on, and a backfill accepted after the stop runs. One run at a time and no
+// queue: the backfill starts an interval about every half second.
+func TestAStoppedBackfillStartsNoMoreIntervals(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		byOther  bool
+		wantSays string
+	}{
+		{"stopped by its own server", false, "their intervals not started yet will not start"},
+		{"stopped by another server", true, "backfills of " + dailyPath + " stopped on every server"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := t.TempDir()
+			oneAtATime := func(c *Config) { c.Target, c.MaxRuns, c.MaxQueue = target, 1, 0 }
+			a := newTestServer(t, oneAtATime)
+			stopper := a
+			if tc.byOther {
+				stopper = newTestServer(t, oneAtATime)
+			}
+			if r := a.post(t, "/api/schedules/"+dailyPath+"/backfill?from=2026-01-01&to=2026-03-31"); r.Code != http.StatusAccepted {
+				t.Fatalf("backfill: %d %s", r.Code, r.Message)
+			}
+			deadline := time.Now().Add(20 * time.Second)
+			for a.Runs().Launches() < 1 {
+				if time.Now().After(deadline) {
+					t.Fatal("the backfill started no interval within 20 s")
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+			stop := stopper.do(t, http.MethodDelete, "/api/schedules/"+dailyPath+"/backfill")
+			if stop.Code != http.StatusOK || !strings.Contains(stop.Message, tc.wantSays) {
+				t.Fatalf("DELETE backfill = %d %q; want 200 saying %q", stop.Code, stop.Message, tc.wantSays)
+			}
+			// Within the store check's period the feeding server has seen it; then nothing
+			// more starts.
+			time.Sleep(2 * backfillStopCheck)
+			started := a.Runs().Launches()
+			time.Sleep(4 * backfillStopCheck)
+			if now := a.Runs().Launches(); now != started || started >= 90 {
+				t.Errorf("%d intervals started when stopped, %d a moment later; want no more, and fewer than the 90 asked", started, now)
+			}
+			if n := a.backfillPending(mustPlan(t, a)); n != 0 {
+				t.Errorf("the feeding server still counts %d intervals waiting to start", n)
+			}
+			var in struct {
+				StoppedAt *time.Time `json:"backfills_stopped_at"`
+			}
+			got := a.do(t, http.MethodGet, "/api/schedules/"+dailyPath)
+			if json.Unmarshal(got.Data, &in); in.StoppedAt == nil {
+				t.Errorf("GET the schedule: no backfills_stopped_at in %s", got.Data)
+			}
+			// A backfill accepted after the stop is not stopped.
+			if r := a.post(t, "/api/schedules/"+dailyPath+"/backfill?from=2026-06-01&to=2026-06-02"); r.Code != http.StatusAccepted {
+				t.Fatalf("backfill after the stop: %d %s", r.Code, r.Message)
+			}
+			deadline = time.Now().Add(20 * time.Second)
+			for a.Runs().Launches() < started+2 {
+				if time.Now().After(deadline) {
+					t.Fatalf("a backfill accepted after the stop started %d of its 2 intervals in 20 s", a.Runs().Launches()-started)
+				}
+				time.Sleep(20 * time.Millisecond)
+			}
+		})
+	}
+}
+
+func mustPlan(t *testing.T, ts *testServer) *schedules.Plan {
+	t.Helper()
+	parts := strings.Split(dailyPath, "/")
+	p, ok := ts.sched.Plan(parts[0], parts[1], parts[2])
+	if !ok {
+		t.Fatalf("no schedule %s", dailyPath)
+	}
+	return p
 }

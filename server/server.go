@@ -64,10 +64,13 @@ type Server struct {
 	// backfilled holds the keys a backfill has handed status URLs out for but not submitted
 	// yet (it submits them oldest first): their status is PENDING, not unknown.
 	backfilled sync.Map
-	ui         *ui.UI
-	sched      *schedules.Scheduler
-	schedCtx   context.Context // ends when the server begins to stop: stops the scheduler and backfills
-	stopSched  context.CancelFunc
+	// backfillStops holds, by schedule path, when this server last stopped its backfills: a
+	// backfill here sees its own server's stop at once, another's through the store.
+	backfillStops sync.Map
+	ui            *ui.UI
+	sched         *schedules.Scheduler
+	schedCtx      context.Context // ends when the server begins to stop: stops the scheduler and backfills
+	stopSched     context.CancelFunc
 	// bgMu guards adding to bg against Close waiting for it: once closing is set, no background
 	// work starts (a backfill is then a 503).
 	bgMu    sync.Mutex
@@ -503,6 +506,7 @@ func (s *Server) routes() *echo.Echo {
 	api.POST("/schedules/:type/:chain/:task/pause", s.pauseSchedule(true), auth)
 	api.POST("/schedules/:type/:chain/:task/resume", s.pauseSchedule(false), auth)
 	api.POST("/schedules/:type/:chain/:task/backfill", s.backfill, auth)
+	api.DELETE("/schedules/:type/:chain/:task/backfill", s.stopBackfills, auth)
 	api.GET("/workers", s.listWorkers)
 	api.POST("/workers/:id/drain", s.drainWorker, auth)
 	api.GET("/runs", s.listRuns)

@@ -118,6 +118,9 @@ func (b uiBackend) Schedules(ctx context.Context) ([]ui.ScheduleRow, bool, error
 	rows := make([]ui.ScheduleRow, len(list))
 	for i, in := range list {
 		rows[i] = ui.ScheduleRow{Info: in.Info, LastRunID: in.LastRunID}
+		if p, ok := b.s.sched.Plan(in.Type, in.Chain, in.Task); ok {
+			rows[i].BackfillPending = b.s.backfillPending(p)
+		}
 		if in.LastStatus != nil {
 			rows[i].LastStatus = string(*in.LastStatus)
 		}
@@ -141,8 +144,17 @@ func (b uiBackend) Backfill(_ context.Context, typ, chain, task string, q url.Va
 	if !ok {
 		return 0, fmt.Errorf("%w: %s/%s/%s declares none", ui.ErrNoSchedule, typ, chain, task)
 	}
-	list, err := b.s.startBackfill(p, q)
+	list, err := b.s.startBackfill(p, q, time.Now().UTC())
 	return len(list), err
+}
+
+func (b uiBackend) StopBackfills(ctx context.Context, typ, chain, task, by string) error {
+	p, ok := b.s.sched.Plan(typ, chain, task)
+	if !ok {
+		return fmt.Errorf("%w: %s/%s/%s declares none", ui.ErrNoSchedule, typ, chain, task)
+	}
+	_, err := b.s.stopBackfillsOf(ctx, p, by)
+	return err
 }
 
 func (b uiBackend) Artifacts(ctx context.Context, taskKey string) []runs.Artifact {

@@ -404,3 +404,31 @@ func TestUIWorkersPage(t *testing.T) {
 		t.Errorf("workers page with direct dispatch = %d\n%s", p.code, p.body)
 	}
 }
+
+// While a backfill has intervals waiting to start, the schedules page says how many and offers
+// to stop it (with the CSRF token only); once stopped, none wait.
+func TestUIStopsABackfill(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 0 }) // an interval about every half second
+	b := newBrowser(t, ts)
+	if r := ts.post(t, "/api/schedules/"+dailyPath+"/backfill?from=2026-01-01&to=2026-03-31"); r.Code != http.StatusAccepted {
+		t.Fatalf("backfill: %d %s", r.Code, r.Message)
+	}
+	p := b.get("/schedules")
+	if !strings.Contains(p.body, "intervals waiting to start") || !strings.Contains(p.body, `action="/schedules/`+dailyPath+`/backfill/stop"`) {
+		t.Fatalf("the schedules page shows no backfill waiting, or no way to stop it:\n%s", p.body)
+	}
+	token := b.csrf("/schedules")
+	if r := b.do(http.MethodPost, "/schedules/"+dailyPath+"/backfill/stop", url.Values{}); r.code != http.StatusForbidden {
+		t.Errorf("stop without csrf = %d, want 403", r.code)
+	}
+	if r := b.do(http.MethodPost, "/schedules/"+dailyPath+"/backfill/stop", url.Values{"csrf": {token}}); r.code != http.StatusSeeOther {
+		t.Fatalf("stop = %d %s", r.code, r.body)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for strings.Contains(b.get("/schedules").body, "waiting to start") {
+		if time.Now().After(deadline) {
+			t.Fatal("5 s after the stop, the schedules page still shows intervals waiting to start")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

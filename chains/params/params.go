@@ -149,7 +149,7 @@ func parseDuration(name, s string, signed bool) (time.Duration, error) {
 		return 0, newError(name, s, "is not a duration (such as 1.5s or 2m)")
 	}
 	if d < 0 && !signed {
-		return 0, newError(name, s, "is negative (the task takes a duration of 0s or more)")
+		return 0, newError(name, s, "is negative (want a duration of 0s or more)")
 	}
 	return d, nil
 }

@@ -27,7 +27,7 @@ func TestParse(t *testing.T) {
 		{"rfc3339 to UTC", func(s string) (any, error) { return ParseTime("d", s) }, "2024-01-02T03:04:05+02:00", time.Date(2024, 1, 2, 1, 4, 5, 0, time.UTC), ""},
 		{"time bad", func(s string) (any, error) { return ParseTime("d", s) }, "yesterday", nil, `parameter "d": "yesterday" is not a date (2006-01-02) or an RFC 3339 time`},
 		{"duration", func(s string) (any, error) { return ParseDuration("t", s) }, "1m30s", 90 * time.Second, ""},
-		{"duration negative", func(s string) (any, error) { return ParseDuration("t", s) }, "-1s", nil, `parameter "t": "-1s" is negative (the task takes a duration of 0s or more)`},
+		{"duration negative", func(s string) (any, error) { return ParseDuration("t", s) }, "-1s", nil, `parameter "t": "-1s" is negative (want a duration of 0s or more)`},
 		{"signed duration negative", func(s string) (any, error) { return ParseSignedDuration("t", s) }, "-1s", -time.Second, ""},
 		{"duration bad", func(s string) (any, error) { return ParseDuration("t", s) }, "soon", nil, `parameter "t": "soon" is not a duration (such as 1.5s or 2m)`},
 		{"enum", func(s string) (any, error) { return ParseEnum("e", s, []string{"a", "b"}) }, "b", "b", ""},

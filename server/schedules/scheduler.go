@@ -247,6 +247,22 @@ func (s *Scheduler) Resume(ctx context.Context, p *Plan) error {
 	return nil
 }
 
+// StopBackfills stops p's backfills accepted until now, on every server sharing the store: they
+// start no more intervals (the runs already started go on).
+func (s *Scheduler) StopBackfills(ctx context.Context, p *Plan, by string) (BackfillStop, error) {
+	st := BackfillStop{At: s.cfg.Now().UTC(), By: by}
+	return st, writeJSON(ctx, s.cfg.Store, stopFillKey(p), st)
+}
+
+// BackfillStopped reports whether a backfill of p accepted at accepted has been stopped since.
+func (s *Scheduler) BackfillStopped(ctx context.Context, p *Plan, accepted time.Time) (bool, error) {
+	st, err := ReadBackfillStop(ctx, s.cfg.Store, p)
+	if err != nil || st == nil {
+		return false, err
+	}
+	return !st.At.Before(accepted), nil
+}
+
 // MaxBackfill bounds the intervals one backfill request may start.
 const MaxBackfill = 10_000
 
@@ -274,6 +290,9 @@ type Info struct {
 	LastInterval *time.Time `json:"last_interval"`
 	LastKey      string     `json:"last_key,omitempty"`
 	LastFiredAt  *time.Time `json:"last_fired_at,omitempty"`
+	// BackfillsStoppedAt is when its backfills were last stopped: those accepted before then
+	// start no more intervals.
+	BackfillsStoppedAt *time.Time `json:"backfills_stopped_at,omitempty"`
 }
 
 // Describe reads p's state and pause from the store.
@@ -285,11 +304,13 @@ func (s *Scheduler) Describe(ctx context.Context, p *Plan, nextFires int) (Info,
 	}
 	var st State
 	var ps *Pause
-	var errs [2]error
+	var stop *BackfillStop
+	var errs [3]error
 	var wg sync.WaitGroup
-	wg.Add(2)
+	wg.Add(3)
 	go func() { defer wg.Done(); st, errs[0] = ReadState(ctx, s.cfg.Store, p) }()
 	go func() { defer wg.Done(); ps, errs[1] = ReadPause(ctx, s.cfg.Store, p) }()
+	go func() { defer wg.Done(); stop, errs[2] = ReadBackfillStop(ctx, s.cfg.Store, p) }()
 	wg.Wait()
 	if err := errors.Join(errs[:]...); err != nil {
 		return in, fmt.Errorf("reading the state of schedule %s: %w", p.Path(), err)
@@ -299,6 +320,9 @@ func (s *Scheduler) Describe(ctx context.Context, p *Plan, nextFires int) (Info,
 	}
 	if !st.Last.IsZero() {
 		in.LastInterval, in.LastKey, in.LastFiredAt = &st.Last, st.LastKey, &st.FiredAt
+	}
+	if stop != nil {
+		in.BackfillsStoppedAt = &stop.At
 	}
 	return in, nil
 }

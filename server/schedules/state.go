@@ -32,14 +32,24 @@ type Pause struct {
 	By string    `json:"paused_by,omitempty"`
 }
 
+// BackfillStop is the object that stops a schedule's backfills (schedules/.../backfill-stop):
+// every backfill accepted before At, on any server sharing the store, starts no more intervals.
+// Backfills accepted after it are not stopped, so it is never deleted.
+type BackfillStop struct {
+	At time.Time `json:"stopped_at"`
+	By string    `json:"stopped_by,omitempty"`
+}
+
 const (
-	statePrefix = "schedules/"
-	stateName   = "state.json"
-	pauseName   = "paused"
+	statePrefix  = "schedules/"
+	stateName    = "state.json"
+	pauseName    = "paused"
+	stopFillName = "backfill-stop"
 )
 
-func stateKey(p *Plan) string { return statePrefix + p.Path() + "/" + stateName }
-func pauseKey(p *Plan) string { return statePrefix + p.Path() + "/" + pauseName }
+func stateKey(p *Plan) string    { return statePrefix + p.Path() + "/" + stateName }
+func pauseKey(p *Plan) string    { return statePrefix + p.Path() + "/" + pauseName }
+func stopFillKey(p *Plan) string { return statePrefix + p.Path() + "/" + stopFillName }
 
 // readJSON reads key into v; found is false when there is no object.
 func readJSON(ctx context.Context, store targets.Store, key string, v any) (found bool, err error) {
@@ -84,4 +94,14 @@ func ReadPause(ctx context.Context, store targets.Store, p *Plan) (*Pause, error
 		return nil, err
 	}
 	return &ps, nil
+}
+
+// ReadBackfillStop reads when p's backfills were last stopped (nil: never).
+func ReadBackfillStop(ctx context.Context, store targets.Store, p *Plan) (*BackfillStop, error) {
+	var st BackfillStop
+	found, err := readJSON(ctx, store, stopFillKey(p), &st)
+	if err != nil || !found {
+		return nil, err
+	}
+	return &st, nil
 }

@@ -58,6 +58,15 @@ func (u *UI) backfill(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/?"+url.Values{"task": {c.Param("task")}, "trigger": {"backfill"}}.Encode())
 }
 
+// stopBackfills stops the schedule's backfills (their runs already started go on).
+func (u *UI) stopBackfills(c echo.Context) error {
+	err := u.b.StopBackfills(c.Request().Context(), c.Param("type"), c.Param("chain"), c.Param("task"), "web UI from "+c.RealIP())
+	if err != nil {
+		return u.scheduleError(c, err, schedulesView{})
+	}
+	return c.Redirect(http.StatusSeeOther, "/schedules")
+}
+
 // scheduleError shows why a schedule action failed: a bad date as the API words it, anything
 // else (the store, the queue) without internals.
 func (u *UI) scheduleError(c echo.Context, err error, v schedulesView) error {

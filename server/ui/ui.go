@@ -80,6 +80,8 @@ type Backend interface {
 	PauseSchedule(ctx context.Context, typ, chain, task string, pause bool, by string) error
 	// Backfill starts the intervals within q's from and to (the API's checks) and says how many.
 	Backfill(ctx context.Context, typ, chain, task string, q url.Values) (int, error)
+	// StopBackfills stops the schedule's backfills on every server: no more intervals start.
+	StopBackfills(ctx context.Context, typ, chain, task, by string) error
 	// Artifacts lists a task's artifacts from the store (for a task found done, whose record
 	// in this run does not list them).
 	Artifacts(ctx context.Context, taskKey string) []runs.Artifact
@@ -94,6 +96,8 @@ type ScheduleRow struct {
 	schedules.Info
 	LastStatus string
 	LastRunID  string
+	// BackfillPending is how many intervals of its backfills this server has not started yet.
+	BackfillPending int
 }
 
 // UI is the web UI's handlers.
@@ -162,6 +166,7 @@ func (u *UI) Register(e *echo.Echo) {
 	page(http.MethodPost, "/schedules/:type/:chain/:task/pause", u.pauseSchedule(true), u.session, u.csrf)
 	page(http.MethodPost, "/schedules/:type/:chain/:task/resume", u.pauseSchedule(false), u.session, u.csrf)
 	page(http.MethodPost, "/schedules/:type/:chain/:task/backfill", u.backfill, u.session, u.csrf)
+	page(http.MethodPost, "/schedules/:type/:chain/:task/backfill/stop", u.stopBackfills, u.session, u.csrf)
 	page(http.MethodGet, "/workers", u.workersPage, u.session)
 	page(http.MethodGet, "/ui/workers/table", u.workersTable, u.session)
 	page(http.MethodPost, "/workers/:id/drain", u.drainWorker, u.session, u.csrf)

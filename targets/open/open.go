@@ -45,7 +45,11 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
 			Region:         first(q.Get("region"), getenv("AWS_REGION")),
 		}
-		return s3.Open(ctx, cfg)
+		st, err := s3.Open(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
+		}
+		return st, nil
 	case "minio":
 		if err := onlyParams(q, "secure", "public_endpoint", "region"); err != nil {
 			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
@@ -70,7 +74,11 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 			Region:         first(q.Get("region"), getenv("AWS_REGION")),
 			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
 		}
-		return minio.Open(ctx, cfg)
+		st, err := minio.Open(ctx, cfg)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
+		}
+		return st, nil
 	}
 	return nil, fmt.Errorf("NECTAR_TARGET=%q: unknown target scheme %q (want a folder path, %s)", spec, scheme,
 		strings.Join(mapStrings(Schemes, func(s string) string { return s + "://…" }), " or "))

@@ -25,8 +25,8 @@ func TestTargetErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
 			_, err := Target(context.Background(), tt.spec, env, nil)
-			if err == nil || !strings.Contains(err.Error(), tt.want) {
-				t.Errorf("Target(%q) = %v, want an error containing %q", tt.spec, err, tt.want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "NECTAR_TARGET=") {
+				t.Errorf("Target(%q) = %v, want an error naming NECTAR_TARGET and containing %q", tt.spec, err, tt.want)
 			}
 		})
 	}

@@ -22,28 +22,28 @@ import (
 // prints its out: the quickest way to try a chain while writing it.
 func runTask(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: nectar run <type>/<chain>/<Task> [param=value ...]")
+		return usageError("usage: nectar run <type>/<chain>/<Task> [param=value ...]")
 	}
 	parts := strings.Split(args[0], "/")
 	if len(parts) != 3 {
-		return fmt.Errorf("%q: want <type>/<chain>/<Task>, such as testchains/hello_chain/HelloTask", args[0])
+		return usageError("%q: want <type>/<chain>/<Task>, such as testchains/hello_chain/HelloTask", args[0])
 	}
 	cat := catalog.Generated()
 	task, ok := cat.Task(parts[0], parts[1], parts[2])
 	if !ok {
-		return fmt.Errorf("no task %s (see GET /api/chains, or make generate)", args[0])
+		return usageError("no task %s (see GET /api/chains, or make generate)", args[0])
 	}
 	q := url.Values{}
 	for _, kv := range args[1:] {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {
-			return fmt.Errorf("%q: want param=value", kv)
+			return usageError("%q: want param=value", kv)
 		}
 		q.Add(k, v)
 	}
 	params, err := task.ParseQuery(q)
 	if err != nil {
-		return err
+		return &exitError{2, err} // a bad parameter is a usage error
 	}
 	cfg, err := server.ConfigFromEnv(getenv)
 	if err != nil {
@@ -79,7 +79,7 @@ func runTask(ctx context.Context, args []string, getenv func(string) string, std
 		fmt.Fprintf(stderr, "%-15s %s/%s %s%s\n", t.Status, t.Chain, t.Task, t.Key, note)
 	}
 	if rec.Status != runs.Done {
-		return fmt.Errorf("%s %s: %s", rec.Task, strings.ToLower(string(rec.Status)), rec.Error)
+		return fmt.Errorf("%s: %s", rec.Status, rec.Error) // as trigger --wait says it
 	}
 	rc, err := srv.Store().Get(ctx, rec.Key+"/"+runs.OutName)
 	if err != nil {

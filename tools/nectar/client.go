@@ -38,7 +38,7 @@ type clientOpts struct {
 	server, token, conf string
 	from, to            string
 	json, wait, force   bool
-	follow              bool
+	follow, stop        bool
 	args                []string // the positional arguments
 }
 
@@ -48,8 +48,8 @@ func parseClientArgs(args []string, getenv func(string) string, allowed ...strin
 	if o.server == "" {
 		o.server = "http://127.0.0.1:5000"
 	}
-	valued := map[string]*string{"server": &o.server, "token": &o.token, "conf": &o.conf, "from": &o.from, "to": &o.to}
-	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow}
+	valued := o.valued()
+	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow, "stop": &o.stop}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") || a == "-" {
@@ -82,6 +82,18 @@ func parseClientArgs(args []string, getenv func(string) string, allowed ...strin
 		return o, usageError("--server %q: want an http(s) URL such as http://127.0.0.1:5000 (or set NECTAR_SERVER)", o.server)
 	}
 	return o, nil
+}
+
+// valued are the client's flags that take a value (--server URL or --server=URL), by name.
+func (o *clientOpts) valued() map[string]*string {
+	return map[string]*string{"server": &o.server, "token": &o.token, "conf": &o.conf, "from": &o.from, "to": &o.to}
+}
+
+// printJSON writes v as one line of JSON, URLs as they are (not & escaped as \u0026).
+func printJSON(w io.Writer, v any) {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
 }
 
 func flagList(names []string) string {
@@ -225,8 +237,14 @@ func trigger(ctx context.Context, args []string, getenv func(string) string, std
 	}
 	var body []byte
 	if o.conf != "" {
-		if !json.Valid([]byte(o.conf)) {
-			return usageError("--conf: not JSON: %s", o.conf)
+		var conf map[string]json.RawMessage
+		if err := json.Unmarshal([]byte(o.conf), &conf); err != nil {
+			return usageError("--conf: not a JSON object of parameters: %s", o.conf)
+		}
+		for k := range conf {
+			if q.Has(k) {
+				return usageError("parameter %q is given twice: by --conf and as %s=%s", k, k, q.Get(k))
+			}
 		}
 		body = []byte(o.conf)
 	}
@@ -325,8 +343,7 @@ func progressLine(st runStatus) string {
 // finish prints a final status: the out's URL when done, the failing task and why otherwise.
 func (c *client) finish(st runStatus, stdout, stderr io.Writer) error {
 	if c.o.json {
-		b, _ := json.Marshal(st)
-		fmt.Fprintln(stdout, string(b))
+		printJSON(stdout, st)
 	}
 	s := deref(st.JobStatus)
 	if s == "DONE" {
@@ -394,8 +411,7 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if o.json {
-		b, _ := json.Marshal(st)
-		fmt.Fprintln(stdout, string(b))
+		printJSON(stdout, st)
 		return nil
 	}
 	fmt.Fprintf(stdout, "%s %s %s\n", deref(st.JobStatus), st.Task, st.Key)
@@ -442,8 +458,19 @@ func logs(ctx context.Context, args []string, getenv func(string) string, stdout
 			break
 		}
 	}
-	if task == nil || task.LogURL == "" {
-		return &exitError{2, errors.New("no log for that task yet (nectar status shows the run's tasks)")}
+	switch {
+	case task == nil && len(o.args) == 2:
+		names := make([]string, len(st.Tasks))
+		for i, t := range st.Tasks {
+			names[i] = t.Task
+		}
+		return usageError("the run has no task %s (its tasks: %s)", o.args[1], strings.Join(names, ", "))
+	case task == nil:
+		return &exitError{2, fmt.Errorf("the run of %s lists no tasks yet: it is %s (nectar status shows it)", st.Key, deref(st.JobStatus))}
+	case task.LogURL == "" && (task.Status == "PENDING" || task.Status == "UPSTREAM_FAILED" || task.Status == "CANCELLED"):
+		return &exitError{2, fmt.Errorf("%s has no log: it is %s, it never ran (nectar status shows the run's tasks)", task.Task, task.Status)}
+	case task.LogURL == "":
+		return &exitError{2, fmt.Errorf("%s has no log (it is %s; nectar status shows the run's tasks)", task.Task, task.Status)}
 	}
 	u := task.LogURL
 	if o.follow && strings.Contains(u, "/api/chainlog") {
@@ -475,6 +502,9 @@ func cancelRun(ctx context.Context, args []string, getenv func(string) string, s
 	st, err := c.findRun(ctx, o.args[0])
 	if err != nil {
 		return err
+	}
+	if s := deref(st.JobStatus); s == "DONE" || s == "FAILED" || s == "CANCELLED" {
+		return &exitError{2, fmt.Errorf("the run of %s has already ended: it is %s", st.Key, s)}
 	}
 	env, _, err := c.call(ctx, http.MethodDelete, st.StatusURL, nil)
 	if err != nil {

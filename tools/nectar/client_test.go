@@ -81,9 +81,23 @@ func TestClientCommands(t *testing.T) {
 	check(nectar([]string{"NECTAR_SERVER=http://127.0.0.1:1"}, "runs"), 2, "", "cannot reach the server at http://127.0.0.1:1", "no server")
 	check(nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "--frobnicate"), 2, "", "unknown flag --frobnicate", "a bad flag")
 
-	// status, logs and runs of the key (the history answers for a key: flushed within 200 ms).
-	time.Sleep(400 * time.Millisecond)
+	// status, logs and runs of the key, at once: a history read writes what changed first.
 	check(nectar(nil, "status", key), 0, "DONE HelloTask "+key, "", "status")
+	check(nectar(nil, "--server", "http://"+addr, "status", key), 0, "DONE HelloTask "+key, "", "a flag before the command")
+	fresh := nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "name=at-once", "--json")
+	var trig struct {
+		Key string `json:"key"`
+	}
+	if fresh.code != 0 || json.Unmarshal([]byte(fresh.stdout), &trig) != nil || trig.Key == "" {
+		t.Fatalf("trigger --json: %+v", fresh)
+	}
+	check(nectar(nil, "status", trig.Key), 0, "HelloTask "+trig.Key, "", "status right after trigger")
+	if r := nectar(nil, "status", key, "--json"); r.code != 0 || strings.Contains(r.stdout, `\u0026`) || !strings.Contains(r.stdout, "&signature=") {
+		t.Errorf("status --json: exit %d, %q; want its URLs as they are (& not escaped)", r.code, r.stdout)
+	}
+	check(nectar(nil, "logs", key, "NopeTask"), 2, "", "the run has no task NopeTask (its tasks: HelloTask)", "logs of a task not in the run")
+	check(nectar(nil, "cancel", key), 2, "", "has already ended: it is DONE", "cancel of a finished run")
+	check(nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "--conf", `{"name":"a"}`, "name=b"), 2, "", `parameter "name" is given twice: by --conf and as name=b`, "a parameter by --conf and k=v")
 	check(nectar(nil, "logs", key), 0, "greeting", "", "logs")
 	check(nectar(nil, "runs", "task=FailTask"), 0, "FAILED", "", "runs")
 
@@ -130,4 +144,22 @@ func TestClientCommands(t *testing.T) {
 	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03", "--to", "2026-01-01"), 2, "", `parameter "to"`, "backfill of a reversed range")
 	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-01-03"), 2, "", "usage: nectar backfill", "backfill without --to")
 	check(nectar(nil, "backfill", "testchains/hello_chain/HelloTask", "--from", "2026-01-01", "--to", "2026-01-02"), 2, "", "declares no schedule", "backfill of a task without a schedule")
+
+	// A long backfill (one run at a time: an interval about every half second), stopped: --wait
+	// reports the intervals it never started, and exits 1.
+	long := exec.Command(bin, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-02-01", "--to", "2026-02-28", "--wait", "--force")
+	long.Env = append(os.Environ(), "NECTAR_SERVER=http://"+addr, "NECTAR_TOKEN="+token)
+	var longOut bytes.Buffer
+	long.Stdout = &longOut
+	if err := long.Start(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--stop"), 0, "backfills of testchains/hello_chain/DailyTask stopped", "", "backfill --stop")
+	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--stop", "--from", "2026-01-01"), 2, "", "usage: nectar backfill", "backfill --stop with dates")
+	err = long.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(longOut.String(), "not started: the backfill was stopped") {
+		t.Errorf("backfill --wait of a stopped backfill: %v\n%s", err, longOut.String())
+	}
 }

@@ -49,7 +49,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil {
+	if err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr); err != nil && !errors.Is(err, errHelped) {
 		fmt.Fprintln(os.Stderr, "nectar:", err)
 		var ee *exitError
 		if errors.As(err, &ee) {
@@ -92,12 +92,15 @@ client commands (a running server: --server or NECTAR_SERVER, default http://127
                                       pause or resume a schedule on every server of the store
   backfill <type>/<chain>/<Task> --from DATE --to DATE [--force] [--wait] [--json]
                                       run every complete interval starting within the dates
+  backfill <type>/<chain>/<Task> --stop
+                                      stop its backfills on every server (runs started go on)
 
 exit status: 0 done, 1 the run failed or was cancelled (or a local command failed),
 2 a usage or connection error
 `
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	args = commandFirst(args)
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return usageError("no command given")
@@ -142,16 +145,57 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	return usageError("unknown command %q", args[0])
 }
 
+// errHelped ends a command whose help was asked for (-h) and printed: exit status 0.
+var errHelped = errors.New("help printed")
+
+// parseFlags parses a command's flags. A mistake is a usage error that names the flags the
+// command takes, not the flag package's dump; -h prints them.
+func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
+	fs.SetOutput(io.Discard)
+	err := fs.Parse(args)
+	if errors.Is(err, flag.ErrHelp) {
+		fs.SetOutput(stdout)
+		fmt.Fprintf(stdout, "usage: nectar %s [flags]\n", fs.Name())
+		fs.PrintDefaults()
+		return errHelped
+	}
+	if err != nil {
+		var names []string
+		fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
+		return usageError("%s: %v (it takes %s)", fs.Name(), err, strings.Join(names, ", "))
+	}
+	return nil
+}
+
+// commandFirst moves the command to the front when flags come before it (nectar --server URL
+// status KEY): flags go anywhere. The flags that take a value as the next argument are the
+// client's (parseClientArgs); a command's own flags come after it.
+func commandFirst(args []string) []string {
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "-h" || a == "--help" || !strings.HasPrefix(a, "-") || a == "-" {
+			if i == 0 {
+				return args
+			}
+			return append(append([]string{a}, args[:i]...), args[i+1:]...)
+		}
+		name, _, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
+		if _, valued := (&clientOpts{}).valued()[name]; valued && !hasVal {
+			i++ // its value
+		}
+	}
+	return args // flags alone: the command is missing (run says so)
+}
+
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	cfg, err := server.ConfigFromEnv(getenv)
 	if err != nil {
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	fs.IntVar(&cfg.Workers, "workers", cfg.Workers, "workers in this process (0: the API only)")
-	if err := fs.Parse(args); err != nil {
-		return usageError("%v", err)
+	if err := parseFlags(fs, args, stdout); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("serve takes no arguments, got %q", fs.Arg(0))
@@ -189,11 +233,10 @@ func worker(ctx context.Context, args []string, getenv func(string) string, stde
 		return fmt.Errorf("configuration:\n%w", err)
 	}
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
-	fs.SetOutput(stderr)
 	queues := fs.String("queues", strings.Join(cfg.Queues, ","), "the queues to take tasks from, comma-separated (default: every chain type's and every queue a task names)")
 	fs.IntVar(&cfg.WorkerSlots, "slots", cfg.WorkerSlots, "task messages held at once, each a batch of a run's tasks (default: NECTAR_WORKER_SLOTS, else NECTAR_MAX_RUNS × NECTAR_TASK_PARALLELISM × 4)")
-	if err := fs.Parse(args); err != nil {
-		return usageError("%v", err)
+	if err := parseFlags(fs, args, stderr); err != nil {
+		return err
 	}
 	if fs.NArg() > 0 {
 		return usageError("worker takes no arguments, got %q", fs.Arg(0))

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -31,6 +32,9 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 	}{
 		{map[string]string{"NECTAR_ADDR": "nowhere", "NECTAR_URL_EXPIRY": "8d", "NECTAR_MAX_RUNS": "0"},
 			[]string{`NECTAR_ADDR="nowhere": want host:port`, `NECTAR_URL_EXPIRY="8d"`, `NECTAR_MAX_RUNS="0"`}},
+		{map[string]string{"NECTAR_ADDR": "127.0.0.1:99999", "NECTAR_LOG_LEVEL": "loud", "NECTAR_PPROF": "127.0.0.1:70000"},
+			[]string{`NECTAR_ADDR="127.0.0.1:99999": want host:port`, `NECTAR_LOG_LEVEL="loud"`, `NECTAR_PPROF="127.0.0.1:70000"`}},
+		{map[string]string{"NECTAR_TARGET": "s3://"}, []string{`NECTAR_TARGET="s3://"`, "no bucket given"}},
 		{map[string]string{"NECTAR_SIGNING_KEY": "short-secret"}, []string{"NECTAR_SIGNING_KEY: want at least 32 random bytes"}},
 		{map[string]string{"NECTAR_TARGET": "gs://bucket"}, []string{`unknown target scheme "gs"`}},
 		{map[string]string{"NECTAR_TARGET": t.TempDir(), "NECTAR_PLUGIN_DIR": "/no/such/dir"}, []string{"NECTAR_PLUGIN_DIR", "/no/such/dir", "make build"}},
@@ -60,6 +64,30 @@ func TestUnknownCommand(t *testing.T) {
 	}
 }
 
+// A command's bad flag is a usage error (exit 2) naming the flags it takes, without the flag
+// package's dump; -h prints them and succeeds.
+func TestCommandFlags(t *testing.T) {
+	for _, tc := range []struct {
+		args    []string
+		wantErr string // "": succeeds
+		wantOut string
+	}{
+		{[]string{"serve", "--bogus"}, "serve: flag provided but not defined: -bogus (it takes --workers)", ""},
+		{[]string{"worker", "--slots", "many"}, `worker: invalid value "many" for flag -slots`, ""},
+		{[]string{"serve", "-h"}, "", "usage: nectar serve [flags]"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, func(string) string { return "" }, &out, &out)
+		var ee *exitError
+		switch {
+		case tc.wantErr == "" && (!errors.Is(err, errHelped) || !strings.Contains(out.String(), tc.wantOut)):
+			t.Errorf("nectar %v = %v, output %q; want the help, %q", tc.args, err, out.String(), tc.wantOut)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr) || !errors.As(err, &ee) || ee.code != 2 || strings.Contains(out.String(), "Usage of")):
+			t.Errorf("nectar %v = %v, output %q; want a usage error (exit 2) with %q and no flag dump", tc.args, err, out.String(), tc.wantErr)
+		}
+	}
+}
+
 func TestRunCommandRunsATaskHere(t *testing.T) {
 	dir, err := plugintest.Build()
 	if err != nil {
@@ -69,24 +97,32 @@ func TestRunCommandRunsATaskHere(t *testing.T) {
 	env := map[string]string{"NECTAR_TARGET": target, "NECTAR_PLUGIN_DIR": dir}
 	getenv := func(k string) string { return env[k] }
 	tests := []struct {
-		args    []string
-		wantOut string
-		wantErr string
+		args     []string
+		wantOut  string
+		wantErr  string
+		wantCode int // the exit status of an error: 1 a failed run, 2 a usage error
 	}{
-		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", ""},
-		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", ""}, // cached
-		{[]string{"run", "testchains/faults_chain/FailTask", "message=boom"}, "", "FailTask failed: boom"},
-		{[]string{"run", "testchains/hello_chain/HelloTask", "nmae=x"}, "", `parameter "nmae": is not a parameter of HelloTask`},
-		{[]string{"run", "testchains/fanin_chain/JoinTask", "leaves=x"}, "", `parameter "leaves": "x" is not an integer`},
-		{[]string{"run", "testchains/nope/HelloTask"}, "", "no task testchains/nope/HelloTask"},
-		{[]string{"run", "testchains/faults_chain/SleepTask", "duration=-1s"}, "", `parameter "duration": "-1s" is negative`},
+		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", "", 0},
+		{[]string{"run", "testchains/hello_chain/UpperTask", "name=ada"}, "HELLO ADA\n", "", 0}, // cached
+		{[]string{"run", "testchains/faults_chain/FailTask", "message=boom"}, "", "FAILED: FailTask failed: boom", 1},
+		{[]string{"run", "testchains/hello_chain/HelloTask", "nmae=x"}, "", `parameter "nmae": is not a parameter of HelloTask`, 2},
+		{[]string{"run", "testchains/fanin_chain/JoinTask", "leaves=x"}, "", `parameter "leaves": "x" is not an integer`, 2},
+		{[]string{"run", "testchains/nope/HelloTask"}, "", "no task testchains/nope/HelloTask", 2},
+		{[]string{"run", "testchains/faults_chain/SleepTask", "duration=-1s"}, "", `parameter "duration": "-1s" is negative`, 2},
+		{[]string{"run", "HelloTask"}, "", "want <type>/<chain>/<Task>", 2},
+		{[]string{"run"}, "", "usage: nectar run", 2},
 	}
 	for _, tt := range tests {
 		var stdout, stderr bytes.Buffer
 		err := run(context.Background(), tt.args, getenv, &stdout, &stderr)
 		if tt.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
-				t.Errorf("nectar %v = %v, want an error containing %q", tt.args, err, tt.wantErr)
+			code := 1
+			var ee *exitError
+			if errors.As(err, &ee) {
+				code = ee.code
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || code != tt.wantCode || strings.Count(err.Error(), "failed:") > 1 {
+				t.Errorf("nectar %v = %v (exit %d), want an error containing %q, said once, exit %d", tt.args, err, code, tt.wantErr, tt.wantCode)
 			}
 			continue
 		}

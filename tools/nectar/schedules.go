@@ -93,9 +93,24 @@ func (s scheduleRow) location() *time.Location {
 // backfill runs every complete interval of a schedule within --from and --to; --wait follows
 // them to the end (exit 1 when any failed).
 func backfill(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	o, err := parseClientArgs(args, getenv, "from", "to", "force", "wait", "json")
+	o, err := parseClientArgs(args, getenv, "from", "to", "force", "wait", "json", "stop")
 	if err != nil {
 		return err
+	}
+	if o.stop {
+		if len(o.args) != 1 || strings.Count(o.args[0], "/") != 2 || o.from != "" || o.to != "" {
+			return usageError("usage: nectar backfill <type>/<chain>/<Task> --stop (stops its backfills on every server)")
+		}
+		env, _, err := newClient(o).call(ctx, http.MethodDelete, "/api/schedules/"+o.args[0]+"/backfill", nil)
+		if err != nil {
+			return err
+		}
+		if o.json {
+			fmt.Fprintln(stdout, string(env.Data))
+			return nil
+		}
+		fmt.Fprintln(stdout, env.Message)
+		return nil
 	}
 	if len(o.args) != 1 || strings.Count(o.args[0], "/") != 2 || o.from == "" || o.to == "" {
 		return usageError("usage: nectar backfill <type>/<chain>/<Task> --from DATE --to DATE [--force] [--wait] [--json] (dates 2006-01-02 in the schedule's zone, or RFC 3339)")
@@ -135,7 +150,7 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 	failed := 0
 	var results []runStatus
 	for i, r := range data.Runs {
-		st, err := c.awaitInterval(ctx, r.Key, r.StatusURL, data.AcceptedAt, o.force)
+		st, err := c.awaitInterval(ctx, o.args[0], r.Key, r.StatusURL, data.AcceptedAt, o.force)
 		if err != nil {
 			return err
 		}
@@ -152,8 +167,7 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 		}
 	}
 	if o.json {
-		b, _ := json.Marshal(results)
-		fmt.Fprintln(stdout, string(b))
+		printJSON(stdout, results)
 	}
 	if failed > 0 {
 		return fmt.Errorf("%d of %d intervals did not finish DONE", failed, len(data.Runs)) // exit status 1
@@ -165,11 +179,20 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 // Until the backfill reaches it, its key is unknown (404) or shows an earlier run; a DONE key
 // counts at once unless forced (a backfill does not run it again). A status URL that expires
 // during a long backfill is renewed through the run history.
-func (c *client) awaitInterval(ctx context.Context, key, statusURL string, accepted time.Time, force bool) (runStatus, error) {
+func (c *client) awaitInterval(ctx context.Context, schedule, key, statusURL string, accepted time.Time, force bool) (runStatus, error) {
+	var stopCheck time.Time
 	for {
 		env, code, err := c.call(ctx, http.MethodGet, statusURL, nil)
 		switch {
-		case code == http.StatusNotFound: // not started yet
+		case code == http.StatusNotFound: // not started yet, or never will be: its backfill was stopped
+			if time.Since(stopCheck) < 2*time.Second {
+				break
+			}
+			stopCheck = time.Now()
+			if at := c.backfillsStoppedAt(ctx, schedule); at != nil && !at.Before(accepted) {
+				why := "not started: the backfill was stopped at " + at.Format(time.RFC3339)
+				return runStatus{Key: key, StatusURL: statusURL, Error: &why}, nil
+			}
 		case code == http.StatusForbidden:
 			st, ferr := c.findRun(ctx, key)
 			if ferr != nil {
@@ -195,4 +218,18 @@ func (c *client) awaitInterval(ctx context.Context, key, statusURL string, accep
 		case <-time.After(300 * time.Millisecond):
 		}
 	}
+}
+
+// backfillsStoppedAt is when the schedule's backfills were last stopped (nil: never, or the
+// server cannot say now).
+func (c *client) backfillsStoppedAt(ctx context.Context, schedule string) *time.Time {
+	env, _, err := c.call(ctx, http.MethodGet, "/api/schedules/"+schedule, nil)
+	if err != nil {
+		return nil
+	}
+	var in struct {
+		StoppedAt *time.Time `json:"backfills_stopped_at"`
+	}
+	json.Unmarshal(env.Data, &in)
+	return in.StoppedAt
 }

@@ -440,7 +440,7 @@ func encodeOverlapTask(t *testchains.OverlapTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Hold < 0 {
-		return nil, fmt.Errorf("testchains.OverlapTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.OverlapTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("hold", t.Hold)
 	w.String("salt", t.Salt)
@@ -474,7 +474,7 @@ func encodeSpanTask(t *testchains.SpanTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Hold < 0 {
-		return nil, fmt.Errorf("testchains.SpanTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.SpanTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("hold", t.Hold)
 	w.Int("index", int64(t.Index))
@@ -552,7 +552,7 @@ func encodeFlakyTask(t *testchains.FlakyTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Backoff < 0 {
-		return nil, fmt.Errorf("testchains.FlakyTask: %w", &params.Error{Param: "backoff", Value: t.Backoff.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.FlakyTask: %w", &params.Error{Param: "backoff", Value: t.Backoff.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("backoff", t.Backoff)
 	w.String("counter", t.Counter)
@@ -578,7 +578,7 @@ func encodeHangTask(t *testchains.HangTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Limit < 0 {
-		return nil, fmt.Errorf("testchains.HangTask: %w", &params.Error{Param: "limit", Value: t.Limit.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.HangTask: %w", &params.Error{Param: "limit", Value: t.Limit.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("limit", t.Limit)
 	return w.Bytes(), nil
@@ -629,7 +629,7 @@ func encodeProgressTask(t *testchains.ProgressTask) ([]byte, error) {
 	var w params.Writer
 	w.Int("count", int64(t.Count))
 	if t.Every < 0 {
-		return nil, fmt.Errorf("testchains.ProgressTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.ProgressTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("every", t.Every)
 	return w.Bytes(), nil
@@ -678,7 +678,7 @@ func encodeSleepTask(t *testchains.SleepTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Duration < 0 {
-		return nil, fmt.Errorf("testchains.SleepTask: %w", &params.Error{Param: "duration", Value: t.Duration.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.SleepTask: %w", &params.Error{Param: "duration", Value: t.Duration.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("duration", t.Duration)
 	return w.Bytes(), nil
@@ -813,7 +813,7 @@ func encodeTickTask(t *testchains.TickTask) ([]byte, error) {
 	var w params.Writer
 	w.Int("count", int64(t.Count))
 	if t.Every < 0 {
-		return nil, fmt.Errorf("testchains.TickTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.TickTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("every", t.Every)
 	return w.Bytes(), nil
@@ -930,7 +930,7 @@ func encodeAllocTask(t *testchains.AllocTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.Hold < 0 {
-		return nil, fmt.Errorf("testchains.AllocTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.AllocTask: %w", &params.Error{Param: "hold", Value: t.Hold.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("hold", t.Hold)
 	w.Int("mb", int64(t.MB))
@@ -958,7 +958,7 @@ func encodeBurnTask(t *testchains.BurnTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.For < 0 {
-		return nil, fmt.Errorf("testchains.BurnTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.BurnTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("for", t.For)
 	w.Bool("shared", t.Shared)
@@ -983,7 +983,7 @@ func encodeCountedTask(t *testchains.CountedTask) ([]byte, error) {
 	}
 	var w params.Writer
 	if t.For < 0 {
-		return nil, fmt.Errorf("testchains.CountedTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("testchains.CountedTask: %w", &params.Error{Param: "for", Value: t.For.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("for", t.For)
 	return w.Bytes(), nil

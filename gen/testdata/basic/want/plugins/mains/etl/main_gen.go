@@ -204,7 +204,7 @@ func encodeResizeTask(t *etl.ResizeTask) ([]byte, error) {
 	w.String("source", t.Source)
 	w.Strings("tags", t.Tags)
 	if t.Timeout < 0 {
-		return nil, fmt.Errorf("etl.ResizeTask: %w", &params.Error{Param: "timeout", Value: t.Timeout.String(), Reason: "is negative (the task takes a duration of 0s or more)"})
+		return nil, fmt.Errorf("etl.ResizeTask: %w", &params.Error{Param: "timeout", Value: t.Timeout.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("timeout", t.Timeout)
 	w.Int("width", int64(t.Width))
