@@ -332,15 +332,19 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	return c, errors.Join(errs...)
 }
 
-// splitHostPort is net.SplitHostPort with a port a listener can open (0 to 65535), so that a
-// typo is refused here, with the other mistakes, not when the server starts listening.
+// splitHostPort is net.SplitHostPort with a port a listener can open (0 to 65535, or a service
+// name), so that a typo is refused here, with the other mistakes, not when the server listens.
 func splitHostPort(v string) (host string, err error) {
 	host, port, err := net.SplitHostPort(v)
 	if err != nil {
 		return "", err
 	}
-	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		return "", fmt.Errorf("port %q is not a number from 0 to 65535", port)
+	if n, err := strconv.Atoi(port); err == nil && (n < 0 || n > 65535) {
+		return "", fmt.Errorf("port %d is not from 0 to 65535", n)
+	} else if err != nil {
+		if _, err := net.LookupPort("tcp", port); err != nil { // a service name, such as http
+			return "", fmt.Errorf("port %q is neither a number nor a known service", port)
+		}
 	}
 	return host, nil
 }

@@ -492,7 +492,7 @@ func (s *Server) status(c echo.Context) error {
 	}
 	ctx := c.Request().Context()
 	view, err := s.runs.Status(ctx, key)
-	if _, queued := s.backfilled.Load(key); queued && errors.Is(err, runs.ErrUnknownKey) {
+	if s.backfills.waiting(key) && errors.Is(err, runs.ErrUnknownKey) {
 		pending := runs.Record{Key: key, Status: runs.Pending}
 		return respond(c, http.StatusOK, "pending: a backfill starts it in turn", s.runDataPage(ctx, pending, pending.Page(0, 1)))
 	}

@@ -59,10 +59,9 @@ func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts bo
 	}
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)
 	defer cancel()
-	// Read your writes: what changed since the last batch is written first, so a run POSTed a
-	// moment ago is listed (a client's trigger, then status). A write that fails is the write
-	// loop's to log and retry; the read goes on with what is stored.
-	s.history.Flush(ctx)
+	if p.Key != "" { // a client asking for the run it just POSTed (trigger, then status)
+		s.settleHistory(ctx)
+	}
 	d := s.history.Driver()
 	page, err := history.ListPage(ctx, d, p)
 	if err != nil {
@@ -89,7 +88,7 @@ func (s *Server) getRun(c echo.Context) error {
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)
 	defer cancel()
-	s.history.Flush(ctx) // read your writes (see pageOfRuns)
+	s.settleHistory(ctx)
 	e, err := s.history.Driver().Get(ctx, id)
 	if errors.Is(err, history.ErrNotFound) {
 		return newError(ErrUnknownRun, fmt.Sprintf("no run %q in the history (see /api/runs)", id))
@@ -98,6 +97,32 @@ func (s *Server) getRun(c echo.Context) error {
 		return s.historyErr(err)
 	}
 	return respond(c, http.StatusOK, e.Task+" "+e.Status, runItem{Entry: e, URL: "/api/runs/" + e.RunID, StatusURL: s.statusURL(e.Key)})
+}
+
+// settleWait bounds how long a read waits for settleHistory.
+const settleWait = time.Second
+
+// settleHistory writes what changed since the write loop's last batch, so that a read of one
+// run or key finds a run this server reported a moment ago (it is reported once this server
+// holds its lease, before its POST is answered). Only such reads do: a list of every run does
+// not turn each read into a write. It waits at most settleWait (behind a batch being written,
+// or a slow database); a write that fails is the loop's to log and retry, and the read goes on
+// with what is stored.
+func (s *Server) settleHistory(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { // not cut short by the read's end: a batch half written is written again
+		defer close(done)
+		fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		defer cancel()
+		s.history.Flush(fctx)
+	}()
+	t := time.NewTimer(settleWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	case <-ctx.Done():
+	}
 }
 
 // ErrUnknownRun is a run id the history does not hold.

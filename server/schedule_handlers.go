@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -166,23 +165,24 @@ func (s *Server) backfill(c echo.Context) error {
 		return err
 	}
 	accepted := time.Now().UTC()
-	list, err := s.startBackfill(p, q, accepted)
+	list, seen, err := s.startBackfill(c.Request().Context(), p, q)
 	if err != nil {
 		return err
 	}
 	// accepted_at lets a client tell the runs this backfill starts from earlier runs of the
-	// same keys (their records have an earlier submitted_at).
+	// same keys (their records have an earlier submitted_at); backfill_stop, whether it was
+	// stopped (the schedule's backfill_stop differs).
 	return respond(c, http.StatusAccepted, fmt.Sprintf("backfilling %s of %s", count(len(list), "interval"), p.Path()),
-		map[string]any{"schedule": p.Path(), "runs": list, "accepted_at": accepted})
+		map[string]any{"schedule": p.Path(), "runs": list, "accepted_at": accepted, "backfill_stop": seen})
 }
 
 // startBackfill checks a backfill's from, to and force (the API's query, the UI's form), lists
 // its intervals with their keys, and starts them in the background, waiting whenever the run
 // queue is full.
-func (s *Server) startBackfill(p *schedules.Plan, q url.Values, accepted time.Time) ([]backfillRun, error) {
+func (s *Server) startBackfill(ctx context.Context, p *schedules.Plan, q url.Values) (list []backfillRun, seen string, err error) {
 	for name := range q {
 		if name != "from" && name != "to" && name != "force" {
-			return nil, &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
+			return nil, "", &params.Error{Param: name, Reason: "is not a backfill parameter (it takes: from, to, force)"}
 		}
 	}
 	// A date is midnight in the schedule's time zone: from=2026-03-01 on a Paris schedule
@@ -200,74 +200,76 @@ func (s *Server) startBackfill(p *schedules.Plan, q url.Values, accepted time.Ti
 	}
 	from, err := bound("from")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	to, err := bound("to")
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	force, err := params.QueryBool(q, "force", "false", false)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	if to.Before(from) {
-		return nil, &params.Error{Param: "to", Value: q.Get("to"), Reason: "is before from"}
+		return nil, "", &params.Error{Param: "to", Value: q.Get("to"), Reason: "is before from"}
 	}
 	ivs, err := s.sched.Backfill(p, from, to)
 	if err != nil {
-		return nil, &params.Error{Param: "to", Value: q.Get("to"), Reason: err.Error()}
+		return nil, "", &params.Error{Param: "to", Value: q.Get("to"), Reason: err.Error()}
 	}
 	if len(ivs) == 0 {
-		return nil, &params.Error{Param: "from", Value: q.Get("from"), Reason: fmt.Sprintf(
+		return nil, "", &params.Error{Param: "from", Value: q.Get("from"), Reason: fmt.Sprintf(
 			"no complete interval of %q starts between from and to (an interval is complete when the next fire time has passed)", p.Expr)}
 	}
-	list := make([]backfillRun, len(ivs))
+	list = make([]backfillRun, len(ivs))
 	for i, iv := range ivs {
 		canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}})
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
 		key := runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
 		list[i] = backfillRun{Interval: iv, Key: key, StatusURL: s.statusURL(key)}
 	}
-	for _, r := range list {
-		s.backfilled.Store(r.Key, true)
+	// The stop it was accepted after: a later one stops it (on any server, whatever its clock).
+	if seen, err = s.sched.BackfillStopSeen(ctx, p); err != nil {
+		return nil, "", fmt.Errorf("reading whether the backfills of %s were stopped: %w", p.Path(), err)
 	}
-	if !s.background(func() { s.runBackfill(p, ivs, force, accepted) }) {
-		for _, r := range list {
-			s.backfilled.Delete(r.Key)
+	keys := make([]string, len(list))
+	for i, r := range list {
+		keys[i] = r.Key
+	}
+	s.backfills.add(keys)
+	if !s.background(func() { s.runBackfill(p, ivs, keys, force, seen) }) {
+		for _, k := range keys {
+			s.backfills.done(k)
 		}
-		return nil, runs.ErrDraining
+		return nil, "", runs.ErrDraining
 	}
 	s.log.Info("backfill", "schedule", p.Path(), "intervals", len(ivs), "from", ivs[0].Start, "to", ivs[len(ivs)-1].Start)
-	return list, nil
+	return list, seen, nil
 }
 
 // runBackfill starts the intervals in order; a full queue makes it wait, not drop intervals. A
-// stop (stopBackfills, on any server) ends it: the intervals not started yet are not.
-func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force bool, accepted time.Time) {
+// stop since the one it saw when accepted (stopBackfills, on any server) ends it: the
+// intervals not started yet are not.
+func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, keys []string, force bool, seen string) {
 	ctx := s.schedCtx
-	stopped := s.backfillStopper(ctx, p, accepted)
-	keys := make([]string, len(ivs))
-	for i, iv := range ivs {
-		if canon, err := p.Task.Parse(url.Values{p.Param: {params.FormatTime(iv.Start)}}); err == nil {
-			keys[i] = runs.Key(p.Task.Type, p.Task.Chain, p.Task.Name, canon)
-		}
-	}
-	defer func() { // an interval not started (the server stops, an error) is no longer pending
-		for _, k := range keys {
-			s.backfilled.Delete(k)
+	stopped := s.backfillStopper(ctx, p, seen)
+	next := 0      // the first interval not started
+	defer func() { // an interval not started (stopped, the server stops, an error) no longer waits
+		for _, k := range keys[next:] {
+			s.backfills.done(k)
 		}
 	}()
-	for i, iv := range ivs {
+	for ; next < len(ivs); next++ {
+		iv := ivs[next]
 		for {
 			if stopped() {
-				s.log.Info("backfill stopped", "schedule", p.Path(), "not_started", len(ivs)-i, "next_interval", iv.Start)
+				s.log.Info("backfill stopped", "schedule", p.Path(), "not_started", len(ivs)-next, "next_interval", iv.Start)
 				return
 			}
 			_, err := s.fireInterval(ctx, p, iv, history.TriggerBackfill, force)
 			if err == nil {
-				s.backfilled.Delete(keys[i]) // submitted (or done): its status is the run's
 				break
 			}
 			if !errors.Is(err, runs.ErrQueueFull) {
@@ -281,27 +283,26 @@ func (s *Server) runBackfill(p *schedules.Plan, ivs []schedules.Interval, force 
 			case <-time.After(500 * time.Millisecond):
 			}
 		}
+		s.backfills.done(keys[next]) // submitted (or done): its status is the run's
 	}
 }
 
-// backfillStopCheck is how often a running backfill asks the store whether another server
-// stopped it (a stop on this server is seen at once).
+// backfillStopCheck is how often a running backfill asks the store whether it was stopped
+// (a stop written by this server makes its backfills ask at once).
 const backfillStopCheck = 500 * time.Millisecond
 
-// backfillStopper says whether the backfill of p accepted at accepted has been stopped: by this
-// server (at once), or by any server sharing the store (read at most every backfillStopCheck;
-// a store that cannot be read stops nothing).
-func (s *Server) backfillStopper(ctx context.Context, p *schedules.Plan, accepted time.Time) func() bool {
+// backfillStopper says whether p's backfill that saw the stop seen when accepted has been
+// stopped since: it reads the store at most every backfillStopCheck, and at once after a stop
+// by this server. A store that cannot be read stops nothing.
+func (s *Server) backfillStopper(ctx context.Context, p *schedules.Plan, seen string) func() bool {
 	var checked time.Time
+	localStops := s.backfills.stops.Load()
 	return func() bool {
-		if at, ok := s.backfillStops.Load(p.Path()); ok && !at.(time.Time).Before(accepted) {
-			return true
-		}
-		if time.Since(checked) < backfillStopCheck {
+		if n := s.backfills.stops.Load(); time.Since(checked) < backfillStopCheck && n == localStops {
 			return false
 		}
-		checked = time.Now()
-		stopped, err := s.sched.BackfillStopped(ctx, p, accepted)
+		checked, localStops = time.Now(), s.backfills.stops.Load()
+		stopped, err := s.sched.BackfillStopped(ctx, p, seen)
 		if err != nil {
 			s.log.Warn("backfill: reading whether it was stopped; it goes on", "schedule", p.Path(), "err", err)
 		}
@@ -321,7 +322,7 @@ func (s *Server) stopBackfills(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return respond(c, http.StatusOK, fmt.Sprintf("backfills of %s stopped on every server: their intervals not started yet will not start (%s here); runs already started go on", p.Path(), count(pending, "interval")),
+	return respond(c, http.StatusOK, fmt.Sprintf("backfills of %s stopped on every server: their intervals not started yet will not start (%s here; one being started at this moment may); runs already started go on", p.Path(), count(pending, "interval")),
 		map[string]any{"schedule": p.Path(), "not_started": pending})
 }
 
@@ -329,24 +330,15 @@ func (s *Server) stopBackfills(c echo.Context) error {
 // many of their intervals this server had not started.
 func (s *Server) stopBackfillsOf(ctx context.Context, p *schedules.Plan, by string) (int, error) {
 	pending := s.backfillPending(p)
-	st, err := s.sched.StopBackfills(ctx, p, by)
-	if err != nil {
+	if _, err := s.sched.StopBackfills(ctx, p, by); err != nil {
 		return 0, fmt.Errorf("recording that the backfills of %s are stopped: %w", p.Path(), err)
 	}
-	s.backfillStops.Store(p.Path(), st.At)
+	s.backfills.stops.Add(1) // this server's backfills look at once
 	s.log.Info("backfills stopped", "schedule", p.Path(), "by", by, "not_started_here", pending)
 	return pending, nil
 }
 
 // backfillPending is how many intervals of p's backfills this server has not started yet.
 func (s *Server) backfillPending(p *schedules.Plan) int {
-	prefix := "chains/" + p.Path() + "/"
-	n := 0
-	s.backfilled.Range(func(k, _ any) bool {
-		if strings.HasPrefix(k.(string), prefix) {
-			n++
-		}
-		return true
-	})
-	return n
+	return s.backfills.count("chains/" + p.Path() + "/")
 }

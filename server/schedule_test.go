@@ -421,14 +421,25 @@ func TestAStoppedBackfillStartsNoMoreIntervals(t *testing.T) {
 			if json.Unmarshal(got.Data, &in); in.StoppedAt == nil {
 				t.Errorf("GET the schedule: no backfills_stopped_at in %s", got.Data)
 			}
-			// A backfill accepted after the stop is not stopped.
-			if r := a.post(t, "/api/schedules/"+dailyPath+"/backfill?from=2026-06-01&to=2026-06-02"); r.Code != http.StatusAccepted {
-				t.Fatalf("backfill after the stop: %d %s", r.Code, r.Message)
+			// A backfill accepted after the stop is not stopped, even over the intervals the
+			// stopped one left: they wait for the new one (PENDING), then run.
+			after := a.post(t, "/api/schedules/"+dailyPath+"/backfill?from=2026-03-01&to=2026-03-31")
+			var list struct {
+				Runs []struct {
+					StatusURL string `json:"status_url"`
+				} `json:"runs"`
+			}
+			if after.Code != http.StatusAccepted || json.Unmarshal(after.Data, &list) != nil || len(list.Runs) != 31 {
+				t.Fatalf("backfill after the stop: %d %s", after.Code, after.Message)
+			}
+			time.Sleep(3 * backfillStopCheck) // the stopped backfill has ended meanwhile
+			if last := a.do(t, http.MethodGet, list.Runs[30].StatusURL); last.Code != http.StatusOK || last.run.JobStatus == nil || *last.run.JobStatus != runs.Pending {
+				t.Errorf("the last interval of the new backfill answers %d %q; want PENDING, waiting for it", last.Code, last.Message)
 			}
 			deadline = time.Now().Add(20 * time.Second)
 			for a.Runs().Launches() < started+2 {
 				if time.Now().After(deadline) {
-					t.Fatalf("a backfill accepted after the stop started %d of its 2 intervals in 20 s", a.Runs().Launches()-started)
+					t.Fatalf("a backfill accepted after the stop started %d of its intervals in 20 s", a.Runs().Launches()-started)
 				}
 				time.Sleep(20 * time.Millisecond)
 			}

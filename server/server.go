@@ -61,16 +61,13 @@ type Server struct {
 	rebuilding   atomic.Bool
 	closeHistory sync.Once
 	bg           sync.WaitGroup // background work to wait for at Close
-	// backfilled holds the keys a backfill has handed status URLs out for but not submitted
-	// yet (it submits them oldest first): their status is PENDING, not unknown.
-	backfilled sync.Map
-	// backfillStops holds, by schedule path, when this server last stopped its backfills: a
-	// backfill here sees its own server's stop at once, another's through the store.
-	backfillStops sync.Map
-	ui            *ui.UI
-	sched         *schedules.Scheduler
-	schedCtx      context.Context // ends when the server begins to stop: stops the scheduler and backfills
-	stopSched     context.CancelFunc
+	// backfills are the intervals this server's backfills have not started yet: their status
+	// URLs answer PENDING meanwhile.
+	backfills backfills
+	ui        *ui.UI
+	sched     *schedules.Scheduler
+	schedCtx  context.Context // ends when the server begins to stop: stops the scheduler and backfills
+	stopSched context.CancelFunc
 	// bgMu guards adding to bg against Close waiting for it: once closing is set, no background
 	// work starts (a backfill is then a 503).
 	bgMu    sync.Mutex

@@ -139,12 +139,12 @@ func (b uiBackend) PauseSchedule(ctx context.Context, typ, chain, task string, p
 	return b.s.sched.Resume(ctx, p)
 }
 
-func (b uiBackend) Backfill(_ context.Context, typ, chain, task string, q url.Values) (int, error) {
+func (b uiBackend) Backfill(ctx context.Context, typ, chain, task string, q url.Values) (int, error) {
 	p, ok := b.s.sched.Plan(typ, chain, task)
 	if !ok {
 		return 0, fmt.Errorf("%w: %s/%s/%s declares none", ui.ErrNoSchedule, typ, chain, task)
 	}
-	list, err := b.s.startBackfill(p, q, time.Now().UTC())
+	list, _, err := b.s.startBackfill(ctx, p, q)
 	return len(list), err
 }
 

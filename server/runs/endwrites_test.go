@@ -2,18 +2,23 @@ package runs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"nectar/targets/local"
 )
 
-// refusedMetrics is the local store, refusing every metrics object when refuse is set.
+// refusedMetrics is the local store, refusing every metrics object when refuse is set, and
+// run records while records is set.
 type refusedMetrics struct {
 	*local.Store
-	refuse bool
+	refuse  bool
+	records atomic.Bool
 }
 
 var errRefused = errors.New("the store refused the object")
@@ -23,6 +28,13 @@ func (s *refusedMetrics) PutVolatile(key string, b []byte) error {
 		return errRefused
 	}
 	return s.Store.PutVolatile(key, b)
+}
+
+func (s *refusedMetrics) WriteVolatile(key string, write func(io.Writer) error) error {
+	if s.records.Load() && strings.HasSuffix(key, "/"+RecordName) {
+		return errRefused
+	}
+	return s.Store.WriteVolatile(key, write)
 }
 
 func (s *refusedMetrics) Put(ctx context.Context, key string, r io.Reader) error {
@@ -38,20 +50,37 @@ func (s *refusedMetrics) Put(ctx context.Context, key string, r io.Reader) error
 // the record. When both are stored, the record says nothing of the kind.
 func TestARecordSaysWhenItsMetricsObjectWasNotStored(t *testing.T) {
 	for _, tc := range []struct {
-		name   string
-		refuse bool
+		name     string
+		refuse   bool
+		storeOut bool // the store also refuses the record at the run's end, then takes it
 	}{
 		{name: "metrics object stored"},
 		{name: "metrics object refused", refuse: true},
+		{name: "metrics object and record refused", refuse: true, storeOut: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			chain := fakeChain{{name: "Root", params: `{"n":2}`}}
+			gate := make(chan struct{})
 			store := &refusedMetrics{refuse: tc.refuse}
-			g := newRig(t, newFakePlugins(chain, nil), 1, func(c *Config) {
+			g := newRig(t, newFakePlugins(chain, map[string]fakeBehaviour{"Root": {gate: gate}}), 1, func(c *Config) {
 				store.Store = c.Store.(*local.Store)
 				c.Store = store
 			})
 			r := g.submit(t, chain.spec())
+			time.Sleep(100 * time.Millisecond) // its start is recorded
+			store.records.Store(tc.storeOut)
+			close(gate)
+			if tc.storeOut {
+				<-r.Done() // answered from memory, the record written later (persistLater)
+				if snap := r.Snapshot(); !snap.MetricsNotStored {
+					t.Errorf("the run in memory, its record not yet stored, says metrics_not_stored=false")
+				}
+				store.records.Store(false)
+				deadline := time.Now().Add(runGuard)
+				for g.stored(t, r).Status != Done && time.Now().Before(deadline) {
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
 			rec := g.await(t, r)
 			_, hasMetrics := g.object(t, chain.key("Root")+"/"+MetricsName)
 			if rec.Status != Done || rec.Metrics == nil {
@@ -115,4 +144,14 @@ func TestAFailedTaskWhoseLogWasRefusedHasNoLog(t *testing.T) {
 			}
 		})
 	}
+}
+
+// stored is r's record as stored now (the zero Record when there is none yet).
+func (g *testRig) stored(t *testing.T, r *Run) Record {
+	t.Helper()
+	var rec Record
+	if b, ok := g.object(t, r.Key()+"/"+RecordName); ok {
+		json.Unmarshal([]byte(b), &rec)
+	}
+	return rec
 }

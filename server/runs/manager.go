@@ -571,11 +571,14 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		return nil // the record matters; the metrics object is best effort
 	}
 	err := m.together(putMetrics, func() error { return m.putRecord(context.Background(), r) })
-	if err == nil && metricsLost.Load() {
-		// Written beside the metrics object, the record promised it: it is written again,
-		// saying it is missing, so that no answer signs a URL to nothing.
+	if metricsLost.Load() {
+		// Written beside the metrics object, the record promised it: it says it is missing,
+		// in memory at once and in the store again (or by persistLater), so that no answer
+		// signs a URL to nothing. (A crash between the two writes leaves the promise.)
 		r.update(func(rec *Record) { rec.MetricsNotStored = true })
-		err = m.putRecord(context.Background(), r)
+		if err == nil {
+			err = m.putRecord(context.Background(), r)
+		}
 	}
 	if err != nil {
 		// The store is down: answer from memory meanwhile, and keep trying to write the record.

@@ -2,6 +2,8 @@ package schedules
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -250,17 +252,30 @@ func (s *Scheduler) Resume(ctx context.Context, p *Plan) error {
 // StopBackfills stops p's backfills accepted until now, on every server sharing the store: they
 // start no more intervals (the runs already started go on).
 func (s *Scheduler) StopBackfills(ctx context.Context, p *Plan, by string) (BackfillStop, error) {
-	st := BackfillStop{At: s.cfg.Now().UTC(), By: by}
+	var id [8]byte
+	rand.Read(id[:])
+	st := BackfillStop{ID: hex.EncodeToString(id[:]), At: s.cfg.Now().UTC(), By: by}
 	return st, writeJSON(ctx, s.cfg.Store, stopFillKey(p), st)
 }
 
-// BackfillStopped reports whether a backfill of p accepted at accepted has been stopped since.
-func (s *Scheduler) BackfillStopped(ctx context.Context, p *Plan, accepted time.Time) (bool, error) {
+// BackfillStopSeen is the ID of p's latest backfill stop ("" for none): a backfill notes it when
+// it is accepted (BackfillStopped).
+func (s *Scheduler) BackfillStopSeen(ctx context.Context, p *Plan) (string, error) {
+	st, err := ReadBackfillStop(ctx, s.cfg.Store, p)
+	if err != nil || st == nil {
+		return "", err
+	}
+	return st.ID, nil
+}
+
+// BackfillStopped reports whether p's backfills were stopped since a backfill that saw the stop
+// seen (BackfillStopSeen) was accepted.
+func (s *Scheduler) BackfillStopped(ctx context.Context, p *Plan, seen string) (bool, error) {
 	st, err := ReadBackfillStop(ctx, s.cfg.Store, p)
 	if err != nil || st == nil {
 		return false, err
 	}
-	return !st.At.Before(accepted), nil
+	return st.ID != seen, nil
 }
 
 // MaxBackfill bounds the intervals one backfill request may start.
@@ -290,8 +305,9 @@ type Info struct {
 	LastInterval *time.Time `json:"last_interval"`
 	LastKey      string     `json:"last_key,omitempty"`
 	LastFiredAt  *time.Time `json:"last_fired_at,omitempty"`
-	// BackfillsStoppedAt is when its backfills were last stopped: those accepted before then
-	// start no more intervals.
+	// BackfillStop is the ID of the latest stop of its backfills, and BackfillsStoppedAt when it
+	// was: a backfill whose answer's backfill_stop differs has been stopped.
+	BackfillStop       string     `json:"backfill_stop,omitempty"`
 	BackfillsStoppedAt *time.Time `json:"backfills_stopped_at,omitempty"`
 }
 
@@ -322,7 +338,7 @@ func (s *Scheduler) Describe(ctx context.Context, p *Plan, nextFires int) (Info,
 		in.LastInterval, in.LastKey, in.LastFiredAt = &st.Last, st.LastKey, &st.FiredAt
 	}
 	if stop != nil {
-		in.BackfillsStoppedAt = &stop.At
+		in.BackfillStop, in.BackfillsStoppedAt = stop.ID, &stop.At
 	}
 	return in, nil
 }

@@ -32,10 +32,12 @@ type Pause struct {
 	By string    `json:"paused_by,omitempty"`
 }
 
-// BackfillStop is the object that stops a schedule's backfills (schedules/.../backfill-stop):
-// every backfill accepted before At, on any server sharing the store, starts no more intervals.
-// Backfills accepted after it are not stopped, so it is never deleted.
+// BackfillStop is the object that stops a schedule's backfills (schedules/.../backfill-stop).
+// A backfill notes the ID it finds when it is accepted ("" for none), and stops once the ID
+// differs: on any server sharing the store, whatever their clocks say. A backfill accepted after
+// a stop notes that stop's ID and runs, so the object is never deleted.
 type BackfillStop struct {
+	ID string    `json:"id"`
 	At time.Time `json:"stopped_at"`
 	By string    `json:"stopped_by,omitempty"`
 }

@@ -26,7 +26,11 @@ var Schemes = []string{"s3", "minio"}
 func Target(ctx context.Context, spec string, getenv func(string) string, localSigner local.URLSigner) (targets.Store, error) {
 	scheme, _, isURL := strings.Cut(spec, "://")
 	if !isURL {
-		return local.New(spec, localSigner)
+		st, err := local.New(spec, localSigner)
+		if err != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET=%q: %w", spec, err)
+		}
+		return st, nil
 	}
 	u, err := url.Parse(spec)
 	if err != nil {

@@ -238,7 +238,7 @@ func trigger(ctx context.Context, args []string, getenv func(string) string, std
 	var body []byte
 	if o.conf != "" {
 		var conf map[string]json.RawMessage
-		if err := json.Unmarshal([]byte(o.conf), &conf); err != nil {
+		if err := json.Unmarshal([]byte(o.conf), &conf); err != nil || conf == nil {
 			return usageError("--conf: not a JSON object of parameters: %s", o.conf)
 		}
 		for k := range conf {

@@ -146,7 +146,9 @@ func TestClientCommands(t *testing.T) {
 	check(nectar(nil, "backfill", "testchains/hello_chain/HelloTask", "--from", "2026-01-01", "--to", "2026-01-02"), 2, "", "declares no schedule", "backfill of a task without a schedule")
 
 	// A long backfill (one run at a time: an interval about every half second), stopped: --wait
-	// reports the intervals it never started, and exits 1.
+	// reports the intervals it never started, and exits 1; also those whose earlier runs it
+	// was to run again (--force), which keep answering with those runs.
+	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-02-27", "--to", "2026-02-28", "--wait"), 0, "2/2", "", "backfill of the days the long one ends with")
 	long := exec.Command(bin, "backfill", "testchains/hello_chain/DailyTask", "--from", "2026-02-01", "--to", "2026-02-28", "--wait", "--force")
 	long.Env = append(os.Environ(), "NECTAR_SERVER=http://"+addr, "NECTAR_TOKEN="+token)
 	var longOut bytes.Buffer
@@ -159,7 +161,8 @@ func TestClientCommands(t *testing.T) {
 	check(nectar(nil, "backfill", "testchains/hello_chain/DailyTask", "--stop", "--from", "2026-01-01"), 2, "", "usage: nectar backfill", "backfill --stop with dates")
 	err = long.Wait()
 	var ee *exec.ExitError
-	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(longOut.String(), "not started: the backfill was stopped") {
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(longOut.String(), "not started: the backfill was stopped") ||
+		!regexp.MustCompile(`28/28 2026-02-28\S* NOT_STARTED \S+: not started: the backfill was stopped`).MatchString(longOut.String()) {
 		t.Errorf("backfill --wait of a stopped backfill: %v\n%s", err, longOut.String())
 	}
 }

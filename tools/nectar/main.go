@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 
@@ -167,6 +168,9 @@ func parseFlags(fs *flag.FlagSet, args []string, stdout io.Writer) error {
 	return nil
 }
 
+// serverValuedFlags are serve's and worker's flags that take a value.
+var serverValuedFlags = []string{"workers", "queues", "slots"}
+
 // commandFirst moves the command to the front when flags come before it (nectar --server URL
 // status KEY): flags go anywhere. The flags that take a value as the next argument are the
 // client's (parseClientArgs); a command's own flags come after it.
@@ -180,7 +184,8 @@ func commandFirst(args []string) []string {
 			return append(append([]string{a}, args[:i]...), args[i+1:]...)
 		}
 		name, _, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if _, valued := (&clientOpts{}).valued()[name]; valued && !hasVal {
+		_, valued := (&clientOpts{}).valued()[name]
+		if (valued || slices.Contains(serverValuedFlags, name)) && !hasVal {
 			i++ // its value
 		}
 	}

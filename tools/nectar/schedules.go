@@ -98,8 +98,8 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 		return err
 	}
 	if o.stop {
-		if len(o.args) != 1 || strings.Count(o.args[0], "/") != 2 || o.from != "" || o.to != "" {
-			return usageError("usage: nectar backfill <type>/<chain>/<Task> --stop (stops its backfills on every server)")
+		if len(o.args) != 1 || strings.Count(o.args[0], "/") != 2 || o.from != "" || o.to != "" || o.wait || o.force {
+			return usageError("usage: nectar backfill <type>/<chain>/<Task> --stop [--json] (stops its backfills on every server; it takes no dates, --wait or --force)")
 		}
 		env, _, err := newClient(o).call(ctx, http.MethodDelete, "/api/schedules/"+o.args[0]+"/backfill", nil)
 		if err != nil {
@@ -130,7 +130,8 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 			Key       string    `json:"key"`
 			StatusURL string    `json:"status_url"`
 		} `json:"runs"`
-		AcceptedAt time.Time `json:"accepted_at"`
+		AcceptedAt   time.Time `json:"accepted_at"`
+		BackfillStop string    `json:"backfill_stop"` // the stop it was accepted after
 	}
 	json.Unmarshal(env.Data, &data)
 	if !o.wait {
@@ -149,8 +150,9 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 	fmt.Fprintln(stderr, env.Message)
 	failed := 0
 	var results []runStatus
+	stops := &backfillStopWatch{schedule: o.args[0], seen: data.BackfillStop}
 	for i, r := range data.Runs {
-		st, err := c.awaitInterval(ctx, o.args[0], r.Key, r.StatusURL, data.AcceptedAt, o.force)
+		st, err := c.awaitInterval(ctx, stops, r.Key, r.StatusURL, data.AcceptedAt, o.force)
 		if err != nil {
 			return err
 		}
@@ -159,7 +161,11 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 			failed++
 		}
 		if !o.json {
-			line := fmt.Sprintf("%d/%d %s %s %s", i+1, len(data.Runs), r.Start.Format(time.RFC3339), deref(st.JobStatus), r.Key)
+			status := deref(st.JobStatus)
+			if st.JobStatus == nil {
+				status = "NOT_STARTED" // its backfill was stopped first
+			}
+			line := fmt.Sprintf("%d/%d %s %s %s", i+1, len(data.Runs), r.Start.Format(time.RFC3339), status, r.Key)
 			if st.Error != nil {
 				line += ": " + *st.Error
 			}
@@ -178,21 +184,15 @@ func backfill(ctx context.Context, args []string, getenv func(string) string, st
 // awaitInterval polls one backfilled interval until the run the backfill started for it ends.
 // Until the backfill reaches it, its key is unknown (404) or shows an earlier run; a DONE key
 // counts at once unless forced (a backfill does not run it again). A status URL that expires
-// during a long backfill is renewed through the run history.
-func (c *client) awaitInterval(ctx context.Context, schedule, key, statusURL string, accepted time.Time, force bool) (runStatus, error) {
-	var stopCheck time.Time
+// during a long backfill is renewed through the run history. A backfill stopped since it was
+// accepted (the schedule's backfill_stop differs from seen) leaves the interval not started,
+// once the stop has had time to reach the server feeding it.
+func (c *client) awaitInterval(ctx context.Context, stops *backfillStopWatch, key, statusURL string, accepted time.Time, force bool) (runStatus, error) {
 	for {
 		env, code, err := c.call(ctx, http.MethodGet, statusURL, nil)
+		started := false
 		switch {
-		case code == http.StatusNotFound: // not started yet, or never will be: its backfill was stopped
-			if time.Since(stopCheck) < 2*time.Second {
-				break
-			}
-			stopCheck = time.Now()
-			if at := c.backfillsStoppedAt(ctx, schedule); at != nil && !at.Before(accepted) {
-				why := "not started: the backfill was stopped at " + at.Format(time.RFC3339)
-				return runStatus{Key: key, StatusURL: statusURL, Error: &why}, nil
-			}
+		case code == http.StatusNotFound: // not started yet, or never: its backfill was stopped
 		case code == http.StatusForbidden:
 			st, ferr := c.findRun(ctx, key)
 			if ferr != nil {
@@ -211,6 +211,11 @@ func (c *client) awaitInterval(ctx context.Context, schedule, key, statusURL str
 			if final && (current || (s == "DONE" && !force)) {
 				return st, nil
 			}
+			started = current
+		}
+		if at := stops.over(ctx, c); !started && at != nil {
+			why := "not started: the backfill was stopped at " + at.Format(time.RFC3339)
+			return runStatus{Key: key, StatusURL: statusURL, Error: &why}, nil
 		}
 		select {
 		case <-ctx.Done():
@@ -220,16 +225,44 @@ func (c *client) awaitInterval(ctx context.Context, schedule, key, statusURL str
 	}
 }
 
-// backfillsStoppedAt is when the schedule's backfills were last stopped (nil: never, or the
-// server cannot say now).
-func (c *client) backfillsStoppedAt(ctx context.Context, schedule string) *time.Time {
+// backfillStopWatch follows whether a backfill (accepted after the stop seen) was stopped.
+type backfillStopWatch struct {
+	schedule, seen string
+	checked, noted time.Time  // last asked; when the stop was first noticed
+	at             *time.Time // when it was stopped
+}
+
+// stopGrace is how long after noticing a stop the intervals still not started count as never
+// started: one being started as it stopped may still start, and a server feeding it from
+// another host sees the stop within half a second.
+const stopGrace = 2 * time.Second
+
+// over is when the backfill was stopped, once no more of its intervals can start (nil until
+// then). It asks the server at most every stopGrace.
+func (w *backfillStopWatch) over(ctx context.Context, c *client) *time.Time {
+	if w.at == nil && time.Since(w.checked) >= stopGrace {
+		w.checked = time.Now()
+		if id, at := c.backfillStop(ctx, w.schedule); id != w.seen && at != nil {
+			w.at, w.noted = at, time.Now()
+		}
+	}
+	if w.at != nil && time.Since(w.noted) >= stopGrace {
+		return w.at
+	}
+	return nil
+}
+
+// backfillStop is the ID of the schedule's latest backfill stop and when it was ("" and nil:
+// never, or the server cannot say now).
+func (c *client) backfillStop(ctx context.Context, schedule string) (string, *time.Time) {
 	env, _, err := c.call(ctx, http.MethodGet, "/api/schedules/"+schedule, nil)
 	if err != nil {
-		return nil
+		return "", nil
 	}
 	var in struct {
+		ID        string     `json:"backfill_stop"`
 		StoppedAt *time.Time `json:"backfills_stopped_at"`
 	}
 	json.Unmarshal(env.Data, &in)
-	return in.StoppedAt
+	return in.ID, in.StoppedAt
 }
