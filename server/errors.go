@@ -67,6 +67,7 @@ var errorTable = []struct {
 	{target: runs.ErrQueueFull, code: http.StatusTooManyRequests, retry: true},
 	{target: targets.ErrUnavailable, code: http.StatusServiceUnavailable, public: "target store unavailable"},
 	{target: runs.ErrDraining, code: http.StatusServiceUnavailable, public: "server is shutting down", retry: true},
+	{target: ErrQueueUnreachable, code: http.StatusServiceUnavailable, public: "the task queue (NATS) is unreachable; try again", retry: true},
 }
 
 const internalError = "internal error"

@@ -75,7 +75,7 @@ func TestErrorTable(t *testing.T) {
 		{"bad signature", get("/api/chainstatus?chain=" + key + "/out&expires=9999999999&signature=00"), 403, "bad signature", false},
 		{"expired signature", get("/api/chainstatus?chain=" + key + "/out&" + signed(signing.PurposeStatus, key+"/out", -time.Minute)), 403, "signature expired", false},
 		{"unknown key", get("/api/chainstatus?chain=" + key + "/out&" + signed(signing.PurposeStatus, key+"/out", time.Minute)), 404, "no run, record or output for key " + key, false},
-		{"no run to cancel", httptest.NewRequest("DELETE", "/api/chains/testchains/hello_chain/HelloTask?name=never-run", nil), 404, "no run in progress for this key on this server: " + key, false},
+		{"no run to cancel", httptest.NewRequest("DELETE", "/api/chains/testchains/hello_chain/HelloTask?name=never-run", nil), 404, "no run in progress for this key: " + key, false},
 		{"unknown task", httptest.NewRequest("POST", "/api/chains/testchains/hello_chain/NopeTask", nil), 404, `unknown task "NopeTask" in testchains/hello_chain`, false},
 		{"unknown chain type", get("/api/chains/nope"), 404, `unknown chain type "nope"`, false},
 		{"not found", get("/api/download/" + key + "/out?" + signed(signing.PurposeDownload, key+"/out", time.Minute)), 404, key + "/out: no such object", false},

@@ -261,6 +261,11 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 			return l, false, true, nil
 		}
 	}
+	if !running {
+		if err := s.queueReachable(); err != nil { // a new run would wait on it, unanswered
+			return l, false, false, err
+		}
+	}
 	l.Run, joined, err = s.runs.Submit(runs.Spec{Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon, Force: force, Trigger: trigger})
 	if err != nil {
 		return l, false, false, err
@@ -340,6 +345,9 @@ func (s *Server) cancel(c echo.Context, key string) error {
 	if errors.Is(err, runs.ErrNotRunning) {
 		return &answerError{kind: err, msg: fmt.Sprintf("%v: %s", err, key), data: map[string]any{"key": key}}
 	}
+	if errors.Is(err, runs.ErrCancelRequested) {
+		return s.awaitRemoteCancel(c, key)
+	}
 	if err != nil {
 		return err
 	}
@@ -352,6 +360,32 @@ func (s *Server) cancel(c echo.Context, key string) error {
 		return respond(c, http.StatusAccepted, "cancelling", s.runDataPage(c.Request().Context(), rec, page))
 	}
 	return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runDataPage(c.Request().Context(), rec, page))
+}
+
+// awaitRemoteCancel answers the cancel of a run another server executes: that server stops it
+// within its lease's poll, and stores the final record, which this one reads (for up to 5 s,
+// as a local cancel waits; then 202, still cancelling).
+func (s *Server) awaitRemoteCancel(c echo.Context, key string) error {
+	ctx := c.Request().Context()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		view, err := s.runs.Status(ctx, key)
+		if err != nil {
+			return err
+		}
+		rec, page := view.Page(0, runs.MaxTaskPage)
+		if rec.Status.Final() {
+			return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page))
+		}
+		if time.Now().After(deadline) {
+			return respond(c, http.StatusAccepted, "cancelling: the server that runs it stops it", s.runDataPage(ctx, rec, page))
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 func (s *Server) parseWait(q url.Values) (time.Duration, error) {

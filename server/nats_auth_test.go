@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"strings"
 	"testing"
+	"time"
 
 	"nectar/server/queue/natstest"
 )
@@ -52,4 +53,51 @@ func TestNATSPasswordsStayOutOfLogsAndEntries(t *testing.T) {
 			t.Errorf("the password shows in %.2000s", s)
 		}
 	}
+}
+
+// With its external NATS down, a server says so at once: a POST that would start a run (it
+// would wait for the queue, unanswered) and the workers list answer 503 with Retry-After,
+// naming the task queue; a status read still answers from the store.
+func TestAnUnreachableQueueIsA503(t *testing.T) {
+	nats, err := natstest.Start(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nats.Stop)
+	ts := newTestServer(t, func(c *Config) { c.Dispatch, c.NATSURL = "queue", nats.URL() })
+	done := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=before-the-outage&wait=30s")
+	if done.Code != http.StatusOK {
+		t.Fatalf("a run with NATS up = %d %s", done.Code, done.Message)
+	}
+	nats.Kill(0)
+	for _, tc := range []struct{ method, path string }{
+		{"POST", "/api/chains/testchains/hello_chain/HelloTask?name=during-the-outage"},
+		{"GET", "/api/workers"},
+	} {
+		start := time.Now()
+		resp, err := http.DefaultClient.Do(mustRequest(t, tc.method, ts.url+tc.path))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" || !strings.Contains(string(b), "task queue (NATS) is unreachable") {
+			t.Errorf("%s %s with NATS down = %d (Retry-After %q) %s; want 503 naming the task queue", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Retry-After"), b)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%s %s with NATS down took %v; want the answer at once", tc.method, tc.path, took)
+		}
+	}
+	if st := ts.do(t, "GET", done.run.StatusURL); st.Code != http.StatusOK {
+		t.Errorf("a status read with NATS down = %d %s; want 200 from the store", st.Code, st.Message)
+	}
+}
+
+func mustRequest(t *testing.T, method, url string) *http.Request {
+	t.Helper()
+	req, err := http.NewRequest(method, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return req
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strings"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,6 +24,9 @@ type workersData struct {
 func (s *Server) listWorkers(c echo.Context) error {
 	if s.queue == nil {
 		return s.noWorkers()
+	}
+	if err := s.queueReachable(); err != nil {
+		return err
 	}
 	ws, err := s.runs.Workers(c.Request().Context())
 	if err != nil {
@@ -56,4 +60,16 @@ func (s *Server) drainWorker(c echo.Context) error {
 
 func (s *Server) noWorkers() error {
 	return newError(ErrNoWorkers, "this server dispatches tasks itself (NECTAR_DISPATCH=direct): unset it, and workers take the tasks")
+}
+
+// ErrQueueUnreachable is the task queue's NATS server out of reach (reconnecting): a run
+// submitted now would wait for it, unanswered, so the API says so at once (503, Retry-After).
+var ErrQueueUnreachable = errors.New("the task queue (NATS) is unreachable; try again")
+
+// queueReachable is nil unless this server's task queue is external and its connection down.
+func (s *Server) queueReachable() error {
+	if s.queue == nil || s.queue.Conn().IsConnected() {
+		return nil
+	}
+	return fmt.Errorf("%w: its connection is %s", ErrQueueUnreachable, strings.ToLower(s.queue.Conn().Status().String()))
 }

@@ -167,6 +167,11 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		}
 		return err
 	})
+	if err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)) {
+		// Nothing answers JetStream's API: the server runs without it (nats-server -js).
+		err = fmt.Errorf("JetStream does not answer at %s after %s: is it enabled (nats-server -js, or jetstream {} in its configuration)? %w",
+			redactURL(cfg.URL), openPatience, err)
+	}
 	if err != nil {
 		q.Close()
 		return nil, err

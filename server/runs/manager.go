@@ -246,7 +246,10 @@ var (
 	ErrGraphTooLarge = errors.New("task graph too large")
 	ErrQueueFull     = errors.New("run queue is full")
 	ErrDraining      = errors.New("server is shutting down")
-	ErrNotRunning    = errors.New("no run in progress for this key on this server")
+	ErrNotRunning    = errors.New("no run in progress for this key")
+	// ErrCancelRequested is Cancel's answer for a run another server executes, which this one
+	// does not follow: that server has been left a cancel request (it polls for one).
+	ErrCancelRequested = errors.New("cancel requested from the server that runs it")
 )
 
 // Submit starts a run for spec, or joins the one already running for the same key (single
@@ -324,7 +327,16 @@ func (m *Manager) QueueDepth() int {
 func (m *Manager) Cancel(key, reason string) (*Run, error) {
 	r, ok := m.Active(key)
 	if !ok {
-		return nil, ErrNotRunning
+		// Not executed nor followed here: another server may execute it (its lease says so),
+		// and polls for a cancel request.
+		err := m.requestCancel(context.Background(), key, reason)
+		switch {
+		case errors.Is(err, targets.ErrNotExist):
+			return nil, ErrNotRunning
+		case err != nil:
+			return nil, fmt.Errorf("asking the server that runs %s to cancel it: %w", key, targets.Unavailable(err))
+		}
+		return nil, ErrCancelRequested
 	}
 	r.mu.Lock()
 	remote, final := r.remote, r.rec.Status.Final()

@@ -34,7 +34,11 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 	}
 	u, err := url.Parse(spec)
 	if err != nil {
-		return nil, fmt.Errorf("NECTAR_TARGET=%q: %v", spec, err)
+		return nil, fmt.Errorf("NECTAR_TARGET: not a URL (%s://…): %v", scheme, err) // it may hold a secret
+	}
+	if u.User != nil {
+		// Credentials come from the environment, where they are not shown with the target.
+		return nil, fmt.Errorf("NECTAR_TARGET=%q: credentials do not go in the URL: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (minio://) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", u.Redacted())
 	}
 	q := u.Query()
 	switch scheme {

@@ -18,6 +18,7 @@ func TestTargetErrors(t *testing.T) {
 		{"minio:///bucket", "no host"},
 		{"minio://127.0.0.1:1/bucket", "no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY"},
 		{"s3:///prefix", "no bucket given"},
+		{"minio://nectar:Sup3r-secret@127.0.0.1:1/bucket", "credentials do not go in the URL"},
 		// Refused before any request: S3 would answer a bare 400 that reads like bad credentials.
 		{"s3://cc/prefix?endpoint=http://127.0.0.1:1", `s3 target: bucket "cc": S3 bucket names are 3 to 63 characters`},
 		{"minio://127.0.0.1:1/cc/prefix", `bucket "cc": S3 bucket names are 3 to 63 characters`},
@@ -25,8 +26,8 @@ func TestTargetErrors(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.spec, func(t *testing.T) {
 			_, err := Target(context.Background(), tt.spec, env, nil)
-			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "NECTAR_TARGET=") {
-				t.Errorf("Target(%q) = %v, want an error naming NECTAR_TARGET and containing %q", tt.spec, err, tt.want)
+			if err == nil || !strings.Contains(err.Error(), tt.want) || !strings.HasPrefix(err.Error(), "NECTAR_TARGET") || strings.Contains(err.Error(), "Sup3r-secret") {
+				t.Errorf("Target(%q) = %v, want an error naming NECTAR_TARGET and containing %q, without the secret", tt.spec, err, tt.want)
 			}
 		})
 	}

@@ -44,10 +44,7 @@ type clientOpts struct {
 
 // parseClientArgs reads flags anywhere among the arguments (--server URL or --server=URL).
 func parseClientArgs(args []string, getenv func(string) string, allowed ...string) (clientOpts, error) {
-	o := clientOpts{server: getenv("NECTAR_SERVER"), token: getenv("NECTAR_TOKEN")}
-	if o.server == "" {
-		o.server = "http://127.0.0.1:5000"
-	}
+	o := clientOpts{server: defaultServer(getenv), token: getenv("NECTAR_TOKEN")}
 	valued := o.valued()
 	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow, "stop": &o.stop}
 	for i := 0; i < len(args); i++ {
@@ -82,6 +79,14 @@ func parseClientArgs(args []string, getenv func(string) string, allowed ...strin
 		return o, usageError("--server %q: want an http(s) URL such as http://127.0.0.1:5000 (or set NECTAR_SERVER)", o.server)
 	}
 	return o, nil
+}
+
+// defaultServer is the server without --server: NECTAR_SERVER, else the local default.
+func defaultServer(getenv func(string) string) string {
+	if v := getenv("NECTAR_SERVER"); v != "" {
+		return strings.TrimSuffix(v, "/")
+	}
+	return "http://127.0.0.1:5000"
 }
 
 // valued are the client's flags that take a value (--server URL or --server=URL), by name.
@@ -134,6 +139,12 @@ type runStatus struct {
 	LogURL      string       `json:"log_url"`
 	SubmittedAt *time.Time   `json:"submitted_at"`
 	Tasks       []taskStatus `json:"tasks"`
+	// TaskCounts counts all the run's tasks; Tasks is only the answer's first page of them.
+	TaskCounts *struct {
+		Total   int `json:"total"`
+		Running int `json:"running"`
+		Done    int `json:"done"`
+	} `json:"task_counts,omitempty"`
 }
 
 type client struct {
@@ -333,12 +344,25 @@ func progressLine(st runStatus) string {
 			running = append(running, r)
 		}
 	}
-	s := fmt.Sprintf("%s %d/%d tasks done", deref(st.JobStatus), done, len(st.Tasks))
+	total := len(st.Tasks)
+	if c := st.TaskCounts; c != nil { // a big run: the page holds only some of its tasks
+		total, done = c.Total, c.Done
+	}
+	if total == 0 {
+		return deref(st.JobStatus) + " (planning its tasks)"
+	}
+	s := fmt.Sprintf("%s %d/%d tasks done", deref(st.JobStatus), done, total)
+	if len(running) > maxRunningShown {
+		running = append(running[:maxRunningShown], fmt.Sprintf("and %d more", len(running)-maxRunningShown))
+	}
 	if len(running) > 0 {
 		s += " · running: " + strings.Join(running, ", ")
 	}
 	return s
 }
+
+// maxRunningShown is how many running tasks a progress line names.
+const maxRunningShown = 3
 
 // finish prints a final status: the out's URL when done, the failing task and why otherwise.
 func (c *client) finish(st runStatus, stdout, stderr io.Writer) error {
@@ -552,7 +576,11 @@ func listRuns(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	w.Flush()
 	if page.Next != "" {
-		fmt.Fprintf(stdout, "more: nectar runs %s cursor=%s\n", strings.Join(o.args, " "), page.Next)
+		server := ""
+		if c.o.server != defaultServer(getenv) {
+			server = " --server " + c.o.server
+		}
+		fmt.Fprintf(stdout, "more: nectar runs%s %s cursor=%s\n", server, strings.Join(o.args, " "), page.Next)
 	}
 	return nil
 }

@@ -189,7 +189,7 @@ func commandFirst(args []string) []string {
 			i++ // its value
 		}
 	}
-	return args // flags alone: the command is missing (run says so)
+	return nil // flags alone: the command is missing (run says so)
 }
 
 func serve(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {

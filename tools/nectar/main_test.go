@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -58,9 +59,37 @@ func TestServeRejectsBadConfiguration(t *testing.T) {
 }
 
 func TestUnknownCommand(t *testing.T) {
-	var out bytes.Buffer
-	if err := run(context.Background(), []string{"launch"}, func(string) string { return "" }, &out, &out); err == nil || !strings.Contains(out.String(), "usage: nectar") {
-		t.Errorf("run(launch) = %v, output %q", err, out.String())
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"launch"}, `unknown command "launch"`},
+		{[]string{"--server", "http://127.0.0.1:1"}, "no command given"},
+		{nil, "no command given"},
+	} {
+		var out bytes.Buffer
+		err := run(context.Background(), tc.args, func(string) string { return "" }, &out, &out)
+		var ee *exitError
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !errors.As(err, &ee) || ee.code != 2 || !strings.Contains(out.String(), "usage: nectar") {
+			t.Errorf("nectar %v = %v, output %q; want the usage and %q, exit 2", tc.args, err, out.String(), tc.want)
+		}
+	}
+}
+
+// Flags go anywhere: before the command too, with their values.
+func TestCommandFirst(t *testing.T) {
+	for _, tc := range []struct{ in, want []string }{
+		{[]string{"status", "k"}, []string{"status", "k"}},
+		{[]string{"--server", "http://h:1", "status", "k"}, []string{"status", "--server", "http://h:1", "k"}},
+		{[]string{"--server=http://h:1", "--json", "status", "k"}, []string{"status", "--server=http://h:1", "--json", "k"}},
+		{[]string{"-f", "logs", "k"}, []string{"logs", "-f", "k"}},
+		{[]string{"--workers", "2", "serve"}, []string{"serve", "--workers", "2"}},
+		{[]string{"-h"}, []string{"-h"}},
+		{[]string{"--token", "t"}, nil},
+	} {
+		if got := commandFirst(tc.in); !slices.Equal(got, tc.want) {
+			t.Errorf("commandFirst(%q) = %q, want %q", tc.in, got, tc.want)
+		}
 	}
 }
 
