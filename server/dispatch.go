@@ -83,7 +83,7 @@ func (s *Server) startWorkers() error {
 		slots = s.cfg.MaxRuns * s.cfg.TaskParallelism * 4
 	}
 	for range s.cfg.Workers {
-		w, err := s.runs.StartWorker(s.queue, runs.WorkerConfig{Queues: queues, Types: s.catalog.Types(), Slots: slots,
+		w, err := s.runs.StartWorker(s.queue, runs.WorkerConfig{Queues: queues, Types: s.catalog.TypesServed(queues), Slots: slots,
 			Processes: s.cfg.MaxRuns, Heartbeat: s.cfg.WorkerBeat})
 		if err != nil {
 			s.stopWorkers(runs.NoGrace)

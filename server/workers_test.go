@@ -91,7 +91,9 @@ func serveProcess(t *testing.T, target string, args []string, env ...string) (ba
 	addr := freeAddr(t)
 	cmd, logs = startProcess(t, target, append([]string{"serve"}, args...), slices.Concat(env, []string{"NECTAR_ADDR=" + addr})...)
 	base = "http://" + addr
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	// The queue waits up to 30 s for a fresh NATS cluster's JetStream (queue.openPatience):
+	// under -race, on a busy 2-core machine, a server of a 3-node cluster took longer to answer.
+	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 		if resp, err := http.Get(base + "/healthz"); err == nil {
 			resp.Body.Close()
 			return base, logs, cmd
@@ -806,4 +808,21 @@ func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 		t.Fatalf("the worker did not exit within 20s of SIGTERM:\n%s", c.workerLogs[lastPID])
 	}
 	c.workerOf(t, lastPID, "stopped", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerStopped })
+}
+
+// A worker that takes only some queues builds graphs only for the chain types they serve: a
+// run of another type waits for a worker that does (NECTAR_WORKER_WAIT), then fails saying so,
+// instead of starting tasks that no worker takes. Its own types run as before.
+func TestAWorkerBuildsGraphsOnlyForTheTypesItServes(t *testing.T) {
+	ts := newTestServer(t, func(c *Config) {
+		c.Dispatch, c.Queues, c.WorkerWait = "queue", []string{"testchains"}, time.Second
+	})
+	other := ts.post(t, "/api/chains/airline/delays_chain/ExtractTask?wait=30s")
+	if other.run.JobStatus == nil || *other.run.JobStatus != runs.Failed || other.run.Error == nil ||
+		!strings.Contains(*other.run.Error, "no worker with the plugin of chain type airline") {
+		t.Errorf("a run of a type no worker serves = %d %q %v %v; want FAILED, saying no worker took it", other.Code, other.Message, other.run.JobStatus, other.run.Error)
+	}
+	if own := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=served&wait=30s"); own.run.JobStatus == nil || *own.run.JobStatus != runs.Done {
+		t.Errorf("a run of the type the worker serves = %d %q", own.Code, own.Message)
+	}
 }

@@ -137,6 +137,24 @@ func (c *Catalog) Queues() []string {
 	return qs
 }
 
+// TypesServed lists the chain types a worker taking tasks from queues builds graphs for: those
+// whose own queue, or a queue one of their tasks names, it serves. A worker asked for the graph
+// of another type would start runs whose tasks no worker takes; unanswered, the request waits
+// for a worker that does, and the run fails after NECTAR_WORKER_WAIT saying so.
+func (c *Catalog) TypesServed(queues []string) []string {
+	var out []string
+	for _, typ := range c.Types() {
+		serves := slices.Contains(queues, typ)
+		for _, t := range c.tasks {
+			serves = serves || (t.Type == typ && t.Queue != "" && slices.Contains(queues, t.Queue))
+		}
+		if serves {
+			out = append(out, typ)
+		}
+	}
+	return out
+}
+
 // Chains lists the chains of one type.
 func (c *Catalog) Chains(typ string) []string {
 	return c.distinct(func(t *Task) (string, bool) { return t.Chain, t.Type == typ })

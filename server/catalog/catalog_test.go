@@ -3,6 +3,7 @@ package catalog
 import (
 	"errors"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 
@@ -70,5 +71,24 @@ func TestQueues(t *testing.T) {
 	})
 	if got, want := strings.Join(c.Queues(), ","), "etl,gpu,ml"; got != want {
 		t.Errorf("Queues() = %s, want %s", got, want)
+	}
+}
+
+// A worker builds graphs for the chain types whose queues it serves: a type's own queue, or
+// one its tasks name (testchains' GPUTask names gpu).
+func TestTypesServed(t *testing.T) {
+	cat := Generated()
+	for _, tc := range []struct {
+		queues, want []string
+	}{
+		{[]string{"testchains"}, []string{"testchains"}},
+		{[]string{"gpu"}, []string{"testchains"}},
+		{[]string{"airline", "testchains"}, []string{"airline", "testchains"}},
+		{[]string{"nobody"}, nil},
+		{cat.Queues(), cat.Types()},
+	} {
+		if got := cat.TypesServed(tc.queues); !slices.Equal(got, tc.want) {
+			t.Errorf("TypesServed(%q) = %q, want %q", tc.queues, got, tc.want)
+		}
 	}
 }
