@@ -222,10 +222,10 @@ func fixedPaths() obj {
 			"parameters": []any{obj{"name": "type", "in": "path", "required": true, "schema": obj{"type": "string"}}, obj{"name": "chain", "in": "path", "required": true, "schema": obj{"type": "string"}}},
 			"responses":  with(errs(404), 200, ref("Envelope", "the tasks"))}},
 		"/api/chainstatus": obj{
-			"get": obj{"operationId": "runs.status", "summary": "The status of a run (the status_url a POST returned): its task counts and up to 1,000 of its tasks, with a link to the next ones",
+			"get": obj{"operationId": "runs.status", "summary": "The status of a run (the status_url a POST returned): its task counts and a page of its tasks (100, or up to 1,000 with tasks_limit), with a link to the next ones",
 				"parameters": append([]any{query("chain", "string", "<key>/out", true),
 					obj{"name": "tasks_from", "in": "query", "schema": obj{"type": "integer", "minimum": 0}, "description": "the position of the first task to list (tasks_next_url sets it)"},
-					obj{"name": "tasks_limit", "in": "query", "schema": obj{"type": "integer", "minimum": 1, "maximum": 1000}, "description": "how many tasks to list (default and most: 1000)"}}, signed...),
+					obj{"name": "tasks_limit", "in": "query", "schema": obj{"type": "integer", "minimum": 1, "maximum": 1000}, "description": "how many tasks to list (default 100, most 1000)"}}, signed...),
 				"responses": with(errs(400, 403, 404, 503), 200, ref("Run", "the run's status"))},
 			"delete": obj{"operationId": "runs.cancel", "summary": "Cancel the run of a status URL",
 				"parameters": append([]any{query("chain", "string", "<key>/out", true)}, signed...),

@@ -77,16 +77,25 @@ func TestStatusOfABigRunIsPaged(t *testing.T) {
 	if c := *first.run.TaskCounts; c.Total != n || c.Failed != 5 || c.UpstreamFailed != 1 || c.Done != n-6 {
 		t.Errorf("task_counts = %+v", c)
 	}
-	if len(first.run.Tasks) != runs.MaxTaskPage || first.run.Tasks[999].Index != 999 || first.run.TasksNextURL == "" {
+	if len(first.run.Tasks) != runs.DefaultTaskPage || first.run.Tasks[99].Index != 99 || !strings.Contains(first.run.TasksNextURL, "tasks_from=100&tasks_limit=100") {
 		t.Fatalf("first page: %d tasks, next %q", len(first.run.Tasks), first.run.TasksNextURL)
 	}
-	// The failures outside the page (at 1007, 1507, 2007) are listed beside it.
-	var failed []int
-	for _, f := range first.run.FailedTasks {
-		failed = append(failed, f.Index)
+	failedOutside := func(a answer) (at []int) {
+		for _, f := range a.run.FailedTasks {
+			at = append(at, f.Index)
+		}
+		return at
 	}
-	if !slices.Equal(failed, []int{1007, 1507, 2007}) {
-		t.Errorf("failed_tasks at %v, want 1007, 1507, 2007", failed)
+	// The failures outside the page (the one at 7 is in it) are listed beside it.
+	if failed := failedOutside(first); !slices.Equal(failed, []int{507, 1007, 1507, 2007}) {
+		t.Errorf("failed_tasks at %v, want 507, 1007, 1507, 2007", failed)
+	}
+	most := ts.do(t, http.MethodGet, ts.statusURL(key)+"&tasks_limit=1000")
+	if len(most.run.Tasks) != runs.MaxTaskPage || most.run.Tasks[999].Index != 999 || !strings.Contains(most.run.TasksNextURL, "tasks_from=1000&tasks_limit=1000") {
+		t.Fatalf("tasks_limit=1000: %d tasks, next %q", len(most.run.Tasks), most.run.TasksNextURL)
+	}
+	if failed := failedOutside(most); !slices.Equal(failed, []int{1007, 1507, 2007}) {
+		t.Errorf("tasks_limit=1000: failed_tasks at %v, want 1007, 1507, 2007", failed)
 	}
 	seen := len(first.run.Tasks)
 	for next := first.run.TasksNextURL; next != ""; {
@@ -131,14 +140,18 @@ func TestBigRunAnswersArePaged(t *testing.T) {
 	if a.Code != 200 || *a.run.JobStatus != runs.Done {
 		t.Fatalf("POST = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
 	}
-	if len(a.run.Tasks) != runs.MaxTaskPage || a.run.TaskCounts.Total != 1201 || a.run.TaskCounts.Done != 1201 || a.run.TasksNextURL == "" {
+	if len(a.run.Tasks) != runs.DefaultTaskPage || a.run.TaskCounts.Total != 1201 || a.run.TaskCounts.Done != 1201 || a.run.TasksNextURL == "" {
 		t.Fatalf("POST answer: %d tasks, counts %+v, next %q", len(a.run.Tasks), a.run.TaskCounts, a.run.TasksNextURL)
 	}
-	rest := ts.do(t, http.MethodGet, a.run.TasksNextURL)
-	if len(rest.run.Tasks) != 201 || rest.run.TasksNextURL != "" {
-		t.Errorf("next page: %d tasks, next %q", len(rest.run.Tasks), rest.run.TasksNextURL)
+	rest := ts.do(t, http.MethodGet, strings.Replace(a.run.TasksNextURL, "tasks_limit=100", "tasks_limit=1000", 1))
+	if len(rest.run.Tasks) != 1000 || rest.run.TasksFrom != 100 || !strings.Contains(rest.run.TasksNextURL, "tasks_from=1100") {
+		t.Errorf("next page of 1000: %d tasks from %d, next %q", len(rest.run.Tasks), rest.run.TasksFrom, rest.run.TasksNextURL)
 	}
-	for _, task := range rest.run.Tasks {
+	last := ts.do(t, http.MethodGet, rest.run.TasksNextURL)
+	if len(last.run.Tasks) != 101 || last.run.TasksNextURL != "" {
+		t.Errorf("last page: %d tasks, next %q", len(last.run.Tasks), last.run.TasksNextURL)
+	}
+	for _, task := range append(rest.run.Tasks, last.run.Tasks...) {
 		if string(task.Params) == "" || task.LogURL == "" {
 			t.Fatalf("task %d: params %s, log_url %q", task.Index, task.Params, task.LogURL)
 		}

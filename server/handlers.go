@@ -150,9 +150,10 @@ type runData struct {
 	SubmittedAt *time.Time      `json:"submitted_at,omitempty"`
 	StartedAt   *time.Time      `json:"started_at,omitempty"`
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
-	// Tasks lists at most runs.MaxTaskPage tasks, from TasksFrom; TasksNextURL (the status URL
-	// with tasks_from set) lists the next ones, and FailedTasks and RunningTasks the first
-	// failed and running tasks outside this page. TaskCounts counts them all.
+	// Tasks lists runs.DefaultTaskPage tasks (tasks_limit: up to runs.MaxTaskPage) from
+	// TasksFrom; TasksNextURL (the status URL with tasks_from set) lists the next ones, and
+	// FailedTasks and RunningTasks the first failed and running tasks outside this page.
+	// TaskCounts counts them all.
 	TaskCounts   *runs.TaskCounts `json:"task_counts,omitempty"`
 	Tasks        []taskData       `json:"tasks,omitempty"`
 	TasksFrom    int              `json:"tasks_from,omitempty"`
@@ -311,7 +312,7 @@ func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (
 // then the answer is its final status, not "in progress".
 func (s *Server) respondRun(c echo.Context, r *runs.Run, joined bool) error {
 	ctx := c.Request().Context()
-	rec, page := r.View(0, runs.MaxTaskPage)
+	rec, page := r.View(0, runs.DefaultTaskPage)
 	d := s.runDataPage(ctx, rec, page)
 	switch {
 	case rec.Status.Final():
@@ -355,7 +356,7 @@ func (s *Server) cancel(c echo.Context, key string) error {
 	case <-r.Done():
 	case <-time.After(5 * time.Second):
 	}
-	rec, page := r.View(0, runs.MaxTaskPage) // one view: the message and job_status must agree
+	rec, page := r.View(0, runs.DefaultTaskPage) // one view: the message and job_status must agree
 	if !rec.Status.Final() {
 		return respond(c, http.StatusAccepted, "cancelling", s.runDataPage(c.Request().Context(), rec, page))
 	}
@@ -373,7 +374,7 @@ func (s *Server) awaitRemoteCancel(c echo.Context, key string) error {
 		if err != nil {
 			return err
 		}
-		rec, page := view.Page(0, runs.MaxTaskPage)
+		rec, page := view.Page(0, runs.DefaultTaskPage)
 		if rec.Status.Final() {
 			return respond(c, http.StatusOK, "run "+strings.ToLower(string(rec.Status)), s.runDataPage(ctx, rec, page))
 		}
@@ -401,7 +402,7 @@ func (s *Server) parseWait(q url.Values) (time.Duration, error) {
 
 // runData turns a record into the API's answer, with its first page of tasks.
 func (s *Server) runData(ctx context.Context, rec runs.Record) runData {
-	return s.runDataPage(ctx, rec.Header(), rec.Page(0, runs.MaxTaskPage))
+	return s.runDataPage(ctx, rec.Header(), rec.Page(0, runs.DefaultTaskPage))
 }
 
 // runDataPage turns a record (without tasks) and a page of its tasks into the API's answer,
@@ -520,7 +521,7 @@ func (s *Server) status(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, err := queryRange(q, "tasks_limit", runs.MaxTaskPage, 1, runs.MaxTaskPage)
+	limit, err := queryRange(q, "tasks_limit", runs.DefaultTaskPage, 1, runs.MaxTaskPage)
 	if err != nil {
 		return err
 	}

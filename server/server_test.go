@@ -297,8 +297,8 @@ func TestFanInRunsEveryLeafOnce(t *testing.T) {
 	if _, body := fetch(t, a.run.ResourceURL); body != "4950\n" {
 		t.Errorf("sum = %q, want 4950", body)
 	}
-	if len(a.run.Tasks) != 101 {
-		t.Errorf("%d tasks, want 101", len(a.run.Tasks))
+	if a.run.TaskCounts == nil || a.run.TaskCounts.Total != 101 || a.run.TaskCounts.Done != 101 || len(a.run.Tasks) != runs.DefaultTaskPage {
+		t.Errorf("task_counts %+v, %d tasks listed; want 101 done, a page of %d", a.run.TaskCounts, len(a.run.Tasks), runs.DefaultTaskPage)
 	}
 }
 

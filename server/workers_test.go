@@ -382,7 +382,7 @@ func TestServersAndWorkersOnANATSClusterAndMinIO(t *testing.T) {
 	// Once the fan-in is under way: SIGKILL a worker that holds a task, and a NATS node.
 	var victim string
 	waitTask(t, ts, a.run.StatusURL, "a worker to hold a task", func(r runDataView) bool {
-		for _, task := range r.Tasks {
+		for _, task := range append(r.Tasks, r.RunningTasks...) {
 			if task.Status == runs.Running && task.Worker != "" && r.TaskCounts != nil && r.TaskCounts.Done >= 20 {
 				victim = task.Worker
 				return true

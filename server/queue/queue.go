@@ -230,11 +230,25 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded NATS server: %w", err)
 	}
-	ns.SetLoggerV2(&natsLogger{log: cfg.Logger}, false, false, false)
+	logger := &natsLogger{log: cfg.Logger, fatal: make(chan string, 1)}
+	ns.SetLoggerV2(logger, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("the embedded NATS server did not start within 30s (see the log above)")
+	// A fatal error (NECTAR_NATS_LISTEN's port taken, say) ends the wait at once: the server
+	// never becomes ready, and it says why only in its log.
+	for deadline := time.Now().Add(30 * time.Second); !ns.ReadyForConnections(50 * time.Millisecond); {
+		select {
+		case msg := <-logger.fatal:
+			ns.Shutdown()
+			if cfg.Listen != "" {
+				return nil, fmt.Errorf("the embedded NATS server (NECTAR_NATS_LISTEN=%s) did not start: %s", cfg.Listen, msg)
+			}
+			return nil, fmt.Errorf("the embedded NATS server did not start: %s", msg)
+		default:
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return nil, errors.New("the embedded NATS server did not start within 30s (see the log above)")
+		}
 	}
 	return ns, nil
 }
@@ -731,8 +745,12 @@ func (q *Queue) Close() error {
 	return nil
 }
 
-// natsLogger sends the embedded server's warnings and errors to the server's log.
-type natsLogger struct{ log *slog.Logger }
+// natsLogger sends the embedded server's warnings and errors to the server's log, and its
+// first fatal error to fatal: nats-server reports one only by logging it.
+type natsLogger struct {
+	log   *slog.Logger
+	fatal chan string // capacity 1
+}
 
 func (l *natsLogger) Noticef(string, ...any) {}
 func (l *natsLogger) Debugf(string, ...any)  {}
@@ -744,7 +762,12 @@ func (l *natsLogger) Errorf(format string, v ...any) {
 	l.log.Error("embedded NATS: " + fmt.Sprintf(format, v...))
 }
 func (l *natsLogger) Fatalf(format string, v ...any) {
-	l.log.Error("embedded NATS (fatal): " + fmt.Sprintf(format, v...))
+	msg := fmt.Sprintf(format, v...)
+	l.log.Error("embedded NATS (fatal): " + msg)
+	select {
+	case l.fatal <- msg:
+	default:
+	}
 }
 
 // ServerName is the NATS server this connection is on now.

@@ -423,6 +423,11 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	dir := t.TempDir()
 	notPEM := filepath.Join(dir, "ca.pem")
 	os.WriteFile(notPEM, []byte("not a certificate"), 0o600)
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
 	for _, c := range []struct {
 		name string
 		cfg  Config
@@ -430,15 +435,22 @@ func TestConfigErrorsNameTheSetting(t *testing.T) {
 	}{
 		{"replicas without a cluster", Config{DataDir: dir, Replicas: 3}, "NECTAR_NATS_REPLICAS=3 needs a NATS cluster"},
 		{"bad listen address", Config{DataDir: dir, Listen: "localhost"}, `NECTAR_NATS_LISTEN="localhost": want host:port`},
+		// Refused at once, not after the 30 s a server gets to become ready.
+		{"listen port taken", Config{DataDir: filepath.Join(dir, "taken"), Listen: taken.Addr().String()},
+			"the embedded NATS server (NECTAR_NATS_LISTEN=" + taken.Addr().String() + ") did not start: Error listening on port"},
 		{"missing creds", Config{URL: "nats://127.0.0.1:1", Creds: filepath.Join(dir, "nope.creds")}, "NECTAR_NATS_CREDS"},
 		{"CA without a certificate", Config{URL: "nats://127.0.0.1:1", CA: notPEM}, "NECTAR_NATS_TLS_CA: " + notPEM + " holds no PEM certificate"},
 		{"cert without key", Config{URL: "nats://127.0.0.1:1", Cert: notPEM}, "set both or neither"},
 		{"no server, password hidden", Config{URL: "nats://user:s3cret@127.0.0.1:1"}, "connecting to NATS at nats://***@127.0.0.1:1"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
 			_, err := Open(context.Background(), c.cfg)
 			if err == nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want it to contain %q", err, c.want)
+			}
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("the error took %s", took)
 			}
 			if strings.Contains(err.Error(), "s3cret") {
 				t.Fatalf("the error shows the password: %v", err)

@@ -269,8 +269,15 @@ func (r *Record) Progress() *Progress {
 	return nil
 }
 
-// MaxTaskPage is the most tasks one status answer lists; the rest are a page away.
+// MaxTaskPage is the most tasks one status answer lists (tasks_limit); the rest are a page away.
 const MaxTaskPage = 1000
+
+// DefaultTaskPage is how many tasks an answer lists unless tasks_limit asks for more: a POST's
+// answer, and each poll of a big run's status, stays about 50 KB with its signed URLs
+// (task_counts, failed_tasks and running_tasks tell the rest), where a page of 1,000 was half a
+// megabyte to build, sign and encode on every read, and 4 MB of the server's peak memory in a
+// fan-in of 5,000 leaves.
+const DefaultTaskPage = 100
 
 // MaxHighlights is the most failed and running tasks a paged status answer lists besides its
 // page.

@@ -184,10 +184,11 @@ func (r *Run) taskCount() int {
 	return len(r.rec.Tasks)
 }
 
-// encodeChunk is how many tasks encode copies at a time under the run's lock; encodeFlush is
-// how much JSON it holds before writing it (one small buffer, whatever the run's size).
+// encodeChunk is how many tasks encode copies at a time under the run's lock (64 KB of them:
+// each record write of a big run copied 250 KB at a time before); encodeFlush is how much JSON
+// it holds before writing it (one small buffer, whatever the run's size).
 const (
-	encodeChunk = 1000
+	encodeChunk = 256
 	encodeFlush = 32 << 10
 )
 

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"os"
 	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -38,7 +39,7 @@ type clientOpts struct {
 	server, token, conf string
 	from, to            string
 	json, wait, force   bool
-	follow, stop        bool
+	follow, stop, all   bool
 	args                []string // the positional arguments
 }
 
@@ -46,7 +47,7 @@ type clientOpts struct {
 func parseClientArgs(args []string, getenv func(string) string, allowed ...string) (clientOpts, error) {
 	o := clientOpts{server: defaultServer(getenv), token: getenv("NECTAR_TOKEN")}
 	valued := o.valued()
-	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow, "stop": &o.stop}
+	bools := map[string]*bool{"json": &o.json, "wait": &o.wait, "force": &o.force, "f": &o.follow, "follow": &o.follow, "stop": &o.stop, "all": &o.all}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		if !strings.HasPrefix(a, "-") || a == "-" {
@@ -139,12 +140,71 @@ type runStatus struct {
 	LogURL      string       `json:"log_url"`
 	SubmittedAt *time.Time   `json:"submitted_at"`
 	Tasks       []taskStatus `json:"tasks"`
-	// TaskCounts counts all the run's tasks; Tasks is only the answer's first page of them.
+	// TaskCounts counts all the run's tasks; Tasks is only a page of them (the first 100 unless
+	// the URL asks for more), TasksNextURL the next page, and FailedTasks and RunningTasks the
+	// first failed and running tasks outside the page.
 	TaskCounts *struct {
 		Total   int `json:"total"`
 		Running int `json:"running"`
 		Done    int `json:"done"`
 	} `json:"task_counts,omitempty"`
+	TasksFrom    int          `json:"tasks_from,omitempty"`
+	TasksNextURL string       `json:"tasks_next_url,omitempty"`
+	FailedTasks  []taskStatus `json:"failed_tasks,omitempty"`
+	RunningTasks []taskStatus `json:"running_tasks,omitempty"`
+}
+
+// nextPage reads the page of st's tasks after st's, as big as the server allows (the first
+// page of a status URL is small: a poll need not carry a big run's tasks).
+func (c *client) nextPage(ctx context.Context, st runStatus) (runStatus, error) {
+	u, err := url.Parse(st.TasksNextURL)
+	if err != nil {
+		return runStatus{}, fmt.Errorf("tasks_next_url %q: %w", st.TasksNextURL, err)
+	}
+	q := u.Query()
+	q.Set("tasks_limit", strconv.Itoa(maxTaskPage))
+	u.RawQuery = q.Encode()
+	env, _, err := c.call(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return runStatus{}, err
+	}
+	var next runStatus
+	json.Unmarshal(env.Data, &next)
+	return next, nil
+}
+
+// maxTaskPage is the most tasks the server lists in one page (tasks_limit).
+const maxTaskPage = 1000
+
+// findTask finds the first task of st's run that match says is the one: in the page st holds,
+// among its failed and running tasks outside the page, then through the pages that follow.
+// names are the run's task names it saw (each once), for saying what there is when none matched.
+func (c *client) findTask(ctx context.Context, st runStatus, match func(taskStatus) bool) (task *taskStatus, names []string, err error) {
+	seen := func(list []taskStatus) *taskStatus {
+		for i, t := range list {
+			if match(t) {
+				return &list[i]
+			}
+			if !slices.Contains(names, t.Task) {
+				names = append(names, t.Task)
+			}
+		}
+		return nil
+	}
+	for _, list := range [][]taskStatus{st.Tasks, st.FailedTasks, st.RunningTasks} {
+		if t := seen(list); t != nil {
+			return t, names, nil
+		}
+	}
+	for page := st; page.TasksNextURL != ""; {
+		if page, err = c.nextPage(ctx, page); err != nil {
+			return nil, names, err
+		}
+		if t := seen(page.Tasks); t != nil {
+			return t, names, nil
+		}
+	}
+	return nil, names, nil
 }
 
 type client struct {
@@ -380,9 +440,10 @@ func (c *client) finish(st runStatus, stdout, stderr io.Writer) error {
 	if st.Error != nil {
 		msg += ": " + *st.Error
 	}
-	for _, t := range st.Tasks {
-		if t.Status == "FAILED" && t.LogURL != "" {
-			msg += "\nlog of " + t.Task + ": " + t.LogURL
+	failed := func(t taskStatus) bool { return t.Status == "FAILED" && t.LogURL != "" }
+	for _, list := range [][]taskStatus{st.Tasks, st.FailedTasks} {
+		if i := slices.IndexFunc(list, failed); i >= 0 {
+			msg += "\nlog of " + list[i].Task + ": " + list[i].LogURL
 			break
 		}
 	}
@@ -422,17 +483,26 @@ func (c *client) findRun(ctx context.Context, ref string) (runStatus, error) {
 
 // status prints a run's status and its tasks.
 func status(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
-	o, err := parseClientArgs(args, getenv, "json")
+	o, err := parseClientArgs(args, getenv, "json", "all")
 	if err != nil {
 		return err
 	}
 	if len(o.args) != 1 {
-		return usageError("usage: nectar status <key | status URL> [--json]")
+		return usageError("usage: nectar status <key | status URL> [--all] [--json]")
 	}
 	c := newClient(o)
 	st, err := c.findRun(ctx, o.args[0])
 	if err != nil {
 		return err
+	}
+	if o.all { // every task, page after page
+		for page := st; page.TasksNextURL != ""; {
+			if page, err = c.nextPage(ctx, page); err != nil {
+				return err
+			}
+			st.Tasks = append(st.Tasks, page.Tasks...)
+		}
+		st.TasksNextURL, st.FailedTasks, st.RunningTasks = "", nil, nil
 	}
 	if o.json {
 		printJSON(stdout, st)
@@ -444,17 +514,24 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 	}
 	w := tabwriter.NewWriter(stdout, 2, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "TASK\tSTATUS\tNOTE")
-	for _, t := range st.Tasks {
-		note := t.Error
-		if t.Cached {
-			note = "cached"
+	for _, list := range [][]taskStatus{st.Tasks, st.FailedTasks, st.RunningTasks} {
+		for _, t := range list {
+			note := t.Error
+			if t.Cached {
+				note = "cached"
+			}
+			if t.Progress != nil && t.Status == "RUNNING" {
+				note = fmt.Sprintf("%d/%d %s", t.Progress.Done, t.Progress.Total, t.Progress.Status)
+			}
+			fmt.Fprintf(w, "%s\t%s\t%s\n", t.Task, t.Status, note)
 		}
-		if t.Progress != nil && t.Status == "RUNNING" {
-			note = fmt.Sprintf("%d/%d %s", t.Progress.Done, t.Progress.Total, t.Progress.Status)
-		}
-		fmt.Fprintf(w, "%s\t%s\t%s\n", t.Task, t.Status, note)
 	}
 	w.Flush()
+	if st.TaskCounts != nil && st.TasksNextURL != "" {
+		listed := len(st.Tasks) + len(st.FailedTasks) + len(st.RunningTasks)
+		fmt.Fprintf(stdout, "(%d of %d tasks listed: the first %d, and the failed and running ones after them; --all lists every one)\n",
+			listed, st.TaskCounts.Total, len(st.Tasks))
+	}
 	if s := deref(st.JobStatus); s == "FAILED" || s == "CANCELLED" {
 		return &exitError{1, errors.New(strings.ToLower(s))}
 	}
@@ -475,19 +552,14 @@ func logs(ctx context.Context, args []string, getenv func(string) string, stdout
 	if err != nil {
 		return err
 	}
-	var task *taskStatus
-	for i := range st.Tasks {
-		if (len(o.args) == 2 && st.Tasks[i].Task == o.args[1]) || (len(o.args) == 1 && st.Tasks[i].Key == st.Key) {
-			task = &st.Tasks[i]
-			break
-		}
+	task, names, err := c.findTask(ctx, st, func(t taskStatus) bool {
+		return (len(o.args) == 2 && t.Task == o.args[1]) || (len(o.args) == 1 && t.Key == st.Key)
+	})
+	if err != nil {
+		return err
 	}
 	switch {
 	case task == nil && len(o.args) == 2:
-		names := make([]string, len(st.Tasks))
-		for i, t := range st.Tasks {
-			names[i] = t.Task
-		}
 		return usageError("the run has no task %s (its tasks: %s)", o.args[1], strings.Join(names, ", "))
 	case task == nil:
 		return &exitError{2, fmt.Errorf("the run of %s lists no tasks yet: it is %s (nectar status shows it)", st.Key, deref(st.JobStatus))}

@@ -99,6 +99,19 @@ func TestClientCommands(t *testing.T) {
 	check(nectar(nil, "cancel", key), 2, "", "has already ended: it is DONE", "cancel of a finished run")
 	check(nectar(nil, "trigger", "testchains/hello_chain/HelloTask", "--conf", `{"name":"a"}`, "name=b"), 2, "", `parameter "name" is given twice: by --conf and as name=b`, "a parameter by --conf and k=v")
 	check(nectar(nil, "logs", key), 0, "greeting", "", "logs")
+
+	// A run of more tasks than an answer lists: status says how many it shows, --all pages
+	// through them, and logs looks for a task on every page.
+	big := nectar(nil, "trigger", "testchains/fanin_chain/JoinTask", "leaves=150", "salt=cli-pages", "--wait")
+	check(big, 0, "DONE", "", "trigger a fan-in of 150 leaves")
+	bigKey := regexp.MustCompile(`chains/\S+`).FindString(big.stdout)
+	paged := nectar(nil, "status", bigKey)
+	check(paged, 0, "(100 of 151 tasks listed", "", "status of a run of 151 tasks")
+	all := nectar(nil, "status", bigKey, "--all")
+	if n := strings.Count(all.stdout, "LeafTask  DONE"); all.code != 0 || n != 150 || strings.Contains(all.stdout, "tasks listed") {
+		t.Errorf("status --all listed %d leaves, want 150 (exit %d):\n%s", n, all.code, all.stdout)
+	}
+	check(nectar(nil, "logs", bigKey, "NopeTask"), 2, "", "the run has no task NopeTask (its tasks: JoinTask, LeafTask)", "logs of a task in no page")
 	check(nectar(nil, "runs", "task=FailTask"), 0, "FAILED", "", "runs")
 
 	// cancel a slow run by its key.

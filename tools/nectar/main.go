@@ -84,7 +84,8 @@ client commands (a running server: --server or NECTAR_SERVER, default http://127
 --token or NECTAR_TOKEN when it asks for one):
   trigger <type>/<chain>/<Task> [k=v...] [--conf JSON] [--wait] [--force] [--json]
                                       start a run (--wait: follow it to the end)
-  status <key | status URL> [--json]  a run's status and its tasks
+  status <key | status URL> [--all] [--json]
+                                      a run's status and its tasks (--all: every one)
   logs [-f] <key | status URL> [Task] a task's log (-f: follow it while it runs)
   cancel <key | status URL>           stop a run
   runs [k=v...] [--json]              the run history (filters: task=, status=, q=, limit=, ...)

@@ -1748,7 +1748,7 @@ const OpenAPI = `{
             }
           },
           {
-            "description": "how many tasks to list (default and most: 1000)",
+            "description": "how many tasks to list (default 100, most 1000)",
             "in": "query",
             "name": "tasks_limit",
             "schema": {
@@ -1828,7 +1828,7 @@ const OpenAPI = `{
             "description": "HTTP 503"
           }
         },
-        "summary": "The status of a run (the status_url a POST returned): its task counts and up to 1,000 of its tasks, with a link to the next ones"
+        "summary": "The status of a run (the status_url a POST returned): its task counts and a page of its tasks (100, or up to 1,000 with tasks_limit), with a link to the next ones"
       }
     },
     "/api/openapi.json": {
