@@ -173,7 +173,11 @@ func TestABigGraphReusesTheOutsThatExist(t *testing.T) {
 	if c := *b.run.TaskCounts; c.Total != 401 || c.Done != 401 || c.Cached != 150 {
 		t.Fatalf("second run's counts %+v, want 401 done of which 150 cached", c)
 	}
-	for _, task := range b.run.Tasks {
+	all := ts.do(t, http.MethodGet, b.run.StatusURL+"&tasks_limit=1000") // the answer lists 100
+	if len(all.run.Tasks) != 401 {
+		t.Fatalf("the status lists %d tasks, want all 401", len(all.run.Tasks))
+	}
+	for _, task := range all.run.Tasks {
 		var p struct{ Index int }
 		json.Unmarshal(task.Params, &p)
 		if wantCached := task.Task == "LeafTask" && p.Index < 150; task.Cached != wantCached {

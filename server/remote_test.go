@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"regexp"
 	"strings"
@@ -142,6 +143,72 @@ func TestStoreOutageAnswers503AndRecovers(t *testing.T) {
 			b := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=outage-"+name+"&wait=20s")
 			if b.Code != 200 || *b.run.JobStatus != runs.Done {
 				t.Errorf("POST after the store came back = %d %v %v", b.Code, b.run.JobStatus, b.run.Error)
+			}
+		})
+	}
+}
+
+// A store that stops answering (frozen: its port takes connections that get no answer, as a
+// hung server's or a blackholed endpoint's) costs a status read or a POST NECTAR_STORE_TIMEOUT,
+// then a 503, through either SDK; once it answers again, so does the server.
+// (Before, minio-go waited a minute per attempt, and the AWS SDK without limit.)
+func TestAFrozenStoreAnswers503AfterTheStoreTimeout(t *testing.T) {
+	own, err := miniotest.Start() // its own server: this test freezes it
+	if err != nil {
+		t.Fatalf("starting MinIO: %v", err)
+	}
+	defer own.Stop()
+	minioEnv(t, own)
+	for name, target := range remoteTargets(own, "frozen") {
+		t.Run(name, func(t *testing.T) {
+			env := getenvMap(own)
+			ts := newTestServer(t, func(c *Config) {
+				c.Target = target
+				c.Getenv = func(k string) string {
+					if k == "NECTAR_STORE_TIMEOUT" {
+						return "1s"
+					}
+					return env(k)
+				}
+			})
+			a := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=frozen-"+name+"&wait=20s")
+			if a.Code != 200 || *a.run.JobStatus != runs.Done {
+				t.Fatalf("POST = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
+			}
+			// Its status is read from the store once the run has left memory.
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if _, active := ts.Runs().Active(a.run.Key); !active {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatal("the run is still active 10 s after its answer")
+				}
+			}
+			own.Freeze()
+			defer own.Thaw()
+			for _, req := range []struct{ method, url string }{
+				{"GET", ts.statusURL(a.run.Key)}, // its record's version is read from the store
+				{"POST", ts.url + "/api/chains/testchains/hello_chain/HelloTask?name=frozen-new-" + name},
+			} {
+				start := time.Now()
+				r, err := http.DefaultClient.Do(mustRequest(t, req.method, req.url))
+				if err != nil {
+					t.Fatal(err)
+				}
+				body, _ := io.ReadAll(r.Body)
+				r.Body.Close()
+				took := time.Since(start)
+				if r.StatusCode != http.StatusServiceUnavailable || !strings.Contains(string(body), "target store unavailable") {
+					t.Errorf("%s while the store is frozen = %d %s, want 503", req.method, r.StatusCode, body)
+				}
+				if took > 15*time.Second { // 1 s, retries included; a minute or more before
+					t.Errorf("%s while the store is frozen took %s", req.method, took)
+				}
+			}
+			own.Thaw()
+			b := ts.post(t, "/api/chains/testchains/hello_chain/HelloTask?name=frozen-new-"+name+"&wait=20s")
+			if b.Code != 200 || *b.run.JobStatus != runs.Done {
+				t.Errorf("POST once the store answers again = %d %v %v", b.Code, b.run.JobStatus, b.run.Error)
 			}
 		})
 	}

@@ -155,6 +155,28 @@ func Unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
+// DefaultTimeout is how long a remote store gets to start answering a request
+// (NECTAR_STORE_TIMEOUT): each attempt of a transfer, and an operation that moves no data in
+// all, its retries included.
+const DefaultTimeout = 10 * time.Second
+
+// Bounded runs op, an operation of store that moves no data (a stat, a delete, a lease's
+// conditional PUT), with at most d for it, retries included (d <= 0: no bound). A store that
+// stops answering (a blackholed endpoint, a frozen server) then costs a request d and a 503
+// rather than the SDK's minute per attempt; the error says what ran out.
+func Bounded[T any](ctx context.Context, d time.Duration, store fmt.Stringer, op func(context.Context) (T, error)) (T, error) {
+	if d <= 0 {
+		return op(ctx)
+	}
+	octx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	v, err := op(octx)
+	if err != nil && errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		err = fmt.Errorf("%w: %s gave no answer within %s (NECTAR_STORE_TIMEOUT): %w", ErrUnavailable, store, d, err)
+	}
+	return v, err
+}
+
 // MaxCreateSize bounds what CreateIfAbsent takes: it is meant for small markers (leases), sent
 // in one conditional PUT.
 const MaxCreateSize = 1 << 20

@@ -239,10 +239,10 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		select {
 		case msg := <-logger.fatal:
 			ns.Shutdown()
-			if cfg.Listen != "" {
+			if cfg.Listen != "" && strings.HasPrefix(msg, "Error listening on port") {
 				return nil, fmt.Errorf("the embedded NATS server (NECTAR_NATS_LISTEN=%s) did not start: %s", cfg.Listen, msg)
 			}
-			return nil, fmt.Errorf("the embedded NATS server did not start: %s", msg)
+			return nil, fmt.Errorf("the embedded NATS server (its data in %s, NECTAR_NATS_DIR) did not start: %s", cfg.DataDir, msg)
 		default:
 		}
 		if time.Now().After(deadline) {

@@ -33,6 +33,9 @@ type Config struct {
 	Region    string
 	// PublicEndpoint (host:port, or a URL) is the host presigned URLs are signed for; "" = Endpoint.
 	PublicEndpoint string
+	// Timeout is how long the store gets to start answering a request (each attempt of a
+	// transfer; an operation that moves no data in all): targets.DefaultTimeout when 0.
+	Timeout time.Duration
 }
 
 // Store is a bucket (and prefix).
@@ -58,11 +61,21 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Region == "" {
 		cfg.Region = "us-east-1" // also spares minio-go a bucket-location request per presign
 	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = targets.DefaultTimeout
+	}
 	newClient := func(endpoint string, secure bool) (*minio.Client, error) {
+		// minio-go waits a minute for each answer: a frozen server held a request that long.
+		tr, err := minio.DefaultTransport(secure)
+		if err != nil {
+			return nil, err
+		}
+		tr.ResponseHeaderTimeout = cfg.Timeout
 		return minio.New(endpoint, &minio.Options{
-			Creds:  credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
-			Secure: secure,
-			Region: cfg.Region,
+			Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
+			Secure:    secure,
+			Region:    cfg.Region,
+			Transport: tr,
 			// minio-go retries 10 times by default: an outage would take ~10 s to report.
 			MaxRetries: 3,
 		})
@@ -108,6 +121,9 @@ func (s *Store) String() string {
 func (s *Store) object(key string) (string, error) { return s.prefix.Object(key) }
 
 func (s *Store) mapErr(key string, err error) error {
+	if errors.Is(err, targets.ErrUnavailable) { // classified already (targets.Bounded)
+		return err
+	}
 	resp := minio.ToErrorResponse(err)
 	switch {
 	case resp.Code == "NoSuchBucket":
@@ -179,7 +195,9 @@ func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader)
 	}
 	opts := s.putOptions()
 	opts.SetMatchETagExcept("*")
-	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	up, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (minio.UploadInfo, error) {
+		return s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
@@ -197,7 +215,9 @@ func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b 
 	}
 	opts := s.putOptions()
 	opts.SetMatchETag(seen.ETag)
-	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	up, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (minio.UploadInfo, error) {
+		return s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
+	})
 	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
 			return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
@@ -229,7 +249,9 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, err
 	}
-	info, err := s.client.StatObject(ctx, s.cfg.Bucket, obj, minio.StatObjectOptions{})
+	info, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (minio.ObjectInfo, error) {
+		return s.client.StatObject(ctx, s.cfg.Bucket, obj, minio.StatObjectOptions{})
+	})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
@@ -241,7 +263,10 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if err := s.client.RemoveObject(ctx, s.cfg.Bucket, obj, minio.RemoveObjectOptions{}); err != nil {
+	_, err = targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (struct{}, error) {
+		return struct{}{}, s.client.RemoveObject(ctx, s.cfg.Bucket, obj, minio.RemoveObjectOptions{})
+	})
+	if err != nil {
 		return s.mapErr(key, err)
 	}
 	return nil

@@ -133,6 +133,20 @@ func (s *Server) Kill() {
 	}
 }
 
+// Freeze stops the server's processes without ending them (SIGSTOP): its port still takes
+// connections, which get no answer, as from a hung server or a blackholed endpoint. Thaw
+// resumes it.
+func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+
+// Thaw resumes a frozen server.
+func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }
+
+func (s *Server) signal(sig syscall.Signal) {
+	if s.cmd != nil && s.cmd.Process != nil {
+		syscall.Kill(-s.cmd.Process.Pid, sig)
+	}
+}
+
 // Restart starts the server again on the same address and folder.
 func (s *Server) Restart() error {
 	s.Kill()

@@ -11,6 +11,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"time"
 
 	"nectar/targets"
 	"nectar/targets/local"
@@ -24,6 +25,10 @@ var Schemes = []string{"s3", "minio"}
 // Target opens spec. getenv supplies the environment (credentials, endpoints); localSigner makes
 // the download URLs of a local store.
 func Target(ctx context.Context, spec string, getenv func(string) string, localSigner local.URLSigner) (targets.Store, error) {
+	timeout, err := storeTimeout(getenv) // checked with a folder too: a mistake is said at once
+	if err != nil {
+		return nil, err
+	}
 	scheme, _, isURL := strings.Cut(spec, "://")
 	if !isURL {
 		st, err := local.New(spec, localSigner)
@@ -52,6 +57,7 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 			Endpoint:       first(q.Get("endpoint"), getenv("AWS_ENDPOINT_URL_S3")),
 			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
 			Region:         first(q.Get("region"), getenv("AWS_REGION")),
+			Timeout:        timeout,
 		}
 		st, err := s3.Open(ctx, cfg)
 		if err != nil {
@@ -81,6 +87,7 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 			SecretKey:      first(getenv("MINIO_SECRET_KEY"), getenv("AWS_SECRET_ACCESS_KEY")),
 			Region:         first(q.Get("region"), getenv("AWS_REGION")),
 			PublicEndpoint: first(q.Get("public_endpoint"), getenv("NECTAR_PUBLIC_STORE_ENDPOINT")),
+			Timeout:        timeout,
 		}
 		st, err := minio.Open(ctx, cfg)
 		if err != nil {
@@ -90,6 +97,19 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 	}
 	return nil, fmt.Errorf("NECTAR_TARGET=%q: unknown target scheme %q (want a folder path, %s)", spec, scheme,
 		strings.Join(mapStrings(Schemes, func(s string) string { return s + "://…" }), " or "))
+}
+
+// storeTimeout is NECTAR_STORE_TIMEOUT: how long a remote store gets to start answering.
+func storeTimeout(getenv func(string) string) (time.Duration, error) {
+	v := getenv("NECTAR_STORE_TIMEOUT")
+	if v == "" {
+		return targets.DefaultTimeout, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
+		return 0, fmt.Errorf("NECTAR_STORE_TIMEOUT=%q: want a duration from 100ms to 10m, such as 10s", v)
+	}
+	return d, nil
 }
 
 func onlyParams(q url.Values, allowed ...string) error {

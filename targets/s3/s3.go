@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
+	awshttp "github.com/aws/aws-sdk-go-v2/aws/transport/http"
 	"github.com/aws/aws-sdk-go-v2/config"
 	awss3 "github.com/aws/aws-sdk-go-v2/service/s3"
 	"github.com/aws/aws-sdk-go-v2/service/s3/types"
@@ -41,6 +42,9 @@ type Config struct {
 	// works for the host it names); "" = Endpoint.
 	PublicEndpoint string
 	Region         string
+	// Timeout is how long the store gets to start answering a request (each attempt of a
+	// transfer; an operation that moves no data in all): targets.DefaultTimeout when 0.
+	Timeout time.Duration
 }
 
 // Store is a bucket (and prefix).
@@ -60,7 +64,15 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := targets.CheckBucketName(cfg.Bucket); err != nil {
 		return nil, fmt.Errorf("s3 target: %w", err)
 	}
-	opts := []func(*config.LoadOptions) error{}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = targets.DefaultTimeout
+	}
+	// The SDK's client waits for an answer without limit: a blackholed endpoint held every
+	// request (a status read, a POST) until its client gave up.
+	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
+		tr.ResponseHeaderTimeout = cfg.Timeout
+	})
+	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient)}
 	if cfg.Region != "" {
 		opts = append(opts, config.WithRegion(cfg.Region))
 	}
@@ -128,6 +140,9 @@ func (s *Store) object(key string) (string, error) { return s.prefix.Object(key)
 
 // mapErr turns SDK errors into the targets sentinels, naming the key.
 func (s *Store) mapErr(key string, err error) error {
+	if errors.Is(err, targets.ErrUnavailable) { // classified already (targets.Bounded)
+		return err
+	}
 	var re *smithyhttp.ResponseError
 	if errors.As(err, &re) && re.HTTPStatusCode() != 0 {
 		var api smithy.APIError
@@ -288,9 +303,11 @@ func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader)
 	if err != nil {
 		return targets.Info{}, err
 	}
-	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
-		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
-		ContentLength: aws.Int64(int64(len(b))), IfNoneMatch: aws.String("*"),
+	out, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.PutObjectOutput, error) {
+		return s.client.PutObject(ctx, &awss3.PutObjectInput{
+			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
+			ContentLength: aws.Int64(int64(len(b))), IfNoneMatch: aws.String("*"),
+		})
 	})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
@@ -307,9 +324,11 @@ func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b 
 	if seen.ETag == "" {
 		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
-	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
-		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
-		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
+	out, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.PutObjectOutput, error) {
+		return s.client.PutObject(ctx, &awss3.PutObjectInput{
+			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
+			Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
+		})
 	})
 	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
@@ -345,7 +364,9 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, err
 	}
-	out, err := s.client.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)})
+	out, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.HeadObjectOutput, error) {
+		return s.client.HeadObject(ctx, &awss3.HeadObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)})
+	})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
@@ -361,7 +382,10 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)}); err != nil {
+	_, err = targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.DeleteObjectOutput, error) {
+		return s.client.DeleteObject(ctx, &awss3.DeleteObjectInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)})
+	})
+	if err != nil {
 		return s.mapErr(key, err)
 	}
 	return nil

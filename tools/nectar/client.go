@@ -170,6 +170,10 @@ func (c *client) nextPage(ctx context.Context, st runStatus) (runStatus, error) 
 	}
 	var next runStatus
 	json.Unmarshal(env.Data, &next)
+	if len(next.Tasks) == 0 || next.TasksFrom <= st.TasksFrom {
+		// The server always moves on; a page that does not would be paged forever.
+		return runStatus{}, fmt.Errorf("%s: the page after task %d lists none after it", redactURL(st.TasksNextURL), st.TasksFrom)
+	}
 	return next, nil
 }
 
@@ -390,7 +394,7 @@ func (c *client) follow(ctx context.Context, st runStatus, stdout, stderr io.Wri
 // progressLine is "RUNNING 3/10 tasks done · running: ExtractTask (step 4 of 20)".
 func progressLine(st runStatus) string {
 	done, running := 0, []string{}
-	for _, t := range st.Tasks {
+	for _, t := range append(st.Tasks[:len(st.Tasks):len(st.Tasks)], st.RunningTasks...) {
 		switch t.Status {
 		case "DONE":
 			done++
@@ -404,16 +408,19 @@ func progressLine(st runStatus) string {
 			running = append(running, r)
 		}
 	}
-	total := len(st.Tasks)
-	if c := st.TaskCounts; c != nil { // a big run: the page holds only some of its tasks
-		total, done = c.Total, c.Done
+	total, runningCount := len(st.Tasks), len(running)
+	if c := st.TaskCounts; c != nil { // a big run: the answer lists only some of its tasks
+		total, done, runningCount = c.Total, c.Done, max(c.Running, len(running))
 	}
 	if total == 0 {
 		return deref(st.JobStatus) + " (planning its tasks)"
 	}
 	s := fmt.Sprintf("%s %d/%d tasks done", deref(st.JobStatus), done, total)
 	if len(running) > maxRunningShown {
-		running = append(running[:maxRunningShown], fmt.Sprintf("and %d more", len(running)-maxRunningShown))
+		running = running[:maxRunningShown]
+	}
+	if more := runningCount - len(running); more > 0 && len(running) > 0 {
+		running = append(running, fmt.Sprintf("and %d more", more))
 	}
 	if len(running) > 0 {
 		s += " · running: " + strings.Join(running, ", ")
@@ -468,6 +475,15 @@ func (c *client) findRun(ctx context.Context, ref string) (runStatus, error) {
 			return runStatus{}, &exitError{2, fmt.Errorf("no run with key %s in the history (see nectar runs)", ref)}
 		}
 		statusURL = page.Runs[0].StatusURL
+	}
+	// A page's URL (a tasks_next_url) reads from its first task: the run's root is task 0,
+	// and status lists the tasks from the start. The paging parameters are not signed.
+	if u, err := url.Parse(statusURL); err == nil && (u.Query().Has("tasks_from") || u.Query().Has("tasks_limit")) {
+		q := u.Query()
+		q.Del("tasks_from")
+		q.Del("tasks_limit")
+		u.RawQuery = q.Encode()
+		statusURL = u.String()
 	}
 	env, _, err := c.call(ctx, http.MethodGet, statusURL, nil)
 	if err != nil {

@@ -17,6 +17,9 @@ func TestProgressLine(t *testing.T) {
 		{"a big run, beyond its first page", `{"job_status":"RUNNING","task_counts":{"total":3001,"done":2500,"running":5},"tasks":[
 			{"task":"L","status":"RUNNING"},{"task":"L","status":"RUNNING"},{"task":"L","status":"RUNNING"},{"task":"L","status":"RUNNING"},{"task":"L","status":"RUNNING"}]}`,
 			"RUNNING 2500/3001 tasks done · running: L, L, L, and 2 more"},
+		{"running only outside the page", `{"job_status":"RUNNING","task_counts":{"total":501,"done":150,"running":16},"tasks":[{"task":"J","status":"PENDING"}],
+			"running_tasks":[{"task":"L","status":"RUNNING"},{"task":"L","status":"RUNNING","progress":{"status":"step 2"}}]}`,
+			"RUNNING 150/501 tasks done · running: L, L (step 2), and 14 more"},
 	} {
 		var st runStatus
 		if err := json.Unmarshal([]byte(tc.answer), &st); err != nil {
