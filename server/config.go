@@ -17,6 +17,7 @@ import (
 	"nectar/server/queue"
 	"nectar/server/runs"
 	"nectar/server/signing"
+	"nectar/targets/open"
 )
 
 // Config is read from NECTAR_* environment variables and checked once, at start.
@@ -187,6 +188,9 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 		default:
 			*dst = d
 		}
+	}
+	if _, err := open.StoreTimeout(getenv); err != nil { // read where the store is opened
+		errs = append(errs, err)
 	}
 	dur("NECTAR_URL_EXPIRY", &c.URLExpiry, time.Second, MaxURLExpiry)
 	dur("NECTAR_MAX_WAIT", &c.MaxWait, 0, time.Hour)

@@ -39,3 +39,19 @@ func TestConfigMetricsPublic(t *testing.T) {
 		t.Errorf("New with private metrics and no token = %v, want an error", err)
 	}
 }
+
+// NECTAR_STORE_TIMEOUT is read where the store is opened, and checked with the other settings:
+// every mistake is said at once.
+func TestConfigChecksTheStoreTimeout(t *testing.T) {
+	env := map[string]string{"NECTAR_STORE_TIMEOUT": "forever", "NECTAR_MAX_WAIT": "2h"}
+	_, err := ConfigFromEnv(func(k string) string { return env[k] })
+	if err == nil || !strings.Contains(err.Error(), `NECTAR_STORE_TIMEOUT="forever": want a duration from 1s to 10m`) || !strings.Contains(err.Error(), "NECTAR_MAX_WAIT") {
+		t.Errorf("err = %v, want both NECTAR_STORE_TIMEOUT and NECTAR_MAX_WAIT named", err)
+	}
+	for _, ok := range []string{"", "30s", "45"} {
+		env := map[string]string{"NECTAR_STORE_TIMEOUT": ok}
+		if _, err := ConfigFromEnv(func(k string) string { return env[k] }); err != nil {
+			t.Errorf("NECTAR_STORE_TIMEOUT=%q: %v", ok, err)
+		}
+	}
+}

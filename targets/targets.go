@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"path"
 	"strings"
 	"time"
@@ -160,10 +161,11 @@ func Unavailable(err error) error {
 // all, its retries included.
 const DefaultTimeout = 10 * time.Second
 
-// Bounded runs op, an operation of store that moves no data (a stat, a delete, a lease's
-// conditional PUT), with at most d for it, retries included (d <= 0: no bound). A store that
-// stops answering (a blackholed endpoint, a frozen server) then costs a request d and a 503
-// rather than the SDK's minute per attempt; the error says what ran out.
+// Bounded runs op, a read of store that moves no data (a stat, an existence check) or a delete,
+// with at most d for it, retries included (d <= 0: no bound). A store that stops answering (a
+// blackholed endpoint, a frozen server) then costs a request d and a 503 rather than the SDK's
+// minute per attempt; the error says what ran out. Writes whose outcome matters (a lease) are
+// not bounded so: one cut off may still land, and its writer would not know it holds the key.
 func Bounded[T any](ctx context.Context, d time.Duration, store fmt.Stringer, op func(context.Context) (T, error)) (T, error) {
 	if d <= 0 {
 		return op(ctx)
@@ -171,11 +173,19 @@ func Bounded[T any](ctx context.Context, d time.Duration, store fmt.Stringer, op
 	octx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
 	v, err := op(octx)
-	if err != nil && errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+	var ne net.Error
+	timedOut := errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout()
+	if timedOut && errors.Is(octx.Err(), context.DeadlineExceeded) && ctx.Err() == nil {
+		// Only the bound's own end: an answer that came (a 404, a 412) is the caller's to read.
 		err = fmt.Errorf("%w: %s gave no answer within %s (NECTAR_STORE_TIMEOUT): %w", ErrUnavailable, store, d, err)
 	}
 	return v, err
 }
+
+// TransferHeaderTimeout is how long each request of a store waits for the store to start
+// answering: NECTAR_STORE_TIMEOUT, but never under 30 s, as MinIO answers the last request of
+// a multipart upload only once it has assembled the object, or after 10 s with a heartbeat.
+func TransferHeaderTimeout(d time.Duration) time.Duration { return max(d, 30*time.Second) }
 
 // MaxCreateSize bounds what CreateIfAbsent takes: it is meant for small markers (leases), sent
 // in one conditional PUT.

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestCheckBucketName(t *testing.T) {
@@ -55,5 +56,38 @@ func TestUnavailableKeepsTheCause(t *testing.T) {
 	}
 	if Unavailable(nil) != nil {
 		t.Errorf("Unavailable(nil) != nil")
+	}
+}
+
+type named string
+
+func (n named) String() string { return string(n) }
+
+// Bounded turns only its own end into the store unavailable, naming the setting; an answer
+// that came, late or not, stays what it is, and a caller's own cancel stays a cancel.
+func TestBoundedCutsOffOnlyWhatGotNoAnswer(t *testing.T) {
+	store := named("minio bucket \"b\" at 127.0.0.1:9000")
+	hang := func(ctx context.Context) (int, error) {
+		<-ctx.Done()
+		return 0, fmt.Errorf("HeadObject: %w", ctx.Err())
+	}
+	late404 := func(ctx context.Context) (int, error) {
+		<-ctx.Done()
+		return 0, fmt.Errorf("k: %w", ErrNotExist) // answered, as the bound ended
+	}
+	if _, err := Bounded(context.Background(), 20*time.Millisecond, store, hang); !errors.Is(err, ErrUnavailable) ||
+		!strings.Contains(err.Error(), `minio bucket "b" at 127.0.0.1:9000 gave no answer within 20ms (NECTAR_STORE_TIMEOUT)`) {
+		t.Errorf("a store that does not answer: %v", err)
+	}
+	if _, err := Bounded(context.Background(), 20*time.Millisecond, store, late404); !errors.Is(err, ErrNotExist) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("an answer at the bound's end: %v, want it as it came", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := Bounded(ctx, time.Second, store, hang); !errors.Is(err, context.Canceled) || errors.Is(err, ErrUnavailable) {
+		t.Errorf("a cancelled caller: %v, want the cancel", err)
+	}
+	if v, err := Bounded(context.Background(), 0, store, func(context.Context) (int, error) { return 7, nil }); v != 7 || err != nil {
+		t.Errorf("no bound: %d %v", v, err)
 	}
 }

@@ -2,7 +2,6 @@ package runs
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -329,20 +328,28 @@ func (s *scheduler) startRecorder() (stop func()) {
 func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]bool, error) {
 	known := make([]bool, len(s.nodes))
 	ask := func(level []int) error {
-		errs := make([]error, len(level))
+		// The first failure ends the asking: a store that does not answer would otherwise
+		// cost each of thousands of tasks its own timeout.
+		var first atomic.Pointer[error]
 		var next atomic.Int64
 		var wg sync.WaitGroup
 		for range max(1, min(askers, len(level))) {
 			wg.Go(func() {
-				for k := int(next.Add(1) - 1); k < len(level); k = int(next.Add(1) - 1) {
+				for k := int(next.Add(1) - 1); k < len(level) && first.Load() == nil; k = int(next.Add(1) - 1) {
 					if i := level[k]; i != 0 || !s.rootAbsent {
-						known[i], errs[k] = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
+						var err error
+						if known[i], err = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName); err != nil {
+							first.CompareAndSwap(nil, &err)
+						}
 					}
 				}
 			})
 		}
 		wg.Wait()
-		return errors.Join(errs...)
+		if err := first.Load(); err != nil {
+			return *err
+		}
+		return nil
 	}
 	if !byLevel {
 		all := make([]int, len(s.nodes))

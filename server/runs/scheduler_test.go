@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"nectar/chains"
+	"nectar/targets"
 	"nectar/targets/local"
 )
 
@@ -809,4 +812,35 @@ func TestAPlainTaskRunsWithoutAGraphCall(t *testing.T) {
 func dirExists(dir string) bool {
 	fi, err := os.Stat(dir)
 	return err == nil && fi.IsDir()
+}
+
+// downStore answers every stat with the store unavailable, a moment later, counting them.
+type downStore struct {
+	targets.Store
+	stats atomic.Int64
+}
+
+func (d *downStore) Stat(context.Context, string) (targets.Info, error) {
+	d.stats.Add(1)
+	time.Sleep(time.Millisecond)
+	return targets.Info{}, targets.ErrUnavailable
+}
+
+// Looking up a big graph's outs stops at the first failure: a store that does not answer
+// would otherwise cost each of thousands of tasks its own timeout.
+func TestLookingUpOutsStopsAtTheFirstFailure(t *testing.T) {
+	for _, byLevel := range []bool{false, true} {
+		store := &downStore{}
+		s := &scheduler{m: &Manager{cfg: Config{Store: store}}, nodes: make([]*node, 5000)}
+		for i := range s.nodes {
+			s.nodes[i] = &node{key: fmt.Sprintf("chains/t/c/Leaf/%d", i)}
+		}
+		const askers = 16
+		if _, err := s.outsExist(context.Background(), askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
+			t.Errorf("byLevel %v: err = %v, want the store unavailable", byLevel, err)
+		}
+		if n := store.stats.Load(); n > 2*askers {
+			t.Errorf("byLevel %v: %d stats of 5,000 outs after the store failed; want at most one per asker", byLevel, n)
+		}
+	}
 }

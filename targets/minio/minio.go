@@ -33,8 +33,9 @@ type Config struct {
 	Region    string
 	// PublicEndpoint (host:port, or a URL) is the host presigned URLs are signed for; "" = Endpoint.
 	PublicEndpoint string
-	// Timeout is how long the store gets to start answering a request (each attempt of a
-	// transfer; an operation that moves no data in all): targets.DefaultTimeout when 0.
+	// Timeout bounds a stat or a delete, retries included (targets.Bounded); each request of
+	// a transfer waits targets.TransferHeaderTimeout(Timeout) for the store to start answering.
+	// targets.DefaultTimeout when 0.
 	Timeout time.Duration
 }
 
@@ -70,7 +71,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
-		tr.ResponseHeaderTimeout = cfg.Timeout
+		tr.ResponseHeaderTimeout = targets.TransferHeaderTimeout(cfg.Timeout)
 		return minio.New(endpoint, &minio.Options{
 			Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 			Secure:    secure,
@@ -94,7 +95,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("minio target: public endpoint %s: %w", cfg.PublicEndpoint, err)
 		}
 	}
-	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	checkCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, cfg.Timeout))
 	defer cancel()
 	ok, err := client.BucketExists(checkCtx, cfg.Bucket)
 	where := fmt.Sprintf("minio target: bucket %q at %s", cfg.Bucket, cfg.Endpoint)
@@ -195,9 +196,7 @@ func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader)
 	}
 	opts := s.putOptions()
 	opts.SetMatchETagExcept("*")
-	up, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (minio.UploadInfo, error) {
-		return s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
-	})
+	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
@@ -215,9 +214,7 @@ func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b 
 	}
 	opts := s.putOptions()
 	opts.SetMatchETag(seen.ETag)
-	up, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (minio.UploadInfo, error) {
-		return s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
-	})
+	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, bytes.NewReader(b), int64(len(b)), opts)
 	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {
 			return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)

@@ -25,7 +25,7 @@ var Schemes = []string{"s3", "minio"}
 // Target opens spec. getenv supplies the environment (credentials, endpoints); localSigner makes
 // the download URLs of a local store.
 func Target(ctx context.Context, spec string, getenv func(string) string, localSigner local.URLSigner) (targets.Store, error) {
-	timeout, err := storeTimeout(getenv) // checked with a folder too: a mistake is said at once
+	timeout, err := StoreTimeout(getenv) // checked with a folder too: a mistake is said at once
 	if err != nil {
 		return nil, err
 	}
@@ -99,15 +99,19 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 		strings.Join(mapStrings(Schemes, func(s string) string { return s + "://…" }), " or "))
 }
 
-// storeTimeout is NECTAR_STORE_TIMEOUT: how long a remote store gets to start answering.
-func storeTimeout(getenv func(string) string) (time.Duration, error) {
+// StoreTimeout is NECTAR_STORE_TIMEOUT: how long a remote store gets for an operation that
+// moves no data (targets.DefaultTimeout when unset), in Go's form or in plain seconds.
+func StoreTimeout(getenv func(string) string) (time.Duration, error) {
 	v := getenv("NECTAR_STORE_TIMEOUT")
 	if v == "" {
 		return targets.DefaultTimeout, nil
 	}
 	d, err := time.ParseDuration(v)
-	if err != nil || d < 100*time.Millisecond || d > 10*time.Minute {
-		return 0, fmt.Errorf("NECTAR_STORE_TIMEOUT=%q: want a duration from 100ms to 10m, such as 10s", v)
+	if n, nerr := strconv.Atoi(v); err != nil && nerr == nil { // plain seconds
+		d, err = time.Duration(n)*time.Second, nil
+	}
+	if err != nil || d < time.Second || d > 10*time.Minute {
+		return 0, fmt.Errorf("NECTAR_STORE_TIMEOUT=%q: want a duration from 1s to 10m, such as 10s", v)
 	}
 	return d, nil
 }

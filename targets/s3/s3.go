@@ -42,8 +42,9 @@ type Config struct {
 	// works for the host it names); "" = Endpoint.
 	PublicEndpoint string
 	Region         string
-	// Timeout is how long the store gets to start answering a request (each attempt of a
-	// transfer; an operation that moves no data in all): targets.DefaultTimeout when 0.
+	// Timeout bounds a stat or a delete, retries included (targets.Bounded); each request of
+	// a transfer waits targets.TransferHeaderTimeout(Timeout) for the store to start answering.
+	// targets.DefaultTimeout when 0.
 	Timeout time.Duration
 }
 
@@ -70,7 +71,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// The SDK's client waits for an answer without limit: a blackholed endpoint held every
 	// request (a status read, a POST) until its client gave up.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
-		tr.ResponseHeaderTimeout = cfg.Timeout
+		tr.ResponseHeaderTimeout = targets.TransferHeaderTimeout(cfg.Timeout)
 	})
 	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient)}
 	if cfg.Region != "" {
@@ -101,7 +102,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	s.presign = awss3.NewPresignClient(newClient(public))
 
-	checkCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	checkCtx, cancel := context.WithTimeout(ctx, max(10*time.Second, cfg.Timeout))
 	defer cancel()
 	if _, err := s.client.HeadBucket(checkCtx, &awss3.HeadBucketInput{Bucket: aws.String(cfg.Bucket)}); err != nil {
 		return nil, s.startError(err)
@@ -303,11 +304,9 @@ func (s *Store) CreateIfAbsentInfo(ctx context.Context, key string, r io.Reader)
 	if err != nil {
 		return targets.Info{}, err
 	}
-	out, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.PutObjectOutput, error) {
-		return s.client.PutObject(ctx, &awss3.PutObjectInput{
-			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
-			ContentLength: aws.Int64(int64(len(b))), IfNoneMatch: aws.String("*"),
-		})
+	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: bytes.NewReader(b),
+		ContentLength: aws.Int64(int64(len(b))), IfNoneMatch: aws.String("*"),
 	})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
@@ -324,11 +323,9 @@ func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b 
 	if seen.ETag == "" {
 		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrChanged)
 	}
-	out, err := targets.Bounded(ctx, s.cfg.Timeout, s, func(ctx context.Context) (*awss3.PutObjectOutput, error) {
-		return s.client.PutObject(ctx, &awss3.PutObjectInput{
-			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
-			Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
-		})
+	out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
+		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), IfMatch: aws.String(quoteETag(seen.ETag)),
+		Body: bytes.NewReader(b), ContentLength: aws.Int64(int64(len(b))),
 	})
 	if err != nil {
 		if err = s.mapErr(key, err); errors.Is(err, targets.ErrExist) || errors.Is(err, targets.ErrNotExist) {

@@ -170,7 +170,9 @@ func (c *client) nextPage(ctx context.Context, st runStatus) (runStatus, error) 
 	}
 	var next runStatus
 	json.Unmarshal(env.Data, &next)
-	if len(next.Tasks) == 0 || next.TasksFrom <= st.TasksFrom {
+	switch {
+	case len(next.Tasks) == 0 && next.TasksNextURL == "": // the run has fewer tasks now (rerun)
+	case len(next.Tasks) == 0 || next.TasksFrom <= st.TasksFrom:
 		// The server always moves on; a page that does not would be paged forever.
 		return runStatus{}, fmt.Errorf("%s: the page after task %d lists none after it", redactURL(st.TasksNextURL), st.TasksFrom)
 	}
