@@ -221,6 +221,9 @@ func TestNoURLForAnObjectNeverStored(t *testing.T) {
 			if code, _ := fetch(t, tc.url(a.run)); code != http.StatusOK {
 				t.Fatalf("the %s URL answers %d; want 200", tc.name, code)
 			}
+			// Once the run has left memory (and cached its record, as stored then), the
+			// record is rewritten: the status read finds the new version.
+			ts.waitRetired(t, a.run.Key)
 			path := filepath.Join(ts.target, a.run.Key, runs.RecordName)
 			b, err := os.ReadFile(path)
 			if err != nil {

@@ -175,15 +175,7 @@ func TestAFrozenStoreAnswers503AfterTheStoreTimeout(t *testing.T) {
 			if a.Code != 200 || *a.run.JobStatus != runs.Done {
 				t.Fatalf("POST = %d %v %v", a.Code, a.run.JobStatus, a.run.Error)
 			}
-			// Its status is read from the store once the run has left memory.
-			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-				if _, active := ts.Runs().Active(a.run.Key); !active {
-					break
-				}
-				if time.Now().After(deadline) {
-					t.Fatal("the run is still active 10 s after its answer")
-				}
-			}
+			ts.waitRetired(t, a.run.Key) // its status is then read from the store
 			own.Freeze()
 			defer own.Thaw()
 			for _, req := range []struct{ method, url string }{

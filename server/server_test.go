@@ -133,6 +133,20 @@ type runDataView struct {
 	Params map[string]string `json:"params"`
 }
 
+// waitRetired waits until the run of key has left memory (its POST?wait is answered a moment
+// before): its status is then read from the store.
+func (ts *testServer) waitRetired(t *testing.T, key string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if _, active := ts.Runs().Active(key); !active {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the run of %s is still active 10 s after its answer", key)
+		}
+	}
+}
+
 func (ts *testServer) do(t *testing.T, method, path string) answer {
 	t.Helper()
 	if !strings.HasPrefix(path, "http") {
