@@ -156,9 +156,9 @@ func Unavailable(err error) error {
 	return fmt.Errorf("%w: %w", ErrUnavailable, err)
 }
 
-// DefaultTimeout is how long a remote store gets to start answering a request
-// (NECTAR_STORE_TIMEOUT): each attempt of a transfer, and an operation that moves no data in
-// all, its retries included.
+// DefaultTimeout is NECTAR_STORE_TIMEOUT's default: how long a stat or a delete of a remote
+// store may take, retries included (Bounded); each request of a transfer waits
+// TransferHeaderTimeout of it for the store to start answering.
 const DefaultTimeout = 10 * time.Second
 
 // Bounded runs op, a read of store that moves no data (a stat, an existence check) or a delete,

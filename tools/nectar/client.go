@@ -179,6 +179,21 @@ func (c *client) nextPage(ctx context.Context, st runStatus) (runStatus, error) 
 	return next, nil
 }
 
+// laterPages calls more with each page of st's run's tasks after st's, until it says to stop
+// or none is left.
+func (c *client) laterPages(ctx context.Context, st runStatus, more func(runStatus) bool) error {
+	for page := st; page.TasksNextURL != ""; {
+		var err error
+		if page, err = c.nextPage(ctx, page); err != nil {
+			return err
+		}
+		if !more(page) {
+			return nil
+		}
+	}
+	return nil
+}
+
 // maxTaskPage is the most tasks the server lists in one page (tasks_limit).
 const maxTaskPage = 1000
 
@@ -202,15 +217,11 @@ func (c *client) findTask(ctx context.Context, st runStatus, match func(taskStat
 			return t, names, nil
 		}
 	}
-	for page := st; page.TasksNextURL != ""; {
-		if page, err = c.nextPage(ctx, page); err != nil {
-			return nil, names, err
-		}
-		if t := seen(page.Tasks); t != nil {
-			return t, names, nil
-		}
-	}
-	return nil, names, nil
+	err = c.laterPages(ctx, st, func(page runStatus) bool {
+		task = seen(page.Tasks)
+		return task == nil
+	})
+	return task, names, err
 }
 
 type client struct {
@@ -514,11 +525,8 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 		return err
 	}
 	if o.all { // every task, page after page
-		for page := st; page.TasksNextURL != ""; {
-			if page, err = c.nextPage(ctx, page); err != nil {
-				return err
-			}
-			st.Tasks = append(st.Tasks, page.Tasks...)
+		if err := c.laterPages(ctx, st, func(page runStatus) bool { st.Tasks = append(st.Tasks, page.Tasks...); return true }); err != nil {
+			return err
 		}
 		st.TasksNextURL, st.FailedTasks, st.RunningTasks = "", nil, nil
 	}
