@@ -651,6 +651,26 @@ func (c *queueCluster) getWorkers(t *testing.T) map[string]runs.WorkerInfo {
 	return apiWorkers(t, c.base, c.logs)
 }
 
+// workerRow is worker id's row of the workers page's table.
+func workerRow(t *testing.T, base, id string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/ui/workers/table")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, row, ok := strings.Cut(string(b), `data-worker="`+id+`"`)
+	if !ok {
+		t.Fatalf("the workers page lists no worker %s:\n%s", id, b)
+	}
+	row, _, _ = strings.Cut(row, "</tr>")
+	return row
+}
+
 // apiWorkers is GET /api/workers on base, by id; logs (the server's) are shown on a failure.
 func apiWorkers(t *testing.T, base string, logs fmt.Stringer) map[string]runs.WorkerInfo {
 	t.Helper()
@@ -750,17 +770,25 @@ func TestWorkersAreListedDrainedAndLost(t *testing.T) {
 	// within three missed heartbeats, cannot be drained, and its task is redelivered to the
 	// other, which finishes it.
 	c.addWorker(t)
-	sleeper, holder := c.sleepOnAWorker(t, ts, "3s")
+	sleeper, holder := c.sleepOnAWorker(t, ts, "5s") // (until its worker's heartbeat shows it)
 	if holder == busy {
 		t.Fatalf("the drained worker %s took a task", busy)
 	}
+	c.workerOf(t, workerPID(t, holder), "running the task", func(w runs.WorkerInfo) bool { return w.Running == 1 })
 	killed := time.Now()
 	if err := syscall.Kill(workerPID(t, holder), syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	c.workerOf(t, workerPID(t, holder), "lost", func(w runs.WorkerInfo) bool { return w.State == runs.WorkerLost })
+	// (Its task in hand is not counted as running there any more: it is redelivered.)
+	c.workerOf(t, workerPID(t, holder), "lost, running nothing", func(w runs.WorkerInfo) bool {
+		return w.State == runs.WorkerLost && w.Running == 0 && w.CPUPercent == 0 && w.RSSBytes > 0
+	})
 	if took := time.Since(killed); took > 10*time.Second {
 		t.Errorf("shown lost %s after the kill; want within a few heartbeats (1s each)", took)
+	}
+	// The workers page shows no figure of the moment for it, and its memory as the last seen.
+	if row := workerRow(t, c.base, holder); !strings.Contains(row, "w-lost") || !strings.Contains(row, "—") || !strings.Contains(row, "(last)") {
+		t.Errorf("the lost worker's row on the workers page shows no dashes and no last memory:\n%s", row)
 	}
 	end = waitTask(t, ts, sleeper.run.StatusURL, "the lost worker's task to end", func(r runDataView) bool { return r.JobStatus != nil && r.JobStatus.Final() })
 	// (A stall of the machine longer than the ack wait may add an attempt: at least two.)

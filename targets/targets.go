@@ -114,8 +114,28 @@ type InfoCreator interface {
 type Volatile interface {
 	PutVolatile(key string, b []byte) error
 	// WriteVolatile is PutVolatile of what write writes, streamed to the object: a record of
-	// 50,000 tasks is never whole in memory.
-	WriteVolatile(key string, write func(io.Writer) error) error
+	// 50,000 tasks is never whole in memory. It returns the version it stored (the file
+	// renamed into place), as InfoPutter's PutInfo does.
+	WriteVolatile(key string, write func(io.Writer) error) (Info, error)
+}
+
+// SameVersion reports whether a and b describe one version of an object: by its ETag where
+// both have one (a content hash on S3 and MinIO, which answer a PUT with it but not with its
+// time; a local file's inode and nanosecond time), quoted or not; else by size and time, and
+// never when only one has an ETag.
+func SameVersion(a, b Info) bool {
+	if a.ETag != "" && b.ETag != "" {
+		return strings.Trim(a.ETag, `"`) == strings.Trim(b.ETag, `"`) && a.Size == b.Size
+	}
+	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.ETag == b.ETag
+}
+
+// InfoPutter is offered by stores whose Put learns the version it stored from the write itself
+// (the ETag of S3's and MinIO's answer), as Stat would give it then (the local folder's
+// WriteVolatile does the same). A stat made after the write could see another writer's version, written meanwhile:
+// whoever caches what it wrote must key it by this one.
+type InfoPutter interface {
+	PutInfo(ctx context.Context, key string, r io.Reader) (Info, error)
 }
 
 // LocalPather is offered by stores whose objects are local files that a plugin can read directly.

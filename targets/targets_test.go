@@ -91,3 +91,31 @@ func TestBoundedCutsOffOnlyWhatGotNoAnswer(t *testing.T) {
 		t.Errorf("no bound: %d %v", v, err)
 	}
 }
+
+// Two versions of an object are told apart by their ETags where both have one (S3 and MinIO
+// answer a PUT with the ETag only, a HEAD with a time too), else by size and time.
+func TestSameVersion(t *testing.T) {
+	t0 := time.Date(2026, 11, 30, 5, 0, 0, 123, time.UTC)
+	t1 := t0.Add(time.Nanosecond)
+	for _, tc := range []struct {
+		name string
+		a, b Info
+		same bool
+	}{
+		{"same ETag, one without a time", Info{Size: 5, ETag: `"abc"`}, Info{Size: 5, ModTime: t0, ETag: `"abc"`}, true},
+		{"same ETag, quoted and not", Info{Size: 5, ETag: "abc"}, Info{Size: 5, ETag: `"abc"`}, true},
+		{"same ETag, other size", Info{Size: 5, ETag: "abc"}, Info{Size: 6, ETag: "abc"}, false},
+		{"other ETag, same size and time", Info{Size: 5, ModTime: t0, ETag: "abc"}, Info{Size: 5, ModTime: t0, ETag: "abd"}, false},
+		{"an ETag on one side only", Info{Size: 5, ModTime: t0, ETag: "abc"}, Info{Size: 5, ModTime: t0}, false},
+		{"no ETag, same size and time", Info{Size: 5, ModTime: t0}, Info{Size: 5, ModTime: t0}, true},
+		{"no ETag, another time", Info{Size: 5, ModTime: t0}, Info{Size: 5, ModTime: t1}, false},
+		{"no ETag, another size", Info{Size: 5, ModTime: t0}, Info{Size: 4, ModTime: t0}, false},
+	} {
+		if got := SameVersion(tc.a, tc.b); got != tc.same {
+			t.Errorf("%s: SameVersion(%+v, %+v) = %v, want %v", tc.name, tc.a, tc.b, got, tc.same)
+		}
+		if got := SameVersion(tc.b, tc.a); got != tc.same {
+			t.Errorf("%s, the other way round: %v, want %v", tc.name, got, tc.same)
+		}
+	}
+}

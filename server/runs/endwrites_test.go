@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"nectar/targets"
 	"nectar/targets/local"
 )
 
@@ -30,9 +31,9 @@ func (s *refusedMetrics) PutVolatile(key string, b []byte) error {
 	return s.Store.PutVolatile(key, b)
 }
 
-func (s *refusedMetrics) WriteVolatile(key string, write func(io.Writer) error) error {
+func (s *refusedMetrics) WriteVolatile(key string, write func(io.Writer) error) (targets.Info, error) {
 	if s.records.Load() && strings.HasSuffix(key, "/"+RecordName) {
-		return errRefused
+		return targets.Info{}, errRefused
 	}
 	return s.Store.WriteVolatile(key, write)
 }

@@ -582,14 +582,18 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		}
 		return nil // the record matters; the metrics object is best effort
 	}
-	err := m.together(putMetrics, func() error { return m.putRecord(context.Background(), r) })
+	var written targets.Info // the version of the record stored last, for remember
+	err := m.together(putMetrics, func() (err error) {
+		written, err = m.putRecord(context.Background(), r)
+		return err
+	})
 	if metricsLost.Load() {
 		// Written beside the metrics object, the record promised it: it says it is missing,
 		// in memory at once and in the store again (or by persistLater), so that no answer
 		// signs a URL to nothing. (A crash between the two writes leaves the promise.)
 		r.update(func(rec *Record) { rec.MetricsNotStored = true })
 		if err == nil {
-			err = m.putRecord(context.Background(), r)
+			written, err = m.putRecord(context.Background(), r)
 		}
 	}
 	if err != nil {
@@ -605,12 +609,12 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		m.releaseLease(r)
 	}
 	again := releaseMemory(r.taskCount())
-	// Waiters answer from memory: the record cache's stat (a round trip on S3) is not theirs
-	// to wait for. A POST of the key meanwhile waits for retired (Submit). The lease goes
+	// Waiters answer from memory, which the record cache then takes over (remember). A POST
+	// of the key meanwhile waits for retired (Submit). The lease goes
 	// first: a client that POSTs again once answered, to any server, must find it released,
 	// or that server would follow this finished run and answer its result.
 	close(r.done)
-	m.remember(r)
+	m.remember(r, written)
 	m.retire(r)
 	again()
 }
@@ -741,7 +745,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 				}
 				return err
 			},
-			func() error { return m.putRecord(ctx, r) },
+			func() error {
+				_, err := m.putRecord(ctx, r)
+				return err
+			},
 		)
 	}()
 	startWritten := sync.OnceValue(func() error {

@@ -16,7 +16,15 @@ import (
 // server has just executed need no decode. The run no longer changes: its tasks are shared.
 // A big run's is left to its first reader: kept for every fan-in this server executes, they
 // would hold memory that few reads use (a read decodes it once, then it is cached).
-func (m *Manager) remember(r *Run) {
+//
+// It is kept as the version the write stored (written), not as one a stat finds now: another
+// server may have rewritten the record meanwhile (a forced rerun of the key there), and its
+// version would be answered with this run. A store that cannot say what it stored (neither
+// targets.Volatile nor targets.InfoPutter) leaves the record to its first reader.
+func (m *Manager) remember(r *Run, written targets.Info) {
+	if written.ETag == "" && written.ModTime.IsZero() { // (a size alone tells no version)
+		return
+	}
 	r.mu.Lock()
 	if len(r.rec.Tasks) > rememberTasks {
 		r.mu.Unlock()
@@ -31,12 +39,7 @@ func (m *Manager) remember(r *Run) {
 		m.Samples = nil
 		rec.Metrics = &m
 	}
-	// Bounded: a POST of the key waits for this run to retire (Submit), a few seconds at most.
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if info, err := m.cfg.Store.Stat(ctx, rec.Key+"/"+RecordName); err == nil {
-		m.records.put(rec.Key, info, rec)
-	}
+	m.records.put(rec.Key, written, rec)
 }
 
 // rememberTasks is the most tasks a run may have for remember to cache its record.
@@ -64,7 +67,7 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 			return
 		case <-time.After(wait):
 		}
-		if err := m.putRecord(context.Background(), r); err == nil {
+		if _, err := m.putRecord(context.Background(), r); err == nil {
 			r.changed()
 			if leased {
 				m.releaseLease(r)
@@ -75,17 +78,21 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 	}
 }
 
-// putRecord stores the run's record as it is now.
-func (m *Manager) putRecord(ctx context.Context, r *Run) error {
+// putRecord stores the run's record as it is now, and returns the version stored where the
+// store can tell (targets.Volatile, targets.InfoPutter; zero otherwise).
+func (m *Manager) putRecord(ctx context.Context, r *Run) (targets.Info, error) {
 	key := r.Key() + "/" + RecordName
 	if v, ok := m.cfg.Store.(targets.Volatile); ok {
 		return v.WriteVolatile(key, r.encode)
 	}
 	var buf bytes.Buffer
 	if err := r.encode(&buf); err != nil {
-		return err
+		return targets.Info{}, err
 	}
-	return m.cfg.Store.Put(ctx, key, &buf)
+	if ip, ok := m.cfg.Store.(targets.InfoPutter); ok {
+		return ip.PutInfo(ctx, key, &buf)
+	}
+	return targets.Info{}, m.cfg.Store.Put(ctx, key, &buf)
 }
 
 // PutParams stores key's params (the canonical JSON), as a run does when it starts.

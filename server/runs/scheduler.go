@@ -305,7 +305,7 @@ func (s *scheduler) startRecorder() (stop func()) {
 			}
 			if v := s.r.version(); v != written {
 				start := time.Now()
-				if err := s.m.putRecord(context.Background(), s.r); err != nil {
+				if _, err := s.m.putRecord(context.Background(), s.r); err != nil {
 					s.log.Warn("storing the run record of a running run", "err", err)
 				} else {
 					written = v

@@ -11,8 +11,8 @@ import (
 // recordCache keeps decoded run records, so that reading the status of a stored run costs one
 // metadata read of its record (a stat here, a HEAD on S3) rather than a download and a decode:
 // a record of 50,000 tasks is 15 MB of JSON, and sixteen readers each decoding their own copy
-// took a server past 2 GB. Every use checks the entry against the object's size, time and ETag,
-// so a record another server rewrote is read again. Concurrent misses of one key share one
+// took a server past 2 GB. Every use checks the entry against the object's version
+// (targets.SameVersion), so a record another server rewrote is read again. Concurrent misses of one key share one
 // read. It is bounded by the tasks it holds, least recently used first out.
 type recordCache struct {
 	mu      sync.Mutex
@@ -54,7 +54,7 @@ func (c *recordCache) get(key string, info targets.Info) (Record, bool) {
 		return Record{}, false
 	}
 	e := el.Value.(*cacheEntry)
-	if !sameVersion(e.info, info) {
+	if !targets.SameVersion(e.info, info) {
 		c.remove(el)
 		return Record{}, false
 	}
@@ -90,7 +90,7 @@ func (c *recordCache) remove(el *list.Element) {
 // load reads key's record, once for all the callers that ask for the same version meanwhile.
 func (c *recordCache) load(ctx context.Context, key string, info targets.Info, read func(context.Context) (Record, error)) (Record, error) {
 	c.mu.Lock()
-	if l, ok := c.loading[key]; ok && sameVersion(l.info, info) {
+	if l, ok := c.loading[key]; ok && targets.SameVersion(l.info, info) {
 		c.mu.Unlock()
 		select {
 		case <-l.done:
@@ -114,8 +114,4 @@ func (c *recordCache) load(ctx context.Context, key string, info targets.Info, r
 	}
 	close(l.done)
 	return l.rec, l.err
-}
-
-func sameVersion(a, b targets.Info) bool {
-	return a.Size == b.Size && a.ModTime.Equal(b.ModTime) && a.ETag == b.ETag
 }

@@ -60,6 +60,17 @@ const lostAfter = 3
 // ErrWorkerLost refuses to drain a worker that is not heard of any more, or does not answer.
 var ErrWorkerLost = errors.New("worker lost")
 
+// see sets the state to show of an entry read at now. A lost worker's figures of the moment
+// are not shown as its present: the tasks it held go to other workers (after
+// NECTAR_TASK_ACK_WAIT), where they are counted, and its process may be gone. Its last RSS
+// stays: a worker killed for its memory shows what it had.
+func (wi *WorkerInfo) see(now time.Time) {
+	wi.State = wi.seenAs(now)
+	if wi.State == WorkerLost {
+		wi.Running, wi.CPUPercent = 0, 0
+	}
+}
+
 // seenAs is the state to show of an entry read at now.
 func (wi *WorkerInfo) seenAs(now time.Time) string {
 	beat, err := time.ParseDuration(wi.Heartbeat)
@@ -199,7 +210,7 @@ func (m *Manager) Workers(ctx context.Context) ([]WorkerInfo, error) {
 	out := make([]WorkerInfo, 0, len(all))
 	for _, e := range all {
 		if wi, err := workerInfo(e); err == nil {
-			wi.State = wi.seenAs(now)
+			wi.see(now)
 			out = append(out, wi)
 		}
 	}
@@ -240,7 +251,7 @@ func (m *Manager) DrainWorker(ctx context.Context, id string) (WorkerInfo, error
 			wi = again
 		}
 	}
-	wi.State = wi.seenAs(time.Now())
+	wi.see(time.Now())
 	return wi, nil
 }
 

@@ -264,10 +264,10 @@ func (s *Store) PutVolatile(key string, b []byte) error {
 var writers = sync.Pool{New: func() any { return bufio.NewWriterSize(nil, 64<<10) }}
 
 // WriteVolatile is PutVolatile of what write writes, through a 64 KB buffer.
-func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
+func (s *Store) WriteVolatile(key string, write func(io.Writer) error) (targets.Info, error) {
 	dst, err := s.path(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
 	f, err := openFile(tmp)
@@ -277,7 +277,7 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("put %s: %w", key, err)
+		return targets.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	bw := writers.Get().(*bufio.Writer)
 	bw.Reset(f)
@@ -287,6 +287,11 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
 	}
 	bw.Reset(nil)
 	writers.Put(bw)
+	// The version renamed into place: the rename keeps the file's inode and time.
+	var fi os.FileInfo
+	if err == nil {
+		fi, err = f.Stat()
+	}
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
@@ -295,9 +300,9 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
-		return fmt.Errorf("put %s: %w", key, err)
+		return targets.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
-	return nil
+	return infoOf(fi), nil
 }
 
 // openFile creates a new file for writing (O_EXCL), in two system calls.

@@ -221,7 +221,12 @@ func (s *Store) Stat(_ context.Context, key string) (targets.Info, error) {
 	if fi.IsDir() {
 		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrNotExist)
 	}
-	return targets.Info{Size: fi.Size(), ModTime: fi.ModTime(), ETag: fileTag(fi)}, nil
+	return infoOf(fi), nil
+}
+
+// infoOf is the version of an object that fi describes.
+func infoOf(fi os.FileInfo) targets.Info {
+	return targets.Info{Size: fi.Size(), ModTime: fi.ModTime(), ETag: fileTag(fi)}
 }
 
 // fileTag names a version of a local object: every write makes a new file (staged, then
@@ -274,7 +279,7 @@ func (s *Store) ReplaceIf(_ context.Context, key string, seen targets.Info, b []
 	if err != nil {
 		return targets.Info{}, fmt.Errorf("replace %s: %w", key, err)
 	}
-	return targets.Info{Size: written.Size(), ModTime: written.ModTime(), ETag: fileTag(written)}, nil
+	return infoOf(written), nil
 }
 
 func flock(fd, how int) error {

@@ -1,6 +1,7 @@
 package local_test
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"nectar/targets"
 	"nectar/targets/local"
 	"nectar/targets/targettest"
 )
@@ -102,7 +104,13 @@ func TestVolatileRewritesAreWholeForReaders(t *testing.T) {
 		if i%2 == 0 {
 			err = s.PutVolatile(key, []byte(v))
 		} else {
-			err = s.WriteVolatile(key, func(w io.Writer) error { _, err := io.WriteString(w, v); return err })
+			var wrote targets.Info
+			wrote, err = s.WriteVolatile(key, func(w io.Writer) error { _, err := io.WriteString(w, v); return err })
+			if err == nil { // the version it says it stored is the one a reader finds
+				if now, serr := s.Stat(context.Background(), key); serr != nil || now != wrote {
+					t.Fatalf("WriteVolatile says it stored %+v; Stat finds %+v (%v)", wrote, now, serr)
+				}
+			}
 		}
 		if err != nil {
 			t.Fatal(err)

@@ -146,24 +146,32 @@ func (s *Store) putOptions() minio.PutObjectOptions {
 }
 
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
+	_, err := s.PutInfo(ctx, key, r)
+	return err
+}
+
+// PutInfo is Put, returning the version it stored: the ETag MinIO answered
+// (targets.InfoPutter).
+func (s *Store) PutInfo(ctx context.Context, key string, r io.Reader) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	// Small (every record, params, metrics): one PUT of known length. Of unknown length,
 	// minio-go makes a multipart upload, three round trips even for a few bytes.
 	body, size := r, int64(-1)
 	small, ok, err := targets.SmallBody(key, r)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	if ok {
 		body, size = bytes.NewReader(small), int64(len(small))
 	}
-	if _, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, body, size, s.putOptions()); err != nil {
-		return s.mapErr(key, err)
+	up, err := s.client.PutObject(ctx, s.cfg.Bucket, obj, body, size, s.putOptions())
+	if err != nil {
+		return targets.Info{}, s.mapErr(key, err)
 	}
-	return nil
+	return targets.Info{Size: up.Size, ModTime: up.LastModified, ETag: up.ETag}, nil
 }
 
 // CommitFile uploads a finished local file, in parts read from the file (no buffering).
@@ -302,3 +310,5 @@ func (s *Store) PresignGetAs(ctx context.Context, key string, expiry time.Durati
 	}
 	return u.String(), nil
 }
+
+var _ targets.InfoPutter = (*Store)(nil)

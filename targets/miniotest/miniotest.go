@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"syscall"
 	"time"
 
@@ -136,7 +137,36 @@ func (s *Server) Kill() {
 // Freeze stops the server's processes without ending them (SIGSTOP): its port still takes
 // connections, which get no answer, as from a hung server or a blackholed endpoint. Thaw
 // resumes it.
-func (s *Server) Freeze() { s.signal(syscall.SIGSTOP) }
+//
+// It returns once every thread of the server is stopped. A stop is not instant: the kernel
+// wakes one thread, which stops the others when it next runs; on a busy machine another
+// thread, woken meanwhile by a request, could still answer it.
+func (s *Server) Freeze() {
+	s.signal(syscall.SIGSTOP)
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
+	}
+	for deadline := time.Now().Add(10 * time.Second); !allStopped(s.cmd.Process.Pid) && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+	}
+}
+
+// allStopped reports whether every thread of process pid is stopped (state T in /proc).
+func allStopped(pid int) bool {
+	stats, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/stat", pid))
+	for _, p := range stats {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			continue // a thread that ended
+		}
+		// pid (comm) state ...: comm may hold spaces and parentheses; the state follows the last ')'.
+		i := strings.LastIndexByte(string(b), ')')
+		if i < 0 || i+2 >= len(b) || (b[i+2] != 'T' && b[i+2] != 't') {
+			return false
+		}
+	}
+	return len(stats) > 0
+}
 
 // Thaw resumes a frozen server.
 func (s *Server) Thaw() { s.signal(syscall.SIGCONT) }

@@ -168,32 +168,38 @@ func (s *Store) mapErr(key string, err error) error {
 }
 
 func (s *Store) Put(ctx context.Context, key string, r io.Reader) error {
+	_, err := s.PutInfo(ctx, key, r)
+	return err
+}
+
+// PutInfo is Put, returning the version it stored: the ETag S3 answered (targets.InfoPutter).
+func (s *Store) PutInfo(ctx context.Context, key string, r io.Reader) (targets.Info, error) {
 	obj, err := s.object(key)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	small, ok, err := targets.SmallBody(key, r)
 	if err != nil {
-		return err
+		return targets.Info{}, err
 	}
 	var buf []byte
 	n := len(small)
 	if !ok {
 		buf = make([]byte, PartSize)
 		if n, err = io.ReadFull(r, buf); err != nil && err != io.EOF && err != io.ErrUnexpectedEOF {
-			return fmt.Errorf("put %s: reading: %w", key, err)
+			return targets.Info{}, fmt.Errorf("put %s: reading: %w", key, err)
 		}
 		ok, small = err != nil, buf[:n] // ended within the first part
 	}
 	if ok { // fits in one PUT
-		_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
+		out, err := s.client.PutObject(ctx, &awss3.PutObjectInput{
 			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj),
 			Body: bytes.NewReader(small), ContentLength: aws.Int64(int64(len(small))),
 		})
 		if err != nil {
-			return s.mapErr(key, err)
+			return targets.Info{}, s.mapErr(key, err)
 		}
-		return nil
+		return targets.Info{Size: int64(len(small)), ETag: aws.ToString(out.ETag)}, nil
 	}
 	// Larger: multipart, one part buffered at a time.
 	return s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
@@ -237,7 +243,7 @@ func (s *Store) CommitFile(ctx context.Context, key, file string) error {
 		}
 		return nil
 	}
-	return s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
+	_, err = s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
 		off := int64(part-1) * PartSize
 		if off >= size {
 			return nil, 0, io.EOF
@@ -245,22 +251,24 @@ func (s *Store) CommitFile(ctx context.Context, key, file string) error {
 		n := min(PartSize, size-off)
 		return io.NewSectionReader(f, off, n), n, nil
 	})
+	return err
 }
 
 // multipart uploads the parts next returns until io.EOF; on any failure the upload is aborted,
 // so no object (and no orphaned parts) remain.
-func (s *Store) multipart(ctx context.Context, key, obj string, next func(part int) (io.ReadSeeker, int64, error)) error {
+func (s *Store) multipart(ctx context.Context, key, obj string, next func(part int) (io.ReadSeeker, int64, error)) (targets.Info, error) {
 	up, err := s.client.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)})
 	if err != nil {
-		return s.mapErr(key, err)
+		return targets.Info{}, s.mapErr(key, err)
 	}
-	abort := func(cause error) error {
+	abort := func(cause error) (targets.Info, error) {
 		actx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		s.client.AbortMultipartUpload(actx, &awss3.AbortMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), UploadId: up.UploadId})
-		return cause
+		return targets.Info{}, cause
 	}
 	var parts []types.CompletedPart
+	var size int64
 	for part := 1; ; part++ {
 		body, n, err := next(part)
 		if err == io.EOF {
@@ -277,15 +285,16 @@ func (s *Store) multipart(ctx context.Context, key, obj string, next func(part i
 			return abort(s.mapErr(key, err))
 		}
 		parts = append(parts, types.CompletedPart{ETag: out.ETag, PartNumber: aws.Int32(int32(part))})
+		size += n
 	}
-	_, err = s.client.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{
+	done, err := s.client.CompleteMultipartUpload(ctx, &awss3.CompleteMultipartUploadInput{
 		Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), UploadId: up.UploadId,
 		MultipartUpload: &types.CompletedMultipartUpload{Parts: parts},
 	})
 	if err != nil {
 		return abort(s.mapErr(key, err))
 	}
-	return nil
+	return targets.Info{Size: size, ETag: aws.ToString(done.ETag)}, nil
 }
 
 // CreateIfAbsent is a PUT with If-None-Match: *; S3 answers 412 to all but the first.
@@ -336,7 +345,8 @@ func (s *Store) ReplaceIf(ctx context.Context, key string, seen targets.Info, b 
 	return targets.Info{Size: int64(len(b)), ETag: aws.ToString(out.ETag)}, nil
 }
 
-// quoteETag puts back the quotes Stat took off (If-Match compares the quoted form).
+// quoteETag quotes an ETag given without its quotes (If-Match compares the quoted form; S3's
+// own answers keep them).
 func quoteETag(etag string) string {
 	if strings.HasPrefix(etag, `"`) {
 		return etag
@@ -425,3 +435,5 @@ func (s *Store) PresignGetAs(ctx context.Context, key string, expiry time.Durati
 	}
 	return req.URL, nil
 }
+
+var _ targets.InfoPutter = (*Store)(nil)

@@ -43,6 +43,39 @@ func Run(t *testing.T, s targets.Store) {
 			t.Errorf("Get after overwrite = %q", got)
 		}
 	})
+	t.Run("PutInfo", func(t *testing.T) {
+		// A store that says which version a write stored says the one Stat then finds, and
+		// a later write is another version.
+		key := "conformance/info/run"
+		put := func(v string) (targets.Info, bool) {
+			switch s := s.(type) {
+			case targets.Volatile:
+				info, err := s.WriteVolatile(key, func(w io.Writer) error { _, err := io.WriteString(w, v); return err })
+				if err != nil {
+					t.Fatalf("WriteVolatile: %v", err)
+				}
+				return info, true
+			case targets.InfoPutter:
+				info, err := s.PutInfo(ctx, key, strings.NewReader(v))
+				if err != nil {
+					t.Fatalf("PutInfo: %v", err)
+				}
+				return info, true
+			}
+			return targets.Info{}, false
+		}
+		first, ok := put("first version")
+		if !ok {
+			t.Skip("the store does not say which version a write stored")
+		}
+		if now, err := s.Stat(ctx, key); err != nil || !targets.SameVersion(first, now) {
+			t.Errorf("the write stored %+v; Stat finds %+v, %v", first, now, err)
+		}
+		second, _ := put("second version, longer")
+		if now, err := s.Stat(ctx, key); err != nil || !targets.SameVersion(second, now) || targets.SameVersion(first, now) {
+			t.Errorf("the second write stored %+v, the first %+v; Stat finds %+v, %v", second, first, now, err)
+		}
+	})
 	t.Run("Missing", func(t *testing.T) {
 		if _, err := s.Get(ctx, "conformance/missing"); !errors.Is(err, targets.ErrNotExist) {
 			t.Errorf("Get(missing) = %v, want ErrNotExist", err)
@@ -432,10 +465,21 @@ func LargePut(t *testing.T, s targets.Store, size int64) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	if err := s.Put(ctx, key, &patternReader{n: size}); err != nil {
+	var stored targets.Info // where the store says what it stored (a multipart upload's ETag)
+	if ip, ok := s.(targets.InfoPutter); ok {
+		var err error
+		if stored, err = ip.PutInfo(ctx, key, &patternReader{n: size}); err != nil {
+			t.Fatal(err)
+		}
+	} else if err := s.Put(ctx, key, &patternReader{n: size}); err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
+	if stored != (targets.Info{}) {
+		if now, err := s.Stat(ctx, key); err != nil || !targets.SameVersion(stored, now) || stored.Size != size {
+			t.Errorf("PutInfo of %d bytes says it stored %+v; Stat finds %+v, %v", size, stored, now, err)
+		}
+	}
 	if alloc := int64(after.TotalAlloc - before.TotalAlloc); alloc > size/2 {
 		t.Errorf("a %d MiB upload allocated %d MiB", size>>20, alloc>>20)
 	}
