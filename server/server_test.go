@@ -575,10 +575,22 @@ func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 	if len(pids) != 1 {
 		t.Fatalf("found plugin processes %v, want exactly one", pids)
 	}
+	// A run this small has its plugin fsync the out, which is staged in the store's own
+	// folder (an old one: see commit.go), not beside the key.
+	stagedOuts := filepath.Join(ts.target, ".tmp", "task-*-"+runs.OutName)
+	if m, _ := filepath.Glob(stagedOuts); len(m) != 1 {
+		t.Errorf("the running task's out is staged at %v; want one file matching %s", m, stagedOuts)
+	}
+	if m, _ := filepath.Glob(filepath.Join(ts.target, filepath.FromSlash(a.run.Key), targets.StagePrefix+"*"+runs.OutName)); len(m) > 0 {
+		t.Errorf("the running task's out is staged beside the key: %v", m)
+	}
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	final := ts.poll(t, a.run.StatusURL)
+	if m, _ := filepath.Glob(stagedOuts); len(m) > 0 {
+		t.Errorf("the killed task's staged out is left: %v", m)
+	}
 	if *final.JobStatus != runs.Failed || final.Error == nil || !strings.Contains(*final.Error, "signal: killed") {
 		t.Errorf("after kill -9: %v %v, want FAILED with signal: killed", *final.JobStatus, strOr(final.Error))
 	}

@@ -80,7 +80,8 @@ type Folders interface {
 	// MakeFolder creates key's folder (it may exist) and returns its path. In a folder that
 	// was there, the files staged by deadRun (a run whose server died) are removed.
 	MakeFolder(key, deadRun string) (dir string, err error)
-	// Commit renames a file staged in key's folder (named StagePrefix...) to key.
+	// Commit renames a file staged in key's folder (named StagePrefix...), or in the store's
+	// own temporary folder, to key.
 	Commit(staged, key string) error
 	// SyncAll makes every write to the store so far durable.
 	SyncAll() error

@@ -18,14 +18,16 @@ import (
 //
 // On the local store (targets.Folders) the staging paths are in the task's own key folder,
 // so a commit is one rename within that folder: no shared staging folder whose lock every task
-// takes, no copy, no cleanup after success. Elsewhere (S3, MinIO) they are in the spool and a
-// commit is a PUT.
+// takes, no copy, no cleanup after success. The exception is the out of a task whose plugin
+// fsyncs it (a run of fewer than batchSyncFrom tasks): it is staged in the store's own folder,
+// an old one (prepare says why). Elsewhere (S3, MinIO) they are in the spool and a commit is a
+// PUT.
 
 // taskFiles are where the plugin writes one task's files.
 type taskFiles struct {
 	out, log string
 	artBase  string // + "-<attempt>": a folder per attempt
-	beside   bool   // in the key's folder (the local store)
+	beside   bool   // log and artifacts in the key's folder (the local store); out there or in its spool
 }
 
 func (f taskFiles) artDir(attempt int) string { return fmt.Sprintf("%s-%d", f.artBase, attempt) }
@@ -69,7 +71,16 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 	if job.Delivery > 1 {
 		stage += fmt.Sprintf("d%d-", job.Delivery)
 	}
-	return taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}, nil
+	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}
+	if !job.NoSync {
+		// The plugin fsyncs this out itself: staged in the store's own folder (.tmp, the
+		// spool here), which is as old as the store. On ext4 without a journal, fsync of a
+		// file in a new folder also writes that folder's blocks, and its parent's, one after
+		// the other (ext4_sync_parent): 1.0-1.1 ms here, against 0.65 ms in an old folder.
+		// The commit is then a rename from that folder; nothing needs the staged name to last.
+		f.out = fmt.Sprintf("%s-%d-s%d-d%d-%s", l.spoolPrefix, job.Index, job.Send, job.Delivery, OutName)
+	}
+	return f, nil
 }
 
 // discardOut removes the staged out and log that remain after a task: the out of a task that
