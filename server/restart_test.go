@@ -54,11 +54,13 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 				waitKey = task.Key
 			}
 		}
-		if helloKey != "" && waitKey != "" {
+		// (RUNNING from its lane's slot on; its out is staged once its plugin has it.)
+		staged, _ := filepath.Glob(filepath.Join(target, ".tmp", "task-*-"+runs.OutName))
+		if helloKey != "" && waitKey != "" && len(staged) == 1 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after 10s HelloTask is not DONE or WaitFileTask not RUNNING; status %d, tasks:\n%s", st.Code, taskTable(st.run.Tasks))
+			t.Fatalf("after 10s HelloTask is not DONE, or WaitFileTask not RUNNING with its out staged; status %d, tasks:\n%s", st.Code, taskTable(st.run.Tasks))
 		}
 	}
 	helloOut := filepath.Join(target, helloKey, runs.OutName)
@@ -91,6 +93,12 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(target, "chains", "*", "*", "*", "*", "*.tmp*")); len(left) > 0 {
 		t.Errorf("partial files in the key space: %v", left)
+	}
+	// The interrupted task's out was staged in the store's temporary folder (a run this small
+	// has its plugin fsync it there: commit.go); the run that takes the key over removes it.
+	stagedOuts := filepath.Join(target, ".tmp", "task-*-"+runs.OutName)
+	if left, _ := filepath.Glob(stagedOuts); len(left) != 1 {
+		t.Errorf("staged outs after the crash: %v; want WaitFileTask's", left)
 	}
 
 	base2, _ := startBinary(t, target)
@@ -147,6 +155,9 @@ func TestKillNineMidRunThenResume(t *testing.T) {
 	}
 	if left, _ := filepath.Glob(filepath.Join(target, "chains", "*", "*", "*", "*", "*.tmp*")); len(left) > 0 {
 		t.Errorf("partial files in the key space after the resumed run: %v", left)
+	}
+	if left, _ := filepath.Glob(stagedOuts); len(left) > 0 {
+		t.Errorf("staged outs left after the resumed run: %v", left)
 	}
 }
 

@@ -577,18 +577,23 @@ func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 	}
 	// A run this small has its plugin fsync the out, which is staged in the store's own
 	// folder (an old one: see commit.go), not beside the key.
+	// (The plugin opens the log first, then the out.)
 	stagedOuts := filepath.Join(ts.target, ".tmp", "task-*-"+runs.OutName)
-	if m, _ := filepath.Glob(stagedOuts); len(m) != 1 {
+	var m []string
+	for deadline := time.Now().Add(10 * time.Second); len(m) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		m, _ = filepath.Glob(stagedOuts)
+	}
+	if len(m) != 1 {
 		t.Errorf("the running task's out is staged at %v; want one file matching %s", m, stagedOuts)
 	}
-	if m, _ := filepath.Glob(filepath.Join(ts.target, filepath.FromSlash(a.run.Key), targets.StagePrefix+"*"+runs.OutName)); len(m) > 0 {
+	if m, _ = filepath.Glob(filepath.Join(ts.target, filepath.FromSlash(a.run.Key), targets.StagePrefix+"*"+runs.OutName)); len(m) > 0 {
 		t.Errorf("the running task's out is staged beside the key: %v", m)
 	}
 	if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	final := ts.poll(t, a.run.StatusURL)
-	if m, _ := filepath.Glob(stagedOuts); len(m) > 0 {
+	if m, _ = filepath.Glob(stagedOuts); len(m) > 0 {
 		t.Errorf("the killed task's staged out is left: %v", m)
 	}
 	if *final.JobStatus != runs.Failed || final.Error == nil || !strings.Contains(*final.Error, "signal: killed") {

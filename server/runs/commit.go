@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -8,6 +9,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
+	"time"
 
 	"nectar/targets"
 )
@@ -72,15 +75,50 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 		stage += fmt.Sprintf("d%d-", job.Delivery)
 	}
 	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}
-	if !job.NoSync {
-		// The plugin fsyncs this out itself: staged in the store's own folder (.tmp, the
-		// spool here), which is as old as the store. On ext4 without a journal, fsync of a
-		// file in a new folder also writes that folder's blocks, and its parent's, one after
-		// the other (ext4_sync_parent): 1.0-1.1 ms here, against 0.65 ms in an old folder.
-		// The commit is then a rename from that folder; nothing needs the staged name to last.
+	if l.stagesOutInSpool(job, dir) {
 		f.out = fmt.Sprintf("%s-%d-s%d-d%d-%s", l.spoolPrefix, job.Index, job.Send, job.Delivery, OutName)
 	}
 	return f, nil
+}
+
+// sameDevice reports whether a and b are on one file system.
+func sameDevice(a, b os.FileInfo) bool {
+	sa, ok := a.Sys().(*syscall.Stat_t)
+	sb, ok2 := b.Sys().(*syscall.Stat_t)
+	return ok && ok2 && sa.Dev == sb.Dev
+}
+
+// spoolStageMax is the longest a task may run (its timeout) for its out to be staged in the
+// spool: well within the age at which a starting store sweeps its temporary folder
+// (local.StaleTmpAge, a day), so that no staged out of a live task is swept. Each attempt
+// opens its out anew (O_TRUNC): an out swept while its task waits to retry is made again.
+const spoolStageMax = 6 * time.Hour
+
+// stagesOutInSpool reports whether the out of job, whose key's folder is dir, is staged in the
+// spool (the store's own temporary folder, as old as the store) rather than beside the key:
+// when its plugin fsyncs it (a run of fewer than batchSyncFrom tasks). On ext4 without a
+// journal, fsync of a file in a new folder also writes that folder's blocks, and its parent's,
+// one after the other (ext4_sync_parent): 1.0-1.1 ms here, 0.65 ms in an old folder. The
+// commit is then a rename from there; nothing needs the staged name to last. Only where that
+// rename works: the spool on the keys' file system (checked once per lane).
+func (l *lane) stagesOutInSpool(job *taskJob, dir string) bool {
+	if job.NoSync {
+		return false
+	}
+	if cmp.Or(job.Timeout, l.m.cfg.TaskTimeout) > spoolStageMax {
+		return false
+	}
+	near := l.spoolNear.Load()
+	if near == 0 {
+		near = 2
+		keys, kerr := os.Stat(dir)
+		spool, serr := os.Stat(filepath.Dir(l.spoolPrefix))
+		if kerr == nil && serr == nil && sameDevice(keys, spool) {
+			near = 1
+		}
+		l.spoolNear.Store(near)
+	}
+	return near == 1
 }
 
 // discardOut removes the staged out and log that remain after a task: the out of a task that
@@ -181,13 +219,14 @@ type commitJob struct {
 }
 
 // batcher commits finished tasks' staged files on the local store: it takes every job
-// waiting, makes their files durable with one sync, then renames each
-// job's files into place, its out last. The order is what makes this safe: a file reaches its
-// name only after its data is on disk, so a crash (of the server, the plugin or the machine)
-// can lose a rename, never leave a partial out; a task whose rename was lost runs again, and
-// the next run of its key sweeps the staged files (MakeFolder). The renames themselves reach
-// the disk with the next sync or the file system's own journal commit: a task reported DONE
-// just before a power loss may have to run again, which keys make harmless.
+// waiting, makes their files durable with one sync, then renames each job's files into place,
+// its out last. The order is what makes this safe: a file reaches its name only after its
+// data is on disk, so a crash (of the server, the plugin or the machine) can lose a rename,
+// never leave a partial out; a task whose rename was lost runs again, and the next run of its
+// key sweeps the staged files (MakeFolder; sweepSpoolOf for an out staged in the spool). The
+// renames themselves reach the disk with the next sync or the file system's own journal
+// commit: a task reported DONE just before a power loss may have to run again, which keys
+// make harmless.
 //
 // Batches form by themselves: while one sync runs, the tasks finishing meanwhile queue for
 // the next, so the number of syncs follows the disk, not the number of tasks.

@@ -64,6 +64,7 @@ type lane struct {
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
 	folders       targets.Folders
+	spoolNear     atomic.Int32    // the spool is on the keys' file system: 0 unknown, 1 yes, 2 no (prepare)
 	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
 	kept          keptOuts        // spool copies of the outs it uploaded, for its later tasks
 	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
@@ -171,7 +172,7 @@ func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *
 	}
 	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter, bg: c.bg,
 		procOut: out, folders: folders, spooledInputs: !local, kept: keptOuts{total: &m.keptBytes},
-		spoolPrefix: filepath.Join(m.spool, "task-"+c.runID),
+		spoolPrefix: filepath.Join(m.spool, taskFilesPrefix+c.runID),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, killedFor: map[Process]*taskJob{}, base: map[Process]float64{},
 		lastSeen:  map[Process]plugins.ProcessUsage{},
 		executing: make(chan struct{}, max(c.parallelism, 1)), runConns: map[string]string{}}

@@ -793,6 +793,9 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		// Only a process that served a run to its end, with nothing unusual, waits for the next.
 		finish = func() { s.lane.end(status == Done && ctx.Err() == nil) }
 	}
+	if deadRun != "" { // (after its workers were told to drop its tasks: abandonDeadRun)
+		m.sweepSpoolOf(deadRun)
+	}
 	if p.graphErr != nil {
 		if ctx.Err() != nil {
 			return Cancelled, "cancelled: " + cancelReason(ctx), finish

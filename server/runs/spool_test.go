@@ -8,7 +8,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"nectar/chains"
 	"nectar/plugins/host"
 	"nectar/targets"
 	"nectar/targets/local"
@@ -57,5 +59,46 @@ func TestAManagersSpoolIsItsOwn(t *testing.T) {
 	m.RemoveSpool()
 	if _, err := os.Stat(m.spool); !os.IsNotExist(err) {
 		t.Errorf("the manager's spool is still there after RemoveSpool (%v)", err)
+	}
+}
+
+// An out is staged in the store's temporary folder only for tasks that end well before a
+// starting store sweeps that folder's old files: a live task's out is never swept.
+func TestSpoolStagedOutsOutliveNoLiveTask(t *testing.T) {
+	if 2*spoolStageMax > local.StaleTmpAge {
+		t.Errorf("outs of tasks running up to %s are staged in the temporary folder, which a starting store sweeps of files older than %s", spoolStageMax, local.StaleTmpAge)
+	}
+	m := &Manager{cfg: Config{TaskTimeout: time.Hour}}
+	l := &lane{m: m, spoolPrefix: filepath.Join(t.TempDir(), taskFilesPrefix+"run")}
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		job  taskJob
+		want bool
+	}{
+		{"a small run's task, the default timeout", taskJob{}, true},
+		{"a big run's task: synced by the lane", taskJob{NoSync: true}, false},
+		{"a task that may run a day", taskJob{Timeout: 24 * time.Hour}, false},
+		{"a task whose retries wait 7 hours", taskJob{Retry: chains.RetryPolicy{Attempts: 2, Backoff: 7 * time.Hour}}, true},
+	} {
+		if got := l.stagesOutInSpool(&tc.job, dir); got != tc.want {
+			t.Errorf("%s: staged in the spool = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+	// A spool on another file system than the keys' (tmpfs here): beside the key, where the
+	// commit is a rename.
+	shm, err := os.MkdirTemp("/dev/shm", "nectar-spool-") // tmpfs, as Debian mounts it
+	if err != nil {
+		t.Fatalf("a folder on another file system: %v", err)
+	}
+	defer os.RemoveAll(shm)
+	if a, _ := os.Stat(shm); a != nil {
+		if b, _ := os.Stat(dir); b != nil && sameDevice(a, b) {
+			t.Fatalf("/dev/shm and %s are one file system here: this test needs two", dir)
+		}
+	}
+	far := &lane{m: m, spoolPrefix: filepath.Join(shm, taskFilesPrefix+"run")}
+	if far.stagesOutInSpool(&taskJob{}, dir) {
+		t.Errorf("an out is staged in a spool on another file system (%s) than its key's folder (%s)", shm, dir)
 	}
 }

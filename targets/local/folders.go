@@ -180,7 +180,8 @@ func replace(src, dst string) error {
 }
 
 // Commit moves the staged file src to key: one rename when key's folder exists, as it does for
-// a task whose folder MakeFolder made.
+// a task whose folder MakeFolder made. A file staged on another file system than key's (the
+// temporary folder, where a key's subtree is mounted from elsewhere) is copied, durably.
 func (s *Store) Commit(src, key string) error {
 	dst, err := s.path(key)
 	if err != nil {
@@ -193,6 +194,9 @@ func (s *Store) Commit(src, key string) error {
 				err = Rename(src, dst)
 			}
 		}
+	}
+	if errors.Is(err, syscall.EXDEV) {
+		err = s.copyIn(key, src)
 	}
 	if err != nil {
 		return fmt.Errorf("commit %s: %w", key, err)

@@ -167,18 +167,52 @@ func (s *Store) CommitFile(_ context.Context, key, file string) error {
 	}
 	err = s.rename(file, dst)
 	if errors.Is(err, syscall.EXDEV) { // another file system: copy (durably) instead
-		f, ferr := os.Open(file)
-		if ferr != nil {
-			return ferr
-		}
-		defer f.Close()
-		if err = s.Put(context.Background(), key, f); err == nil {
-			os.Remove(file)
-		}
+		err = s.copyIn(key, file)
 	}
 	if err != nil {
 		return fmt.Errorf("commit %s: %w", key, err)
 	}
+	return nil
+}
+
+// copyIn moves file to key across file systems: a copy staged beside key (on key's file
+// system, whatever the temporary folder's), made durable, renamed into place; then file is
+// removed.
+func (s *Store) copyIn(key, file string) error {
+	dst, err := s.path(key)
+	if err != nil {
+		return err
+	}
+	src, err := os.Open(file)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-copy-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
+	f, err := openFile(tmp)
+	if errors.Is(err, syscall.ENOENT) {
+		if err = makeFolder(filepath.Dir(dst)); err == nil {
+			f, err = openFile(tmp)
+		}
+	}
+	if err != nil {
+		return err
+	}
+	_, err = io.Copy(f, src)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	os.Remove(file)
 	return nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -129,4 +130,55 @@ func TestVolatileRewritesAreWholeForReaders(t *testing.T) {
 		}
 		t.Errorf("the folder holds %v, want only run", names)
 	}
+}
+
+// A file staged on another file system than its key's (chains/ mounted from elsewhere, a
+// symlink here) commits by a durable copy staged beside the key: rename(2) cannot move it
+// there, nor from the temporary folder.
+func TestCommitAcrossFileSystemsCopies(t *testing.T) {
+	root := t.TempDir()
+	elsewhere, err := os.MkdirTemp("/dev/shm", "nectar-chains-") // tmpfs, as Debian mounts it
+	if err != nil {
+		t.Fatalf("a folder on another file system: %v", err)
+	}
+	defer os.RemoveAll(elsewhere)
+	if devOf(t, elsewhere) == devOf(t, root) {
+		t.Fatalf("/dev/shm and %s are one file system here: this test needs two", root)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(root, "chains")); err != nil {
+		t.Fatal(err)
+	}
+	s, err := local.New(root, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	staged := filepath.Join(s.TempDir(), "task-run-0-s1-d1-out")
+	if err := os.WriteFile(staged, []byte("made elsewhere"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	key := "chains/t/c/Task/0123/out"
+	if _, err := s.MakeFolder("chains/t/c/Task/0123", ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Commit(staged, key); err != nil {
+		t.Fatalf("Commit across file systems: %v", err)
+	}
+	if b, err := os.ReadFile(filepath.Join(elsewhere, "t/c/Task/0123/out")); err != nil || string(b) != "made elsewhere" {
+		t.Errorf("the committed out = %q, %v", b, err)
+	}
+	if _, err := os.Stat(staged); !os.IsNotExist(err) {
+		t.Errorf("the staged file is still there (%v)", err)
+	}
+	if left, _ := filepath.Glob(filepath.Join(elsewhere, "t/c/Task/0123", local.StagePrefix+"*")); len(left) > 0 {
+		t.Errorf("the copy's staging file is left: %v", left)
+	}
+}
+
+func devOf(t *testing.T, path string) uint64 {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return uint64(fi.Sys().(*syscall.Stat_t).Dev)
 }
