@@ -273,13 +273,7 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) (targets.
 	if err != nil {
 		return targets.Info{}, err
 	}
-	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
-	f, err := openFile(tmp)
-	if errors.Is(err, syscall.ENOENT) {
-		if err = makeFolder(filepath.Dir(dst)); err == nil {
-			f, err = openFile(tmp)
-		}
-	}
+	f, tmp, err := s.createBeside(dst, "")
 	if err != nil {
 		return targets.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
@@ -307,6 +301,19 @@ func (s *Store) WriteVolatile(key string, write func(io.Writer) error) (targets.
 		return targets.Info{}, fmt.Errorf("put %s: %w", key, err)
 	}
 	return infoOf(fi), nil
+}
+
+// createBeside creates a new file staged beside dst, named StagePrefix, this process, a
+// sequence number, what, and dst's name; dst's folder is made if it is missing.
+func (s *Store) createBeside(dst, what string) (f *os.File, tmp string, err error) {
+	tmp = filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-%s%s", StagePrefix, os.Getpid(), s.seq.Add(1), what, filepath.Base(dst)))
+	f, err = openFile(tmp)
+	if errors.Is(err, syscall.ENOENT) {
+		if err = makeFolder(filepath.Dir(dst)); err == nil {
+			f, err = openFile(tmp)
+		}
+	}
+	return f, tmp, err
 }
 
 // openFile creates a new file for writing (O_EXCL), in two system calls.

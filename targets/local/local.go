@@ -188,13 +188,7 @@ func (s *Store) copyIn(key, file string) error {
 		return err
 	}
 	defer src.Close()
-	tmp := filepath.Join(filepath.Dir(dst), fmt.Sprintf("%s%d-%d-copy-%s", StagePrefix, os.Getpid(), s.seq.Add(1), filepath.Base(dst)))
-	f, err := openFile(tmp)
-	if errors.Is(err, syscall.ENOENT) {
-		if err = makeFolder(filepath.Dir(dst)); err == nil {
-			f, err = openFile(tmp)
-		}
-	}
+	f, tmp, err := s.createBeside(dst, "copy-")
 	if err != nil {
 		return err
 	}
