@@ -152,8 +152,9 @@ func TestBigRunAnswersArePaged(t *testing.T) {
 		t.Errorf("last page: %d tasks, next %q", len(last.run.Tasks), last.run.TasksNextURL)
 	}
 	for _, task := range append(rest.run.Tasks, last.run.Tasks...) {
-		if string(task.Params) == "" || task.LogURL == "" {
-			t.Fatalf("task %d: params %s, log_url %q", task.Index, task.Params, task.LogURL)
+		// A leaf logs nothing: it stores no log, and no URL points at one.
+		if string(task.Params) == "" || task.LogURL != "" || !task.LogEmpty {
+			t.Fatalf("task %d: params %s, log_url %q, log_empty %v; want params, and no log", task.Index, task.Params, task.LogURL, task.LogEmpty)
 		}
 	}
 }

@@ -14,30 +14,38 @@ type doneCache struct {
 	max int
 
 	mu   sync.Mutex
-	keys map[string]time.Time // key -> when it was seen done
+	keys map[string]doneEntry
+}
+
+// doneEntry is when a key was seen done, and whether its log was missing then (a task made
+// as another run's dependency that wrote no log stores none).
+type doneEntry struct {
+	seen     time.Time
+	logEmpty bool
 }
 
 func newDoneCache(ttl time.Duration, max int) *doneCache {
-	return &doneCache{ttl: ttl, max: max, keys: map[string]time.Time{}}
+	return &doneCache{ttl: ttl, max: max, keys: map[string]doneEntry{}}
 }
 
-func (c *doneCache) hit(key string) bool {
+// hit reports whether key was seen done within ttl, and whether its log was missing.
+func (c *doneCache) hit(key string) (done, logEmpty bool) {
 	if c.ttl <= 0 {
-		return false
+		return false, false
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	seen, ok := c.keys[key]
-	if ok && time.Since(seen) < c.ttl {
-		return true
+	e, ok := c.keys[key]
+	if ok && time.Since(e.seen) < c.ttl {
+		return true, e.logEmpty
 	}
 	if ok {
 		delete(c.keys, key)
 	}
-	return false
+	return false, false
 }
 
-func (c *doneCache) add(key string) {
+func (c *doneCache) add(key string, logEmpty bool) {
 	if c.ttl <= 0 {
 		return
 	}
@@ -46,5 +54,5 @@ func (c *doneCache) add(key string) {
 	if len(c.keys) >= c.max { // bounded: start over rather than grow
 		clear(c.keys)
 	}
-	c.keys[key] = time.Now()
+	c.keys[key] = doneEntry{seen: time.Now(), logEmpty: logEmpty}
 }

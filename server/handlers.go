@@ -203,7 +203,11 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 		}
 		if done { // the same answer for every POST of the key, but for its URLs' times
 			return s.answers.respond(c, &s.presignFailures, "done "+l.Key, "done", func() (int, string, any) {
-				return http.StatusOK, "already done", s.runData(context.WithoutCancel(ctx), runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon})
+				rec := runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}
+				if l.logEmpty {
+					rec.Tasks = []runs.TaskState{{Chain: t.Chain, Task: t.Name, Key: l.Key, Status: runs.Done, Cached: true, LogEmpty: true}}
+				}
+				return http.StatusOK, "already done", s.runData(context.WithoutCancel(ctx), rec)
 			})
 		}
 		if !joined {
@@ -229,8 +233,9 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 
 // launched is what launch did: started or joined Run, or found Key done.
 type launched struct {
-	Key string
-	Run *runs.Run // nil when the key was done
+	Key      string
+	logEmpty bool      // done, and its log is not stored (doneWithParams)
+	Run      *runs.Run // nil when the key was done
 }
 
 // launch is the one way a run starts (a POST, a schedule's tick, a backfill): a key whose out
@@ -248,13 +253,13 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 		}
 	}
 	if !running && !force {
-		done = s.done.hit(key)
+		done, l.logEmpty = s.done.hit(key)
 		if !done {
-			if done, err = s.doneWithParams(ctx, key, canon); err != nil {
+			if done, l.logEmpty, err = s.doneWithParams(ctx, key, canon); err != nil {
 				return l, false, false, err
 			}
 			if done {
-				s.done.add(key)
+				s.done.add(key, l.logEmpty)
 			}
 		}
 		if done { // idempotency: answer at once, start nothing
@@ -279,32 +284,36 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 
 // doneWithParams reports whether key's out exists and, if so, makes sure its params are
 // stored too: a task that ran only as another's dependency has its params in that run's
-// record, and the answer of this POST hands out a params_url.
-func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (bool, error) {
-	var done, hasParams bool
+// record, and the answer of this POST hands out a params_url. It also reports whether the
+// log is missing: such a task stores none if it wrote none, and the answer then links none.
+func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (done, logEmpty bool, err error) {
+	var hasParams, hasLog bool
 	outExists := func() (err error) { done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); return err }
 	paramsExist := func() (err error) { hasParams, err = targets.Exists(ctx, s.store, key+"/"+runs.ParamsName); return err }
-	var err error
+	logExists := func() (err error) { hasLog, err = targets.Exists(ctx, s.store, key+"/"+runs.LogName); return err }
 	if _, local := s.store.(targets.LocalPather); local {
-		// A stat each, microseconds: the params matter only if the out exists.
+		// A stat each, microseconds: the params and the log matter only if the out exists.
 		if err = outExists(); err == nil && done {
-			err = paramsExist()
+			if err = paramsExist(); err == nil {
+				err = logExists()
+			}
 		}
 	} else { // on S3 each is a round trip: side by side
 		var g errgroup.Group
 		g.Go(outExists)
 		g.Go(paramsExist)
+		g.Go(logExists)
 		err = g.Wait()
 	}
 	if err != nil {
-		return false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+		return false, false, fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
 	}
 	if done && !hasParams {
 		if err := s.runs.PutParams(ctx, key, canon); err != nil {
-			return false, fmt.Errorf("writing the params of %s: %w", key, targets.Unavailable(err))
+			return false, false, fmt.Errorf("writing the params of %s: %w", key, targets.Unavailable(err))
 		}
 	}
-	return done, nil
+	return done, done && !hasLog, nil
 }
 
 // respondRun answers a POST from one view of its run, so that code, message and job_status
@@ -425,12 +434,13 @@ func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.Tas
 	}
 	// Signed only for objects that exist: a run writes its params when it starts (the done
 	// answer of a POST writes them if a run of another key made the out); the root's log
-	// exists once it finished an attempt, and always when its out does.
+	// exists once it finished an attempt, and when its out does unless it was made as another
+	// run's dependency that wrote no log (LogEmpty).
 	if st != runs.Pending && (rec.RunID != "" || rec.Params != nil) && !rec.ParamsNotStored {
 		d.ParamsURL = s.presign(ctx, rec.Key+"/"+runs.ParamsName)
 	}
 	rootHasLog := page.From == 0 && len(page.Tasks) > 0 && page.Tasks[0].HasLog()
-	if st == runs.Done || (st.Final() && rootHasLog) {
+	if (st == runs.Done && !page.RootLogEmpty) || (st.Final() && rootHasLog) {
 		d.LogURL = s.presign(ctx, rec.Key+"/"+runs.LogName)
 	}
 	if d.Metrics = rec.Metrics; d.Metrics != nil && st.Final() && !rec.MetricsNotStored {

@@ -68,8 +68,8 @@ func (s *Server) taskLog(c echo.Context) error {
 	h.Set("Cache-Control", "no-store")
 	if l, ok := s.runs.Live(key); ok {
 		// Opened now, the file stays readable even when it is committed (renamed or uploaded
-		// and removed) while we read it. The plugin creates it as the task starts: until then
-		// the log is empty (and a follower waits for it).
+		// and removed) while we read it. The plugin creates it at the task's first line: until
+		// then the log is empty (and a follower waits for it, or for the task's end).
 		f, err := openWhenCreated(c.Request().Context(), l, follow)
 		switch {
 		case err == nil:
@@ -100,12 +100,23 @@ func (s *Server) taskLog(c echo.Context) error {
 	return s.storedLog(c, key, offset)
 }
 
-// storedLog serves task key's committed log from offset on.
+// storedLog serves task key's committed log from offset on. A task that is done and wrote no
+// log has none stored (unless it was its run's root): its log is complete, and empty.
 func (s *Server) storedLog(c echo.Context, key string, offset int64) error {
 	h := c.Response().Header()
-	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
+	ctx := c.Request().Context()
+	rc, err := s.store.Get(ctx, key+"/"+runs.LogName)
 	if errors.Is(err, targets.ErrNotExist) {
-		return newError(err, "no log for task "+key+" (it has not run)")
+		done, oerr := targets.Exists(ctx, s.store, key+"/"+runs.OutName)
+		if oerr != nil {
+			return fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(oerr))
+		}
+		if !done {
+			return newError(err, "no log for task "+key+" (it has not run)")
+		}
+		h.Set("X-Log-Complete", "true")
+		h.Set("X-Next-Offset", strconv.FormatInt(offset, 10))
+		return c.NoContent(http.StatusOK)
 	}
 	if err != nil {
 		return err
@@ -160,9 +171,13 @@ func (s *Server) streamRemoteLog(c echo.Context, worker, key string, offset int6
 	}
 }
 
-// copyStoredFrom appends the stored log of key from offset to an answer already begun.
+// copyStoredFrom appends the stored log of key from offset to an answer already begun. None
+// stored: the task wrote no log (what was streamed is all there is).
 func (s *Server) copyStoredFrom(c echo.Context, key string, offset int64) error {
 	rc, err := s.store.Get(c.Request().Context(), key+"/"+runs.LogName)
+	if errors.Is(err, targets.ErrNotExist) {
+		return nil
+	}
 	if err != nil {
 		return err
 	}

@@ -562,26 +562,21 @@ func pluginPIDsOf(bin string) []int {
 func TestSIGKILLedPluginFailsTheRun(t *testing.T) {
 	ts := newTestServer(t)
 	a := ts.post(t, "/api/chains/testchains/faults_chain/SleepTask?duration=30s")
-	// In the plugin: it has opened the task's staged log (a task is RUNNING from the moment
-	// its lane takes it, which may be before its process has started).
-	staged := filepath.Join(ts.target, filepath.FromSlash(a.run.Key), targets.StagePrefix+"*"+runs.LogName)
+	// In the plugin: it has opened the task's staged out (a task is RUNNING from the moment
+	// its lane takes it, which may be before its process has started). A run this small has
+	// its plugin fsync the out, which is staged in the store's own folder (an old one: see
+	// commit.go), not beside the key. (SleepTask logs nothing: it has no log file.)
+	stagedOuts := filepath.Join(ts.target, ".tmp", "task-*-"+runs.OutName)
 	var pids []int
+	var m []string
 	for deadline := time.Now().Add(10 * time.Second); len(pids) == 0 && time.Now().Before(deadline); {
-		if m, _ := filepath.Glob(staged); len(m) > 0 {
+		if m, _ = filepath.Glob(stagedOuts); len(m) > 0 {
 			pids = pluginPIDs(t)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 	if len(pids) != 1 {
 		t.Fatalf("found plugin processes %v, want exactly one", pids)
-	}
-	// A run this small has its plugin fsync the out, which is staged in the store's own
-	// folder (an old one: see commit.go), not beside the key.
-	// (The plugin opens the log first, then the out.)
-	stagedOuts := filepath.Join(ts.target, ".tmp", "task-*-"+runs.OutName)
-	var m []string
-	for deadline := time.Now().Add(10 * time.Second); len(m) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		m, _ = filepath.Glob(stagedOuts)
 	}
 	if len(m) != 1 {
 		t.Errorf("the running task's out is staged at %v; want one file matching %s", m, stagedOuts)

@@ -243,3 +243,34 @@ func (t ProgressTask) Run(ctx *chains.Context) error {
 	_, err := fmt.Fprintf(ctx.Out(), "%d steps\n", t.Count)
 	return err
 }
+
+// QuietGateTask writes "open" and logs nothing, but fails while the file named by gate exists:
+// a task whose failed run stored a log, and whose later success writes none.
+type QuietGateTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t QuietGateTask) Run(ctx *chains.Context) error {
+	if _, err := os.Stat(t.Gate); err == nil {
+		return fmt.Errorf("gate %s is closed (remove the file to let it pass)", t.Gate)
+	}
+	_, err := fmt.Fprintln(ctx.Out(), "open")
+	return err
+}
+
+// BehindQuietGateTask requires QuietGateTask and copies its out: a run in which QuietGateTask
+// is a dependency, which stores no log when it writes none.
+type BehindQuietGateTask struct {
+	Gate string `param:"gate"`
+}
+
+func (t BehindQuietGateTask) Requires() []chains.Task { return []chains.Task{QuietGateTask(t)} }
+
+func (t BehindQuietGateTask) Run(ctx *chains.Context) error {
+	b, err := ctx.ReadInput(0)
+	if err != nil {
+		return err
+	}
+	_, err = ctx.Out().Write(b)
+	return err
+}

@@ -343,10 +343,7 @@ func (g *graphBuilder) visit(ref plugins.TaskRef, t chains.Task) (int, error) {
 
 func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plugins.RunTaskResponse, error) {
 	r.restoreStdio()
-	logf, err := taskrun.OpenFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
-	if err != nil {
-		return nil, err
-	}
+	logf := &lazyLog{path: req.LogPath}
 	defer logf.Close()
 	t, err := r.decode(req.Task)
 	if err == nil && req.Plain {
@@ -408,6 +405,42 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 		resp.Artifacts = err == nil
 	}
 	return resp, nil
+}
+
+// lazyLog is a task's log, created at its first write: a task that logs nothing makes no
+// file, and the host then stores no log for it unless it is its run's root (one file less per
+// task of a big graph: on S3 one PUT less). Writes may come from the task's goroutines at once.
+type lazyLog struct {
+	path string
+	mu   sync.Mutex
+	f    *os.File
+	err  error
+}
+
+func (l *lazyLog) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	if l.f == nil && l.err == nil {
+		l.f, l.err = taskrun.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND)
+	}
+	f, err := l.f, l.err
+	l.mu.Unlock()
+	if err != nil {
+		return 0, err
+	}
+	return f.Write(b)
+}
+
+// Close closes the file if it was made; a write after it (from a goroutine the task left
+// running) fails, and makes no file once the host may have committed the task.
+func (l *lazyLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	f := l.f
+	l.f, l.err = nil, os.ErrClosed
+	if f == nil {
+		return nil
+	}
+	return f.Close()
 }
 
 func (r *runner) report(key string, p taskrun.Progress) {

@@ -174,6 +174,16 @@ var generated = []*Task{
 	{
 		Type:  "testchains",
 		Chain: "faults_chain",
+		Name:  "BehindQuietGateTask",
+		Doc:   "BehindQuietGateTask requires QuietGateTask and copies its out: a run in which QuietGateTask\nis a dependency, which stores no log when it writes none.",
+		Params: []Param{
+			{Name: "gate", Kind: "string", Default: "", Required: false, Doc: ""},
+		},
+		Parse: parseTestchainsFaultsChainBehindQuietGateTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
 		Name:  "ExitTask",
 		Doc:   "ExitTask calls os.Exit in the middle of its run, killing its plugin process.",
 		Params: []Param{
@@ -237,6 +247,17 @@ var generated = []*Task{
 		},
 		Plain: true,
 		Parse: parseTestchainsFaultsChainProgressTask,
+	},
+	{
+		Type:  "testchains",
+		Chain: "faults_chain",
+		Name:  "QuietGateTask",
+		Doc:   "QuietGateTask writes \"open\" and logs nothing, but fails while the file named by gate exists:\na task whose failed run stored a log, and whose later success writes none.",
+		Params: []Param{
+			{Name: "gate", Kind: "string", Default: "", Required: false, Doc: ""},
+		},
+		Plain: true,
+		Parse: parseTestchainsFaultsChainQuietGateTask,
 	},
 	{
 		Type:  "testchains",
@@ -672,6 +693,17 @@ func parseTestchainsFaninChainSpanTask(q url.Values) ([]byte, error) {
 	return w.Bytes(), nil
 }
 
+// parseTestchainsFaultsChainBehindQuietGateTask turns the query of a POST into the canonical parameters of testchains/faults_chain/BehindQuietGateTask.
+func parseTestchainsFaultsChainBehindQuietGateTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("gate", p0)
+	return w.Bytes(), nil
+}
+
 // parseTestchainsFaultsChainExitTask turns the query of a POST into the canonical parameters of testchains/faults_chain/ExitTask.
 func parseTestchainsFaultsChainExitTask(q url.Values) ([]byte, error) {
 	var w params.Writer
@@ -750,6 +782,17 @@ func parseTestchainsFaultsChainProgressTask(q url.Values) ([]byte, error) {
 		return nil, err
 	}
 	w.Duration("every", p1)
+	return w.Bytes(), nil
+}
+
+// parseTestchainsFaultsChainQuietGateTask turns the query of a POST into the canonical parameters of testchains/faults_chain/QuietGateTask.
+func parseTestchainsFaultsChainQuietGateTask(q url.Values) ([]byte, error) {
+	var w params.Writer
+	p0, err := params.QueryString(q, "gate", "", false)
+	if err != nil {
+		return nil, err
+	}
+	w.String("gate", p0)
 	return w.Bytes(), nil
 }
 

@@ -31,6 +31,7 @@ type taskFiles struct {
 	out, log string
 	artBase  string // + "-<attempt>": a folder per attempt
 	beside   bool   // log and artifacts in the key's folder (the local store); out there or in its spool
+	fresh    bool   // the key's folder was made for this task: no log of an earlier run is in it
 }
 
 func (f taskFiles) artDir(attempt int) string { return fmt.Sprintf("%s-%d", f.artBase, attempt) }
@@ -57,11 +58,13 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
 	}
 	var dir string
+	var existed bool
 	var err error
 	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok && job.FolderMade && job.DeadRun == "" {
 		dir, err = lp.LocalPath(job.Key)
+		existed = true // the run's lease made it: whether it held files before is not known
 	} else {
-		dir, err = l.folders.MakeFolder(job.Key, job.DeadRun)
+		dir, existed, err = l.folders.MakeFolder(job.Key, job.DeadRun)
 	}
 	if err != nil {
 		return taskFiles{}, err
@@ -74,7 +77,7 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 	if job.Delivery > 1 {
 		stage += fmt.Sprintf("d%d-", job.Delivery)
 	}
-	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}
+	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true, fresh: !existed}
 	if l.stagesOutInSpool(job, dir) {
 		f.out = fmt.Sprintf("%s-%d-s%d-d%d-%s", l.spoolPrefix, job.Index, job.Send, job.Delivery, OutName)
 	}
@@ -168,45 +171,64 @@ func (l *lane) scrubLog(path string) error {
 }
 
 // commitDone commits a finished task: its artifacts (and their published copies), its log,
-// then its out. synced says the plugin already made the out durable.
-func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) ([]Artifact, error) {
+// then its out. synced says the plugin already made the out durable. It reports whether a log
+// was stored (or, on error, may have been): a task that wrote none has none (one file less per task of a big graph, one PUT
+// less on S3), except the run's root, whose answer always links its log. A log an earlier run
+// of the key left (a failed attempt's) is removed before the out appears, so that the log
+// beside an out is always that out's task's.
+func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) (arts []Artifact, logged bool, err error) {
 	if job.beforeCommit != nil {
 		if err := job.beforeCommit(); err != nil {
-			return nil, err
+			return nil, false, err
 		}
 	}
-	if err := l.scrubLog(f.log); err != nil {
-		return nil, err
+	_, lerr := os.Lstat(f.log)
+	logged = lerr == nil
+	if !logged && job.Index == 0 {
+		if err := os.WriteFile(f.log, nil, 0o600); err != nil {
+			return nil, false, fmt.Errorf("%w: %w", errStaging, err)
+		}
+		logged = true
 	}
-	var arts []Artifact
+	if logged {
+		if err := l.scrubLog(f.log); err != nil {
+			return nil, logged, err
+		}
+	} else if !f.fresh {
+		if err := l.m.cfg.Store.Delete(ctx, job.Key+"/"+LogName); err != nil {
+			return nil, logged, err
+		}
+	}
 	var staged []stagedFile
 	if hasArts {
-		var err error
 		if arts, staged, err = l.commitArtifacts(ctx, job, artDir, publish, f.beside); err != nil {
-			return nil, err
+			return nil, logged, err
 		}
 	}
-	staged = append(staged, stagedFile{f.log, job.Key + "/" + LogName}, stagedFile{f.out, job.Key + "/" + OutName})
+	if logged {
+		staged = append(staged, stagedFile{f.log, job.Key + "/" + LogName})
+	}
+	staged = append(staged, stagedFile{f.out, job.Key + "/" + OutName})
 	if !f.beside {
 		for _, st := range staged {
 			if err := l.commitFile(ctx, st.file, st.key); err != nil {
-				return nil, err
+				return nil, logged, err
 			}
 		}
-		return arts, nil
+		return arts, logged, nil
 	}
 	// Artifacts are not synced by the plugin: they always go through a sync.
 	if synced && !hasArts { // nothing to wait for: rename here, in order
 		for _, st := range staged {
 			if err := l.folders.Commit(st.file, st.key); err != nil {
-				return nil, err
+				return nil, logged, err
 			}
 		}
-		return arts, nil
+		return arts, logged, nil
 	}
 	cj := &commitJob{files: staged, done: make(chan error, 1)}
 	l.commits <- cj
-	return arts, <-cj.done
+	return arts, logged, <-cj.done
 }
 
 // stagedFile is a file waiting to be renamed to its key.

@@ -314,7 +314,8 @@ func (p *fakeProc) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*p
 	if p.Exited() {
 		return nil, errors.New("connection refused")
 	}
-	// As plugins/serve does: the log and the out exist from the start.
+	// The out exists from the start, as plugins/serve makes it; the log from its first line,
+	// which the fake writes at once (a silent task is a real plugin's: emptylog_test.go).
 	logf, err := os.OpenFile(req.LogPath, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o600)
 	if err != nil {
 		return nil, err

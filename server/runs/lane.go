@@ -148,6 +148,7 @@ type taskResult struct {
 	artifacts  []Artifact
 	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
 	noLog      bool      // it failed, and its log could not be stored
+	logEmpty   bool      // it is done and wrote no log: none is stored (commitDone)
 }
 
 // laneConfig is what a run tells the lanes of its tasks.
@@ -267,7 +268,8 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		return fail(err.Error(), true)
 	}
 
-	// Readable (and followable) while it runs; the plugin creates the file when the task starts.
+	// Readable (and followable) while it runs; the plugin creates the file at the task's first
+	// line (a task that writes none has no log: its end says the log is complete, and empty).
 	defer l.m.live(job.Key, files.log)()
 
 	policy := job.Retry
@@ -318,7 +320,7 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		backoff = min(2*backoff, max(policy.MaxBackoff, policy.Backoff))
 	}
 	release() // its user code has returned: the next task may execute while this one commits
-	arts, err := l.commitDone(commitContext(ctx), job, files, artDir, res.artifacts, res.publish, !job.NoSync)
+	arts, logged, err := l.commitDone(commitContext(ctx), job, files, artDir, res.artifacts, res.publish, !job.NoSync)
 	if err != nil {
 		var res taskResult
 		if errors.Is(err, errStartWrites) { // its run says why (drive): no store failure here
@@ -329,10 +331,10 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		if handedBack(ctx) {
 			return res
 		}
-		return l.failLogged(job, files, true, res)
+		return l.failLogged(job, files, logged, res)
 	}
 	committed = true
-	return taskResult{idx: i, artifacts: arts, attempts: attempts}
+	return taskResult{idx: i, artifacts: arts, attempts: attempts, logEmpty: !logged}
 }
 
 // failLogged commits the log of a task that failed (committed: its commit failed after the

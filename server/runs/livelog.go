@@ -3,7 +3,7 @@ package runs
 // LiveLog is the log file of a task running on this server.
 type LiveLog struct {
 	Path string
-	Done chan struct{} // closed once the log is complete (committed to the store)
+	Done chan struct{} // closed once the log is complete (committed to the store, or none: it wrote none)
 }
 
 // live registers a running task's log; the returned func marks it complete.

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -464,7 +465,7 @@ type StatusView struct {
 func (v StatusView) Page(from, limit int) (Record, TaskPage) { return v.page(from, limit) }
 
 // stored is key's stored record (through the cache), or a DONE one when only its out exists,
-// with its version (the record object's, or "out").
+// with its version (the record object's, or "out", "out/nolog" when it stores no log).
 func (m *Manager) stored(ctx context.Context, key string) (Record, string, error) {
 	info, err := m.cfg.Store.Stat(ctx, key+"/"+RecordName)
 	if err == nil {
@@ -487,6 +488,15 @@ func (m *Manager) stored(ctx context.Context, key string) (Record, string, error
 	}
 	if !done {
 		return Record{}, "", ErrUnknownKey
+	}
+	// Made as another run's dependency: no log is stored if it wrote none.
+	logFound, err := targets.Exists(ctx, m.cfg.Store, key+"/"+LogName)
+	if err != nil {
+		return Record{}, "", fmt.Errorf("looking for the log of %s: %w", key, targets.Unavailable(err))
+	}
+	if !logFound {
+		chain := path.Base(path.Dir(path.Dir(key)))
+		return Record{Key: key, Status: Done, Tasks: []TaskState{{Chain: chain, Task: taskOfKey(key), Key: key, Status: Done, Cached: true, LogEmpty: true}}}, "out/nolog", nil
 	}
 	return Record{Key: key, Status: Done}, "out", nil
 }
@@ -725,8 +735,13 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	}
 	if done && !r.force {
 		unused()
+		// Its out was made as another run's dependency, which stores no log if it wrote none.
+		logFound, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+LogName)
+		if err != nil {
+			return Failed, m.failure(log, r, "looking for the log of "+rec.Task, err), finish
+		}
 		r.update(func(rec *Record) {
-			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true}}
+			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true, LogEmpty: !logFound}}
 		})
 		return Done, "", finish
 	}

@@ -72,6 +72,9 @@ type TaskState struct {
 	// LogNotStored says the log of this failed task could not be written (the store refused
 	// it): answers then give no log_url, which would point at nothing.
 	LogNotStored bool `json:"log_not_stored,omitempty"`
+	// LogEmpty says the task wrote no log, so none is stored (a task other than its run's
+	// root that logged nothing; for a cached task, its log was not found): no log_url.
+	LogEmpty bool `json:"log_empty,omitempty"`
 }
 
 // Artifact is one named output of a task, stored at <task key>/artifacts/<name>.
@@ -230,10 +233,14 @@ func (r *Record) Interrupted(lastSeen time.Time) {
 	r.Tasks = tasks
 }
 
-// HasLog reports whether t's log was stored: a task that finished an attempt committed it, and
-// one whose out was there already (Cached) committed it when it ran. A task that never started,
-// or whose attempt a crash cut short, has none.
+// HasLog reports whether t's log was stored: a task that finished an attempt committed it (if
+// it wrote one: LogEmpty), and one whose out was there already (Cached) committed it when it
+// ran (its log was looked for). A task that never started, or whose attempt a crash cut
+// short, has none.
 func (t *TaskState) HasLog() bool {
+	if t.LogEmpty {
+		return false
+	}
 	if t.Cached {
 		return true
 	}
@@ -294,6 +301,8 @@ type TaskPage struct {
 	Tasks   []TaskState
 	Failed  []IndexedTask // FAILED tasks outside the page (at most MaxHighlights)
 	Running []IndexedTask // RUNNING tasks outside the page (at most MaxHighlights)
+	// RootLogEmpty: the run's root (its first task, on this page or not) stores no log.
+	RootLogEmpty bool
 }
 
 // IndexedTask is a task with its position in the run's tasks.
@@ -308,7 +317,7 @@ func (r *Record) Page(from, limit int) TaskPage {
 	n := len(r.Tasks)
 	from = min(max(from, 0), n)
 	end := min(from+limit, n)
-	p := TaskPage{From: from, Total: n, Counts: r.Counts(), Tasks: cloneTasks(r.Tasks[from:end])}
+	p := TaskPage{From: from, Total: n, Counts: r.Counts(), Tasks: cloneTasks(r.Tasks[from:end]), RootLogEmpty: n > 0 && r.Tasks[0].LogEmpty}
 	if from == 0 && end == n {
 		return p
 	}

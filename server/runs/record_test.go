@@ -73,7 +73,15 @@ func TestAnEmptyRecordCountsAsAbsent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("an empty record and an out: %v, want DONE", err)
 	}
-	if rec, _ := view.Page(0, 10); rec.Status != Done || view.Version != "out" {
-		t.Errorf("an empty record and an out: %s (version %q), want DONE from the out", rec.Status, view.Version)
+	// No log beside it (made as a dependency that wrote none): the answer may link none.
+	if rec, page := view.Page(0, 10); rec.Status != Done || view.Version != "out/nolog" || !page.RootLogEmpty {
+		t.Errorf("an empty record and an out: %s (version %q, root log empty %v), want DONE from the out, with no log", rec.Status, view.Version, page.RootLogEmpty)
+	}
+	g.put(t, key+"/"+LogName, "")
+	if view, err = g.m.Status(context.Background(), key); err != nil {
+		t.Fatal(err)
+	}
+	if rec, page := view.Page(0, 10); rec.Status != Done || view.Version != "out" || page.RootLogEmpty {
+		t.Errorf("an empty record, an out and its log: %s (version %q, root log empty %v), want DONE from the out", rec.Status, view.Version, page.RootLogEmpty)
 	}
 }

@@ -165,6 +165,9 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			tasks[n.slot].Requires = append(tasks[n.slot].Requires, s.nodes[d].slot)
 		}
 	}
+	if err := s.lookForLogs(ctx, tasks); err != nil {
+		return Failed, s.failure("looking for the logs of the tasks already done", err)
+	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
 	stopRecorder := s.startRecorder()
 	defer stopRecorder()
@@ -213,7 +216,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 		if res.err == "" {
 			s.setTask(res.idx, func(t *TaskState) {
-				t.Status, t.FinishedAt = Done, timePtr(time.Now().UTC())
+				t.Status, t.FinishedAt, t.LogEmpty = Done, timePtr(time.Now().UTC()), res.logEmpty
 				if len(res.artifacts) > 0 {
 					t.Artifacts = res.artifacts
 				}
@@ -328,28 +331,12 @@ func (s *scheduler) startRecorder() (stop func()) {
 func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]bool, error) {
 	known := make([]bool, len(s.nodes))
 	ask := func(level []int) error {
-		// The first failure ends the asking: a store that does not answer would otherwise
-		// cost each of thousands of tasks its own timeout.
-		var first atomic.Pointer[error]
-		var next atomic.Int64
-		var wg sync.WaitGroup
-		for range max(1, min(askers, len(level))) {
-			wg.Go(func() {
-				for k := int(next.Add(1) - 1); k < len(level) && first.Load() == nil; k = int(next.Add(1) - 1) {
-					if i := level[k]; i != 0 || !s.rootAbsent {
-						var err error
-						if known[i], err = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName); err != nil {
-							first.CompareAndSwap(nil, &err)
-						}
-					}
-				}
-			})
-		}
-		wg.Wait()
-		if err := first.Load(); err != nil {
-			return *err
-		}
-		return nil
+		return sideBySide(askers, len(level), func(k int) (err error) {
+			if i := level[k]; i != 0 || !s.rootAbsent {
+				known[i], err = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
+			}
+			return err
+		})
 	}
 	if !byLevel {
 		all := make([]int, len(s.nodes))
@@ -382,6 +369,54 @@ func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]
 		level = next
 	}
 	return known, nil
+}
+
+// lookForLogs marks the cached tasks whose log is not stored (LogEmpty): a task that wrote no
+// log stores none (commitDone), and no answer may sign a URL to it. Side by side, as outsExist
+// asks: one stat each on the local folder, a round trip each on S3, for cached tasks only.
+func (s *scheduler) lookForLogs(ctx context.Context, tasks []TaskState) error {
+	var cached []int
+	for i := range tasks {
+		if tasks[i].Cached {
+			cached = append(cached, i)
+		}
+	}
+	if len(cached) == 0 {
+		return nil
+	}
+	askers := s.m.cfg.TaskParallelism
+	if _, local := s.m.cfg.Store.(targets.LocalPather); local {
+		askers = runtime.GOMAXPROCS(0)
+	}
+	return sideBySide(askers, len(cached), func(k int) error {
+		t := &tasks[cached[k]]
+		found, err := targets.Exists(ctx, s.m.cfg.Store, t.Key+"/"+LogName)
+		t.LogEmpty = !found
+		return err
+	})
+}
+
+// sideBySide calls ask(0..n-1), askers at a time, and returns the first error. The first
+// failure ends the asking: a store that does not answer would otherwise cost each of
+// thousands of tasks its own timeout.
+func sideBySide(askers, n int, ask func(k int) error) error {
+	var first atomic.Pointer[error]
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range max(1, min(askers, n)) {
+		wg.Go(func() {
+			for k := int(next.Add(1) - 1); k < n && first.Load() == nil; k = int(next.Add(1) - 1) {
+				if err := ask(k); err != nil {
+					first.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if err := first.Load(); err != nil {
+		return *err
+	}
+	return nil
 }
 
 func (s *scheduler) status(i int) Status {

@@ -112,6 +112,9 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 	if t.LogNotStored {
 		b = append(b, `,"log_not_stored":true`...)
 	}
+	if t.LogEmpty {
+		b = append(b, `,"log_empty":true`...)
+	}
 	return append(b, '}'), nil
 }
 

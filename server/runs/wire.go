@@ -81,18 +81,19 @@ type resultMsg struct {
 	Err        string     `json:"err,omitempty"`
 	Fatal      bool       `json:"fatal,omitempty"`
 	NotStarted bool       `json:"not_started,omitempty"`
-	NoLog      bool       `json:"no_log,omitempty"` // it failed, and its log could not be stored
+	NoLog      bool       `json:"no_log,omitempty"`    // it failed, and its log could not be stored
+	LogEmpty   bool       `json:"log_empty,omitempty"` // it is done and wrote no log: none is stored
 	Artifacts  []Artifact `json:"artifacts,omitempty"`
 	// Attempts are this delivery's, numbered from 1: the news on the way may have been lost.
 	Attempts []Attempt `json:"attempts,omitempty"`
 }
 
 func (r resultMsg) result() taskResult {
-	return taskResult{idx: r.Index, err: r.Err, fatal: r.Fatal, notStarted: r.NotStarted, artifacts: r.Artifacts, attempts: r.Attempts, noLog: r.NoLog}
+	return taskResult{idx: r.Index, err: r.Err, fatal: r.Fatal, notStarted: r.NotStarted, artifacts: r.Artifacts, attempts: r.Attempts, noLog: r.NoLog, logEmpty: r.LogEmpty}
 }
 
 func resultOf(t taskResult) *resultMsg {
-	return &resultMsg{Index: t.idx, Err: t.err, Fatal: t.fatal, NotStarted: t.notStarted, Artifacts: t.artifacts, Attempts: t.attempts, NoLog: t.noLog}
+	return &resultMsg{Index: t.idx, Err: t.err, Fatal: t.fatal, NotStarted: t.notStarted, Artifacts: t.artifacts, Attempts: t.attempts, NoLog: t.noLog, LogEmpty: t.logEmpty}
 }
 
 // laneMetrics is a lane's usage so far: Samples are those taken since the last report.

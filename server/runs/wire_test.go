@@ -15,6 +15,7 @@ func TestATaskResultCrossesTheQueueWhole(t *testing.T) {
 		{idx: 3, artifacts: []Artifact{{Name: "plot.png", Size: 10, ContentType: "image/png"}}, attempts: []Attempt{{Number: 1, StartedAt: started}}},
 		{idx: 4, err: "bad row 7", fatal: true, noLog: true, attempts: []Attempt{{Number: 1, StartedAt: started, Error: "bad row 7"}}},
 		{idx: 5, notStarted: true, err: "its worker stopped"},
+		{idx: 6, logEmpty: true, attempts: []Attempt{{Number: 1, StartedAt: started}}},
 	}
 	for _, res := range cases {
 		b, err := json.Marshal(resultOf(res))

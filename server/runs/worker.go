@@ -481,9 +481,11 @@ func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
 // runJob executes one task of a message and reports its end.
 func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 	if job.Delivery > 1 && w.outExists(ctx, job) {
-		// A worker before this one committed it and died before its ack: done, once.
+		// A worker before this one committed it and died before its ack: done, once. It
+		// stored no log if it wrote none: no answer may link one.
+		logFound, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+LogName)
 		w.took(msg, job, true)
-		w.report(msg, job, taskResult{idx: job.Index})
+		w.report(msg, job, taskResult{idx: job.Index, logEmpty: err != nil || !logFound}) // unsure: link none
 		return
 	}
 	wl, stopped := w.laneFor(msg)

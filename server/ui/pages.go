@@ -345,7 +345,8 @@ func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
 	if i == 0 { // a dependency's params are in the record only (below)
 		s.ParamsURL = u.b.DownloadURL(ctx, t.Key+"/"+runs.ParamsName)
 	}
-	if b, err := u.b.Head(ctx, t.Key+"/"+runs.LogName, previewBytes+1); err == nil {
+	if t.LogEmpty { // it wrote none: none is stored
+	} else if b, err := u.b.Head(ctx, t.Key+"/"+runs.LogName, previewBytes+1); err == nil {
 		// Signed only when there is one: a task that never started has no log.
 		s.LogDL = u.b.DownloadURL(ctx, t.Key+"/"+runs.LogName)
 		s.LogTruncated = len(b) > previewBytes

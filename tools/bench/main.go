@@ -453,9 +453,10 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 }
 
 // fanInFloor is the least a 1,000-leaf fan-in asks of the store, sent straight from a client
-// with the server's parallelism: a HEAD per leaf finding no out, a PUT of its log and of its
-// out (the join reads the spool copies of the outs its lane uploaded: no GET). MinIO runs on
-// the same cores as the server here, so this is the time under which no fan-in on it can go.
+// with the server's parallelism: a HEAD per leaf finding no out, a DELETE of a log an earlier
+// run may have left (a leaf logs nothing: it stores none), and a PUT of its out (the join reads
+// the spool copies of the outs its lane uploaded: no GET). MinIO runs on the same cores as the
+// server here, so this is the time under which no fan-in on it can go.
 func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("floor-fan-in/%d/", time.Now().UnixNano())
@@ -469,13 +470,12 @@ func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, 
 			return fmt.Errorf("HEAD of a missing object: %v", err)
 		},
 		func(i int) error {
-			for _, name := range []string{"log", "out"} {
-				body := fmt.Sprintf("%d\n", i)
-				if _, err := client.PutObject(ctx, bucket, fmt.Sprintf("%s%d/%s", prefix, i, name), strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{}); err != nil {
-					return err
-				}
+			if err := client.RemoveObject(ctx, bucket, fmt.Sprintf("%s%d/log", prefix, i), minio.RemoveObjectOptions{}); err != nil {
+				return err
 			}
-			return nil
+			body := fmt.Sprintf("%d\n", i)
+			_, err := client.PutObject(ctx, bucket, fmt.Sprintf("%s%d/out", prefix, i), strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
+			return err
 		},
 	} {
 		if err := parallel(1000, conns, step); err != nil {

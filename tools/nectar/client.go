@@ -124,6 +124,7 @@ type taskStatus struct {
 	Cached   bool   `json:"cached"`
 	Error    string `json:"error"`
 	LogURL   string `json:"log_url"`
+	LogEmpty bool   `json:"log_empty"` // done, and it wrote no log: none is stored
 	Progress *struct {
 		Done, Total int64
 		Status      string
@@ -565,7 +566,7 @@ func status(ctx context.Context, args []string, getenv func(string) string, stdo
 }
 
 // logs prints a task's log (the run's root task by default); -f follows a running one.
-func logs(ctx context.Context, args []string, getenv func(string) string, stdout, _ io.Writer) error {
+func logs(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	o, err := parseClientArgs(args, getenv, "f", "follow")
 	if err != nil {
 		return err
@@ -589,6 +590,9 @@ func logs(ctx context.Context, args []string, getenv func(string) string, stdout
 		return usageError("the run has no task %s (its tasks: %s)", o.args[1], strings.Join(names, ", "))
 	case task == nil:
 		return &exitError{2, fmt.Errorf("the run of %s lists no tasks yet: it is %s (nectar status shows it)", st.Key, deref(st.JobStatus))}
+	case task.LogURL == "" && task.LogEmpty: // its log is complete, and empty
+		fmt.Fprintf(stderr, "%s wrote no log\n", task.Task)
+		return nil
 	case task.LogURL == "" && (task.Status == "PENDING" || task.Status == "UPSTREAM_FAILED" || task.Status == "CANCELLED"):
 		return &exitError{2, fmt.Errorf("%s has no log: it is %s, it never ran (nectar status shows the run's tasks)", task.Task, task.Status)}
 	case task.LogURL == "":

@@ -112,6 +112,7 @@ func TestClientCommands(t *testing.T) {
 		t.Errorf("status --all listed %d leaves, want 150 (exit %d):\n%s", n, all.code, all.stdout)
 	}
 	check(nectar(nil, "logs", bigKey, "NopeTask"), 2, "", "the run has no task NopeTask (its tasks: JoinTask, LeafTask)", "logs of a task in no page")
+	check(nectar(nil, "logs", bigKey, "LeafTask"), 0, "", "LeafTask wrote no log", "logs of a task that wrote none")
 	check(nectar(nil, "runs", "task=FailTask"), 0, "FAILED", "", "runs")
 
 	// cancel a slow run by its key.

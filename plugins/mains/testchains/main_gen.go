@@ -25,12 +25,15 @@ var (
 	_ chains.Task     = testchains.OverlapTask{}
 	_ chains.Requirer = testchains.OverlapTask{}
 	_ chains.Task     = testchains.SpanTask{}
+	_ chains.Task     = testchains.BehindQuietGateTask{}
+	_ chains.Requirer = testchains.BehindQuietGateTask{}
 	_ chains.Task     = testchains.ExitTask{}
 	_ chains.Task     = testchains.FailTask{}
 	_ chains.Task     = testchains.FlakyTask{}
 	_ chains.Task     = testchains.HangTask{}
 	_ chains.Task     = testchains.PanicTask{}
 	_ chains.Task     = testchains.ProgressTask{}
+	_ chains.Task     = testchains.QuietGateTask{}
 	_ chains.Task     = testchains.ResumeTask{}
 	_ chains.Requirer = testchains.ResumeTask{}
 	_ chains.Task     = testchains.SleepTask{}
@@ -68,12 +71,14 @@ func main() {
 			{Chain: "fanin_chain", Name: "LeafTask", Decode: decodeLeafTask},
 			{Chain: "fanin_chain", Name: "OverlapTask", Decode: decodeOverlapTask},
 			{Chain: "fanin_chain", Name: "SpanTask", Decode: decodeSpanTask},
+			{Chain: "faults_chain", Name: "BehindQuietGateTask", Decode: decodeBehindQuietGateTask},
 			{Chain: "faults_chain", Name: "ExitTask", Decode: decodeExitTask},
 			{Chain: "faults_chain", Name: "FailTask", Decode: decodeFailTask},
 			{Chain: "faults_chain", Name: "FlakyTask", Decode: decodeFlakyTask},
 			{Chain: "faults_chain", Name: "HangTask", Decode: decodeHangTask},
 			{Chain: "faults_chain", Name: "PanicTask", Decode: decodePanicTask},
 			{Chain: "faults_chain", Name: "ProgressTask", Decode: decodeProgressTask},
+			{Chain: "faults_chain", Name: "QuietGateTask", Decode: decodeQuietGateTask},
 			{Chain: "faults_chain", Name: "ResumeTask", Decode: decodeResumeTask},
 			{Chain: "faults_chain", Name: "SleepTask", Decode: decodeSleepTask},
 			{Chain: "faults_chain", Name: "StepFiveTask", Decode: decodeStepFiveTask},
@@ -141,6 +146,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.SpanTask:
 		p, err := encodeSpanTask(v)
 		return plugins.TaskRef{Chain: "fanin_chain", Task: "SpanTask", Params: p}, err
+	case testchains.BehindQuietGateTask:
+		p, err := encodeBehindQuietGateTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "BehindQuietGateTask", Params: p}, err
+	case *testchains.BehindQuietGateTask:
+		p, err := encodeBehindQuietGateTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "BehindQuietGateTask", Params: p}, err
 	case testchains.ExitTask:
 		p, err := encodeExitTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "ExitTask", Params: p}, err
@@ -177,6 +188,12 @@ func describe(t chains.Task) (plugins.TaskRef, error) {
 	case *testchains.ProgressTask:
 		p, err := encodeProgressTask(v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "ProgressTask", Params: p}, err
+	case testchains.QuietGateTask:
+		p, err := encodeQuietGateTask(&v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "QuietGateTask", Params: p}, err
+	case *testchains.QuietGateTask:
+		p, err := encodeQuietGateTask(v)
+		return plugins.TaskRef{Chain: "faults_chain", Task: "QuietGateTask", Params: p}, err
 	case testchains.ResumeTask:
 		p, err := encodeResumeTask(&v)
 		return plugins.TaskRef{Chain: "faults_chain", Task: "ResumeTask", Params: p}, err
@@ -482,6 +499,27 @@ func encodeSpanTask(t *testchains.SpanTask) ([]byte, error) {
 	return w.Bytes(), nil
 }
 
+func decodeBehindQuietGateTask(b []byte) (chains.Task, error) {
+	var t testchains.BehindQuietGateTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Gate, err = r.String("gate"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeBehindQuietGateTask(t *testchains.BehindQuietGateTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.BehindQuietGateTask")
+	}
+	var w params.Writer
+	w.String("gate", t.Gate)
+	return w.Bytes(), nil
+}
+
 func decodeExitTask(b []byte) (chains.Task, error) {
 	var t testchains.ExitTask
 	r, err := params.Read(b)
@@ -632,6 +670,27 @@ func encodeProgressTask(t *testchains.ProgressTask) ([]byte, error) {
 		return nil, fmt.Errorf("testchains.ProgressTask: %w", &params.Error{Param: "every", Value: t.Every.String(), Reason: "is negative (want a duration of 0s or more)"})
 	}
 	w.Duration("every", t.Every)
+	return w.Bytes(), nil
+}
+
+func decodeQuietGateTask(b []byte) (chains.Task, error) {
+	var t testchains.QuietGateTask
+	r, err := params.Read(b)
+	if err != nil {
+		return nil, err
+	}
+	if t.Gate, err = r.String("gate"); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+func encodeQuietGateTask(t *testchains.QuietGateTask) ([]byte, error) {
+	if t == nil {
+		return nil, fmt.Errorf("nil *testchains.QuietGateTask")
+	}
+	var w params.Writer
+	w.String("gate", t.Gate)
 	return w.Bytes(), nil
 }
 

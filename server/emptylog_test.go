@@ -1,0 +1,127 @@
+package server
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"nectar/server/runs"
+)
+
+// A task that writes no log stores none (one file less per task of a big graph, one PUT less
+// on S3), unless it is its run's root; no answer signs a URL to a log that is not there, and a
+// log an earlier failed run left is not kept beside a later run's out. On the local folder and
+// on MinIO through both SDKs.
+func TestATaskThatLogsNothingStoresNoLog(t *testing.T) {
+	targets := map[string]string{"local": ""}
+	minioEnv(t, minioSrv)
+	for name, target := range remoteTargets(minioSrv, fmt.Sprint("emptylog-", time.Now().UnixNano())) {
+		targets[name] = target
+	}
+	for name, target := range targets {
+		t.Run(name, func(t *testing.T) {
+			ts := newTestServer(t, func(c *Config) {
+				if target != "" {
+					c.Target, c.Getenv = target, getenvMap(minioSrv)
+				}
+			})
+			silentTasksStoreNoLog(t, ts)
+		})
+	}
+}
+
+func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
+	// A fan-in: the leaves log nothing, nor does the join, which is the root.
+	j := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=3&salt=quiet&wait=30s")
+	if j.Code != 200 || *j.run.JobStatus != runs.Done {
+		t.Fatalf("JoinTask = %d %v %v", j.Code, j.run.JobStatus, j.run.Error)
+	}
+	if code, body := fetch(t, j.run.LogURL); code != 200 || body != "" {
+		t.Errorf("the root's log_url = %d %q, want its empty log", code, body)
+	}
+	if len(j.run.Tasks) != 4 || j.run.Tasks[0].LogEmpty {
+		t.Fatalf("tasks = %+v, want the root (with its log) and 3 leaves", j.run.Tasks)
+	}
+	leaf := j.run.Tasks[1].Key
+	for _, task := range j.run.Tasks[1:] {
+		if !task.LogEmpty || task.LogURL != "" || storeHas(t, ts.Store(), task.Key+"/log") || !storeHas(t, ts.Store(), task.Key+"/out") {
+			t.Errorf("leaf %s: log_empty %v, log_url %q, log stored %v; want log_empty, no URL, no log, and its out",
+				task.Key, task.LogEmpty, task.LogURL, storeHas(t, ts.Store(), task.Key+"/log"))
+		}
+	}
+
+	// A leaf POSTed on its own is done at once; its answer links no log.
+	idx := j.run.Tasks[1].Params
+	var p struct{ Index int }
+	if err := json.Unmarshal(idx, &p); err != nil {
+		t.Fatal(err)
+	}
+	l := ts.post(t, fmt.Sprintf("/api/chains/testchains/fanin_chain/LeafTask?index=%d&salt=quiet", p.Index))
+	if l.Code != 200 || l.run.Key != leaf || l.run.LogURL != "" || l.run.ResourceURL == "" || l.run.ParamsURL == "" {
+		t.Errorf("POST of a done leaf = %d, key %s, log_url %q, resource_url %q, params_url %q; want 200 for %s with no log_url",
+			l.Code, l.run.Key, l.run.LogURL, l.run.ResourceURL, l.run.ParamsURL, leaf)
+	}
+	if again := ts.post(t, fmt.Sprintf("/api/chains/testchains/fanin_chain/LeafTask?index=%d&salt=quiet", p.Index)); again.run.LogURL != "" {
+		t.Errorf("a second POST of the done leaf (seen done before) links its log: %s", again.run.LogURL)
+	}
+	// Its status (no record of its own: only its out) links none either.
+	if st := ts.do(t, http.MethodGet, ts.statusURL(leaf)); st.Code != 200 || *st.run.JobStatus != runs.Done || st.run.LogURL != "" ||
+		len(st.run.Tasks) != 1 || !st.run.Tasks[0].LogEmpty || st.run.Tasks[0].Task != "LeafTask" {
+		t.Errorf("status of the done leaf = %d, log_url %q, tasks %+v; want DONE with LeafTask, log_empty, no log_url", st.Code, st.run.LogURL, st.run.Tasks)
+	}
+	// Its live log URL, once it ended, serves its log: complete, and empty.
+	resp, err := http.Get(ts.liveLogURL(leaf, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(body) != 0 || resp.Header.Get("X-Log-Complete") != "true" {
+		t.Errorf("the live log of the ended leaf = %d %q, complete %q; want 200, empty, complete", resp.StatusCode, body, resp.Header.Get("X-Log-Complete"))
+	}
+
+	// A bigger fan-in finds the 3 leaves done: they are cached, and their logs looked for.
+	j4 := ts.post(t, "/api/chains/testchains/fanin_chain/JoinTask?leaves=4&salt=quiet&wait=30s")
+	if *j4.run.JobStatus != runs.Done || j4.run.TaskCounts == nil || j4.run.TaskCounts.Cached != 3 {
+		t.Fatalf("JoinTask of 4 = %v %+v, want 3 cached leaves", j4.run.JobStatus, j4.run.TaskCounts)
+	}
+	for _, task := range j4.run.Tasks[1:] {
+		if !task.LogEmpty || task.LogURL != "" {
+			t.Errorf("leaf %s (cached %v): log_empty %v, log_url %q; want no log", task.Key, task.Cached, task.LogEmpty, task.LogURL)
+		}
+	}
+
+	// A dependency that failed stores its log; once it passes, writing none, that log goes.
+	gate := filepath.Join(t.TempDir(), "gate")
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path := "/api/chains/testchains/faults_chain/BehindQuietGateTask?wait=20s&gate=" + url.QueryEscape(gate)
+	first := ts.post(t, path)
+	if *first.run.JobStatus != runs.Failed || len(first.run.Tasks) != 2 || first.run.Tasks[1].Status != runs.Failed {
+		t.Fatalf("first run = %v %+v, want QuietGateTask failed", first.run.JobStatus, first.run.Tasks)
+	}
+	quiet := first.run.Tasks[1]
+	if code, body := fetch(t, quiet.LogURL); code != 200 || !strings.Contains(body, "gate "+gate+" is closed") {
+		t.Errorf("the failed dependency's log = %d %q", code, body)
+	}
+	if err := os.Remove(gate); err != nil {
+		t.Fatal(err)
+	}
+	ts.waitRetired(t, first.run.Key)
+	second := ts.post(t, path)
+	if *second.run.JobStatus != runs.Done || len(second.run.Tasks) != 2 {
+		t.Fatalf("second run = %v %v", second.run.JobStatus, second.run.Error)
+	}
+	if q := second.run.Tasks[1]; !q.LogEmpty || q.LogURL != "" || storeHas(t, ts.Store(), q.Key+"/log") {
+		t.Errorf("QuietGateTask passed: log_empty %v, log_url %q, a log stored %v; want the failed run's log gone",
+			q.LogEmpty, q.LogURL, storeHas(t, ts.Store(), q.Key+"/log"))
+	}
+}
