@@ -56,3 +56,10 @@ func (c *doneCache) add(key string, logEmpty bool) {
 	}
 	c.keys[key] = doneEntry{seen: time.Now(), logEmpty: logEmpty}
 }
+
+// forget drops key: what was seen of it may change (a forced rerun).
+func (c *doneCache) forget(key string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.keys, key)
+}

@@ -202,7 +202,11 @@ func (s *Server) submit(t *catalog.Task) echo.HandlerFunc {
 			return err
 		}
 		if done { // the same answer for every POST of the key, but for its URLs' times
-			return s.answers.respond(c, &s.presignFailures, "done "+l.Key, "done", func() (int, string, any) {
+			version := "done"
+			if l.logEmpty {
+				version = "done/nolog"
+			}
+			return s.answers.respond(c, &s.presignFailures, "done "+l.Key, version, func() (int, string, any) {
 				rec := runs.Record{Key: l.Key, Status: runs.Done, Type: t.Type, Chain: t.Chain, Task: t.Name, Params: canon}
 				if l.logEmpty {
 					rec.Tasks = []runs.TaskState{{Chain: t.Chain, Task: t.Name, Key: l.Key, Status: runs.Done, Cached: true, LogEmpty: true}}
@@ -251,6 +255,9 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 			running = false
 		default:
 		}
+	}
+	if force {
+		s.done.forget(key) // the rerun may store a log where there was none
 	}
 	if !running && !force {
 		done, l.logEmpty = s.done.hit(key)

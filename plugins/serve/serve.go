@@ -386,6 +386,9 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	if err := errors.Join(syncErr, outf.Close()); err != nil && runErr == nil {
 		runErr = fmt.Errorf("writing out: %w", err)
 	}
+	if err := logf.openErr(); err != nil && runErr == nil { // its lines are lost: not a success
+		runErr = fmt.Errorf("writing the log: %w", err)
+	}
 	last := r.last(req.Key)
 	if runErr == nil {
 		for name := range publish {
@@ -428,6 +431,13 @@ func (l *lazyLog) Write(b []byte) (int, error) {
 		return 0, err
 	}
 	return f.Write(b)
+}
+
+// openErr is why the log could not be made, if it could not.
+func (l *lazyLog) openErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
 }
 
 // Close closes the file if it was made; a write after it (from a goroutine the task left

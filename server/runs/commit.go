@@ -172,10 +172,10 @@ func (l *lane) scrubLog(path string) error {
 
 // commitDone commits a finished task: its artifacts (and their published copies), its log,
 // then its out. synced says the plugin already made the out durable. It reports whether a log
-// was stored (or, on error, may have been): a task that wrote none has none (one file less per task of a big graph, one PUT
-// less on S3), except the run's root, whose answer always links its log. A log an earlier run
-// of the key left (a failed attempt's) is removed before the out appears, so that the log
-// beside an out is always that out's task's.
+// was stored (or, on error, may have been): a task that wrote none has none (one file less per
+// task of a big graph, one PUT less on S3), except the run's root, whose answer always links
+// its log, and a key that holds a log already (an earlier failed run's): an empty one replaces
+// it before the out appears, so that the log beside the out is not another run's failure.
 func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) (arts []Artifact, logged bool, err error) {
 	if job.beforeCommit != nil {
 		if err := job.beforeCommit(); err != nil {
@@ -184,18 +184,23 @@ func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir
 	}
 	_, lerr := os.Lstat(f.log)
 	logged = lerr == nil
-	if !logged && job.Index == 0 {
-		if err := os.WriteFile(f.log, nil, 0o600); err != nil {
-			return nil, false, fmt.Errorf("%w: %w", errStaging, err)
+	if !logged && job.Index != 0 && !f.fresh {
+		// Where the key may hold a log already (a failed run's, or a concurrent run's of the
+		// same task), an empty one replaces it, as the task's log: removing it could take it
+		// from under a URL already handed out.
+		var err error
+		if logged, err = targets.Exists(ctx, l.m.cfg.Store, job.Key+"/"+LogName); err != nil {
+			return nil, false, err
+		}
+	}
+	if logged || job.Index == 0 { // the root always has a log: its answer links it
+		if lerr != nil {
+			if err := os.WriteFile(f.log, nil, 0o600); err != nil {
+				return nil, false, fmt.Errorf("%w: %w", errStaging, err)
+			}
 		}
 		logged = true
-	}
-	if logged {
 		if err := l.scrubLog(f.log); err != nil {
-			return nil, logged, err
-		}
-	} else if !f.fresh {
-		if err := l.m.cfg.Store.Delete(ctx, job.Key+"/"+LogName); err != nil {
 			return nil, logged, err
 		}
 	}

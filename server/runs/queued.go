@@ -575,7 +575,7 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		}
 		forget()
 		if done, err := targets.Exists(ctx, s.m.cfg.Store, job.Key+"/"+OutName); err == nil && done {
-			return taskResult{idx: i}, false, seq
+			return foundDone(ctx, s.m.cfg.Store, i, job.Key), false, seq
 		}
 		if s.halted.Load() { // purged
 			return taskResult{idx: i, notStarted: true}, false, seq

@@ -481,11 +481,9 @@ func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
 // runJob executes one task of a message and reports its end.
 func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
 	if job.Delivery > 1 && w.outExists(ctx, job) {
-		// A worker before this one committed it and died before its ack: done, once. It
-		// stored no log if it wrote none: no answer may link one.
-		logFound, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+LogName)
+		// A worker before this one committed it and died before its ack: done, once.
 		w.took(msg, job, true)
-		w.report(msg, job, taskResult{idx: job.Index, logEmpty: err != nil || !logFound}) // unsure: link none
+		w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key))
 		return
 	}
 	wl, stopped := w.laneFor(msg)
@@ -542,7 +540,7 @@ func (w *Worker) splitLost(msg *jobMsg) {
 		found := w.outExists(ctx, job)
 		w.took(msg, job, found)
 		if found {
-			w.report(msg, job, taskResult{idx: job.Index})
+			w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key))
 		} else {
 			w.report(msg, job, taskResult{idx: job.Index, notStarted: true, err: "its batch's worker stopped or was lost"})
 		}
@@ -550,6 +548,14 @@ func (w *Worker) splitLost(msg *jobMsg) {
 }
 
 // outExists reports whether job's out is in the store.
+// foundDone is the result of task idx (at key) whose out another execution committed: it
+// stored no log if it wrote none, and no answer may link one (if the store cannot say, none
+// is linked).
+func foundDone(ctx context.Context, store targets.Store, idx int, key string) taskResult {
+	found, err := targets.Exists(ctx, store, key+"/"+LogName)
+	return taskResult{idx: idx, logEmpty: err != nil || !found}
+}
+
 func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
 	ok, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+OutName)
 	return err == nil && ok

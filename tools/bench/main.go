@@ -408,7 +408,7 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows = append(rows, row{"floor: a 1,000-leaf fan-in's requests alone (see fanInFloor)", ms(floor), "", "", "<= 2 s (goal of the fan-in)"})
+	rows = append(rows, row{"a 1,000-leaf fan-in's requests from one client, 16 at a time (see fanInFloor)", ms(floor), "", "", ""})
 	env := []string{"MINIO_ACCESS_KEY=" + srv.AccessKey, "MINIO_SECRET_KEY=" + srv.SecretKey,
 		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1"}
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
@@ -453,10 +453,11 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 }
 
 // fanInFloor is the least a 1,000-leaf fan-in asks of the store, sent straight from a client
-// with the server's parallelism: a HEAD per leaf finding no out, a DELETE of a log an earlier
-// run may have left (a leaf logs nothing: it stores none), and a PUT of its out (the join reads
-// the spool copies of the outs its lane uploaded: no GET). MinIO runs on the same cores as the
-// server here, so this is the time under which no fan-in on it can go.
+// with the server's parallelism: a HEAD per leaf finding no out, a HEAD finding no log an
+// earlier failed run left (a leaf logs nothing: it stores none), and a PUT of its out (the join reads
+// the spool copies of the outs its lane uploaded: no GET), phase after phase, 16 at a time.
+// MinIO runs on the same cores as the server here: this is what its requests cost it, not a
+// bound (the server overlaps the phases and sends more at once).
 func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, error) {
 	ctx := context.Background()
 	prefix := fmt.Sprintf("floor-fan-in/%d/", time.Now().UnixNano())
@@ -470,8 +471,8 @@ func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, 
 			return fmt.Errorf("HEAD of a missing object: %v", err)
 		},
 		func(i int) error {
-			if err := client.RemoveObject(ctx, bucket, fmt.Sprintf("%s%d/log", prefix, i), minio.RemoveObjectOptions{}); err != nil {
-				return err
+			if _, err := client.StatObject(ctx, bucket, fmt.Sprintf("%s%d/log", prefix, i), minio.StatObjectOptions{}); minio.ToErrorResponse(err).Code != "NoSuchKey" {
+				return fmt.Errorf("HEAD of a missing log: %v", err)
 			}
 			body := fmt.Sprintf("%d\n", i)
 			_, err := client.PutObject(ctx, bucket, fmt.Sprintf("%s%d/out", prefix, i), strings.NewReader(body), int64(len(body)), minio.PutObjectOptions{})
