@@ -73,7 +73,27 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 	if again := ts.post(t, fmt.Sprintf("/api/chains/testchains/fanin_chain/LeafTask?index=%d&salt=quiet", p.Index)); again.Code != 200 || again.run.LogURL != "" {
 		t.Errorf("a second POST of the done leaf (seen done before) = %d, links its log: %q", again.Code, again.run.LogURL)
 	}
-	// Its status (no record of its own: only its out) links none either.
+	// Rerun (force) as a root, it stores a log: the POSTs after it link it (what the done
+	// cache and the answers of the second before said is forgotten).
+	leafPath := fmt.Sprintf("/api/chains/testchains/fanin_chain/LeafTask?index=%d&salt=quiet", p.Index)
+	if f := ts.post(t, leafPath+"&force=true&wait=20s"); *f.run.JobStatus != runs.Done || f.run.LogURL == "" {
+		t.Errorf("the forced rerun of the leaf = %v, log_url %q; want DONE with its log", f.run.JobStatus, f.run.LogURL)
+	}
+	ts.waitRetired(t, leaf)
+	forced := leaf
+	if again := ts.post(t, leafPath); again.Code != 200 || again.run.LogURL == "" {
+		t.Errorf("a POST of the leaf after its forced rerun = %d, log_url %q; want its log", again.Code, again.run.LogURL)
+	} else if code, body := fetch(t, again.run.LogURL); code != 200 || body != "" {
+		t.Errorf("the leaf's log after its forced rerun = %d %q, want 200, empty", code, body)
+	}
+
+	// Its status (only its out and its log now, and its forced run's record) links its log.
+	if st := ts.do(t, http.MethodGet, ts.statusURL(leaf)); st.Code != 200 || *st.run.JobStatus != runs.Done || st.run.LogURL == "" {
+		t.Errorf("status of the rerun leaf = %d, log_url %q; want DONE with its log", st.Code, st.run.LogURL)
+	}
+	// The status of a leaf made as a dependency only (no record of its own, only its out)
+	// links no log.
+	leaf = j.run.Tasks[2].Key
 	if st := ts.do(t, http.MethodGet, ts.statusURL(leaf)); st.Code != 200 || *st.run.JobStatus != runs.Done || st.run.LogURL != "" ||
 		len(st.run.Tasks) != 1 || !st.run.Tasks[0].LogEmpty || st.run.Tasks[0].Task != "LeafTask" {
 		t.Errorf("status of the done leaf = %d, log_url %q, tasks %+v; want DONE with LeafTask, log_empty, no log_url", st.Code, st.run.LogURL, st.run.Tasks)
@@ -95,8 +115,8 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 		t.Fatalf("JoinTask of 4 = %v %+v, want 3 cached leaves", j4.run.JobStatus, j4.run.TaskCounts)
 	}
 	for _, task := range j4.run.Tasks[1:] {
-		if !task.LogEmpty || task.LogURL != "" {
-			t.Errorf("leaf %s (cached %v): log_empty %v, log_url %q; want no log", task.Key, task.Cached, task.LogEmpty, task.LogURL)
+		if hasLog := task.Key == forced; task.LogEmpty == hasLog || (task.LogURL != "") != hasLog {
+			t.Errorf("leaf %s (cached %v): log_empty %v, log_url %q; want a log only for the one rerun as a root", task.Key, task.Cached, task.LogEmpty, task.LogURL)
 		}
 	}
 

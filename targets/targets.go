@@ -77,10 +77,9 @@ type FileCommitter interface {
 // one rename, and makes a whole batch of them durable with one sync, because a fan-in of
 // thousands of tasks makes these calls thousands of times a second.
 type Folders interface {
-	// MakeFolder creates key's folder (it may exist) and returns its path, and whether it was
-	// there already. In a folder that was there, the files staged by deadRun (a run whose
-	// server died) are removed.
-	MakeFolder(key, deadRun string) (dir string, existed bool, err error)
+	// MakeFolder creates key's folder (it may exist) and returns its path. In a folder that
+	// was there, the files staged by deadRun (a run whose server died) are removed.
+	MakeFolder(key, deadRun string) (dir string, err error)
 	// Commit renames a file staged in key's folder (named StagePrefix...), or in the store's
 	// own temporary folder, to key.
 	Commit(staged, key string) error

@@ -31,7 +31,6 @@ type taskFiles struct {
 	out, log string
 	artBase  string // + "-<attempt>": a folder per attempt
 	beside   bool   // log and artifacts in the key's folder (the local store); out there or in its spool
-	fresh    bool   // the key's folder was made for this task: no log of an earlier run is in it
 }
 
 func (f taskFiles) artDir(attempt int) string { return fmt.Sprintf("%s-%d", f.artBase, attempt) }
@@ -58,13 +57,11 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 		return taskFiles{out: base + OutName, log: base + LogName, artBase: base + ArtifactsDir}, nil
 	}
 	var dir string
-	var existed bool
 	var err error
 	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok && job.FolderMade && job.DeadRun == "" {
 		dir, err = lp.LocalPath(job.Key)
-		existed = true // the run's lease made it: whether it held files before is not known
 	} else {
-		dir, existed, err = l.folders.MakeFolder(job.Key, job.DeadRun)
+		dir, err = l.folders.MakeFolder(job.Key, job.DeadRun)
 	}
 	if err != nil {
 		return taskFiles{}, err
@@ -77,7 +74,7 @@ func (l *lane) prepare(job *taskJob) (taskFiles, error) {
 	if job.Delivery > 1 {
 		stage += fmt.Sprintf("d%d-", job.Delivery)
 	}
-	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true, fresh: !existed}
+	f := taskFiles{out: stage + OutName, log: stage + LogName, artBase: stage + ArtifactsDir, beside: true}
 	if l.stagesOutInSpool(job, dir) {
 		f.out = fmt.Sprintf("%s-%d-s%d-d%d-%s", l.spoolPrefix, job.Index, job.Send, job.Delivery, OutName)
 	}
@@ -184,10 +181,10 @@ func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir
 	}
 	_, lerr := os.Lstat(f.log)
 	logged = lerr == nil
-	if !logged && job.Index != 0 && !f.fresh {
-		// Where the key may hold a log already (a failed run's, or a concurrent run's of the
-		// same task), an empty one replaces it, as the task's log: removing it could take it
-		// from under a URL already handed out.
+	if !logged && job.Index != 0 {
+		// The key may hold a log already (a failed run's, or a concurrent run's of the same
+		// task, even in a folder this task made): an empty one replaces it, as the task's log.
+		// Removing it could take it from under a URL already handed out. (A stat locally.)
 		var err error
 		if logged, err = targets.Exists(ctx, l.m.cfg.Store, job.Key+"/"+LogName); err != nil {
 			return nil, false, err

@@ -547,7 +547,6 @@ func (w *Worker) splitLost(msg *jobMsg) {
 	})
 }
 
-// outExists reports whether job's out is in the store.
 // foundDone is the result of task idx (at key) whose out another execution committed: it
 // stored no log if it wrote none, and no answer may link one (if the store cannot say, none
 // is linked).
@@ -556,6 +555,7 @@ func foundDone(ctx context.Context, store targets.Store, idx int, key string) ta
 	return taskResult{idx: idx, logEmpty: err != nil || !found}
 }
 
+// outExists reports whether job's out is in the store.
 func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
 	ok, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+OutName)
 	return err == nil && ok

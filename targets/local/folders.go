@@ -31,10 +31,10 @@ const StagePrefix = targets.StagePrefix
 // folder that was there already (a failed or crashed run of the key) is cleared of staged
 // files older than StaleTmpAge, whose writers are gone, and of those of deadRun, a run whose
 // server died ("" for none).
-func (s *Store) MakeFolder(key, deadRun string) (dir string, existed bool, err error) {
-	dir, err = s.path(key)
+func (s *Store) MakeFolder(key, deadRun string) (string, error) {
+	dir, err := s.path(key)
 	if err != nil {
-		return "", false, err
+		return "", err
 	}
 	err = mkdir(dir)
 	if errors.Is(err, syscall.ENOENT) {
@@ -44,12 +44,12 @@ func (s *Store) MakeFolder(key, deadRun string) (dir string, existed bool, err e
 	}
 	switch {
 	case err == nil:
-		return dir, false, nil
+		return dir, nil
 	case errors.Is(err, syscall.EEXIST):
 		sweepStaged(dir, StaleTmpAge, deadRun)
-		return dir, true, nil
+		return dir, nil
 	}
-	return "", false, fmt.Errorf("making the folder of %s: %w", key, err)
+	return "", fmt.Errorf("making the folder of %s: %w", key, err)
 }
 
 // makeFolder makes dir, and its parents if they are missing: mkdir first, since the folder a

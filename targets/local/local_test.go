@@ -157,7 +157,7 @@ func TestCommitAcrossFileSystemsCopies(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := "chains/t/c/Task/0123/out"
-	if _, _, err := s.MakeFolder("chains/t/c/Task/0123", ""); err != nil {
+	if _, err := s.MakeFolder("chains/t/c/Task/0123", ""); err != nil {
 		t.Fatal(err)
 	}
 	if err := s.Commit(staged, key); err != nil {

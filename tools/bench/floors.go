@@ -66,7 +66,8 @@ func durableWriteRow(runs int) (row, error) {
 // leafFilesRow times, one task after another, the file-system calls a fan-in leaf makes on
 // the local store at the least: the server asks whether its out exists (stat) and makes its
 // key's folder (mkdir); the plugin creates and writes its out (a leaf logs nothing: no log
-// file, which the server's stat finds); the server renames the out into place. The syncs are batched across tasks (one syncfs per
+// file, which the server's stats find: none staged, none held by the key); the server renames
+// the out into place. The syncs are batched across tasks (one syncfs per
 // batch) and left out.
 // Like the fan-ins, every task gets a fresh folder, beside thousands of others.
 func leafFilesRow(n int) (row, error) {
@@ -86,8 +87,10 @@ func leafFilesRow(n int) (row, error) {
 		if err := os.Mkdir(key, 0o755); err != nil {
 			return err
 		}
-		if _, err := os.Lstat(filepath.Join(key, ".stage-log")); !os.IsNotExist(err) {
-			return fmt.Errorf("stat of a log never made: %v", err)
+		for _, log := range []string{".stage-log", "log"} { // made by the plugin? held by the key?
+			if _, err := os.Lstat(filepath.Join(key, log)); !os.IsNotExist(err) {
+				return fmt.Errorf("stat of a log never made: %v", err)
+			}
 		}
 		stage := filepath.Join(key, ".stage-out")
 		if err := os.WriteFile(stage, []byte("leaf\n"), 0o644); err != nil {
@@ -102,6 +105,6 @@ func leafFilesRow(n int) (row, error) {
 		}
 	}
 	per := time.Since(start) / time.Duration(n)
-	return row{name: fmt.Sprintf("floor: one leaf's file-system calls (2 stats, mkdir, a write, a rename), %d in a row", n),
+	return row{name: fmt.Sprintf("floor: one leaf's file-system calls (3 stats, mkdir, a write, a rename), %d in a row", n),
 		p50: fmt.Sprintf("%.3f ms", float64(per.Nanoseconds())/1e6), extra: "per task, one core", goal: "(goal per task: <= 0.25 ms in all)"}, nil
 }

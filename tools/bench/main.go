@@ -408,7 +408,7 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 	if err != nil {
 		return nil, err
 	}
-	rows = append(rows, row{"a 1,000-leaf fan-in's requests from one client, 16 at a time (see fanInFloor)", ms(floor), "", "", ""})
+	rows = append(rows, row{fmt.Sprintf("a 1,000-leaf fan-in's requests from one client, %d at a time (see fanInFloor)", conns), ms(floor), "", "", ""})
 	env := []string{"MINIO_ACCESS_KEY=" + srv.AccessKey, "MINIO_SECRET_KEY=" + srv.SecretKey,
 		"AWS_ACCESS_KEY_ID=" + srv.AccessKey, "AWS_SECRET_ACCESS_KEY=" + srv.SecretKey, "AWS_REGION=us-east-1"}
 	httpc := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}}
@@ -455,7 +455,7 @@ func minioRows(bin string, runs, conns int, d time.Duration) ([]row, error) {
 // fanInFloor is the least a 1,000-leaf fan-in asks of the store, sent straight from a client
 // with the server's parallelism: a HEAD per leaf finding no out, a HEAD finding no log an
 // earlier failed run left (a leaf logs nothing: it stores none), and a PUT of its out (the join reads
-// the spool copies of the outs its lane uploaded: no GET), phase after phase, 16 at a time.
+// the spool copies of the outs its lane uploaded: no GET), phase after phase, conns at a time.
 // MinIO runs on the same cores as the server here: this is what its requests cost it, not a
 // bound (the server overlaps the phases and sends more at once).
 func fanInFloor(client *minio.Client, bucket string, conns int) (time.Duration, error) {
