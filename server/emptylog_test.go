@@ -76,8 +76,8 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 	// Rerun (force) as a root, it stores a log: the POSTs after it link it (what the done
 	// cache and the answers of the second before said is forgotten).
 	leafPath := fmt.Sprintf("/api/chains/testchains/fanin_chain/LeafTask?index=%d&salt=quiet", p.Index)
-	if f := ts.post(t, leafPath+"&force=true&wait=20s"); *f.run.JobStatus != runs.Done || f.run.LogURL == "" {
-		t.Errorf("the forced rerun of the leaf = %v, log_url %q; want DONE with its log", f.run.JobStatus, f.run.LogURL)
+	if f := ts.post(t, leafPath+"&force=true&wait=20s"); f.Code != 200 || *f.run.JobStatus != runs.Done || f.run.LogURL == "" {
+		t.Errorf("the forced rerun of the leaf = %d %v, log_url %q; want DONE with its log", f.Code, f.run.JobStatus, f.run.LogURL)
 	}
 	ts.waitRetired(t, leaf)
 	forced := leaf

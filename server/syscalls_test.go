@@ -12,8 +12,8 @@ import (
 // The commit path of a big fan-in costs the server at most 12 system calls on the store's files
 // per task (the real binary, counted by strace; the plugin's own calls are its own): a folder
 // made, a rename (a leaf logs nothing: it has no log to rename), the existence check of its
-// out and two of its log (staged by the plugin? held by the key?), the output's size, a share of the batch's sync, and the run's own record and
-// lease writes spread over the tasks.
+// out and two of its log (staged by the plugin? held by the key?), the output's size, a share
+// of the batch's sync, and the run's own record and lease writes spread over the tasks.
 func TestFanInSystemCallsPerTask(t *testing.T) {
 	target := t.TempDir()
 	base, cmd := startBinary(t, target)
@@ -40,7 +40,11 @@ func TestFanInSystemCallsPerTask(t *testing.T) {
 	if c.ByCall["rename"]+c.ByCall["renameat"]+c.ByCall["renameat2"] < leaves {
 		t.Errorf("fewer renames than one per task: the trace missed the server's threads (%s)", c)
 	}
-	if logs, _ := filepath.Glob(filepath.Join(target, "chains/testchains/fanin_chain/LeafTask/*/log")); len(logs) > 0 {
+	leafDirs := filepath.Join(target, "chains/testchains/fanin_chain/LeafTask/*")
+	if outs, _ := filepath.Glob(filepath.Join(leafDirs, "out")); len(outs) < leaves {
+		t.Errorf("%d leaf outs under %s, want at least %d", len(outs), leafDirs, leaves)
+	}
+	if logs, _ := filepath.Glob(filepath.Join(leafDirs, "log")); len(logs) > 0 {
 		t.Errorf("%d leaves that log nothing stored a log, e.g. %s", len(logs), logs[0])
 	}
 	// Each leaf's folder is made once.

@@ -182,9 +182,10 @@ func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir
 	_, lerr := os.Lstat(f.log)
 	logged = lerr == nil
 	if !logged && job.Index != 0 {
-		// The key may hold a log already (a failed run's, or a concurrent run's of the same
-		// task, even in a folder this task made): an empty one replaces it, as the task's log.
-		// Removing it could take it from under a URL already handed out. (A stat locally.)
+		// The key may hold a log already (a failed run's, even in a folder this task made:
+		// another run of the same task may have failed meanwhile): an empty one replaces it,
+		// as the task's log. Removing it could take it from under a URL already handed out. (A
+		// stat locally. A log committed after this look, before the out, is not seen.)
 		var err error
 		if logged, err = targets.Exists(ctx, l.m.cfg.Store, job.Key+"/"+LogName); err != nil {
 			return nil, false, err
