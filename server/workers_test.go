@@ -221,6 +221,10 @@ func TestATaskThatKeepsKillingItsWorkerFailsTheRun(t *testing.T) {
 	if len(end.Tasks[0].Attempts) != 2 {
 		t.Errorf("attempts = %+v, want the two lost ones", end.Tasks[0].Attempts)
 	}
+	// Neither lost worker committed a log: the answer signs no URL to one.
+	if end.LogURL != "" || end.Tasks[0].LogURL != "" {
+		t.Errorf("the run's log_url %q, the task's %q; want none (no log was stored)", end.LogURL, end.Tasks[0].LogURL)
+	}
 }
 
 // A cancel reaches the worker running the task at once: the run is CANCELLED well within 2s,

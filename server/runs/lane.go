@@ -147,7 +147,7 @@ type taskResult struct {
 	notStarted bool // halted before it executed: it stays pending (then CANCELLED)
 	artifacts  []Artifact
 	attempts   []Attempt // as reported on the way (the queue path sends them with the result)
-	noLog      bool      // it failed, and its log could not be stored
+	noLog      bool      // it failed, and no log of it was stored (none was made, or the store refused it)
 	logEmpty   bool      // it is done and wrote no log: none is stored (commitDone)
 }
 
@@ -212,12 +212,13 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	defer l.tasks.Done()
 	i := job.Index
 	var attempts []Attempt
+	// A failure stores no log unless failLogged commits it.
 	fail := func(msg string, fatal bool) taskResult {
 		if fatal || ctx.Err() != nil {
 			// Before this task's slot is freed (deferred): no task waiting for it may start.
 			l.halted.Store(true)
 		}
-		return taskResult{idx: i, err: msg, fatal: fatal, attempts: attempts}
+		return taskResult{idx: i, err: msg, fatal: fatal, attempts: attempts, noLog: true}
 	}
 
 	files, err := l.prepare(job)
@@ -341,10 +342,11 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 // log may have been stored) and returns res, saying whether the log could not be stored: the
 // record then signs no URL to it.
 func (l *lane) failLogged(job *taskJob, files taskFiles, committed bool, res taskResult) taskResult {
-	if err := l.commitLog(job, files, committed); err != nil {
+	err := l.commitLog(job, files, committed)
+	if err != nil {
 		l.log.Warn("storing the log of a failed task", "task", job.Ref.Task, "key", job.Key, "err", err)
-		res.noLog = true
 	}
+	res.noLog = err != nil
 	return res
 }
 

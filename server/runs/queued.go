@@ -204,7 +204,7 @@ func (m *Manager) onMaxDeliveries(seq uint64, deliveries int) {
 		rr.mu.Unlock()
 		msg := fmt.Sprintf("its worker was lost %d times in a row (last %s): the task may be what kills it (memory?); the limit is NECTAR_TASK_DELIVERIES", deliveries, lostWorker(worker))
 		rr.s.setTask(idx, func(t *TaskState) { closeLostAttempt(t, lostWorker(worker)+" was lost") })
-		rr.finish(taskResult{idx: idx, err: msg})
+		rr.finish(taskResult{idx: idx, err: msg, noLog: true})
 	}
 }
 
@@ -267,8 +267,10 @@ func lostWorker(id string) string {
 
 // closeLostAttempt ends a task's last attempt, whose worker is gone before the task was
 // reported: one still running, or one whose user code had returned but whose files were never
-// committed (that worker died in between).
+// committed (that worker died in between). No log of it was stored: unless a later attempt
+// ends with one, no answer signs a URL to it.
 func closeLostAttempt(t *TaskState, why string) {
+	t.LogNotStored = true
 	k := len(t.Attempts)
 	if k == 0 {
 		return
@@ -377,7 +379,7 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 					if ctx.Err() != nil {
 						return taskResult{idx: i, notStarted: true}
 					}
-					return taskResult{idx: i, err: "not sent to a worker: " + errStartWrites.Error(), fatal: true}
+					return taskResult{idx: i, err: "not sent to a worker: " + errStartWrites.Error(), fatal: true, noLog: true}
 				}
 				job.beforeCommit = nil
 			}
@@ -390,7 +392,7 @@ func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult
 			// A failure, with why: "not started" would leave the task pending, then
 			// cancelled with no reason.
 			why := cmp.Or(res.err, "its worker stopped before it started")
-			return taskResult{idx: i, err: fmt.Sprintf("sent to workers %d times, and never finished (the last time: %s)", sends, why), attempts: res.attempts}
+			return taskResult{idx: i, err: fmt.Sprintf("sent to workers %d times, and never finished (the last time: %s)", sends, why), attempts: res.attempts, noLog: true}
 		}
 		s.log.Info("queue: publishing a task again", "task", job.Ref.Task, "index", i, "why", res.err)
 		s.setTask(i, func(t *TaskState) {
@@ -538,7 +540,7 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 			return taskResult{idx: i, notStarted: true}, false, seq
 		}
 		s.log.Error("run failed: the task queue failed", "task", job.Ref.Task, "err", err)
-		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true}, false, seq
+		return taskResult{idx: i, err: fmt.Sprintf("the task queue is unavailable; see the server log (run %s)", job.Run), fatal: true, noLog: true}, false, seq
 	}
 	rr.mu.Lock()
 	rr.seqs[seq] = append(rr.seqs[seq], i)
@@ -580,7 +582,7 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 		if s.halted.Load() { // purged
 			return taskResult{idx: i, notStarted: true}, false, seq
 		}
-		return taskResult{idx: i, err: "its worker's answer was lost"}, true, seq
+		return taskResult{idx: i, err: "its worker's answer was lost", noLog: true}, true, seq
 	}
 }
 
@@ -723,7 +725,7 @@ func (s *scheduler) cancelled(ctx context.Context, rr *remoteRun, i int, ch chan
 		return res
 	case <-time.After(cancelGrace):
 		rr.forget(i)
-		return taskResult{idx: i, err: "cancelled: " + cancelReason(ctx) + " (its worker did not answer)", fatal: true}
+		return taskResult{idx: i, err: "cancelled: " + cancelReason(ctx) + " (its worker did not answer)", fatal: true, noLog: true}
 	}
 }
 

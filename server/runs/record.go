@@ -69,8 +69,9 @@ type TaskState struct {
 	Progress *Progress `json:"progress,omitempty"`
 	// Artifacts are the named outputs the task committed with its out (ctx.Artifact).
 	Artifacts []Artifact `json:"artifacts,omitempty"`
-	// LogNotStored says the log of this failed task could not be written (the store refused
-	// it): answers then give no log_url, which would point at nothing.
+	// LogNotStored says no log of this failed or cancelled task was stored (the store refused
+	// it, or its attempt was cut short: a lost worker, a crash): answers then give no log_url,
+	// which would point at nothing.
 	LogNotStored bool `json:"log_not_stored,omitempty"`
 	// LogEmpty says the task wrote no log, so none is stored (a task other than its run's
 	// root that logged nothing; for a cached task, its log was not found): no log_url.
@@ -224,10 +225,10 @@ func (r *Record) Interrupted(lastSeen time.Time) {
 	copy(tasks, r.Tasks)
 	for i := range tasks {
 		switch tasks[i].Status {
-		case Running:
-			tasks[i].Status, tasks[i].Error = Failed, "interrupted: the server running it stopped"
+		case Running: // an attempt that ended (waiting for a retry) stored no log yet
+			tasks[i].Status, tasks[i].Error, tasks[i].LogNotStored = Failed, "interrupted: the server running it stopped", true
 		case Pending:
-			tasks[i].Status, tasks[i].Error = Cancelled, "not started: the run was interrupted"
+			tasks[i].Status, tasks[i].Error, tasks[i].LogNotStored = Cancelled, "not started: the run was interrupted", true
 		}
 	}
 	r.Tasks = tasks

@@ -85,3 +85,31 @@ func TestAnEmptyRecordCountsAsAbsent(t *testing.T) {
 		t.Errorf("an empty record, an out and its log: %s (version %q, root log empty %v), want DONE from the out", rec.Status, view.Version, page.RootLogEmpty)
 	}
 }
+
+// A run whose server died is reported with its unfinished tasks ended, and no log URL for a
+// log that was never committed: a task waiting for its retry has a finished attempt, whose
+// log the lane commits only at the task's end.
+func TestAnInterruptedRecordLinksNoLogItNeverStored(t *testing.T) {
+	ended := time.Now().UTC()
+	tasks := []TaskState{
+		{Task: "Done", Status: Done, Attempts: []Attempt{{Number: 1, FinishedAt: &ended}}},
+		{Task: "Failed", Status: Failed, Attempts: []Attempt{{Number: 1, FinishedAt: &ended, Error: "boom"}}},
+		{Task: "WaitingForItsRetry", Status: Running, Attempts: []Attempt{{Number: 1, FinishedAt: &ended, Error: "flaky"}}},
+		{Task: "Running", Status: Running, Attempts: []Attempt{{Number: 1}}},
+		{Task: "Pending", Status: Pending},
+	}
+	r := &Record{Status: Running, Tasks: tasks}
+	r.Interrupted(ended)
+	for i, want := range []struct {
+		status Status
+		hasLog bool
+	}{{Done, true}, {Failed, true}, {Failed, false}, {Failed, false}, {Cancelled, false}} {
+		got := r.Tasks[i]
+		if got.Status != want.status || got.HasLog() != want.hasLog {
+			t.Errorf("%s after the crash: %s, HasLog %v; want %s, %v", got.Task, got.Status, got.HasLog(), want.status, want.hasLog)
+		}
+	}
+	if tasks[2].Status != Running || tasks[2].LogNotStored {
+		t.Errorf("Interrupted changed the caller's tasks: %+v", tasks[2])
+	}
+}

@@ -216,7 +216,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 		if res.err == "" {
 			s.setTask(res.idx, func(t *TaskState) {
-				t.Status, t.FinishedAt, t.LogEmpty = Done, timePtr(time.Now().UTC()), res.logEmpty
+				t.Status, t.FinishedAt, t.LogEmpty, t.LogNotStored = Done, timePtr(time.Now().UTC()), res.logEmpty, false
 				if len(res.artifacts) > 0 {
 					t.Artifacts = res.artifacts
 				}
@@ -261,8 +261,8 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			continue
 		}
 		switch st := s.status(i); {
-		case st == Pending:
-			s.setTask(i, func(t *TaskState) { t.Status, t.Error = Cancelled, "not started: "+firstErr })
+		case st == Pending: // (one handed back, or sent again, may have had attempts: no log of them)
+			s.setTask(i, func(t *TaskState) { t.Status, t.Error, t.LogNotStored = Cancelled, "not started: "+firstErr, true })
 		case !st.Final(): // a worker had it, and the run ended without its result
 			s.setTask(i, func(t *TaskState) {
 				closeLostAttempt(t, "the run ended first")

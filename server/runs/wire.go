@@ -81,7 +81,7 @@ type resultMsg struct {
 	Err        string     `json:"err,omitempty"`
 	Fatal      bool       `json:"fatal,omitempty"`
 	NotStarted bool       `json:"not_started,omitempty"`
-	NoLog      bool       `json:"no_log,omitempty"`    // it failed, and its log could not be stored
+	NoLog      bool       `json:"no_log,omitempty"`    // it failed, and no log of it was stored
 	LogEmpty   bool       `json:"log_empty,omitempty"` // it is done and wrote no log: none is stored
 	Artifacts  []Artifact `json:"artifacts,omitempty"`
 	// Attempts are this delivery's, numbered from 1: the news on the way may have been lost.
