@@ -41,7 +41,17 @@ func startProcess(t *testing.T, target string, args []string, env ...string) (*e
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	t.Cleanup(func() {
+		stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", cmd.Process.Pid))
+		_, state, _ := strings.Cut(string(stat), ") ")
+		exited := strings.HasPrefix(state, "Z") // a zombie: it ended before the kill
+		cmd.Process.Kill()
+		cmd.Wait()
+		if t.Failed() { // what it said last, and whether it had died (a panic, a fatal error)
+			out := logs.String()
+			t.Logf("nectar %s (pid %d, had exited by itself: %v), the end of its output:\n%s", strings.Join(args, " "), cmd.Process.Pid, exited, out[max(0, len(out)-4000):])
+		}
+	})
 	return cmd, logs
 }
 

@@ -270,6 +270,9 @@ func lostWorker(id string) string {
 // committed (that worker died in between). No log of it was stored: unless a later attempt
 // ends with one, no answer signs a URL to it.
 func closeLostAttempt(t *TaskState, why string) {
+	if t.Status.Final() { // its result came in meanwhile (the lost holder spoke after all)
+		return
+	}
 	t.LogNotStored = true
 	k := len(t.Attempts)
 	if k == 0 {

@@ -237,7 +237,10 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			status = Cancelled
 		}
 		s.setTask(res.idx, func(t *TaskState) {
-			t.Status, t.Error, t.FinishedAt, t.LogNotStored = status, res.err, timePtr(time.Now().UTC()), res.noLog
+			t.Status, t.Error, t.FinishedAt = status, res.err, timePtr(time.Now().UTC())
+			// A result with no attempts of its own (a worker of an older version that failed
+			// before executing says nothing of its log) keeps what a lost attempt said.
+			t.LogNotStored = res.noLog || len(res.attempts) == 0 && t.LogNotStored
 		})
 		if firstErr == "" {
 			firstErr = fmt.Sprintf("%s failed: %s", n.ref.Task, res.err)
