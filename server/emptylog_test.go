@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,7 @@ import (
 	"time"
 
 	"nectar/server/runs"
+	"nectar/targets"
 )
 
 // A task that writes no log stores none (one file less per task of a big graph, one PUT less
@@ -54,6 +56,16 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 		if !task.LogEmpty || task.LogURL != "" || storeHas(t, ts.Store(), task.Key+"/log") || !storeHas(t, ts.Store(), task.Key+"/out") {
 			t.Errorf("leaf %s: log_empty %v, log_url %q, log stored %v; want log_empty, no URL, no log, and its out",
 				task.Key, task.LogEmpty, task.LogURL, storeHas(t, ts.Store(), task.Key+"/log"))
+		}
+	}
+	// Where the store keeps metadata, each out says whether a log goes with it: finding the
+	// out answers both (no look for the log).
+	_, marks := ts.Store().(targets.MetaCommitter)
+	if marks {
+		for i, task := range j.run.Tasks {
+			if got, want := outLogMeta(t, ts.Store(), task.Key), map[bool]string{true: "stored", false: "none"}[i == 0]; got != want {
+				t.Errorf("%s's out says nectar-log %q, want %q", task.Task, got, want)
+			}
 		}
 	}
 
@@ -147,13 +159,56 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 	if *second.run.JobStatus != runs.Done || len(second.run.Tasks) != 2 {
 		t.Fatalf("second run = %v %v", second.run.JobStatus, second.run.Error)
 	}
-	if dep := second.run.Tasks[1]; dep.LogEmpty || dep.LogURL == "" {
-		t.Errorf("QuietGateTask passed where a log was: log_empty %v, log_url %q; want the empty log that replaced it", dep.LogEmpty, dep.LogURL)
-	} else if code, body := fetch(t, dep.LogURL); code != 200 || body != "" {
-		t.Errorf("QuietGateTask passed: its log = %d %q, want empty (not the failed run's)", code, body)
-	}
+	dep := second.run.Tasks[1]
 	old := ts.do(t, http.MethodGet, alone.run.StatusURL)
-	if code, body := fetch(t, old.run.LogURL); old.run.LogURL == "" || code != 200 || body != "" {
-		t.Errorf("the failed run's status: log_url %q = %d %q; want the log there now (empty)", old.run.LogURL, code, body)
+	if !marks { // the local folder: an empty log replaced the failure's
+		if dep.LogEmpty || dep.LogURL == "" {
+			t.Errorf("QuietGateTask passed where a log was: log_empty %v, log_url %q; want the empty log that replaced it", dep.LogEmpty, dep.LogURL)
+		} else if code, body := fetch(t, dep.LogURL); code != 200 || body != "" {
+			t.Errorf("QuietGateTask passed: its log = %d %q, want empty (not the failed run's)", code, body)
+		}
+		if code, body := fetch(t, old.run.LogURL); old.run.LogURL == "" || code != 200 || body != "" {
+			t.Errorf("the failed run's status: log_url %q = %d %q; want the log there now (empty)", old.run.LogURL, code, body)
+		}
+		return
 	}
+	// S3, MinIO: the out says it has no log; the failure's log stays the failed runs' to read.
+	if !dep.LogEmpty || dep.LogURL != "" || outLogMeta(t, ts.Store(), dep.Key) != "none" {
+		t.Errorf("QuietGateTask passed where a log was: log_empty %v, log_url %q, its out says %q; want no log, and an out that says so",
+			dep.LogEmpty, dep.LogURL, outLogMeta(t, ts.Store(), dep.Key))
+	}
+	if code, body := fetch(t, old.run.LogURL); code != 200 || !strings.Contains(body, "gate "+gate+" is closed") {
+		t.Errorf("the failed run's status: log_url %q = %d %q; want the failure's log, still there", old.run.LogURL, code, body)
+	}
+	// Whoever finds the task done now links no log: a POST, its live log, a run that finds it cached.
+	if again := ts.post(t, "/api/chains/testchains/faults_chain/QuietGateTask?"+q); again.Code != 200 || again.run.LogURL != "" {
+		t.Errorf("a POST of the passed QuietGateTask = %d, log_url %q; want 200 and no log (the key's is the failure's)", again.Code, again.run.LogURL)
+	}
+	resp, err = http.Get(ts.liveLogURL(dep.Key, ""))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || len(body) != 0 || resp.Header.Get("X-Log-Complete") != "true" {
+		t.Errorf("the live log of the passed QuietGateTask = %d %q; want 200, empty, complete (not the failure's)", resp.StatusCode, body)
+	}
+	third := ts.post(t, path+"&force=true")
+	if *third.run.JobStatus != runs.Done || len(third.run.Tasks) != 2 || !third.run.Tasks[1].Cached || third.run.Tasks[1].LogURL != "" {
+		var got []string
+		for _, task := range third.run.Tasks {
+			got = append(got, fmt.Sprintf("%s cached=%v log_empty=%v log_url=%v", task.Task, task.Cached, task.LogEmpty, task.LogURL != ""))
+		}
+		t.Errorf("a forced run of its dependent = %v, tasks %q; want QuietGateTask cached, with no log_url", *third.run.JobStatus, got)
+	}
+}
+
+// outLogMeta is what the out of key says of its log (its nectar-log metadata).
+func outLogMeta(t *testing.T, s targets.Store, key string) string {
+	t.Helper()
+	info, err := s.Stat(context.Background(), key+"/"+runs.OutName)
+	if err != nil {
+		t.Fatalf("Stat of %s's out: %v", key, err)
+	}
+	return info.Meta["nectar-log"]
 }

@@ -295,21 +295,19 @@ func (s *Server) launch(ctx context.Context, t *catalog.Task, canon []byte, forc
 // log is missing: such a task stores none if it wrote none, and the answer then links none.
 func (s *Server) doneWithParams(ctx context.Context, key string, canon []byte) (done, logEmpty bool, err error) {
 	var hasParams, hasLog bool
-	outExists := func() (err error) { done, err = targets.Exists(ctx, s.store, key+"/"+runs.OutName); return err }
+	// The out says whether a log goes with it where the store keeps metadata; else the log
+	// is looked for (runs.DoneLog).
+	outAndLog := func() (err error) { done, hasLog, err = runs.DoneLog(ctx, s.store, key); return err }
 	paramsExist := func() (err error) { hasParams, err = targets.Exists(ctx, s.store, key+"/"+runs.ParamsName); return err }
-	logExists := func() (err error) { hasLog, err = targets.Exists(ctx, s.store, key+"/"+runs.LogName); return err }
 	if _, local := s.store.(targets.LocalPather); local {
-		// A stat each, microseconds: the params and the log matter only if the out exists.
-		if err = outExists(); err == nil && done {
-			if err = paramsExist(); err == nil {
-				err = logExists()
-			}
+		// A stat each, microseconds: the params matter only if the out exists.
+		if err = outAndLog(); err == nil && done {
+			err = paramsExist()
 		}
 	} else { // on S3 each is a round trip: side by side
 		var g errgroup.Group
-		g.Go(outExists)
+		g.Go(outAndLog)
 		g.Go(paramsExist)
-		g.Go(logExists)
 		err = g.Wait()
 	}
 	if err != nil {

@@ -35,6 +35,9 @@ type Info struct {
 	// ETag tells two versions of an object apart where ModTime cannot (S3 keeps whole
 	// seconds); "" where ModTime can (a local file's nanoseconds).
 	ETag string
+	// Meta is the metadata stored with the object (MetaCommitter; S3's and MinIO's
+	// x-amz-meta-* headers, names in lower case), nil where the store keeps none.
+	Meta map[string]string
 }
 
 // Store is the four-plus-one-method storage every backend offers. Keys are slash-separated paths
@@ -70,6 +73,14 @@ type TypedPresigner interface {
 // (the local store renames it into place).
 type FileCommitter interface {
 	CommitFile(ctx context.Context, key, file string) error
+}
+
+// MetaCommitter is offered by stores that keep a few words of metadata with an object (S3's
+// and MinIO's x-amz-meta-* headers), which Stat gives back (Info.Meta): a task's out says
+// there whether a log goes with it, and nobody has to ask the store about the log.
+type MetaCommitter interface {
+	// CommitFileMeta is CommitFile, storing meta (lower-case names) with the object.
+	CommitFileMeta(ctx context.Context, key, file string, meta map[string]string) error
 }
 
 // Folders is offered by stores whose keys are files in folders on this machine (the local

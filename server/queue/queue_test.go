@@ -130,9 +130,17 @@ func TestARestartedEmbeddedServerHoldsNoTaskOfDeadDrivers(t *testing.T) {
 	if err := q.js.DeleteStream(ctx, TasksStream); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := q.js.CreateStream(ctx, jetstream.StreamConfig{Name: TasksStream, Subjects: []string{subjectPrefix + ">"},
-		Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage}); err != nil {
-		t.Fatal(err)
+	// (The deleted stream's folder may still be on its way out: on a busy machine the create
+	// then fails for a moment, "error creating store for stream".)
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		_, err := q.js.CreateStream(ctx, jetstream.StreamConfig{Name: TasksStream, Subjects: []string{subjectPrefix + ">"},
+			Retention: jetstream.WorkQueuePolicy, Storage: jetstream.FileStorage})
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
 	}
 	publish(t, q, "q", "r2", 1)
 	q.Close()

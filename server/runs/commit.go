@@ -181,11 +181,15 @@ func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir
 	}
 	_, lerr := os.Lstat(f.log)
 	logged = lerr == nil
-	if !logged && job.Index != 0 {
+	// Where the store keeps metadata, the out says whether a log goes with it (outlog.go): a
+	// log the key holds already is another run's, and stays as it is.
+	mc, marks := l.m.cfg.Store.(targets.MetaCommitter)
+	marks = marks && !f.beside
+	if !logged && job.Index != 0 && !marks {
 		// The key may hold a log already (a failed run's, even in a folder this task made:
 		// another run of the same task may have failed meanwhile): an empty one replaces it,
 		// as the task's log. Removing it could take it from under a URL already handed out. (A
-		// stat locally. A log committed after this look, before the out, is not seen.)
+		// stat. A log committed after this look, before the out, is not seen.)
 		var err error
 		if logged, err = targets.Exists(ctx, l.m.cfg.Store, job.Key+"/"+LogName); err != nil {
 			return nil, false, err
@@ -213,8 +217,14 @@ func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir
 	}
 	staged = append(staged, stagedFile{f.out, job.Key + "/" + OutName})
 	if !f.beside {
-		for _, st := range staged {
-			if err := l.commitFile(ctx, st.file, st.key); err != nil {
+		for k, st := range staged {
+			var err error
+			if k == len(staged)-1 && marks { // the out, last
+				err = mc.CommitFileMeta(ctx, st.key, st.file, outMeta(logged))
+			} else {
+				err = l.commitFile(ctx, st.file, st.key)
+			}
+			if err != nil {
 				return nil, logged, err
 			}
 		}

@@ -482,17 +482,13 @@ func (m *Manager) stored(ctx context.Context, key string) (Record, string, error
 	if !errors.Is(err, targets.ErrNotExist) {
 		return Record{}, "", fmt.Errorf("reading the run record of %s: %w", key, targets.Unavailable(err))
 	}
-	done, err := targets.Exists(ctx, m.cfg.Store, key+"/"+OutName)
+	// Made as another run's dependency: no log is stored if it wrote none.
+	done, logFound, err := DoneLog(ctx, m.cfg.Store, key)
 	if err != nil {
-		return Record{}, "", fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(err))
+		return Record{}, "", fmt.Errorf("looking for the out and log of %s: %w", key, targets.Unavailable(err))
 	}
 	if !done {
 		return Record{}, "", ErrUnknownKey
-	}
-	// Made as another run's dependency: no log is stored if it wrote none.
-	logFound, err := targets.Exists(ctx, m.cfg.Store, key+"/"+LogName)
-	if err != nil {
-		return Record{}, "", fmt.Errorf("looking for the log of %s: %w", key, targets.Unavailable(err))
 	}
 	if !logFound {
 		chain := path.Base(path.Dir(path.Dir(key)))
@@ -694,12 +690,17 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	// A run joined late, or raced with another that just finished: nothing to execute. The
 	// record of the key's previous run, if any, is read alongside: this run's record keeps it.
 	var done bool
+	var outInfo targets.Info
 	var prev *Record
 	if err := m.together(
-		func() (err error) {
-			done, err = targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+OutName)
-			if err != nil {
+		func() error {
+			info, err := m.cfg.Store.Stat(ctx, rec.Key+"/"+OutName)
+			switch {
+			case errors.Is(err, targets.ErrNotExist):
+			case err != nil:
 				return fmt.Errorf("looking for the out of %s: %w", rec.Task, err)
+			default:
+				done, outInfo = true, info
 			}
 			return nil
 		},
@@ -736,7 +737,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	if done && !r.force {
 		unused()
 		// Its out was made as another run's dependency, which stores no log if it wrote none.
-		logFound, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+LogName)
+		logFound, err := hasLog(ctx, m.cfg.Store, rec.Key, outInfo)
 		if err != nil {
 			return Failed, m.failure(log, r, "looking for the log of "+rec.Task, err), finish
 		}

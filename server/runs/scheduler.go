@@ -2,6 +2,7 @@ package runs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"runtime"
@@ -92,13 +93,14 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	// (50 ms for 5,000 leaves): one asker per CPU, level by level from the root, so that
 	// exactly the outs the walk looks at are asked about (none under a task whose out exists).
 	var known []bool
+	var logs []outLog // (on a store whose outs say whether a log goes with them)
 	_, local := s.m.cfg.Store.(targets.LocalPather)
 	if !local || len(s.nodes) >= parallelStatsFrom {
 		var err error
 		if local {
-			known, err = s.outsExist(ctx, runtime.GOMAXPROCS(0), true)
+			known, logs, err = s.outsExist(ctx, runtime.GOMAXPROCS(0), true)
 		} else {
-			known, err = s.outsExist(ctx, s.m.cfg.TaskParallelism, false)
+			known, logs, err = s.outsExist(ctx, s.m.cfg.TaskParallelism, false)
 		}
 		if err != nil {
 			return Failed, s.failure("looking for the outs of the task graph", err)
@@ -108,6 +110,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	// Walk from the root; a task whose out exists is done and its own requirements are not needed.
 	tasks := make([]TaskState, 0, len(s.nodes)) // grown by append, a big graph left 1.5 MB of garbage
 	var ready []int
+	var unsure []int // the cached tasks whose log is to be looked for (lookForLogs)
 	var walk func(i int) error
 	walk = func(i int) (err error) {
 		n := s.nodes[i]
@@ -134,6 +137,12 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 		if done {
 			st.Status, st.Cached = Done, true
+			switch {
+			case logs == nil || logs[i] == outLogUnknown:
+				unsure = append(unsure, n.slot)
+			case logs[i] == outLogNone:
+				st.LogEmpty = true
+			}
 		}
 		tasks = append(tasks, st)
 		if done {
@@ -165,7 +174,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 			tasks[n.slot].Requires = append(tasks[n.slot].Requires, s.nodes[d].slot)
 		}
 	}
-	if err := s.lookForLogs(ctx, tasks); err != nil {
+	if err := s.lookForLogs(ctx, tasks, unsure); err != nil {
 		return Failed, s.failure("looking for the logs of the tasks already done", err)
 	}
 	s.r.update(func(rec *Record) { rec.Tasks = tasks })
@@ -331,14 +340,34 @@ func (s *scheduler) startRecorder() (stop func()) {
 // outsExist asks the store, askers at a time, which tasks of the graph have an out: all of
 // them at once, or byLevel, the root first, then the requirements of each task whose out is
 // missing (or that ?force reruns), as the walk in run goes.
-func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]bool, error) {
-	known := make([]bool, len(s.nodes))
+func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) (known []bool, logs []outLog, err error) {
+	known = make([]bool, len(s.nodes))
+	if _, marks := s.m.cfg.Store.(targets.MetaCommitter); marks {
+		logs = make([]outLog, len(s.nodes))
+	}
 	ask := func(level []int) error {
-		return sideBySide(askers, len(level), func(k int) (err error) {
-			if i := level[k]; i != 0 || !s.rootAbsent {
-				known[i], err = targets.Exists(ctx, s.m.cfg.Store, s.nodes[i].key+"/"+OutName)
+		return sideBySide(askers, len(level), func(k int) error {
+			i := level[k]
+			if i == 0 && s.rootAbsent {
+				return nil
 			}
-			return err
+			info, err := s.m.cfg.Store.Stat(ctx, s.nodes[i].key+"/"+OutName)
+			switch {
+			case errors.Is(err, targets.ErrNotExist):
+				return nil
+			case err != nil:
+				return err
+			}
+			known[i] = true
+			if logs != nil { // what the out says of its log: lookForLogs need not ask
+				if logged, ok := logOfOut(info); ok {
+					logs[i] = outLogNone
+					if logged {
+						logs[i] = outLogStored
+					}
+				}
+			}
+			return nil
 		})
 	}
 	if !byLevel {
@@ -347,15 +376,15 @@ func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]
 			all[i] = i
 		}
 		if err := ask(all); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		return known, nil
+		return known, logs, nil
 	}
 	asked := make([]bool, len(s.nodes))
 	asked[0] = true
 	for level := []int{0}; len(level) > 0; {
 		if err := ask(level); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		var next []int
 		for _, i := range level {
@@ -371,19 +400,23 @@ func (s *scheduler) outsExist(ctx context.Context, askers int, byLevel bool) ([]
 		}
 		level = next
 	}
-	return known, nil
+	return known, logs, nil
 }
 
-// lookForLogs marks the cached tasks whose log is not stored (LogEmpty): a task that wrote no
-// log stores none (commitDone), and no answer may sign a URL to it. Side by side, as outsExist
-// asks: one stat each on the local folder, a round trip each on S3, for cached tasks only.
-func (s *scheduler) lookForLogs(ctx context.Context, tasks []TaskState) error {
-	var cached []int
-	for i := range tasks {
-		if tasks[i].Cached {
-			cached = append(cached, i)
-		}
-	}
+// outLog is what a found out's metadata says of its log (outlog.go).
+type outLog uint8
+
+const (
+	outLogUnknown outLog = iota // not said (no metadata): lookForLogs asks
+	outLogStored
+	outLogNone
+)
+
+// lookForLogs marks the cached tasks (of slots cached) whose log is not stored (LogEmpty): a
+// task that wrote no log stores none (commitDone), and no answer may sign a URL to it. Side by
+// side, as outsExist asks: one stat each on the local folder, a round trip each on S3 for the
+// outs whose metadata did not say (outlog.go).
+func (s *scheduler) lookForLogs(ctx context.Context, tasks []TaskState, cached []int) error {
 	if len(cached) == 0 {
 		return nil
 	}

@@ -836,7 +836,7 @@ func TestLookingUpOutsStopsAtTheFirstFailure(t *testing.T) {
 			s.nodes[i] = &node{key: fmt.Sprintf("chains/t/c/Leaf/%d", i)}
 		}
 		const askers = 16
-		if _, err := s.outsExist(context.Background(), askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
+		if _, _, err := s.outsExist(context.Background(), askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
 			t.Errorf("byLevel %v: err = %v, want the store unavailable", byLevel, err)
 		}
 		if n := store.stats.Load(); n > 2*askers {

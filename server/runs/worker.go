@@ -551,8 +551,8 @@ func (w *Worker) splitLost(msg *jobMsg) {
 // stored no log if it wrote none, and no answer may link one (if the store cannot say, none
 // is linked).
 func foundDone(ctx context.Context, store targets.Store, idx int, key string) taskResult {
-	found, err := targets.Exists(ctx, store, key+"/"+LogName)
-	return taskResult{idx: idx, logEmpty: err != nil || !found}
+	_, logged, err := DoneLog(ctx, store, key)
+	return taskResult{idx: idx, logEmpty: err != nil || !logged}
 }
 
 // outExists reports whether job's out is in the store.

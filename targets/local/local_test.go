@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -108,7 +109,7 @@ func TestVolatileRewritesAreWholeForReaders(t *testing.T) {
 			var wrote targets.Info
 			wrote, err = s.WriteVolatile(key, func(w io.Writer) error { _, err := io.WriteString(w, v); return err })
 			if err == nil { // the version it says it stored is the one a reader finds
-				if now, serr := s.Stat(context.Background(), key); serr != nil || now != wrote {
+				if now, serr := s.Stat(context.Background(), key); serr != nil || !reflect.DeepEqual(now, wrote) {
 					t.Fatalf("WriteVolatile says it stored %+v; Stat finds %+v (%v)", wrote, now, serr)
 				}
 			}

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/minio/minio-go/v7"
@@ -176,11 +177,19 @@ func (s *Store) PutInfo(ctx context.Context, key string, r io.Reader) (targets.I
 
 // CommitFile uploads a finished local file, in parts read from the file (no buffering).
 func (s *Store) CommitFile(ctx context.Context, key, file string) error {
+	return s.CommitFileMeta(ctx, key, file, nil)
+}
+
+// CommitFileMeta is CommitFile, storing meta as the object's user metadata
+// (targets.MetaCommitter).
+func (s *Store) CommitFileMeta(ctx context.Context, key, file string, meta map[string]string) error {
 	obj, err := s.object(key)
 	if err != nil {
 		return err
 	}
-	if _, err := s.client.FPutObject(ctx, s.cfg.Bucket, obj, file, s.putOptions()); err != nil {
+	opts := s.putOptions()
+	opts.UserMetadata = meta
+	if _, err := s.client.FPutObject(ctx, s.cfg.Bucket, obj, file, opts); err != nil {
 		return s.mapErr(key, err)
 	}
 	return nil
@@ -260,7 +269,20 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
-	return targets.Info{Size: info.Size, ModTime: info.LastModified, ETag: info.ETag}, nil
+	return targets.Info{Size: info.Size, ModTime: info.LastModified, ETag: info.ETag, Meta: userMeta(info.UserMetadata)}, nil
+}
+
+// userMeta is an object's user metadata with the names in lower case, as S3's SDK gives them
+// (minio-go keeps the header's spelling: Nectar-Log).
+func userMeta(m minio.StringMap) map[string]string {
+	if len(m) == 0 {
+		return nil
+	}
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
 }
 
 func (s *Store) Delete(ctx context.Context, key string) error {

@@ -202,7 +202,7 @@ func (s *Store) PutInfo(ctx context.Context, key string, r io.Reader) (targets.I
 		return targets.Info{Size: int64(len(small)), ETag: aws.ToString(out.ETag)}, nil
 	}
 	// Larger: multipart, one part buffered at a time.
-	return s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
+	return s.multipart(ctx, key, obj, nil, func(part int) (io.ReadSeeker, int64, error) {
 		if part == 1 {
 			return bytes.NewReader(buf[:n]), int64(n), nil
 		}
@@ -220,6 +220,12 @@ func (s *Store) PutInfo(ctx context.Context, key string, r io.Reader) (targets.I
 // CommitFile uploads a finished local file: sections of the file are sent as parts, so nothing
 // is buffered in memory whatever the size.
 func (s *Store) CommitFile(ctx context.Context, key, file string) error {
+	return s.CommitFileMeta(ctx, key, file, nil)
+}
+
+// CommitFileMeta is CommitFile, storing meta as the object's user metadata
+// (targets.MetaCommitter).
+func (s *Store) CommitFileMeta(ctx context.Context, key, file string, meta map[string]string) error {
 	obj, err := s.object(key)
 	if err != nil {
 		return err
@@ -236,14 +242,14 @@ func (s *Store) CommitFile(ctx context.Context, key, file string) error {
 	size := fi.Size()
 	if size <= PartSize {
 		_, err = s.client.PutObject(ctx, &awss3.PutObjectInput{
-			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: f, ContentLength: aws.Int64(size),
+			Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Body: f, ContentLength: aws.Int64(size), Metadata: meta,
 		})
 		if err != nil {
 			return s.mapErr(key, err)
 		}
 		return nil
 	}
-	_, err = s.multipart(ctx, key, obj, func(part int) (io.ReadSeeker, int64, error) {
+	_, err = s.multipart(ctx, key, obj, meta, func(part int) (io.ReadSeeker, int64, error) {
 		off := int64(part-1) * PartSize
 		if off >= size {
 			return nil, 0, io.EOF
@@ -256,8 +262,8 @@ func (s *Store) CommitFile(ctx context.Context, key, file string) error {
 
 // multipart uploads the parts next returns until io.EOF; on any failure the upload is aborted,
 // so no object (and no orphaned parts) remain.
-func (s *Store) multipart(ctx context.Context, key, obj string, next func(part int) (io.ReadSeeker, int64, error)) (targets.Info, error) {
-	up, err := s.client.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj)})
+func (s *Store) multipart(ctx context.Context, key, obj string, meta map[string]string, next func(part int) (io.ReadSeeker, int64, error)) (targets.Info, error) {
+	up, err := s.client.CreateMultipartUpload(ctx, &awss3.CreateMultipartUploadInput{Bucket: aws.String(s.cfg.Bucket), Key: aws.String(obj), Metadata: meta})
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
@@ -377,7 +383,7 @@ func (s *Store) Stat(ctx context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, s.mapErr(key, err)
 	}
-	info := targets.Info{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag)}
+	info := targets.Info{Size: aws.ToInt64(out.ContentLength), ETag: aws.ToString(out.ETag), Meta: out.Metadata} // (names in lower case)
 	if out.LastModified != nil {
 		info.ModTime = *out.LastModified
 	}

@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -74,6 +76,38 @@ func Run(t *testing.T, s targets.Store) {
 		second, _ := put("second version, longer")
 		if now, err := s.Stat(ctx, key); err != nil || !targets.SameVersion(second, now) || targets.SameVersion(first, now) {
 			t.Errorf("the second write stored %+v, the first %+v; Stat finds %+v, %v", second, first, now, err)
+		}
+	})
+	t.Run("CommitFileMeta", func(t *testing.T) {
+		// What an object is committed with, Stat gives back (names in lower case); a new
+		// version without any has none. A store that keeps no metadata gives none.
+		mc, ok := s.(targets.MetaCommitter)
+		if !ok {
+			if err := s.Put(ctx, "conformance/meta/out", strings.NewReader("x")); err != nil {
+				t.Fatal(err)
+			}
+			if info, err := s.Stat(ctx, "conformance/meta/out"); err != nil || info.Meta != nil {
+				t.Errorf("Stat of a store that keeps no metadata = %+v, %v; want no Meta", info, err)
+			}
+			return
+		}
+		file := filepath.Join(t.TempDir(), "out")
+		if err := os.WriteFile(file, []byte("with meta"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		key := "conformance/meta/out"
+		meta := map[string]string{"nectar-log": "none", "other": "Mixed Case value"}
+		if err := mc.CommitFileMeta(ctx, key, file, meta); err != nil {
+			t.Fatalf("CommitFileMeta: %v", err)
+		}
+		if info, err := s.Stat(ctx, key); err != nil || !maps.Equal(info.Meta, meta) || read(t, s, key) != "with meta" {
+			t.Errorf("Stat after CommitFileMeta(%v) = %+v, %v", meta, info, err)
+		}
+		if err := s.Put(ctx, key, strings.NewReader("without")); err != nil {
+			t.Fatal(err)
+		}
+		if info, err := s.Stat(ctx, key); err != nil || len(info.Meta) != 0 {
+			t.Errorf("Stat of a version stored without metadata = %+v, %v; want none", info, err)
 		}
 	})
 	t.Run("Missing", func(t *testing.T) {
@@ -436,7 +470,14 @@ func LargeCommit(t *testing.T, s targets.Store, size int64) {
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)
-	if err := fc.CommitFile(context.Background(), "conformance-large/committed", file); err != nil {
+	// In parts: metadata goes with the object as with a single PUT.
+	meta := map[string]string{"nectar-log": "stored"}
+	if mc, ok := s.(targets.MetaCommitter); ok {
+		err = mc.CommitFileMeta(context.Background(), "conformance-large/committed", file, meta)
+	} else {
+		meta, err = nil, fc.CommitFile(context.Background(), "conformance-large/committed", file)
+	}
+	if err != nil {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
@@ -453,6 +494,9 @@ func LargeCommit(t *testing.T, s targets.Store, size int64) {
 	io.Copy(want, &patternReader{n: size})
 	if !bytes.Equal(got.Sum(nil), want.Sum(nil)) {
 		t.Errorf("the committed object differs from the file")
+	}
+	if info, err := s.Stat(context.Background(), "conformance-large/committed"); err != nil || !maps.Equal(info.Meta, meta) {
+		t.Errorf("Stat of the committed object = %+v, %v; want metadata %v", info, err, meta)
 	}
 }
 
@@ -475,7 +519,7 @@ func LargePut(t *testing.T, s targets.Store, size int64) {
 		t.Fatal(err)
 	}
 	runtime.ReadMemStats(&after)
-	if stored != (targets.Info{}) {
+	if stored.Size != 0 || stored.ETag != "" || !stored.ModTime.IsZero() {
 		if now, err := s.Stat(ctx, key); err != nil || !targets.SameVersion(stored, now) || stored.Size != size {
 			t.Errorf("PutInfo of %d bytes says it stored %+v; Stat finds %+v, %v", size, stored, now, err)
 		}
