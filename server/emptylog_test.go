@@ -170,6 +170,7 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 		if code, body := fetch(t, old.run.LogURL); old.run.LogURL == "" || code != 200 || body != "" {
 			t.Errorf("the failed run's status: log_url %q = %d %q; want the log there now (empty)", old.run.LogURL, code, body)
 		}
+		failuresAfterASilentPass(t, ts, marks, dep.Key, gate, path)
 		return
 	}
 	// S3, MinIO: the out says it has no log; the failure's log stays the failed runs' to read.
@@ -200,6 +201,63 @@ func silentTasksStoreNoLog(t *testing.T, ts *testServer) {
 			got = append(got, fmt.Sprintf("%s cached=%v log_empty=%v log_url=%v", task.Task, task.Cached, task.LogEmpty, task.LogURL != ""))
 		}
 		t.Errorf("a forced run of its dependent = %v, tasks %q; want QuietGateTask cached, with no log_url", *third.run.JobStatus, got)
+	}
+	failuresAfterASilentPass(t, ts, marks, dep.Key, gate, path)
+}
+
+// failuresAfterASilentPass: QuietGateTask (at key) passed writing no log, where a failure's
+// log was. A forced rerun that fails then shows its log at the task's live log URL (the out
+// is the earlier run's); and a key that failed and passed only as a dependency (no run record
+// of its own) is answered with no log of the failure as the log of the task that passed.
+func failuresAfterASilentPass(t *testing.T, ts *testServer, marks bool, key, gate, path string) {
+	t.Helper()
+	// (S3 keeps whole seconds: the rerun's log must be of a later second than the out.)
+	time.Sleep(time.Until(time.Now().Truncate(time.Second).Add(1100 * time.Millisecond)))
+	if err := os.WriteFile(gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	q := "gate=" + url.QueryEscape(gate)
+	forced := ts.post(t, "/api/chains/testchains/faults_chain/QuietGateTask?force=true&wait=20s&"+q)
+	if *forced.run.JobStatus != runs.Failed || forced.run.Key != key {
+		t.Fatalf("the forced rerun of %s = %v, want FAILED", key, forced.run.JobStatus)
+	}
+	if code, body := fetch(t, ts.liveLogURL(key, "")); code != 200 || !strings.Contains(body, "gate "+gate+" is closed") {
+		t.Errorf("the live log of the failed forced rerun = %d %q; want its failure", code, body)
+	}
+	if code, body := fetch(t, forced.run.LogURL); code != 200 || !strings.Contains(body, "gate "+gate+" is closed") {
+		t.Errorf("the failed forced rerun's log_url = %d %q; want its failure", code, body)
+	}
+
+	// Failed, then passed, only as a dependency: no record at its key.
+	gate2 := gate + "-2"
+	if err := os.WriteFile(gate2, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	path2 := strings.Replace(path, url.QueryEscape(gate), url.QueryEscape(gate2), 1)
+	if first := ts.post(t, path2); *first.run.JobStatus != runs.Failed || len(first.run.Tasks) != 2 || first.run.Tasks[1].Status != runs.Failed {
+		t.Fatalf("a run behind a closed gate = %v, want QuietGateTask failed", first.run.JobStatus)
+	}
+	if err := os.Remove(gate2); err != nil {
+		t.Fatal(err)
+	}
+	passed := ts.post(t, path2)
+	if *passed.run.JobStatus != runs.Done || len(passed.run.Tasks) != 2 {
+		t.Fatalf("the run behind the open gate = %v %v", passed.run.JobStatus, passed.run.Error)
+	}
+	depKey := passed.run.Tasks[1].Key
+	st := ts.do(t, http.MethodGet, ts.statusURL(depKey))
+	if st.Code != 200 || *st.run.JobStatus != runs.Done {
+		t.Fatalf("status of the passed dependency = %d %v", st.Code, st.run.JobStatus)
+	}
+	code, body := 0, ""
+	if st.run.LogURL != "" {
+		code, body = fetch(t, st.run.LogURL)
+	}
+	switch {
+	case marks && (st.run.LogURL != "" || len(st.run.Tasks) != 1 || !st.run.Tasks[0].LogEmpty):
+		t.Errorf("status of a dependency that failed, then passed writing no log: log_url %q, tasks %+v; want no log", st.run.LogURL, st.run.Tasks)
+	case !marks && (st.run.LogURL == "" || code != 200 || body != ""):
+		t.Errorf("status of a dependency that failed, then passed writing no log: log_url %q = %d %q; want the empty log that replaced the failure's", st.run.LogURL, code, body)
 	}
 }
 

@@ -105,24 +105,32 @@ func (s *Server) taskLog(c echo.Context) error {
 func (s *Server) storedLog(c echo.Context, key string, offset int64) error {
 	h := c.Response().Header()
 	ctx := c.Request().Context()
-	// Done with no log: nothing to read, though the key may hold another run's (a failure's,
-	// beside an out that says it has none: runs.DoneLog).
-	done, logged, err := runs.DoneLog(ctx, s.store, key)
+	// The key may hold a log that is not this task's to show: an earlier failure's, beside an
+	// out that says it has none (runs.LogToShow).
+	show, err := runs.LogToShow(ctx, s.store, key)
 	if err != nil {
 		return fmt.Errorf("looking for the out and log of %s: %w", key, targets.Unavailable(err))
 	}
-	var rc io.ReadCloser
-	if !done || logged {
-		rc, err = s.store.Get(ctx, key+"/"+runs.LogName)
-	}
-	switch {
-	case done && (!logged || errors.Is(err, targets.ErrNotExist)):
+	noLog := func() error { // done, and no log to show: complete, and empty
 		h.Set("X-Log-Complete", "true")
 		h.Set("X-Next-Offset", strconv.FormatInt(offset, 10))
 		return c.NoContent(http.StatusOK)
-	case errors.Is(err, targets.ErrNotExist):
-		return newError(err, "no log for task "+key+" (it has not run)")
-	case err != nil:
+	}
+	if !show {
+		return noLog()
+	}
+	rc, err := s.store.Get(ctx, key+"/"+runs.LogName)
+	if errors.Is(err, targets.ErrNotExist) {
+		done, oerr := targets.Exists(ctx, s.store, key+"/"+runs.OutName)
+		if oerr != nil {
+			return fmt.Errorf("looking for the out of %s: %w", key, targets.Unavailable(oerr))
+		}
+		if !done {
+			return newError(err, "no log for task "+key+" (it has not run)")
+		}
+		return noLog()
+	}
+	if err != nil {
 		return err
 	}
 	defer rc.Close()
@@ -179,8 +187,8 @@ func (s *Server) streamRemoteLog(c echo.Context, worker, key string, offset int6
 // stored: the task wrote no log (what was streamed is all there is).
 func (s *Server) copyStoredFrom(c echo.Context, key string, offset int64) error {
 	ctx := c.Request().Context()
-	if done, logged, err := runs.DoneLog(ctx, s.store, key); err != nil || done && !logged {
-		return err // (a log the key holds beside an out that says it has none is another run's)
+	if show, err := runs.LogToShow(ctx, s.store, key); err != nil || !show {
+		return err // (a log the key holds before an out that says it has none is another run's)
 	}
 	rc, err := s.store.Get(ctx, key+"/"+runs.LogName)
 	if errors.Is(err, targets.ErrNotExist) {

@@ -171,8 +171,9 @@ func (l *lane) scrubLog(path string) error {
 // then its out. synced says the plugin already made the out durable. It reports whether a log
 // was stored (or, on error, may have been): a task that wrote none has none (one file less per
 // task of a big graph, one PUT less on S3), except the run's root, whose answer always links
-// its log, and a key that holds a log already (an earlier failed run's): an empty one replaces
-// it before the out appears, so that the log beside the out is not another run's failure.
+// its log. On the local folder, a key that holds a log already (an earlier failed run's) gets
+// an empty one in its place before the out appears, so that the log beside the out is not
+// another run's failure; on S3 and MinIO the out says that no log goes with it (outlog.go).
 func (l *lane) commitDone(ctx context.Context, job *taskJob, f taskFiles, artDir string, hasArts bool, publish map[string]string, synced bool) (arts []Artifact, logged bool, err error) {
 	if job.beforeCommit != nil {
 		if err := job.beforeCommit(); err != nil {

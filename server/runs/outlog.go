@@ -63,3 +63,30 @@ func DoneLog(ctx context.Context, store targets.Store, key string) (done, logged
 	logged, err = hasLog(ctx, store, key, info)
 	return true, logged, err
 }
+
+// LogToShow reports whether the log stored at task key is the one to show for the task (its
+// live log once it ended): any log of a task not done (a failure's), the log that goes with a
+// done task's out, and a log committed after an out that says it has none (a forced rerun
+// that failed: the out is the earlier run's). A log committed before such an out is a
+// failure's that the passing run must not show as its own. (S3 keeps whole seconds: a log of
+// the same second as the out is taken for the earlier.)
+func LogToShow(ctx context.Context, store targets.Store, key string) (bool, error) {
+	out, err := store.Stat(ctx, key+"/"+OutName)
+	switch {
+	case errors.Is(err, targets.ErrNotExist):
+		return true, nil
+	case err != nil:
+		return false, err
+	}
+	if logged, known := logOfOut(out); !known || logged {
+		return true, nil
+	}
+	log, err := store.Stat(ctx, key+"/"+LogName)
+	switch {
+	case errors.Is(err, targets.ErrNotExist):
+		return false, nil
+	case err != nil:
+		return false, err
+	}
+	return log.ModTime.After(out.ModTime), nil
+}

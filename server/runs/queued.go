@@ -229,9 +229,18 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 		rr.s.setTask(u.Index, func(t *TaskState) {
 			switch {
 			case u.Found: // the lost worker committed the out before it died
-				if k := len(t.Attempts); k > 0 && t.Attempts[k-1].FinishedAt == nil {
-					now := time.Now().UTC()
+				now := time.Now().UTC()
+				switch k := len(t.Attempts); {
+				case k > 0 && t.Attempts[k-1].FinishedAt == nil:
 					t.Attempts[k-1].FinishedAt = &now
+				case k == 0 || t.Attempts[k-1].Error != "":
+					// Its news was lost with it (sent through a NATS node that died too):
+					// the attempt that made the out is known by its out alone.
+					started := now
+					if t.StartedAt != nil {
+						started = *t.StartedAt
+					}
+					t.Attempts = append(t.Attempts, Attempt{Number: k + 1, StartedAt: started, FinishedAt: &now})
 				}
 			case u.Delivery > 1:
 				closeLostAttempt(t, lostWorker(prev)+" was lost; the task went to another")

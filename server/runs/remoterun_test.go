@@ -42,3 +42,43 @@ func TestReportsOfNoTaskOfTheRunAreIgnored(t *testing.T) {
 	default:
 	}
 }
+
+// A task redelivered after its worker died is found done when that worker had committed its
+// out: the record shows the attempt that made it, one successful attempt, even where the lost
+// worker's news of it never arrived (its NATS node died with it).
+func TestAFoundTaskShowsTheAttemptThatMadeItsOut(t *testing.T) {
+	started := time.Now().UTC().Add(-time.Second)
+	ended := started.Add(100 * time.Millisecond)
+	for _, tc := range []struct {
+		name     string
+		attempts []Attempt
+		want     int // attempts recorded in the end
+	}{
+		{"no news of it", nil, 1},
+		{"its start known", []Attempt{{Number: 1, StartedAt: started}}, 1},
+		{"a failed attempt, then no news of the retry", []Attempt{{Number: 1, StartedAt: started, FinishedAt: &ended, Error: "flaky"}}, 2},
+		{"its end known", []Attempt{{Number: 1, StartedAt: started, FinishedAt: &ended}}, 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Run{rec: Record{Tasks: []TaskState{{Task: "Leaf", Status: Running, StartedAt: &started, Attempts: append([]Attempt(nil), tc.attempts...)}}}}
+			s := &scheduler{r: r, nodes: []*node{{slot: 0}}}
+			rr := newRemoteRun(s)
+			rr.await(0, 0)
+			rr.update("w1", taskUpdate{Index: 0, Delivery: 1, Worker: "w1"})
+			rr.update("w2", taskUpdate{Index: 0, Delivery: 2, Worker: "w2", Found: true})
+			got := r.rec.Tasks[0].Attempts
+			ok := 0
+			for _, a := range got {
+				if a.FinishedAt == nil {
+					t.Errorf("attempt %d is still open: %+v", a.Number, got)
+				}
+				if a.Error == "" {
+					ok++
+				}
+			}
+			if ok != 1 || len(got) != tc.want {
+				t.Errorf("attempts after the out was found = %+v; want the known ones and one successful", got)
+			}
+		})
+	}
+}
