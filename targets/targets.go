@@ -214,6 +214,13 @@ func Bounded[T any](ctx context.Context, d time.Duration, store fmt.Stringer, op
 	return v, err
 }
 
+// IdleConnsPerHost is how many idle connections a store's HTTP client keeps to its endpoint.
+// A server sends a store up to NECTAR_TASK_PARALLELISM commits at once, beside as many
+// existence checks: with the SDKs' own defaults (10 for AWS's, 16 for minio-go's) every
+// request beyond them opened a connection and closed it after its answer, and a 1,000-leaf
+// fan-in on MinIO opened thousands. Idle ones close after 90 s (the transports' default).
+const IdleConnsPerHost = 256
+
 // TransferHeaderTimeout is how long each request of a store waits for the store to start
 // answering: NECTAR_STORE_TIMEOUT, but never under 30 s, as MinIO answers the last request of
 // a multipart upload only once it has assembled the object, or after 10 s with a heartbeat.

@@ -73,6 +73,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 		tr.ResponseHeaderTimeout = targets.TransferHeaderTimeout(cfg.Timeout)
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = targets.IdleConnsPerHost, targets.IdleConnsPerHost
 		return minio.New(endpoint, &minio.Options{
 			Creds:     credentials.NewStaticV4(cfg.AccessKey, cfg.SecretKey, ""),
 			Secure:    secure,

@@ -72,6 +72,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// request (a status read, a POST) until its client gave up.
 	httpClient := awshttp.NewBuildableClient().WithTransportOptions(func(tr *http.Transport) {
 		tr.ResponseHeaderTimeout = targets.TransferHeaderTimeout(cfg.Timeout)
+		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = targets.IdleConnsPerHost, targets.IdleConnsPerHost
 	})
 	opts := []func(*config.LoadOptions) error{config.WithHTTPClient(httpClient)}
 	if cfg.Region != "" {
