@@ -679,28 +679,76 @@ type maxDeliveries struct {
 // OnMaxDeliveries calls f with the stream sequence of each task message delivered MaxDeliver
 // times without an ack (its workers died each time), announced since the given time, until
 // stop is called. It reads them from AdvisoriesStream with an ordered consumer, which after a
-// reconnect resumes where it stopped: an advisory sent meanwhile is late, not lost.
+// reconnect resumes where it stopped: an advisory sent meanwhile is late, not lost. A consumer
+// that cannot be made yet (a NATS cluster electing its leaders: a server of a 3-node cluster
+// gave up at its start after 30 s) is made in the background, retried with backoff: the
+// advisories since then are read once it is, and the server starts meanwhile.
 func (q *Queue) OnMaxDeliveries(since time.Time, f func(seq uint64, deliveries int)) (stop func(), err error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, err := q.js.OrderedConsumer(ctx, AdvisoriesStream, jetstream.OrderedConsumerConfig{
-		DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
-	if err != nil {
-		return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
-	}
-	cc, err := c.Consume(func(m jetstream.Msg) {
-		var a maxDeliveries
-		if json.Unmarshal(m.Data(), &a) == nil && a.Stream == TasksStream {
-			f(a.StreamSeq, a.Deliveries)
+	consume := func() (jetstream.ConsumeContext, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		c, err := q.js.OrderedConsumer(ctx, AdvisoriesStream, jetstream.OrderedConsumerConfig{
+			DeliverPolicy: jetstream.DeliverByStartTimePolicy, OptStartTime: &since})
+		if err != nil {
+			return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
 		}
-	}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
-		q.cfg.Logger.Warn("queue: reading the advisories; it resumes where it stopped", "err", err)
-	}))
-	if err != nil {
-		return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
+		cc, err := c.Consume(func(m jetstream.Msg) {
+			var a maxDeliveries
+			if json.Unmarshal(m.Data(), &a) == nil && a.Stream == TasksStream {
+				f(a.StreamSeq, a.Deliveries)
+			}
+		}, jetstream.ConsumeErrHandler(func(_ jetstream.ConsumeContext, err error) {
+			q.cfg.Logger.Warn("queue: reading the advisories; it resumes where it stopped", "err", err)
+		}))
+		if err != nil {
+			return nil, fmt.Errorf("reading the advisories of %s: %w", TasksStream, err)
+		}
+		return cc, nil
 	}
-	return cc.Stop, nil
+	first, err := consume()
+	if err == nil {
+		return first.Stop, nil
+	}
+	q.cfg.Logger.Warn("queue: cannot read the advisories yet; retrying (a task whose workers keep dying is noticed once it works)", "err", err)
+	var mu sync.Mutex
+	var cc jetstream.ConsumeContext
+	stopped := make(chan struct{})
+	go func() {
+		for wait := advisoryRetry; ; wait = min(2*wait, 30*time.Second) {
+			select {
+			case <-stopped:
+				return
+			case <-time.After(wait):
+			}
+			c, err := consume()
+			if err != nil {
+				q.cfg.Logger.Warn("queue: cannot read the advisories yet; retrying", "err", err, "in", min(2*wait, 30*time.Second))
+				continue
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			select {
+			case <-stopped:
+				c.Stop()
+			default:
+				cc = c
+				q.cfg.Logger.Info("queue: reading the advisories")
+			}
+			return
+		}
+	}()
+	return sync.OnceFunc(func() {
+		mu.Lock()
+		defer mu.Unlock()
+		close(stopped)
+		if cc != nil {
+			cc.Stop()
+		}
+	}), nil
 }
+
+// advisoryRetry is the first wait before OnMaxDeliveries asks again (a variable: tests).
+var advisoryRetry = time.Second
 
 // Depth is a queue's backlog: messages waiting for a worker, and taken but not acked.
 func (q *Queue) Depth(ctx context.Context, queue string) (pending, inFlight int, err error) {

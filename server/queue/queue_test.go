@@ -307,6 +307,39 @@ func TestAMaxDeliveriesAdvisoryOutlivesAListenersAbsence(t *testing.T) {
 	}
 }
 
+// A driver that cannot read the advisories when it starts (a cluster electing its leaders;
+// here, the stream is not there yet) starts anyway and reads them once it can, from the time
+// it asked: an advisory of that time is reported.
+func TestMaxDeliveriesAdvisoriesAreReadOnceTheyCanBe(t *testing.T) {
+	defer func(d time.Duration) { advisoryRetry = d }(advisoryRetry)
+	advisoryRetry = 100 * time.Millisecond
+	q := embedded(t, Config{AckWait: 300 * time.Millisecond, MaxDeliver: 2})
+	ctx := context.Background()
+	if err := q.js.DeleteStream(ctx, AdvisoriesStream); err != nil {
+		t.Fatal(err)
+	}
+	reported := make(chan uint64, 1)
+	stop, err := q.OnMaxDeliveries(time.Now(), func(s uint64, _ int) { reported <- s })
+	if err != nil {
+		t.Fatalf("OnMaxDeliveries with no advisories stream: %v; want it to retry in the background", err)
+	}
+	defer stop()
+	time.Sleep(300 * time.Millisecond) // a few tries fail meanwhile
+	if err := q.ensureAdvisories(ctx); err != nil {
+		t.Fatal(err)
+	}
+	seq := publish(t, q, "q", "r1", 1)[0]
+	consume(t, q, []string{"q"}, 1, func(d *Delivery) {}) // never acks
+	select {
+	case got := <-reported:
+		if got != seq {
+			t.Fatalf("advisory for seq %d, want %d", got, seq)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no advisory reported after the stream came")
+	}
+}
+
 // A NATS user without JetStream's API for a stream Nectar needs is told so at once, with the
 // names to grant, rather than "not ready yet" for half a minute.
 func TestAUserWithoutPermissionsIsToldWhatToGrant(t *testing.T) {
