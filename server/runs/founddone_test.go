@@ -35,13 +35,17 @@ func TestAFoundDoneTaskSaysWhetherItsLogIsStored(t *testing.T) {
 		name     string
 		store    targets.Store
 		key      string
+		out      targets.Info // what finding the out said of it
 		logEmpty bool
 	}{
-		{"its log is stored", store, logged, false},
-		{"it wrote none", store, silent, true},
-		{"the store cannot say", failingStat{store}, logged, true},
+		{"its log is stored", store, logged, targets.Info{}, false},
+		{"it wrote none", store, silent, targets.Info{}, true},
+		{"the store cannot say", failingStat{store}, logged, targets.Info{}, true},
+		// Where the out says (S3, MinIO), nothing more is asked: the store could not answer.
+		{"its out says its log is stored", failingStat{store}, silent, targets.Info{Meta: outMeta(true)}, false},
+		{"its out says it wrote none", failingStat{store}, logged, targets.Info{Meta: outMeta(false)}, true},
 	} {
-		res := foundDone(context.Background(), tc.store, 3, tc.key)
+		res := foundDone(context.Background(), tc.store, 3, tc.key, tc.out)
 		if res.idx != 3 || res.err != "" || res.notStarted || res.logEmpty != tc.logEmpty {
 			t.Errorf("%s: %+v, want done with logEmpty %v", tc.name, res, tc.logEmpty)
 		}

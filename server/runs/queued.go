@@ -14,7 +14,6 @@ import (
 
 	"nectar/plugins"
 	"nectar/server/queue"
-	"nectar/targets"
 )
 
 // The driver's side of the queue path: a run's ready tasks go to the task stream, any worker
@@ -588,8 +587,8 @@ func (s *scheduler) publishAndWait(ctx context.Context, rr *remoteRun, job *task
 			continue
 		}
 		forget()
-		if done, err := targets.Exists(ctx, s.m.cfg.Store, job.Key+"/"+OutName); err == nil && done {
-			return foundDone(ctx, s.m.cfg.Store, i, job.Key), false, seq
+		if out, err := s.m.cfg.Store.Stat(ctx, job.Key+"/"+OutName); err == nil {
+			return foundDone(ctx, s.m.cfg.Store, i, job.Key, out), false, seq
 		}
 		if s.halted.Load() { // purged
 			return taskResult{idx: i, notStarted: true}, false, seq

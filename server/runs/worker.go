@@ -480,11 +480,13 @@ func (w *Worker) took(msg *jobMsg, job *taskJob, found bool) {
 
 // runJob executes one task of a message and reports its end.
 func (w *Worker) runJob(ctx context.Context, msg *jobMsg, job *taskJob) {
-	if job.Delivery > 1 && w.outExists(ctx, job) {
-		// A worker before this one committed it and died before its ack: done, once.
-		w.took(msg, job, true)
-		w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key))
-		return
+	if job.Delivery > 1 {
+		if out, found := w.outExists(ctx, job); found {
+			// A worker before this one committed it and died before its ack: done, once.
+			w.took(msg, job, true)
+			w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key, out))
+			return
+		}
 	}
 	wl, stopped := w.laneFor(msg)
 	if stopped { // the run was cancelled or halted: the driver counts it as not started
@@ -537,28 +539,28 @@ func (w *Worker) splitLost(msg *jobMsg) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	msg.each(func(job *taskJob) {
-		found := w.outExists(ctx, job)
+		out, found := w.outExists(ctx, job)
 		w.took(msg, job, found)
 		if found {
-			w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key))
+			w.report(msg, job, foundDone(ctx, w.m.cfg.Store, job.Index, job.Key, out))
 		} else {
 			w.report(msg, job, taskResult{idx: job.Index, notStarted: true, err: "its batch's worker stopped or was lost"})
 		}
 	})
 }
 
-// foundDone is the result of task idx (at key) whose out another execution committed: it
-// stored no log if it wrote none, and no answer may link one (if the store cannot say, none
-// is linked).
-func foundDone(ctx context.Context, store targets.Store, idx int, key string) taskResult {
-	_, logged, err := DoneLog(ctx, store, key)
+// foundDone is the result of task idx (at key) whose out, described by out, another execution
+// committed: it stored no log if it wrote none, and no answer may link one (if the store
+// cannot say, none is linked).
+func foundDone(ctx context.Context, store targets.Store, idx int, key string, out targets.Info) taskResult {
+	logged, err := hasLog(ctx, store, key, out)
 	return taskResult{idx: idx, logEmpty: err != nil || !logged}
 }
 
-// outExists reports whether job's out is in the store.
-func (w *Worker) outExists(ctx context.Context, job *taskJob) bool {
-	ok, err := targets.Exists(ctx, w.m.cfg.Store, job.Key+"/"+OutName)
-	return err == nil && ok
+// outExists reports whether job's out is in the store, and what the store says of it.
+func (w *Worker) outExists(ctx context.Context, job *taskJob) (targets.Info, bool) {
+	out, err := w.m.cfg.Store.Stat(ctx, job.Key+"/"+OutName)
+	return out, err == nil
 }
 
 // laneFor is the lane of msg's run on this worker, made at its first task, with the task
