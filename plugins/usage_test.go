@@ -3,6 +3,7 @@ package plugins
 import (
 	"os"
 	"os/exec"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"testing"
@@ -78,4 +79,54 @@ func statusKB(t *testing.T, field string) uint64 {
 	}
 	t.Fatalf("no %s in /proc/self/status", field)
 	return 0
+}
+
+// readProc reads with plain system calls; a file longer than its buffer is read whole, and a
+// file that is not there is not read.
+func TestReadProcReadsWholeFiles(t *testing.T) {
+	want, err := os.ReadFile("/proc/self/cmdline")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		path string
+		buf  int
+		want []byte
+	}{
+		{"fits the buffer", "/proc/self/cmdline", 64 << 10, want},
+		{"longer than the buffer", "/proc/self/cmdline", 8, want},
+		{"missing", "/proc/self/no-such-file", 64, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, ok := readProc(tc.path, make([]byte, tc.buf))
+			if ok != (tc.want != nil) || string(got) != string(tc.want) {
+				t.Errorf("readProc(%s, %d bytes) = %q, %v; want %q", tc.path, tc.buf, got, ok, tc.want)
+			}
+		})
+	}
+}
+
+// WriteProc writes to /proc as the server resets a reused plugin's peak (clear_refs 5): the
+// kernel's high-water mark falls back to what is resident now. A path it cannot open is an
+// error that names it.
+func TestWriteProcResetsThePeak(t *testing.T) {
+	big := make([]byte, 64<<20)
+	for i := range big {
+		big[i] = 1
+	}
+	before, _ := ReadUsage(0)
+	big = nil
+	debug.FreeOSMemory()
+	if err := WriteProc("/proc/self/clear_refs", []byte("5")); err != nil {
+		t.Fatal(err)
+	}
+	after, _ := ReadUsage(0)
+	if before.PeakRSS < 64<<20 || after.PeakRSS > before.PeakRSS-32<<20 {
+		t.Errorf("peak RSS %d before the reset, %d after; want it to fall by most of the 64 MiB freed", before.PeakRSS, after.PeakRSS)
+	}
+	err := WriteProc("/proc/self/no-such-file", []byte("5"))
+	if err == nil || !strings.Contains(err.Error(), "/proc/self/no-such-file") {
+		t.Errorf("WriteProc of a missing file: %v; want an error naming it", err)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"time"
 
 	"nectar/plugins"
@@ -275,7 +276,7 @@ func (m *Manager) release(typ string, p Process, out *os.File, cpu float64, rss 
 // resetPeak restarts the kernel's record of pid's peak resident size (VmHWM), so the next
 // run's peak is its own.
 func resetPeak(pid int) {
-	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+	plugins.WriteProc("/proc/"+strconv.Itoa(pid)+"/clear_refs", []byte("5"))
 }
 
 // refill starts a spare for typ unless one waits already, one is being started, or the
