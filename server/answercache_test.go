@@ -62,4 +62,7 @@ func TestHotReadsFollowTheStoredRecord(t *testing.T) {
 	if pretty := raw(status + "&pretty"); !strings.Contains(pretty, "\n  \"status\": 200") {
 		t.Errorf("?pretty answered %q; want indented JSON", pretty[:min(len(pretty), 80)])
 	}
+	if pretty := raw(status + "&%70retty"); !strings.Contains(pretty, "\n  \"status\": 200") { // its name escaped
+		t.Errorf("?%%70retty answered %q; want indented JSON", pretty[:min(len(pretty), 80)])
+	}
 }

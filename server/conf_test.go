@@ -43,6 +43,11 @@ func TestConfTriggers(t *testing.T) {
 	if byBody.Code != http.StatusOK || byBody.run.Key != byQuery.run.Key {
 		t.Fatalf("JSON body = %d key %s, query key %s: want the same run", byBody.Code, byBody.run.Key, byQuery.run.Key)
 	}
+	// Sent in chunks, its length unknown until it ends: read all the same.
+	byChunks := ts.postBody(t, hello+"?wait=20s", "application/json", io.NopCloser(strings.NewReader(`{"name": "ada"}`)))
+	if byChunks.Code != http.StatusOK || byChunks.run.Key != byQuery.run.Key {
+		t.Fatalf("chunked JSON body = %d key %s, query key %s: want the same run", byChunks.Code, byChunks.run.Key, byQuery.run.Key)
+	}
 	tests := []struct {
 		path, ctype, body string
 		code              int

@@ -581,14 +581,15 @@ func parseStatusChain(chain string) (string, error) {
 	if err := targets.CheckKey(chain); err != nil {
 		return "", bad("is not a clean relative path")
 	}
-	parts := strings.Split(chain, "/")
-	if len(parts) != 6 || parts[0] != "chains" || parts[5] != runs.OutName {
+	// Six segments (counted, not split: every status read parses one).
+	key, isOut := strings.CutSuffix(chain, "/"+runs.OutName)
+	if strings.Count(chain, "/") != 5 || !strings.HasPrefix(chain, "chains/") || !isOut {
 		return "", bad("want chains/<type>/<chain>/<task>/<md5>/out")
 	}
-	if len(parts[4]) != 32 || strings.Trim(parts[4], "0123456789abcdef") != "" {
+	if md5 := key[strings.LastIndexByte(key, '/')+1:]; len(md5) != 32 || strings.Trim(md5, "0123456789abcdef") != "" {
 		return "", bad("has no valid md5 segment")
 	}
-	return path.Dir(chain), nil
+	return key, nil
 }
 
 // isArtifact reports whether key is a task's artifact or a published one.
@@ -680,6 +681,9 @@ func requestParams(c echo.Context, t *catalog.Task) (url.Values, error) {
 	q, err := catalog.ParseRawQuery(req.URL.RawQuery)
 	if err != nil {
 		return nil, err
+	}
+	if req.ContentLength == 0 { // no body (a chunked one has length -1): no read, no buffer
+		return q, nil
 	}
 	body, err := io.ReadAll(req.Body) // bounded by the body limit: over it, a 413
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -442,34 +443,39 @@ func (m *Manager) lookupStored(ctx context.Context, key string) (Record, string,
 // server/answercache.go).
 func (m *Manager) Status(ctx context.Context, key string) (StatusView, error) {
 	if r, ok := m.Active(key); ok {
-		return StatusView{page: r.View}, nil
+		return StatusView{run: r}, nil
 	}
 	rec, version, err := m.lookupStored(ctx, key)
 	if err != nil {
 		return StatusView{}, err
 	}
-	return StatusView{Version: version, page: func(from, limit int) (Record, TaskPage) {
-		return rec.Header(), rec.Page(from, limit)
-	}}, nil
+	return StatusView{Version: version, rec: rec}, nil
 }
 
-// StatusView is a run's state for a status answer.
+// StatusView is a run's state for a status answer: a run executing here, or a stored record
+// (held, not captured by a closure: a status read allocated both).
 type StatusView struct {
 	// Version is "" when the answer may change without a new version (a run executing, or one
 	// whose record says it runs).
 	Version string
-	page    func(from, limit int) (Record, TaskPage)
+	run     *Run
+	rec     Record
 }
 
 // Page is the record without its tasks and a window on them (Record.Page).
-func (v StatusView) Page(from, limit int) (Record, TaskPage) { return v.page(from, limit) }
+func (v StatusView) Page(from, limit int) (Record, TaskPage) {
+	if v.run != nil {
+		return v.run.View(from, limit)
+	}
+	return v.rec.Header(), v.rec.Page(from, limit)
+}
 
 // stored is key's stored record (through the cache), or a DONE one when only its out exists,
 // with its version (the record object's, or "out", "out/nolog" when it stores no log).
 func (m *Manager) stored(ctx context.Context, key string) (Record, string, error) {
 	info, err := m.cfg.Store.Stat(ctx, key+"/"+RecordName)
 	if err == nil {
-		version := fmt.Sprintf("%d/%d/%s", info.Size, info.ModTime.UnixNano(), info.ETag)
+		version := versionOf(info)
 		if rec, ok := m.records.get(key, info); ok {
 			return rec, version, nil
 		}
@@ -495,6 +501,17 @@ func (m *Manager) stored(ctx context.Context, key string) (Record, string, error
 		return Record{Key: key, Status: Done, Tasks: []TaskState{{Chain: chain, Task: taskOfKey(key), Key: key, Status: Done, Cached: true, LogEmpty: true}}}, "out/nolog", nil
 	}
 	return Record{Key: key, Status: Done}, "out", nil
+}
+
+// versionOf names the stored record info describes: its size, time and tag, as one string
+// (built with one allocation: every status read of a stored run makes one).
+func versionOf(info targets.Info) string {
+	var b [96]byte
+	v := strconv.AppendInt(b[:0], info.Size, 10)
+	v = append(v, '/')
+	v = strconv.AppendInt(v, info.ModTime.UnixNano(), 10)
+	v = append(v, '/')
+	return string(append(v, info.ETag...))
 }
 
 // Shutdown cancels every run and waits for their records to be written, or for ctx.

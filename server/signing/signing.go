@@ -45,6 +45,7 @@ type Signer struct {
 type macState struct {
 	h   hash.Hash
 	msg []byte
+	sum [sha256.Size]byte
 }
 
 // New returns a Signer; key must be at least MinKeyLen bytes.
@@ -65,7 +66,8 @@ func NewRandom() *Signer {
 	return s
 }
 
-func (s *Signer) mac(purpose, path string, expires int64) string {
+// sum is the HMAC of purpose, path and expires.
+func (s *Signer) sum(purpose, path string, expires int64) (sum [sha256.Size]byte) {
 	st, _ := s.macs.Get().(*macState)
 	if st == nil {
 		st = &macState{h: hmac.New(sha256.New, s.key)}
@@ -77,13 +79,18 @@ func (s *Signer) mac(purpose, path string, expires int64) string {
 	msg = append(msg, 0)
 	msg = strconv.AppendInt(msg, expires, 10)
 	st.h.Write(msg)
-	var sum [sha256.Size]byte
-	sig := hex.EncodeToString(st.h.Sum(sum[:0]))
-	if cap(msg) <= 4096 { // a path is short; keep no outsized buffer
+	copy(sum[:], st.h.Sum(st.sum[:0])) // (into the pooled state: a local array passed to Sum escapes)
+	if cap(msg) <= 4096 {              // a path is short; keep no outsized buffer
 		st.msg = msg
 		s.macs.Put(st)
 	}
-	return sig
+	return sum
+}
+
+// mac is the signature value of purpose, path and expires: the HMAC in lower-case hex.
+func (s *Signer) mac(purpose, path string, expires int64) string {
+	sum := s.sum(purpose, path, expires)
+	return hex.EncodeToString(sum[:])
 }
 
 // Sign returns the expires (unix seconds) and signature values for path, valid for ttl.
@@ -97,15 +104,48 @@ func (s *Signer) Verify(purpose, path, expires, signature string) error {
 	exp, err := strconv.ParseInt(expires, 10, 64)
 	// Only the canonical spelling that was signed: "0123" or "+123" would be the same number
 	// under another string, and a capability URL should have exactly one form.
-	if err != nil || strconv.FormatInt(exp, 10) != expires || len(signature) != sha256.Size*2 {
+	var canon [20]byte
+	if err != nil || string(strconv.AppendInt(canon[:0], exp, 10)) != expires || len(signature) != sha256.Size*2 {
 		return ErrBadSignature
 	}
-	want := s.mac(purpose, path, exp)
-	if !hmac.Equal([]byte(want), []byte(signature)) {
+	// Compared as bytes, not as hex strings: a status read checks one signature, and its hex
+	// was an allocation per request. Only lower-case hex decodes, the one form Sign makes.
+	var got [sha256.Size]byte
+	if !decodeLowerHex(got[:], signature) {
+		return ErrBadSignature
+	}
+	want := s.sum(purpose, path, exp)
+	if !hmac.Equal(want[:], got[:]) {
 		return ErrBadSignature
 	}
 	if s.now().Unix() > exp {
 		return ErrExpired
 	}
 	return nil
+}
+
+// decodeLowerHex decodes s, 2*len(dst) lower-case hex digits, into dst.
+func decodeLowerHex(dst []byte, s string) bool {
+	if len(s) != 2*len(dst) {
+		return false
+	}
+	for i := range dst {
+		hi, ok1 := lowerHexDigit(s[2*i])
+		lo, ok2 := lowerHexDigit(s[2*i+1])
+		if !ok1 || !ok2 {
+			return false
+		}
+		dst[i] = hi<<4 | lo
+	}
+	return true
+}
+
+func lowerHexDigit(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	}
+	return 0, false
 }

@@ -28,6 +28,9 @@ func TestVerify(t *testing.T) {
 		{"expired", PurposeStatus, "chains/a/b/C/0/out", oldExp, oldSig, ErrExpired},
 		{"empty", PurposeStatus, "chains/a/b/C/0/out", "", "", ErrBadSignature},
 		{"short sig", PurposeStatus, "chains/a/b/C/0/out", exp, sig[:10], ErrBadSignature},
+		{"sig in upper case", PurposeStatus, "chains/a/b/C/0/out", exp, strings.ToUpper(sig), ErrBadSignature},
+		{"sig with a non-hex digit", PurposeStatus, "chains/a/b/C/0/out", exp, "g" + sig[1:], ErrBadSignature},
+		{"sig of one bit more", PurposeStatus, "chains/a/b/C/0/out", exp, flipLast(sig), ErrBadSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -39,6 +42,18 @@ func TestVerify(t *testing.T) {
 	if _, err := New([]byte("short")); err == nil {
 		t.Errorf("New accepted a 5-byte key")
 	}
+	// Every status read checks one: it allocates nothing.
+	if n := testing.AllocsPerRun(100, func() { s.Verify(PurposeStatus, "chains/a/b/C/0/out", exp, sig) }); n != 0 {
+		t.Errorf("Verify allocates %v times per call", n)
+	}
+}
+
+// flipLast changes the last hex digit of sig to another one.
+func flipLast(sig string) string {
+	if sig[len(sig)-1] == '0' {
+		return sig[:len(sig)-1] + "1"
+	}
+	return sig[:len(sig)-1] + "0"
 }
 
 // FuzzVerify: no input is accepted unless it was signed, and none panics.

@@ -242,14 +242,23 @@ func (s *Store) Stat(_ context.Context, key string) (targets.Info, error) {
 	if err != nil {
 		return targets.Info{}, err
 	}
-	fi, err := os.Stat(p)
-	if err != nil {
-		return targets.Info{}, mapErr(key, err)
+	// The system call itself, into a Stat_t here: every status read and every task's check
+	// of its out stats, and os.Stat allocated a FileInfo for each.
+	var st syscall.Stat_t
+	for {
+		err = syscall.Stat(p, &st)
+		if err != syscall.EINTR {
+			break
+		}
 	}
-	if fi.IsDir() {
+	if err != nil {
+		return targets.Info{}, mapErr(key, &fs.PathError{Op: "stat", Path: p, Err: err})
+	}
+	if st.Mode&syscall.S_IFMT == syscall.S_IFDIR {
 		return targets.Info{}, fmt.Errorf("%s: %w", key, targets.ErrNotExist)
 	}
-	return infoOf(fi), nil
+	mtime := time.Unix(st.Mtim.Unix())
+	return targets.Info{Size: st.Size, ModTime: mtime, ETag: versionTag(st.Ino, mtime)}, nil
 }
 
 // infoOf is the version of an object that fi describes.
@@ -262,9 +271,17 @@ func infoOf(fi os.FileInfo) targets.Info {
 // time cannot (it moves in clock ticks of a few milliseconds).
 func fileTag(fi os.FileInfo) string {
 	if st, ok := fi.Sys().(*syscall.Stat_t); ok {
-		return strconv.FormatUint(st.Ino, 36) + "-" + strconv.FormatInt(fi.ModTime().UnixNano(), 36)
+		return versionTag(st.Ino, fi.ModTime())
 	}
 	return ""
+}
+
+// versionTag is fileTag of the file with inode ino, modified at mtime.
+func versionTag(ino uint64, mtime time.Time) string {
+	var b [32]byte
+	t := strconv.AppendUint(b[:0], ino, 36)
+	t = append(t, '-')
+	return string(strconv.AppendInt(t, mtime.UnixNano(), 36))
 }
 
 // ReplaceIf swaps b in at key while holding a lock on the file it replaces, if that file is
