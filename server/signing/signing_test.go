@@ -30,7 +30,7 @@ func TestVerify(t *testing.T) {
 		{"short sig", PurposeStatus, "chains/a/b/C/0/out", exp, sig[:10], ErrBadSignature},
 		{"sig in upper case", PurposeStatus, "chains/a/b/C/0/out", exp, strings.ToUpper(sig), ErrBadSignature},
 		{"sig with a non-hex digit", PurposeStatus, "chains/a/b/C/0/out", exp, "g" + sig[1:], ErrBadSignature},
-		{"sig of one bit more", PurposeStatus, "chains/a/b/C/0/out", exp, flipLast(sig), ErrBadSignature},
+		{"sig with its last digit changed", PurposeStatus, "chains/a/b/C/0/out", exp, flipLast(sig), ErrBadSignature},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -43,7 +43,7 @@ func TestVerify(t *testing.T) {
 		t.Errorf("New accepted a 5-byte key")
 	}
 	// Every status read checks one: it allocates nothing.
-	if n := testing.AllocsPerRun(100, func() { s.Verify(PurposeStatus, "chains/a/b/C/0/out", exp, sig) }); n != 0 {
+	if n := testing.AllocsPerRun(100, func() { s.Verify(PurposeStatus, "chains/a/b/C/0/out", exp, sig) }); n != 0 && !raceEnabled {
 		t.Errorf("Verify allocates %v times per call", n)
 	}
 }
