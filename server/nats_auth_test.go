@@ -70,6 +70,14 @@ func TestAnUnreachableQueueIsA503(t *testing.T) {
 		t.Fatalf("a run with NATS up = %d %s", done.Code, done.Message)
 	}
 	nats.Kill(0)
+	// The client learns of the loss from its socket a moment later (under -race on 2 cores, a
+	// POST sent at once got in before it and started a run that waits for the queue): the 503s
+	// are from then on.
+	for deadline := time.Now().Add(10 * time.Second); ts.Server.queue.Conn().IsConnected(); time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the server's NATS connection still says connected 10 s after its server was killed")
+		}
+	}
 	for _, tc := range []struct{ method, path string }{
 		{"POST", "/api/chains/testchains/hello_chain/HelloTask?name=during-the-outage"},
 		{"GET", "/api/workers"},
