@@ -170,7 +170,7 @@ func parseHolder(h string) (host string, pid int, ok bool) {
 // version this server wrote last: if it finds another, a server took the key over (this one
 // was silent past LeaseTTL), and the run is cancelled without writing anything more.
 func (m *Manager) heartbeat(r *Run, key string, stop <-chan struct{}) {
-	runID := r.Snapshot().RunID
+	runID := r.ID()
 	renew := time.NewTicker(m.cfg.LeaseTTL / 3)
 	defer renew.Stop()
 	poll := time.NewTicker(m.cfg.CancelPoll)
@@ -246,7 +246,7 @@ func (m *Manager) renewLease(ctx context.Context, r *Run, key, runID string) err
 // took the key over): that one is not ours to delete. (Between the check and the delete a
 // takeover cannot happen: this lease was renewed within LeaseTTL.)
 func (m *Manager) releaseLease(r *Run) {
-	key := r.Snapshot().Key
+	key := r.Key()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	name := key + "/" + LeaseName
@@ -265,7 +265,7 @@ func (m *Manager) releaseLease(r *Run) {
 // returns false if the holder died or let go first (then the caller tries to take the lease).
 // Only the record of the run the lease names counts: an older final record is not the answer.
 func (m *Manager) follow(ctx context.Context, r *Run) (finished bool) {
-	key := r.Snapshot().Key
+	key := r.Key()
 	l, err := m.readLease(ctx, key)
 	if err != nil {
 		return false

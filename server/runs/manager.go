@@ -645,9 +645,9 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 // lead takes the key's lease and drives the run, or follows the server that holds it.
 func (m *Manager) lead(ctx context.Context, r *Run, log *slog.Logger, pl *planner) (leased, remote bool, status Status, errMsg string, finish func()) {
 	finish = func() {}
-	key := r.Snapshot().Key
+	key := r.Key()
 	for {
-		held, err := m.acquireLease(ctx, r, r.Snapshot().RunID, key)
+		held, err := m.acquireLease(ctx, r, r.ID(), key)
 		if err != nil {
 			if ctx.Err() != nil {
 				return false, false, Cancelled, "cancelled before it started", finish
@@ -851,7 +851,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 // log line. The cause may name the store's endpoint, bucket or folder, and status URLs show
 // the record to anyone who holds them.
 func (m *Manager) failure(log *slog.Logger, r *Run, doing string, err error) string {
-	return m.failureSentence(log, r.Snapshot().RunID, doing, err)
+	return m.failureSentence(log, r.ID(), doing, err)
 }
 
 // failureSentence is failure for the run of id runID.
