@@ -11,9 +11,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
+	"weak"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
@@ -21,6 +23,7 @@ import (
 	"nectar/server/history"
 	"nectar/server/history/pgtest"
 	"nectar/server/history/sqlite"
+	"nectar/server/runs"
 )
 
 // runsPage is the data of GET /api/runs.
@@ -410,5 +413,47 @@ func TestARunIsListedAsSoonAsItsPOSTIsAnswered(t *testing.T) {
 		if len(got.Runs) != 1 || got.Runs[0].Key != a.run.Key || got.Runs[0].StatusURL == "" {
 			t.Fatalf("GET /api/runs?key=<the key just POSTed> lists %d runs %+v; want that run, with its status URL", len(got.Runs), got.Runs)
 		}
+	}
+}
+
+// A run that ended is not held for the run history: the index keeps its entry until it is
+// written, not the run with its every task. (Held until the next flush, a big run's tasks were
+// live beside the next run's; with a database that keeps failing, every run's, for good.)
+func TestTheHistoryHoldsAnEndedRunsEntryNotTheRun(t *testing.T) {
+	ts := newTestServer(t)
+	ts.History().Driver().Close() // every write fails: what the index holds, it keeps
+	r, _, err := ts.Server.runs.Submit(runs.Spec{Type: "testchains", Chain: "fanin_chain", Task: "JoinTask",
+		Params: []byte(`{"leaves":20,"salt":"held"}`)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-r.Done():
+	case <-time.After(30 * time.Second):
+		t.Fatal("the run did not end")
+	}
+	if rec := r.Snapshot(); rec.Status != runs.Done || len(rec.Tasks) != 21 {
+		t.Fatalf("the run ended %s with %d tasks, want DONE with 21", rec.Status, len(rec.Tasks))
+	}
+	key := r.Key()
+	for start := time.Now(); ; time.Sleep(5 * time.Millisecond) {
+		if _, active := ts.Server.runs.Active(key); !active {
+			break
+		}
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("the ended run is still active")
+		}
+	}
+	held := weak.Make(r)
+	r = nil
+	for i := 0; i < 100 && held.Value() != nil; i++ {
+		runtime.GC()
+		time.Sleep(10 * time.Millisecond)
+	}
+	if held.Value() != nil {
+		t.Fatal("an ended run is still held (the run history's pending change holds it)")
+	}
+	if err := ts.History().Flush(context.Background()); err == nil {
+		t.Fatal("a flush to a closed database succeeded")
 	}
 }

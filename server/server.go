@@ -147,6 +147,13 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 	if db != nil {
 		s.history = history.NewIndex(db, logger, s.metrics.HistoryError)
 		onChange = func(r *runs.Run) {
+			if r.Ended() {
+				// Its entry is taken now (its last changes are few): held until the next
+				// flush, the run and its every task stayed live beside the next run's.
+				e := liveEntry(r)
+				s.history.Changed(r.ID(), func() history.Entry { return e })
+				return
+			}
 			s.history.Changed(r.ID(), func() history.Entry { return liveEntry(r) })
 		}
 	}

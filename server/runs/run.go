@@ -253,6 +253,13 @@ func (r *Run) encode(w io.Writer) error {
 	return err
 }
 
+// Ended reports whether the run has its final status (its record may not be stored yet).
+func (r *Run) Ended() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.rec.Status.Final()
+}
+
 // ID is the run's id.
 func (r *Run) ID() string {
 	r.mu.Lock()
