@@ -228,7 +228,7 @@ func (r *runner) Graph(_ context.Context, req *plugins.GraphRequest) (resp *plug
 	case err != nil:
 		return nil, err
 	}
-	return &plugins.GraphResponse{Nodes: g.nodes}, nil
+	return &plugins.GraphResponse{Count: len(g.nodes), Nodes: g.nodes}, nil
 }
 
 // checkPlain refuses to run t alone if its graph node is not the one the host built from its

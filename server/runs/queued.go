@@ -859,7 +859,7 @@ func (m *Manager) graphRemote(ctx context.Context, rec Record, waiting func()) p
 		return plannedRun{graphErr: errors.New(ans.GraphErr)}
 	}
 	var g plugins.GraphResponse
-	if err := json.Unmarshal(ans.Graph, &g); err != nil {
+	if err := plugins.DecodeGraph(ans.Graph, &g); err != nil {
 		return plannedRun{graphErr: fmt.Errorf("a malformed graph from worker %s: %w", ans.Worker, err)}
 	}
 	return plannedRun{graph: &g}
