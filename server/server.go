@@ -58,6 +58,7 @@ type Server struct {
 	// history is the run index (nil with NECTAR_DATABASE_URL=off); rebuilding is set while it
 	// is being made again from the store at start.
 	history      *history.Index
+	endedMu      sync.Mutex // orders the history entries of ended runs (New)
 	rebuilding   atomic.Bool
 	closeHistory sync.Once
 	bg           sync.WaitGroup // background work to wait for at Close
@@ -149,7 +150,10 @@ func New(cfg Config, cat *catalog.Catalog, logger *slog.Logger) (*Server, error)
 		onChange = func(r *runs.Run) {
 			if r.Ended() {
 				// Its entry is taken now (its last changes are few): held until the next
-				// flush, the run and its every task stayed live beside the next run's.
+				// flush, the run and its every task stayed live beside the next run's. One
+				// at a time, so that the entry noted last is the one taken last.
+				s.endedMu.Lock()
+				defer s.endedMu.Unlock()
 				e := liveEntry(r)
 				s.history.Changed(r.ID(), func() history.Entry { return e })
 				return

@@ -591,6 +591,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		r.meter.stop(now)
 	}
 	r.mu.Unlock()
+	r.changed() // its usage is final: whoever took the ended run's state takes it again
 	var metricsLost atomic.Bool
 	putMetrics := func() error {
 		if mt := r.metrics(); mt != nil {
