@@ -155,7 +155,7 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	// A cluster that has just started may have no JetStream leader yet: its API times out.
-	err = q.patiently(ctx, started, "JetStream not ready yet", func() (err error) {
+	err = q.patiently(ctx, started.Add(openPatience), "JetStream not ready yet", func() (err error) {
 		if q.stream, err = q.ensureStream(ctx); err == nil {
 			err = q.ensureAdvisories(ctx)
 		}
@@ -179,16 +179,20 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 	return q, nil
 }
 
-// patiently calls f until it succeeds, fails for good (not transient), ctx ends, or
-// openPatience has passed since started, logging each retry as doing.
-func (q *Queue) patiently(ctx context.Context, started time.Time, doing string, f func() error) error {
+// patiently calls f until it succeeds, fails for good (not transient), ctx ends, or the next
+// try would come after until (zero: no limit), logging each retry as doing.
+func (q *Queue) patiently(ctx context.Context, until time.Time, doing string, f func() error) error {
 	for wait := 250 * time.Millisecond; ; wait = min(2*wait, 5*time.Second) {
 		err := f()
-		if err == nil || !transient(err) || ctx.Err() != nil || time.Now().Add(wait).After(started.Add(openPatience)) {
+		if err == nil || !transient(err) || ctx.Err() != nil || !until.IsZero() && time.Now().Add(wait).After(until) {
 			return err
 		}
 		q.cfg.Logger.Warn("queue: "+doing+"; retrying", "err", err, "in", wait)
-		time.Sleep(wait)
+		select {
+		case <-time.After(wait):
+		case <-ctx.Done():
+			return err
+		}
 	}
 }
 
@@ -202,11 +206,15 @@ func transient(err error) bool {
 	return errors.Is(err, context.DeadlineExceeded) || errors.Is(err, nats.ErrTimeout) ||
 		errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrNoStreamResponse) ||
 		errors.Is(err, jetstream.ErrJetStreamNotEnabled) ||
-		errors.As(err, &api) && api.ErrorCode == errCodeNoPeers
+		errors.As(err, &api) && (api.ErrorCode == errCodeNoPeers || api.ErrorCode == errCodeUnavailable)
 }
 
-// errCodeNoPeers is JetStream's "no suitable peers for placement".
-const errCodeNoPeers jetstream.ErrorCode = 10005
+// JetStream's "no suitable peers for placement", and "JetStream system temporarily
+// unavailable" (a cluster without a leader).
+const (
+	errCodeNoPeers     jetstream.ErrorCode = 10005
+	errCodeUnavailable jetstream.ErrorCode = 10008
+)
 
 // startEmbedded runs a single-node JetStream server inside this process.
 func startEmbedded(cfg Config) (*server.Server, error) {
@@ -515,7 +523,13 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 	}
 	var cons []jetstream.Consumer
 	for _, name := range queues {
-		c, err := q.consumer(ctx, name)
+		// A worker that starts while its cluster elects a leader (or has lost a node) waits
+		// for it, as it does once it has started (below), rather than taking no task ever.
+		var c jetstream.Consumer
+		err := q.patiently(ctx, time.Time{}, "creating the consumer of queue "+name, func() (err error) {
+			c, err = q.consumer(ctx, name)
+			return err
+		})
 		if err != nil {
 			return err
 		}

@@ -567,6 +567,56 @@ func TestAClusterLosesNoTaskWhenANodeDies(t *testing.T) {
 	}
 }
 
+// A worker that starts while its cluster cannot answer (two of three nodes down: no leader to
+// make its consumer) waits for the cluster and then takes tasks; it does not give up at its
+// first try (it did, and took no task ever: "this worker takes no more tasks").
+func TestAWorkerStartedWithoutALeaderWaitsForOne(t *testing.T) {
+	cluster, err := natstest.Start(3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cluster.Stop()
+	logs := &lockedbuf.Buffer{}
+	q, err := Open(context.Background(), Config{URL: cluster.URL(), Replicas: 3, AckWait: 2 * time.Second,
+		Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer q.Close()
+	cluster.Kill(1)
+	cluster.Kill(2)
+	got, failed := make(chan string, 1), make(chan error, 1)
+	stop := consumeErr(t, q, []string{"late"}, 1, func(d *Delivery) { d.Ack(); got <- string(d.Data) },
+		func(err error) { failed <- err })
+	defer stop()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logs.String(), "creating the consumer of queue late; retrying"); {
+		select {
+		case err := <-failed:
+			t.Fatalf("the worker gave up while the cluster had no leader: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the worker did not try again in a minute; log:\n%s", logs.String())
+		}
+	}
+	for _, i := range []int{1, 2} {
+		if err := cluster.Restart(i); err != nil {
+			t.Fatal(err)
+		}
+	}
+	publishThroughFailover(t, q, "late", "r", "late-0")
+	select {
+	case id := <-got:
+		if id != "late-0" {
+			t.Fatalf("the worker took %q, want late-0", id)
+		}
+	case err := <-failed:
+		t.Fatalf("the worker gave up: %v", err)
+	case <-time.After(60 * time.Second):
+		t.Fatalf("no task taken a minute after the cluster came back; log:\n%s", logs.String())
+	}
+}
+
 // publishThroughFailover publishes id (its data too) as a cluster's driver does: a publish
 // during a leader's election may time out or find no responder, and is retried with its id,
 // which stores it once.

@@ -40,7 +40,7 @@ func (q *Queue) Registry(ctx context.Context) (*Registry, error) {
 	// As Open does: a cluster that has a node restarting may not place the bucket's replicas
 	// for a moment.
 	var kv jetstream.KeyValue
-	err := q.patiently(ctx, time.Now(), "the workers bucket cannot be opened yet", func() (err error) {
+	err := q.patiently(ctx, time.Now().Add(openPatience), "the workers bucket cannot be opened yet", func() (err error) {
 		kv, err = q.js.CreateOrUpdateKeyValue(ctx, cfg)
 		return err
 	})
