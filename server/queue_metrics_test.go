@@ -67,11 +67,13 @@ func TestQueueMetricsFollowABurstOf500Tasks(t *testing.T) {
 		t.Errorf("in flight went up to %v, want 1 to the worker's %d slots", maxFlight, slots)
 	}
 	// Each message in hand may keep a process busy. Beyond those the worker keeps about
-	// NECTAR_MAX_RUNS, the pool's spares and one starting, and the processes of runs that just
-	// ended are on their way out: the count follows the slots, not the 500 runs waiting (it
-	// went past 100 when every run kept a process of its own). Measured here: 13 to 15.
-	if procs < 1 || procs > 3*slots {
-		t.Errorf("the worker ran up to %d plugin processes at once; want 1 to %d (%d slots, NECTAR_MAX_RUNS=%d)", procs, 3*slots, slots, maxRuns)
+	// NECTAR_MAX_RUNS (in lanes, reserved for a run's first task, and the pool's spares), and
+	// the processes of runs that just ended are on their way out: the count follows the slots,
+	// not the 500 runs waiting (it went past 100 when every run kept a process of its own, and
+	// to 36 when each spare taken was started again whatever the worker held). Measured here:
+	// 6.
+	if procs < 1 || procs > 2*slots {
+		t.Errorf("the worker ran up to %d plugin processes at once; want 1 to %d (%d slots, NECTAR_MAX_RUNS=%d)", procs, 2*slots, slots, maxRuns)
 	}
 	for _, s := range []string{runs.WorkerDraining, runs.WorkerDrained, runs.WorkerStopped, runs.WorkerLost} {
 		if end.workers[s] != 0 {

@@ -279,11 +279,14 @@ func resetPeak(pid int) {
 	plugins.WriteProc("/proc/"+strconv.Itoa(pid)+"/clear_refs", []byte("5"))
 }
 
-// refill starts a spare for typ unless one waits already, one is being started, or the
-// server is stopping. One at a time: a burst of runs takes a process every few milliseconds,
+// refill starts a spare for typ unless one waits already, one is being started, the server
+// is stopping, or its workers hold their processes already (roomForSpare). One at a time: a burst of runs takes a process every few milliseconds,
 // and each take started a spare of its own while the last was still starting (a worker once
 // ran a hundred processes at once, most of them spares on their way to being discarded).
 func (m *Manager) refill(typ string) {
+	if !m.roomForSpare() {
+		return
+	}
 	m.mu.Lock()
 	skip := m.draining || len(m.idle[typ]) > 0 || m.refills[typ]
 	if !skip {

@@ -2,6 +2,7 @@ package runs
 
 import (
 	"os"
+	"slices"
 	"sync"
 )
 
@@ -67,6 +68,41 @@ func (w *Worker) makeRoom(typ string, self *lane) {
 		return
 	}
 	w.m.dropSpare(typ) // one of another type, waiting in the pool
+}
+
+// holding is how many processes the worker holds in its lanes and reserved for a run's first
+// task (the pool's spares are the manager's to count).
+func (w *Worker) holding() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := len(w.reserved)
+	for _, wl := range w.lanes {
+		if has, _ := wl.lane.processState(); has {
+			n++
+		}
+	}
+	return n
+}
+
+// roomForSpare reports whether the pool may start a warm spare: always, but on a worker that
+// holds its Processes already (in lanes, reserved, and waiting in the pool). A spare taken was
+// started again at once, and makeRoom, finding it, freed nothing: a burst of graph requests,
+// each reserving its process for its run's first task, had a worker with 8 slots and
+// NECTAR_MAX_RUNS=2 run 36 processes at once.
+func (m *Manager) roomForSpare() bool {
+	m.mu.Lock()
+	workers := slices.Clone(m.workers)
+	m.mu.Unlock()
+	if len(workers) == 0 {
+		return true
+	}
+	held, _ := m.spareCounts("")
+	limit := 0
+	for _, w := range workers {
+		held += w.holding()
+		limit += w.cfg.Processes
+	}
+	return held < limit
 }
 
 // processState says whether the lane holds a process, and whether it is free to take: no

@@ -1,9 +1,14 @@
 package runs
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"testing"
 	"time"
+
+	"nectar/plugins"
 )
 
 // A worker holding its Processes frees an idle one before it takes another. The process of the
@@ -71,5 +76,45 @@ func TestAWorkerAtItsProcessesReusesAnIdleRunsProcess(t *testing.T) {
 	}
 	if n := f.processes(); n != 3 {
 		t.Errorf("%d processes were started; want 3 (all busy: one more, not a wait)", n)
+	}
+}
+
+// A worker's warm spare counts against its Processes. Graph requests that come in a burst each
+// take a process and keep it for their run's first task; each take started a spare at once,
+// which the next request took, so the cap never held (a worker with 8 slots and 2 processes
+// ran 36). Now no spare is started while the worker holds its Processes.
+func TestAWorkerAtItsProcessesStartsNoSpare(t *testing.T) {
+	f := newFakePlugins(fakeChain{{name: "Root"}}, nil)
+	g := newRig(t, f, 1, func(c *Config) { c.WarmPlugins = true })
+	w := &Worker{m: g.m, cfg: WorkerConfig{Processes: 2}, lanes: map[string]*workerLane{}, reserved: map[string]*spare{},
+		log: slog.New(slog.DiscardHandler)}
+	g.m.mu.Lock()
+	g.m.workers = append(g.m.workers, w)
+	g.m.mu.Unlock()
+	settled := func() { // no spare being started
+		for start := time.Now(); time.Since(start) < 10*time.Second; time.Sleep(time.Millisecond) {
+			g.m.mu.Lock()
+			n := len(g.m.refills)
+			g.m.mu.Unlock()
+			if n == 0 {
+				return
+			}
+		}
+		t.Fatal("a spare is still being started after 10 s")
+	}
+	for i := range 6 {
+		p := w.graph(context.Background(), fmt.Sprintf("run%d", i), fakeType,
+			&plugins.GraphRequest{Root: plugins.TaskRef{Chain: fakeChainName, Task: "Root", Params: json.RawMessage(`{}`)}})
+		if p.takeErr != nil || p.graphErr != nil {
+			t.Fatalf("graph %d: %v %v", i, p.takeErr, p.graphErr)
+		}
+		settled()
+		spares, _ := g.m.spareCounts("")
+		if held := w.holding() + spares; held > w.cfg.Processes+1 {
+			t.Fatalf("after graph %d the worker holds %d processes (%d reserved, %d spares); want at most %d", i, held, w.holding(), spares, w.cfg.Processes+1)
+		}
+	}
+	if n := f.processes(); n > w.cfg.Processes+1 {
+		t.Errorf("%d processes were started for 6 graphs; want at most %d", n, w.cfg.Processes+1)
 	}
 }
