@@ -159,13 +159,7 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		if q.stream, err = q.ensureStream(ctx); err == nil {
 			err = q.ensureAdvisories(ctx)
 		}
-		// A request the server refused for permissions gets no answer, only a timeout: the
-		// reason is the connection's last error. Retrying will not help.
-		if last := q.nc.LastError(); err != nil && errors.Is(last, nats.ErrPermissionViolation) {
-			return fmt.Errorf("the NATS user may not use JetStream's API for the streams %s and %s and the bucket KV_%s (grant $JS.API.> for them, and publish and subscribe on nectar.> and _INBOX.>): %w",
-				TasksStream, AdvisoriesStream, WorkersBucket, last)
-		}
-		return err
+		return q.refused(err)
 	})
 	if err != nil && (errors.Is(err, nats.ErrNoResponders) || errors.Is(err, jetstream.ErrJetStreamNotEnabled)) {
 		// Nothing answers JetStream's API: the server runs without it (nats-server -js).
@@ -177,6 +171,17 @@ func Open(ctx context.Context, cfg Config) (*Queue, error) {
 		return nil, err
 	}
 	return q, nil
+}
+
+// refused is err, or, when the server refused the request for permissions, an error that
+// says so and is not transient: such a request gets no answer, only a timeout, and the reason
+// is the connection's last error. Retrying will not help.
+func (q *Queue) refused(err error) error {
+	if last := q.nc.LastError(); err != nil && errors.Is(last, nats.ErrPermissionViolation) {
+		return fmt.Errorf("the NATS user may not use JetStream's API for the streams %s and %s, their consumers, and the bucket KV_%s (grant $JS.API.> for them, and publish and subscribe on nectar.> and _INBOX.>): %w",
+			TasksStream, AdvisoriesStream, WorkersBucket, last)
+	}
+	return err
 }
 
 // patiently calls f until it succeeds, fails for good (not transient), ctx ends, or the next
@@ -528,9 +533,12 @@ func (q *Queue) Consume(ctx context.Context, queues []string, slots int, handle 
 		var c jetstream.Consumer
 		err := q.patiently(ctx, time.Time{}, "creating the consumer of queue "+name, func() (err error) {
 			c, err = q.consumer(ctx, name)
-			return err
+			return q.refused(err)
 		})
-		if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			return nil // stopped while it waited: as a stop once it has started
+		case err != nil:
 			return err
 		}
 		cons = append(cons, c)

@@ -340,25 +340,53 @@ func TestMaxDeliveriesAdvisoriesAreReadOnceTheyCanBe(t *testing.T) {
 	}
 }
 
-// A NATS user without JetStream's API for a stream Nectar needs is told so at once, with the
-// names to grant, rather than "not ready yet" for half a minute.
+// A process whose NATS user is refused part of JetStream's API is told what to grant, at the
+// first refusal (it comes as a timeout, which a process waiting for its cluster would
+// otherwise retry): Open, refused a stream; a worker's Consume, refused its queue's consumer.
 func TestAUserWithoutPermissionsIsToldWhatToGrant(t *testing.T) {
-	cluster, err := natstest.Start(1, natstest.WithConfig(`authorization { users = [
-  { user: limited, password: pw, permissions: { publish: { deny: ["$JS.API.STREAM.CREATE.NECTAR_ADVISORIES", "$JS.API.STREAM.UPDATE.NECTAR_ADVISORIES"] } } }
+	for _, c := range []struct {
+		name    string
+		deny    string // publish subjects denied, as a NATS list's items
+		consume bool   // refused by Consume; else by Open
+	}{
+		{"a stream", `"$JS.API.STREAM.CREATE.NECTAR_ADVISORIES", "$JS.API.STREAM.UPDATE.NECTAR_ADVISORIES"`, false},
+		{"a consumer", `"$JS.API.CONSUMER.CREATE.NECTAR_TASKS.>", "$JS.API.CONSUMER.DURABLE.CREATE.NECTAR_TASKS.>"`, true},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cluster, err := natstest.Start(1, natstest.WithConfig(`authorization { users = [
+  { user: limited, password: pw, permissions: { publish: { deny: [`+c.deny+`] } } }
 ] }`))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cluster.Stop()
-	url := strings.Replace(cluster.URL(), "nats://", "nats://limited:pw@", 1)
-	start := time.Now()
-	_, err = Open(context.Background(), Config{URL: url})
-	if err == nil || !strings.Contains(err.Error(), "may not use JetStream's API for the streams NECTAR_TASKS and NECTAR_ADVISORIES") ||
-		!strings.Contains(err.Error(), "permissions violation") {
-		t.Fatalf("Open as a user denied the advisories stream = %v", err)
-	}
-	if took := time.Since(start); took > openPatience/2 {
-		t.Errorf("refused after %s; want at the first refusal, not after retrying", took)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cluster.Stop()
+			url := strings.Replace(cluster.URL(), "nats://", "nats://limited:pw@", 1)
+			start := time.Now()
+			q, err := Open(context.Background(), Config{URL: url})
+			if c.consume {
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer q.Close()
+				start = time.Now()
+				ended := make(chan error, 1)
+				go func() { ended <- q.Consume(context.Background(), []string{"q"}, 1, func(d *Delivery) { d.Ack() }) }()
+				select {
+				case err = <-ended:
+				case <-time.After(openPatience):
+					t.Fatal("Consume as a user refused its consumer is still retrying")
+				}
+			} else if err == nil {
+				q.Close()
+			}
+			if err == nil || !strings.Contains(err.Error(), "may not use JetStream's API for the streams NECTAR_TASKS and NECTAR_ADVISORIES") ||
+				!strings.Contains(err.Error(), "permissions violation") {
+				t.Fatalf("refused %s: %v", c.name, err)
+			}
+			if took := time.Since(start); took > openPatience/2 {
+				t.Errorf("refused after %s; want at the first refusal, not after retrying", took)
+			}
+		})
 	}
 }
 
@@ -569,7 +597,8 @@ func TestAClusterLosesNoTaskWhenANodeDies(t *testing.T) {
 
 // A worker that starts while its cluster cannot answer (two of three nodes down: no leader to
 // make its consumer) waits for the cluster and then takes tasks; it does not give up at its
-// first try (it did, and took no task ever: "this worker takes no more tasks").
+// first try (it did, and took no task ever: "this worker takes no more tasks"). One stopped
+// while it waits ends as a stop does, with no error.
 func TestAWorkerStartedWithoutALeaderWaitsForOne(t *testing.T) {
 	cluster, err := natstest.Start(3)
 	if err != nil {
@@ -585,19 +614,39 @@ func TestAWorkerStartedWithoutALeaderWaitsForOne(t *testing.T) {
 	defer q.Close()
 	cluster.Kill(1)
 	cluster.Kill(2)
-	got, failed := make(chan string, 1), make(chan error, 1)
-	stop := consumeErr(t, q, []string{"late"}, 1, func(d *Delivery) { d.Ack(); got <- string(d.Data) },
-		func(err error) { failed <- err })
+	consume := func(queue string, handle func(*Delivery)) (stop func(), ended chan error) {
+		ctx, cancel := context.WithCancel(context.Background())
+		ended = make(chan error, 1)
+		go func() { ended <- q.Consume(ctx, []string{queue}, 1, handle) }()
+		return cancel, ended
+	}
+	retrying := func(queue string, ended chan error) {
+		t.Helper()
+		for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logs.String(), "creating the consumer of queue "+queue+"; retrying"); {
+			select {
+			case err := <-ended:
+				t.Fatalf("the worker of queue %s gave up while the cluster had no leader: %v", queue, err)
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the worker of queue %s did not try again in a minute; log:\n%s", queue, logs.String())
+			}
+		}
+	}
+	got := make(chan string, 1)
+	stop, ended := consume("late", func(d *Delivery) { d.Ack(); got <- string(d.Data) })
 	defer stop()
-	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(logs.String(), "creating the consumer of queue late; retrying"); {
-		select {
-		case err := <-failed:
-			t.Fatalf("the worker gave up while the cluster had no leader: %v", err)
-		case <-time.After(10 * time.Millisecond):
+	stopped, endedStopped := consume("stopped", func(d *Delivery) { d.Ack() })
+	retrying("late", ended)
+	retrying("stopped", endedStopped)
+	stopped()
+	select {
+	case err := <-endedStopped:
+		if err != nil {
+			t.Errorf("a worker stopped while it waited for the cluster ended with %v, want no error", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the worker did not try again in a minute; log:\n%s", logs.String())
-		}
+	case <-time.After(30 * time.Second):
+		t.Error("a worker stopped while it waited for the cluster did not end")
 	}
 	for _, i := range []int{1, 2} {
 		if err := cluster.Restart(i); err != nil {
@@ -610,7 +659,7 @@ func TestAWorkerStartedWithoutALeaderWaitsForOne(t *testing.T) {
 		if id != "late-0" {
 			t.Fatalf("the worker took %q, want late-0", id)
 		}
-	case err := <-failed:
+	case err := <-ended:
 		t.Fatalf("the worker gave up: %v", err)
 	case <-time.After(60 * time.Second):
 		t.Fatalf("no task taken a minute after the cluster came back; log:\n%s", logs.String())

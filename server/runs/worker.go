@@ -822,8 +822,9 @@ func (w *Worker) graph(ctx context.Context, run, typ string, req *plugins.GraphR
 	return plannedRun{graph: p.graph}
 }
 
-// reserveFor is how long a graph's process waits for the run's first task.
-const reserveFor = 2 * time.Second
+// reserveFor is how long a graph's process waits for the run's first task. A variable: a test
+// holds the reservations for its whole length.
+var reserveFor = 2 * time.Second
 
 // graphTimeout bounds a graph request (user code builds the graph).
 const graphTimeout = 5 * time.Minute

@@ -84,6 +84,9 @@ func TestAWorkerAtItsProcessesReusesAnIdleRunsProcess(t *testing.T) {
 // which the next request took, so the cap never held (a worker with 8 slots and 2 processes
 // ran 36). Now no spare is started while the worker holds its Processes.
 func TestAWorkerAtItsProcessesStartsNoSpare(t *testing.T) {
+	was := reserveFor
+	reserveFor = time.Hour // a slow machine must not see the graphs' processes given back
+	t.Cleanup(func() { reserveFor = was })
 	f := newFakePlugins(fakeChain{{name: "Root"}}, nil)
 	g := newRig(t, f, 1, func(c *Config) { c.WarmPlugins = true })
 	w := &Worker{m: g.m, cfg: WorkerConfig{Processes: 2}, lanes: map[string]*workerLane{}, reserved: map[string]*spare{},
