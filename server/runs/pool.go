@@ -280,9 +280,10 @@ func resetPeak(pid int) {
 }
 
 // refill starts a spare for typ unless one waits already, one is being started, the server
-// is stopping, or its workers hold their processes already (roomForSpare). One at a time: a burst of runs takes a process every few milliseconds,
-// and each take started a spare of its own while the last was still starting (a worker once
-// ran a hundred processes at once, most of them spares on their way to being discarded).
+// is stopping, or its workers hold their processes already (roomForSpare). One at a time: a
+// burst of runs takes a process every few milliseconds, and each take started a spare of its
+// own while the last was still starting (a worker once ran a hundred processes at once, most
+// of them spares on their way to being discarded).
 func (m *Manager) refill(typ string) {
 	if !m.roomForSpare() {
 		return
