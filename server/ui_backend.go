@@ -37,8 +37,8 @@ func (b uiBackend) GetRun(ctx context.Context, runID string) (history.Entry, err
 	return b.s.history.Driver().Get(ctx, runID)
 }
 
-func (b uiBackend) Record(ctx context.Context, key string) (runs.Record, error) {
-	return b.s.runs.Lookup(ctx, key)
+func (b uiBackend) Glance(ctx context.Context, key string) (runs.Glance, error) {
+	return b.s.runs.Glance(ctx, key)
 }
 
 func (b uiBackend) Submit(ctx context.Context, t *catalog.Task, q url.Values, force bool) (runs.Record, error) {
@@ -54,7 +54,8 @@ func (b uiBackend) Submit(ctx context.Context, t *catalog.Task, q url.Values, fo
 	if joined {
 		b.s.countHit(runs.Key(t.Type, t.Chain, t.Name, canon))
 	}
-	return r.Snapshot(), nil
+	// What the form's redirect names, not a copy of a run joined with 50,000 tasks.
+	return runs.Record{RunID: r.ID(), Key: r.Key()}, nil
 }
 
 func (b uiBackend) Cancel(_ context.Context, key, reason string) error {

@@ -3,6 +3,7 @@ package ui
 import (
 	"fmt"
 	"sort"
+	"strconv"
 	"strings"
 
 	"nectar/server/runs"
@@ -51,11 +52,24 @@ type Graph struct {
 	Width, Height int
 }
 
-// Layout places the tasks of a record.
-func Layout(tasks []runs.TaskState) Graph {
+// shape is a run's graph laid out: where each task and group sits and the edges between them,
+// without statuses. A run's tasks and their requirements never change once it has them, so a
+// run is laid out once (see shapeCache) and each view only counts statuses (graph).
+type shape struct {
+	nodes         []Node // Status and Detail unset
+	edges         []Edge
+	width, height int
+	grouped       []bool // task i is drawn inside a group node
+	tasks         int
+}
+
+// layoutShape lays out a run's tasks: one linear pass, and no allocation per task but a task
+// node's.
+func layoutShape(tasks []runs.TaskShape) *shape {
 	n := len(tasks)
+	s := &shape{grouped: make([]bool, n), tasks: n}
 	if n == 0 {
-		return Graph{}
+		return s
 	}
 	// depth: 0 for a task that requires nothing here, else 1 + the deepest requirement
 	// (memoised: each task is visited once; -2 marks one on the current path, so a malformed
@@ -94,43 +108,53 @@ func Layout(tasks []runs.TaskState) Graph {
 			}
 		}
 	}
-	// Group siblings: same depth, same task, same dependents.
-	type kind struct {
-		depth int
-		task  string
-		deps  string
-	}
+	// Group siblings: same depth, same task, same dependents. The task and the dependents are
+	// numbered as they are first seen (a lookup by a reused buffer allocates nothing).
+	type kind struct{ depth, task, deps int }
+	taskIDs := map[[2]string]int{}
+	depsIDs := map[string]int{}
+	var buf []byte
 	groups := map[kind][]int{}
 	var order []kind
 	for i, t := range tasks {
-		k := kind{depth[i], t.Chain + "/" + t.Task, fmt.Sprint(dependents[i])}
-		if _, ok := groups[k]; !ok {
+		tid, ok := taskIDs[[2]string{t.Chain, t.Task}]
+		if !ok {
+			tid = len(taskIDs)
+			taskIDs[[2]string{t.Chain, t.Task}] = tid
+		}
+		buf = buf[:0]
+		for _, d := range dependents[i] {
+			buf = strconv.AppendInt(buf, int64(d), 10)
+			buf = append(buf, ',')
+		}
+		did, ok := depsIDs[string(buf)]
+		if !ok {
+			did = len(depsIDs)
+			depsIDs[string(buf)] = did
+		}
+		k := kind{depth[i], tid, did}
+		g, ok := groups[k]
+		if !ok {
 			order = append(order, k)
 		}
-		groups[k] = append(groups[k], i)
+		groups[k] = append(g, i)
 	}
-	nodeOf := make([]string, n)
+	nodeOf := make([]int32, n) // the node each task is drawn in
 	var nodes []Node
 	for _, k := range order {
 		members := groups[k]
 		if len(members) >= GroupMin {
-			id := fmt.Sprintf("g%d", members[0])
 			for _, m := range members {
-				nodeOf[m] = id
+				nodeOf[m] = int32(len(nodes))
+				s.grouped[m] = true
 			}
-			status, detail := groupStatus(tasks, members)
-			nodes = append(nodes, Node{ID: id, Label: fmt.Sprintf("%s ×%d", tasks[members[0]].Task, len(members)),
-				Status: status, Detail: detail, Tasks: members, Group: true})
+			nodes = append(nodes, Node{ID: "g" + strconv.Itoa(members[0]), Label: tasks[members[0]].Task + " ×" + strconv.Itoa(len(members)),
+				Tasks: members, Group: true})
 			continue
 		}
 		for _, m := range members {
-			id := fmt.Sprintf("t%d", m)
-			nodeOf[m] = id
-			detail := ""
-			if tasks[m].Cached {
-				detail = "cached"
-			}
-			nodes = append(nodes, Node{ID: id, Label: tasks[m].Task, Status: string(tasks[m].Status), Detail: detail, Tasks: []int{m}})
+			nodeOf[m] = int32(len(nodes))
+			nodes = append(nodes, Node{ID: "t" + strconv.Itoa(m), Label: tasks[m].Task, Tasks: []int{m}})
 		}
 	}
 	// Columns left to right by depth: what is required first, the root last.
@@ -146,36 +170,55 @@ func Layout(tasks []runs.TaskState) Graph {
 		nodes[i].W, nodes[i].H = nodeW, nodeH
 		rows[col]++
 	}
-	g := Graph{Nodes: nodes}
+	s.nodes = nodes
 	for _, r := range rows {
-		g.Height = max(g.Height, pad*2+r*(nodeH+rowGap)-rowGap)
+		s.height = max(s.height, pad*2+r*(nodeH+rowGap)-rowGap)
 	}
-	g.Width = pad*2 + (maxDepth+1)*(nodeW+colGap) - colGap
+	s.width = pad*2 + (maxDepth+1)*(nodeW+colGap) - colGap
 	// Edges between nodes, once each (a group's many edges to one task are one line).
-	pos := map[string]*Node{}
-	for i := range g.Nodes {
-		pos[g.Nodes[i].ID] = &g.Nodes[i]
-	}
-	seen := map[[2]string]bool{}
+	seen := map[[2]int32]bool{}
 	for i, t := range tasks {
 		for _, r := range t.Requires {
 			if r < 0 || r >= n {
 				continue
 			}
-			e := [2]string{nodeOf[r], nodeOf[i]}
+			e := [2]int32{nodeOf[r], nodeOf[i]}
 			if seen[e] || e[0] == e[1] {
 				continue
 			}
 			seen[e] = true
-			a, b := pos[e[0]], pos[e[1]]
+			a, b := &nodes[e[0]], &nodes[e[1]]
 			x1, y1 := a.X+a.W, a.Y+a.H/2
 			x2, y2 := b.X, b.Y+b.H/2
 			mid := (x1 + x2) / 2
-			g.Edges = append(g.Edges, Edge{From: e[0], To: e[1],
+			s.edges = append(s.edges, Edge{From: a.ID, To: b.ID,
 				Path: fmt.Sprintf("M%d,%d C%d,%d %d,%d %d,%d", x1, y1, mid, y1, mid, y2, x2, y2)})
 		}
 	}
-	sort.Slice(g.Edges, func(i, j int) bool { return g.Edges[i].From+g.Edges[i].To < g.Edges[j].From+g.Edges[j].To })
+	sort.Slice(s.edges, func(i, j int) bool { return s.edges[i].From+s.edges[i].To < s.edges[j].From+s.edges[j].To })
+	return s
+}
+
+// graph is the shape with the statuses of briefs (index for index with the tasks it was laid
+// out from): the nodes are copied, the rest is shared.
+func (s *shape) graph(briefs []runs.TaskBrief) Graph {
+	g := Graph{Nodes: make([]Node, len(s.nodes)), Edges: s.edges, Width: s.width, Height: s.height}
+	if len(s.nodes) == 0 {
+		g.Nodes = nil
+	}
+	for i, n := range s.nodes {
+		switch {
+		case n.Group:
+			n.Status, n.Detail = groupStatus(briefs, n.Tasks)
+		case n.Tasks[0] < len(briefs):
+			b := briefs[n.Tasks[0]]
+			n.Status = string(b.Status())
+			if b.Cached() {
+				n.Detail = "cached"
+			}
+		}
+		g.Nodes[i] = n
+	}
 	return g
 }
 
@@ -183,22 +226,26 @@ func Layout(tasks []runs.TaskState) Graph {
 var statusOrder = []runs.Status{runs.Failed, runs.UpstreamFailed, runs.Running, runs.Cancelled, runs.Pending, runs.Done}
 
 // groupStatus is a group's status (the one that matters most among its members) and its counts,
-// "98 DONE · 2 RUNNING".
-func groupStatus(tasks []runs.TaskState, members []int) (string, string) {
-	count := map[runs.Status]int{}
+// "98 DONE · 2 RUNNING". It counts by brief: a group may have 50,000 members and a page of a
+// live run counts them every second.
+func groupStatus(briefs []runs.TaskBrief, members []int) (string, string) {
+	var count [256]int
 	for _, m := range members {
-		count[tasks[m].Status]++
+		if m < len(briefs) {
+			count[runs.BriefOf(briefs[m].Status(), false)]++
+		}
 	}
 	var parts []string
 	status := ""
 	for _, s := range statusOrder {
-		if count[s] == 0 {
+		c := count[runs.BriefOf(s, false)]
+		if c == 0 {
 			continue
 		}
 		if status == "" {
 			status = string(s)
 		}
-		parts = append(parts, fmt.Sprintf("%d %s", count[s], s))
+		parts = append(parts, fmt.Sprintf("%d %s", c, s))
 	}
 	// A group all done but one running reads RUNNING; all done reads DONE.
 	return status, strings.Join(parts, " · ")

@@ -8,6 +8,18 @@ import (
 	"nectar/server/runs"
 )
 
+// layoutOf lays tasks out as a run page does: the shape from their places in the graph, the
+// statuses from their briefs.
+func layoutOf(tasks []runs.TaskState) Graph {
+	shapes := make([]runs.TaskShape, len(tasks))
+	briefs := make([]runs.TaskBrief, len(tasks))
+	for i, t := range tasks {
+		shapes[i] = runs.TaskShape{Chain: t.Chain, Task: t.Task, Requires: t.Requires}
+		briefs[i] = runs.BriefOf(t.Status, t.Cached)
+	}
+	return layoutShape(shapes).graph(briefs)
+}
+
 func TestLayoutFanInIsOneGroup(t *testing.T) {
 	// JoinTask (slot 0) requires 100 LeafTasks (slots 1..100): 98 done, one running, one failed.
 	tasks := []runs.TaskState{{Chain: "fanin_chain", Task: "JoinTask", Status: runs.Pending}}
@@ -22,7 +34,7 @@ func TestLayoutFanInIsOneGroup(t *testing.T) {
 		tasks = append(tasks, runs.TaskState{Chain: "fanin_chain", Task: "LeafTask", Status: st})
 		tasks[0].Requires = append(tasks[0].Requires, i)
 	}
-	g := Layout(tasks)
+	g := layoutOf(tasks)
 	if len(g.Nodes) != 2 || len(g.Edges) != 1 {
 		t.Fatalf("Layout(fan-in of 100) = %d nodes, %d edges; want 2 and 1", len(g.Nodes), len(g.Edges))
 	}
@@ -47,7 +59,7 @@ func TestLayoutDiamondAndChain(t *testing.T) {
 	tasks := []runs.TaskState{
 		{Task: "Root", Requires: []int{1, 3}}, {Task: "A", Requires: []int{2}}, {Task: "C"}, {Task: "B", Requires: []int{2}},
 	}
-	g := Layout(tasks)
+	g := layoutOf(tasks)
 	x := map[string]int{}
 	for _, n := range g.Nodes {
 		x[n.Label] = n.X
@@ -64,7 +76,7 @@ func TestLayoutDiamondAndChain(t *testing.T) {
 		small = append(small, runs.TaskState{Task: "Leaf"})
 		small[0].Requires = append(small[0].Requires, i)
 	}
-	if g := Layout(small); len(g.Nodes) != GroupMin {
+	if g := layoutOf(small); len(g.Nodes) != GroupMin {
 		t.Errorf("%d siblings gave %d nodes, want each its own", GroupMin-1, len(g.Nodes))
 	}
 }
@@ -78,7 +90,7 @@ func TestLayoutLongChainIsLinear(t *testing.T) {
 		}
 		tasks = append(tasks, st)
 	}
-	g := Layout(tasks)
+	g := layoutOf(tasks)
 	if len(g.Nodes) != 5000 || len(g.Edges) != 4999 || g.Nodes[0].X <= g.Nodes[1].X {
 		t.Errorf("chain of 5000: %d nodes, %d edges", len(g.Nodes), len(g.Edges))
 	}

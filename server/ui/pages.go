@@ -205,7 +205,7 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	ctx := c.Request().Context()
 	id := c.Param("run_id")
 	e, err := u.b.GetRun(ctx, id)
-	var rec *runs.Record
+	var gl *runs.Glance
 	switch {
 	case errors.Is(err, history.ErrNotFound):
 		// Just submitted from a form: the history writes in batches, the record is already there.
@@ -213,21 +213,22 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 		if key == "" {
 			return runView{}, echo.NewHTTPError(http.StatusNotFound, "no run "+clipText(id, 80)+" in the history")
 		}
-		r, rerr := u.b.Record(ctx, key)
-		if rerr != nil || r.RunID != id {
+		g, gerr := u.b.Glance(ctx, key)
+		if gerr != nil || g.Header.RunID != id {
 			return runView{}, echo.NewHTTPError(http.StatusNotFound, "no run "+clipText(id, 80)+" in the history")
 		}
-		rec = &r
+		gl = &g
+		r := &g.Header
 		e = history.Entry{RunID: r.RunID, Key: r.Key, Type: r.Type, Chain: r.Chain, Task: r.Task, Params: string(r.Params),
 			Status: string(r.Status), Trigger: r.Trigger, SubmittedAt: r.SubmittedAt, StartedAt: r.StartedAt, FinishedAt: r.FinishedAt}
 	case err != nil:
 		return runView{}, err
 	default:
-		if r, rerr := u.b.Record(ctx, e.Key); rerr == nil && r.RunID == e.RunID {
-			rec = &r
+		if g, gerr := u.b.Glance(ctx, e.Key); gerr == nil && g.Header.RunID == e.RunID {
+			gl = &g
 		}
 	}
-	v := runView{Entry: e, Rec: rec, Status: e.Status, StatusLine: e.StatusLine, Progress: e.Progress, Error: e.Error,
+	v := runView{Entry: e, Status: e.Status, StatusLine: e.StatusLine, Progress: e.Progress, Error: e.Error,
 		LiveURL: "/ui/runs/" + url.PathEscape(e.RunID) + "/live?" + c.QueryParams().Encode()}
 	q := paramsQuery(e.Params)
 	q2 := cloneValues(q)
@@ -238,26 +239,57 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 		args = append(args, shellQuote(k+"="+q.Get(k)))
 	}
 	v.Command = strings.Join(args, " ")
-	if rec == nil {
+	if gl == nil {
 		v.Final = true
 		return v, nil
 	}
+	rec := &gl.Header
+	v.Rec = rec
 	v.Status, v.Error = string(rec.Status), rec.Error
 	v.Final = rec.Status.Final()
-	if p := rec.Progress(); p != nil {
+	if p := gl.Progress(); p != nil {
 		v.Progress, v.StatusLine = p.Fraction, p.Status
 	}
-	v.Graph = Layout(rec.Tasks)
+	// Everything below reads each task's brief (its status) and copies only the tasks it
+	// lists: a page of a 50,000-task run costs its briefs, not its record.
+	return u.drawRun(c, v, gl)
+}
+
+// drawRun fills a run page's graph, tables and selected task from a glance of the run. A run
+// this server follows may take other tasks between the glance and what it copies (see
+// runs.Glance.Shapes): the page is then drawn again from a new glance.
+func (u *UI) drawRun(c echo.Context, v runView, gl *runs.Glance) (runView, error) {
+	for tries := 0; ; tries++ {
+		drawn, err := u.drawTasks(c, v, gl)
+		if !errors.Is(err, runs.ErrRunChanged) || tries == 2 {
+			return drawn, err
+		}
+		g, gerr := u.b.Glance(c.Request().Context(), gl.Header.Key)
+		if gerr != nil || g.Header.RunID != gl.Header.RunID {
+			return runView{}, echo.NewHTTPError(http.StatusConflict, "the run changed as its page was drawn: reload the page")
+		}
+		gl = &g
+	}
+}
+
+func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, error) {
+	ctx := c.Request().Context()
+	sh, err := u.shapes.get(ctx, gl)
+	if err != nil {
+		return runView{}, err
+	}
+	briefs := gl.Briefs
+	v.Graph = sh.graph(briefs)
 	sel := -1
 	if s := c.QueryParam("task"); s != "" {
-		if n, err := strconv.Atoi(s); err == nil && n >= 0 && n < len(rec.Tasks) {
+		if n, err := strconv.Atoi(s); err == nil && n >= 0 && n < len(briefs) {
 			sel = n
 		}
 	}
-	if sel < 0 && len(rec.Tasks) > 0 {
+	if sel < 0 && len(briefs) > 0 {
 		sel = 0
-		for i, t := range rec.Tasks { // show the failure, if there is one
-			if t.Status == runs.Failed {
+		for i, b := range briefs { // show the failure, if there is one
+			if b.Status() == runs.Failed {
 				sel = i
 				break
 			}
@@ -265,56 +297,82 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	}
 	// The table lists the tasks the graph draws one by one; a group's members are in its own
 	// list below the graph.
-	grouped := map[int]bool{}
-	for _, n := range v.Graph.Nodes {
-		if n.Group {
-			for _, m := range n.Tasks {
-				grouped[m] = true
-			}
-		}
-	}
+	var rows []int
 	listable := 0
-	for i, t := range rec.Tasks {
-		if grouped[i] && i != sel {
+	for i := range briefs {
+		if sh.grouped[i] && i != sel {
 			continue
 		}
 		listable++
-		if len(v.TaskRows) < maxTaskRows || i == sel {
-			v.TaskRows = append(v.TaskRows, taskRow{TaskState: t, Index: i, Selected: i == sel})
+		if len(rows) < maxTaskRows || i == sel {
+			rows = append(rows, i)
 		}
 	}
-	v.MoreTasks = listable - len(v.TaskRows)
-	for _, n := range v.Graph.Nodes {
+	v.MoreTasks = listable - len(rows)
+	// A group may hold 50,000 tasks: list a page of them, the failed ones (and the selected
+	// one) first, so the page stays small and still shows what went wrong.
+	var members [][]int
+	for _, n := range sh.nodes {
 		if !n.Group {
 			continue
 		}
-		g := groupView{Label: n.Label, Detail: n.Detail, Open: slices.Contains(n.Tasks, sel)}
-		// A group may hold 50,000 tasks: list a page of them, the failed ones (and the selected
-		// one) first, so the page stays small and still shows what went wrong.
+		var list []int
 		listed := map[int]bool{}
 		add := func(m int) {
-			if !listed[m] && (len(g.Members) < maxTaskRows || m == sel) {
+			if !listed[m] && (len(list) < maxTaskRows || m == sel) {
 				listed[m] = true
-				g.Members = append(g.Members, taskRow{TaskState: rec.Tasks[m], Index: m})
+				list = append(list, m)
 			}
 		}
 		for _, m := range n.Tasks {
-			if m == sel || rec.Tasks[m].Status == runs.Failed {
+			if m == sel || (m < len(briefs) && briefs[m].Status() == runs.Failed) {
 				add(m)
 			}
 		}
 		for _, m := range n.Tasks {
+			if len(list) >= maxTaskRows {
+				break
+			}
 			add(m)
 		}
-		g.More = len(n.Tasks) - len(g.Members)
+		members = append(members, list)
+	}
+	// One copy of every task the page shows, the selected one last.
+	want := slices.Clone(rows)
+	for _, list := range members {
+		want = append(want, list...)
+	}
+	if sel >= 0 {
+		want = append(want, sel)
+	}
+	tasks, ok := gl.Tasks(want)
+	if !ok {
+		return runView{}, runs.ErrRunChanged
+	}
+	for i, m := range rows {
+		v.TaskRows = append(v.TaskRows, taskRow{TaskState: tasks[i], Index: m, Selected: m == sel})
+	}
+	tasks = tasks[len(rows):]
+	gi := 0
+	for _, n := range v.Graph.Nodes {
+		if !n.Group {
+			continue
+		}
+		list := members[gi]
+		gi++
+		g := groupView{Label: n.Label, Detail: n.Detail, Open: slices.Contains(n.Tasks, sel), More: len(n.Tasks) - len(list)}
+		for i, m := range list {
+			g.Members = append(g.Members, taskRow{TaskState: tasks[i], Index: m})
+		}
+		tasks = tasks[len(list):]
 		v.Groups = append(v.Groups, g)
 	}
 	if sel >= 0 {
-		v.Sel = u.taskDetail(ctx, rec.Tasks[sel], sel)
+		v.Sel = u.taskDetail(ctx, tasks[0], sel)
 		u.artifacts(ctx, v.Sel, strings.TrimSpace(c.QueryParam("artifact")))
 	}
 	if v.Final {
-		v.Chart = chart(u.b.Metrics(ctx, rec.Key))
+		v.Chart = chart(u.b.Metrics(ctx, gl.Header.Key))
 	}
 	return v, nil
 }
@@ -531,10 +589,11 @@ func (u *UI) rerun(c echo.Context) error {
 	ctx := c.Request().Context()
 	e, err := u.b.GetRun(ctx, c.Param("run_id"))
 	if err != nil {
-		r, rerr := u.b.Record(ctx, c.FormValue("key"))
-		if rerr != nil || r.RunID != c.Param("run_id") {
+		g, gerr := u.b.Glance(ctx, c.FormValue("key"))
+		if gerr != nil || g.Header.RunID != c.Param("run_id") {
 			return u.renderError(c, http.StatusNotFound, "no such run")
 		}
+		r := &g.Header
 		e = history.Entry{Type: r.Type, Chain: r.Chain, Task: r.Task, Params: string(r.Params)}
 	}
 	t, ok := u.b.Catalog().Task(e.Type, e.Chain, e.Task)

@@ -50,9 +50,10 @@ type Backend interface {
 	// ListRuns is GET /api/runs: a page of the history and, with counts, the counts by status.
 	ListRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error)
 	GetRun(ctx context.Context, runID string) (history.Entry, error)
-	// Record is the key's stored (or live) run record.
-	Record(ctx context.Context, key string) (runs.Record, error)
-	// Submit validates query against t (the API's one validator) and starts or joins the run.
+	// Glance reads the key's run (live or stored) for its page without copying its every task.
+	Glance(ctx context.Context, key string) (runs.Glance, error)
+	// Submit validates query against t (the API's one validator) and starts or joins the run:
+	// its record's run ID and key.
 	Submit(ctx context.Context, t *catalog.Task, query url.Values, force bool) (runs.Record, error)
 	// Cancel stops key's run.
 	Cancel(ctx context.Context, key, reason string) error
@@ -107,6 +108,7 @@ type UI struct {
 	pages   map[string]*template.Template
 	static  fs.FS
 	version string // hash of the static files: their URLs change when they do
+	shapes  *shapeCache
 }
 
 // New parses the templates (a template error is a build error: the tests render every page).
@@ -115,7 +117,7 @@ func New(b Backend, log *slog.Logger) (*UI, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &UI{b: b, log: log, static: static, pages: map[string]*template.Template{}}
+	u := &UI{b: b, log: log, static: static, pages: map[string]*template.Template{}, shapes: newShapeCache(shapeCacheTasks)}
 	u.version, err = hashFS(static)
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -119,11 +120,7 @@ func syscallRow(client *http.Client, bin string) (row, error) {
 // bigStatusRows runs a 50,000-leaf fan-in, then has conns clients read its status for d and
 // reports the server's resident memory: peak during the reads, and the answers' rate.
 func bigStatusRows(bin string, conns int, d time.Duration) ([]row, error) {
-	target, err := scratch("nectar-bench-big-")
-	if err != nil {
-		return nil, err
-	}
-	srv, err := startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
+	srv, err := scratchServer(bin, "nectar-bench-big-")
 	if err != nil {
 		return nil, err
 	}
@@ -147,33 +144,145 @@ func bigStatusRows(bin string, conns int, d time.Duration) ([]row, error) {
 	}
 	took := time.Since(start)
 	before := vmRSS(srv.pid)
-	stop := make(chan struct{})
+	stopPeak := peakRSS(srv.pid)
+	// The biggest page a reader may ask for (the default is 100 tasks): the memory bound holds
+	// for it too.
+	rps, lat, err := load(client, http.MethodGet, env.Data.StatusURL+"&tasks_limit=1000", conns, d)
+	p := stopPeak()
+	if err != nil {
+		return nil, err
+	}
+	rows := []row{
+		{name: "fan-in 50,000 leaves + join, local", p50: ms(took), extra: fmt.Sprintf("%.3f ms per task", float64(took.Microseconds())/1000/50001)},
+		{name: fmt.Sprintf("status GET of the 50,000-task run, pages of 1,000 tasks (%d connections)", conns), p50: ms(pct(lat, 50)), p95: ms(pct(lat, 95)),
+			extra: fmt.Sprintf("%.0f req/s; server RSS %.0f MB before, %.0f MB peak", rps, float64(before)/1e6, float64(p)/1e6), goal: "RSS <= 200 MB"},
+	}
+	srv.stop()
+	ui, err := liveRunPageRow(bin, conns, d)
+	if err != nil {
+		return rows, err
+	}
+	return append(rows, ui), nil
+}
+
+// liveRunPageRow starts a 50,000-leaf fan-in on a server of its own and, while it runs, has
+// conns clients load its page in the web UI (the page a browser polls every second): the
+// answers' rate, and the server's resident memory before and at its peak during the reads.
+func liveRunPageRow(bin string, conns int, d time.Duration) (row, error) {
+	srv, err := scratchServer(bin, "nectar-bench-live-")
+	if err != nil {
+		return row{}, err
+	}
+	defer srv.stop()
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns}, Timeout: time.Minute}
+	resp, err := client.Post(srv.base+"/api/chains/testchains/fanin_chain/JoinTask?leaves=50000&salt=live", "", nil)
+	if err != nil {
+		return row{}, err
+	}
+	if resp.StatusCode != http.StatusAccepted {
+		resp.Body.Close()
+		return row{}, fmt.Errorf("starting the live 50,000-leaf fan-in: %s", resp.Status)
+	}
+	var env struct {
+		Data struct {
+			Key       string `json:"key"`
+			StatusURL string `json:"status_url"`
+		} `json:"data"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&env)
+	resp.Body.Close()
+	if err != nil || env.Data.Key == "" {
+		return row{}, fmt.Errorf("starting the live 50,000-leaf fan-in: %v", err)
+	}
+	// Its run ID, from the run history (written in batches).
+	var runID string
+	for deadline := time.Now().Add(30 * time.Second); runID == ""; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return row{}, fmt.Errorf("the live 50,000-leaf fan-in is not in the run history after 30 s")
+		}
+		r, err := client.Get(srv.base + "/api/runs?limit=1&key=" + url.QueryEscape(env.Data.Key))
+		if err != nil {
+			return row{}, err
+		}
+		var page struct {
+			Data struct {
+				Runs []struct {
+					RunID string `json:"run_id"`
+					Key   string `json:"key"`
+				} `json:"runs"`
+			} `json:"data"`
+		}
+		err = json.NewDecoder(r.Body).Decode(&page)
+		r.Body.Close()
+		if err == nil && len(page.Data.Runs) > 0 && page.Data.Runs[0].Key == env.Data.Key {
+			runID = page.Data.Runs[0].RunID
+		}
+	}
+	if st := jobStatus(client, env.Data.StatusURL); st != "RUNNING" && st != "PENDING" {
+		return row{}, fmt.Errorf("the live 50,000-leaf fan-in is %s before its page is read", st)
+	}
+	before := vmRSS(srv.pid)
+	stopPeak := peakRSS(srv.pid)
+	rps, lat, err := load(client, http.MethodGet, srv.base+"/runs/"+runID, conns, d)
+	p := stopPeak()
+	if err != nil {
+		return row{}, err
+	}
+	// Still running at the end, or some reads were of a finished run.
+	live := "still running at the end"
+	if st := jobStatus(client, env.Data.StatusURL); st != "RUNNING" && st != "PENDING" {
+		live = "ended during the reads: " + st
+	}
+	return row{name: fmt.Sprintf("web UI page of a live 50,000-task run (%d connections)", conns), p50: ms(pct(lat, 50)), p95: ms(pct(lat, 95)),
+		extra: fmt.Sprintf("%.0f req/s; server RSS %.0f MB before, %.0f MB peak; the run %s", rps, float64(before)/1e6, float64(p)/1e6, live), goal: "RSS <= 200 MB"}, nil
+}
+
+// scratchServer starts a server of bin on a fresh target in the scratch folder.
+func scratchServer(bin, prefix string) (*server, error) {
+	target, err := scratch(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return startServerProc(filepath.Join(bin, "nectar"), filepath.Join(bin, "plugins"), nil, "NECTAR_TARGET="+target)
+}
+
+// jobStatus is the job_status of a status URL's answer ("" if it cannot be read).
+func jobStatus(client *http.Client, statusURL string) string {
+	resp, err := client.Get(statusURL + "&tasks_limit=1")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var s struct {
+		Data struct {
+			JobStatus string `json:"job_status"`
+		} `json:"data"`
+	}
+	json.NewDecoder(resp.Body).Decode(&s)
+	return s.Data.JobStatus
+}
+
+// peakRSS samples a process's resident set size every 20 ms until the returned function is
+// called, which returns the largest.
+func peakRSS(pid int) (stop func() int64) {
+	done := make(chan struct{})
 	peak := make(chan int64)
 	go func() {
 		var p int64
 		for {
-			p = max(p, vmRSS(srv.pid))
+			p = max(p, vmRSS(pid))
 			select {
-			case <-stop:
+			case <-done:
 				peak <- p
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
 	}()
-	// The biggest page a reader may ask for (the default is 100 tasks): the memory bound holds
-	// for it too.
-	rps, lat, err := load(client, http.MethodGet, env.Data.StatusURL+"&tasks_limit=1000", conns, d)
-	close(stop)
-	p := <-peak
-	if err != nil {
-		return nil, err
+	return func() int64 {
+		close(done)
+		return <-peak
 	}
-	return []row{
-		{name: "fan-in 50,000 leaves + join, local", p50: ms(took), extra: fmt.Sprintf("%.3f ms per task", float64(took.Microseconds())/1000/50001)},
-		{name: fmt.Sprintf("status GET of the 50,000-task run, pages of 1,000 tasks (%d connections)", conns), p50: ms(pct(lat, 50)), p95: ms(pct(lat, 95)),
-			extra: fmt.Sprintf("%.0f req/s; server RSS %.0f MB before, %.0f MB peak", rps, float64(before)/1e6, float64(p)/1e6), goal: "RSS <= 200 MB"},
-	}, nil
 }
 
 // vmRSS is a process's resident set size now, in bytes.

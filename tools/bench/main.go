@@ -555,9 +555,12 @@ func startServerCmd(nectar, plugins string, args, env []string, extra ...string)
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
+	var once sync.Once
 	stop := func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		cmd.Wait()
+		once.Do(func() {
+			cmd.Process.Signal(syscall.SIGTERM)
+			cmd.Wait()
+		})
 	}
 	base := "http://" + addr
 	deadline := time.Now().Add(10 * time.Second)

@@ -1,0 +1,123 @@
+package ui
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+
+	"github.com/labstack/echo/v4"
+
+	"nectar/server/history"
+	"nectar/server/runs"
+)
+
+// pageBackend serves one stored run to runView; the methods it does not define are not used
+// by a run page (calling one panics: the embedded interface is nil).
+type pageBackend struct {
+	Backend
+	entry history.Entry
+	rec   *runs.Record
+}
+
+func (b pageBackend) GetRun(context.Context, string) (history.Entry, error) { return b.entry, nil }
+func (b pageBackend) Glance(context.Context, string) (runs.Glance, error) {
+	return runs.GlanceOf(b.rec), nil
+}
+func (pageBackend) BaseURL() string                                   { return "http://127.0.0.1:5000" }
+func (pageBackend) LiveLogURL(string, string) string                  { return "/live" }
+func (pageBackend) DownloadURL(context.Context, string) string        { return "/dl" }
+func (pageBackend) Head(context.Context, string, int) ([]byte, error) { return []byte("out"), nil }
+func (pageBackend) Metrics(context.Context, string) *runs.Metrics     { return nil }
+
+// A run page lists, of a group of 500 leaves, its failed members first, then the selected one,
+// then the others up to maxTaskRows; the tasks table lists the ungrouped ones and the selected
+// one; every row shows the task at its index (what a page copies is picked by index, rows
+// first, then each group's members, then the selected task).
+func TestARunPageListsTheTasksItNames(t *testing.T) {
+	const leaves = 500
+	rec := &runs.Record{RunID: "r1", Key: "chains/t/c/Join/0", Status: runs.Failed}
+	rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Join", Key: "k0", Status: runs.UpstreamFailed})
+	for i := 1; i <= leaves; i++ {
+		st := runs.TaskState{Chain: "c", Task: "Leaf", Key: fmt.Sprintf("k%d", i), Status: runs.Done}
+		if i == 300 || i == 420 {
+			st.Status = runs.Failed
+		}
+		rec.Tasks = append(rec.Tasks, st)
+		rec.Tasks[0].Requires = append(rec.Tasks[0].Requires, i)
+	}
+	// Two stand-alone tasks besides the group, so that the table has rows of its own.
+	rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Side", Key: fmt.Sprintf("k%d", leaves+1), Status: runs.Done})
+	rec.Tasks[0].Requires = append(rec.Tasks[0].Requires, leaves+1)
+
+	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r1", Key: rec.Key, Type: "t", Chain: "c", Task: "Join"}, rec: rec},
+		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	for _, tc := range []struct {
+		name  string
+		query string
+		sel   int
+	}{
+		{"the first failure is selected", "", 300},
+		{"a member past the first page is selected", "?task=480", 480},
+		{"the root is selected", "?task=0", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e := echo.New()
+			c := e.NewContext(httptest.NewRequest(http.MethodGet, "/runs/r1"+tc.query, nil), httptest.NewRecorder())
+			c.SetParamNames("run_id")
+			c.SetParamValues("r1")
+			v, err := u.runView(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Sel == nil || v.Sel.Task.Index != tc.sel || v.Sel.Task.Key != fmt.Sprintf("k%d", tc.sel) {
+				t.Fatalf("selected task = %+v, want index %d", v.Sel, tc.sel)
+			}
+			if len(v.Groups) != 1 {
+				t.Fatalf("%d groups, want the 500 leaves as one", len(v.Groups))
+			}
+			g := v.Groups[0]
+			if g.Detail != "2 FAILED · 498 DONE" {
+				t.Errorf("group counts %q", g.Detail)
+			}
+			var listed []int
+			for _, m := range g.Members {
+				if m.Key != fmt.Sprintf("k%d", m.Index) {
+					t.Fatalf("member row %d shows task %s", m.Index, m.Key)
+				}
+				listed = append(listed, m.Index)
+			}
+			want := []int{300, 420} // the failed ones first, then the selected one if a member
+			if tc.sel > 0 && tc.sel != 300 {
+				want = append(want, tc.sel)
+			}
+			for i, w := range want {
+				if i >= len(listed) || listed[i] != w {
+					t.Fatalf("group lists %v first, want %v", listed[:min(len(listed), 4)], want)
+				}
+			}
+			if len(g.Members) != maxTaskRows || g.More != leaves-maxTaskRows {
+				t.Errorf("group lists %d members, %d more; want %d and %d", len(g.Members), g.More, maxTaskRows, leaves-maxTaskRows)
+			}
+			rows := map[int]bool{}
+			for _, r := range v.TaskRows {
+				if r.Key != fmt.Sprintf("k%d", r.Index) {
+					t.Fatalf("table row %d shows task %s", r.Index, r.Key)
+				}
+				rows[r.Index] = true
+			}
+			if !rows[0] || !rows[leaves+1] || !rows[tc.sel] || len(rows) != 2+btoi(tc.sel != 0) {
+				t.Errorf("table rows %v, want the root, the side task and the selected one", rows)
+			}
+		})
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
