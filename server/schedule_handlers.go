@@ -41,7 +41,7 @@ func (s *Server) fireInterval(ctx context.Context, p *schedules.Plan, iv schedul
 	if trigger == history.TriggerSchedule {
 		// A tick that another server fired already is not fired again, even when its run failed
 		// and left no out: any run of the key submitted since the interval ended is this tick's.
-		rec, err := s.runs.Lookup(ctx, key)
+		rec, err := s.runs.Header(ctx, key)
 		switch {
 		case err == nil && !rec.SubmittedAt.IsZero() && !rec.SubmittedAt.Before(iv.End):
 			return key, nil
@@ -72,7 +72,7 @@ func (s *Server) describeSchedule(ctx context.Context, p *schedules.Plan) (sched
 	}
 	out := scheduleInfo{Info: in, URL: "/api/schedules/" + p.Path()}
 	if in.LastKey != "" {
-		rec, err := s.runs.Lookup(ctx, in.LastKey)
+		rec, err := s.runs.Header(ctx, in.LastKey)
 		switch {
 		case err == nil:
 			st := rec.Status

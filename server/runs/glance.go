@@ -86,6 +86,21 @@ func (m *Manager) Glance(ctx context.Context, key string) (Glance, error) {
 	return glanceOf(&rec), nil
 }
 
+// Header reads key's run record without its tasks: what a list of runs shows of each (a
+// schedule's last run), without copying a big run's every task.
+func (m *Manager) Header(ctx context.Context, key string) (Record, error) {
+	if r, ok := m.Active(key); ok {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.rec.Header(), nil
+	}
+	rec, _, err := m.lookupStored(ctx, key)
+	if err != nil {
+		return Record{}, err
+	}
+	return rec.Header(), nil
+}
+
 func (r *Run) glance() Glance {
 	r.mu.Lock()
 	g := Glance{Header: r.rec.Header(), Briefs: briefsOf(r.rec.Tasks), progress: copyProgress(r.rec.Progress()), live: r}

@@ -1,6 +1,7 @@
 package runs
 
 import (
+	"context"
 	"fmt"
 	"testing"
 	"time"
@@ -45,6 +46,15 @@ func TestAGlanceOfALiveRunCopiesNoTask(t *testing.T) {
 	shapes, ok := g.Shapes()
 	if !ok || len(shapes) != n || shapes[0].Task != "Join" || len(shapes[0].Requires) != n-1 || &shapes[0].Requires[0] != &r.rec.Tasks[0].Requires[0] {
 		t.Errorf("shapes: %d, root %q requiring %d, shared with the run: want %d, Join, %d, shared", len(shapes), shapes[0].Task, len(shapes[0].Requires), n, n-1)
+	}
+
+	// What a list of runs reads of each (a schedule's last run) is its header alone.
+	m := &Manager{active: map[string]*Run{rec.Key: r}}
+	if h, err := m.Header(context.Background(), rec.Key); err != nil || h.RunID != "r1" || h.Status != Running || h.Tasks != nil {
+		t.Errorf("Header = %q %s, %d tasks, %v; want r1 RUNNING, no tasks", h.RunID, h.Status, len(h.Tasks), err)
+	}
+	if allocs := testing.AllocsPerRun(5, func() { m.Header(context.Background(), rec.Key) }); allocs > 5 {
+		t.Errorf("the header of a %d-task run made %.0f allocations, want a handful", n, allocs)
 	}
 
 	// The run moves on after the glance: the tasks copied later are as they are then.
