@@ -293,11 +293,16 @@ func ConfigFromEnv(getenv func(string) string) (Config, error) {
 	str("NECTAR_NATS_LISTEN", &c.NATSListen)
 	str("NECTAR_NATS_DIR", &c.NATSDir)
 	if c.NATSURL != "" {
-		for _, u := range strings.Split(c.NATSURL, ",") {
+		for i, u := range strings.Split(c.NATSURL, ",") {
 			if !strings.HasPrefix(u, "nats://") && !strings.HasPrefix(u, "tls://") {
 				// Only the scheme: the rest may hold a password.
 				scheme, _, _ := strings.Cut(u, ":")
 				errs = append(errs, fmt.Errorf("NECTAR_NATS_URL: scheme %q: want nats://host:4222 or tls://host:4222, comma-separated", clipScheme(scheme)))
+				break
+			}
+			// Nor the parser's reason, which quotes the URL (a password with a "/" in it).
+			if _, err := url.Parse(u); err != nil {
+				errs = append(errs, fmt.Errorf("NECTAR_NATS_URL: URL %d is not a URL: percent-encode a user's or password's reserved characters, or use NECTAR_NATS_CREDS", i+1))
 				break
 			}
 		}

@@ -55,3 +55,21 @@ func TestConfigChecksTheStoreTimeout(t *testing.T) {
 		}
 	}
 }
+
+// A secret in a URL the configuration names is never in the error that refuses it: not when
+// the URL does not parse (a password with a raw "/", whose parser error quotes it), not in a
+// query parameter.
+func TestConfigErrorsNeverShowASecret(t *testing.T) {
+	for _, tc := range []struct{ name, value, want string }{
+		{"NECTAR_NATS_URL", "nats://nectar:ab/Sup3r-secret@127.0.0.1:4222", "NECTAR_NATS_URL: URL 1 is not a URL"},
+		{"NECTAR_NATS_URL", "nats://127.0.0.1:4222,nats://u:Sup3r/secret@h:4222", "NECTAR_NATS_URL: URL 2 is not a URL"},
+		{"NECTAR_NATS_URL", "http://u:Sup3r-secret@h:4222", `scheme "http"`},
+		{"NECTAR_DATABASE_URL", "mysql://u:Sup3r-secret@h/db", `scheme "mysql"`},
+	} {
+		env := map[string]string{tc.name: tc.value}
+		_, err := ConfigFromEnv(func(k string) string { return env[k] })
+		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "Sup3r") {
+			t.Errorf("%s=%s: err = %v, want %q without the secret", tc.name, tc.value, err, tc.want)
+		}
+	}
+}

@@ -39,13 +39,28 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 	}
 	u, err := url.Parse(spec)
 	if err != nil {
-		return nil, fmt.Errorf("NECTAR_TARGET: not a URL (%s://…): %v", scheme, err) // it may hold a secret
+		// Not even the parser's reason: it quotes the URL, or the part it stumbled on, which may
+		// be a secret's (a key with a "/" in it).
+		if len(scheme) > 20 || strings.ContainsAny(scheme, "@/:") {
+			scheme = "?"
+		}
+		return nil, fmt.Errorf("NECTAR_TARGET: not a URL (%s://…): credentials go in the environment, not in the target; percent-encode any reserved character", scheme)
 	}
 	if u.User != nil {
 		// Credentials come from the environment, where they are not shown with the target.
 		return nil, fmt.Errorf("NECTAR_TARGET=%q: credentials do not go in the URL: set MINIO_ACCESS_KEY and MINIO_SECRET_KEY (minio://) or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY", u.Redacted())
 	}
-	q := u.Query()
+	q, err := url.ParseQuery(u.RawQuery)
+	if err != nil { // (its error quotes the part it stumbled on)
+		return nil, fmt.Errorf("NECTAR_TARGET: the options after \"?\" in %s://%s%s are not a query string: percent-encode reserved characters", scheme, u.Host, u.Path)
+	}
+	for _, name := range []string{"endpoint", "public_endpoint"} {
+		if e, err := url.Parse(q.Get(name)); err == nil && e.User != nil {
+			return nil, fmt.Errorf("NECTAR_TARGET: %s=%s: credentials do not go in the URL: set them in the environment", name, e.Redacted())
+		}
+	}
+	// What messages show of the target from here on: nothing in it is a secret now.
+	spec = u.String()
 	switch scheme {
 	case "s3":
 		if err := onlyParams(q, "endpoint", "public_endpoint", "region"); err != nil {

@@ -19,6 +19,10 @@ func TestTargetErrors(t *testing.T) {
 		{"minio://127.0.0.1:1/bucket", "no credentials (set MINIO_ACCESS_KEY and MINIO_SECRET_KEY"},
 		{"s3:///prefix", "no bucket given"},
 		{"minio://nectar:Sup3r-secret@127.0.0.1:1/bucket", "credentials do not go in the URL"},
+		// A secret key with a "/" does not parse as a URL; the parser's own error quotes it.
+		{"minio://AKIAEXAMPLE:wJal/Sup3r-secret@127.0.0.1:9000/bucket", "not a URL (minio://…): credentials go in the environment"},
+		{"s3://bucket/p?endpoint=http://u:Sup3r-secret@127.0.0.1:1%zz", `the options after "?" in s3://bucket/p are not a query string`},
+		{"s3://bucket/p?endpoint=http://u:Sup3r-secret@127.0.0.1:1", "endpoint=http://u:xxxxx@127.0.0.1:1: credentials do not go in the URL"},
 		// Refused before any request: S3 would answer a bare 400 that reads like bad credentials.
 		{"s3://cc/prefix?endpoint=http://127.0.0.1:1", `s3 target: bucket "cc": S3 bucket names are 3 to 63 characters`},
 		{"minio://127.0.0.1:1/cc/prefix", `bucket "cc": S3 bucket names are 3 to 63 characters`},

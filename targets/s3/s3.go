@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -113,7 +114,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 
 func (s *Store) endpointName() string {
 	if s.cfg.Endpoint != "" {
-		return s.cfg.Endpoint
+		// Without a password (AWS_ENDPOINT_URL_S3 may carry one), and of a URL that does not
+		// parse, nothing but that it is one.
+		if u, err := url.Parse(s.cfg.Endpoint); err == nil {
+			return u.Redacted()
+		}
+		return "an endpoint that is not a URL"
 	}
 	return "AWS S3 (" + s.client.Options().Region + ")"
 }

@@ -53,37 +53,63 @@ func Open(ctx context.Context, rawURL string) (*Driver, error) {
 	return &Driver{name: name, pool: pool}, nil
 }
 
-// Redact is the URL without its password, for messages.
+// Redact is the URL without its password, for messages: neither the user part's nor a
+// password=/sslpassword= parameter's (pgx takes either). Of a URL that does not parse, the
+// host is named only when where it begins is plain.
 func Redact(rawURL string) string {
-	if u, err := url.Parse(rawURL); err == nil {
-		return u.Redacted()
+	u, err := url.Parse(rawURL)
+	if err != nil {
+		// Unparseable (a bad port, say): still name the host when the user part ends plainly
+		// before it; an "@" after the first "/" or "?" may be a password's.
+		scheme, rest, ok := strings.Cut(rawURL, "://")
+		if !ok || strings.ContainsAny(scheme, "/@:?#") {
+			return "(not a URL)"
+		}
+		hostEnd := strings.IndexAny(rest, "/?#")
+		if hostEnd < 0 {
+			hostEnd = len(rest)
+		}
+		if strings.Contains(rest[hostEnd:], "@") || strings.Contains(rest, "password=") {
+			return scheme + "://… (not a URL: percent-encode a password's reserved characters)"
+		}
+		if at := strings.LastIndex(rest[:hostEnd], "@"); at >= 0 {
+			rest = "…@" + rest[at+1:]
+		}
+		return scheme + "://" + rest
 	}
-	// Unparseable (a bad port, say): still name the host, and cut the user part by hand.
-	scheme, rest, ok := strings.Cut(rawURL, "://")
-	if !ok {
-		return "(not a URL)"
+	if q := u.Query(); q.Has("password") || q.Has("sslpassword") {
+		for _, k := range []string{"password", "sslpassword"} {
+			if q.Has(k) {
+				q.Set(k, "xxxxx")
+			}
+		}
+		u.RawQuery = q.Encode()
 	}
-	hostEnd := strings.IndexAny(rest, "/?")
-	if hostEnd < 0 {
-		hostEnd = len(rest)
-	}
-	if at := strings.LastIndex(rest[:hostEnd], "@"); at >= 0 {
-		rest = "…@" + rest[at+1:]
-	}
-	return scheme + "://" + rest
+	return u.Redacted()
 }
 
 // redactErr keeps a driver error from quoting the password (pgx's messages do not, but a
 // connection string echoed by a parse error would).
 func redactErr(err error, rawURL string) error {
 	u, perr := url.Parse(rawURL)
-	if perr != nil || u.User == nil {
+	if perr != nil {
 		return err
 	}
-	if p, ok := u.User.Password(); ok && p != "" {
-		if msg := err.Error(); strings.Contains(msg, p) {
-			return errors.New(strings.ReplaceAll(msg, p, "xxxxx"))
+	secrets := u.Query()["password"]
+	secrets = append(secrets, u.Query()["sslpassword"]...)
+	if u.User != nil {
+		if p, ok := u.User.Password(); ok {
+			secrets = append(secrets, p)
 		}
+	}
+	msg := err.Error()
+	for _, p := range secrets {
+		if p != "" && strings.Contains(msg, p) {
+			msg = strings.ReplaceAll(msg, p, "xxxxx")
+		}
+	}
+	if msg != err.Error() {
+		return errors.New(msg)
 	}
 	return err
 }

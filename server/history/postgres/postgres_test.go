@@ -24,11 +24,29 @@ func TestDriver(t *testing.T) {
 	})
 }
 
+// A URL whose password holds a raw "/" does not parse, and where its host begins cannot be
+// told: it is named by its scheme alone.
+func TestRedactNeverShowsAPassword(t *testing.T) {
+	for _, tc := range []struct{ url, want string }{
+		{"postgres://nectar:ab/s3cret-pw@db/nectar", "postgres://… (not a URL: percent-encode a password's reserved characters)"},
+		{"postgres://nectar:s3cret-pw@db:notaport/nectar", "postgres://…@db:notaport/nectar"},
+		{"postgres://db:notaport/nectar?password=s3cret-pw", "postgres://… (not a URL: percent-encode a password's reserved characters)"},
+		{"postgres://db/nectar?user=n&password=s3cret-pw", "postgres://db/nectar?password=xxxxx&user=n"},
+		{"postgres://n:s3cret-pw@db/nectar", "postgres://n:xxxxx@db/nectar"},
+	} {
+		if got := postgres.Redact(tc.url); got != tc.want || strings.Contains(got, "s3cret-pw") {
+			t.Errorf("Redact(%s) = %s, want %s", tc.url, got, tc.want)
+		}
+	}
+}
+
 // A bad URL or an unreachable server is reported without the password.
 func TestOpenErrorsHideThePassword(t *testing.T) {
 	for _, url := range []string{
 		"postgres://nectar:s3cret-pw@127.0.0.1:1/db?connect_timeout=2",
 		"postgres://nectar:s3cret-pw@127.0.0.1:notaport/db",
+		"postgres://127.0.0.1:1/db?user=nectar&password=s3cret-pw&connect_timeout=2", // pgx takes it there too
+		"postgres://nectar:s3cret-pw@127.0.0.1:1/db?sslpassword=s3cret-pw&connect_timeout=2",
 	} {
 		d, err := postgres.Open(context.Background(), url)
 		if err == nil {
