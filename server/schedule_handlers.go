@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -191,6 +192,9 @@ func (s *Server) startBackfill(ctx context.Context, p *schedules.Plan, q url.Val
 		v, err := params.QueryValue(q, name, "", true)
 		if err != nil {
 			return time.Time{}, err
+		}
+		if strings.TrimSpace(v) == "" { // (ParseStart takes "" for the zero time: year 1)
+			return time.Time{}, &params.Error{Param: name, Value: v, Reason: "is empty: want a date (2006-01-02, in the schedule's time zone) or an RFC 3339 time"}
 		}
 		t, err := cron.ParseStart(v, p.Expr.Location())
 		if err != nil {

@@ -350,6 +350,9 @@ func TestScheduleErrors(t *testing.T) {
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=2026-01-05&to=2026-01-01", 400, `"to"`},
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?to=2026-01-01", 400, `"from"`},
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=yesterday&to=2026-01-01", 400, `"from"`},
+		// An empty bound is not the year 1 (a yearly schedule would have started 2,025 runs).
+		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=&to=2026-01-01", 400, `parameter "from": is empty`},
+		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=2026-01-01&to=", 400, `parameter "to": is empty`},
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=2026-01-01&to=2026-01-02&day=2026-01-01", 400, `"day"`},
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=2999-01-01&to=2999-01-02", 400, "no complete interval"},
 		{"POST", "/api/schedules/" + dailyPath + "/backfill?from=2026-01-01&to=2026-01-02&from=x", 400, `"from"`},
