@@ -107,8 +107,7 @@ func (r *Run) glance() Glance {
 	mt := r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples = nil
+		m := mt.withoutSamples()
 		g.Header.Metrics = &m
 	}
 	return g

@@ -122,3 +122,28 @@ func TestABriefTellsItsTasksStatus(t *testing.T) {
 		}
 	}
 }
+
+// A record, a status answer and a run page carry a run's usage without its samples, and copy
+// none of them to drop them; a worker's lane sends its samples once each.
+func TestMetricsAreReadWithTheSamplesAsked(t *testing.T) {
+	mt := &meter{started: time.Now()}
+	for i := range 1000 {
+		mt.m.Samples = append(mt.m.Samples, Sample{PID: i})
+	}
+	if m := mt.withoutSamples(); m.Samples != nil {
+		t.Errorf("withoutSamples has %d samples", len(m.Samples))
+	}
+	if allocs := testing.AllocsPerRun(5, func() { mt.withoutSamples() }); allocs > 1 { // the tasks' map
+		t.Errorf("reading the usage without samples made %.0f allocations (a copy of the samples is one of 24 KB)", allocs)
+	}
+	if m := mt.snapshot(); len(m.Samples) != 1000 {
+		t.Errorf("snapshot has %d samples, want 1000", len(m.Samples))
+	}
+	m, total := mt.read(990)
+	if total != 1000 || len(m.Samples) != 10 || m.Samples[0].PID != 990 {
+		t.Errorf("read(990) = %d samples from PID %d, %d in all; want the last 10 of 1000", len(m.Samples), m.Samples[0].PID, total)
+	}
+	if m, total := mt.read(1000); m.Samples != nil || total != 1000 {
+		t.Errorf("read(1000) = %d samples, %d in all; want none of 1000", len(m.Samples), total)
+	}
+}

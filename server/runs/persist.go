@@ -35,8 +35,7 @@ func (m *Manager) remember(r *Run, written targets.Info) {
 	mt := r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples = nil
+		m := mt.withoutSamples()
 		rec.Metrics = &m
 	}
 	m.records.put(rec.Key, written, rec)

@@ -88,8 +88,7 @@ func (r *Run) Snapshot() Record {
 	rec, mt := r.rec.clone(), r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples = nil
+		m := mt.withoutSamples()
 		rec.Metrics = &m
 	}
 	return rec
@@ -102,8 +101,7 @@ func (r *Run) View(from, limit int) (Record, TaskPage) {
 	h, page, mt := r.rec.Header(), r.rec.Page(from, limit), r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples = nil
+		m := mt.withoutSamples()
 		h.Metrics = &m
 	}
 	return h, page
@@ -117,8 +115,8 @@ func (r *Run) Summary() (Record, TaskCounts, *Progress) {
 	mt := r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples, m.Tasks = nil, nil
+		m := mt.withoutSamples()
+		m.Tasks = nil
 		h.Metrics = &m
 	}
 	if pr != nil {
@@ -207,8 +205,7 @@ func (r *Run) encode(w io.Writer) error {
 	h, n, mt := r.rec.Header(), len(r.rec.Tasks), r.meter
 	r.mu.Unlock()
 	if mt != nil {
-		m := mt.snapshot()
-		m.Samples = nil
+		m := mt.withoutSamples()
 		h.Metrics = &m
 	}
 	b, err := json.Marshal(h) // without tasks: they follow

@@ -654,11 +654,11 @@ func (w *Worker) toDriver(subject string, d *driverMsg) {
 func (wl *workerLane) metricsSince() (lm *laneMetrics, changed bool) {
 	wl.sendMu.Lock()
 	defer wl.sendMu.Unlock()
-	m := wl.meter.snapshot()
-	changed = len(m.Samples) > wl.samples || m.Summary.CPUSeconds != wl.sentCPU || len(m.Tasks) > 0
+	m, total := wl.meter.read(wl.samples) // (the samples sent already are not copied again)
+	changed = total > wl.samples || m.Summary.CPUSeconds != wl.sentCPU || len(m.Tasks) > 0
 	lm = &laneMetrics{CPUSeconds: m.Summary.CPUSeconds, PeakRSS: m.Summary.PeakRSSBytes, Processes: m.Processes,
-		Samples: m.Samples[wl.samples:], Tasks: m.Tasks}
-	wl.samples, wl.sentCPU = len(m.Samples), m.Summary.CPUSeconds
+		Samples: m.Samples, Tasks: m.Tasks}
+	wl.samples, wl.sentCPU = total, m.Summary.CPUSeconds
 	return lm, changed
 }
 
