@@ -195,13 +195,20 @@ type runView struct {
 	LiveURL    string
 }
 
-// maxTaskRows bounds the tasks table (the graph groups the rest).
+// maxTaskRows bounds the tasks table (the graph groups the rest), and each group's list.
 const maxTaskRows = 200
+
+// maxGroupRows bounds the members of all groups listed on a page, but for the failed ones and
+// the selected one.
+const maxGroupRows = 1000
 
 // previewBytes is how much of an out or a log a page shows.
 const previewBytes = 64 << 10
 
-func (u *UI) runView(c echo.Context) (runView, error) {
+// runView reads a run for its page; whole adds what only the whole page shows (the selected
+// task's out, log and artifacts, the metrics chart), which the live fragment polled every
+// second does not.
+func (u *UI) runView(c echo.Context, whole bool) (runView, error) {
 	ctx := c.Request().Context()
 	id := c.Param("run_id")
 	e, err := u.b.GetRun(ctx, id)
@@ -214,6 +221,9 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 			return runView{}, echo.NewHTTPError(http.StatusNotFound, "no run "+clipText(id, 80)+" in the history")
 		}
 		g, gerr := u.b.Glance(ctx, key)
+		if gerr != nil && !errors.Is(gerr, runs.ErrUnknownKey) {
+			return runView{}, gerr // the store, not the run: unavailable, not missing
+		}
 		if gerr != nil || g.Header.RunID != id {
 			return runView{}, echo.NewHTTPError(http.StatusNotFound, "no run "+clipText(id, 80)+" in the history")
 		}
@@ -224,8 +234,14 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	case err != nil:
 		return runView{}, err
 	default:
-		if g, gerr := u.b.Glance(ctx, e.Key); gerr == nil && g.Header.RunID == e.RunID {
+		g, gerr := u.b.Glance(ctx, e.Key)
+		switch {
+		case gerr == nil && g.Header.RunID == e.RunID:
 			gl = &g
+		case gerr != nil && !errors.Is(gerr, runs.ErrUnknownKey):
+			// Not "replaced by a later run": the store did not answer (the page says so, and
+			// the next poll tries again).
+			return runView{}, gerr
 		}
 	}
 	v := runView{Entry: e, Status: e.Status, StatusLine: e.StatusLine, Progress: e.Progress, Error: e.Error,
@@ -252,15 +268,15 @@ func (u *UI) runView(c echo.Context) (runView, error) {
 	}
 	// Everything below reads each task's brief (its status) and copies only the tasks it
 	// lists: a page of a 50,000-task run costs its briefs, not its record.
-	return u.drawRun(c, v, gl)
+	return u.drawRun(c, v, gl, whole)
 }
 
 // drawRun fills a run page's graph, tables and selected task from a glance of the run. A run
 // this server follows may take other tasks between the glance and what it copies (see
 // runs.Glance.Shapes): the page is then drawn again from a new glance.
-func (u *UI) drawRun(c echo.Context, v runView, gl *runs.Glance) (runView, error) {
+func (u *UI) drawRun(c echo.Context, v runView, gl *runs.Glance, whole bool) (runView, error) {
 	for tries := 0; ; tries++ {
-		drawn, err := u.drawTasks(c, v, gl)
+		drawn, err := u.drawTasks(c, v, gl, whole)
 		if !errors.Is(err, runs.ErrRunChanged) || tries == 2 {
 			return drawn, err
 		}
@@ -272,7 +288,7 @@ func (u *UI) drawRun(c echo.Context, v runView, gl *runs.Glance) (runView, error
 	}
 }
 
-func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, error) {
+func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance, whole bool) (runView, error) {
 	ctx := c.Request().Context()
 	sh, err := u.shapes.get(ctx, gl)
 	if err != nil {
@@ -311,7 +327,11 @@ func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, err
 	v.MoreTasks = listable - len(rows)
 	// A group may hold 50,000 tasks: list a page of them, the failed ones (and the selected
 	// one) first, so the page stays small and still shows what went wrong.
+	// Each group lists its failed members first, then the others, up to maxTaskRows; all groups
+	// share one budget (the selected task aside), so that a graph of 10,000 groups of 10 lists
+	// a page of members, not all 100,000.
 	var members [][]int
+	budget := maxGroupRows
 	for _, n := range sh.nodes {
 		if !n.Group {
 			continue
@@ -319,9 +339,15 @@ func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, err
 		var list []int
 		listed := map[int]bool{}
 		add := func(m int) {
-			if !listed[m] && (len(list) < maxTaskRows || m == sel) {
+			switch {
+			case listed[m]:
+			case m == sel:
 				listed[m] = true
 				list = append(list, m)
+			case len(list) < maxTaskRows && budget > 0:
+				listed[m] = true
+				list = append(list, m)
+				budget--
 			}
 		}
 		for _, m := range n.Tasks {
@@ -330,7 +356,7 @@ func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, err
 			}
 		}
 		for _, m := range n.Tasks {
-			if len(list) >= maxTaskRows {
+			if len(list) >= maxTaskRows || budget <= 0 {
 				break
 			}
 			add(m)
@@ -367,11 +393,11 @@ func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance) (runView, err
 		tasks = tasks[len(list):]
 		v.Groups = append(v.Groups, g)
 	}
-	if sel >= 0 {
+	if sel >= 0 && whole {
 		v.Sel = u.taskDetail(ctx, tasks[0], sel)
 		u.artifacts(ctx, v.Sel, strings.TrimSpace(c.QueryParam("artifact")))
 	}
-	if v.Final {
+	if v.Final && whole {
 		v.Chart = chart(u.b.Metrics(ctx, gl.Header.Key))
 	}
 	return v, nil
@@ -553,7 +579,7 @@ func mergeSamples(in []runs.Sample) []runs.Sample {
 }
 
 func (u *UI) runPage(c echo.Context) error {
-	v, err := u.runView(c)
+	v, err := u.runView(c, true)
 	if err != nil {
 		return u.pageErr(c, err)
 	}
@@ -561,7 +587,7 @@ func (u *UI) runPage(c echo.Context) error {
 }
 
 func (u *UI) runLive(c echo.Context) error {
-	v, err := u.runView(c)
+	v, err := u.runView(c, false)
 	if err != nil {
 		return u.pageErr(c, err)
 	}
@@ -579,7 +605,9 @@ func (u *UI) pageErr(c echo.Context, err error) error {
 
 func (u *UI) cancelRun(c echo.Context) error {
 	id, key := c.Param("run_id"), c.FormValue("key")
-	if err := u.b.Cancel(c.Request().Context(), key, "cancelled from the web UI"); err != nil && !errors.Is(err, runs.ErrNotRunning) {
+	// A run another server executes is cancelled there: asked, as the API's answer says.
+	if err := u.b.Cancel(c.Request().Context(), key, "cancelled from the web UI"); err != nil && !errors.Is(err, runs.ErrNotRunning) &&
+		!errors.Is(err, runs.ErrCancelRequested) {
 		return u.pageErr(c, err)
 	}
 	return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(id)+"?key="+url.QueryEscape(key))
@@ -601,8 +629,13 @@ func (u *UI) rerun(c echo.Context) error {
 		return u.renderError(c, http.StatusNotFound, "the task "+e.Task+" is no longer in the catalog")
 	}
 	rec, err := u.b.Submit(ctx, t, paramsQuery(e.Params), true)
-	if err != nil {
+	var pe *params.Error
+	switch {
+	case errors.As(err, &pe): // the task's parameters changed since: this run's are refused
 		return u.renderError(c, http.StatusBadRequest, err.Error())
+	case err != nil: // as the trigger form says it: no internals
+		u.log.Warn("ui: rerun", "task", t.Name, "err", err)
+		return u.renderError(c, http.StatusServiceUnavailable, "The run could not be started: "+publicReason(err))
 	}
 	return c.Redirect(http.StatusSeeOther, "/runs/"+url.PathEscape(rec.RunID)+"?key="+url.QueryEscape(rec.Key))
 }
@@ -791,9 +824,14 @@ func (u *UI) logout(c echo.Context) error {
 	return c.Redirect(http.StatusSeeOther, "/login")
 }
 
-// safeNext keeps a redirect on this site: a path, never //host or a scheme.
+// safeNext keeps a redirect on this site: a path, never //host or a scheme. Browsers drop tabs
+// and newlines from a URL and read a backslash as a slash, so "/\t/evil.com" is //evil.com to
+// them: a path with any of those, or one a URL parser reads with a host, goes home instead.
 func safeNext(s string) string {
-	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.HasPrefix(s, "/\\") {
+	if !strings.HasPrefix(s, "/") || strings.HasPrefix(s, "//") || strings.ContainsAny(s, "\\\t\r\n") {
+		return "/"
+	}
+	if u, err := url.Parse(s); err != nil || u.Scheme != "" || u.Host != "" {
 		return "/"
 	}
 	return s

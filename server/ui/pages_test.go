@@ -68,7 +68,7 @@ func TestARunPageListsTheTasksItNames(t *testing.T) {
 			c := e.NewContext(httptest.NewRequest(http.MethodGet, "/runs/r1"+tc.query, nil), httptest.NewRecorder())
 			c.SetParamNames("run_id")
 			c.SetParamValues("r1")
-			v, err := u.runView(c)
+			v, err := u.runView(c, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -120,4 +120,70 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// All groups share one budget of listed members: a graph of many small groups lists a page of
+// them, not every task.
+func TestARunPageOfManyGroupsListsAPage(t *testing.T) {
+	// Join requires 100 Mids; each Mid requires 20 Leaves of its own: 101 groups, 2,100 members.
+	rec := &runs.Record{RunID: "r2", Key: "chains/t/c/Join/1", Status: runs.Done}
+	rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Join", Key: "k0", Status: runs.Done})
+	for i := 0; i < 100; i++ {
+		mid := len(rec.Tasks)
+		rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Mid", Key: fmt.Sprintf("k%d", mid), Status: runs.Done})
+		rec.Tasks[0].Requires = append(rec.Tasks[0].Requires, mid)
+		for j := 0; j < 20; j++ {
+			leaf := len(rec.Tasks)
+			rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Leaf", Key: fmt.Sprintf("k%d", leaf), Status: runs.Done})
+			rec.Tasks[mid].Requires = append(rec.Tasks[mid].Requires, leaf)
+		}
+	}
+	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r2", Key: rec.Key, Type: "t", Chain: "c", Task: "Join"}, rec: rec},
+		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/runs/r2", nil), httptest.NewRecorder())
+	c.SetParamNames("run_id")
+	c.SetParamValues("r2")
+	v, err := u.runView(c, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listed, more := 0, 0
+	for _, g := range v.Groups {
+		listed += len(g.Members)
+		more += g.More
+		for _, m := range g.Members {
+			if m.Key != fmt.Sprintf("k%d", m.Index) {
+				t.Fatalf("member row %d shows task %s", m.Index, m.Key)
+			}
+		}
+	}
+	if len(v.Groups) != 101 || listed != maxGroupRows || listed+more != 2100 {
+		t.Errorf("%d groups list %d members, %d more; want 101 groups, %d listed of 2,100", len(v.Groups), listed, more, maxGroupRows)
+	}
+	if v.Sel != nil {
+		t.Error("the live fragment read the selected task's out and log, which it does not show")
+	}
+}
+
+// The page a login goes on to is one of this site's: browsers drop tabs and newlines from a
+// URL and read a backslash as a slash, so none of those may hide a //host.
+func TestSafeNextStaysOnThisSite(t *testing.T) {
+	for in, want := range map[string]string{
+		"/runs/abc?key=x":  "/runs/abc?key=x",
+		"/catalog":         "/catalog",
+		"//evil.com":       "/",
+		"/\\evil.com":      "/",
+		"/\t/evil.com":     "/",
+		"/\n/evil.com":     "/",
+		"/\r/evil.com":     "/",
+		"https://evil.com": "/",
+		"evil.com":         "/",
+		"":                 "/",
+		"/%2F%2Fevil.com":  "/%2F%2Fevil.com", // a path on this site
+		"/runs/x#frag":     "/runs/x#frag",
+	} {
+		if got := safeNext(in); got != want {
+			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
 }

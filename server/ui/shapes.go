@@ -31,9 +31,9 @@ type shapeEntry struct {
 
 // shapeCacheTasks bounds the tasks of the cached shapes: a task drawn in a group costs a byte
 // and a place in its group's list (some 10 bytes), one drawn alone a node and an edge (some
-// 250 bytes): 2 to 50 MB at most. Twice the biggest graph a run may have by default
-// (NECTAR_MAX_TASKS).
-const shapeCacheTasks = 200_000
+// 250 bytes): 3 to 60 MB at most. Two of the biggest graphs a run may have by default
+// (NECTAR_MAX_TASKS), with room to spare.
+const shapeCacheTasks = 250_000
 
 func newShapeCache(budget int) *shapeCache {
 	return &shapeCache{budget: budget, lru: list.New(), byRun: map[string]*list.Element{}}
