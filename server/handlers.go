@@ -517,7 +517,10 @@ func (s *Server) presign(ctx context.Context, key string) string {
 
 // status answers GET /api/chainstatus?chain=<key>/out&expires=&signature=.
 func (s *Server) status(c echo.Context) error {
-	q := c.QueryParams()
+	q, err := catalog.ParseRawQuery(c.Request().URL.RawQuery) // (a pair it cannot read is not dropped)
+	if err != nil {
+		return err
+	}
 	chain := q.Get("chain")
 	if chain == "" {
 		return &params.Error{Param: "chain", Reason: "is required (use the status_url a POST returned)"}

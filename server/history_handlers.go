@@ -10,6 +10,7 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"nectar/chains/params"
+	"nectar/server/catalog"
 	"nectar/server/history"
 	"nectar/targets"
 )
@@ -32,7 +33,11 @@ func (s *Server) listRuns(c echo.Context) error {
 	if s.history == nil {
 		return ErrHistoryOff
 	}
-	p, withCounts, err := history.ParseQuery(c.QueryParams())
+	q, err := catalog.ParseRawQuery(c.Request().URL.RawQuery) // (a pair it cannot read is not dropped)
+	if err != nil {
+		return err
+	}
+	p, withCounts, err := history.ParseQuery(q)
 	if err != nil {
 		return err
 	}

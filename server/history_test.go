@@ -172,6 +172,8 @@ func TestRunHistoryListsEveryRun(t *testing.T) {
 		"/api/runs/nosuchrun":                         `no run "nosuchrun" in the history`,
 		"/api/runs?limit=501":                         `parameter "limit": "501" must be between 1 and 500`,
 		"/api/runs?status=done":                       `parameter "status": "done" is not one of PENDING, RUNNING, DONE, FAILED, CANCELLED`,
+		"/api/runs?status=FAILED%":                    `parameter "status": "status=FAILED%" has a '%' that starts no valid escape`,
+		"/api/runs?status=FAILED;":                    `parameter "status": "status=FAILED;" contains ';'`,
 		"/api/runs?cursor=xyz":                        `parameter "cursor": "xyz" is not a cursor from a previous page`,
 		"/api/runs?since=yesterday":                   `parameter "since": "yesterday" is not a date`,
 		"/api/runs?tsak=HelloTask":                    `parameter "tsak": is not a filter of /api/runs`,

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"nectar/server/catalog"
 	"net/http"
 	"net/url"
 	"os"
@@ -39,7 +40,10 @@ func (s *Server) liveLogURL(taskKey, worker string) string {
 const followPoll = 100 * time.Millisecond
 
 func (s *Server) taskLog(c echo.Context) error {
-	q := c.QueryParams()
+	q, err := catalog.ParseRawQuery(c.Request().URL.RawQuery) // (a pair it cannot read is not dropped)
+	if err != nil {
+		return err
+	}
 	key := q.Get("task")
 	if err := s.signer.Verify(signing.PurposeLog, key, q.Get("expires"), q.Get("signature")); err != nil {
 		return fmt.Errorf("log URL for %q: %w", clip(key), err)

@@ -605,6 +605,10 @@ func (u *UI) pageErr(c echo.Context, err error) error {
 
 func (u *UI) cancelRun(c echo.Context) error {
 	id, key := c.Param("run_id"), c.FormValue("key")
+	// The key's run now, not a later one a stale page does not know of (a rerun of the task).
+	if g, err := u.b.Glance(c.Request().Context(), key); err == nil && g.Header.RunID != id {
+		return u.renderError(c, http.StatusConflict, "This run is over: a later run of the same task holds its key now. Cancel that one from its own page.")
+	}
 	// A run another server executes is cancelled there: asked, as the API's answer says.
 	if err := u.b.Cancel(c.Request().Context(), key, "cancelled from the web UI"); err != nil && !errors.Is(err, runs.ErrNotRunning) &&
 		!errors.Is(err, runs.ErrCancelRequested) {

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/labstack/echo/v4"
@@ -31,6 +33,7 @@ func (pageBackend) LiveLogURL(string, string) string                  { return "
 func (pageBackend) DownloadURL(context.Context, string) string        { return "/dl" }
 func (pageBackend) Head(context.Context, string, int) ([]byte, error) { return []byte("out"), nil }
 func (pageBackend) Metrics(context.Context, string) *runs.Metrics     { return nil }
+func (pageBackend) TokensRequired() bool                              { return false }
 
 // A run page lists, of a group of 500 leaves, its failed members first, then the selected one,
 // then the others up to maxTaskRows; the tasks table lists the ungrouped ones and the selected
@@ -184,6 +187,45 @@ func TestSafeNextStaysOnThisSite(t *testing.T) {
 	} {
 		if got := safeNext(in); got != want {
 			t.Errorf("safeNext(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// cancelBackend records what it is asked to cancel.
+type cancelBackend struct {
+	pageBackend
+	cancelled *[]string
+}
+
+func (b cancelBackend) Cancel(_ context.Context, key, _ string) error {
+	*b.cancelled = append(*b.cancelled, key)
+	return nil
+}
+
+// A stale page's Cancel does not stop the later run that holds its key now.
+func TestCancelStopsOnlyThePagesRun(t *testing.T) {
+	rec := &runs.Record{RunID: "new", Key: "chains/t/c/Join/0", Status: runs.Running}
+	var cancelled []string
+	u, err := New(cancelBackend{pageBackend{rec: rec}, &cancelled}, slog.Default())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		run       string
+		code      int
+		cancelled int
+	}{{"old", http.StatusConflict, 0}, {"new", http.StatusSeeOther, 1}} {
+		rr := httptest.NewRecorder()
+		req := httptest.NewRequest(http.MethodPost, "/runs/"+tc.run+"/cancel", strings.NewReader("key="+url.QueryEscape(rec.Key)))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		c := echo.New().NewContext(req, rr)
+		c.SetParamNames("run_id")
+		c.SetParamValues(tc.run)
+		if err := u.cancelRun(c); err != nil {
+			t.Fatal(err)
+		}
+		if rr.Code != tc.code || len(cancelled) != tc.cancelled {
+			t.Errorf("cancel of run %s: %d, %d cancels sent; want %d, %d", tc.run, rr.Code, len(cancelled), tc.code, tc.cancelled)
 		}
 	}
 }

@@ -59,8 +59,7 @@ func Target(ctx context.Context, spec string, getenv func(string) string, localS
 			return nil, fmt.Errorf("NECTAR_TARGET: %s=%s: credentials do not go in the URL: set them in the environment", name, e.Redacted())
 		}
 	}
-	// What messages show of the target from here on: nothing in it is a secret now.
-	spec = u.String()
+	// From here on messages show spec as it is: it holds no credentials (checked above).
 	switch scheme {
 	case "s3":
 		if err := onlyParams(q, "endpoint", "public_endpoint", "region"); err != nil {
