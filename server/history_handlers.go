@@ -88,7 +88,7 @@ func (s *Server) getRun(c echo.Context) error {
 		return ErrHistoryOff
 	}
 	id := c.Param("run_id")
-	if len(id) > 64 {
+	if len(id) > 64 || !history.Text(id) {
 		return &params.Error{Param: "run_id", Value: id, Reason: "is not a run id"}
 	}
 	ctx, cancel := context.WithTimeout(c.Request().Context(), historyTimeout)

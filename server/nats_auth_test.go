@@ -81,6 +81,7 @@ func TestAnUnreachableQueueIsA503(t *testing.T) {
 	for _, tc := range []struct{ method, path string }{
 		{"POST", "/api/chains/testchains/hello_chain/HelloTask?name=during-the-outage"},
 		{"GET", "/api/workers"},
+		{"POST", "/api/workers/some-worker/drain"},
 	} {
 		start := time.Now()
 		resp, err := http.DefaultClient.Do(mustRequest(t, tc.method, ts.url+tc.path))

@@ -29,7 +29,7 @@ func (b uiBackend) ListRuns(ctx context.Context, p history.ListParams, counts bo
 }
 
 func (b uiBackend) GetRun(ctx context.Context, runID string) (history.Entry, error) {
-	if b.s.history == nil || len(runID) > 64 {
+	if b.s.history == nil || len(runID) > 64 || !history.Text(runID) {
 		return history.Entry{}, history.ErrNotFound
 	}
 	ctx, cancel := context.WithTimeout(ctx, historyTimeout)

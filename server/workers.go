@@ -49,6 +49,9 @@ func (s *Server) drainWorker(c echo.Context) error {
 	if s.queue == nil {
 		return s.noWorkers()
 	}
+	if err := s.queueReachable(); err != nil { // as the list says it: 503, not a bare 500
+		return err
+	}
 	id := c.Param("id")
 	w, err := s.runs.DrainWorker(c.Request().Context(), id)
 	if err != nil {

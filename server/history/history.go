@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Statuses a run goes through (the same words as the run record's).
@@ -150,11 +151,15 @@ func DecodeCursor(s string) (*Cursor, error) {
 	}
 	ts, id, ok := strings.Cut(string(b), ":")
 	micros, err := strconv.ParseInt(ts, 10, 64)
-	if !ok || err != nil || id == "" || len(id) > 64 {
+	if !ok || err != nil || id == "" || len(id) > 64 || !Text(id) {
 		return nil, ErrBadCursor
 	}
 	return &Cursor{SubmittedAt: time.UnixMicro(micros).UTC(), RunID: id}, nil
 }
+
+// Text reports whether s can be a value the index compares: valid UTF-8 without a NUL byte
+// (PostgreSQL refuses either in a text parameter, which would read as the database failing).
+func Text(s string) bool { return utf8.ValidString(s) && !strings.ContainsRune(s, 0) }
 
 // Hit is a number of POSTs to count on the latest run of a key.
 type Hit struct {

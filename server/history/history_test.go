@@ -1,9 +1,12 @@
 package history
 
 import (
+	"encoding/base64"
+	"errors"
 	"strings"
 	"testing"
 	"testing/fstest"
+	"time"
 )
 
 func TestLoadMigrations(t *testing.T) {
@@ -51,5 +54,20 @@ func TestParamValues(t *testing.T) {
 	got := ParamValues(`{"b":[1,"x"],"a":"text","c":2.5,"d":true}`)
 	if want := "text\n1,x\n2.5\ntrue\n"; got != want {
 		t.Errorf("ParamValues = %q, want %q", got, want)
+	}
+}
+
+// A cursor reads back what it was made of, and one whose run id is not text (PostgreSQL would
+// refuse it, which would read as the database failing) is not a cursor.
+func TestDecodeCursor(t *testing.T) {
+	at := time.Date(2026, 11, 30, 12, 0, 0, 0, time.UTC)
+	c, err := DecodeCursor(Cursor{SubmittedAt: at, RunID: "r1"}.Encode())
+	if err != nil || !c.SubmittedAt.Equal(at) || c.RunID != "r1" {
+		t.Errorf("round trip = %+v, %v", c, err)
+	}
+	for _, raw := range []string{"1:\xff", "1:a\x00b", "x:r1", "1:", "nocolon"} {
+		if _, err := DecodeCursor(base64.RawURLEncoding.EncodeToString([]byte(raw))); !errors.Is(err, ErrBadCursor) {
+			t.Errorf("DecodeCursor(%q) = %v, want ErrBadCursor", raw, err)
+		}
 	}
 }

@@ -30,6 +30,9 @@ func ParseQuery(q url.Values) (p ListParams, withCounts bool, err error) {
 		if *f.dst, err = get(f.name); err != nil {
 			return p, false, err
 		}
+		if !Text(*f.dst) {
+			return p, false, &params.Error{Param: f.name, Value: *f.dst, Reason: "is not text (it holds a NUL byte or invalid UTF-8)"}
+		}
 	}
 	for _, t := range []struct {
 		name string
