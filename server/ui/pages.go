@@ -20,6 +20,7 @@ import (
 	"nectar/server/catalog"
 	"nectar/server/history"
 	"nectar/server/runs"
+	"nectar/targets"
 )
 
 // ---- runs ----
@@ -149,6 +150,7 @@ type selView struct {
 	Live                     bool
 	LogURL                   string
 	LogText                  string
+	LogUnread                bool // the store did not answer: not "the log is empty"
 	LogTruncated             bool
 	OutURL, LogDL, ParamsURL string
 	Params                   string // the task's canonical parameters, from the run record
@@ -435,6 +437,8 @@ func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
 		s.LogDL = u.b.DownloadURL(ctx, t.Key+"/"+runs.LogName)
 		s.LogTruncated = len(b) > previewBytes
 		s.LogText = validText(b[:min(len(b), previewBytes)])
+	} else if !errors.Is(err, targets.ErrNotExist) {
+		s.LogUnread = true
 	}
 	if t.Status != runs.Done {
 		return s

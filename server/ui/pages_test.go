@@ -14,6 +14,7 @@ import (
 
 	"nectar/server/history"
 	"nectar/server/runs"
+	"nectar/targets"
 )
 
 // pageBackend serves one stored run to runView; the methods it does not define are not used
@@ -226,6 +227,37 @@ func TestCancelStopsOnlyThePagesRun(t *testing.T) {
 		}
 		if rr.Code != tc.code || len(cancelled) != tc.cancelled {
 			t.Errorf("cancel of run %s: %d, %d cancels sent; want %d, %d", tc.run, rr.Code, len(cancelled), tc.code, tc.cancelled)
+		}
+	}
+}
+
+// headBackend answers every read of a stored object with err.
+type headBackend struct {
+	pageBackend
+	err error
+}
+
+func (b headBackend) Head(context.Context, string, int) ([]byte, error) { return nil, b.err }
+
+// A log the store did not answer for is not shown as an empty one.
+func TestAnUnreadLogIsNotAnEmptyOne(t *testing.T) {
+	rec := &runs.Record{RunID: "r3", Key: "chains/t/c/T/3", Status: runs.Failed,
+		Tasks: []runs.TaskState{{Chain: "c", Task: "T", Key: "chains/t/c/T/3", Status: runs.Failed}}}
+	for _, tc := range []struct {
+		err    error
+		unread bool
+	}{{targets.ErrNotExist, false}, {fmt.Errorf("reading: %w", targets.ErrUnavailable), true}} {
+		u := &UI{b: headBackend{pageBackend{entry: history.Entry{RunID: "r3", Key: rec.Key}, rec: rec}, tc.err}, log: slog.Default(),
+			shapes: newShapeCache(shapeCacheTasks)}
+		c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/runs/r3", nil), httptest.NewRecorder())
+		c.SetParamNames("run_id")
+		c.SetParamValues("r3")
+		v, err := u.runView(c, true)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Sel == nil || v.Sel.LogUnread != tc.unread || v.Sel.LogText != "" {
+			t.Errorf("log read failing with %v: unread %v, want %v", tc.err, v.Sel != nil && v.Sel.LogUnread, tc.unread)
 		}
 	}
 }
