@@ -36,6 +36,19 @@ func (pageBackend) Head(context.Context, string, int) ([]byte, error) { return [
 func (pageBackend) Metrics(context.Context, string) *runs.Metrics     { return nil }
 func (pageBackend) TokensRequired() bool                              { return false }
 
+// viewRun reads run id's page (query: "?task=N" or ""), whole or its live fragment.
+func viewRun(t *testing.T, u *UI, id, query string, whole bool) runView {
+	t.Helper()
+	c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/runs/"+id+query, nil), httptest.NewRecorder())
+	c.SetParamNames("run_id")
+	c.SetParamValues(id)
+	v, err := u.runView(c, whole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
 // A run page lists, of a group of 500 leaves, its failed members first, then the selected one,
 // then the others up to maxTaskRows; the tasks table lists the ungrouped ones and the selected
 // one; every row shows the task at its index (what a page copies is picked by index, rows
@@ -68,14 +81,7 @@ func TestARunPageListsTheTasksItNames(t *testing.T) {
 		{"the root is selected", "?task=0", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			e := echo.New()
-			c := e.NewContext(httptest.NewRequest(http.MethodGet, "/runs/r1"+tc.query, nil), httptest.NewRecorder())
-			c.SetParamNames("run_id")
-			c.SetParamValues("r1")
-			v, err := u.runView(c, true)
-			if err != nil {
-				t.Fatal(err)
-			}
+			v := viewRun(t, u, "r1", tc.query, true)
 			if v.Sel == nil || v.Sel.Task.Index != tc.sel || v.Sel.Task.Key != fmt.Sprintf("k%d", tc.sel) {
 				t.Fatalf("selected task = %+v, want index %d", v.Sel, tc.sel)
 			}
@@ -144,13 +150,7 @@ func TestARunPageOfManyGroupsListsAPage(t *testing.T) {
 	}
 	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r2", Key: rec.Key, Type: "t", Chain: "c", Task: "Join"}, rec: rec},
 		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
-	c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/runs/r2", nil), httptest.NewRecorder())
-	c.SetParamNames("run_id")
-	c.SetParamValues("r2")
-	v, err := u.runView(c, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	v := viewRun(t, u, "r2", "", false)
 	listed, more := 0, 0
 	for _, g := range v.Groups {
 		listed += len(g.Members)
@@ -249,13 +249,7 @@ func TestAnUnreadLogIsNotAnEmptyOne(t *testing.T) {
 	}{{targets.ErrNotExist, false}, {fmt.Errorf("reading: %w", targets.ErrUnavailable), true}} {
 		u := &UI{b: headBackend{pageBackend{entry: history.Entry{RunID: "r3", Key: rec.Key}, rec: rec}, tc.err}, log: slog.Default(),
 			shapes: newShapeCache(shapeCacheTasks)}
-		c := echo.New().NewContext(httptest.NewRequest(http.MethodGet, "/runs/r3", nil), httptest.NewRecorder())
-		c.SetParamNames("run_id")
-		c.SetParamValues("r3")
-		v, err := u.runView(c, true)
-		if err != nil {
-			t.Fatal(err)
-		}
+		v := viewRun(t, u, "r3", "", true)
 		if v.Sel == nil || v.Sel.LogUnread != tc.unread || v.Sel.LogText != "" {
 			t.Errorf("log read failing with %v: unread %v, want %v", tc.err, v.Sel != nil && v.Sel.LogUnread, tc.unread)
 		}
