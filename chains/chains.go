@@ -250,13 +250,17 @@ func (c *Context) SourceFile(path string) (*os.File, error) {
 	return f, nil
 }
 
+// MaxArtifacts is the most artifacts a task makes: each is listed in its run's record and in
+// the status answers that show the task, with a URL of its own.
+const MaxArtifacts = 1000
+
 // Artifact creates a named output of the task besides out: a plot, a report, a file per
 // airport. name is a relative path of letters, digits and "._=-" segments ("ATL/daily.png").
 // What is written becomes visible only when Run returns nil, at the same moment as out, at
 // <key>/artifacts/<name> in the store; the status answer lists each artifact with a download
 // URL and a content type (from the name's extension), and the run page shows images inline.
 // Close it when done; Run's end closes whatever is left open. Creating a name twice starts it
-// again.
+// again. A task makes at most MaxArtifacts.
 func (c *Context) Artifact(name string) (io.WriteCloser, error) {
 	if err := checkStorePath(name); err != nil {
 		return nil, fmt.Errorf("chains: Artifact(%q): %w", name, err)
@@ -278,6 +282,12 @@ func (c *Context) Artifact(name string) (io.WriteCloser, error) {
 		f.Close()
 		os.Remove(p)
 		return nil, fmt.Errorf("chains: Artifact(%q): Run has returned", name)
+	}
+	if c.artifacts[name] == nil && len(c.artifacts) >= MaxArtifacts {
+		c.artMu.Unlock()
+		f.Close()
+		os.Remove(p)
+		return nil, fmt.Errorf("chains: Artifact(%q): a task makes at most %d artifacts: put more files in one archive", name, MaxArtifacts)
 	}
 	if c.artifacts == nil {
 		c.artifacts = map[string]*os.File{}

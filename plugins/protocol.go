@@ -9,6 +9,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/go-plugin"
@@ -21,8 +22,9 @@ import (
 // ProtocolVersion is bumped only when host and plugin can no longer talk to each other. 2: the
 // host relies on RunTaskResponse.Artifacts and syncs batches itself (RunTaskRequest.NoSync), so
 // a plugin built before would lose its tasks' artifacts. 3: tasks go over the RunTasks stream
-// (taskstream.go).
-const ProtocolVersion = 3
+// (taskstream.go). 4: RunTaskRequest.InputRoot (a plugin built before would read a join's
+// inputs at paths relative to its working folder).
+const ProtocolVersion = 4
 
 // Handshake is shared by host and plugins. The cookie never changes: it only stops a plugin
 // binary from being run by hand by mistake.
@@ -135,6 +137,12 @@ type RunTaskRequest struct {
 	OutPath string   `json:"out_path"`
 	LogPath string   `json:"log_path"`
 	Inputs  []string `json:"inputs,omitempty"`
+	// InputRoot and InputName, when InputRoot is set, say that each of Inputs is a folder under
+	// InputRoot holding its input as InputName (a local store: Inputs are the required tasks'
+	// keys). A join of thousands of tasks then costs the host the keys it already holds, not a
+	// path built for each (InputPaths builds them in the plugin).
+	InputRoot string `json:"input_root,omitempty"`
+	InputName string `json:"input_name,omitempty"`
 	// ArtifactDir is the folder (made by the plugin when needed) the task's artifacts go to.
 	ArtifactDir string `json:"artifact_dir,omitempty"`
 	// Connections are the values of the connections the task declares, by name: secrets, so
@@ -153,6 +161,18 @@ type RunTaskRequest struct {
 	// Queue is, with Plain, the queue the catalog says the task names ("": its chain type's),
 	// which the plugin checks too.
 	Queue string `json:"queue,omitempty"`
+}
+
+// InputPaths are the files the task reads its inputs from, in Requires order.
+func (r *RunTaskRequest) InputPaths() []string {
+	if r.InputRoot == "" {
+		return r.Inputs
+	}
+	paths := make([]string, len(r.Inputs))
+	for i, in := range r.Inputs {
+		paths[i] = filepath.Join(r.InputRoot, filepath.FromSlash(in), r.InputName)
+	}
+	return paths
 }
 
 // RunTaskResponse reports how user code ended. A task failure is data, not an RPC error: an RPC

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"nectar/chains"
 	"nectar/server/history/pgtest"
 	"nectar/server/runs"
 	"nectar/targets"
@@ -148,6 +149,17 @@ func TestArtifactsAreCommittedWithOut(t *testing.T) {
 	}
 	if ok, _ := targets.Exists(context.Background(), ts.Store(), "reports/testchains/failed/first.txt"); ok {
 		t.Errorf("a failed task published its artifact")
+	}
+
+	// One artifact more than a task makes: the task fails saying so, with none stored.
+	over := ts.postWait(t, fmt.Sprintf("/api/chains/testchains/data_chain/ArtifactsTask?count=%d&wait=60s", chains.MaxArtifacts+1), nil)
+	if over.run.JobStatus == nil || *over.run.JobStatus != runs.Failed || over.run.Error == nil ||
+		!strings.Contains(*over.run.Error, fmt.Sprintf("a task makes at most %d artifacts", chains.MaxArtifacts)) {
+		t.Fatalf("ArtifactsTask of %d artifacts: %v %v; want FAILED, naming the bound", chains.MaxArtifacts+1, over.run.JobStatus, over.run.Error)
+	}
+	keys, err = ts.Store().List(context.Background(), over.run.Key+"/"+runs.ArtifactsDir+"/")
+	if err != nil || len(keys) != 0 {
+		t.Errorf("a task over the bound left %d artifacts: %v", len(keys), err)
 	}
 }
 

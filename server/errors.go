@@ -60,8 +60,8 @@ var errorTable = []struct {
 	{target: queue.ErrNoWorker, code: http.StatusNotFound},
 	{target: runs.ErrWorkerLost, code: http.StatusConflict},
 	{target: targets.ErrNotExist, code: http.StatusNotFound},
-	{target: echo.ErrNotFound, code: http.StatusNotFound}, // no route: errorHandler names the path
-	{target: echo.ErrMethodNotAllowed, code: http.StatusMethodNotAllowed, public: "this endpoint does not take that method"},
+	{target: echo.ErrNotFound, code: http.StatusNotFound},                 // no route: errorHandler names the path
+	{target: echo.ErrMethodNotAllowed, code: http.StatusMethodNotAllowed}, // errorHandler names the methods
 	{target: echo.ErrStatusRequestEntityTooLarge, code: http.StatusRequestEntityTooLarge, public: "the request body is over 1 MB"},
 	{target: ErrUnsupportedBody, code: http.StatusUnsupportedMediaType},
 	{target: runs.ErrQueueFull, code: http.StatusTooManyRequests, retry: true},
@@ -167,6 +167,12 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		data = map[string]any{"request_id": id}
 	case errors.Is(err, echo.ErrNotFound):
 		msg = "no such endpoint: " + req.Method + " " + clip(req.URL.Path)
+	case errors.Is(err, echo.ErrMethodNotAllowed):
+		// echo's router has set Allow to the methods the path takes.
+		msg = clip(req.URL.Path) + " does not take the method " + req.Method
+		if allow := c.Response().Header().Get(echo.HeaderAllow); allow != "" {
+			msg += "; it takes " + allow
+		}
 	case msg == "":
 		msg = clientText(err)
 	}

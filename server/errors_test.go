@@ -80,7 +80,7 @@ func TestErrorTable(t *testing.T) {
 		{"unknown chain type", get("/api/chains/nope"), 404, `unknown chain type "nope"`, false},
 		{"not found", get("/api/download/" + key + "/out?" + signed(signing.PurposeDownload, key+"/out", time.Minute)), 404, key + "/out: no such object", false},
 		{"unknown endpoint", get("/api/nothing"), 404, "no such endpoint: GET /api/nothing", false},
-		{"method not allowed", httptest.NewRequest("PUT", "/api/chains", nil), 405, "this endpoint does not take that method", false},
+		{"method not allowed", httptest.NewRequest("PUT", "/api/chains", nil), 405, "/api/chains does not take the method PUT; it takes OPTIONS, GET", false},
 		{"too large", httptest.NewRequest("POST", "/api/chains/testchains/hello_chain/HelloTask", strings.NewReader(strings.Repeat("x", 2<<20))), 413, "the request body is over 1 MB", false},
 		{"queue full", get("/test/fail/queue"), 429, "run queue is full (3 runs waiting)", true},
 		{"store unavailable", get("/test/fail/store"), 503, "target store unavailable", false},

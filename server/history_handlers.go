@@ -41,7 +41,7 @@ func (s *Server) listRuns(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	page, counts, err := s.pageOfRuns(c.Request().Context(), p, withCounts)
+	page, counts, err := s.pageOfRuns(c.Request().Context(), p, withCounts, false)
 	if err != nil {
 		return err
 	}
@@ -57,8 +57,10 @@ func (s *Server) listRuns(c echo.Context) error {
 }
 
 // pageOfRuns is a page of the history and, with counts, the counts by status for its filter:
-// what GET /api/runs and the UI's runs page both show.
-func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error) {
+// what GET /api/runs and the UI's runs page both show. The page refreshing itself every 2 s
+// takes counts a moment old (Index.CountByStatus: they may cost a scan of the history); the
+// API counts when asked.
+func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts, reuseCounts bool) (history.Page, map[string]int64, error) {
 	if s.history == nil {
 		return history.Page{}, nil, ErrHistoryOff
 	}
@@ -75,7 +77,11 @@ func (s *Server) pageOfRuns(ctx context.Context, p history.ListParams, counts bo
 	if !counts {
 		return page, nil, nil
 	}
-	c, err := d.CountByStatus(ctx, p.Filter)
+	count := d.CountByStatus
+	if reuseCounts {
+		count = s.history.CountByStatus
+	}
+	c, err := count(ctx, p.Filter)
 	if err != nil {
 		return page, nil, s.historyErr(err)
 	}

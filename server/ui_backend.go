@@ -25,7 +25,7 @@ var _ ui.Backend = uiBackend{}
 func (b uiBackend) Catalog() *catalog.Catalog { return b.s.catalog }
 
 func (b uiBackend) ListRuns(ctx context.Context, p history.ListParams, counts bool) (history.Page, map[string]int64, error) {
-	return b.s.pageOfRuns(ctx, p, counts)
+	return b.s.pageOfRuns(ctx, p, counts, true)
 }
 
 func (b uiBackend) GetRun(ctx context.Context, runID string) (history.Entry, error) {

@@ -153,6 +153,8 @@ type InfoPutter interface {
 // LocalPather is offered by stores whose objects are local files that a plugin can read directly.
 type LocalPather interface {
 	LocalPath(key string) (string, error)
+	// Root is the folder all keys are under: the object of a (valid) key k is Root()/k.
+	Root() string
 }
 
 // CheckKey rejects keys that could escape the store: absolute, unclean, or with .. segments.

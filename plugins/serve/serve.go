@@ -369,7 +369,7 @@ func (r *runner) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*plu
 	}
 	var publishMu sync.Mutex
 	publish := map[string]string{}
-	tio := taskrun.IO{Context: ctx, Out: outf, Log: logw, Inputs: req.Inputs,
+	tio := taskrun.IO{Context: ctx, Out: outf, Log: logw, Inputs: req.InputPaths(),
 		Source: r.source(ctx, req.HostService), ArtifactDir: req.ArtifactDir, Connections: req.Connections,
 		Publish: func(name, path string) { publishMu.Lock(); publish[name] = path; publishMu.Unlock() }}
 	if req.Key != "" {

@@ -46,11 +46,29 @@ func ParseRawQuery(raw string) (url.Values, error) {
 // JSON type against the parameter's: a string for an int is an error naming the parameter. A
 // name given both here and in query is an error too (which one was meant?).
 func (t *Task) ParseJSONBody(body []byte, query url.Values) (url.Values, error) {
+	notObject := &params.Error{Param: "body", Reason: "is not a JSON object of parameters, such as {\"name\": \"ada\"}"}
 	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.UseNumber()
-	var obj map[string]json.RawMessage
-	if err := dec.Decode(&obj); err != nil || obj == nil {
-		return nil, &params.Error{Param: "body", Reason: "is not a JSON object of parameters, such as {\"name\": \"ada\"}"}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
+		return nil, notObject
+	}
+	// Read name by name: a map would keep the last of a name given twice, running what
+	// nobody may have meant (a repeated query parameter is refused too).
+	obj := map[string]json.RawMessage{}
+	for dec.More() {
+		tok, err := dec.Token()
+		name, ok := tok.(string)
+		var raw json.RawMessage
+		if err != nil || !ok || dec.Decode(&raw) != nil {
+			return nil, notObject
+		}
+		if _, twice := obj[name]; twice {
+			return nil, &params.Error{Param: name, Reason: "is given twice in the JSON body; give it once"}
+		}
+		obj[name] = raw
+	}
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('}') {
+		return nil, notObject
 	}
 	if dec.More() {
 		return nil, &params.Error{Param: "body", Reason: "holds more than one JSON value"}

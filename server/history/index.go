@@ -25,6 +25,8 @@ type Index struct {
 
 	stop    chan struct{}
 	stopped chan struct{}
+
+	counts counts // CountByStatus's answers
 }
 
 // FlushInterval is how often changes reach the database: the lag of the runs list behind the

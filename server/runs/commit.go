@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"nectar/chains"
 	"nectar/targets"
 )
 
@@ -318,14 +319,19 @@ func (l *lane) commitFile(ctx context.Context, file, key string) error {
 // artifact under the key stays the record of this run). Beside the key, the artifacts are
 // returned to be renamed with the task's other files; otherwise they are PUT here.
 func (l *lane) commitArtifacts(ctx context.Context, job *taskJob, artDir string, publish map[string]string, beside bool) ([]Artifact, []stagedFile, error) {
+	// Listed first, whole: a task over the bound, or with a publish path it may not have,
+	// fails with nothing of it stored.
 	var arts []Artifact
-	var staged []stagedFile
+	var paths []string
 	err := filepath.WalkDir(artDir, func(p string, d fs.DirEntry, err error) error {
 		if errors.Is(err, fs.ErrNotExist) && p == artDir {
 			return fs.SkipAll // the task made no artifact
 		}
 		if err != nil || d.IsDir() {
 			return err
+		}
+		if len(arts) == chains.MaxArtifacts { // its plugin let it write more (chains.Artifact does not)
+			return fmt.Errorf("%w: it made more than %d artifacts: put more files in one archive", errTaskArtifacts, chains.MaxArtifacts)
 		}
 		rel, _ := filepath.Rel(artDir, p)
 		name := filepath.ToSlash(rel)
@@ -337,29 +343,42 @@ func (l *lane) commitArtifacts(ctx context.Context, job *taskJob, artDir string,
 		if a.Published != "" {
 			// The plugin checked the path; the host does not take its word for it.
 			if err := checkPublishPath(a.Published); err != nil {
-				return fmt.Errorf("artifact %s: publish path %q: %w", name, a.Published, err)
+				return fmt.Errorf("%w: artifact %s: publish path %q: %w", errTaskArtifacts, name, a.Published, err)
 			}
-			f, err := os.Open(p)
+		}
+		arts = append(arts, a)
+		paths = append(paths, p)
+		return nil
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	var staged []stagedFile
+	for i, a := range arts {
+		if a.Published != "" {
+			f, err := os.Open(paths[i])
 			if err != nil {
-				return fmt.Errorf("%w: %w", errStaging, err)
+				return nil, nil, fmt.Errorf("%w: %w", errStaging, err)
 			}
 			err = l.m.cfg.Store.Put(ctx, a.Published, f)
 			f.Close()
 			if err != nil {
-				return err
+				return nil, nil, err
 			}
 		}
-		key := job.Key + "/" + ArtifactsDir + "/" + name
+		key := job.Key + "/" + ArtifactsDir + "/" + a.Name
 		if beside {
-			staged = append(staged, stagedFile{p, key})
-		} else if err := l.commitFile(ctx, p, key); err != nil {
-			return err
+			staged = append(staged, stagedFile{paths[i], key})
+		} else if err := l.commitFile(ctx, paths[i], key); err != nil {
+			return nil, nil, err
 		}
-		arts = append(arts, a)
-		return nil
-	})
-	return arts, staged, err
+	}
+	return arts, staged, nil
 }
+
+// errTaskArtifacts is a task's artifacts refused: its own fault, not the store's (no retry
+// helps, and its record says what was wrong).
+var errTaskArtifacts = errors.New("artifacts refused")
 
 // checkPublishPath refuses paths outside what a task may publish to: the server's own areas
 // and its files (a segment starting with ".").

@@ -363,7 +363,7 @@ func (p *fakeProc) RunTask(ctx context.Context, req *plugins.RunTaskRequest) (*p
 		}
 	}
 	var ins []string
-	for _, in := range req.Inputs {
+	for _, in := range req.InputPaths() {
 		bs, err := os.ReadFile(in)
 		if err != nil {
 			return &plugins.RunTaskResponse{Error: "reading an input: " + err.Error()}, nil

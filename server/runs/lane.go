@@ -63,15 +63,14 @@ type lane struct {
 
 	spoolPrefix string // run-unique prefix of the task files in the spool
 	// folders is the local store's fast path (nil elsewhere): files staged beside their key.
-	folders       targets.Folders
-	spoolNear     atomic.Int32    // the spool is on the keys' file system: 0 unknown, 1 yes, 2 no (prepare)
-	spooledInputs bool            // upstream outs are downloaded to the spool (not local)
-	kept          keptOuts        // spool copies of the outs it uploaded, for its later tasks
-	tainted       atomic.Bool     // a task panicked, timed out or lost its process: no reuse
-	commits       chan *commitJob // to the batcher (local store)
-	executing     chan struct{}   // a slot per task executing (TaskParallelism)
-	halted        atomic.Bool     // a fatal failure or a cancel: tasks not yet executing do not start
-	outSeen       atomic.Int64    // how far the plugin output has been handed to task logs
+	folders   targets.Folders
+	spoolNear atomic.Int32    // the spool is on the keys' file system: 0 unknown, 1 yes, 2 no (prepare)
+	kept      keptOuts        // spool copies of the outs it uploaded, for its later tasks
+	tainted   atomic.Bool     // a task panicked, timed out or lost its process: no reuse
+	commits   chan *commitJob // to the batcher (local store)
+	executing chan struct{}   // a slot per task executing (TaskParallelism)
+	halted    atomic.Bool     // a fatal failure or a cancel: tasks not yet executing do not start
+	outSeen   atomic.Int64    // how far the plugin output has been handed to task logs
 	// scrub replaces the values of every connection the run declares: tasks sharing a process
 	// share its output, so each task's log is cleaned of all of them.
 	scrub   *strings.Replacer
@@ -167,12 +166,11 @@ type laneConfig struct {
 // whose output goes to out; base is the CPU p had used before.
 func (m *Manager) newLane(c laneConfig, p Process, out *os.File, base float64) *lane {
 	folders, _ := m.cfg.Store.(targets.Folders)
-	_, local := m.cfg.Store.(targets.LocalPather)
 	if c.bg == nil {
 		c.bg = &m.wg
 	}
 	l := &lane{m: m, runID: c.runID, typ: c.typ, log: c.log, failure: c.failure, report: c.report, meter: c.meter, bg: c.bg,
-		procOut: out, folders: folders, spooledInputs: !local, kept: keptOuts{total: &m.keptBytes},
+		procOut: out, folders: folders, kept: keptOuts{total: &m.keptBytes},
 		spoolPrefix: filepath.Join(m.spool, taskFilesPrefix+c.runID),
 		watchers:    map[Process]chan struct{}{}, tasksIn: map[Process]map[*taskJob]time.Time{}, killedFor: map[Process]*taskJob{}, base: map[Process]float64{},
 		lastSeen:  map[Process]plugins.ProcessUsage{},
@@ -259,9 +257,9 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	now := time.Now().UTC()
 	l.report(taskUpdate{Index: i, Started: &now})
 	conns, missing := l.connections(job)
-	inputs, downloaded, err := l.inputs(ctx, job)
+	inputs, err := l.inputs(ctx, job)
 	defer func() {
-		for _, p := range downloaded {
+		for _, p := range inputs.downloaded {
 			os.Remove(p)
 		}
 	}()
@@ -324,9 +322,12 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 	arts, logged, err := l.commitDone(commitContext(ctx), job, files, artDir, res.artifacts, res.publish, !job.NoSync)
 	if err != nil {
 		var res taskResult
-		if errors.Is(err, errStartWrites) { // its run says why (drive): no store failure here
+		switch {
+		case errors.Is(err, errStartWrites): // its run says why (drive): no store failure here
 			res = fail("not committed: "+errStartWrites.Error(), true)
-		} else {
+		case errors.Is(err, errTaskArtifacts): // the task's doing: said as it is
+			res = fail(err.Error(), true)
+		default:
 			res = fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 		}
 		if handedBack(ctx) {
@@ -366,7 +367,7 @@ type attemptResult struct {
 }
 
 // attempt runs the task once, with its timeout, and reports the attempt.
-func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files taskFiles, artDir string, inputs []string, conns map[string]string) (res attemptResult) {
+func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files taskFiles, artDir string, inputs taskInputs, conns map[string]string) (res attemptResult) {
 	started := time.Now().UTC()
 	l.report(taskUpdate{Index: job.Index, Attempt: &Attempt{Number: number, StartedAt: started}})
 	defer func() {
@@ -407,7 +408,7 @@ func (l *lane) attempt(ctx context.Context, job *taskJob, number int, files task
 	defer cancel()
 
 	outStart := l.outSeen.Load()
-	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: job.Ref, Key: job.Key, OutPath: files.out, LogPath: files.log, Inputs: inputs,
+	resp, err := proc.RunTask(actx, &plugins.RunTaskRequest{Task: job.Ref, Key: job.Key, OutPath: files.out, LogPath: files.log, Inputs: inputs.paths, InputRoot: inputs.root, InputName: inputs.name,
 		ArtifactDir: artDir, Connections: conns, NoSync: job.NoSync, Plain: job.Plain, Queue: job.Queue})
 	if err == nil && resp.Progress != nil {
 		l.report(taskUpdate{Index: job.Index, Progress: l.progressOf(resp.Progress)})
@@ -717,25 +718,30 @@ func (l *lane) crashCause(proc Process, rpcErr error) string {
 	return "plugin process exited (" + proc.ExitStatus() + ") while the task was running"
 }
 
-// inputs are the paths of the task's upstream outs. From a remote store they are downloaded
-// side by side, TaskParallelism at a time: a join of 1,000 leaves would otherwise wait for
-// 1,000 round trips in a row. The error is the run record's sentence.
-func (l *lane) inputs(ctx context.Context, job *taskJob) (paths, downloaded []string, err error) {
-	paths = make([]string, len(job.Inputs))
+// taskInputs say where the plugin reads a task's upstream outs (RunTaskRequest's Inputs,
+// InputRoot and InputName).
+type taskInputs struct {
+	root, name string   // a local store: paths are keys, each holding its out as name under root
+	paths      []string // in Requires order
+	downloaded []string // copies in the spool, removed when the task ends
+}
+
+// inputs are where the plugin reads the task's upstream outs. From a local store, the keys
+// themselves under the store's folder: a join of 50,000 leaves sends the keys the scheduler
+// holds, not 50,000 paths built for it. From a remote store they are downloaded side by side,
+// TaskParallelism at a time: a join of 1,000 leaves would otherwise wait for 1,000 round trips
+// in a row. The error is the run record's sentence.
+func (l *lane) inputs(ctx context.Context, job *taskJob) (in taskInputs, err error) {
+	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok {
+		for _, k := range job.Inputs { // a queue message's keys: none may leave the store
+			if err := targets.CheckKey(k); err != nil {
+				return in, errors.New(l.failure("reading the out of "+taskOfKey(k), err))
+			}
+		}
+		return taskInputs{root: lp.Root(), name: OutName, paths: job.Inputs}, nil
+	}
+	paths := make([]string, len(job.Inputs))
 	errs := make([]error, len(job.Inputs))
-	get := func(j int) {
-		spooled := "" // named only when downloaded: a join of the local store has thousands
-		if l.spooledInputs {
-			spooled = fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j)
-		}
-		paths[j], errs[j] = l.inputPath(ctx, spooled, job.Inputs[j]+"/"+OutName)
-	}
-	if !l.spooledInputs {
-		for j := range job.Inputs {
-			get(j) // a local path: no I/O
-		}
-		return paths, nil, nil
-	}
 	sem := make(chan struct{}, cap(l.executing))
 	var wg sync.WaitGroup
 	fetched := make([]bool, len(job.Inputs))
@@ -747,30 +753,30 @@ func (l *lane) inputs(ctx context.Context, job *taskJob) (paths, downloaded []st
 		fetched[j] = true
 		wg.Add(1)
 		sem <- struct{}{}
-		go func() { defer func() { <-sem; wg.Done() }(); get(j) }()
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			spooled := fmt.Sprintf("%s-%d-input-%d", l.spoolPrefix, job.Index, j)
+			paths[j], errs[j] = l.download(ctx, spooled, job.Inputs[j]+"/"+OutName)
+		}()
 	}
 	wg.Wait()
+	in.paths = paths
 	for j, p := range paths {
 		if fetched[j] && p != "" {
-			downloaded = append(downloaded, p)
+			in.downloaded = append(in.downloaded, p)
 		}
 	}
 	for j, err := range errs {
 		if err != nil {
-			return paths, downloaded, errors.New(l.failure("reading the out of "+taskOfKey(job.Inputs[j]), err))
+			return in, errors.New(l.failure("reading the out of "+taskOfKey(job.Inputs[j]), err))
 		}
 	}
-	return paths, downloaded, nil
+	return in, nil
 }
 
-// inputPath is where the plugin reads an upstream out: the object itself for a local store,
-// else a copy downloaded to the spool (removed when the task ends).
-func (l *lane) inputPath(ctx context.Context, p, key string) (string, error) {
-	store := l.m.cfg.Store
-	if lp, ok := store.(targets.LocalPather); ok {
-		return lp.LocalPath(key)
-	}
-	rc, err := store.Get(ctx, key)
+// download copies the object of key to the spool file p for the plugin to read.
+func (l *lane) download(ctx context.Context, p, key string) (string, error) {
+	rc, err := l.m.cfg.Store.Get(ctx, key)
 	if err != nil {
 		return "", err
 	}

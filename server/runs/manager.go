@@ -842,7 +842,10 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		r.markPlanned(graphTooLarge(msg))
 		return Failed, msg, finish
 	}
-	r.markPlanned(nil)
+	// Planned, the run is answered (202) once its params and first record are stored, which
+	// went beside the graph call: the params_url and status_url handed out point at objects
+	// that exist, for this server's readers and for any other's. The tasks start meanwhile.
+	go func() { startWritten(); r.markPlanned(nil) }()
 	status, errMsg = s.run(ctx, graph)
 	return status, errMsg, finish
 }

@@ -15,6 +15,7 @@ import (
 
 var funcs = template.FuncMap{
 	"lower":      func(s any) string { return strings.ToLower(fmt.Sprint(s)) },
+	"maxDrawn":   func() int { return MaxDrawn },
 	"add":        func(a, b int) int { return a + b },
 	"clip":       clipText,
 	"iso":        func(t any) string { return timeOf(t).UTC().Format(time.RFC3339) },

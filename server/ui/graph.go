@@ -2,6 +2,7 @@ package ui
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -13,11 +14,17 @@ import (
 // library to ship, nothing to run in the browser, and a graph of thousands of tasks costs one
 // linear pass. Tasks are placed in columns left to right by depth (the tasks nothing is
 // required from, at the left; the task that was POSTed, at the right). Siblings of one kind
-// (the same task, in the same column, feeding the same tasks) are drawn as one group node with
-// their counts by status once there are GroupMin of them: a fan-in of 100 leaves is one box.
+// (the same task, in the same column, feeding the same boxes) are drawn as one group node with
+// their counts by status once there are GroupMin of them: a fan-in of 100 leaves is one box,
+// and so are 1,000 leaves each feeding its own one of 1,000 mid tasks (then one box too). A
+// graph that still has more than MaxDrawn boxes is not drawn.
 
 // GroupMin is how many siblings of one kind make a group node.
 const GroupMin = 10
+
+// MaxDrawn is the most boxes a graph is drawn with; a larger one is not drawn (the page says
+// so, and its table lists the tasks).
+const MaxDrawn = 1000
 
 // Layout geometry, in SVG units.
 const (
@@ -50,6 +57,8 @@ type Graph struct {
 	Nodes         []Node
 	Edges         []Edge
 	Width, Height int
+	// Boxes, when set, is how many boxes the graph has: too many to draw (nothing else is set).
+	Boxes int
 }
 
 // shape is a run's graph laid out: where each task and group sits and the edges between them,
@@ -61,6 +70,7 @@ type shape struct {
 	width, height int
 	grouped       []bool // task i is drawn inside a group node
 	tasks         int
+	boxes         int // the boxes of a graph too large to draw (over MaxDrawn); 0 when drawn
 }
 
 // layoutShape lays out a run's tasks: one linear pass, and no allocation per task but a task
@@ -101,67 +111,114 @@ func layoutShape(tasks []runs.TaskShape) *shape {
 		visit(i)
 	}
 	dependents := make([][]int, n)
+	maxDepth := 0
 	for i, t := range tasks {
+		maxDepth = max(maxDepth, depth[i])
 		for _, r := range t.Requires {
 			if r >= 0 && r < n {
 				dependents[r] = append(dependents[r], i)
 			}
 		}
 	}
-	// Group siblings: same depth, same task, same dependents. The task and the dependents are
-	// numbered as they are first seen (a lookup by a reused buffer allocates nothing).
-	type kind struct{ depth, task, deps int }
+	// Tasks by depth (a counting sort): a column is grouped once every column right of it is,
+	// as its tasks are told apart by the nodes their dependents are drawn in.
+	start := make([]int, maxDepth+2)
+	for _, d := range depth {
+		start[d+1]++
+	}
+	for d := 1; d < len(start); d++ {
+		start[d] += start[d-1]
+	}
+	byDepth := make([]int32, n)
+	next := slices.Clone(start)
+	for i, d := range depth {
+		byDepth[next[d]] = int32(i)
+		next[d]++
+	}
+	// Group siblings: same depth, same task, feeding the same nodes (a leaf feeding one of
+	// 1,000 mid tasks, themselves drawn as one group, is grouped with the other leaves). The
+	// task and the nodes fed are numbered as they are first seen (a lookup by a reused buffer
+	// allocates nothing).
+	type kind struct{ task, deps int }
 	taskIDs := map[[2]string]int{}
 	depsIDs := map[string]int{}
 	var buf []byte
+	var fed []int32
 	groups := map[kind][]int{}
 	var order []kind
-	for i, t := range tasks {
-		tid, ok := taskIDs[[2]string{t.Chain, t.Task}]
-		if !ok {
-			tid = len(taskIDs)
-			taskIDs[[2]string{t.Chain, t.Task}] = tid
-		}
-		buf = buf[:0]
-		for _, d := range dependents[i] {
-			buf = strconv.AppendInt(buf, int64(d), 10)
-			buf = append(buf, ',')
-		}
-		did, ok := depsIDs[string(buf)]
-		if !ok {
-			did = len(depsIDs)
-			depsIDs[string(buf)] = did
-		}
-		k := kind{depth[i], tid, did}
-		g, ok := groups[k]
-		if !ok {
-			order = append(order, k)
-		}
-		groups[k] = append(g, i)
-	}
 	nodeOf := make([]int32, n) // the node each task is drawn in
+	for i := range nodeOf {
+		nodeOf[i] = -1
+	}
 	var nodes []Node
-	for _, k := range order {
-		members := groups[k]
-		if len(members) >= GroupMin {
+	for d := maxDepth; d >= 0; d-- {
+		clear(groups)
+		order = order[:0]
+		for _, i := range byDepth[start[d]:start[d+1]] {
+			t := tasks[i]
+			tid, ok := taskIDs[[2]string{t.Chain, t.Task}]
+			if !ok {
+				tid = len(taskIDs)
+				taskIDs[[2]string{t.Chain, t.Task}] = tid
+			}
+			fed = fed[:0]
+			for _, dep := range dependents[i] {
+				id := nodeOf[dep]
+				if id < 0 { // not drawn yet: only in a malformed graph (a cycle); itself
+					id = -1 - int32(dep)
+				}
+				fed = append(fed, id)
+			}
+			slices.Sort(fed)
+			buf = buf[:0]
+			for j, id := range fed {
+				if j == 0 || id != fed[j-1] {
+					buf = strconv.AppendInt(buf, int64(id), 10)
+					buf = append(buf, ',')
+				}
+			}
+			did, ok := depsIDs[string(buf)]
+			if !ok {
+				did = len(depsIDs)
+				depsIDs[string(buf)] = did
+			}
+			k := kind{tid, did}
+			g, ok := groups[k]
+			if !ok {
+				order = append(order, k)
+			}
+			groups[k] = append(g, int(i))
+		}
+		for _, k := range order {
+			members := groups[k]
+			if len(members) >= GroupMin {
+				for _, m := range members {
+					nodeOf[m] = int32(len(nodes))
+				}
+				nodes = append(nodes, Node{ID: "g" + strconv.Itoa(members[0]), Label: tasks[members[0]].Task + " ×" + strconv.Itoa(len(members)),
+					Tasks: members, Group: true})
+				continue
+			}
 			for _, m := range members {
 				nodeOf[m] = int32(len(nodes))
+				nodes = append(nodes, Node{ID: "t" + strconv.Itoa(m), Label: tasks[m].Task, Tasks: []int{m}})
+			}
+		}
+	}
+	if len(nodes) > MaxDrawn {
+		// Not drawn: a page of thousands of boxes, sent again every second while the run
+		// lives, helps nobody. Its tasks are listed in the table, a page at a time.
+		s.boxes = len(nodes)
+		return s
+	}
+	for _, nd := range nodes {
+		if nd.Group {
+			for _, m := range nd.Tasks {
 				s.grouped[m] = true
 			}
-			nodes = append(nodes, Node{ID: "g" + strconv.Itoa(members[0]), Label: tasks[members[0]].Task + " ×" + strconv.Itoa(len(members)),
-				Tasks: members, Group: true})
-			continue
-		}
-		for _, m := range members {
-			nodeOf[m] = int32(len(nodes))
-			nodes = append(nodes, Node{ID: "t" + strconv.Itoa(m), Label: tasks[m].Task, Tasks: []int{m}})
 		}
 	}
 	// Columns left to right by depth: what is required first, the root last.
-	maxDepth := 0
-	for _, d := range depth {
-		maxDepth = max(maxDepth, d)
-	}
 	rows := make([]int, maxDepth+1)
 	for i := range nodes {
 		col := depth[nodes[i].Tasks[0]]
@@ -202,7 +259,7 @@ func layoutShape(tasks []runs.TaskShape) *shape {
 // graph is the shape with the statuses of briefs (index for index with the tasks it was laid
 // out from): the nodes are copied, the rest is shared.
 func (s *shape) graph(briefs []runs.TaskBrief) Graph {
-	g := Graph{Nodes: make([]Node, len(s.nodes)), Edges: s.edges, Width: s.width, Height: s.height}
+	g := Graph{Nodes: make([]Node, len(s.nodes)), Edges: s.edges, Width: s.width, Height: s.height, Boxes: s.boxes}
 	if len(s.nodes) == 0 {
 		g.Nodes = nil
 	}

@@ -2,6 +2,8 @@ package ui
 
 import (
 	"fmt"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -82,17 +84,86 @@ func TestLayoutDiamondAndChain(t *testing.T) {
 }
 
 func TestLayoutLongChainIsLinear(t *testing.T) {
-	var tasks []runs.TaskState
-	for i := 0; i < 5000; i++ {
-		st := runs.TaskState{Task: fmt.Sprintf("Step%d", i)}
-		if i < 4999 {
-			st.Requires = []int{i + 1}
+	chain := func(n int) []runs.TaskState {
+		var tasks []runs.TaskState
+		for i := 0; i < n; i++ {
+			st := runs.TaskState{Task: fmt.Sprintf("Step%d", i)}
+			if i < n-1 {
+				st.Requires = []int{i + 1}
+			}
+			tasks = append(tasks, st)
 		}
-		tasks = append(tasks, st)
+		return tasks
 	}
-	g := layoutOf(tasks)
-	if len(g.Nodes) != 5000 || len(g.Edges) != 4999 || g.Nodes[0].X <= g.Nodes[1].X {
-		t.Errorf("chain of 5000: %d nodes, %d edges", len(g.Nodes), len(g.Edges))
+	g := layoutOf(chain(MaxDrawn))
+	if len(g.Nodes) != MaxDrawn || len(g.Edges) != MaxDrawn-1 || g.Nodes[0].X <= g.Nodes[1].X || g.Boxes != 0 {
+		t.Errorf("chain of %d: %d nodes, %d edges, %d boxes not drawn", MaxDrawn, len(g.Nodes), len(g.Edges), g.Boxes)
+	}
+	// One box more than a page draws: not drawn, and no task is hidden in a group.
+	sh := layoutShape(shapesOf(chain(MaxDrawn + 1)))
+	if g := sh.graph(make([]runs.TaskBrief, MaxDrawn+1)); len(g.Nodes) != 0 || len(g.Edges) != 0 || g.Boxes != MaxDrawn+1 {
+		t.Errorf("chain of %d: %d nodes, %d edges, boxes %d; want none drawn, and %d boxes said", MaxDrawn+1, len(g.Nodes), len(g.Edges), g.Boxes, MaxDrawn+1)
+	}
+	if slices.Contains(sh.grouped, true) {
+		t.Errorf("a graph not drawn has tasks in groups: the table would not list them")
+	}
+}
+
+// shapesOf is each task's place in the graph.
+func shapesOf(tasks []runs.TaskState) []runs.TaskShape {
+	shapes := make([]runs.TaskShape, len(tasks))
+	for i, t := range tasks {
+		shapes[i] = runs.TaskShape{Chain: t.Chain, Task: t.Task, Requires: t.Requires}
+	}
+	return shapes
+}
+
+// Tasks that feed the same boxes are one box, whatever tasks inside those boxes they feed: a
+// fan-in of n leaves, each through its own mid task, is three boxes, not n+2; leaves feeding
+// two mid groups are another box; fewer than GroupMin stay single.
+func TestLayoutGroupsTasksFeedingOneGroup(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		n     int // leaves, each through its own mid task
+		extra int // leaves feeding the join directly
+		want  []string
+	}{
+		{name: "500 leaves, each with its mid", n: 500, want: []string{"Join", "Mid ×500", "Leaf ×500"}},
+		{name: "50,000 leaves, each with its mid", n: 50_000, want: []string{"Join", "Mid ×50000", "Leaf ×50000"}},
+		{name: "and 20 leaves feeding the join", n: 100, extra: 20, want: []string{"Join", "Leaf ×20", "Mid ×100", "Leaf ×100"}},
+		{name: "under GroupMin", n: GroupMin - 1, want: []string{"Join", "Mid", "Leaf"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tasks := []runs.TaskState{{Task: "Join"}}
+			for i := 0; i < tc.n; i++ {
+				tasks = append(tasks, runs.TaskState{Task: "Mid", Requires: []int{len(tasks) + 1}}, runs.TaskState{Task: "Leaf"})
+				tasks[0].Requires = append(tasks[0].Requires, len(tasks)-2)
+			}
+			for i := 0; i < tc.extra; i++ {
+				tasks = append(tasks, runs.TaskState{Task: "Leaf"})
+				tasks[0].Requires = append(tasks[0].Requires, len(tasks)-1)
+			}
+			g := layoutOf(tasks)
+			seen := map[string]bool{}
+			var labels []string
+			for _, n := range g.Nodes {
+				if !seen[n.Label] {
+					labels = append(labels, n.Label)
+				}
+				seen[n.Label] = true
+			}
+			slices.Sort(labels)
+			want := slices.Clone(tc.want)
+			slices.Sort(want)
+			if !slices.Equal(labels, want) || (tc.n >= GroupMin && len(g.Nodes) != len(tc.want)) {
+				t.Fatalf("%d nodes labelled %q; want %q", len(g.Nodes), labels, tc.want)
+			}
+			for _, n := range g.Nodes {
+				if n.Group && len(n.Tasks) != map[string]int{"Mid": tc.n, "Leaf": tc.n}[n.Label[:strings.Index(n.Label, " ")]] && n.Label != fmt.Sprintf("Leaf ×%d", tc.extra) {
+					t.Errorf("group %s holds %d tasks", n.Label, len(n.Tasks))
+				}
+			}
+		})
 	}
 }
 

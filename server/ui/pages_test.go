@@ -135,12 +135,13 @@ func btoi(b bool) int {
 // All groups share one budget of listed members: a graph of many small groups lists a page of
 // them, not every task.
 func TestARunPageOfManyGroupsListsAPage(t *testing.T) {
-	// Join requires 100 Mids; each Mid requires 20 Leaves of its own: 101 groups, 2,100 members.
+	// Join requires 100 Mids, each a task of its own (so each its own box); each Mid requires 20
+	// Leaves: 100 groups, 2,000 members.
 	rec := &runs.Record{RunID: "r2", Key: "chains/t/c/Join/1", Status: runs.Done}
 	rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Join", Key: "k0", Status: runs.Done})
 	for i := 0; i < 100; i++ {
 		mid := len(rec.Tasks)
-		rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Mid", Key: fmt.Sprintf("k%d", mid), Status: runs.Done})
+		rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: fmt.Sprintf("Mid%d", i), Key: fmt.Sprintf("k%d", mid), Status: runs.Done})
 		rec.Tasks[0].Requires = append(rec.Tasks[0].Requires, mid)
 		for j := 0; j < 20; j++ {
 			leaf := len(rec.Tasks)
@@ -161,8 +162,8 @@ func TestARunPageOfManyGroupsListsAPage(t *testing.T) {
 			}
 		}
 	}
-	if len(v.Groups) != 101 || listed != maxGroupRows || listed+more != 2100 {
-		t.Errorf("%d groups list %d members, %d more; want 101 groups, %d listed of 2,100", len(v.Groups), listed, more, maxGroupRows)
+	if len(v.Groups) != 100 || listed != maxGroupRows || listed+more != 2000 {
+		t.Errorf("%d groups list %d members, %d more; want 100 groups, %d listed of 2,000", len(v.Groups), listed, more, maxGroupRows)
 	}
 	if v.Sel != nil {
 		t.Error("the live fragment read the selected task's out and log, which it does not show")
@@ -253,5 +254,29 @@ func TestAnUnreadLogIsNotAnEmptyOne(t *testing.T) {
 		if v.Sel == nil || v.Sel.LogUnread != tc.unread || v.Sel.LogText != "" {
 			t.Errorf("log read failing with %v: unread %v, want %v", tc.err, v.Sel != nil && v.Sel.LogUnread, tc.unread)
 		}
+	}
+}
+
+// A graph of more boxes than a page draws is not drawn: the page says how many it has, and
+// its table lists every task a page at a time (none is hidden in a group not drawn).
+func TestARunPageOfAGraphTooLargeToDrawListsItsTasks(t *testing.T) {
+	const n = MaxDrawn + 500 // a chain of distinct tasks: nothing groups
+	rec := &runs.Record{RunID: "r3", Key: "chains/t/c/Step0/0", Status: runs.Running}
+	for i := 0; i < n; i++ {
+		st := runs.TaskState{Chain: "c", Task: fmt.Sprintf("Step%d", i), Key: fmt.Sprintf("k%d", i), Status: runs.Done}
+		if i < n-1 {
+			st.Requires = []int{i + 1}
+		}
+		rec.Tasks = append(rec.Tasks, st)
+	}
+	rec.Tasks[0].Status = runs.Running
+	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r3", Key: rec.Key, Type: "t", Chain: "c", Task: "Step0"}, rec: rec},
+		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	v := viewRun(t, u, "r3", "", false)
+	if v.Graph.Boxes != n || len(v.Graph.Nodes) != 0 || len(v.Graph.Edges) != 0 || len(v.Groups) != 0 {
+		t.Fatalf("graph: %d boxes said, %d nodes and %d edges drawn, %d groups; want %d said and none drawn", v.Graph.Boxes, len(v.Graph.Nodes), len(v.Graph.Edges), len(v.Groups), n)
+	}
+	if len(v.TaskRows) != maxTaskRows || v.MoreTasks != n-maxTaskRows {
+		t.Errorf("the table lists %d tasks, %d more; want %d and %d", len(v.TaskRows), v.MoreTasks, maxTaskRows, n-maxTaskRows)
 	}
 }
