@@ -312,7 +312,12 @@ const (
 
 type jsonCodec struct{}
 
-func (jsonCodec) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
+func (jsonCodec) Marshal(v any) ([]byte, error) {
+	if b, ok := v.(*taskBatch); ok && b.inputs() >= sizedBatchInputs {
+		return b.marshalSized()
+	}
+	return json.Marshal(v)
+}
 func (jsonCodec) Unmarshal(data []byte, v any) error {
 	if g, ok := v.(*GraphResponse); ok {
 		return DecodeGraph(data, g)

@@ -312,3 +312,72 @@ func TestRemoteArtifactsAreServedAsTheirType(t *testing.T) {
 		})
 	}
 }
+
+// A status answer lists at most maxAnswerArtifacts artifacts, each with a signed URL, in the
+// order it lists its tasks: a task whose artifacts do not fit in what is left says how many it
+// has and links a page of itself alone, which lists them all.
+func TestAStatusAnswerListsABoundedNumberOfArtifacts(t *testing.T) {
+	ts := newTestServer(t)
+	arts := func(n int) []runs.Artifact {
+		out := make([]runs.Artifact, n)
+		for i := range out {
+			out[i] = runs.Artifact{Name: fmt.Sprintf("parts/%d.txt", i), Size: 1, ContentType: "text/plain"}
+		}
+		return out
+	}
+	const root = "chains/testchains/data_chain/ArtifactsTask/00112233445566778899aabbccddeeff"
+	rec := runs.Record{RunID: "r1", Key: root, Type: "testchains", Chain: "data_chain", Task: "ArtifactsTask", Status: runs.Done,
+		Tasks: []runs.TaskState{
+			{Chain: "data_chain", Task: "ArtifactsTask", Key: root, Status: runs.Done, Artifacts: arts(maxAnswerArtifacts - 400), Requires: []int{1, 2}},
+			{Chain: "data_chain", Task: "ArtifactsTask", Key: root[:len(root)-1] + "0", Status: runs.Done, Artifacts: arts(600)},
+			{Chain: "data_chain", Task: "ArtifactsTask", Key: root[:len(root)-1] + "1", Status: runs.Done, Artifacts: arts(10)},
+		}}
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name        string
+		from, limit int
+		listed      []int // per task of the page: artifacts listed, or -1: not listed
+	}{
+		{name: "the first page", from: 0, limit: 100, listed: []int{maxAnswerArtifacts - 400, -1, 10}},
+		{name: "a page of the task not listed", from: 1, limit: 1, listed: []int{600}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d := ts.runDataPage(ctx, rec.Header(), rec.Page(tc.from, tc.limit))
+			if len(d.Tasks) != len(tc.listed) {
+				t.Fatalf("%d tasks in the answer; want %d", len(d.Tasks), len(tc.listed))
+			}
+			total := 0
+			for i, td := range d.Tasks {
+				want := tc.listed[i]
+				if want < 0 {
+					wantURL := fmt.Sprintf("&tasks_from=%d&tasks_limit=1", td.Index)
+					if len(td.Artifacts) != 0 || td.ArtifactsNotListed != len(rec.Tasks[td.Index].Artifacts) || !strings.HasSuffix(td.ArtifactsURL, wantURL) {
+						t.Errorf("task %d: %d listed, %d not listed, at %q; want none listed, %d not, at a URL ending %s",
+							td.Index, len(td.Artifacts), td.ArtifactsNotListed, td.ArtifactsURL, len(rec.Tasks[td.Index].Artifacts), wantURL)
+					}
+					continue
+				}
+				total += len(td.Artifacts)
+				if len(td.Artifacts) != want || td.ArtifactsNotListed != 0 || td.ArtifactsURL != "" {
+					t.Errorf("task %d: %d artifacts listed, %d not; want %d listed", td.Index, len(td.Artifacts), td.ArtifactsNotListed, want)
+				}
+				for _, a := range td.Artifacts {
+					if a.URL == "" {
+						t.Fatalf("task %d: artifact %s listed without its URL", td.Index, a.Name)
+					}
+				}
+			}
+			if total > maxAnswerArtifacts {
+				t.Errorf("%d artifacts listed; want at most %d", total, maxAnswerArtifacts)
+			}
+			// Listed once: the record's own list does not come along as well.
+			b, err := json.Marshal(d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n := strings.Count(string(b), `"name":"parts/`); n != total {
+				t.Errorf("the answer's JSON names %d artifacts; want the %d listed", n, total)
+			}
+		})
+	}
+}

@@ -169,7 +169,7 @@ func (s *Server) errorHandler(err error, c echo.Context) {
 		msg = "no such endpoint: " + req.Method + " " + clip(req.URL.Path)
 	case errors.Is(err, echo.ErrMethodNotAllowed):
 		// echo's router has set Allow to the methods the path takes.
-		msg = clip(req.URL.Path) + " does not take the method " + req.Method
+		msg = clip(req.URL.Path) + " does not take the method " + clip(req.Method)
 		if allow := c.Response().Header().Get(echo.HeaderAllow); allow != "" {
 			msg += "; it takes " + allow
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/labstack/echo/v4"
 	"golang.org/x/sync/errgroup"
 
+	"nectar/chains"
 	"nectar/chains/params"
 	"nectar/server/catalog"
 	"nectar/server/history"
@@ -169,7 +170,16 @@ type taskData struct {
 	runs.TaskState
 	LogURL    string         `json:"log_url,omitempty"`
 	Artifacts []artifactData `json:"artifacts,omitempty"` // the record's, with their URLs
+	// ArtifactsNotListed counts the artifacts of a task past the answer's budget
+	// (maxAnswerArtifacts), which ArtifactsURL, a status URL of a page of this task alone, lists.
+	ArtifactsNotListed int    `json:"artifacts_not_listed,omitempty"`
+	ArtifactsURL       string `json:"artifacts_url,omitempty"`
 }
+
+// maxAnswerArtifacts bounds the artifacts one status answer lists, each with a signed URL: a
+// page of 1,000 tasks of 1,000 artifacts each would be a million URLs. A task always fits on a
+// page of its own (chains.MaxArtifacts is no more).
+const maxAnswerArtifacts = chains.MaxArtifacts
 
 // artifactData is an artifact in a status answer: its signed URL, and its published path's.
 type artifactData struct {
@@ -455,18 +465,19 @@ func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.Tas
 		d.TaskCounts = &page.Counts
 		d.TasksFrom = page.From
 	}
+	artifacts := maxAnswerArtifacts // the answer's budget, spent in the order tasks are listed
 	for i, t := range page.Tasks {
-		td := s.taskData(ctx, page.From+i, t)
+		td := s.taskData(ctx, rec.Key, page.From+i, t, &artifacts)
 		if t.Key == rec.Key && isLive(t.Status) {
 			d.LogURL = td.LogURL
 		}
 		d.Tasks = append(d.Tasks, td)
 	}
 	for _, t := range page.Failed {
-		d.FailedTasks = append(d.FailedTasks, s.taskData(ctx, t.Index, t.TaskState))
+		d.FailedTasks = append(d.FailedTasks, s.taskData(ctx, rec.Key, t.Index, t.TaskState, &artifacts))
 	}
 	for _, t := range page.Running {
-		d.RunningTasks = append(d.RunningTasks, s.taskData(ctx, t.Index, t.TaskState))
+		d.RunningTasks = append(d.RunningTasks, s.taskData(ctx, rec.Key, t.Index, t.TaskState, &artifacts))
 	}
 	if next := page.From + len(page.Tasks); next < page.Total {
 		d.TasksNextURL = s.statusURL(rec.Key) + fmt.Sprintf("&tasks_from=%d&tasks_limit=%d", next, max(len(page.Tasks), 1))
@@ -474,10 +485,19 @@ func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.Tas
 	return d
 }
 
-// taskData is task t (at index i of its run) in an answer, with the URLs of its log and
-// artifacts.
-func (s *Server) taskData(ctx context.Context, i int, t runs.TaskState) taskData {
+// taskData is task t (at index i of the run of key runKey) in an answer, with the URLs of its
+// log and artifacts: those, if they fit in what is left of the answer's budget of artifacts,
+// else their number and the URL of a page of this task alone.
+func (s *Server) taskData(ctx context.Context, runKey string, i int, t runs.TaskState, artifacts *int) taskData {
 	td := taskData{Index: i, TaskState: t}
+	td.TaskState.Artifacts = nil // (listed below, with their URLs)
+	if n := len(t.Artifacts); n > *artifacts {
+		td.ArtifactsNotListed = n
+		td.ArtifactsURL = s.statusURL(runKey) + fmt.Sprintf("&tasks_from=%d&tasks_limit=1", i)
+		t.Artifacts = nil
+	} else {
+		*artifacts -= n
+	}
 	switch {
 	case isLive(t.Status):
 		td.LogURL = s.liveLogURL(t.Key, t.Worker)

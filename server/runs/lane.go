@@ -325,8 +325,9 @@ func (l *lane) execute(ctx context.Context, job *taskJob) taskResult {
 		switch {
 		case errors.Is(err, errStartWrites): // its run says why (drive): no store failure here
 			res = fail("not committed: "+errStartWrites.Error(), true)
-		case errors.Is(err, errTaskArtifacts): // the task's doing: said as it is
-			res = fail(err.Error(), true)
+		case errors.Is(err, errTaskArtifacts): // the task's doing: said as it is, and only its
+			// dependents are stopped (as by its own error), not the run's other branches
+			res = fail(err.Error(), false)
 		default:
 			res = fail(l.failure("committing the files of "+job.Ref.Task, err), true)
 		}
@@ -733,8 +734,12 @@ type taskInputs struct {
 // in a row. The error is the run record's sentence.
 func (l *lane) inputs(ctx context.Context, job *taskJob) (in taskInputs, err error) {
 	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok {
-		for _, k := range job.Inputs { // a queue message's keys: none may leave the store
-			if err := targets.CheckKey(k); err != nil {
+		for _, k := range job.Inputs { // a queue message's: each a task's key, in the store
+			err := targets.CheckKey(k)
+			if err == nil && !strings.HasPrefix(k, "chains/") {
+				err = fmt.Errorf("%w: %q is not a task's key", targets.ErrBadKey, k)
+			}
+			if err != nil {
 				return in, errors.New(l.failure("reading the out of "+taskOfKey(k), err))
 			}
 		}

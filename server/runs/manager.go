@@ -296,7 +296,7 @@ func (m *Manager) Submit(spec Spec) (run *Run, joined bool, err error) {
 		rec: Record{
 			RunID: randomID(), Key: key, Type: spec.Type, Chain: spec.Chain, Task: spec.Task,
 			Params: json.RawMessage(spec.Params), Status: Pending, SubmittedAt: time.Now().UTC(),
-			Trigger: spec.Trigger,
+			Trigger: spec.Trigger, ParamsNotStored: true, // until the run stores them (drive)
 		},
 		onChange: m.cfg.OnChange,
 		planned:  make(chan struct{}),
@@ -759,31 +759,29 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		if err != nil {
 			return Failed, m.failure(log, r, "looking for the log of "+rec.Task, err), finish
 		}
+		// Its params are stored too (as a dependency's, they were only in that run's record).
+		paramsErr := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true, LogEmpty: !logFound}}
+			rec.ParamsNotStored = paramsErr != nil
 		})
 		return Done, "", finish
 	}
-	// Independent writes go side by side, and beside the graph call and the root task itself:
-	// on S3 each is a round trip, and on the local folder they take a tenth of a trivial run.
-	// Only the root's commit waits for them (its out may not appear before its params), and
-	// the run's end: a record of this start must not land after the final one. The run now
+	// The params, then the first record, go beside the graph call and the root task itself (on
+	// S3 each is a round trip; on the local folder they take a tenth of a trivial run). Only the
+	// root's commit waits for them (its out may not appear before its params), and the run's
+	// end: a record of this start must not land after the final one. The record says the
+	// params are stored only once they are (ParamsNotStored, set since Submit): no answer, of
+	// this server or of one that reads the record, signs a params_url before. The run now
 	// executes, so a process is started if none waited.
 	wrote := make(chan error, 1)
 	go func() {
-		wrote <- m.together(
-			func() error {
-				err := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
-				if err != nil { // the run fails; its record must not send readers to them
-					r.update(func(rec *Record) { rec.ParamsNotStored = true })
-				}
-				return err
-			},
-			func() error {
-				_, err := m.putRecord(ctx, r)
-				return err
-			},
-		)
+		perr := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
+		if perr == nil {
+			r.update(func(rec *Record) { rec.ParamsNotStored = false })
+		} // else the run fails, and its record sends no reader to them
+		_, rerr := m.putRecord(ctx, r)
+		wrote <- errors.Join(perr, rerr)
 	}()
 	startWritten := sync.OnceValue(func() error {
 		if err := <-wrote; err != nil {

@@ -132,8 +132,9 @@ type Record struct {
 	FinishedAt  *time.Time      `json:"finished_at,omitempty"`
 	Tasks       []TaskState     `json:"tasks,omitempty"`
 	Metrics     *Metrics        `json:"metrics,omitempty"` // summary and per-task figures; samples are in the metrics object
-	// ParamsNotStored says the params object could not be written when the run started (the
-	// run failed for it): status answers then give no params_url.
+	// ParamsNotStored says the run has not stored the params object: it has not started yet
+	// (or ended before it did), or could not write it (the run failed for it). Status answers
+	// then give no params_url.
 	ParamsNotStored bool `json:"params_not_stored,omitempty"`
 	// MetricsNotStored says the metrics object could not be written (the store refused it while
 	// it took the record): status answers then give no metrics_url, which would point at nothing.

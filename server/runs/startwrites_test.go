@@ -77,6 +77,9 @@ func TestTheRootExecutesWhileItsParamsAreStored(t *testing.T) {
 				t.Fatalf("the run was planned (%v) before its params were stored: its answer's params_url would point at nothing", err)
 			default:
 			}
+			if !r.Snapshot().ParamsNotStored {
+				t.Errorf("the run says its params are stored while the store holds them: an answer would sign a params_url to nothing")
+			}
 			close(held.release)
 			select {
 			case err := <-planned:
@@ -131,7 +134,7 @@ func TestALocalStoresInputsAreItsKeys(t *testing.T) {
 	if &in.paths[0] != &keys[0] {
 		t.Errorf("the inputs are a copy of the keys; want the scheduler's own")
 	}
-	for _, bad := range []string{"../outside/LeafTask/0a1b", "chains/t/../../../etc/LeafTask/x", "/etc/LeafTask/x", ""} {
+	for _, bad := range []string{"../outside/LeafTask/0a1b", "chains/t/../../../etc/LeafTask/x", "/etc/LeafTask/x", "", ".tmp/put-1", "schedules/t/c/T/state"} {
 		_, err := l.inputs(context.Background(), &taskJob{Inputs: []string{keys[0], bad}})
 		if err == nil || !strings.Contains(err.Error(), "reading the out of ") {
 			t.Errorf("inputs with key %q: %v; want a refusal naming the input", bad, err)
@@ -183,5 +186,33 @@ func TestArtifactsAreRefusedWholeOrStored(t *testing.T) {
 				t.Fatalf("commitArtifacts: %v, %d listed, %d stored, %d published; want %d, %d, %d", err, len(arts), len(stored), len(published), tc.files, tc.files, len(tc.publish))
 			}
 		})
+	}
+}
+
+// A run cancelled while it waits for a slot never stored its params: its record says so, and
+// no answer signs a params_url to them.
+func TestARunCancelledBeforeItStartedStoredNoParams(t *testing.T) {
+	busy := fakeChain{{name: "Busy", params: `{"n":1}`}}
+	gate := make(chan struct{})
+	defer close(gate)
+	g := newRig(t, newFakePlugins(busy, map[string]fakeBehaviour{"Busy": {gate: gate}}), 1, func(c *Config) { c.MaxRuns, c.MaxQueue = 1, 4 })
+	g.submit(t, busy.spec())
+	time.Sleep(100 * time.Millisecond) // it holds the only slot
+	waiting := busy.spec()
+	waiting.Params = []byte(`{"n":2}`)
+	r := g.submit(t, waiting)
+	time.Sleep(100 * time.Millisecond)
+	if st := r.Snapshot(); st.Status != Pending || !st.ParamsNotStored {
+		t.Fatalf("the waiting run is %s (%s), params_not_stored=%v; want PENDING, not stored", st.Status, st.Error, st.ParamsNotStored)
+	}
+	if _, err := g.m.Cancel(r.Key(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	rec := g.await(t, r)
+	if rec.Status != Cancelled || !rec.ParamsNotStored {
+		t.Errorf("the cancelled run's record: %s, params_not_stored=%v; want CANCELLED, not stored", rec.Status, rec.ParamsNotStored)
+	}
+	if _, ok := g.object(t, r.Key()+"/"+ParamsName); ok {
+		t.Errorf("params stored for a run that never started")
 	}
 }
