@@ -82,10 +82,13 @@ func (b *taskBatch) marshalSized() ([]byte, error) {
 	return append(out, '}'), nil
 }
 
-// inputs counts the inputs of b's tasks.
+// inputs counts the inputs of b's tasks (0 if one has no request: encoding/json says null).
 func (b *taskBatch) inputs() int {
 	n := 0
 	for _, c := range b.Run {
+		if c.Req == nil {
+			return 0
+		}
 		n += len(c.Req.Inputs)
 	}
 	return n

@@ -381,3 +381,21 @@ func TestAStatusAnswerListsABoundedNumberOfArtifacts(t *testing.T) {
 		})
 	}
 }
+
+// A task of a record older than the bound, with more artifacts than an answer lists, lists
+// the first maxAnswerArtifacts and counts the others, with no link to a page that would list
+// no more.
+func TestATaskOverTheArtifactBoundListsWhatFits(t *testing.T) {
+	ts := newTestServer(t)
+	const root = "chains/testchains/data_chain/ArtifactsTask/ffeeddccbbaa99887766554433221100"
+	var arts []runs.Artifact
+	for i := range maxAnswerArtifacts + 200 {
+		arts = append(arts, runs.Artifact{Name: fmt.Sprintf("parts/%d.txt", i), Size: 1, ContentType: "text/plain"})
+	}
+	rec := runs.Record{RunID: "r2", Key: root, Type: "testchains", Chain: "data_chain", Task: "ArtifactsTask", Status: runs.Done,
+		Tasks: []runs.TaskState{{Chain: "data_chain", Task: "ArtifactsTask", Key: root, Status: runs.Done, Artifacts: arts}}}
+	d := ts.runDataPage(context.Background(), rec.Header(), rec.Page(0, 100))
+	if td := d.Tasks[0]; len(td.Artifacts) != maxAnswerArtifacts || td.ArtifactsNotListed != 200 || td.ArtifactsURL != "" {
+		t.Errorf("%d listed, %d not, at %q; want %d listed, 200 not, no link", len(td.Artifacts), td.ArtifactsNotListed, td.ArtifactsURL, maxAnswerArtifacts)
+	}
+}

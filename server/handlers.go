@@ -491,12 +491,16 @@ func (s *Server) runDataPage(ctx context.Context, rec runs.Record, page runs.Tas
 func (s *Server) taskData(ctx context.Context, runKey string, i int, t runs.TaskState, artifacts *int) taskData {
 	td := taskData{Index: i, TaskState: t}
 	td.TaskState.Artifacts = nil // (listed below, with their URLs)
-	if n := len(t.Artifacts); n > *artifacts {
+	switch n := len(t.Artifacts); {
+	case n <= *artifacts:
+		*artifacts -= n
+	case *artifacts == maxAnswerArtifacts: // alone, and still too many (a record older than the bound)
+		td.ArtifactsNotListed = n - *artifacts
+		t.Artifacts, *artifacts = t.Artifacts[:*artifacts], 0
+	default:
 		td.ArtifactsNotListed = n
 		td.ArtifactsURL = s.statusURL(runKey) + fmt.Sprintf("&tasks_from=%d&tasks_limit=1", i)
 		t.Artifacts = nil
-	} else {
-		*artifacts -= n
 	}
 	switch {
 	case isLive(t.Status):

@@ -733,6 +733,9 @@ type taskInputs struct {
 // TaskParallelism at a time: a join of 1,000 leaves would otherwise wait for 1,000 round trips
 // in a row. The error is the run record's sentence.
 func (l *lane) inputs(ctx context.Context, job *taskJob) (in taskInputs, err error) {
+	if len(job.Inputs) == 0 {
+		return in, nil
+	}
 	if lp, ok := l.m.cfg.Store.(targets.LocalPather); ok {
 		for _, k := range job.Inputs { // a queue message's: each a task's key, in the store
 			err := targets.CheckKey(k)

@@ -759,29 +759,42 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		if err != nil {
 			return Failed, m.failure(log, r, "looking for the log of "+rec.Task, err), finish
 		}
-		// Its params are stored too (as a dependency's, they were only in that run's record).
-		paramsErr := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
+		// Its params are stored if they are not (as a dependency's, they were only in the record
+		// of the run it was made for).
+		stored, err := targets.Exists(ctx, m.cfg.Store, rec.Key+"/"+ParamsName)
+		if err == nil && !stored {
+			stored = m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params) == nil
+		}
 		r.update(func(rec *Record) {
 			rec.Tasks = []TaskState{{Chain: rec.Chain, Task: rec.Task, Key: rec.Key, Status: Done, Cached: true, LogEmpty: !logFound}}
-			rec.ParamsNotStored = paramsErr != nil
+			rec.ParamsNotStored = !stored
 		})
 		return Done, "", finish
 	}
-	// The params, then the first record, go beside the graph call and the root task itself (on
-	// S3 each is a round trip; on the local folder they take a tenth of a trivial run). Only the
-	// root's commit waits for them (its out may not appear before its params), and the run's
-	// end: a record of this start must not land after the final one. The record says the
-	// params are stored only once they are (ParamsNotStored, set since Submit): no answer, of
-	// this server or of one that reads the record, signs a params_url before. The run now
-	// executes, so a process is started if none waited.
+	// Independent writes go side by side, and beside the graph call and the root task itself:
+	// on S3 each is a round trip, and on the local folder they take a tenth of a trivial run.
+	// Only the root's commit waits for them (its out may not appear before its params), and
+	// the run's end: a record of this start must not land after the final one. The record says
+	// the params are stored only once they are (ParamsNotStored, set since Submit): the first
+	// record, written beside them, may still say they are not (the recorder's next write, once
+	// both are done, says they are), and no answer, of this server or of one that reads the
+	// record, signs a params_url before. The run now executes, so a process is started if none
+	// waited.
 	wrote := make(chan error, 1)
 	go func() {
-		perr := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
-		if perr == nil {
-			r.update(func(rec *Record) { rec.ParamsNotStored = false })
-		} // else the run fails, and its record sends no reader to them
-		_, rerr := m.putRecord(ctx, r)
-		wrote <- errors.Join(perr, rerr)
+		wrote <- m.together(
+			func() error {
+				err := m.putMeta(ctx, rec.Key+"/"+ParamsName, rec.Params)
+				if err == nil {
+					r.update(func(rec *Record) { rec.ParamsNotStored = false })
+				} // else the run fails, and its record sends no reader to them
+				return err
+			},
+			func() error {
+				_, err := m.putRecord(ctx, r)
+				return err
+			},
+		)
 	}()
 	startWritten := sync.OnceValue(func() error {
 		if err := <-wrote; err != nil {

@@ -396,7 +396,7 @@ func (u *UI) drawTasks(c echo.Context, v runView, gl *runs.Glance, whole bool) (
 		v.Groups = append(v.Groups, g)
 	}
 	if sel >= 0 && whole {
-		v.Sel = u.taskDetail(ctx, tasks[0], sel)
+		v.Sel = u.taskDetail(ctx, tasks[0], sel, !gl.Header.ParamsNotStored && (gl.Header.RunID != "" || gl.Header.Params != nil))
 		u.artifacts(ctx, v.Sel, strings.TrimSpace(c.QueryParam("artifact")))
 	}
 	if v.Final && whole {
@@ -421,14 +421,16 @@ func shellQuote(s string) string {
 	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
-func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int) *selView {
+// taskDetail is the selected task i, with its files' URLs; paramsStored says whether its run
+// stored the root's params (the record says when it did not).
+func (u *UI) taskDetail(ctx context.Context, t runs.TaskState, i int, paramsStored bool) *selView {
 	s := &selView{Task: taskRow{TaskState: t, Index: i, Selected: true}, Params: string(t.Params)}
 	live := t.Status == runs.Running || t.Status == runs.Pending
 	if live {
 		s.Live, s.LogURL = true, u.b.LiveLogURL(t.Key, t.Worker)
 		return s
 	}
-	if i == 0 { // a dependency's params are in the record only (below)
+	if i == 0 && paramsStored { // a dependency's params are in the record only (below)
 		s.ParamsURL = u.b.DownloadURL(ctx, t.Key+"/"+runs.ParamsName)
 	}
 	if t.LogEmpty { // it wrote none: none is stored

@@ -280,3 +280,17 @@ func TestARunPageOfAGraphTooLargeToDrawListsItsTasks(t *testing.T) {
 		t.Errorf("the table lists %d tasks, %d more; want %d and %d", len(v.TaskRows), v.MoreTasks, maxTaskRows, n-maxTaskRows)
 	}
 }
+
+// A run page links the root's params only when its run stored them.
+func TestARunPageLinksParamsOnlyWhenStored(t *testing.T) {
+	for _, stored := range []bool{true, false} {
+		rec := &runs.Record{RunID: "r4", Key: "chains/t/c/Root/0", Status: runs.Failed, ParamsNotStored: !stored,
+			Tasks: []runs.TaskState{{Chain: "c", Task: "Root", Key: "chains/t/c/Root/0", Status: runs.Failed, Error: "could not store its params"}}}
+		u := &UI{b: pageBackend{entry: history.Entry{RunID: "r4", Key: rec.Key, Type: "t", Chain: "c", Task: "Root"}, rec: rec},
+			log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+		v := viewRun(t, u, "r4", "", true)
+		if v.Sel == nil || (v.Sel.ParamsURL != "") != stored {
+			t.Errorf("params stored: %v; the page links them: %+v", stored, v.Sel)
+		}
+	}
+}
