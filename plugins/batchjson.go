@@ -3,6 +3,8 @@ package plugins
 import (
 	"encoding/json"
 	"strconv"
+
+	"nectar/chains/params"
 )
 
 // sizedBatchInputs is the number of inputs from which a batch is encoded by marshalSized.
@@ -114,17 +116,8 @@ func quotedLen(s string) int {
 	if plainJSON(s) {
 		return len(s) + 2
 	}
-	q, _ := json.Marshal(s) // rare (a key is plain): encoding/json's own escaping
-	return len(q)
+	return len(params.AppendJSONString(nil, s, true)) // rare: a key is plain
 }
 
 // appendQuoted appends s encoded as a JSON string, as encoding/json encodes it.
-func appendQuoted(b []byte, s string) []byte {
-	if plainJSON(s) {
-		b = append(b, '"')
-		b = append(b, s...)
-		return append(b, '"')
-	}
-	q, _ := json.Marshal(s)
-	return append(b, q...)
-}
+func appendQuoted(b []byte, s string) []byte { return params.AppendJSONString(b, s, true) }

@@ -180,14 +180,14 @@ func (w *Writer) key(name string) {
 		w.buf = append(w.buf, ',')
 	}
 	w.last = name
-	w.buf = appendJSONString(w.buf, name)
+	w.buf = AppendJSONString(w.buf, name, true)
 	w.buf = append(w.buf, ':')
 }
 
 // String writes a string parameter.
 func (w *Writer) String(name, v string) {
 	w.key(name)
-	w.buf = appendJSONString(w.buf, v)
+	w.buf = AppendJSONString(w.buf, v, true)
 }
 
 // Bool writes a boolean parameter.
@@ -211,13 +211,13 @@ func (w *Writer) Float(name string, v float64) {
 // Time writes a date when v is midnight UTC, else RFC 3339 in UTC.
 func (w *Writer) Time(name string, v time.Time) {
 	w.key(name)
-	w.buf = appendJSONString(w.buf, FormatTime(v))
+	w.buf = AppendJSONString(w.buf, FormatTime(v), true)
 }
 
 // Duration writes a duration in Go's canonical text (1m30s).
 func (w *Writer) Duration(name string, v time.Duration) {
 	w.key(name)
-	w.buf = appendJSONString(w.buf, v.String())
+	w.buf = AppendJSONString(w.buf, v.String(), true)
 }
 
 // Strings writes a list parameter.
@@ -228,7 +228,7 @@ func (w *Writer) Strings(name string, v []string) {
 		if i > 0 {
 			w.buf = append(w.buf, ',')
 		}
-		w.buf = appendJSONString(w.buf, s)
+		w.buf = AppendJSONString(w.buf, s, true)
 	}
 	w.buf = append(w.buf, ']')
 }
@@ -250,9 +250,60 @@ func FormatTime(t time.Time) string {
 	return t.Format(time.RFC3339Nano)
 }
 
-func appendJSONString(buf []byte, s string) []byte {
-	b, _ := json.Marshal(s) // a string always marshals
-	return append(buf, b...)
+const hexDigits = "0123456789abcdef"
+
+// AppendJSONString appends s quoted as encoding/json does: control characters, quotes and
+// backslashes escaped, invalid UTF-8 replaced, U+2028 and U+2029 escaped, and <, > and &
+// escaped when escapeHTML.
+func AppendJSONString(b []byte, s string, escapeHTML bool) []byte {
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		if c := s[i]; c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || (c != '<' && c != '>' && c != '&')) {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '\\', '"':
+				b = append(b, '\\', c)
+			case '\b':
+				b = append(b, '\\', 'b')
+			case '\f':
+				b = append(b, '\\', 'f')
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
 }
 
 // Reader decodes canonical parameter JSON in the plugin, where a task value is rebuilt.

@@ -1,8 +1,11 @@
 package params
 
 import (
+	"bytes"
+	"encoding/json"
 	"errors"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 )
@@ -178,4 +181,28 @@ func FuzzQueryParsing(f *testing.F) {
 			}
 		}
 	})
+}
+
+// AppendJSONString writes a string as encoding/json does (canonical params, hence keys, hang
+// on it), with HTML escaping or without.
+func TestAppendJSONStringIsEncodingJSONs(t *testing.T) {
+	for _, s := range []string{"", "ada", `a"b\c`, "<script>&</script>", "tab\tnl\ncr\r\x00\x1f\x7f", "é ü 中 🙂",
+		"bad\xffutf8\xc3", "line\u2028para\u2029", strings.Repeat("x", 300)} {
+		var want bytes.Buffer
+		enc := json.NewEncoder(&want)
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(AppendJSONString([]byte("prefix"), s, true)); got != "prefix"+strings.TrimSuffix(want.String(), "\n") {
+			t.Errorf("AppendJSONString(%q, html) = %s; encoding/json says %s", s, got, want.String())
+		}
+		want.Reset()
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(s); err != nil {
+			t.Fatal(err)
+		}
+		if got := string(AppendJSONString(nil, s, false)); got != strings.TrimSuffix(want.String(), "\n") {
+			t.Errorf("AppendJSONString(%q) = %s; encoding/json says %s", s, got, want.String())
+		}
+	}
 }

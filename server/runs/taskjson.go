@@ -7,7 +7,8 @@ import (
 	"math"
 	"strconv"
 	"time"
-	"unicode/utf8"
+
+	"nectar/chains/params"
 )
 
 // A task's JSON in the run record, appended by hand: a record holds every task of its run and
@@ -22,11 +23,11 @@ import (
 func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 	var err error
 	b = append(b, `{"chain":`...)
-	b = appendJSONString(b, t.Chain, escapeHTML)
+	b = params.AppendJSONString(b, t.Chain, escapeHTML)
 	b = append(b, `,"task":`...)
-	b = appendJSONString(b, t.Task, escapeHTML)
+	b = params.AppendJSONString(b, t.Task, escapeHTML)
 	b = append(b, `,"key":`...)
-	b = appendJSONString(b, t.Key, escapeHTML)
+	b = params.AppendJSONString(b, t.Key, escapeHTML)
 	if len(t.Params) > 0 {
 		b = append(b, `,"params":`...)
 		if b, err = appendRawJSON(b, t.Params, escapeHTML); err != nil {
@@ -34,13 +35,13 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 		}
 	}
 	b = append(b, `,"status":`...)
-	b = appendJSONString(b, string(t.Status), escapeHTML)
+	b = params.AppendJSONString(b, string(t.Status), escapeHTML)
 	if t.Cached {
 		b = append(b, `,"cached":true`...)
 	}
 	if t.Error != "" {
 		b = append(b, `,"error":`...)
-		b = appendJSONString(b, t.Error, escapeHTML)
+		b = params.AppendJSONString(b, t.Error, escapeHTML)
 	}
 	if t.StartedAt != nil {
 		b = append(b, `,"started_at":`...)
@@ -68,11 +69,11 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 	}
 	if t.Worker != "" {
 		b = append(b, `,"worker":`...)
-		b = appendJSONString(b, t.Worker, escapeHTML)
+		b = params.AppendJSONString(b, t.Worker, escapeHTML)
 	}
 	if t.Queue != "" {
 		b = append(b, `,"queue":`...)
-		b = appendJSONString(b, t.Queue, escapeHTML)
+		b = params.AppendJSONString(b, t.Queue, escapeHTML)
 	}
 	if len(t.Requires) > 0 {
 		b = append(b, `,"requires":[`...)
@@ -95,7 +96,7 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 		}
 		if p.Status != "" {
 			b = append(b, `,"status":`...)
-			b = appendJSONString(b, p.Status, escapeHTML)
+			b = params.AppendJSONString(b, p.Status, escapeHTML)
 		}
 		b = append(b, '}')
 	}
@@ -120,14 +121,14 @@ func (t *TaskState) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 
 func (a *Artifact) appendJSON(b []byte, escapeHTML bool) []byte {
 	b = append(b, `{"name":`...)
-	b = appendJSONString(b, a.Name, escapeHTML)
+	b = params.AppendJSONString(b, a.Name, escapeHTML)
 	b = append(b, `,"size":`...)
 	b = strconv.AppendInt(b, a.Size, 10)
 	b = append(b, `,"content_type":`...)
-	b = appendJSONString(b, a.ContentType, escapeHTML)
+	b = params.AppendJSONString(b, a.ContentType, escapeHTML)
 	if a.Published != "" {
 		b = append(b, `,"published":`...)
-		b = appendJSONString(b, a.Published, escapeHTML)
+		b = params.AppendJSONString(b, a.Published, escapeHTML)
 	}
 	return append(b, '}')
 }
@@ -148,7 +149,7 @@ func (a *Attempt) appendJSON(b []byte, escapeHTML bool) ([]byte, error) {
 	}
 	if a.Error != "" {
 		b = append(b, `,"error":`...)
-		b = appendJSONString(b, a.Error, escapeHTML)
+		b = params.AppendJSONString(b, a.Error, escapeHTML)
 	}
 	return append(b, '}'), nil
 }
@@ -214,60 +215,4 @@ func appendRawJSON(b []byte, raw json.RawMessage, escapeHTML bool) ([]byte, erro
 	var escaped bytes.Buffer
 	json.HTMLEscape(&escaped, compact.Bytes())
 	return append(b, escaped.Bytes()...), nil
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendJSONString appends s quoted as encoding/json does: control characters, quotes and
-// backslashes escaped, invalid UTF-8 replaced, U+2028 and U+2029 escaped, and <, > and &
-// escaped when escapeHTML.
-func appendJSONString(b []byte, s string, escapeHTML bool) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		if c := s[i]; c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' && (!escapeHTML || (c != '<' && c != '>' && c != '&')) {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '\\', '"':
-				b = append(b, '\\', c)
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xF])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xF])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

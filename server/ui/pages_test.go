@@ -36,6 +36,12 @@ func (pageBackend) Head(context.Context, string, int) ([]byte, error) { return [
 func (pageBackend) Metrics(context.Context, string) *runs.Metrics     { return nil }
 func (pageBackend) TokensRequired() bool                              { return false }
 
+// pageUI is a UI serving rec, a run of task Task of chain c, as its only run.
+func pageUI(rec *runs.Record, task string) *UI {
+	return &UI{b: pageBackend{entry: history.Entry{RunID: rec.RunID, Key: rec.Key, Type: "t", Chain: "c", Task: task}, rec: rec},
+		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+}
+
 // viewRun reads run id's page (query: "?task=N" or ""), whole or its live fragment.
 func viewRun(t *testing.T, u *UI, id, query string, whole bool) runView {
 	t.Helper()
@@ -69,8 +75,7 @@ func TestARunPageListsTheTasksItNames(t *testing.T) {
 	rec.Tasks = append(rec.Tasks, runs.TaskState{Chain: "c", Task: "Side", Key: fmt.Sprintf("k%d", leaves+1), Status: runs.Done})
 	rec.Tasks[0].Requires = append(rec.Tasks[0].Requires, leaves+1)
 
-	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r1", Key: rec.Key, Type: "t", Chain: "c", Task: "Join"}, rec: rec},
-		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	u := pageUI(rec, "Join")
 	for _, tc := range []struct {
 		name  string
 		query string
@@ -149,8 +154,7 @@ func TestARunPageOfManyGroupsListsAPage(t *testing.T) {
 			rec.Tasks[mid].Requires = append(rec.Tasks[mid].Requires, leaf)
 		}
 	}
-	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r2", Key: rec.Key, Type: "t", Chain: "c", Task: "Join"}, rec: rec},
-		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	u := pageUI(rec, "Join")
 	v := viewRun(t, u, "r2", "", false)
 	listed, more := 0, 0
 	for _, g := range v.Groups {
@@ -270,8 +274,7 @@ func TestARunPageOfAGraphTooLargeToDrawListsItsTasks(t *testing.T) {
 		rec.Tasks = append(rec.Tasks, st)
 	}
 	rec.Tasks[0].Status = runs.Running
-	u := &UI{b: pageBackend{entry: history.Entry{RunID: "r3", Key: rec.Key, Type: "t", Chain: "c", Task: "Step0"}, rec: rec},
-		log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+	u := pageUI(rec, "Step0")
 	v := viewRun(t, u, "r3", "", false)
 	if v.Graph.Boxes != n || len(v.Graph.Nodes) != 0 || len(v.Graph.Edges) != 0 || len(v.Groups) != 0 {
 		t.Fatalf("graph: %d boxes said, %d nodes and %d edges drawn, %d groups; want %d said and none drawn", v.Graph.Boxes, len(v.Graph.Nodes), len(v.Graph.Edges), len(v.Groups), n)
@@ -286,8 +289,7 @@ func TestARunPageLinksParamsOnlyWhenStored(t *testing.T) {
 	for _, stored := range []bool{true, false} {
 		rec := &runs.Record{RunID: "r4", Key: "chains/t/c/Root/0", Status: runs.Failed, ParamsNotStored: !stored,
 			Tasks: []runs.TaskState{{Chain: "c", Task: "Root", Key: "chains/t/c/Root/0", Status: runs.Failed, Error: "could not store its params"}}}
-		u := &UI{b: pageBackend{entry: history.Entry{RunID: "r4", Key: rec.Key, Type: "t", Chain: "c", Task: "Root"}, rec: rec},
-			log: slog.Default(), shapes: newShapeCache(shapeCacheTasks)}
+		u := pageUI(rec, "Root")
 		v := viewRun(t, u, "r4", "", true)
 		if v.Sel == nil || (v.Sel.ParamsURL != "") != stored {
 			t.Errorf("params stored: %v; the page links them: %+v", stored, v.Sel)
