@@ -24,9 +24,11 @@ import (
 type remoteRun struct {
 	s  *scheduler
 	mu sync.Mutex
-	// tasks are what the run knows of each task it sent, by graph index (made by the first
-	// await: a run whose tasks were all done sends none).
-	tasks   []remoteTask
+	// tasks are what the run knows of each task in its workers' hands, by graph index: from
+	// its first send (await) to the end of its dispatch (dispatchQueued), so a few dozen at
+	// once whatever the graph's size. What a worker says of a task after is late news (of a
+	// message sent again, or of a task finished or given up here), ignored as before.
+	tasks   map[int]*remoteTask
 	seqs    map[uint64][]int // the tasks in each message (by stream sequence), for max-deliveries advisories
 	workers map[string]bool  // workers that hold a lane of this run
 	checked map[string]bool  // the queues named by tasks that were looked at for a worker
@@ -36,8 +38,7 @@ type remoteRun struct {
 	batches    int        // messages published: their ids
 }
 
-// remoteTask is the state of one task sent to a worker. One slice of them, not a map per
-// field: a run of thousands of tasks holds a few dozen bytes per task here.
+// remoteTask is the state of one task sent to a worker.
 type remoteTask struct {
 	// waiting is where the task's end goes while it is published and not yet finished; nil
 	// once finished or given up here.
@@ -54,16 +55,18 @@ type remoteTask struct {
 }
 
 func newRemoteRun(s *scheduler) *remoteRun {
-	return &remoteRun{s: s, seqs: map[uint64][]int{}, workers: map[string]bool{}, checked: map[string]bool{}}
+	return &remoteRun{s: s, tasks: map[int]*remoteTask{}, seqs: map[uint64][]int{}, workers: map[string]bool{}, checked: map[string]bool{}}
 }
 
-// task is task i's state (rr.mu held; zero for a task not sent yet), or nil for an index out
-// of the run's graph, or before the run sent any task: a report naming one is ignored.
-func (rr *remoteRun) task(i int) *remoteTask {
-	if i < 0 || i >= len(rr.tasks) {
-		return nil
-	}
-	return &rr.tasks[i]
+// task is task i's state (rr.mu held), or nil for a task not in a worker's hands (not sent
+// yet, its dispatch ended, or an index out of the run's graph): a report naming one is ignored.
+func (rr *remoteRun) task(i int) *remoteTask { return rr.tasks[i] }
+
+// drop forgets task i once its dispatch ended: it is not sent again.
+func (rr *remoteRun) drop(i int) {
+	rr.mu.Lock()
+	delete(rr.tasks, i)
+	rr.mu.Unlock()
 }
 
 // waitingTask is task i's state if its end is awaited here (rr.mu held), else nil.
@@ -245,7 +248,7 @@ func (rr *remoteRun) update(worker string, u taskUpdate) {
 				closeLostAttempt(t, lostWorker(prev)+" was lost; the task went to another")
 			}
 			rr.mu.Lock()
-			rt.base = len(t.Attempts) // rr.tasks is never reallocated: rt stays its
+			rt.base = len(t.Attempts) // (rt is the task's while it is in hand; after, no one reads it)
 			rr.mu.Unlock()
 			t.Worker = worker
 		})
@@ -371,6 +374,7 @@ const cancelGrace = 5 * time.Second
 // (its message is gone from the stream, and no result came), is published again.
 func (s *scheduler) dispatchQueued(ctx context.Context, job *taskJob) taskResult {
 	rr, i := s.remote, job.Index
+	defer rr.drop(i)
 	if job.Queue != "" && !s.m.servedHere(job.Queue) {
 		s.warnIfUnserved(ctx, job.Queue)
 	}
@@ -490,7 +494,7 @@ func (s *scheduler) runHere(ctx context.Context, rr *remoteRun, w *Worker, job *
 	i := job.Index
 	ch := rr.await(i, after)
 	rr.mu.Lock()
-	rr.tasks[i].taken = true // in this process's hands from now on: a halt's purge does not end it
+	rr.tasks[i].taken = true // in this process's hands from now on: a halt's purge does not end it (await made the entry)
 	rr.mu.Unlock()
 	s.m.handedOver.Add(1)
 	msg := &jobMsg{Driver: driverSubject(s.m.driverID), Parallelism: s.m.cfg.TaskParallelism, RunConns: s.runConns,
@@ -516,10 +520,11 @@ func (rr *remoteRun) await(i int, after uint64) chan taskResult {
 	ch := make(chan taskResult, 1)
 	rr.mu.Lock()
 	defer rr.mu.Unlock()
-	if rr.tasks == nil {
-		rr.tasks = make([]remoteTask, len(rr.s.nodes))
+	t := rr.tasks[i]
+	if t == nil {
+		t = &remoteTask{}
+		rr.tasks[i] = t
 	}
-	t := &rr.tasks[i]
 	// A new message (or hand-over) counts its deliveries from 1; holder and base stay, for
 	// what the worker before may still report.
 	t.after, t.waiting, t.taken, t.delivery = after, ch, false, 0
@@ -722,7 +727,7 @@ const publishPatience = 30 * time.Second
 // stream (watchCancel); one that runs gets the cancel and answers within moments.
 func (s *scheduler) cancelled(ctx context.Context, rr *remoteRun, i int, ch chan taskResult) taskResult {
 	rr.mu.Lock()
-	t := &rr.tasks[i]
+	t := rr.tasks[i] // (await made it: the dispatch has not ended)
 	taken := t.taken
 	if !taken {
 		t.waiting = nil

@@ -41,6 +41,17 @@ func TestReportsOfNoTaskOfTheRunAreIgnored(t *testing.T) {
 		t.Fatalf("task 1 ended twice: %+v", res)
 	default:
 	}
+	// Its dispatch ended: the run keeps nothing of it (a run of 50,000 tasks holds only those
+	// in hand), and news of it still changes nothing.
+	rr.drop(1)
+	if len(rr.tasks) != 0 {
+		t.Fatalf("the run still holds %d tasks after their dispatch ended", len(rr.tasks))
+	}
+	m.route(&driverMsg{Run: "run-1", Worker: "w1", Update: &taskUpdate{Index: 1, Delivery: 1, Worker: "w1"}})
+	m.route(&driverMsg{Run: "run-1", Worker: "w1", Result: &resultMsg{Index: 1, Err: "late"}})
+	if len(rr.tasks) != 0 {
+		t.Fatalf("late news of a task made it held again: %d tasks", len(rr.tasks))
+	}
 }
 
 // A task redelivered after its worker died is found done when that worker had committed its

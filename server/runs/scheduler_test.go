@@ -834,11 +834,12 @@ func TestLookingUpOutsStopsAtTheFirstFailure(t *testing.T) {
 	for _, byLevel := range []bool{false, true} {
 		store := &downStore{}
 		s := &scheduler{m: &Manager{cfg: Config{Store: store}}, nodes: make([]node, 5000)}
-		for i := range s.nodes {
-			s.nodes[i] = node{key: fmt.Sprintf("chains/t/c/Leaf/%d", i)}
+		keys := make([]string, len(s.nodes))
+		for i := range keys {
+			keys[i] = fmt.Sprintf("chains/t/c/Leaf/%d", i)
 		}
 		const askers = 16
-		if _, _, err := s.outsExist(context.Background(), askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
+		if _, _, err := s.outsExist(context.Background(), keys, askers, byLevel); !errors.Is(err, targets.ErrUnavailable) {
 			t.Errorf("byLevel %v: err = %v, want the store unavailable", byLevel, err)
 		}
 		if n := store.stats.Load(); n > 2*askers {
@@ -862,7 +863,7 @@ func TestNodesShareEqualDeclarations(t *testing.T) {
 		leaf(1, time.Minute), leaf(2, time.Minute), leaf(3, 2*time.Minute), leaf(4, time.Minute, "db"), leaf(5, time.Minute, "db"),
 		leaf(6, time.Minute, "db", "s3"),
 	}}
-	nodes := buildNodes("testchains", graph)
+	nodes, keys := buildNodes("testchains", graph)
 	for _, tc := range []struct {
 		a, b  int
 		share bool
@@ -888,12 +889,63 @@ func TestNodesShareEqualDeclarations(t *testing.T) {
 			d.queue != want.queue || !slices.Equal(d.conns, want.conns) {
 			t.Errorf("node %d declares %+v, want %+v", i, *d, want)
 		}
-		if n.ref.Chain != g.Chain || n.ref.Task != g.Task || string(n.ref.Params) != string(g.Params) || n.slot != -1 ||
-			n.key != Key("testchains", g.Chain, g.Task, g.Params) || !slices.Equal(n.deps, g.Requires) {
-			t.Errorf("node %d = %+v, not its graph node %+v", i, n, g)
+		if n.slot != -1 || keys[i] != Key("testchains", g.Chain, g.Task, g.Params) {
+			t.Errorf("node %d = %+v with key %s, not its graph node %+v", i, n, keys[i], g)
 		}
 	}
-	if unsafe.StringData(nodes[1].ref.Task) != unsafe.StringData(nodes[6].ref.Task) {
+	if unsafe.StringData(graph.Nodes[1].Task) != unsafe.StringData(graph.Nodes[6].Task) {
 		t.Error("two leaves hold their task's name twice")
+	}
+}
+
+// A graph's edges are kept as two lists (linkNodes): each node's requirements in the order it
+// declared them (its inputs are passed in that order), and its dependents in graph order. An
+// edge to no node is the plugin's error, refused whole.
+func TestLinkNodesKeepsTheGraphsEdges(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		requires   [][]int
+		dependents [][]int32
+		err        string
+	}{
+		{"one node", [][]int{nil}, [][]int32{nil}, ""},
+		{"a fan-in", [][]int{{1, 2, 3}, nil, nil, nil}, [][]int32{nil, {0}, {0}, {0}}, ""},
+		{"declared order kept", [][]int{{3, 1, 2}, nil, nil, nil}, [][]int32{nil, {0}, {0}, {0}}, ""},
+		{"a diamond", [][]int{{1, 2}, {3}, {3}, nil}, [][]int32{nil, {0}, {0}, {1, 2}}, ""},
+		{"shared leaves", [][]int{{1, 2}, {3, 4}, {4, 3}, nil, nil}, [][]int32{nil, {0}, {0}, {1, 2}, {1, 2}}, ""},
+		{"an edge past the end", [][]int{{1, 2}, nil}, nil, "dependency 2 of 0"},
+		{"a negative edge", [][]int{nil, {-1}}, nil, "dependency -1 of 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			graph := &plugins.GraphResponse{}
+			for _, r := range tc.requires {
+				graph.Nodes = append(graph.Nodes, plugins.GraphNode{Requires: r})
+			}
+			deps, dependents, err := linkNodes(graph)
+			if tc.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("err = %v, want one naming %q", err, tc.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i, r := range tc.requires {
+				var got []int
+				for _, d := range deps.of(i) {
+					got = append(got, int(d))
+				}
+				if !slices.Equal(got, r) {
+					t.Errorf("node %d requires %v, want %v", i, got, r)
+				}
+				if got := dependents.of(i); !slices.Equal(got, tc.dependents[i]) {
+					t.Errorf("node %d's dependents are %v, want %v", i, got, tc.dependents[i])
+				}
+			}
+			if got := deps.of(len(tc.requires)); got != nil {
+				t.Errorf("a node past the graph has requirements %v", got)
+			}
+		})
 	}
 }
