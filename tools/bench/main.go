@@ -66,6 +66,9 @@ func run() error {
 		return err
 	}
 	defer removeScratch()
+	if *bin, err = stageBinaries(*bin); err != nil {
+		return err
+	}
 	if *minioOnly {
 		rows, err := minioRows(*bin, *runs, *conns, *duration)
 		if err != nil {
