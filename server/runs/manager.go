@@ -607,8 +607,9 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		return nil // the record matters; the metrics object is best effort
 	}
 	var written targets.Info // the version of the record stored last, for remember
+	put := m.recordWriter(leased)
 	err := m.together(putMetrics, func() (err error) {
-		written, err = m.putRecord(context.Background(), r)
+		written, err = put(context.Background(), r)
 		return err
 	})
 	if metricsLost.Load() {
@@ -617,7 +618,7 @@ func (m *Manager) execute(ctx context.Context, r *Run) {
 		// signs a URL to nothing. (A crash between the two writes leaves the promise.)
 		r.update(func(rec *Record) { rec.MetricsNotStored = true })
 		if err == nil {
-			written, err = m.putRecord(context.Background(), r)
+			written, err = put(context.Background(), r)
 		}
 	}
 	if err != nil {
@@ -694,6 +695,9 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 		select {
 		case m.slots <- struct{}{}:
 		case <-ctx.Done():
+			// Its record replaces the key's, which it has not read yet: that one goes into
+			// its history, as for a run that starts (below).
+			m.keepPrevious(r, log)
 			return Cancelled, "cancelled before it started: " + cancelReason(ctx), finish
 		}
 	}
@@ -744,14 +748,7 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	if prev != nil && !prev.Status.Final() && prev.RunID != rec.RunID {
 		deadRun = prev.RunID // we hold the lease: its server died mid-run
 	}
-	if prev != nil && prev.RunID != rec.RunID {
-		r.update(func(rec *Record) {
-			rec.Previous = append([]PastRun{prev.Past()}, prev.Previous...)
-			if len(rec.Previous) > MaxPrevious {
-				rec.Previous = rec.Previous[:MaxPrevious]
-			}
-		})
-	}
+	attachPrevious(r, prev)
 	if done && !r.force {
 		unused()
 		// Its out was made as another run's dependency, which stores no log if it wrote none.
@@ -859,6 +856,41 @@ func (m *Manager) drive(ctx context.Context, r *Run, log *slog.Logger, pl *plann
 	go func() { startWritten(); r.markPlanned(nil) }()
 	status, errMsg = s.run(ctx, graph)
 	return status, errMsg, finish
+}
+
+// attachPrevious makes prev, the key's record before r (nil: none), the first of r's previous
+// runs, so that r's record, which replaces it, keeps its history.
+func attachPrevious(r *Run, prev *Record) {
+	if prev == nil {
+		return
+	}
+	r.update(func(rec *Record) {
+		if prev.RunID == rec.RunID {
+			return
+		}
+		rec.Previous = append([]PastRun{prev.Past()}, prev.Previous...)
+		if len(rec.Previous) > MaxPrevious {
+			rec.Previous = rec.Previous[:MaxPrevious]
+		}
+	})
+}
+
+// keepPrevious reads the key's record and attaches it to r (attachPrevious), for a run that
+// ends before it read it. An unreadable record's history is dropped, as when a run starts; a
+// store that does not answer is logged, and r's record then replaces it without.
+func (m *Manager) keepPrevious(r *Run, log *slog.Logger) {
+	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3) // (as the lease's own reads)
+	defer cancel()
+	old, err := m.storedRecord(ctx, r.Key())
+	switch {
+	case errors.Is(err, targets.ErrNotExist):
+	case errors.Is(err, errCorrupt):
+		log.Warn("the previous run record is unreadable; its history is dropped", "err", err)
+	case err != nil:
+		log.Warn("reading the previous run record; its history is dropped", "store", m.cfg.Store.String(), "err", err)
+	default:
+		attachPrevious(r, &old)
+	}
 }
 
 // failure logs a failure of the store (or of the staging folder) during run r, naming the store

@@ -3,6 +3,7 @@ package runs
 import (
 	"bytes"
 	"context"
+	"errors"
 	"time"
 
 	"nectar/targets"
@@ -66,7 +67,7 @@ func (m *Manager) persistLater(r *Run, leased bool) {
 			return
 		case <-time.After(wait):
 		}
-		if _, err := m.putRecord(context.Background(), r); err == nil {
+		if _, err := m.recordWriter(leased)(context.Background(), r); err == nil {
 			r.changed()
 			if leased {
 				m.releaseLease(r)
@@ -92,6 +93,36 @@ func (m *Manager) putRecord(ctx context.Context, r *Run) (targets.Info, error) {
 		return ip.PutInfo(ctx, key, &buf)
 	}
 	return targets.Info{}, m.cfg.Store.Put(ctx, key, &buf)
+}
+
+// recordWriter is how a run's final record is stored: in place of the key's record by a run
+// that held the key's lease (putRecord), else only where the key has none (putRecordIfAbsent).
+func (m *Manager) recordWriter(leased bool) func(context.Context, *Run) (targets.Info, error) {
+	if leased {
+		return m.putRecord
+	}
+	return m.putRecordIfAbsent
+}
+
+// putRecordIfAbsent stores the record of a run that never held its key's lease (it could not
+// be taken: the store failed, or the run was cancelled first) only if the key has no record.
+// The key's record is not this run's to replace: it may be another server's live run's, or
+// the run before's with its history (which this run never read), and a record retried until
+// the store came back (persistLater) could land over a later run's. Where the key has one, the
+// run's end is told by its answers and the run history alone; nothing is written, and the
+// returned Info is zero.
+func (m *Manager) putRecordIfAbsent(ctx context.Context, r *Run) (targets.Info, error) {
+	key := r.Key() + "/" + RecordName
+	var buf bytes.Buffer
+	if err := r.encode(&buf); err != nil {
+		return targets.Info{}, err
+	}
+	err := m.cfg.Store.CreateIfAbsent(ctx, key, &buf)
+	if errors.Is(err, targets.ErrExist) {
+		m.cfg.Logger.Warn("a run that never held its key's lease leaves the key's record as it is", "key", r.Key(), "run_id", r.ID())
+		return targets.Info{}, nil
+	}
+	return targets.Info{}, err
 }
 
 // PutParams stores key's params (the canonical JSON), as a run does when it starts.
