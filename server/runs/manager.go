@@ -879,7 +879,12 @@ func attachPrevious(r *Run, prev *Record) {
 // ends before it read it. An unreadable record's history is dropped, as when a run starts; a
 // store that does not answer is logged, and r's record then replaces it without.
 func (m *Manager) keepPrevious(r *Run, log *slog.Logger) {
-	ctx, cancel := context.WithTimeout(context.Background(), m.cfg.LeaseTTL/3) // (as the lease's own reads)
+	if r.leaseLost.Load() {
+		return // the key's record is the new holder's: this run writes none
+	}
+	// As long as a lease's own reads, but a cancel, or a shutdown's drain, waits for it: 10 s
+	// at most.
+	ctx, cancel := context.WithTimeout(context.Background(), min(m.cfg.LeaseTTL/3, 10*time.Second))
 	defer cancel()
 	old, err := m.storedRecord(ctx, r.Key())
 	switch {

@@ -117,6 +117,10 @@ func (m *Manager) putRecordIfAbsent(ctx context.Context, r *Run) (targets.Info, 
 	if err := r.encode(&buf); err != nil {
 		return targets.Info{}, err
 	}
+	if buf.Len() > targets.MaxCreateSize { // (params near the body limit): refused every time, never retried
+		m.cfg.Logger.Warn("the record of a run that never held its key's lease is too big to create; not stored", "key", r.Key(), "run_id", r.ID(), "bytes", buf.Len())
+		return targets.Info{}, nil
+	}
 	err := m.cfg.Store.CreateIfAbsent(ctx, key, &buf)
 	if errors.Is(err, targets.ErrExist) {
 		m.cfg.Logger.Warn("a run that never held its key's lease leaves the key's record as it is", "key", r.Key(), "run_id", r.ID())

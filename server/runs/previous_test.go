@@ -3,6 +3,7 @@ package runs
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"strings"
 	"sync/atomic"
@@ -94,13 +95,18 @@ func TestARunWithoutItsLeaseLeavesTheKeysRecord(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
 		earlier bool
+		big     bool // its record is over what CreateIfAbsent takes: not stored, not retried
 	}{
-		{"the key has a record", true},
-		{"the key has none", false},
+		{"the key has a record", true, false},
+		{"the key has none", false, false},
+		{"its record is too big to create", false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			spec := chain.spec()
 			spec.Params = []byte(`{"case":"` + tc.name + `"}`)
+			if tc.big {
+				spec.Params = []byte(`{"case":"` + strings.Repeat("x", targets.MaxCreateSize) + `"}`)
+			}
 			key := Key(spec.Type, spec.Chain, spec.Task, spec.Params)
 			if tc.earlier {
 				putEarlierRecord(t, g.store, spec, key, "run-before")
@@ -113,6 +119,19 @@ func TestARunWithoutItsLeaseLeavesTheKeysRecord(t *testing.T) {
 			}
 			if got := r.Snapshot(); got.Status != Failed || !strings.Contains(got.Error, "taking the run's lease") {
 				t.Errorf("the run ended %s (%s); want FAILED, naming the lease", got.Status, got.Error)
+			}
+			if tc.big {
+				if _, err := g.m.storedRecord(context.Background(), key); !errors.Is(err, targets.ErrNotExist) {
+					t.Errorf("reading the key's record: %v; want none stored", err)
+				}
+				deadline := time.Now().Add(5 * time.Second)
+				for _, active := g.m.Active(key); active; _, active = g.m.Active(key) {
+					if time.Now().After(deadline) {
+						t.Fatal("the run is still active 5 s after it ended: its record is being retried")
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+				return
 			}
 			rec := storedRecordOf(t, g, key)
 			switch {
